@@ -1,0 +1,1 @@
+//! Juju model simulator (test support; never shipped).

@@ -1,0 +1,1 @@
+//! concourse-ci charm library: everything `dispatch` runs lives here so tests can reach it.
