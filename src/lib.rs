@@ -1,1 +1,23 @@
-//! concourse-ci charm library: everything `dispatch` runs lives here so tests can reach it.
+//! concourse-ci: a Juju machine charm for Concourse CI, as one `dispatch` executable.
+//!
+//! `main` builds a `juju::Context` from the environment and hands it to
+//! `charm::dispatch`, which routes the event and converges the unit.
+
+pub mod charm;
+pub mod config;
+pub mod juju;
+
+/// Formats an error and its sources as `outer: inner: root`, each cause once.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(src) = cur {
+        let s = src.to_string();
+        if !out.contains(&s) {
+            out.push_str(": ");
+            out.push_str(&s);
+        }
+        cur = src.source();
+    }
+    out
+}

@@ -1,1 +1,32 @@
-fn main() {}
+//! `dispatch`: the charm's only executable. Juju runs it for every hook and action.
+
+use std::process::ExitCode;
+
+use concourse_ci::charm;
+use concourse_ci::juju::{log, Context, Juju, ProcessRunner};
+
+fn main() -> ExitCode {
+    let ctx = match Context::from_process_env() {
+        Ok(ctx) => ctx,
+        Err(e) => {
+            eprintln!("concourse-ci: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    log::init(Box::new(ProcessRunner), &ctx.unit_name, ctx.debug);
+    let what = ctx.describe();
+    let juju = Juju::new(ctx, Box::new(ProcessRunner));
+    match charm::dispatch(&juju) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let chain = concourse_ci::error_chain(&e);
+            if e.retryable() {
+                tracing::error!("{what} failed, Juju will retry: {chain}");
+                ExitCode::FAILURE
+            } else {
+                tracing::error!("{what} failed: {chain}");
+                ExitCode::SUCCESS
+            }
+        }
+    }
+}

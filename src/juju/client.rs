@@ -1,0 +1,860 @@
+//! Typed hook-tool calls with a per-hook cache.
+//!
+//! Owns: the exact argv of every hook tool the charm uses and the parsing of their
+//! `--format=json` output. Invariants: values Juju freezes for the hook (config,
+//! leadership once false, relation membership, remote databags, storage, network,
+//! secrets, unit state, action params) are fetched at most once per hook; own writes
+//! (`relation-set`, `state-set`) update the cache the same way Juju's local copy does
+//! (merge, empty value deletes). Hazards: `relation-set`, `state-set`, secret changes
+//! and ports are committed by Juju only if the hook exits 0; `status-set`,
+//! `juju-log`, `action-log` and `application-version-set` take effect at once.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use super::context::{Context, RelationRef};
+use super::tools::{FailureKind, ToolError, ToolRunner};
+
+/// A databag: string keys to string values.
+pub type Databag = BTreeMap<String, String>;
+
+/// Workload status kinds a charm may set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StatusKind {
+    Maintenance,
+    Blocked,
+    Waiting,
+    Active,
+    #[serde(other)]
+    Unknown,
+}
+
+impl StatusKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StatusKind::Maintenance => "maintenance",
+            StatusKind::Blocked => "blocked",
+            StatusKind::Waiting => "waiting",
+            StatusKind::Active => "active",
+            StatusKind::Unknown => "unknown",
+        }
+    }
+}
+
+/// A workload status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Status {
+    pub kind: StatusKind,
+    pub message: String,
+}
+
+impl Status {
+    pub fn new(kind: StatusKind, message: impl Into<String>) -> Status {
+        Status {
+            kind,
+            message: message.into(),
+        }
+    }
+    pub fn active(m: impl Into<String>) -> Status {
+        Status::new(StatusKind::Active, m)
+    }
+    pub fn blocked(m: impl Into<String>) -> Status {
+        Status::new(StatusKind::Blocked, m)
+    }
+    pub fn waiting(m: impl Into<String>) -> Status {
+        Status::new(StatusKind::Waiting, m)
+    }
+    pub fn maintenance(m: impl Into<String>) -> Status {
+        Status::new(StatusKind::Maintenance, m)
+    }
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.kind.as_str(), self.message)
+    }
+}
+
+/// `juju-log` levels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogLevel {
+    Trace,
+    Debug,
+    Info,
+    Warning,
+    Error,
+}
+
+impl LogLevel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Trace => "TRACE",
+            LogLevel::Debug => "DEBUG",
+            LogLevel::Info => "INFO",
+            LogLevel::Warning => "WARNING",
+            LogLevel::Error => "ERROR",
+        }
+    }
+}
+
+/// Which databag of a relation to read.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Bag {
+    /// A unit's bag (own or remote), by unit name.
+    Unit(String),
+    /// An application's bag, by application name.
+    App(String),
+}
+
+/// `storage-get` output.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct StorageInfo {
+    pub kind: String,
+    pub location: PathBuf,
+}
+
+/// The parts of `network-get` output the charm uses.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct NetworkInfo {
+    #[serde(rename = "ingress-addresses", default)]
+    pub ingress_addresses: Vec<String>,
+    #[serde(rename = "egress-subnets", default)]
+    pub egress_subnets: Vec<String>,
+    #[serde(rename = "bind-addresses", default)]
+    pub bind_addresses: Vec<BindAddress>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct BindAddress {
+    #[serde(rename = "interface-name", default)]
+    pub interface_name: String,
+    #[serde(default)]
+    pub addresses: Vec<Address>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct Address {
+    #[serde(default)]
+    pub value: String,
+    #[serde(default)]
+    pub cidr: String,
+}
+
+impl NetworkInfo {
+    /// The first ingress address, else the first bound address.
+    pub fn primary_address(&self) -> Option<&str> {
+        self.ingress_addresses
+            .iter()
+            .map(String::as_str)
+            .chain(
+                self.bind_addresses
+                    .iter()
+                    .flat_map(|b| b.addresses.iter().map(|a| a.value.as_str())),
+            )
+            .find(|a| !a.is_empty())
+    }
+}
+
+/// `status-get` output for the unit.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct StatusInfo {
+    pub status: StatusKind,
+    #[serde(default)]
+    pub message: String,
+}
+
+/// `goal-state` output.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+pub struct GoalState {
+    #[serde(default)]
+    pub units: BTreeMap<String, GoalUnit>,
+    #[serde(default)]
+    pub relations: BTreeMap<String, BTreeMap<String, GoalUnit>>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+pub struct GoalUnit {
+    #[serde(default)]
+    pub status: String,
+    #[serde(default)]
+    pub since: Option<String>,
+}
+
+impl GoalState {
+    /// Units of our application that are not dying (what ops calls planned units).
+    pub fn planned_units(&self) -> Vec<String> {
+        self.units
+            .iter()
+            .filter(|(_, u)| u.status != "dying")
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+}
+
+/// `secret-info-get` output for one secret.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct SecretInfo {
+    #[serde(default)]
+    pub revision: u64,
+    #[serde(default)]
+    pub label: Option<String>,
+    #[serde(default)]
+    pub owner: Option<String>,
+}
+
+/// Who owns a new secret.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecretOwner {
+    Application,
+    Unit,
+}
+
+/// How to address a secret.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum SecretRef {
+    Id(String),
+    Label(String),
+}
+
+#[derive(Default)]
+struct Cache {
+    config: Option<serde_json::Map<String, serde_json::Value>>,
+    leader: Option<bool>,
+    relation_ids: HashMap<String, Vec<RelationRef>>,
+    relation_list: HashMap<RelationRef, Vec<String>>,
+    bags: HashMap<(RelationRef, Bag), Databag>,
+    storage_list: HashMap<String, Vec<String>>,
+    storage_get: HashMap<String, StorageInfo>,
+    network: HashMap<String, NetworkInfo>,
+    secrets: HashMap<SecretRef, BTreeMap<String, String>>,
+    secret_info: HashMap<SecretRef, Option<(String, SecretInfo)>>,
+    state: Option<BTreeMap<String, String>>,
+    goal: Option<GoalState>,
+    action_params: Option<serde_json::Value>,
+    resources: HashMap<String, Option<PathBuf>>,
+    status: Option<StatusInfo>,
+    opened_ports: Option<Vec<String>>,
+}
+
+/// The charm's handle on Juju for one hook.
+pub struct Juju {
+    ctx: Context,
+    runner: Box<dyn ToolRunner>,
+    cache: RefCell<Cache>,
+    calls: RefCell<Vec<String>>,
+}
+
+type Result<T> = std::result::Result<T, ToolError>;
+
+fn s(x: &str) -> String {
+    x.to_string()
+}
+
+impl Juju {
+    pub fn new(ctx: Context, runner: Box<dyn ToolRunner>) -> Juju {
+        Juju {
+            ctx,
+            runner,
+            cache: RefCell::default(),
+            calls: RefCell::default(),
+        }
+    }
+
+    pub fn context(&self) -> &Context {
+        &self.ctx
+    }
+
+    pub fn unit_name(&self) -> &str {
+        &self.ctx.unit_name
+    }
+
+    pub fn app_name(&self) -> &str {
+        &self.ctx.app_name
+    }
+
+    /// Tool names called so far in this hook, in order (for tests and benchmarks).
+    pub fn calls(&self) -> Vec<String> {
+        self.calls.borrow().clone()
+    }
+
+    /// The primitive: runs a tool, counting the call.
+    pub fn run(&self, tool: &str, args: &[String], stdin: Option<&[u8]>) -> Result<Vec<u8>> {
+        self.calls.borrow_mut().push(tool.to_string());
+        self.runner.run(tool, args, stdin)
+    }
+
+    fn run_json<T: serde::de::DeserializeOwned>(&self, tool: &str, args: Vec<String>) -> Result<T> {
+        let out = self.run(tool, &args, None)?;
+        parse_json(tool, &args, &out)
+    }
+
+    // ----- config and leadership -----
+
+    /// All config options (set or defaulted), cached for the hook.
+    pub fn config(&self) -> Result<serde_json::Map<String, serde_json::Value>> {
+        if let Some(c) = &self.cache.borrow().config {
+            return Ok(c.clone());
+        }
+        let v: Option<serde_json::Map<String, serde_json::Value>> =
+            self.run_json("config-get", vec![s("--format=json")])?;
+        let v = v.unwrap_or_default();
+        self.cache.borrow_mut().config = Some(v.clone());
+        Ok(v)
+    }
+
+    /// Whether this unit leads its application. Cached for the hook.
+    pub fn is_leader(&self) -> Result<bool> {
+        if let Some(l) = self.cache.borrow().leader {
+            return Ok(l);
+        }
+        let v: bool = self.run_json("is-leader", vec![s("--format=json")])?;
+        self.cache.borrow_mut().leader = Some(v);
+        Ok(v)
+    }
+
+    // ----- relations -----
+
+    /// Relations on an endpoint (`relation-ids`).
+    pub fn relation_ids(&self, endpoint: &str) -> Result<Vec<RelationRef>> {
+        if let Some(ids) = self.cache.borrow().relation_ids.get(endpoint) {
+            return Ok(ids.clone());
+        }
+        let args = vec![s("--format=json"), s(endpoint)];
+        let raw: Option<Vec<String>> = self.run_json("relation-ids", args.clone())?;
+        let mut ids = Vec::new();
+        for r in raw.unwrap_or_default() {
+            ids.push(RelationRef::parse(&r).ok_or_else(|| ToolError::BadOutput {
+                argv: super::tools::format_argv("relation-ids", &args),
+                why: format!("relation id {r:?} is not <endpoint>:<number>"),
+            })?);
+        }
+        self.cache
+            .borrow_mut()
+            .relation_ids
+            .insert(endpoint.to_string(), ids.clone());
+        Ok(ids)
+    }
+
+    /// The remote units this unit currently sees in a relation (`relation-list`).
+    pub fn relation_list(&self, rel: &RelationRef) -> Result<Vec<String>> {
+        if let Some(l) = self.cache.borrow().relation_list.get(rel) {
+            return Ok(l.clone());
+        }
+        let v: Option<Vec<String>> = self.run_json(
+            "relation-list",
+            vec![s("--format=json"), s("-r"), rel.to_string()],
+        )?;
+        let v = v.unwrap_or_default();
+        self.cache
+            .borrow_mut()
+            .relation_list
+            .insert(rel.clone(), v.clone());
+        Ok(v)
+    }
+
+    /// A whole databag (`relation-get - <unit|app>`), cached for the hook.
+    pub fn relation_get(&self, rel: &RelationRef, bag: &Bag) -> Result<Databag> {
+        let key = (rel.clone(), bag.clone());
+        if let Some(b) = self.cache.borrow().bags.get(&key) {
+            return Ok(b.clone());
+        }
+        let mut args = vec![s("--format=json"), s("-r"), rel.to_string()];
+        let target = match bag {
+            Bag::Unit(u) => u.clone(),
+            Bag::App(a) => {
+                args.push(s("--app"));
+                a.clone()
+            }
+        };
+        args.push(s("-"));
+        args.push(target);
+        let v: Option<Databag> = self.run_json("relation-get", args)?;
+        let v = v.unwrap_or_default();
+        self.cache.borrow_mut().bags.insert(key, v.clone());
+        Ok(v)
+    }
+
+    /// This unit's own databag in a relation.
+    pub fn own_unit_bag(&self, rel: &RelationRef) -> Result<Databag> {
+        self.relation_get(rel, &Bag::Unit(self.ctx.unit_name.clone()))
+    }
+
+    /// This application's databag in a relation (peers: readable by all units).
+    pub fn own_app_bag(&self, rel: &RelationRef) -> Result<Databag> {
+        self.relation_get(rel, &Bag::App(self.ctx.app_name.clone()))
+    }
+
+    /// Merges `data` into this unit's bag (`app=false`) or the app bag (`app=true`,
+    /// leader only). An empty value deletes the key. Writes only keys whose value
+    /// differs from what this hook already sees; no call at all when nothing changes.
+    pub fn relation_set(&self, rel: &RelationRef, app: bool, data: &Databag) -> Result<()> {
+        let bag = if app {
+            Bag::App(self.ctx.app_name.clone())
+        } else {
+            Bag::Unit(self.ctx.unit_name.clone())
+        };
+        let current = self.relation_get(rel, &bag)?;
+        let delta: Databag = data
+            .iter()
+            .filter(|(k, v)| current.get(*k).map(String::as_str).unwrap_or("") != v.as_str())
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        if delta.is_empty() {
+            return Ok(());
+        }
+        let mut args = vec![s("-r"), rel.to_string()];
+        if app {
+            args.push(s("--app"));
+        }
+        args.push(s("--file"));
+        args.push(s("-"));
+        let body = serde_json::to_vec(&delta).map_err(|e| ToolError::BadOutput {
+            argv: s("relation-set"),
+            why: e.to_string(),
+        })?;
+        self.run("relation-set", &args, Some(&body))?;
+        let mut cache = self.cache.borrow_mut();
+        if let Some(b) = cache.bags.get_mut(&(rel.clone(), bag)) {
+            merge(b, &delta);
+        }
+        Ok(())
+    }
+
+    // ----- status and logging -----
+
+    /// Sets the unit (or, for the leader, application) workload status. Immediate.
+    pub fn status_set(&self, status: &Status, application: bool) -> Result<()> {
+        let mut args = vec![
+            format!(
+                "--application={}",
+                if application { "True" } else { "False" }
+            ),
+            s(status.kind.as_str()),
+        ];
+        if !status.message.is_empty() {
+            args.push(s("--"));
+            args.push(status.message.clone());
+        }
+        self.run("status-set", &args, None)?;
+        if !application {
+            self.cache.borrow_mut().status = Some(StatusInfo {
+                status: status.kind,
+                message: status.message.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The unit's current workload status (cached; reflects this hook's own status-set).
+    pub fn status_get(&self) -> Result<StatusInfo> {
+        if let Some(st) = &self.cache.borrow().status {
+            return Ok(st.clone());
+        }
+        let v: StatusInfo = self.run_json(
+            "status-get",
+            vec![
+                s("--include-data"),
+                s("--format=json"),
+                s("--application=false"),
+            ],
+        )?;
+        self.cache.borrow_mut().status = Some(v.clone());
+        Ok(v)
+    }
+
+    /// Writes one line to the unit's Juju log. Immediate.
+    pub fn juju_log(&self, level: LogLevel, message: &str) -> Result<()> {
+        self.run(
+            "juju-log",
+            &[s("--log-level"), s(level.as_str()), s("--"), s(message)],
+            None,
+        )
+        .map(drop)
+    }
+
+    /// Shows the running workload version in `juju status`. Immediate.
+    pub fn application_version_set(&self, version: &str) -> Result<()> {
+        self.run("application-version-set", &[s("--"), s(version)], None)
+            .map(drop)
+    }
+
+    // ----- actions -----
+
+    /// The action's parameters (defaults already filled in by Juju).
+    pub fn action_params(&self) -> Result<serde_json::Value> {
+        if let Some(p) = &self.cache.borrow().action_params {
+            return Ok(p.clone());
+        }
+        let v: serde_json::Value = self.run_json("action-get", vec![s("--format=json")])?;
+        self.cache.borrow_mut().action_params = Some(v.clone());
+        Ok(v)
+    }
+
+    /// Adds results (`key=value`; dotted keys nest). Keys must be lowercase kebab-case.
+    pub fn action_set(&self, results: &BTreeMap<String, String>) -> Result<()> {
+        if results.is_empty() {
+            return Ok(());
+        }
+        let args: Vec<String> = results.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        self.run("action-set", &args, None).map(drop)
+    }
+
+    /// Marks the action failed; buffered changes still commit if the process exits 0.
+    pub fn action_fail(&self, message: &str) -> Result<()> {
+        self.run("action-fail", &[s("--"), s(message)], None)
+            .map(drop)
+    }
+
+    /// Streams a progress line to `juju run`. Immediate.
+    pub fn action_log(&self, message: &str) -> Result<()> {
+        self.run("action-log", &[s("--"), s(message)], None)
+            .map(drop)
+    }
+
+    // ----- storage and resources -----
+
+    /// Storage instance ids for a storage name.
+    pub fn storage_list(&self, name: &str) -> Result<Vec<String>> {
+        if let Some(l) = self.cache.borrow().storage_list.get(name) {
+            return Ok(l.clone());
+        }
+        let v: Option<Vec<String>> =
+            self.run_json("storage-list", vec![s("--format=json"), s(name)])?;
+        let v = v.unwrap_or_default();
+        self.cache
+            .borrow_mut()
+            .storage_list
+            .insert(name.to_string(), v.clone());
+        Ok(v)
+    }
+
+    /// Kind and location of a storage instance (`concourse-data/0`).
+    pub fn storage_get(&self, id: &str) -> Result<StorageInfo> {
+        if let Some(i) = self.cache.borrow().storage_get.get(id) {
+            return Ok(i.clone());
+        }
+        let v: StorageInfo =
+            self.run_json("storage-get", vec![s("--format=json"), s("-s"), s(id)])?;
+        self.cache
+            .borrow_mut()
+            .storage_get
+            .insert(id.to_string(), v.clone());
+        Ok(v)
+    }
+
+    /// Local path of an attached file resource, or `None` when none is attached (or
+    /// the attached file is empty, the usual placeholder).
+    pub fn resource_get(&self, name: &str) -> Result<Option<PathBuf>> {
+        if let Some(r) = self.cache.borrow().resources.get(name) {
+            return Ok(r.clone());
+        }
+        let found = match self.run("resource-get", &[s(name)], None) {
+            Ok(out) => {
+                let p = String::from_utf8_lossy(&out).trim().to_string();
+                let path = PathBuf::from(p);
+                let nonempty = std::fs::metadata(&path)
+                    .map(|m| m.is_file() && m.len() > 0)
+                    .unwrap_or(false);
+                (!path.as_os_str().is_empty() && nonempty).then_some(path)
+            }
+            Err(ToolError::Failed { code: 1, .. }) => None,
+            Err(e) => return Err(e),
+        };
+        self.cache
+            .borrow_mut()
+            .resources
+            .insert(name.to_string(), found.clone());
+        Ok(found)
+    }
+
+    // ----- network and ports -----
+
+    /// `network-get <binding>`, cached per binding.
+    pub fn network_get(&self, binding: &str) -> Result<NetworkInfo> {
+        if let Some(n) = self.cache.borrow().network.get(binding) {
+            return Ok(n.clone());
+        }
+        let v: NetworkInfo = self.run_json("network-get", vec![s("--format=json"), s(binding)])?;
+        self.cache
+            .borrow_mut()
+            .network
+            .insert(binding.to_string(), v.clone());
+        Ok(v)
+    }
+
+    /// Ports opened by this unit (`["8080/tcp"]`), as committed before this hook.
+    pub fn opened_ports(&self) -> Result<Vec<String>> {
+        if let Some(p) = &self.cache.borrow().opened_ports {
+            return Ok(p.clone());
+        }
+        let v: Option<Vec<String>> = self.run_json("opened-ports", vec![s("--format=json")])?;
+        let v = v.unwrap_or_default();
+        self.cache.borrow_mut().opened_ports = Some(v.clone());
+        Ok(v)
+    }
+
+    /// Opens `port/proto` (committed with the hook).
+    pub fn open_port(&self, port: u16, proto: &str) -> Result<()> {
+        self.run("open-port", &[format!("{port}/{proto}")], None)
+            .map(drop)
+    }
+
+    /// Closes `port/proto` (committed with the hook).
+    pub fn close_port(&self, port: u16, proto: &str) -> Result<()> {
+        self.run("close-port", &[format!("{port}/{proto}")], None)
+            .map(drop)
+    }
+
+    // ----- goal state -----
+
+    /// `goal-state`, cached for the hook.
+    pub fn goal_state(&self) -> Result<GoalState> {
+        if let Some(g) = &self.cache.borrow().goal {
+            return Ok(g.clone());
+        }
+        let v: GoalState = self.run_json("goal-state", vec![s("--format=json")])?;
+        self.cache.borrow_mut().goal = Some(v.clone());
+        Ok(v)
+    }
+
+    // ----- unit state -----
+
+    /// The unit's controller-side key/value state (reflects this hook's writes).
+    pub fn state_get(&self) -> Result<BTreeMap<String, String>> {
+        if let Some(st) = &self.cache.borrow().state {
+            return Ok(st.clone());
+        }
+        let v: Option<BTreeMap<String, String>> =
+            self.run_json("state-get", vec![s("--format=json")])?;
+        let v = v.unwrap_or_default();
+        self.cache.borrow_mut().state = Some(v.clone());
+        Ok(v)
+    }
+
+    /// Merges keys into the unit state (on stdin; committed with the hook).
+    pub fn state_set(&self, data: &BTreeMap<String, String>) -> Result<()> {
+        let current = self.state_get()?;
+        let delta: BTreeMap<String, String> = data
+            .iter()
+            .filter(|(k, v)| current.get(*k) != Some(*v))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        if delta.is_empty() {
+            return Ok(());
+        }
+        let body = serde_json::to_vec(&delta).map_err(|e| ToolError::BadOutput {
+            argv: s("state-set"),
+            why: e.to_string(),
+        })?;
+        self.run("state-set", &[s("--file"), s("-")], Some(&body))?;
+        if let Some(st) = self.cache.borrow_mut().state.as_mut() {
+            merge(st, &delta);
+        }
+        Ok(())
+    }
+
+    /// Deletes a key from the unit state.
+    pub fn state_delete(&self, key: &str) -> Result<()> {
+        if !self.state_get()?.contains_key(key) {
+            return Ok(());
+        }
+        self.run("state-delete", &[s(key)], None)?;
+        if let Some(st) = self.cache.borrow_mut().state.as_mut() {
+            st.remove(key);
+        }
+        Ok(())
+    }
+
+    // ----- secrets -----
+
+    /// Creates a secret. Values travel in 0600 files (`key#file=`), never in argv.
+    pub fn secret_add(
+        &self,
+        content: &BTreeMap<String, String>,
+        label: Option<&str>,
+        owner: SecretOwner,
+        description: Option<&str>,
+    ) -> Result<String> {
+        let files = SecretFiles::write(content)?;
+        let mut args = Vec::new();
+        if let Some(l) = label {
+            args.extend([s("--label"), s(l)]);
+        }
+        if let Some(d) = description {
+            args.extend([s("--description"), s(d)]);
+        }
+        args.extend([
+            s("--owner"),
+            s(match owner {
+                SecretOwner::Application => "application",
+                SecretOwner::Unit => "unit",
+            }),
+        ]);
+        args.extend(files.args());
+        let out = self.run("secret-add", &args, None)?;
+        let uri = String::from_utf8_lossy(&out).trim().to_string();
+        if uri.is_empty() {
+            return Err(ToolError::BadOutput {
+                argv: s("secret-add"),
+                why: "no secret URI printed".into(),
+            });
+        }
+        let mut cache = self.cache.borrow_mut();
+        cache
+            .secrets
+            .insert(SecretRef::Id(uri.clone()), content.clone());
+        if let Some(l) = label {
+            cache
+                .secrets
+                .insert(SecretRef::Label(l.to_string()), content.clone());
+        }
+        Ok(uri)
+    }
+
+    /// Reads a secret's content. Cached per reference for the hook.
+    pub fn secret_get(
+        &self,
+        secret: &SecretRef,
+        refresh: bool,
+    ) -> Result<BTreeMap<String, String>> {
+        if let Some(c) = self.cache.borrow().secrets.get(secret) {
+            return Ok(c.clone());
+        }
+        let mut args = vec![s("--format=json")];
+        match secret {
+            SecretRef::Id(id) => args.push(id.clone()),
+            SecretRef::Label(l) => args.extend([s("--label"), l.clone()]),
+        }
+        if refresh {
+            args.push(s("--refresh"));
+        }
+        let v: Option<BTreeMap<String, String>> = self.run_json("secret-get", args)?;
+        let v = v.unwrap_or_default();
+        self.cache
+            .borrow_mut()
+            .secrets
+            .insert(secret.clone(), v.clone());
+        Ok(v)
+    }
+
+    /// Replaces a secret's content with a new revision (values in 0600 files).
+    pub fn secret_set(&self, id: &str, content: &BTreeMap<String, String>) -> Result<()> {
+        let files = SecretFiles::write(content)?;
+        let mut args = vec![s(id)];
+        args.extend(files.args());
+        self.run("secret-set", &args, None)?;
+        self.cache
+            .borrow_mut()
+            .secrets
+            .insert(SecretRef::Id(id.to_string()), content.clone());
+        Ok(())
+    }
+
+    /// Grants a secret to a relation (optionally one unit of it).
+    pub fn secret_grant(&self, id: &str, rel: &RelationRef, unit: Option<&str>) -> Result<()> {
+        let mut args = vec![s("--relation"), rel.to_string()];
+        if let Some(u) = unit {
+            args.extend([s("--unit"), s(u)]);
+        }
+        args.push(s(id));
+        self.run("secret-grant", &args, None).map(drop)
+    }
+
+    /// Secret ids owned by this unit or application.
+    pub fn secret_ids(&self) -> Result<Vec<String>> {
+        let v: Option<Vec<String>> = self.run_json("secret-ids", vec![s("--format=json")])?;
+        Ok(v.unwrap_or_default())
+    }
+
+    /// Metadata of an owned secret, or `None` when it does not exist.
+    pub fn secret_info(&self, secret: &SecretRef) -> Result<Option<(String, SecretInfo)>> {
+        if let Some(i) = self.cache.borrow().secret_info.get(secret) {
+            return Ok(i.clone());
+        }
+        let mut args = vec![s("--format=json")];
+        match secret {
+            SecretRef::Id(id) => args.push(id.clone()),
+            SecretRef::Label(l) => args.extend([s("--label"), l.clone()]),
+        }
+        let found = match self.run_json::<BTreeMap<String, SecretInfo>>("secret-info-get", args) {
+            Ok(map) => map.into_iter().next(),
+            Err(e) if e.is(FailureKind::NotFound) => None,
+            Err(e) => return Err(e),
+        };
+        self.cache
+            .borrow_mut()
+            .secret_info
+            .insert(secret.clone(), found.clone());
+        Ok(found)
+    }
+}
+
+/// Merges a relation-set/state-set delta the way Juju's local copy does.
+fn merge(bag: &mut BTreeMap<String, String>, delta: &BTreeMap<String, String>) {
+    for (k, v) in delta {
+        if v.is_empty() {
+            bag.remove(k);
+        } else {
+            bag.insert(k.clone(), v.clone());
+        }
+    }
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(
+    tool: &str,
+    args: &[String],
+    out: &[u8],
+) -> Result<T> {
+    serde_json::from_slice(out).map_err(|e| ToolError::BadOutput {
+        argv: super::tools::format_argv(tool, args),
+        why: format!("{e} in {:?}", String::from_utf8_lossy(out)),
+    })
+}
+
+/// Secret values written to 0600 files in a private directory, removed on drop.
+struct SecretFiles {
+    dir: tempfile::TempDir,
+    keys: Vec<String>,
+}
+
+impl SecretFiles {
+    fn write(content: &BTreeMap<String, String>) -> Result<SecretFiles> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let io = |e: std::io::Error| ToolError::Spawn {
+            argv: s("secret-add/secret-set (writing value files)"),
+            source: e,
+        };
+        let dir = tempfile::Builder::new()
+            .prefix("concourse-ci-secret")
+            .tempdir()
+            .map_err(io)?;
+        for (k, v) in content {
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(dir.path().join(k))
+                .map_err(io)?;
+            f.write_all(v.as_bytes()).map_err(io)?;
+        }
+        Ok(SecretFiles {
+            dir,
+            keys: content.keys().cloned().collect(),
+        })
+    }
+
+    fn args(&self) -> Vec<String> {
+        self.keys
+            .iter()
+            .map(|k| format!("{k}#file={}", self.dir.path().join(k).display()))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests;
