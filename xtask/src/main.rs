@@ -1,1 +1,115 @@
-fn main() {}
+//! Project tasks, run as `cargo xtask <task>`.
+//!
+//! - `pack [--out FILE]`: build `dispatch` (static musl when possible) and write the
+//!   reproducible `concourse-ci_amd64.charm`.
+//! - `check-charm FILE [--max-glibc X.Y]`: check a .charm the way Juju will read it.
+//! - `hooks`: regenerate `hooks/` symlinks from metadata.yaml.
+//! - `test [cargo test args]`: install test prerequisites, then run the whole suite.
+//! - `bench-hook [--runs N]`: time a no-op update-status hook against stub hook tools.
+
+mod bench;
+mod check;
+mod pack;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("pack") => pack::run(&args[1..]),
+        Some("check-charm") => check::run(&args[1..]),
+        Some("hooks") => pack::write_hooks(&root()).map(|n| println!("wrote {n} hook symlinks")),
+        Some("test") => run_tests(&args[1..]),
+        Some("bench-hook") => bench::run(&args[1..]),
+        _ => Err(
+            "usage: cargo xtask pack [--out FILE] | check-charm FILE [--max-glibc X.Y] | hooks | test [ARGS] | bench-hook [--runs N]"
+                .to_string(),
+        ),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The workspace root (parent of xtask/).
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// Runs a command, failing with its argv when it fails.
+pub fn run_cmd(cmd: &mut Command) -> Result<(), String> {
+    let status = cmd
+        .status()
+        .map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{cmd:?} failed with {status}"))
+    }
+}
+
+/// True when `prog` is found on PATH.
+pub fn have(prog: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {prog} >/dev/null 2>&1")])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+/// Installs Debian packages when missing programs need them (we run as root on CI).
+pub fn ensure_debs(wanted: &[(&str, &str)]) {
+    let missing: Vec<&str> = wanted
+        .iter()
+        .filter(|(prog, _)| !have(prog))
+        .map(|(_, pkg)| *pkg)
+        .collect();
+    if missing.is_empty() {
+        return;
+    }
+    eprintln!("xtask: installing {}", missing.join(" "));
+    let ok = Command::new("sh")
+        .args([
+            "-c",
+            &format!(
+                "(apt-get install -y -qq {0} || (apt-get update -qq && apt-get install -y -qq {0})) >/dev/null 2>&1",
+                missing.join(" ")
+            ),
+        ])
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !ok {
+        eprintln!(
+            "xtask: could not install {} (continuing)",
+            missing.join(" ")
+        );
+    }
+}
+
+/// `cargo xtask test`: the README's test command.
+fn run_tests(extra: &[String]) -> Result<(), String> {
+    // Test prerequisites beyond the Rust toolchain: unshare/mount (util-linux),
+    // systemd-analyze (unit file checks), shellcheck (integration scripts).
+    ensure_debs(&[
+        ("unshare", "util-linux"),
+        ("systemd-analyze", "systemd"),
+        ("shellcheck", "shellcheck"),
+    ]);
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    run_cmd(
+        Command::new(cargo)
+            .current_dir(root())
+            .args(["test", "--workspace", "--locked"])
+            .args(extra),
+    )
+}
