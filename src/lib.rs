@@ -6,6 +6,7 @@
 pub mod charm;
 pub mod config;
 pub mod juju;
+pub mod storage_coordinator;
 
 /// Formats an error and its sources as `outer: inner: root`, each cause once.
 pub fn error_chain(e: &dyn std::error::Error) -> String {

@@ -1,0 +1,267 @@
+//! The one lock module: exclusive `flock(2)` locks with RAII guards.
+//!
+//! Owns: opening a lock file, taking `LOCK_EX` without blocking, waiting for it with a
+//! deadline and exponential backoff, and telling "busy" apart from "this filesystem
+//! cannot lock".
+//! Invariants: an [`ExclusiveLock`] exists only while its open file description holds
+//! `LOCK_EX`; dropping it unlocks and closes. `flock` locks belong to the open file
+//! description, so two `open()`s in one process exclude each other just like two
+//! processes do, and the kernel releases the lock when the holder dies (SIGKILL
+//! included): a crashed holder never leaves the lock taken.
+//! Hazards: never continue without the lock: a filesystem that refuses `flock`
+//! (`ENOLCK`, `EOPNOTSUPP`) is an error ([`StorageError::LockingUnsupported`]), never
+//! a warning. On NFS, Linux emulates `flock` with whole-file POSIX locks, which work
+//! across clients only when the server supports locking (NFSv4, or v3 with lockd); a
+//! local probe cannot prove cross-host exclusion. Waiting polls with non-blocking
+//! attempts, so a waiter may lose the race to a newcomer (no fairness); that is fine
+//! for the few units of one application.
+
+use std::fs::{File, OpenOptions};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+
+use super::StorageError;
+
+/// Delays between non-blocking attempts while waiting for a lock: `first`, then
+/// multiplied by `factor` after each attempt, never more than `max`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    pub first: Duration,
+    pub factor: u32,
+    pub max: Duration,
+}
+
+impl Backoff {
+    /// 5 s, 10 s, 20 s, 30 s, 30 s …: what a hook uses while another unit downloads.
+    pub const DEFAULT: Backoff = Backoff {
+        first: Duration::from_secs(5),
+        factor: 2,
+        max: Duration::from_secs(30),
+    };
+
+    /// The delay after the `attempt`-th failed attempt (0-based).
+    pub fn delay(&self, attempt: u32) -> Duration {
+        let mut d = self.first;
+        for _ in 0..attempt {
+            d = d.saturating_mul(self.factor.max(1));
+            if d >= self.max {
+                return self.max;
+            }
+        }
+        d.min(self.max)
+    }
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff::DEFAULT
+    }
+}
+
+/// An exclusive `flock` on a file; unlocked when dropped (or when the process dies).
+#[derive(Debug)]
+pub struct ExclusiveLock {
+    file: File,
+    path: PathBuf,
+}
+
+impl ExclusiveLock {
+    /// The locked file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for ExclusiveLock {
+    fn drop(&mut self) {
+        // Closing the descriptor releases the lock anyway; an error here can only be
+        // ignored (STYLE: no important cleanup in Drop).
+        // SAFETY: flock on a descriptor we own; no memory is involved.
+        let _ = unsafe { nix::libc::flock(self.file.as_raw_fd(), nix::libc::LOCK_UN) };
+    }
+}
+
+/// Opens (creating if needed, mode 0644) `path` and takes `LOCK_EX` without blocking.
+/// `Ok(None)`: another open file description holds it.
+pub fn try_lock_exclusive(path: &Path) -> Result<Option<ExclusiveLock>, StorageError> {
+    let file = open_lock_file(path)?;
+    try_lock_file(file, path)
+}
+
+/// Takes `LOCK_EX` on `path`, waiting at most `wait`: tries at once, then sleeps per
+/// `backoff` between non-blocking attempts, calling `on_wait(waited_so_far)` before each
+/// sleep (so the caller can refresh a status). On timeout returns
+/// [`StorageError::LockTimeout`] (its `holder` is left empty; callers that know the
+/// holder fill it in).
+pub fn lock_exclusive_with_deadline(
+    path: &Path,
+    wait: Duration,
+    backoff: &Backoff,
+    mut on_wait: impl FnMut(Duration),
+) -> Result<ExclusiveLock, StorageError> {
+    let start = Instant::now();
+    let deadline = start.checked_add(wait);
+    let mut attempt = 0u32;
+    loop {
+        if let Some(lock) = try_lock_exclusive(path)? {
+            return Ok(lock);
+        }
+        let now = Instant::now();
+        let left = match deadline {
+            Some(d) if now >= d => {
+                return Err(StorageError::LockTimeout {
+                    path: path.to_path_buf(),
+                    waited: now - start,
+                    holder: None,
+                })
+            }
+            Some(d) => d - now,
+            None => Duration::MAX,
+        };
+        on_wait(now - start);
+        std::thread::sleep(backoff.delay(attempt).min(left));
+        attempt = attempt.saturating_add(1);
+    }
+}
+
+fn open_lock_file(path: &Path) -> Result<File, StorageError> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o644)
+        .open(path)
+        .map_err(|e| StorageError::io("open lock file", path, e))
+}
+
+fn try_lock_file(file: File, path: &Path) -> Result<Option<ExclusiveLock>, StorageError> {
+    loop {
+        // SAFETY: flock on a descriptor we own; no memory is involved.
+        let rc =
+            unsafe { nix::libc::flock(file.as_raw_fd(), nix::libc::LOCK_EX | nix::libc::LOCK_NB) };
+        match Errno::result(rc) {
+            Ok(_) => {
+                return Ok(Some(ExclusiveLock {
+                    file,
+                    path: path.to_path_buf(),
+                }))
+            }
+            Err(Errno::EINTR) => continue,
+            Err(Errno::EWOULDBLOCK) => return Ok(None),
+            Err(e @ (Errno::ENOLCK | Errno::EOPNOTSUPP | Errno::ENOSYS | Errno::EINVAL)) => {
+                return Err(StorageError::LockingUnsupported {
+                    path: path.to_path_buf(),
+                    detail: format!("flock(LOCK_EX) failed: {}", e.desc()),
+                })
+            }
+            Err(e) => {
+                return Err(StorageError::io(
+                    "flock",
+                    path,
+                    std::io::Error::from_raw_os_error(e as i32),
+                ))
+            }
+        }
+    }
+}
+
+/// Proves that `probe_path`'s filesystem enforces `flock`: one open file description
+/// takes the lock, a second one must be refused. `Ok(())` also when someone else
+/// holds the probe lock (that refusal proves the same thing).
+pub fn probe_flock(probe_path: &Path) -> Result<(), StorageError> {
+    let Some(first) = try_lock_exclusive(probe_path)? else {
+        return Ok(());
+    };
+    let second = try_lock_exclusive(probe_path)?;
+    drop(first);
+    match second {
+        None => Ok(()),
+        Some(_) => Err(StorageError::LockingUnsupported {
+            path: probe_path.to_path_buf(),
+            detail: "a second open file description was granted the same exclusive flock".into(),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_schedule_doubles_and_caps() {
+        let b = Backoff::DEFAULT;
+        let secs: Vec<u64> = (0..6).map(|a| b.delay(a).as_secs()).collect();
+        assert_eq!(secs, vec![5, 10, 20, 30, 30, 30]);
+        let ms = Backoff {
+            first: Duration::from_millis(1),
+            factor: 3,
+            max: Duration::from_millis(20),
+        };
+        let v: Vec<u128> = (0..5).map(|a| ms.delay(a).as_millis()).collect();
+        assert_eq!(v, vec![1, 3, 9, 20, 20]);
+        // No overflow for huge attempt numbers or factor 0.
+        assert_eq!(ms.delay(u32::MAX), Duration::from_millis(20));
+        let zero = Backoff { factor: 0, ..ms };
+        assert_eq!(zero.delay(10), Duration::from_millis(1));
+    }
+
+    #[test]
+    fn second_open_file_description_is_refused_until_release() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join(".install.lock");
+        let a = try_lock_exclusive(&p).unwrap().expect("first lock");
+        assert!(try_lock_exclusive(&p).unwrap().is_none(), "must be busy");
+        drop(a);
+        assert!(try_lock_exclusive(&p).unwrap().is_some(), "free again");
+    }
+
+    #[test]
+    fn deadline_times_out_and_reports_waits() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join(".install.lock");
+        let _held = try_lock_exclusive(&p).unwrap().unwrap();
+        let b = Backoff {
+            first: Duration::from_millis(5),
+            factor: 2,
+            max: Duration::from_millis(20),
+        };
+        let mut waits = 0;
+        let t = Instant::now();
+        let err = lock_exclusive_with_deadline(&p, Duration::from_millis(100), &b, |_| waits += 1)
+            .unwrap_err();
+        assert!(t.elapsed() >= Duration::from_millis(100));
+        assert!(t.elapsed() < Duration::from_secs(2));
+        assert!(waits >= 3, "{waits}");
+        assert!(matches!(err, StorageError::LockTimeout { .. }), "{err}");
+    }
+
+    #[test]
+    fn waiter_gets_the_lock_when_released() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join(".install.lock");
+        let held = try_lock_exclusive(&p).unwrap().unwrap();
+        let p2 = p.clone();
+        let waiter = std::thread::spawn(move || {
+            let b = Backoff {
+                first: Duration::from_millis(2),
+                factor: 2,
+                max: Duration::from_millis(10),
+            };
+            lock_exclusive_with_deadline(&p2, Duration::from_secs(10), &b, |_| {}).map(|_| ())
+        });
+        std::thread::sleep(Duration::from_millis(50));
+        drop(held);
+        waiter.join().unwrap().unwrap();
+    }
+
+    #[test]
+    fn probe_succeeds_on_a_local_filesystem() {
+        let dir = tempfile::tempdir().unwrap();
+        probe_flock(&dir.path().join(".flock-probe")).unwrap();
+    }
+}
