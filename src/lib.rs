@@ -5,6 +5,7 @@
 
 pub mod charm;
 pub mod config;
+pub mod installer;
 pub mod juju;
 pub mod storage_coordinator;
 
