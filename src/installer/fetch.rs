@@ -105,11 +105,8 @@ pub(crate) fn fetch_url(
     if let Some(total) = total {
         check_space(job, total.saturating_sub(offset), total)?;
     }
-    file.seek(SeekFrom::Start(0))
-        .map_err(|e| StorageError::io("seek", partial, e))?;
-    let prefix = file
-        .try_clone()
-        .map_err(|e| StorageError::io("reopen", partial, e))?;
+    // A separate open file description: its offset is independent of `file`'s.
+    let prefix = File::open(partial).map_err(|e| StorageError::io("open", partial, e))?;
     file.seek(SeekFrom::Start(offset))
         .map_err(|e| StorageError::io("seek", partial, e))?;
 

@@ -110,9 +110,11 @@ pub fn check_symlink_target(link: &Path, target: &[u8]) -> Result<(), String> {
     for comp in t.split('/') {
         match comp {
             "" | "." => {}
-            ".." if seen_name => return Err(format!(
+            ".." if seen_name => {
+                return Err(format!(
                 "its symlink target {t} has .. after a name (it could escape through another link)"
-            )),
+            ))
+            }
             ".." => {
                 ups += 1;
                 if ups > depth {
