@@ -38,7 +38,7 @@ use std::time::{Duration, Instant};
 
 use crate::storage_coordinator::{
     atomic, layout, progress::unix_now, remove_tree, Backoff, Cleanup, ErrorClass, InstallLock,
-    StorageError, Throttle, Volume, WaitInfo,
+    ProgressMarker, StorageError, Throttle, Volume, WaitInfo,
 };
 
 pub use download::HttpOptions;
@@ -478,6 +478,12 @@ fn install_locked(
         throttle: Throttle::new(opts.progress_percent, opts.progress_interval),
         from_resource: matches!(source, Source::Resource(_)),
     };
+    // Tell waiting units who works on what before the first byte arrives.
+    let kept = match source {
+        Source::Url(_) => fs::metadata(layout.partial_file(file_name)).map_or(0, |m| m.len()),
+        Source::Resource(_) => 0,
+    };
+    lock.write_progress(&ProgressMarker::new(version, &opts.unit, kept, None))?;
     let mut attempts = 0u32;
     let (fetched, origin) = match source {
         Source::Url(url) => {
