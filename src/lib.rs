@@ -10,6 +10,7 @@ pub mod juju;
 pub mod postgres;
 pub mod roles;
 pub mod service;
+pub mod upgrade;
 pub mod web;
 pub mod worker;
 
