@@ -1,1 +1,4 @@
 //! Juju model simulator (test support; never shipped).
+
+pub mod fake_concourse;
+pub mod tarball;
