@@ -132,16 +132,17 @@ on_signal() {
     esac
 }
 
-# Traps first, then the start record and the pid file: whoever sees either may signal us.
+# Traps first, then the pid file, then the start record: whoever sees the pid file may
+# signal us, and whoever sees the record finds the pid file.
 run_until_signalled() {
     trap 'on_signal USR1' USR1
     trap 'on_signal USR2' USR2
     trap 'on_signal TERM' TERM
     trap 'on_signal INT' INT
     trap 'on_signal HUP' HUP
-    record "start"
     mkdir -p -- "$RUN_DIR" 2>/dev/null
     printf '%s\n' "$$" >"$RUN_DIR/$SUBCOMMAND.pid" 2>/dev/null
+    record "start"
     echo "fake concourse $SUBCOMMAND $FAKE_VERSION running as pid $$"
     while :; do
         sleep 3600 &
