@@ -25,7 +25,8 @@
 //!   per file: far beyond deflate's 32 KiB window, so gzip cannot shrink it.
 //! - Content is a pure function of the spec (seeded PRNG, fixed mtimes): the same spec
 //!   always gives the same bytes and hashes.
-//! - A cached tarball is complete: it is generated into a temporary directory, its metadata
+//! - A cached tarball is current and complete: its key includes a fingerprint of the generator
+//!   and the fake binary; it is generated into a temporary directory, its metadata
 //!   (`tarball.json`) written, and the directory renamed into place under a per-key lock.
 //!
 //! Hazards: `rootfs.tgz` files hold random bytes, not a gzip; the hostile variants really
@@ -117,13 +118,15 @@ impl ReleaseSpec {
         }
     }
 
-    /// Cache key: `<version>-<size>-<variant>`.
+    /// Cache key: `<version>-<size>-<variant>-<fingerprint>`, where the fingerprint changes
+    /// whenever the generator or the fake binary changes (so a stale cache is never used).
     pub fn key(&self) -> String {
         format!(
-            "{}-{}-{}",
+            "{}-{}-{}-{}",
             self.version,
             self.padded_size_bytes,
-            self.variant.as_str()
+            self.variant.as_str(),
+            generator_fingerprint()
         )
     }
 }
@@ -151,6 +154,17 @@ impl Tarball {
     pub fn sha1_file_content(&self) -> String {
         format!("{}  {}\n", self.sha1_hex, self.file_name)
     }
+}
+
+/// Bump when the archive layout or padding changes (the script is hashed anyway).
+const GENERATOR_REVISION: &str = "1";
+
+/// 8 hex digits identifying the generator revision and the fake binary's template.
+pub fn generator_fingerprint() -> String {
+    let d = sha2::Sha256::digest(
+        format!("{GENERATOR_REVISION}\n{}", fake_concourse::SCRIPT_TEMPLATE).as_bytes(),
+    );
+    hex(&d[..4])
 }
 
 /// `concourse-<version>-linux-amd64.tgz`.
