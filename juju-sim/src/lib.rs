@@ -3,4 +3,5 @@
 pub mod fake_concourse;
 pub mod github;
 pub mod release;
+pub mod systemctl;
 pub mod tarball;
