@@ -68,12 +68,14 @@ impl Fake {
             );
         c
     }
-    fn spawn(&self, args: &[&str], env: &[(&str, &str)]) -> Child {
+    fn spawn(&self, args: &[&str], env: &[(&str, &str)]) -> Proc {
+        use std::os::unix::process::CommandExt;
         let mut c = self.cmd(args);
         c.envs(env.iter().copied())
             .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        c.spawn().unwrap()
+            .stderr(Stdio::null())
+            .process_group(0);
+        Proc(c.spawn().unwrap())
     }
     fn records(&self) -> Vec<Record> {
         read_log(&self.log).unwrap()
@@ -84,6 +86,31 @@ impl Fake {
                 .into_iter()
                 .find(|r| r.pid == pid && r.event == event)
         })
+    }
+}
+
+/// A spawned fake binary in its own process group, killed (with its children) on drop so a
+/// failing test leaves nothing running.
+struct Proc(Child);
+
+impl std::ops::Deref for Proc {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Proc {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let pgid = nix::unistd::Pid::from_raw(-(self.0.id() as i32));
+        let _ = nix::sys::signal::kill(pgid, nix::sys::signal::Signal::SIGKILL);
+        let _ = self.0.wait();
     }
 }
 
