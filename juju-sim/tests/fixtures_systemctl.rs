@@ -315,6 +315,7 @@ fn sleeper(sb: &Sandbox, name: &str) -> PathBuf {
         r#"echo "started pid=$$ uid=$(id -u) gid=$(id -g) groups=$(id -G) user=${USER:-} home=${HOME:-} cwd=$PWD args=$*"
 for s in HUP USR1 USR2; do trap "echo got $s" $s; done
 env | sort | sed 's/^/env: /'
+echo env-done
 while :; do sleep 0.2 & wait $!; done
 "#,
     )
@@ -630,7 +631,7 @@ fn user_drops_privileges() {
     sb.ok(&["start", "web"]);
     let log = wait_for("started", Duration::from_secs(5), || {
         let l = sb.unit_log("web.service");
-        l.contains("started").then_some(l)
+        l.contains("env-done").then_some(l)
     });
     assert!(log.contains("uid=999 gid=998"), "{log}");
     assert!(
@@ -695,7 +696,7 @@ fn environment_files_optional_and_required() {
     sb.ok(&["start", "envy"]);
     let log = wait_for("env", Duration::from_secs(5), || {
         let l = sb.unit_log("envy.service");
-        l.contains("env: PATH=").then_some(l)
+        l.contains("env-done").then_some(l)
     });
     for want in [
         "env: CONCOURSE_BIND_PORT=8080\n",

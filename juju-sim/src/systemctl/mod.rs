@@ -728,29 +728,7 @@ fn start(ctx: &mut Ctx<'_>, unit: &str) -> Result<i32, SystemctlError> {
             return Ok(0);
         }
     };
-    let budget = ctx.settings.max_stop.max(Duration::from_secs(30));
-    for pre in &cfg.exec_start_pre {
-        let spec = exec_spec(ctx, unit, &resolved, pre, &[], false);
-        let exit = process::run_to_completion(&spec, budget);
-        let (ok, status) = match exit {
-            Ok(e) => (
-                e.clean(&[], &[]) && matches!(e, process::Exit::Code(0)),
-                e.status(),
-            ),
-            Err(_) => (false, 203),
-        };
-        ctx.journal(
-            ctx.entry(unit, "exec-start-pre")
-                .status(status)
-                .detail(spec.argv.join(" ")),
-        );
-        if !ok && !pre.ignore_failure {
-            record_failure(&mut l, unit, status, "exit-code");
-            l.save()?;
-            job_failed(ctx, unit, "the control process exited with error code");
-            return Ok(1);
-        }
-    }
+    // New invocation; the lock is released while ExecStartPre runs (it may call systemctl).
     let invocation = {
         let u = l.unit(unit);
         u.invocation += 1;
@@ -760,11 +738,47 @@ fn start(ctx: &mut Ctx<'_>, unit: &str) -> Result<i32, SystemctlError> {
         u.exec_main_status = 0;
         u.exec_main_code = String::new();
         u.result = "success".into();
-        u.set("activating", "start");
+        u.set("activating", "start-pre");
         u.invocation
     };
     l.save()?;
     drop(l);
+    let budget = ctx.settings.max_stop.max(Duration::from_secs(30));
+    for pre in &cfg.exec_start_pre {
+        let spec = exec_spec(ctx, unit, &resolved, pre, &[], false);
+        let exit = process::run_to_completion(&spec, budget);
+        let (ok, status) = match exit {
+            Ok(e) => (matches!(e, process::Exit::Code(0)), e.status()),
+            Err(_) => (false, 203),
+        };
+        ctx.journal(
+            ctx.entry(unit, "exec-start-pre")
+                .status(status)
+                .detail(spec.argv.join(" ")),
+        );
+        if !ok && !pre.ignore_failure {
+            let mut l = state::lock(ctx.paths)?;
+            if l.unit(unit).invocation == invocation {
+                record_failure(&mut l, unit, status, "exit-code");
+                l.save()?;
+            }
+            job_failed(ctx, unit, "the control process exited with error code");
+            return Ok(1);
+        }
+    }
+    {
+        let mut l = state::lock(ctx.paths)?;
+        let u = l.unit(unit);
+        if u.invocation != invocation || u.stop_requested {
+            ctx.journal(
+                ctx.entry(unit, "start-failed")
+                    .detail("stopped or restarted during ExecStartPre"),
+            );
+            return Ok(0);
+        }
+        u.set("activating", "start");
+        l.save()?;
+    }
     let spec = process::SupervisorSpec {
         paths: ctx.paths.clone(),
         exec: exec_spec(ctx, unit, &resolved, main_cmd, &[], true),

@@ -384,6 +384,7 @@ pub fn supervise() -> i32 {
     let argv = &spec.caller_argv;
     let me = std::process::id();
     loop {
+        let mut spawn_error = None;
         let child = spawn(&spec.exec);
         let exit = match child {
             Err(e) => {
@@ -394,10 +395,9 @@ pub fn supervise() -> i32 {
                         .status(203)
                         .detail(format!("{}: {e}", spec.exec.argv.join(" "))),
                 );
-                if let Some(mut out) = reply.take() {
-                    let _ = writeln!(out, "failed 203 {e}");
-                    let _ = out.flush();
-                }
+                // The answer is sent once the failure is recorded (below), so that the caller
+                // of `systemctl start` already sees the unit failed.
+                spawn_error = Some(e.to_string());
                 Exit::Code(203)
             }
             Ok(mut child) => {
@@ -466,6 +466,10 @@ pub fn supervise() -> i32 {
         }
         let _ = l.save();
         drop(l);
+        if let (Some(e), Some(mut out)) = (spawn_error, reply.take()) {
+            let _ = writeln!(out, "failed 203 {e}");
+            let _ = out.flush();
+        }
         let mut entry = JournalEntry::new(argv, unit, "exited")
             .status(exit.status())
             .detail(format!(
