@@ -501,3 +501,36 @@ fn drop_cuts_in_flight_downloads_and_closes_the_port() {
     assert!((got as u64) < t.size);
     assert!(TcpStream::connect(addr).is_err(), "port closed after drop");
 }
+
+/// Server throughput on the 512 MiB benchmark tarball, measured with curl; run with
+/// `--ignored --nocapture`.
+#[test]
+#[ignore = "generates and serves 512 MiB; run explicitly to measure"]
+fn bench_serve_512mib() {
+    let g = juju_sim::tarball::generate_benchmark_tarball(
+        &std::env::temp_dir().join("juju-sim-fixture-tests"),
+        "7.14.3",
+    )
+    .unwrap();
+    println!(
+        "generation: {:.2}s (cached: {})",
+        g.elapsed.as_secs_f64(),
+        g.cached
+    );
+    let s = ReleaseServer::start().unwrap();
+    s.register(g.tarball.clone());
+    let t0 = Instant::now();
+    let st = Command::new("curl")
+        .args(["-fsS", "-o", "/dev/null"])
+        .arg(s.tarball_url("7.14.3"))
+        .status()
+        .unwrap();
+    let secs = t0.elapsed().as_secs_f64();
+    assert!(st.success());
+    assert_eq!(s.count_complete_downloads("7.14.3"), 1);
+    println!(
+        "served {} bytes in {secs:.2}s ({:.0} MiB/s)",
+        g.tarball.size,
+        g.tarball.size as f64 / (1 << 20) as f64 / secs
+    );
+}
