@@ -1124,6 +1124,27 @@ mod tests {
     }
 
     #[test]
+    fn random_requests_never_panic() {
+        let alphabet = b"GET HTTP/1.1\r\n:/?#=-,bytes0123456789\xff\x00 ";
+        let mut state = 42u64;
+        let mut next = || {
+            state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let z = (state ^ (state >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z ^ (z >> 27)
+        };
+        for _ in 0..3000 {
+            let len = (next() % 64) as usize;
+            let bytes: Vec<u8> = (0..len)
+                .map(|_| alphabet[(next() % alphabet.len() as u64) as usize])
+                .collect();
+            let _ = parse_request(&bytes);
+            let text = String::from_utf8_lossy(&bytes);
+            let _ = parse_range(&text, next() % 100);
+            let _ = classify(&text);
+        }
+    }
+
+    #[test]
     fn wrong_sha1_differs_and_stays_hex() {
         let w = wrong_sha1("0123456789abcdef0123456789abcdef01234567");
         assert_eq!(w.len(), 40);

@@ -809,6 +809,36 @@ K=\"unterminated
     }
 
     #[test]
+    fn random_input_never_panics() {
+        let alphabet: Vec<char> = "[]=\\\"' \t\n\r#;$%{}-+@:!ABCxyz019.é\u{0}"
+            .chars()
+            .collect();
+        let mut state = 0x1234_5678_9abc_def0u64;
+        let mut next = || {
+            state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z ^ (z >> 27)
+        };
+        let env: BTreeMap<String, String> = [("A".to_string(), "x y".to_string())].into();
+        for _ in 0..3000 {
+            let len = (next() % 80) as usize;
+            let text: String = (0..len)
+                .map(|_| alphabet[(next() % alphabet.len() as u64) as usize])
+                .collect();
+            let mut w = Vec::new();
+            let _ = parse_service(&format!("[Service]\n{text}"));
+            let _ = parse_service(&text);
+            let _ = parse_env_file(&text, &mut w);
+            let _ = parse_timespan(&text);
+            let _ = parse_signal(&text);
+            let words = split_words(&text, &mut w);
+            let _ = expand_words(&words, &env);
+            let _ = expand_specifiers(&text, "x.service");
+        }
+    }
+
+    #[test]
     fn timespans() {
         assert_eq!(parse_timespan("90"), Some(Some(Duration::from_secs(90))));
         assert_eq!(parse_timespan("90s"), Some(Some(Duration::from_secs(90))));
