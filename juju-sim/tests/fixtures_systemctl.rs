@@ -271,9 +271,11 @@ impl Drop for Sandbox {
             if u.supervisor_pid > 0 {
                 let _ = kill(Pid::from_raw(u.supervisor_pid as i32), Signal::SIGKILL);
             }
-            if u.main_pid > 0 {
-                let _ = kill(Pid::from_raw(-(u.main_pid as i32)), Signal::SIGKILL);
-                let _ = kill(Pid::from_raw(u.main_pid as i32), Signal::SIGKILL);
+            for pid in [u.main_pid, u.exec_main_pid] {
+                if pid > 0 {
+                    let _ = kill(Pid::from_raw(-(pid as i32)), Signal::SIGKILL);
+                    let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+                }
             }
         }
     }
