@@ -8,6 +8,7 @@
 //! errors (tool failures, I/O, network, systemd) may fail a hook, because Juju retries
 //! failed hooks and holds the unit's other hooks meanwhile.
 
+pub mod actions;
 pub mod peers;
 pub mod release;
 pub mod status;
@@ -76,10 +77,11 @@ pub fn dispatch(juju: &Juju) -> Result<(), CharmError> {
 
 fn run_action(juju: &Juju, name: &str) -> Result<(), CharmError> {
     match name {
-        "upgrade" | "get-admin-password" | "check-status" | "restart-services" => {
-            juju.action_fail(&format!(
-                "action {name} is not available in this revision of the charm"
-            ))?;
+        "get-admin-password" => actions::get_admin_password(juju),
+        "check-status" => actions::check_status(juju),
+        "restart-services" => actions::restart_services(juju),
+        "upgrade" => {
+            juju.action_fail("action upgrade is not available in this revision of the charm")?;
             Ok(())
         }
         other => {

@@ -46,6 +46,24 @@ pub fn current_link() -> PathBuf {
     Path::new(LOCAL_DIR).join("current")
 }
 
+/// The version of a release dir `<volume>/releases/<v>/concourse` (the pointer's target).
+pub fn version_of_release_dir(p: &Path) -> Option<String> {
+    let v = p.parent()?.file_name()?.to_str()?;
+    crate::config::is_valid_version(v).then(|| v.to_string())
+}
+
+/// Published versions on the volume, sorted.
+pub fn versions_on_volume(root: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(root.join("releases"))
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| crate::config::is_valid_version(n))
+        .collect();
+    v.sort();
+    v
+}
+
 /// The volume root from `storage-get`, if storage is attached.
 pub fn volume_root(juju: &Juju) -> Result<Option<PathBuf>, CharmError> {
     let Some(id) = juju.storage_list(STORAGE)?.into_iter().next() else {
