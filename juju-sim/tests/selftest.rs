@@ -178,12 +178,418 @@ fn tool_exit_codes() -> R {
     Ok(())
 }
 
+fn wait_running_with_call(m: &Model, unit: &str, hook: &str, tool: &str) -> R {
+    m.run_until_named(
+        &format!("{unit} running {hook} after calling {tool}"),
+        LONG,
+        |m| {
+            m.running_hook(unit).is_some_and(|h| {
+                h.name == hook
+                    && h.tool_calls
+                        .iter()
+                        .any(|c| c.args.first().map(String::as_str) == Some(tool))
+            })
+        },
+    )?;
+    Ok(())
+}
+
+fn bag_history_values(m: &Model, rel: u32, key: &str) -> Vec<String> {
+    m.bag_history(rel)
+        .into_iter()
+        .filter_map(|c| c.data.get(key).map(|v| format!("{}={v}", c.owner)))
+        .collect()
+}
+
+const PEER_HANDLERS: &str = r#"
+peers-relation-changed)
+  if [ -n "$JUJU_REMOTE_UNIT" ]; then
+    log "changed $JUJU_REMOTE_UNIT k=$(relation-get k "$JUJU_REMOTE_UNIT")"
+  else
+    log "app-changed $JUJU_REMOTE_APP k=$(relation-get k)"
+  fi ;;
+action:do)
+  rid=$(peers_id)
+  case "$(action-get what)" in
+    write) relation-set -r "$rid" k="$(action-get value)" ;;
+    writeapp) relation-set -r "$rid" --app k="$(action-get value)" ;;
+    writeapp-wait) relation-set -r "$rid" --app k="from-$JUJU_UNIT_NAME"; waitfor /tmp/go ;;
+    watch)
+      other=$(action-get value)
+      first=$(relation-get -r "$rid" k "$other")
+      waitfor /tmp/go
+      second=$(relation-get -r "$rid" k "$other")
+      action-set first="$first" second="$second" ;;
+    watchapp)
+      first=$(relation-get -r "$rid" --app k app)
+      waitfor /tmp/go
+      second=$(relation-get -r "$rid" --app k app)
+      action-set first="$first" second="$second" ;;
+    block) waitfor /tmp/go ;;
+    failcommit)
+      relation-set -r "$rid" k=committed; state-set s=1; action-set out.deep=x
+      action-log working; action-fail nope ;;
+    crash) relation-set -r "$rid" k=crashed; action-set out=y; exit 3 ;;
+    noop) ;;
+  esac ;;
+"#;
+
+/// A failing hook's buffered writes (relation data, state, ports) are never committed or seen;
+/// its status-set is; the retry starts from committed data.
+fn failing_hook_writes_never_seen() -> R {
+    let charm = TestCharm::new(&format!(
+        r#"config-changed)
+  n=$(config-get n)
+  relation-set -r "$(peers_id)" k="v$n"
+  state-set s="$n"
+  open-port "80$n"
+  status-set maintenance "trying $n"
+  [ "$n" = 2 ] && exit 1
+  ;;
+{PEER_HANDLERS}"#
+    ));
+    let m = Model::new(opts())?;
+    let units = m.deploy(
+        charm.source(),
+        "app",
+        2,
+        DeployOptions {
+            config: [("n".to_string(), 2.into())].into(),
+            ..DeployOptions::default()
+        },
+    )?;
+    m.run_until(LONG, |m| {
+        units.iter().all(|u| {
+            m.hooks(u)
+                .iter()
+                .filter(|h| h.name == "config-changed" && h.exit_code() == Some(1))
+                .count()
+                >= 2
+        })
+    })?;
+    let rel = m.relation_id("app:peers").expect("peer relation");
+    for u in &units {
+        assert!(m.in_error(u));
+        assert_eq!(
+            m.agent_status(u),
+            juju_sim::AgentStatus::Error("hook failed: \"config-changed\"".into())
+        );
+        assert!(!m.databag(rel, u).data.contains_key("k"));
+        assert!(m.unit_state(u).is_empty());
+        assert!(m.opened_ports(u).is_empty());
+        assert_eq!(
+            m.unit_status(u).message,
+            "trying 2",
+            "status-set is immediate"
+        );
+    }
+    m.config("app", [("n", 3)])?;
+    m.settle(LONG)?;
+    assert!(bag_history_values(&m, rel, "k")
+        .iter()
+        .all(|v| v.ends_with("=v3")));
+    for u in &units {
+        assert_eq!(
+            m.databag(rel, u).data.get("k").map(String::as_str),
+            Some("v3")
+        );
+        assert_eq!(m.unit_state(u).get("s").map(String::as_str), Some("3"));
+        assert_eq!(m.opened_ports(u), vec!["803/tcp".to_string()]);
+        let other = units.iter().find(|x| *x != u).expect("other");
+        let logs = log_lines(&m, u);
+        assert!(logs.iter().all(|l| !l.contains("k=v2")), "{logs:?}");
+        assert!(
+            logs.contains(&format!("peers:{rel}: changed {other} k=v3")),
+            "{logs:?}"
+        );
+    }
+    Ok(())
+}
+
+/// Inside a running hook a remote unit's (and the remote app's) committed change is
+/// invisible; the next relation-changed for it shows it.
+fn remote_change_frozen_in_hook() -> R {
+    let charm = TestCharm::new(&format!(
+        "config-changed) relation-set -r \"$(peers_id)\" k=\"init-$JUJU_UNIT_NAME\" ;;\n{PEER_HANDLERS}"
+    ));
+    let m = Model::new(opts())?;
+    let units = deploy(&m, &charm, 2, Volume::Shared)?;
+    m.settle(LONG)?;
+    let (a, b) = (&units[0], &units[1]);
+    assert_eq!(m.leader("app").as_deref(), Some(a.as_str()));
+    // Unit data: a watches b.
+    let watch = m.queue_action(a, "do", [("what", "watch"), ("value", b)])?;
+    wait_running_with_call(&m, a, "do", "relation-get")?;
+    let w = m.run_action(b, "do", [("what", "write"), ("value", "new")])?;
+    assert_eq!(w.status, juju_sim::ActionStatus::Completed);
+    let rel = m.relation_id("app:peers").expect("peers");
+    assert_eq!(
+        m.databag(rel, b).data.get("k").map(String::as_str),
+        Some("new")
+    );
+    m.write_file(a, "/tmp/go", b"")?;
+    let r = m.wait_action(watch, LONG)?;
+    assert_eq!(r.results["first"], "init-app/1");
+    assert_eq!(
+        r.results["second"], "init-app/1",
+        "remote data frozen inside the hook"
+    );
+    m.settle(LONG)?;
+    let after: Vec<String> = log_lines(&m, a);
+    assert!(
+        after.contains(&format!("peers:{rel}: changed {b} k=new")),
+        "{after:?}"
+    );
+    // App data: non-leader b watches while leader a writes.
+    let watch = m.queue_action(b, "do", [("what", "watchapp")])?;
+    wait_running_with_call(&m, b, "do", "relation-get")?;
+    m.run_action(a, "do", [("what", "writeapp"), ("value", "appnew")])?;
+    assert_eq!(
+        m.databag(rel, "app").data.get("k").map(String::as_str),
+        Some("appnew")
+    );
+    m.write_file(b, "/tmp/go", b"")?;
+    let r = m.wait_action(watch, LONG)?;
+    assert_eq!(r.results["first"], "", "no app data before");
+    assert_eq!(
+        r.results["second"], "",
+        "remote app data frozen inside the hook"
+    );
+    m.settle(LONG)?;
+    assert!(log_lines(&m, b).contains(&format!("peers:{rel}: app-changed app k=appnew")));
+    Ok(())
+}
+
+/// Two commits made while a unit is busy reach it as one relation-changed with the latest
+/// data; a no-op write produces no hook at all.
+fn quick_commits_coalesce() -> R {
+    let charm = TestCharm::new(PEER_HANDLERS);
+    let m = Model::new(opts())?;
+    let units = deploy(&m, &charm, 2, Volume::Shared)?;
+    m.settle(LONG)?;
+    let (a, b) = (&units[0], &units[1]);
+    let rel = m.relation_id("app:peers").expect("peers");
+    let block = m.queue_action(a, "do", [("what", "block")])?;
+    wait_running_with_call(&m, a, "do", "action-get")?;
+    let before = m.hooks(a).len();
+    m.run_action(b, "do", [("what", "write"), ("value", "1")])?;
+    m.run_action(b, "do", [("what", "write"), ("value", "2")])?;
+    assert_eq!(bag_history_values(&m, rel, "k"), vec!["app/1=1", "app/1=2"]);
+    m.write_file(a, "/tmp/go", b"")?;
+    m.wait_action(block, LONG)?;
+    m.settle(LONG)?;
+    let changed: Vec<_> = m.hooks(a)[before..]
+        .iter()
+        .filter(|h| h.name == "peers-relation-changed" && remote_unit(h) == *b)
+        .cloned()
+        .collect();
+    assert_eq!(changed.len(), 1, "coalesced: {changed:?}");
+    assert!(log_lines(&m, a).contains(&format!("peers:{rel}: changed {b} k=2")));
+    // Writing the same value again changes nothing and triggers nothing.
+    let n = m.hooks(a).len();
+    let v = m.databag(rel, b).version;
+    m.run_action(b, "do", [("what", "write"), ("value", "2")])?;
+    m.settle(LONG)?;
+    assert_eq!(m.databag(rel, b).version, v);
+    assert_eq!(m.hooks(a).len(), n);
+    Ok(())
+}
+
+/// The leader's own peer app-data commit notifies it or not, per the model switch; the other
+/// units are notified either way.
+fn peer_app_self_notification() -> R {
+    for notify in [true, false] {
+        let charm = TestCharm::new(PEER_HANDLERS);
+        let m = Model::new(ModelOptions {
+            self_notify_peer_app: notify,
+            ..opts()
+        })?;
+        let units = deploy(&m, &charm, 2, Volume::Shared)?;
+        m.settle(LONG)?;
+        let marks: Vec<usize> = units.iter().map(|u| m.hooks(u).len()).collect();
+        let r = m.run_action(&units[0], "do", [("what", "writeapp"), ("value", "x")])?;
+        assert_eq!(r.status, juju_sim::ActionStatus::Completed);
+        m.settle(LONG)?;
+        for (u, mark) in units.iter().zip(marks) {
+            let app_changed = m.hooks(u)[mark..]
+                .iter()
+                .filter(|h| h.name == "peers-relation-changed" && remote_unit(h).is_empty())
+                .count();
+            let expected = usize::from(*u != units[0] || notify);
+            assert_eq!(app_changed, expected, "{u} with self_notify={notify}");
+        }
+    }
+    Ok(())
+}
+
+/// A unit that loses leadership during a hook cannot commit the app data it wrote: the whole
+/// commit fails and the hook is retried (as a non-leader); for an action the result says so.
+fn lost_leadership_commit_fails() -> R {
+    let charm = TestCharm::new(&format!(
+        r#"config-changed)
+  if [ "$(config-get n)" = 5 ] && [ "$(is-leader)" = True ]; then
+    relation-set -r "$(peers_id)" --app k="v5-$JUJU_UNIT_NAME"
+    relation-set -r "$(peers_id)" mine=set
+    waitfor /tmp/go
+  fi ;;
+{PEER_HANDLERS}"#
+    ));
+    let m = Model::new(opts())?;
+    let units = deploy(&m, &charm, 2, Volume::Shared)?;
+    m.settle(LONG)?;
+    let (a, b) = (&units[0], &units[1]);
+    let rel = m.relation_id("app:peers").expect("peers");
+    m.config("app", [("n", 5)])?;
+    wait_running_with_call(&m, a, "config-changed", "relation-set")?;
+    m.set_leader(b)?;
+    m.write_file(a, "/tmp/go", b"")?;
+    m.settle(LONG)?;
+    let failed: Vec<_> = m
+        .hooks(a)
+        .into_iter()
+        .filter(|h| {
+            h.name == "config-changed" && matches!(h.outcome, juju_sim::Outcome::CommitFailed(_))
+        })
+        .collect();
+    assert_eq!(failed.len(), 1, "{:?}", m.hook_names(a));
+    assert!(bag_history_values(&m, rel, "k").is_empty());
+    assert!(
+        !m.databag(rel, a).data.contains_key("mine"),
+        "unit data of the failed commit too"
+    );
+    // The retry (the failed hook blocks everything else) commits as a non-leader.
+    let hooks = m.hooks(a);
+    let i = hooks
+        .iter()
+        .position(|h| matches!(h.outcome, juju_sim::Outcome::CommitFailed(_)))
+        .expect("failed commit");
+    assert_eq!(hooks[i + 1].name, "config-changed");
+    assert!(hooks[i + 1].committed());
+    assert_eq!(hooks[i + 2].name, "leader-settings-changed");
+    assert!(m.hook_names(b).contains(&"leader-elected".to_string()));
+    // Action variant: b is leader now.
+    let id = m.queue_action(b, "do", [("what", "writeapp-wait")])?;
+    wait_running_with_call(&m, b, "do", "relation-set")?;
+    m.set_leader(a)?;
+    m.write_file(b, "/tmp/go", b"")?;
+    let r = m.wait_action(id, LONG)?;
+    assert_eq!(r.status, juju_sim::ActionStatus::Failed);
+    assert_eq!(r.message, "committing requested changes failed");
+    m.settle(LONG)?;
+    assert!(bag_history_values(&m, rel, "k").is_empty());
+    Ok(())
+}
+
+/// action-fail followed by exit 0 still commits; a non-zero exit discards; results and logs
+/// are reported either way; params are validated with defaults inserted.
+fn action_fail_semantics() -> R {
+    let charm = TestCharm::new(PEER_HANDLERS);
+    let m = Model::new(opts())?;
+    let u = &deploy(&m, &charm, 1, Volume::Shared)?[0];
+    m.settle(LONG)?;
+    let rel = m.relation_id("app:peers").expect("peers");
+    let r = m.run_action(u, "do", [("what", "failcommit")])?;
+    assert_eq!(r.status, juju_sim::ActionStatus::Failed);
+    assert_eq!(r.message, "nope");
+    assert_eq!(r.results, serde_json::json!({"out": {"deep": "x"}}));
+    assert_eq!(r.logs, vec!["working".to_string()]);
+    assert_eq!(r.params["value"], "", "default inserted");
+    assert_eq!(
+        m.databag(rel, u).data.get("k").map(String::as_str),
+        Some("committed")
+    );
+    assert_eq!(m.unit_state(u).get("s").map(String::as_str), Some("1"));
+    let r = m.run_action(u, "do", [("what", "crash")])?;
+    assert_eq!(r.status, juju_sim::ActionStatus::Failed);
+    assert_eq!(r.message, "exit status 3");
+    assert_eq!(r.return_code, Some(3));
+    assert_eq!(r.results, serde_json::json!({"out": "y"}));
+    assert_eq!(
+        m.databag(rel, u).data.get("k").map(String::as_str),
+        Some("committed")
+    );
+    assert!(
+        !m.in_error(u),
+        "a failed action does not put the unit in error"
+    );
+    assert!(m.queue_action(u, "do", [("bogus", "1")]).is_err());
+    assert!(
+        m.queue_action(u, "do", [("value", "1")]).is_err(),
+        "what is required"
+    );
+    assert!(m.queue_action(u, "nope", [("what", "1")]).is_err());
+    Ok(())
+}
+
+/// A unit in error still runs actions; the failed hook is retried with growing backoff.
+fn error_state_actions_and_retry() -> R {
+    let charm = TestCharm::new(&format!(
+        "config-changed) [ \"$(config-get n)\" = 7 ] && exit 1 ;;\n{PEER_HANDLERS}"
+    ));
+    let m = Model::new(ModelOptions {
+        retry_backoff: Duration::from_millis(100),
+        retry_backoff_max: Duration::from_millis(400),
+        ..opts()
+    })?;
+    let u = &m.deploy(
+        charm.source(),
+        "app",
+        1,
+        DeployOptions {
+            config: [("n".to_string(), 7.into())].into(),
+            ..DeployOptions::default()
+        },
+    )?[0];
+    m.run_until(LONG, |m| m.in_error(u))?;
+    let r = m.run_action(u, "do", [("what", "noop")])?;
+    assert_eq!(r.status, juju_sim::ActionStatus::Completed);
+    assert!(m.in_error(u));
+    m.run_until(LONG, |m| {
+        m.hooks(u)
+            .iter()
+            .filter(|h| h.name == "config-changed")
+            .count()
+            >= 4
+    })?;
+    let starts: Vec<Duration> = m
+        .hooks(u)
+        .iter()
+        .filter(|h| h.name == "config-changed")
+        .map(|h| h.started)
+        .collect();
+    assert!(
+        starts[2] - starts[1] >= Duration::from_millis(150),
+        "backoff grows: {starts:?}"
+    );
+    assert!(
+        !m.hook_names(u).contains(&"start".to_string()),
+        "nothing else runs in error"
+    );
+    m.config("app", [("n", 1)])?;
+    m.settle(LONG)?;
+    assert!(committed_hooks(&m, u).contains(&"start".to_string()));
+    Ok(())
+}
+
 fn main() {
     juju_sim::multicall::run_if_tool();
     let args = Arguments::from_args();
     let tests: Vec<(&str, TestFn)> = vec![
         ("deploy_hook_order", deploy_hook_order),
         ("tool_exit_codes", tool_exit_codes),
+        (
+            "failing_hook_writes_never_seen",
+            failing_hook_writes_never_seen,
+        ),
+        ("remote_change_frozen_in_hook", remote_change_frozen_in_hook),
+        ("quick_commits_coalesce", quick_commits_coalesce),
+        ("peer_app_self_notification", peer_app_self_notification),
+        ("lost_leadership_commit_fails", lost_leadership_commit_fails),
+        ("action_fail_semantics", action_fail_semantics),
+        (
+            "error_state_actions_and_retry",
+            error_state_actions_and_retry,
+        ),
     ];
     let trials = tests
         .into_iter()
