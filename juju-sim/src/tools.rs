@@ -1068,12 +1068,7 @@ impl Tool<'_> {
     /// Resolve `<id>` (`secret:x`, `secret://model/x` or `x`) or a label to a secret id.
     fn find_secret(&self, id: Option<&str>, label: Option<&str>) -> Result<String, ToolError> {
         if let Some(id) = id {
-            let bare = id
-                .strip_prefix("secret://")
-                .map(|r| r.rsplit('/').next().unwrap_or(r))
-                .or_else(|| id.strip_prefix("secret:"))
-                .unwrap_or(id)
-                .to_string();
+            let bare = parse_secret_uri(id)?;
             if self.w.secrets.contains_key(&bare) || self.ctx.new_secrets.contains(&bare) {
                 return Ok(bare);
             }
@@ -1543,6 +1538,24 @@ impl Tool<'_> {
         }
         self.emit(&p, json!({ "units": units, "relations": relations }))
     }
+}
+
+/// Juju's `secrets.ParseURI`: `secret:<id>`, `secret://<model>/<id>` or a bare id (20
+/// characters of `[0-9a-v]`).
+fn parse_secret_uri(uri: &str) -> Result<String, ToolError> {
+    let bare = uri
+        .strip_prefix("secret://")
+        .map(|r| r.rsplit('/').next().unwrap_or(r))
+        .or_else(|| uri.strip_prefix("secret:"))
+        .unwrap_or(uri);
+    let valid = bare.len() == 20
+        && bare
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'v').contains(&b));
+    if !valid {
+        return Err(Usage(format!("secret URI {uri:?} not valid")));
+    }
+    Ok(bare.to_string())
 }
 
 /// Set `segs` (a dotted key) to `v` in a nested map, replacing non-map intermediates.

@@ -571,6 +571,452 @@ fn error_state_actions_and_retry() -> R {
     Ok(())
 }
 
+const FILE_HANDLERS: &str = r#"
+install)
+  tag=$(echo "$JUJU_UNIT_NAME" | tr / -)
+  echo "$JUJU_UNIT_NAME" > /etc/sim-unit
+  echo "$JUJU_UNIT_NAME" > /tmp/sim-unit
+  mkdir -p /opt/sim && echo "$JUJU_UNIT_NAME" > /opt/sim/unit
+  echo "$JUJU_UNIT_NAME" > /root/sim-unit
+  useradd --system --no-create-home simuser-test || exit 1
+  if [ -d /var/lib/concourse ]; then
+    if touch "/var/lib/concourse/$tag" 2>/dev/null; then log "storage rw"; else log "storage ro"; fi
+    if dd if=/dev/zero of=/var/lib/concourse/big-$tag bs=64k count=64 2>/dev/null; then log "4MiB fit"; else log "4MiB full"; fi
+    rm -f /var/lib/concourse/big-$tag
+  else
+    log "no storage dir"
+  fi
+  log "storage-list $(storage-list --format=json)"
+  ;;
+"#;
+
+/// Each unit is its own machine: files under /etc, /tmp, /opt, /root (and users) are private;
+/// the shared volume is shared, the per-unit volume is not.
+fn machines_private_volume_shared() -> R {
+    let charm = TestCharm::new(FILE_HANDLERS);
+    let m = Model::new(opts())?;
+    let shared = deploy(&m, &charm, 3, Volume::Shared)?;
+    let per_unit = m.deploy(
+        charm.source(),
+        "solo",
+        2,
+        DeployOptions {
+            storage: Volume::PerUnit,
+            ..DeployOptions::default()
+        },
+    )?;
+    m.settle(LONG)?;
+    for u in shared.iter().chain(&per_unit) {
+        for f in [
+            "/etc/sim-unit",
+            "/tmp/sim-unit",
+            "/opt/sim/unit",
+            "/root/sim-unit",
+        ] {
+            assert_eq!(m.read_to_string(u, f)?.trim(), u.as_str(), "{u} {f}");
+        }
+        assert!(m.read_to_string(u, "/etc/passwd")?.contains("simuser-test"));
+        assert!(log_lines(&m, u).contains(&"storage rw".to_string()));
+    }
+    assert!(
+        !std::path::Path::new("/etc/sim-unit").exists(),
+        "host /etc untouched"
+    );
+    assert!(
+        !std::path::Path::new("/opt/sim").exists(),
+        "host /opt untouched"
+    );
+    assert!(!std::fs::read_to_string("/etc/passwd")?.contains("simuser-test"));
+    let dir = m.storage_dir(&shared[0]).expect("storage dir");
+    assert!(shared
+        .iter()
+        .all(|u| m.storage_dir(u).as_ref() == Some(&dir)));
+    let mut files: Vec<String> = std::fs::read_dir(&dir)?
+        .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+        .collect::<Result<_, _>>()?;
+    files.sort();
+    assert_eq!(files, vec!["app-0", "app-1", "app-2"]);
+    for u in &shared {
+        for f in &files {
+            assert!(
+                m.exists(u, &format!("/var/lib/concourse/{f}")),
+                "{u} sees {f}"
+            );
+        }
+    }
+    let (d0, d1) = (
+        m.storage_dir(&per_unit[0]).expect("dir"),
+        m.storage_dir(&per_unit[1]).expect("dir"),
+    );
+    assert_ne!(d0, d1);
+    assert!(m.exists(&per_unit[0], "/var/lib/concourse/solo-0"));
+    assert!(!m.exists(&per_unit[0], "/var/lib/concourse/solo-1"));
+    assert!(!m.exists(&per_unit[1], "/var/lib/concourse/solo-0"));
+    Ok(())
+}
+
+/// Volume variants: missing (no storage hook, nothing mounted), read-only, a full tmpfs.
+fn storage_variants() -> R {
+    let charm = TestCharm::new(FILE_HANDLERS);
+    let m = Model::new(opts())?;
+    let dep = |name: &str, v: Volume| {
+        m.deploy(
+            charm.source(),
+            name,
+            1,
+            DeployOptions {
+                storage: v,
+                ..DeployOptions::default()
+            },
+        )
+        .map(|u| u[0].clone())
+    };
+    let missing = dep("missing", Volume::Missing)?;
+    let ro = dep("ro", Volume::ReadOnly)?;
+    let small = dep("small", Volume::Tmpfs { bytes: 1 << 20 })?;
+    let small_pu = dep("smallpu", Volume::TmpfsPerUnit { bytes: 1 << 20 })?;
+    let big = dep("big", Volume::PerUnit)?;
+    m.settle(LONG)?;
+    assert!(!m.hook_names(&missing).iter().any(|h| h.contains("storage")));
+    assert!(log_lines(&m, &missing).contains(&"storage-list []".to_string()));
+    assert!(log_lines(&m, &ro).contains(&"storage ro".to_string()));
+    assert!(log_lines(&m, &ro)
+        .iter()
+        .any(|l| l.starts_with("storage-list [\"data/")));
+    for u in [&small, &small_pu] {
+        assert!(log_lines(&m, u).contains(&"4MiB full".to_string()), "{u}");
+    }
+    assert!(log_lines(&m, &big).contains(&"4MiB fit".to_string()));
+    Ok(())
+}
+
+/// A process a hook starts keeps running with the unit's view; removing the unit or dropping
+/// the model kills it, unmounts everything and removes the run directory.
+fn services_survive_hooks_teardown_kills() -> R {
+    let charm = TestCharm::new(
+        r#"start)
+  setsid sleep 1000 >/dev/null 2>&1 < /dev/null &
+  echo $! > /run/sim-sleep.pid
+  sleep 999 &
+  ;;
+"#,
+    );
+    let m = Model::new(opts())?;
+    let units = deploy(&m, &charm, 2, Volume::Shared)?;
+    m.settle(LONG)?;
+    let pid_of = |u: &str| -> Result<i32, Box<dyn std::error::Error>> {
+        Ok(m.read_to_string(u, "/run/sim-sleep.pid")?.trim().parse()?)
+    };
+    let alive = |pid: i32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| !s.contains(") Z "))
+            .unwrap_or(false)
+    };
+    let (p0, p1) = (pid_of(&units[0])?, pid_of(&units[1])?);
+    for (u, p) in [(&units[0], p0), (&units[1], p1)] {
+        assert!(alive(p));
+        let procs = m.processes(u);
+        assert!(procs
+            .iter()
+            .any(|x| x.pid == p && x.cmdline == ["sleep", "1000"]));
+        assert!(procs.iter().any(|x| x.cmdline == ["sleep", "999"]));
+        let start = m
+            .hooks(u)
+            .into_iter()
+            .find(|h| h.name == "start")
+            .expect("start");
+        assert!(
+            start.duration < Duration::from_secs(5),
+            "pipe holders do not block"
+        );
+    }
+    assert!(!m.exists(&units[1], "/run/sim-sleep.pid") || p0 != p1);
+    m.remove_unit(&units[1])?;
+    m.run_until(LONG, |m| m.unit_gone(&units[1]))?;
+    assert!(!alive(p1), "removed unit's processes are killed");
+    assert!(alive(p0));
+    let run_dir = m.run_dir().to_path_buf();
+    drop(m);
+    assert!(!alive(p0), "dropping the model kills every process");
+    assert!(!run_dir.exists(), "run dir removed");
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo")?;
+    assert!(!mounts.contains(&*run_dir.to_string_lossy()));
+    Ok(())
+}
+
+const DB_HANDLERS: &str = r#"
+db-relation-created)
+  [ "$(is-leader)" = True ] && relation-set --app database=concourse ;;
+db-relation-changed)
+  [ -z "$JUJU_REMOTE_UNIT" ] || exit 0
+  sec=$(relation-get secret-user)
+  if [ -n "$sec" ]; then
+    user=$(secret-get "$sec" username); pw=$(secret-get "$sec" password)
+  else
+    user=$(relation-get username); pw=$(relation-get password)
+  fi
+  log "db user=$user pw=$pw endpoints=$(relation-get endpoints) database=$(relation-get database)" ;;
+secret-changed)
+  log "secret-changed pw=$(secret-get --refresh "$JUJU_SECRET_ID" password)" ;;
+"#;
+
+/// The fake postgresql answers with credentials in a granted secret or in plain fields; a
+/// password rotation reaches secret consumers through secret-changed.
+fn postgres_provider() -> R {
+    for creds in [juju_sim::Credentials::Secret, juju_sim::Credentials::Plain] {
+        let charm = TestCharm::new(DB_HANDLERS);
+        let m = Model::new(opts())?;
+        let units = deploy(&m, &charm, 2, Volume::Shared)?;
+        m.deploy_postgresql(
+            "postgresql",
+            juju_sim::PostgresOptions {
+                credentials: creds,
+                ..Default::default()
+            },
+        )?;
+        let rel = m.relate("app:db", "postgresql")?;
+        m.settle(LONG)?;
+        assert_eq!(
+            m.databag(rel, "app")
+                .data
+                .get("database")
+                .map(String::as_str),
+            Some("concourse")
+        );
+        let want = format!(
+            "db:{rel}: db user=relation_id_user pw=s3cr3t-pw endpoints=127.0.200.1:5432 database=concourse"
+        );
+        for u in &units {
+            assert!(
+                log_lines(&m, u).contains(&want),
+                "{creds:?} {u}: {:?}",
+                log_lines(&m, u)
+            );
+            let names = m.hook_names(u);
+            assert!(names.contains(&"db-relation-joined".to_string()));
+        }
+        if creds == juju_sim::Credentials::Secret {
+            m.postgres_rotate_password("postgresql", "rotated");
+            m.settle(LONG)?;
+            for u in &units {
+                assert!(log_lines(&m, u).contains(&"secret-changed pw=rotated".to_string()));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Removing a unit runs its teardown (storage-detaching, departed, broken for non-peer
+/// relations, stop, remove), moves leadership, and never runs relation-broken on peers;
+/// removing a relation gives departed then broken.
+fn teardown_and_no_peer_broken() -> R {
+    let charm = TestCharm::new(DB_HANDLERS);
+    let m = Model::new(opts())?;
+    let units = deploy(&m, &charm, 3, Volume::Shared)?;
+    m.deploy_postgresql("postgresql", Default::default())?;
+    let db = m.relate("app:db", "postgresql")?;
+    m.settle(LONG)?;
+    let leader = m.leader("app").expect("leader");
+    assert_eq!(leader, units[0]);
+    let marks: Vec<usize> = units.iter().map(|u| m.hooks(u).len()).collect();
+    m.remove_unit(&units[0])?;
+    m.settle(LONG)?;
+    assert!(m.unit_gone(&units[0]));
+    let gone: Vec<String> = m.hooks(&units[0])[marks[0]..]
+        .iter()
+        .map(|h| h.name.clone())
+        .collect();
+    assert_eq!(
+        gone,
+        [
+            "data-storage-detaching",
+            "peers-relation-departed",
+            "peers-relation-departed",
+            "db-relation-departed",
+            "db-relation-broken",
+            "stop",
+            "remove"
+        ],
+        "teardown order"
+    );
+    for h in m
+        .hooks(&units[0])
+        .iter()
+        .filter(|h| h.name.ends_with("-departed"))
+    {
+        assert_eq!(h.env.get("JUJU_DEPARTING_UNIT"), Some(&units[0]));
+    }
+    assert_eq!(m.leader("app").as_deref(), Some(units[1].as_str()));
+    for (u, mark) in units.iter().zip(&marks).skip(1) {
+        let after: Vec<_> = m.hooks(u)[*mark..].to_vec();
+        let departed: Vec<_> = after
+            .iter()
+            .filter(|h| h.name == "peers-relation-departed")
+            .collect();
+        assert_eq!(departed.len(), 1);
+        assert_eq!(remote_unit(departed[0]), units[0]);
+        assert_eq!(departed[0].env.get("JUJU_DEPARTING_UNIT"), Some(&units[0]));
+        let lead = if *u == units[1] {
+            "leader-elected"
+        } else {
+            "leader-settings-changed"
+        };
+        assert!(after.iter().any(|h| h.name == lead), "{u}: {after:?}");
+    }
+    m.remove_relation(db)?;
+    m.settle(LONG)?;
+    for u in &units[1..] {
+        let names = m.hook_names(u);
+        let n = names.len();
+        assert_eq!(
+            names[n - 2..],
+            ["db-relation-departed", "db-relation-broken"]
+        );
+    }
+    for u in &units {
+        assert!(!m.hook_names(u).iter().any(|h| h == "peers-relation-broken"));
+    }
+    assert_eq!(
+        m.relation(db).map(|r| r.life),
+        Some(juju_sim::model::Life::Dead)
+    );
+    Ok(())
+}
+
+/// Secrets: app-owned need leadership, labels and revisions, unit-owned for anyone, and a
+/// failed hook's secret never exists.
+fn secrets_semantics() -> R {
+    let charm = TestCharm::new(
+        r#"leader-elected)
+  [ -z "$(secret-ids)" ] && secret-add --label mine foo=bar >/dev/null ;;
+config-changed)
+  n=$(config-get n)
+  if [ "$(is-leader)" = True ]; then
+    id=$(secret-ids --format=json | tr -d '[]"' | cut -d, -f1)
+    [ "$n" = 2 ] && secret-set "$id" foo=baz
+    log "info $(secret-info-get --label mine --format=json | grep -o '"revision":[0-9]*')"
+    log "value $(secret-get "$id" foo)"
+    if [ "$n" = 4 ]; then secret-add --label ghost foo=one >/dev/null; exit 1; fi
+  else
+    out=$(secret-add foo=xyz 2>&1); log "app-secret rc=$? $out"
+    secret-add --owner unit --label "u-$JUJU_UNIT_NAME" foo=yyy >/dev/null 2>&1
+    log "unit-secret $(secret-get --label "u-$JUJU_UNIT_NAME" --format=json 2>&1)"
+    out=$(secret-get --label "u-$JUJU_UNIT_NAME" foo 2>&1); log "label-and-key rc=$? $out"
+  fi ;;
+"#,
+    );
+    let m = Model::new(opts())?;
+    let units = deploy(&m, &charm, 2, Volume::Shared)?;
+    m.settle(LONG)?;
+    m.config("app", [("n", 2)])?;
+    m.settle(LONG)?;
+    let leader_logs = log_lines(&m, &units[0]);
+    assert!(
+        leader_logs.ends_with(&["info \"revision\":1".into(), "value bar".into()]),
+        "secret-set is buffered until commit: {leader_logs:?}"
+    );
+    m.config("app", [("n", 3)])?;
+    m.settle(LONG)?;
+    let leader_logs = log_lines(&m, &units[0]);
+    assert!(
+        leader_logs.ends_with(&["info \"revision\":2".into(), "value baz".into()]),
+        "{leader_logs:?}"
+    );
+    let other = log_lines(&m, &units[1]);
+    assert!(other.contains(&"app-secret rc=1 ERROR this unit is not the leader".to_string()));
+    assert!(
+        other.contains(&"unit-secret {\"foo\":\"yyy\"}".to_string()),
+        "{other:?}"
+    );
+    assert!(other.contains(&"label-and-key rc=2 ERROR secret URI \"foo\" not valid".to_string()));
+    m.config("app", [("n", 4)])?;
+    m.run_until(LONG, |m| m.in_error(&units[0]))?;
+    m.config("app", [("n", 5)])?;
+    m.settle(LONG)?;
+    let secrets = m.secrets();
+    assert!(secrets.iter().all(|s| s.label.as_deref() != Some("ghost")));
+    let mine = secrets
+        .iter()
+        .find(|s| s.label.as_deref() == Some("mine"))
+        .expect("mine");
+    assert_eq!(mine.revisions.len(), 2);
+    assert_eq!(mine.owner, juju_sim::model::SecretOwner::App("app".into()));
+    assert!(secrets
+        .iter()
+        .any(|s| s.owner == juju_sim::model::SecretOwner::Unit(units[1].clone())));
+    Ok(())
+}
+
+/// Output formats and read rules of the common tools.
+fn tool_outputs() -> R {
+    let charm = TestCharm::new(
+        r#"config-changed)
+  rid=$(peers_id)
+  log "cfg $(config-get --format=json)"
+  log "n $(config-get n --format=json) smart=$(config-get flag)"
+  relation-set -r "$rid" mine=1
+  log "own $(relation-get -r "$rid" mine "$JUJU_UNIT_NAME" --format=json)"
+  log "missing $(relation-get -r "$rid" nope "$JUJU_UNIT_NAME" --format=json)"
+  log "all $(relation-get -r "$rid" - "$JUJU_UNIT_NAME" --format=json)"
+  echo '{"a": "1", "b": "x y"}' | relation-set -r "$rid" --file -
+  log "file $(relation-get -r "$rid" a "$JUJU_UNIT_NAME")/$(relation-get -r "$rid" b "$JUJU_UNIT_NAME")"
+  relation-get -r "$rid" - app >/dev/null 2>&1; log "app-without-flag rc=$?"
+  log "ids $(relation-ids peers --format=json) list $(relation-list -r "$rid" --format=json)"
+  log "ingress $(network-get peers --ingress-address) $(unit-get private-address)"
+  log "goal $(goal-state --format=json | grep -o '"units":{[^}]*}')"
+  log "leader $(is-leader --format=json)"
+  state-set --file - <<< '{"x": "1"}'
+  log "state $(state-get --format=json) $(state-get x) [$(state-get nope)]"
+  open-port 8080; log "ports-now $(opened-ports --format=json)"
+  application-version-set -- 7.1.2
+  ;;
+"#,
+    );
+    let m = Model::new(opts())?;
+    let u = &deploy(&m, &charm, 1, Volume::Shared)?[0];
+    m.settle(LONG)?;
+    let logs = log_lines(&m, u);
+    for want in [
+        r#"cfg {"flag":false,"mode":"a","n":1}"#,
+        "n 1 smart=False",
+        r#"own "1""#,
+        "missing null",
+        r#"all {"egress-subnets":"127.0.1.1/32","ingress-address":"127.0.1.1","mine":"1","private-address":"127.0.1.1"}"#,
+        "file 1/x y",
+        "app-without-flag rc=2",
+        r#"ids ["peers:0"] list []"#,
+        "ingress 127.0.1.1 127.0.1.1",
+        "leader true",
+        r#"state {"x":"1"} 1 []"#,
+        "ports-now []",
+    ] {
+        assert!(
+            logs.iter().any(|l| l == want),
+            "missing {want:?} in {logs:#?}"
+        );
+    }
+    assert!(logs
+        .iter()
+        .any(|l| l.starts_with("goal \"units\":{\"app/0\":{")));
+    assert_eq!(m.opened_ports(u), vec!["8080/tcp".to_string()]);
+    assert_eq!(m.app_version("app"), "7.1.2");
+    let cc = m
+        .hooks(u)
+        .into_iter()
+        .find(|h| h.name == "config-changed")
+        .expect("hook");
+    assert!(cc.calls_of("relation-get") >= 6);
+    assert_eq!(cc.calls_of("state-set"), 1);
+    assert_eq!(
+        cc.tool_calls
+            .iter()
+            .find(|c| c.args[0] == "state-set")
+            .and_then(|c| c.stdin_len),
+        Some(11)
+    );
+    Ok(())
+}
+
 fn main() {
     juju_sim::multicall::run_if_tool();
     let args = Arguments::from_args();
@@ -590,6 +1036,19 @@ fn main() {
             "error_state_actions_and_retry",
             error_state_actions_and_retry,
         ),
+        (
+            "machines_private_volume_shared",
+            machines_private_volume_shared,
+        ),
+        ("storage_variants", storage_variants),
+        (
+            "services_survive_hooks_teardown_kills",
+            services_survive_hooks_teardown_kills,
+        ),
+        ("postgres_provider", postgres_provider),
+        ("teardown_and_no_peer_broken", teardown_and_no_peer_broken),
+        ("secrets_semantics", secrets_semantics),
+        ("tool_outputs", tool_outputs),
     ];
     let trials = tests
         .into_iter()
