@@ -21,7 +21,9 @@
 
 use crate::context::{self, HookContext, UnitEnv};
 use crate::machine::Machine;
-use crate::model::{self, ActionStatus, AgentStatus, FailedOp, Life, Outcome, ToolCall, World};
+use crate::model::{
+    self, app_of, ActionStatus, AgentStatus, FailedOp, Life, Outcome, ToolCall, World,
+};
 use crate::resolver::{self, HookKind, Next, Op};
 use crate::tools::{self, Caller, ToolResult};
 use crate::wire::{self, Request, Response};
@@ -274,10 +276,15 @@ fn agent_main(shared: &Arc<Shared>, unit: &str, machine: &Machine, uenv: &UnitEn
             }
         };
         shared.notify();
-        let Some((env, name, timeout)) = job else {
-            break;
+        let Some(job) = job else { break };
+        let result = match swap_charm(uenv, &job.charm_files) {
+            Ok(()) => run_process(uenv, &job.env, &job.name, job.timeout),
+            Err(e) => ProcessResult {
+                exit: Exit::SpawnFailed(format!("swapping charm files: {e}")),
+                stdout: String::new(),
+                stderr: String::new(),
+            },
         };
-        let result = run_process(uenv, &env, &name, timeout);
         let mut w = shared.lock();
         finish(&mut w, unit, result);
         drop(w);
@@ -306,13 +313,34 @@ fn agent_main(shared: &Arc<Shared>, unit: &str, machine: &Machine, uenv: &UnitEn
     shared.notify();
 }
 
-/// Start an operation: build its context and mark the unit busy.
-fn begin(
-    w: &mut World,
-    unit: &str,
-    op: Op,
+/// What the agent runs, prepared under the lock.
+struct Job {
+    env: BTreeMap<String, String>,
+    name: String,
+    timeout: Duration,
+    /// Charm files to put in place first (upgrade-charm): (relative path, staged host path).
+    charm_files: Vec<(std::path::PathBuf, std::path::PathBuf)>,
+}
+
+/// Replace the unit's charm files (in the unit's view; the agent thread is in it).
+fn swap_charm(
     uenv: &UnitEnv,
-) -> (BTreeMap<String, String>, String, Duration) {
+    files: &[(std::path::PathBuf, std::path::PathBuf)],
+) -> std::io::Result<()> {
+    for (rel, from) in files {
+        let to = std::path::Path::new(&uenv.charm_dir).join(rel);
+        if let Some(p) = to.parent() {
+            std::fs::create_dir_all(p)?;
+        }
+        let tmp = to.with_extension("juju-sim-new");
+        std::fs::copy(from, &tmp)?;
+        std::fs::rename(&tmp, &to)?;
+    }
+    Ok(())
+}
+
+/// Start an operation: build its context and mark the unit busy.
+fn begin(w: &mut World, unit: &str, op: Op, uenv: &UnitEnv) -> Job {
     if let Op::Action(id) = &op {
         if let Some(u) = w.units.get_mut(unit) {
             u.pending_actions.retain(|a| a != id);
@@ -336,6 +364,15 @@ fn begin(
     }
     let env = ctx.env.clone();
     let timeout = w.opts.hook_timeout;
+    let charm_files = match &op {
+        Op::Hook(h) if h.kind == HookKind::UpgradeCharm => w
+            .apps
+            .get(app_of(unit))
+            .and_then(|a| a.charm.as_ref())
+            .map(|c| c.files.clone())
+            .unwrap_or_default(),
+        _ => Vec::new(),
+    };
     if let Some(u) = w.units.get_mut(unit) {
         if u.error.is_none() {
             u.agent_status = AgentStatus::Executing(name.clone());
@@ -343,7 +380,12 @@ fn begin(
         u.running_name = Some(name.clone());
         u.running = Some(ctx);
     }
-    (env, name, timeout)
+    Job {
+        env,
+        name,
+        timeout,
+        charm_files,
+    }
 }
 
 fn read_all(mut r: impl Read + Send + 'static, buf: Arc<Mutex<Vec<u8>>>, done: mpsc::Sender<()>) {

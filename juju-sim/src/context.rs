@@ -242,6 +242,7 @@ pub fn prepare(w: &mut World, unit: &str, op: &Op, uenv: &UnitEnv) -> HookContex
                     a.map(|a| a.leadership_version)
                 }
                 HookKind::ConfigChanged => a.map(|a| a.config_version),
+                HookKind::Install | HookKind::UpgradeCharm => a.map(|a| a.charm_version),
                 HookKind::SecretChanged => h
                     .secret
                     .as_ref()
@@ -416,7 +417,14 @@ pub fn apply_local_effects(w: &mut World, unit: &str, ctx: &HookContext) {
     let l = &mut u.local;
     let v = ctx.trigger_version;
     match h.kind {
-        HookKind::Install => l.installed = true,
+        HookKind::Install => {
+            l.installed = true;
+            l.charm_seen = v;
+        }
+        HookKind::UpgradeCharm => {
+            l.charm_seen = v;
+            l.config_seen = None;
+        }
         HookKind::Start => {
             l.started = true;
             l.next_update_status = interval.map(|i| Instant::now() + i);

@@ -207,6 +207,8 @@ pub struct LocalState {
     pub leader_known: bool,
     pub leader_settings_seen: Option<u64>,
     pub config_seen: Option<u64>,
+    /// Charm version installed (set by install and upgrade-charm).
+    pub charm_seen: Option<u64>,
     pub relations: BTreeMap<u32, RelLocal>,
     pub storage_attached: BTreeSet<String>,
     pub next_update_status: Option<Instant>,
@@ -279,6 +281,8 @@ pub struct App {
     pub volume: Volume,
     pub resources: BTreeMap<String, PathBuf>,
     pub next_unit: u32,
+    /// Bumped by every refresh; units run upgrade-charm when theirs differs.
+    pub charm_version: u64,
 }
 
 /// A unit (model side and the agent's local state).
@@ -870,6 +874,7 @@ pub fn hook_name(kind: HookKind, endpoint: Option<&str>, storage: Option<&str>) 
         HookKind::Remove => "remove".into(),
         HookKind::ConfigChanged => "config-changed".into(),
         HookKind::UpdateStatus => "update-status".into(),
+        HookKind::UpgradeCharm => "upgrade-charm".into(),
         HookKind::LeaderElected => "leader-elected".into(),
         HookKind::LeaderSettingsChanged => "leader-settings-changed".into(),
         HookKind::RelationCreated => format!("{ep}-relation-created"),

@@ -9,7 +9,8 @@
 //! relations, stop, remove); otherwise storage-attached before install, install,
 //! relation-created, leadership (leader-elected / leader-settings-changed), secret-changed,
 //! actions, later storage-attached, the `start` queued by the first config-changed,
-//! config-changed, relation traffic, update-status.
+//! upgrade-charm (after a refresh; it queues config-changed), config-changed, relation
+//! traffic, update-status.
 //!
 //! Within a relation (RRES `nextHookForRelation`): pending `changed` after a `joined`, then
 //! `departed` for members gone from scope, `broken` (non-peer, when dying), app-data `changed`
@@ -33,6 +34,7 @@ pub enum HookKind {
     Remove,
     ConfigChanged,
     UpdateStatus,
+    UpgradeCharm,
     LeaderElected,
     LeaderSettingsChanged,
     RelationCreated,
@@ -205,6 +207,9 @@ pub fn next(w: &World, unit: &str, now: Instant, periodic: bool) -> Next {
     }
     if l.config_seen.is_some() && !l.started {
         return run(HookOp::plain(HookKind::Start));
+    }
+    if l.charm_seen.is_some_and(|v| v != app.charm_version) {
+        return run(HookOp::plain(HookKind::UpgradeCharm));
     }
     if l.config_seen != Some(app.config_version) {
         return run(HookOp::plain(HookKind::ConfigChanged));

@@ -183,16 +183,7 @@ impl Model {
             config_set.insert(k, v);
         }
         // Stage the charm and resources outside every overlaid path.
-        let stage = self.run_dir.join("charms").join(name);
-        let mut files = Vec::new();
-        for (rel, src) in &charm.files {
-            let dst = stage.join(rel);
-            if let Some(p) = dst.parent() {
-                std::fs::create_dir_all(p).map_err(io("creating", p))?;
-            }
-            std::fs::copy(src, &dst).map_err(io("copying", src))?;
-            files.push((rel.clone(), dst));
-        }
+        let files = self.stage_charm(name, 1, &charm)?;
         let mut resources = BTreeMap::new();
         for (rname, src) in opts.resources {
             let decl = charm
@@ -268,6 +259,7 @@ impl Model {
                     volume: opts.storage,
                     resources,
                     next_unit: 0,
+                    charm_version: 1,
                 },
             );
             for ep in peers {
@@ -298,6 +290,55 @@ impl Model {
         Ok(names)
     }
 
+    /// Copy a charm's files to the run dir (outside every overlaid path); returns the staged
+    /// (relative path, host path) list.
+    fn stage_charm(
+        &self,
+        app: &str,
+        version: u64,
+        charm: &Charm,
+    ) -> Result<Vec<(PathBuf, PathBuf)>, SimError> {
+        let stage = self
+            .run_dir
+            .join("charms")
+            .join(format!("{app}-v{version}"));
+        let mut files = Vec::new();
+        for (rel, src) in &charm.files {
+            let dst = stage.join(rel);
+            if let Some(p) = dst.parent() {
+                std::fs::create_dir_all(p).map_err(io("creating", p))?;
+            }
+            std::fs::copy(src, &dst).map_err(io("copying", src))?;
+            files.push((rel.clone(), dst));
+        }
+        Ok(files)
+    }
+
+    /// `juju refresh`: replace the application's charm. Every installed unit runs
+    /// upgrade-charm (its charm dir is swapped just before) and then config-changed.
+    pub fn refresh(&self, app: &str, source: CharmSource) -> Result<(), SimError> {
+        let mut charm = Charm::load(&source)?;
+        let version = {
+            let w = self.shared.lock();
+            let a = w
+                .apps
+                .get(app)
+                .ok_or_else(|| SimError::UnknownApp(app.into()))?;
+            a.charm_version + 1
+        };
+        charm.files = self.stage_charm(app, version, &charm)?;
+        let mut w = self.shared.lock();
+        let a = w
+            .apps
+            .get_mut(app)
+            .ok_or_else(|| SimError::UnknownApp(app.into()))?;
+        a.charm = Some(Arc::new(charm));
+        a.charm_version = version;
+        drop(w);
+        self.shared.notify();
+        Ok(())
+    }
+
     /// Deploy the built-in fake `postgresql` provider (one scripted unit, endpoint
     /// `database`).
     pub fn deploy_postgresql(&self, name: &str, opts: PostgresOptions) -> Result<String, SimError> {
@@ -325,6 +366,7 @@ impl Model {
                 volume: Volume::Missing,
                 resources: BTreeMap::new(),
                 next_unit: 1,
+                charm_version: 1,
             },
         );
         let u = new_unit(
@@ -503,6 +545,13 @@ impl Model {
         }
         u.life = Life::Dying;
         let app = u.app.clone();
+        let pending: Vec<u64> = u.pending_actions.drain(..).collect();
+        for id in pending {
+            if let Some(a) = w.actions.get_mut(&id) {
+                a.status = ActionStatus::Failed;
+                a.message = "unit is being removed".into();
+            }
+        }
         for r in w.relations.values_mut() {
             r.scope.remove(unit);
         }
@@ -967,6 +1016,93 @@ impl Model {
                 .collect()
         })
         .unwrap_or_default()
+    }
+
+    /// Hooks and actions of a unit that did not commit.
+    pub fn failed_hooks(&self, unit: &str) -> Vec<HookRecord> {
+        self.hooks(unit)
+            .into_iter()
+            .filter(|h| !h.committed())
+            .collect()
+    }
+
+    /// What is wrong with the order of a deployed unit's hooks (reference §1.5); empty when
+    /// all is well. Checks the committed hooks: `<storage>-storage-attached` for each storage
+    /// instance, `install`, at least one `*-relation-created` (the peer relation),
+    /// `leader-elected` or `leader-settings-changed`, `config-changed`, `start`; then that every
+    /// `relation-joined` is followed, within its relation, by `relation-changed` for the same
+    /// unit; and that no peer relation was ever broken.
+    pub fn deploy_order_problems(&self, unit: &str) -> Vec<String> {
+        let hooks: Vec<HookRecord> = self
+            .hooks(unit)
+            .into_iter()
+            .filter(|h| h.committed() && !h.name.starts_with("action:"))
+            .collect();
+        let storage: Vec<String> = self
+            .with_unit(unit, |u| u.storage.iter().map(|s| s.name.clone()).collect())
+            .unwrap_or_default();
+        let mut problems = Vec::new();
+        let names: Vec<&str> = hooks.iter().map(|h| h.name.as_str()).collect();
+        let mut i = 0;
+        let mut expect = |ok: &dyn Fn(&str) -> bool, what: &str, i: &mut usize| match names.get(*i)
+        {
+            Some(n) if ok(n) => *i += 1,
+            other => problems.push(format!("hook #{}: expected {what}, got {other:?}", *i)),
+        };
+        for st in &storage {
+            let want = format!("{st}-storage-attached");
+            expect(&|n| n == want, &want, &mut i);
+        }
+        expect(&|n| n == "install", "install", &mut i);
+        expect(
+            &|n| n.ends_with("-relation-created"),
+            "*-relation-created",
+            &mut i,
+        );
+        while names
+            .get(i)
+            .is_some_and(|n| n.ends_with("-relation-created"))
+        {
+            i += 1;
+        }
+        expect(
+            &|n| n == "leader-elected" || n == "leader-settings-changed",
+            "leader-elected or leader-settings-changed",
+            &mut i,
+        );
+        expect(&|n| n == "config-changed", "config-changed", &mut i);
+        expect(&|n| n == "start", "start", &mut i);
+        let rel_of = |h: &HookRecord| h.env.get("JUJU_RELATION_ID").cloned();
+        let remote = |h: &HookRecord| h.env.get("JUJU_REMOTE_UNIT").cloned().unwrap_or_default();
+        for (k, h) in hooks.iter().enumerate() {
+            if h.name.ends_with("-relation-joined") {
+                let next = hooks[k + 1..].iter().find(|n| rel_of(n) == rel_of(h));
+                let ok = next.is_some_and(|n| {
+                    n.name.ends_with("-relation-changed") && remote(n) == remote(h)
+                });
+                if !ok {
+                    problems.push(format!(
+                        "hook #{k} {} ({}) not followed by relation-changed for it in its relation",
+                        h.name,
+                        remote(h)
+                    ));
+                }
+            }
+        }
+        let peer_eps: Vec<String> = self
+            .shared
+            .lock()
+            .relations
+            .values()
+            .filter(|r| r.peer && r.involves(app_of(unit)))
+            .filter_map(|r| r.end_of(app_of(unit)).map(|e| e.endpoint.clone()))
+            .collect();
+        for ep in peer_eps {
+            if names.contains(&format!("{ep}-relation-broken").as_str()) {
+                problems.push(format!("peer relation {ep} got relation-broken"));
+            }
+        }
+        problems
     }
 
     /// The hook or action running on a unit now.

@@ -54,6 +54,8 @@ fn deploy_hook_order() -> R {
             .all(|u| committed_hooks(m, u).iter().any(|h| h == "update-status"))
     })?;
     for u in &units {
+        assert_eq!(m.deploy_order_problems(u), Vec::<String>::new(), "{u}");
+        assert!(m.failed_hooks(u).is_empty());
         let hooks = committed_hooks(&m, u);
         let lead = if *u == leader {
             "leader-elected"
@@ -226,6 +228,7 @@ action:do)
       second=$(relation-get -r "$rid" --app k app)
       action-set first="$first" second="$second" ;;
     block) waitfor /tmp/go ;;
+    read) action-set v="$(relation-get -r "$rid" k "$(action-get value)")" ;;
     failcommit)
       relation-set -r "$rid" k=committed; state-set s=1; action-set out.deep=x
       action-log working; action-fail nope ;;
@@ -560,6 +563,13 @@ fn error_state_actions_and_retry() -> R {
     assert!(
         starts[2] - starts[1] >= Duration::from_millis(150),
         "backoff grows: {starts:?}"
+    );
+    let problems = m.deploy_order_problems(u);
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.contains("expected config-changed")),
+        "{problems:?}"
     );
     assert!(
         !m.hook_names(u).contains(&"start".to_string()),
@@ -1017,7 +1027,223 @@ fn tool_outputs() -> R {
     Ok(())
 }
 
+/// The hook environment is built like Juju's (reference §1.3): no HOME/USER, the JUJU_*
+/// variables per hook kind, tools dir first on PATH, cwd = charm dir.
+fn environment_like_juju() -> R {
+    let charm = TestCharm::new(
+        r#"config-changed) env | sort > /tmp/env-config-changed ;;
+peers-relation-joined) env | sort > /tmp/env-joined; relation-list --format=json > /tmp/list-joined ;;
+data-storage-attached) env | sort > /tmp/env-storage ;;
+action:do) env | sort > /tmp/env-action ;;
+"#,
+    );
+    let m = Model::new(ModelOptions {
+        proxy: juju_sim::model::ProxySettings {
+            http: "http://127.0.0.1:3128".into(),
+            ..Default::default()
+        },
+        ..opts()
+    })?;
+    let units = deploy(&m, &charm, 2, Volume::Shared)?;
+    m.settle(LONG)?;
+    m.run_action(&units[0], "do", [("what", "x")])?;
+    let env = |f: &str| -> Result<std::collections::BTreeMap<String, String>, juju_sim::SimError> {
+        Ok(m.read_to_string(&units[0], f)?
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect())
+    };
+    let cc = env("/tmp/env-config-changed")?;
+    let charm_dir = "/var/lib/juju/agents/unit-app-0/charm";
+    for (k, v) in [
+        ("JUJU_DISPATCH_PATH", "hooks/config-changed"),
+        ("JUJU_HOOK_NAME", "config-changed"),
+        ("JUJU_UNIT_NAME", "app/0"),
+        ("JUJU_CHARM_DIR", charm_dir),
+        ("CHARM_DIR", charm_dir),
+        ("PWD", charm_dir),
+        ("JUJU_MODEL_NAME", "sim"),
+        ("JUJU_VERSION", "3.6.8"),
+        ("JUJU_AGENT_SOCKET_NETWORK", "unix"),
+        ("JUJU_PRINCIPAL_UNIT", ""),
+        ("JUJU_AVAILABILITY_ZONE", ""),
+        ("JUJU_CHARM_HTTP_PROXY", "http://127.0.0.1:3128"),
+        ("JUJU_CHARM_HTTPS_PROXY", ""),
+        ("JUJU_CHARM_NO_PROXY", ""),
+        ("LANG", "C.UTF-8"),
+    ] {
+        assert_eq!(cc.get(k).map(String::as_str), Some(v), "{k}");
+    }
+    for k in [
+        "HOME",
+        "USER",
+        "JUJU_RELATION",
+        "JUJU_REMOTE_UNIT",
+        "JUJU_ACTION_NAME",
+    ] {
+        assert!(!cc.contains_key(k), "{k} must not be set");
+    }
+    assert!(cc["JUJU_CONTEXT_ID"].starts_with("app/0-config-changed-"));
+    assert!(cc["PATH"].starts_with("/var/lib/juju/tools/unit-app-0:"));
+    assert!(!cc["JUJU_MODEL_UUID"].is_empty() && !cc["JUJU_MACHINE_ID"].is_empty());
+    let j = env("/tmp/env-joined")?;
+    for (k, v) in [
+        ("JUJU_RELATION", "peers"),
+        ("JUJU_RELATION_ID", "peers:0"),
+        ("JUJU_REMOTE_UNIT", "app/1"),
+        ("JUJU_REMOTE_APP", "app"),
+        ("JUJU_DISPATCH_PATH", "hooks/peers-relation-joined"),
+    ] {
+        assert_eq!(j.get(k).map(String::as_str), Some(v), "{k}");
+    }
+    assert_eq!(
+        m.read_to_string(&units[0], "/tmp/list-joined")?,
+        "[\"app/1\"]\n"
+    );
+    let s = env("/tmp/env-storage")?;
+    assert!(s["JUJU_STORAGE_ID"].starts_with("data/"));
+    assert_eq!(s["JUJU_STORAGE_LOCATION"], "/var/lib/concourse");
+    assert_eq!(s["JUJU_STORAGE_KIND"], "filesystem");
+    let a = env("/tmp/env-action")?;
+    assert_eq!(a["JUJU_DISPATCH_PATH"], "actions/do");
+    assert_eq!(a["JUJU_HOOK_NAME"], "");
+    assert_eq!(a["JUJU_ACTION_NAME"], "do");
+    assert_eq!(a["JUJU_ACTION_UUID"], "1");
+    assert_eq!(a["JUJU_ACTION_TAG"], "action-1");
+    Ok(())
+}
+
+/// Remote unit data read in one hook stays cached across hooks until the relation-changed for
+/// that unit: an action queued meanwhile runs first (actions outrank relation hooks) and
+/// still sees the old value.
+fn remote_cache_across_hooks() -> R {
+    let charm = TestCharm::new(&format!(
+        "config-changed) relation-set -r \"$(peers_id)\" k=\"init-$JUJU_UNIT_NAME\" ;;\n{PEER_HANDLERS}"
+    ));
+    let m = Model::new(opts())?;
+    let units = deploy(&m, &charm, 2, Volume::Shared)?;
+    m.settle(LONG)?;
+    let (a, b) = (&units[0], &units[1]);
+    let watch = m.queue_action(a, "do", [("what", "watch"), ("value", b)])?;
+    wait_running_with_call(&m, a, "do", "relation-get")?;
+    m.run_action(b, "do", [("what", "write"), ("value", "new")])?;
+    let read = m.queue_action(a, "do", [("what", "read"), ("value", b)])?;
+    m.write_file(a, "/tmp/go", b"")?;
+    m.wait_action(watch, LONG)?;
+    let r = m.wait_action(read, LONG)?;
+    assert_eq!(
+        r.results["v"], "init-app/1",
+        "cached from the previous hook"
+    );
+    m.settle(LONG)?;
+    let names = m.hook_names(a);
+    let i = names
+        .iter()
+        .rposition(|n| n == "action:do")
+        .expect("action");
+    assert_eq!(names[i + 1], "peers-relation-changed", "{names:?}");
+    let r = m.run_action(a, "do", [("what", "read"), ("value", b)])?;
+    assert_eq!(r.results["v"], "new", "refreshed by relation-changed");
+    Ok(())
+}
+
+/// resource-get prints the path of an attached file resource and fails (exit 1) without one.
+fn file_resources() -> R {
+    let charm = TestCharm::new(
+        r#"install)
+  p=$(resource-get blob 2>&1); rc=$?
+  if [ $rc = 0 ]; then log "blob at $p: $(cat "$p")"; else log "blob rc=$rc $p"; fi ;;
+"#,
+    );
+    let blob = charm.dir.join("blob-src");
+    std::fs::write(&blob, "hello-blob")?;
+    let m = Model::new(opts())?;
+    let with = &m.deploy(
+        charm.source(),
+        "with",
+        1,
+        DeployOptions {
+            resources: [("blob".to_string(), blob)].into(),
+            ..DeployOptions::default()
+        },
+    )?[0];
+    let without = &m.deploy(charm.source(), "without", 1, DeployOptions::default())?[0];
+    m.settle(LONG)?;
+    assert!(log_lines(&m, with).contains(
+        &"blob at /var/lib/juju/agents/unit-with-0/resources/blob/blob.bin: hello-blob".to_string()
+    ));
+    assert!(
+        log_lines(&m, without)
+            .iter()
+            .any(|l| l.starts_with("blob rc=1 ERROR could not download resource")),
+        "{:?}",
+        log_lines(&m, without)
+    );
+    Ok(())
+}
+
+fn sim_echo(args: &[String]) -> i32 {
+    let cwd = std::env::current_dir()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    let ctx = std::env::var("JUJU_CONTEXT_ID").is_ok();
+    println!("sim-echo {} cwd={cwd} ctx={ctx}", args[1..].join(" "));
+    3
+}
+
+/// A tool registered with `multicall::register` (how the fake systemctl plugs in) is on every
+/// unit's PATH and runs in the unit's view; a hook tool called after its hook ended fails
+/// with `error: ...`, exit 1.
+fn registered_tools_and_late_calls() -> R {
+    let charm = TestCharm::new(
+        r#"install) out=$(sim-echo a b); log "echo rc=$? $out" ;;
+start)
+  (sleep 0.3; is-leader > /tmp/late.out 2>&1; echo "rc=$?" >> /tmp/late.out) >/dev/null 2>&1 </dev/null &
+  ;;
+"#,
+    );
+    let m = Model::new(opts())?;
+    let u = &deploy(&m, &charm, 1, Volume::Shared)?[0];
+    m.settle(LONG)?;
+    assert!(log_lines(&m, u).contains(
+        &"echo rc=3 sim-echo a b cwd=/var/lib/juju/agents/unit-app-0/charm ctx=true".to_string()
+    ));
+    m.run_until(LONG, |m| {
+        m.read_to_string(u, "/tmp/late.out")
+            .is_ok_and(|s| s.contains("rc="))
+    })?;
+    let late = m.read_to_string(u, "/tmp/late.out")?;
+    assert!(late.starts_with("error: "), "{late}");
+    assert!(late.ends_with("rc=1\n"), "{late}");
+    Ok(())
+}
+
+/// `refresh` swaps the charm: every unit runs upgrade-charm with the new dispatch, then
+/// config-changed, and no start.
+fn refresh_runs_upgrade_charm() -> R {
+    let v1 = TestCharm::new("upgrade-charm) log upgraded-v1 ;;\nconfig-changed) log config-v1 ;;");
+    let v2 = TestCharm::new("upgrade-charm) log upgraded-v2 ;;\nconfig-changed) log config-v2 ;;");
+    let m = Model::new(opts())?;
+    let units = deploy(&m, &v1, 2, Volume::Shared)?;
+    m.settle(LONG)?;
+    m.refresh("app", v2.source())?;
+    m.settle(LONG)?;
+    for u in &units {
+        let names = committed_hooks(&m, u);
+        assert_eq!(
+            names[names.len() - 2..],
+            ["upgrade-charm", "config-changed"],
+            "{names:?}"
+        );
+        assert_eq!(names.iter().filter(|n| *n == "start").count(), 1);
+        assert!(log_lines(&m, u).ends_with(&["upgraded-v2".into(), "config-v2".into()]));
+    }
+    Ok(())
+}
+
 fn main() {
+    juju_sim::multicall::register("sim-echo", sim_echo);
     juju_sim::multicall::run_if_tool();
     let args = Arguments::from_args();
     let tests: Vec<(&str, TestFn)> = vec![
@@ -1049,6 +1275,14 @@ fn main() {
         ("teardown_and_no_peer_broken", teardown_and_no_peer_broken),
         ("secrets_semantics", secrets_semantics),
         ("tool_outputs", tool_outputs),
+        ("environment_like_juju", environment_like_juju),
+        ("remote_cache_across_hooks", remote_cache_across_hooks),
+        ("file_resources", file_resources),
+        (
+            "registered_tools_and_late_calls",
+            registered_tools_and_late_calls,
+        ),
+        ("refresh_runs_upgrade_charm", refresh_runs_upgrade_charm),
     ];
     let trials = tests
         .into_iter()
