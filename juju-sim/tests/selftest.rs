@@ -444,6 +444,14 @@ fn lost_leadership_commit_fails() -> R {
     let rel = m.relation_id("app:peers").expect("peers");
     m.config("app", [("n", 5)])?;
     wait_running_with_call(&m, a, "config-changed", "relation-set")?;
+    // b must have handled n=5 as a non-leader before it becomes leader.
+    m.run_until(LONG, |m| {
+        committed_hooks(m, b)
+            .iter()
+            .filter(|h| *h == "config-changed")
+            .count()
+            == 2
+    })?;
     m.set_leader(b)?;
     m.write_file(a, "/tmp/go", b"")?;
     m.settle(LONG)?;
@@ -979,6 +987,12 @@ fn tool_outputs() -> R {
   log "state $(state-get --format=json) $(state-get x) [$(state-get nope)]"
   open-port 8080; log "ports-now $(opened-ports --format=json)"
   application-version-set -- 7.1.2
+  status-set --application=True active appmsg
+  status-set waiting unitmsg
+  log "app-status $(status-get --application --format=json | grep -o '"message":"appmsg"')"
+  log "unit-status $(status-get --include-data --format=json)"
+  leader-set lk=lv
+  log "leader-get $(leader-get lk) $(leader-get --format=json)"
   ;;
 "#,
     );
@@ -999,6 +1013,9 @@ fn tool_outputs() -> R {
         "leader true",
         r#"state {"x":"1"} 1 []"#,
         "ports-now []",
+        r#"app-status "message":"appmsg""#,
+        r#"unit-status {"message":"unitmsg","status":"waiting","status-data":{}}"#,
+        r#"leader-get lv {"lk":"lv"}"#,
     ] {
         assert!(
             logs.iter().any(|l| l == want),
@@ -1010,6 +1027,11 @@ fn tool_outputs() -> R {
         .any(|l| l.starts_with("goal \"units\":{\"app/0\":{")));
     assert_eq!(m.opened_ports(u), vec!["8080/tcp".to_string()]);
     assert_eq!(m.app_version("app"), "7.1.2");
+    assert_eq!(m.app_status("app").message, "appmsg");
+    assert_eq!(
+        m.leader_settings("app").get("lk").map(String::as_str),
+        Some("lv")
+    );
     let cc = m
         .hooks(u)
         .into_iter()
@@ -1242,6 +1264,47 @@ fn refresh_runs_upgrade_charm() -> R {
     Ok(())
 }
 
+/// Figures for the report (run with `-- --ignored bench`): time per empty hook and per hook
+/// tool call, measured on the simulator's own records.
+fn bench_hook_overhead() -> R {
+    let charm = TestCharm::new(
+        r#"action:do)
+  if [ "$(action-get what)" = tools ]; then for i in $(seq 50); do is-leader >/dev/null; done; fi ;;
+"#,
+    );
+    let m = Model::new(opts())?;
+    let u = &deploy(&m, &charm, 1, Volume::Shared)?[0];
+    m.settle(LONG)?;
+    let t0 = std::time::Instant::now();
+    for _ in 0..20 {
+        m.run_action(u, "do", [("what", "empty")])?;
+    }
+    let per_action = t0.elapsed() / 20;
+    let empty: Vec<Duration> = m
+        .hooks(u)
+        .iter()
+        .filter(|h| h.name == "action:do")
+        .map(|h| h.duration)
+        .collect();
+    let hook_mean = empty.iter().sum::<Duration>() / empty.len() as u32;
+    m.run_action(u, "do", [("what", "tools")])?;
+    let h = m.hooks(u).pop().expect("hook");
+    let calls: Vec<Duration> = h
+        .tool_calls
+        .iter()
+        .filter(|c| c.args[0] == "is-leader")
+        .map(|c| c.elapsed)
+        .collect();
+    assert_eq!(calls.len(), 50);
+    let per_call = (h.duration - hook_mean) / 50;
+    println!(
+        "empty action process: {hook_mean:?}; queue-to-result round trip: {per_action:?}; \
+         is-leader call seen by the hook: {per_call:?} (server side {:?})",
+        calls.iter().sum::<Duration>() / 50
+    );
+    Ok(())
+}
+
 fn main() {
     juju_sim::multicall::register("sim-echo", sim_echo);
     juju_sim::multicall::run_if_tool();
@@ -1284,9 +1347,15 @@ fn main() {
         ),
         ("refresh_runs_upgrade_charm", refresh_runs_upgrade_charm),
     ];
-    let trials = tests
+    let mut trials: Vec<Trial> = tests
         .into_iter()
         .map(|(name, f)| Trial::test(name, move || f().map_err(|e| Failed::from(e.to_string()))))
         .collect();
+    trials.push(
+        Trial::test("bench_hook_overhead", || {
+            bench_hook_overhead().map_err(|e| Failed::from(e.to_string()))
+        })
+        .with_ignored_flag(true),
+    );
     libtest_mimic::run(&args, trials).exit();
 }
