@@ -69,6 +69,9 @@ impl TestCharm {
     /// (poll for a file, up to 60 s) and `peers_id` (the peer relation id).
     pub fn new(body: &str) -> TestCharm {
         let n = N.fetch_add(1, Ordering::SeqCst);
+        if n == 0 {
+            remove_dirs_of_dead_runs();
+        }
         let dir = PathBuf::from(format!("/juju-sim-selftest/{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("charm dir");
@@ -98,6 +101,20 @@ exit 0
 
     pub fn source(&self) -> CharmSource {
         CharmSource::dir(&self.dir, self.dir.join("dispatch"))
+    }
+}
+
+/// Charm dirs are named `<pid>-<n>`: remove those whose test process is gone.
+fn remove_dirs_of_dead_runs() {
+    let Ok(rd) = std::fs::read_dir("/juju-sim-selftest") else {
+        return;
+    };
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let pid = name.split('-').next().unwrap_or("");
+        if !pid.is_empty() && !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
     }
 }
 
