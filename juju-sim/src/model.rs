@@ -141,6 +141,20 @@ impl HookRecord {
     pub fn committed(&self) -> bool {
         self.outcome == Outcome::Committed
     }
+    /// Tool calls made more than once with identical arguments (and their counts): the
+    /// same datum read or written twice in one hook.
+    pub fn duplicate_calls(&self) -> Vec<(Vec<String>, usize)> {
+        let mut counts: BTreeMap<&Vec<String>, usize> = BTreeMap::new();
+        for c in &self.tool_calls {
+            *counts.entry(&c.args).or_default() += 1;
+        }
+        counts
+            .into_iter()
+            .filter(|(_, n)| *n > 1)
+            .map(|(a, n)| (a.clone(), n))
+            .collect()
+    }
+
     /// How many calls of `tool` the hook made.
     pub fn calls_of(&self, tool: &str) -> usize {
         self.tool_calls

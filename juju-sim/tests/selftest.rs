@@ -177,6 +177,7 @@ fn tool_exit_codes() -> R {
         .expect("install");
     assert_eq!(install.calls_of("juju-log"), 12);
     assert_eq!(install.calls_of("config-get"), 1);
+    assert!(install.duplicate_calls().is_empty());
     Ok(())
 }
 
@@ -985,6 +986,7 @@ fn tool_outputs() -> R {
   log "leader $(is-leader --format=json)"
   state-set --file - <<< '{"x": "1"}'
   log "state $(state-get --format=json) $(state-get x) [$(state-get nope)]"
+  log "twice $(state-get x) $(state-get x)"
   open-port 8080; log "ports-now $(opened-ports --format=json)"
   application-version-set -- 7.1.2
   status-set --application=True active appmsg
@@ -1038,6 +1040,15 @@ fn tool_outputs() -> R {
         .find(|h| h.name == "config-changed")
         .expect("hook");
     assert!(cc.calls_of("relation-get") >= 6);
+    let dups = cc.duplicate_calls();
+    let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    assert_eq!(
+        dups,
+        vec![
+            (args(&["relation-ids", "peers", "--format=json"]), 2),
+            (args(&["state-get", "x"]), 3)
+        ]
+    );
     assert_eq!(cc.calls_of("state-set"), 1);
     assert_eq!(
         cc.tool_calls
@@ -1305,6 +1316,71 @@ fn bench_hook_overhead() -> R {
     Ok(())
 }
 
+/// Across two applications: a secret granted over the relation is readable by the other
+/// side; a non-leader cannot read its own app's databag in a non-peer relation; app data
+/// reaches only the remote side.
+fn cross_app_secret_grant_and_permissions() -> R {
+    let charm = TestCharm::new(
+        r#"web-relation-created)
+  if [ "$(is-leader)" = True ]; then
+    uri=$(secret-add --label web-creds token=abc123)
+    secret-grant "$uri" -r "$JUJU_RELATION_ID"
+    relation-set --app -r "$JUJU_RELATION_ID" sec="$uri"
+  fi ;;
+site-relation-changed)
+  if [ -z "$JUJU_REMOTE_UNIT" ]; then
+    log "token=$(secret-get "$(relation-get sec)" token)"
+    own=$(relation-get --app - "${JUJU_UNIT_NAME%/*}" 2>&1); log "own-app rc=$? $own"
+  fi ;;
+"#,
+    );
+    let m = Model::new(opts())?;
+    let prov = m.deploy(charm.source(), "prov", 2, DeployOptions::default())?;
+    let cons = m.deploy(charm.source(), "cons", 2, DeployOptions::default())?;
+    let rel = m.relate("prov:web", "cons:site")?;
+    m.settle(LONG)?;
+    for u in &cons {
+        assert!(
+            log_lines(&m, u).contains(&format!("site:{rel}: token=abc123")),
+            "{u}"
+        );
+    }
+    assert!(log_lines(&m, &cons[0]).contains(&format!("site:{rel}: own-app rc=0 {{}}")));
+    assert!(log_lines(&m, &cons[1])
+        .contains(&format!("site:{rel}: own-app rc=1 ERROR permission denied")));
+    for u in &prov {
+        let app_changed = m
+            .hooks(u)
+            .into_iter()
+            .filter(|h| h.name == "web-relation-changed" && remote_unit(h).is_empty())
+            .count();
+        assert_eq!(
+            app_changed, 0,
+            "a provider is not told about its own app data"
+        );
+        let joined: Vec<String> = m
+            .hooks(u)
+            .iter()
+            .filter(|h| h.name == "web-relation-joined")
+            .map(remote_unit)
+            .collect();
+        assert_eq!(joined, cons);
+    }
+    let secret = m
+        .secrets()
+        .into_iter()
+        .find(|s| s.label.as_deref() == Some("web-creds"));
+    assert_eq!(secret.map(|s| s.grants.len()), Some(1));
+    // The duplicate-call helper sees repeated identical calls.
+    let h = m
+        .hooks(&cons[0])
+        .into_iter()
+        .find(|h| h.name == "site-relation-changed" && remote_unit(h).is_empty())
+        .expect("hook");
+    assert!(h.duplicate_calls().is_empty(), "{:?}", h.duplicate_calls());
+    Ok(())
+}
+
 fn main() {
     juju_sim::multicall::register("sim-echo", sim_echo);
     juju_sim::multicall::run_if_tool();
@@ -1346,6 +1422,10 @@ fn main() {
             registered_tools_and_late_calls,
         ),
         ("refresh_runs_upgrade_charm", refresh_runs_upgrade_charm),
+        (
+            "cross_app_secret_grant_and_permissions",
+            cross_app_secret_grant_and_permissions,
+        ),
     ];
     let mut trials: Vec<Trial> = tests
         .into_iter()

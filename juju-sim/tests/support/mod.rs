@@ -17,6 +17,8 @@ peers:
   peers:
     interface: test_peers
 requires:
+  site:
+    interface: http
   db:
     interface: postgresql_client
     limit: 1
