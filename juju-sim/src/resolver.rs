@@ -306,3 +306,261 @@ fn relation_op(r: &Relation, unit: &str, app: &str, rl: &RelLocal, dying: bool) 
     }
     None
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::charm::Role;
+    use crate::model::{App, Bag, FailedOp, ModelOptions, RelEnd, Relation, Volume};
+    use crate::sim::{new_unit, NewUnit};
+    use std::collections::{BTreeMap, BTreeSet};
+
+    /// A model with app "a" (units a/0 leader, a/1), a peer relation 0, both units installed,
+    /// started, config and leadership seen, in scope and joined to each other.
+    fn world() -> World {
+        let mut w = World::new(ModelOptions::default(), "uuid".into());
+        w.apps.insert(
+            "a".into(),
+            App {
+                name: "a".into(),
+                index: 0,
+                charm: None,
+                scripted: None,
+                config_set: BTreeMap::new(),
+                config_version: 1,
+                leader: Some("a/0".into()),
+                leadership_version: 1,
+                leader_settings: BTreeMap::new(),
+                status: None,
+                status_history: vec![],
+                version: String::new(),
+                volume: Volume::Shared,
+                resources: BTreeMap::new(),
+                next_unit: 2,
+                charm_version: 1,
+            },
+        );
+        for n in 0..2 {
+            let name = format!("a/{n}");
+            let mut u = new_unit(
+                &w,
+                NewUnit {
+                    name: &name,
+                    app: "a",
+                    num: n,
+                    app_index: 0,
+                    machine_id: n.to_string(),
+                    storage: vec![],
+                    scripted: false,
+                },
+            );
+            let l = &mut u.local;
+            l.installed = true;
+            l.started = true;
+            l.config_seen = Some(1);
+            l.charm_seen = Some(1);
+            l.leader_known = n == 0;
+            l.leader_settings_seen = Some(1);
+            let other = format!("a/{}", 1 - n);
+            l.relations
+                .entry(0)
+                .or_default()
+                .members
+                .insert(other, Some(1));
+            w.units.insert(name, u);
+        }
+        let bag = |v| Bag {
+            data: BTreeMap::new(),
+            version: v,
+        };
+        w.relations.insert(
+            0,
+            Relation {
+                id: 0,
+                ends: vec![RelEnd {
+                    app: "a".into(),
+                    endpoint: "peers".into(),
+                    role: Role::Peer,
+                }],
+                peer: true,
+                life: Life::Alive,
+                scope: BTreeSet::from(["a/0".to_string(), "a/1".to_string()]),
+                app_bags: BTreeMap::new(),
+                unit_bags: BTreeMap::from([("a/0".into(), bag(1)), ("a/1".into(), bag(1))]),
+            },
+        );
+        w
+    }
+
+    fn hook(w: &World, unit: &str) -> Option<HookOp> {
+        match next(w, unit, Instant::now(), false) {
+            Next::Run(Op::Hook(h)) => Some(h),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn settled_world_is_idle() {
+        let w = world();
+        assert_eq!(next(&w, "a/0", Instant::now(), false), Next::Idle);
+        assert_eq!(next(&w, "a/1", Instant::now(), false), Next::Idle);
+    }
+
+    #[test]
+    fn several_commits_give_one_changed() {
+        let mut w = world();
+        w.relations
+            .get_mut(&0)
+            .unwrap()
+            .unit_bags
+            .get_mut("a/1")
+            .unwrap()
+            .version = 3;
+        let h = hook(&w, "a/0").unwrap();
+        assert_eq!(h.kind, HookKind::RelationChanged);
+        assert_eq!(h.remote_unit.as_deref(), Some("a/1"));
+        // Once it has seen version 3, nothing is left.
+        w.units
+            .get_mut("a/0")
+            .unwrap()
+            .local
+            .relations
+            .get_mut(&0)
+            .unwrap()
+            .members
+            .insert("a/1".into(), Some(3));
+        assert_eq!(hook(&w, "a/0"), None);
+    }
+
+    #[test]
+    fn app_data_changed_never_for_version_zero_and_before_joins() {
+        let mut w = world();
+        w.relations
+            .get_mut(&0)
+            .unwrap()
+            .app_bags
+            .insert("a".into(), Bag::default());
+        assert_eq!(hook(&w, "a/1"), None);
+        let r = w.relations.get_mut(&0).unwrap();
+        r.app_bags.get_mut("a").unwrap().version = 1;
+        r.scope.insert("a/2".into());
+        let h = hook(&w, "a/1").unwrap();
+        assert_eq!(
+            (h.kind, h.remote_unit.clone()),
+            (HookKind::RelationChanged, None)
+        );
+        assert_eq!(h.remote_app.as_deref(), Some("a"));
+    }
+
+    #[test]
+    fn joined_then_changed_then_departed() {
+        let mut w = world();
+        w.relations.get_mut(&0).unwrap().scope.insert("a/2".into());
+        let h = hook(&w, "a/0").unwrap();
+        assert_eq!(
+            (h.kind, h.remote_unit.as_deref()),
+            (HookKind::RelationJoined, Some("a/2"))
+        );
+        let rl = w
+            .units
+            .get_mut("a/0")
+            .unwrap()
+            .local
+            .relations
+            .get_mut(&0)
+            .unwrap();
+        rl.members.insert("a/2".into(), None);
+        rl.changed_pending = Some("a/2".into());
+        // Even if a/2 already left scope, the pending changed comes first, then departed.
+        w.relations.get_mut(&0).unwrap().scope.remove("a/2");
+        let h = hook(&w, "a/0").unwrap();
+        assert_eq!(
+            (h.kind, h.remote_unit.as_deref()),
+            (HookKind::RelationChanged, Some("a/2"))
+        );
+        w.units
+            .get_mut("a/0")
+            .unwrap()
+            .local
+            .relations
+            .get_mut(&0)
+            .unwrap()
+            .changed_pending = None;
+        let h = hook(&w, "a/0").unwrap();
+        assert_eq!(h.kind, HookKind::RelationDeparted);
+        assert_eq!(h.departing.as_deref(), Some("a/2"));
+    }
+
+    #[test]
+    fn dying_unit_never_breaks_a_peer_relation() {
+        let mut w = world();
+        w.units.get_mut("a/1").unwrap().life = Life::Dying;
+        let h = hook(&w, "a/1").unwrap();
+        assert_eq!(h.kind, HookKind::RelationDeparted);
+        assert_eq!(h.departing.as_deref(), Some("a/1"));
+        w.units
+            .get_mut("a/1")
+            .unwrap()
+            .local
+            .relations
+            .get_mut(&0)
+            .unwrap()
+            .members
+            .clear();
+        assert_eq!(hook(&w, "a/1").unwrap().kind, HookKind::Stop);
+    }
+
+    #[test]
+    fn error_state_runs_actions_then_waits_for_retry() {
+        let mut w = world();
+        let later = Instant::now() + std::time::Duration::from_secs(60);
+        let failed = Op::Hook(HookOp::plain(HookKind::ConfigChanged));
+        let u = w.units.get_mut("a/1").unwrap();
+        u.error = Some(FailedOp {
+            op: failed.clone(),
+            hook: "config-changed".into(),
+            attempts: 1,
+            retry_at: Some(later),
+        });
+        u.pending_actions.push_back(7);
+        w.relations
+            .get_mut(&0)
+            .unwrap()
+            .unit_bags
+            .get_mut("a/0")
+            .unwrap()
+            .version = 2;
+        assert_eq!(
+            next(&w, "a/1", Instant::now(), true),
+            Next::Run(Op::Action(7))
+        );
+        w.units.get_mut("a/1").unwrap().pending_actions.clear();
+        assert_eq!(next(&w, "a/1", Instant::now(), true), Next::Wait(later));
+        assert_eq!(next(&w, "a/1", later, true), Next::Run(failed));
+    }
+
+    #[test]
+    fn leadership_change_and_priorities() {
+        let mut w = world();
+        let a = w.apps.get_mut("a").unwrap();
+        a.leader = Some("a/1".into());
+        a.leadership_version = 2;
+        a.config_version = 2;
+        assert_eq!(hook(&w, "a/1").unwrap().kind, HookKind::LeaderElected);
+        assert_eq!(
+            hook(&w, "a/0").unwrap().kind,
+            HookKind::LeaderSettingsChanged
+        );
+        // Actions come after leadership but before config-changed.
+        w.units.get_mut("a/0").unwrap().pending_actions.push_back(1);
+        let l = &mut w.units.get_mut("a/0").unwrap().local;
+        l.leader_known = false;
+        l.leader_settings_seen = Some(2);
+        assert_eq!(
+            next(&w, "a/0", Instant::now(), false),
+            Next::Run(Op::Action(1))
+        );
+        w.units.get_mut("a/0").unwrap().pending_actions.clear();
+        assert_eq!(hook(&w, "a/0").unwrap().kind, HookKind::ConfigChanged);
+    }
+}

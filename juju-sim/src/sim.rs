@@ -1282,17 +1282,17 @@ impl Model {
 }
 
 /// Identity of a new unit.
-struct NewUnit<'a> {
-    name: &'a str,
-    app: &'a str,
-    num: u32,
-    app_index: u32,
-    machine_id: String,
-    storage: Vec<StorageAttachment>,
-    scripted: bool,
+pub(crate) struct NewUnit<'a> {
+    pub name: &'a str,
+    pub app: &'a str,
+    pub num: u32,
+    pub app_index: u32,
+    pub machine_id: String,
+    pub storage: Vec<StorageAttachment>,
+    pub scripted: bool,
 }
 
-fn new_unit(w: &World, n: NewUnit<'_>) -> Unit {
+pub(crate) fn new_unit(w: &World, n: NewUnit<'_>) -> Unit {
     let NewUnit {
         name,
         app,
