@@ -902,6 +902,85 @@ pub fn hook_name(kind: HookKind, endpoint: Option<&str>, storage: Option<&str>) 
     }
 }
 
+/// A model with app "a" (units a/0 leader, a/1), a peer relation 0, both units installed,
+/// started, config and leadership seen, in scope and joined to each other.
+#[cfg(test)]
+pub(crate) fn test_world() -> World {
+    use crate::sim::{new_unit, NewUnit};
+    let mut w = World::new(ModelOptions::default(), "uuid".into());
+    w.apps.insert(
+        "a".into(),
+        App {
+            name: "a".into(),
+            index: 0,
+            charm: None,
+            scripted: None,
+            config_set: BTreeMap::new(),
+            config_version: 1,
+            leader: Some("a/0".into()),
+            leadership_version: 1,
+            leader_settings: BTreeMap::new(),
+            status: None,
+            status_history: vec![],
+            version: String::new(),
+            volume: Volume::Shared,
+            resources: BTreeMap::new(),
+            next_unit: 2,
+            charm_version: 1,
+        },
+    );
+    for n in 0..2 {
+        let name = format!("a/{n}");
+        let mut u = new_unit(
+            &w,
+            NewUnit {
+                name: &name,
+                app: "a",
+                num: n,
+                app_index: 0,
+                machine_id: n.to_string(),
+                storage: vec![],
+                scripted: false,
+            },
+        );
+        let l = &mut u.local;
+        l.installed = true;
+        l.started = true;
+        l.config_seen = Some(1);
+        l.charm_seen = Some(1);
+        l.leader_known = n == 0;
+        l.leader_settings_seen = Some(1);
+        let other = format!("a/{}", 1 - n);
+        l.relations
+            .entry(0)
+            .or_default()
+            .members
+            .insert(other, Some(1));
+        w.units.insert(name, u);
+    }
+    let bag = |v| Bag {
+        data: BTreeMap::new(),
+        version: v,
+    };
+    w.relations.insert(
+        0,
+        Relation {
+            id: 0,
+            ends: vec![RelEnd {
+                app: "a".into(),
+                endpoint: "peers".into(),
+                role: Role::Peer,
+            }],
+            peer: true,
+            life: Life::Alive,
+            scope: BTreeSet::from(["a/0".to_string(), "a/1".to_string()]),
+            app_bags: BTreeMap::new(),
+            unit_bags: BTreeMap::from([("a/0".into(), bag(1)), ("a/1".into(), bag(1))]),
+        },
+    );
+    w
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

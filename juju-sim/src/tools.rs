@@ -1603,6 +1603,79 @@ pub fn normalize_port(spec: &str) -> Option<String> {
 mod tests {
     use super::*;
 
+    /// Odd argv and stdin thrown at every tool: never a panic, always a Juju-style answer.
+    #[test]
+    fn no_panic_on_malformed_calls() {
+        use crate::context::{prepare, UnitEnv};
+        use crate::resolver::{HookKind, HookOp, Op};
+        let mut w = crate::model::test_world();
+        let uenv = UnitEnv {
+            charm_dir: "/c".into(),
+            tools_dir: "/t".into(),
+            socket_address: "@x".into(),
+            marker: "m".into(),
+        };
+        let ops = [
+            Op::Hook(HookOp::plain(HookKind::ConfigChanged)),
+            Op::Hook(HookOp {
+                relation: Some(0),
+                remote_unit: Some("a/1".into()),
+                remote_app: Some("a".into()),
+                ..HookOp::plain(HookKind::RelationChanged)
+            }),
+        ];
+        let odd: &[&[&str]] = &[
+            &[],
+            &["-"],
+            &["--"],
+            &["-r"],
+            &["-r", "x:y:z"],
+            &["-r", ":"],
+            &["-r", "99999999999999999999"],
+            &["--format"],
+            &["--format=", "-o", ""],
+            &["=", "=="],
+            &["a=b", "a=c"],
+            &["k.=v", ".k=v", "K=v", "stdout=x"],
+            &["-s", ""],
+            &["secret:", "x#file=", "y#base64=!!"],
+            &["secret://", "--label"],
+            &["\u{ff}é", "-é", "--é=é"],
+            &["--file", "-"],
+            &["--file", "/nonexistent/x"],
+            &["--app", "a/99", "a/1", "b"],
+            &["-", "a"],
+            &["80-70/tcp"],
+            &["--revision", "x", "secret:00000000000000000000"],
+            &["--application", "active", "m", "x"],
+        ];
+        let caller = Caller {
+            pid: None,
+            cwd: "/".into(),
+        };
+        for op in &ops {
+            for tool in crate::multicall::HOOK_TOOLS {
+                for args in odd {
+                    for stdin in [None, Some(&b"\xff\x00: [}"[..])] {
+                        let mut ctx = prepare(&mut w, "a/1", op, &uenv);
+                        let mut argv = vec![tool.to_string()];
+                        argv.extend(args.iter().map(|s| s.to_string()));
+                        match run(&mut w, &mut ctx, &argv, stdin, &caller) {
+                            ToolResult::NeedStdin => assert!(stdin.is_none()),
+                            ToolResult::Done { code, err, .. } => {
+                                assert!((0..=2).contains(&code), "{argv:?}");
+                                if code != 0 {
+                                    let e = String::from_utf8_lossy(&err);
+                                    assert!(e.starts_with("ERROR "), "{argv:?}: {e}");
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn ports() {
         assert_eq!(normalize_port("80").as_deref(), Some("80/tcp"));

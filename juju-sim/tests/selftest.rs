@@ -987,6 +987,11 @@ fn tool_outputs() -> R {
   state-set --file - <<< '{"x": "1"}'
   log "state $(state-get --format=json) $(state-get x) [$(state-get nope)]"
   log "twice $(state-get x) $(state-get x)"
+  cd /tmp && echo '{"c": "3"}' > f.json && relation-set -r "$rid" --file f.json && cd - >/dev/null
+  printf 'pa55' > /tmp/secret-file; uri=$(secret-add --owner unit "password#file=/tmp/secret-file")
+  config-get mode -o /tmp/mode.out
+  out=$(secret-add --owner unit "pw=x" 2>&1); log "short-key rc=$? $out"
+  log "files $(relation-get -r "$rid" c "$JUJU_UNIT_NAME") $(cat /tmp/mode.out) ${uri%%:*}"
   open-port 8080; log "ports-now $(opened-ports --format=json)"
   application-version-set -- 7.1.2
   status-set --application=True active appmsg
@@ -1018,6 +1023,8 @@ fn tool_outputs() -> R {
         r#"app-status "message":"appmsg""#,
         r#"unit-status {"message":"unitmsg","status":"waiting","status-data":{}}"#,
         r#"leader-get lv {"lk":"lv"}"#,
+        "files 3 a secret",
+        r#"short-key rc=2 ERROR invalid key "pw""#,
     ] {
         assert!(
             logs.iter().any(|l| l == want),
@@ -1029,6 +1036,14 @@ fn tool_outputs() -> R {
         .any(|l| l.starts_with("goal \"units\":{\"app/0\":{")));
     assert_eq!(m.opened_ports(u), vec!["8080/tcp".to_string()]);
     assert_eq!(m.app_version("app"), "7.1.2");
+    let pw = m
+        .secrets()
+        .into_iter()
+        .find(|s| s.owner == juju_sim::model::SecretOwner::Unit(u.clone()));
+    assert_eq!(
+        pw.map(|s| s.revisions[0]["password"].clone()).as_deref(),
+        Some("pa55")
+    );
     assert_eq!(m.app_status("app").message, "appmsg");
     assert_eq!(
         m.leader_settings("app").get("lk").map(String::as_str),
