@@ -66,7 +66,8 @@ pub const HOOK_TOOLS: &[&str] = &[
     "unit-get",
 ];
 
-/// Entry point of an extra multicall tool: receives argv (argv[0] first), returns the exit code.
+/// Entry point of an extra multicall tool: receives the arguments after argv\[0\] (like
+/// `juju_sim::systemctl::main`), returns the exit code.
 pub type ToolMain = fn(&[String]) -> i32;
 
 static EXTRA: Mutex<Vec<(String, ToolMain)>> = Mutex::new(Vec::new());
@@ -108,7 +109,7 @@ pub fn run_if_tool() {
         std::process::exit(hook_tool_main(&name, &args[1..]));
     }
     if let Some(main) = lookup(&name) {
-        std::process::exit(main(&args));
+        std::process::exit(main(&args[1..]));
     }
 }
 

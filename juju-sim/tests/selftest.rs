@@ -1236,7 +1236,7 @@ fn sim_echo(args: &[String]) -> i32 {
         .map(|p| p.display().to_string())
         .unwrap_or_default();
     let ctx = std::env::var("JUJU_CONTEXT_ID").is_ok();
-    println!("sim-echo {} cwd={cwd} ctx={ctx}", args[1..].join(" "));
+    println!("sim-echo {} cwd={cwd} ctx={ctx}", args.join(" "));
     3
 }
 
