@@ -455,6 +455,9 @@ pub struct ModelOptions {
     pub state_root: PathBuf,
     /// Print [`crate::Model::dump`] to stderr when a model is dropped during a panic.
     pub dump_on_panic: bool,
+    /// Vary which relation a unit serves first (Juju iterates a Go map, so the order across
+    /// relations is effectively random). Off: relations are served in id order.
+    pub vary_relation_order: bool,
 }
 
 impl Default for ModelOptions {
@@ -470,6 +473,7 @@ impl Default for ModelOptions {
             proxy: ProxySettings::default(),
             state_root: PathBuf::from("/juju-sim"),
             dump_on_panic: true,
+            vary_relation_order: false,
         }
     }
 }

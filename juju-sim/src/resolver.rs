@@ -18,6 +18,9 @@
 //! name order, unit-data `changed` for members whose version differs. Being level-triggered,
 //! several commits between two looks give one hook.
 //!
+//! Across relations the order is by id, or rotated per step with
+//! `ModelOptions::vary_relation_order` (Juju's order is effectively random).
+//!
 //! Invariant: `next` never mutates anything; the agent applies an operation's effect on the
 //! local state only when the operation commits.
 
@@ -214,7 +217,13 @@ pub fn next(w: &World, unit: &str, now: Instant, periodic: bool) -> Next {
     if l.config_seen != Some(app.config_version) {
         return run(HookOp::plain(HookKind::ConfigChanged));
     }
-    for (id, rl) in &l.relations {
+    let mut order: Vec<(&u32, &RelLocal)> = l.relations.iter().collect();
+    if w.opts.vary_relation_order && !order.is_empty() {
+        // Deterministic per unit and step, different from step to step.
+        let k = (u.hooks.len() + u.num as usize * 7) % order.len();
+        order.rotate_left(k);
+    }
+    for (id, rl) in order {
         if let Some(op) = w
             .relations
             .get(id)
@@ -312,6 +321,7 @@ mod tests {
     use super::*;
     use crate::model::test_world as world;
     use crate::model::{Bag, FailedOp};
+    use std::collections::BTreeSet;
 
     fn hook(w: &World, unit: &str) -> Option<HookOp> {
         match next(w, unit, Instant::now(), false) {
@@ -458,6 +468,45 @@ mod tests {
         w.units.get_mut("a/1").unwrap().pending_actions.clear();
         assert_eq!(next(&w, "a/1", Instant::now(), true), Next::Wait(later));
         assert_eq!(next(&w, "a/1", later, true), Next::Run(failed));
+    }
+
+    #[test]
+    fn relation_order_varies_when_asked() {
+        let mut w = world();
+        let mut r1 = w.relations[&0].clone();
+        r1.id = 1;
+        w.relations.insert(1, r1);
+        for u in ["a/0", "a/1"] {
+            let l = &mut w.units.get_mut(u).unwrap().local;
+            let rl = l.relations[&0].clone();
+            l.relations.insert(1, rl);
+        }
+        for r in w.relations.values_mut() {
+            r.unit_bags.get_mut("a/1").unwrap().version = 2;
+        }
+        assert_eq!(hook(&w, "a/0").unwrap().relation, Some(0));
+        w.opts.vary_relation_order = true;
+        let mut seen = BTreeSet::new();
+        for n in 0..4 {
+            let u = w.units.get_mut("a/0").unwrap();
+            u.hooks = vec![sample_record(); n];
+            seen.insert(hook(&w, "a/0").unwrap().relation);
+        }
+        assert_eq!(seen.len(), 2, "both relations come first at some step");
+    }
+
+    fn sample_record() -> crate::model::HookRecord {
+        crate::model::HookRecord {
+            name: String::new(),
+            env: Default::default(),
+            context_id: String::new(),
+            started: Default::default(),
+            duration: Default::default(),
+            outcome: crate::model::Outcome::Committed,
+            tool_calls: vec![],
+            stdout: String::new(),
+            stderr: String::new(),
+        }
     }
 
     #[test]
