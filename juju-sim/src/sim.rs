@@ -599,31 +599,33 @@ impl Model {
         K: Into<String>,
         V: Into<Value>,
     {
-        let mut w = self.shared.lock();
-        let a = w
-            .apps
-            .get_mut(app)
-            .ok_or_else(|| SimError::UnknownApp(app.into()))?;
-        let charm = a
-            .charm
-            .clone()
-            .ok_or_else(|| SimError::UnknownApp(app.into()))?;
-        let before = charm.effective_config(&a.config_set);
-        for (k, v) in pairs {
-            let k = k.into();
-            let v = charm.coerce(&k, v.into())?;
-            a.config_set.insert(k, v);
-        }
-        if charm.effective_config(&a.config_set) != before {
-            a.config_version += 1;
-        }
-        drop(w);
-        self.shared.notify();
-        Ok(())
+        self.change_config(app, |charm, set| {
+            for (k, v) in pairs {
+                let k = k.into();
+                let v = charm.coerce(&k, v.into())?;
+                set.insert(k, v);
+            }
+            Ok(())
+        })
     }
 
     /// Reset config options to their defaults.
     pub fn reset_config(&self, app: &str, keys: &[&str]) -> Result<(), SimError> {
+        self.change_config(app, |_, set| {
+            for k in keys {
+                set.remove(*k);
+            }
+            Ok(())
+        })
+    }
+
+    /// Apply `f` to the set config values; a change of the effective config queues
+    /// config-changed.
+    fn change_config(
+        &self,
+        app: &str,
+        f: impl FnOnce(&Charm, &mut BTreeMap<String, Value>) -> Result<(), CharmError>,
+    ) -> Result<(), SimError> {
         let mut w = self.shared.lock();
         let a = w
             .apps
@@ -634,9 +636,9 @@ impl Model {
             .clone()
             .ok_or_else(|| SimError::UnknownApp(app.into()))?;
         let before = charm.effective_config(&a.config_set);
-        for k in keys {
-            a.config_set.remove(*k);
-        }
+        let mut set = a.config_set.clone();
+        f(&charm, &mut set)?;
+        a.config_set = set;
         if charm.effective_config(&a.config_set) != before {
             a.config_version += 1;
         }

@@ -189,6 +189,17 @@ fn yaml_string_map(bytes: &[u8]) -> Result<Vec<(String, String)>, ToolError> {
     Ok(out)
 }
 
+/// Merge settings into a map; an empty value deletes the key.
+fn merge(map: &mut Data, pairs: Vec<(String, String)>) {
+    for (k, v) in pairs {
+        if v.is_empty() {
+            map.remove(&k);
+        } else {
+            map.insert(k, v);
+        }
+    }
+}
+
 fn data_value(d: &Data) -> Value {
     Value::Object(d.iter().map(|(k, v)| (k.clone(), json!(v))).collect())
 }
@@ -222,6 +233,18 @@ impl Tool<'_> {
             return Ok(vec![]);
         }
         Ok(text.into_bytes())
+    }
+
+    /// Settings from `--file PATH|-` (a YAML map of strings) then `key=value` arguments,
+    /// which override the file.
+    fn settings(&self, p: &Parsed) -> Result<Vec<(String, String)>, ToolError> {
+        let cli = key_values(&p.positionals)?;
+        let mut pairs = match p.value("file") {
+            Some(path) => yaml_string_map(&self.stdin_or_file(path)?)?,
+            None => vec![],
+        };
+        pairs.extend(cli);
+        Ok(pairs)
     }
 
     fn stdin_or_file(&self, path: &str) -> Result<Vec<u8>, ToolError> {
@@ -483,12 +506,7 @@ impl Tool<'_> {
             args,
         )?;
         let rel = self.relation(&p)?;
-        let cli = key_values(&p.positionals)?;
-        let mut pairs = match p.value("file") {
-            Some(path) => yaml_string_map(&self.stdin_or_file(path)?)?,
-            None => vec![],
-        };
-        pairs.extend(cli);
+        let pairs = self.settings(&p)?;
         let owner = if p.flag("app") {
             if !self.is_leader() {
                 return Err(Refused("cannot write relation settings".into()));
@@ -498,14 +516,7 @@ impl Tool<'_> {
         } else {
             self.ctx.unit.clone()
         };
-        let bag = self.own_bag(rel, &owner);
-        for (k, v) in pairs {
-            if v.is_empty() {
-                bag.remove(&k);
-            } else {
-                bag.insert(k, v);
-            }
-        }
+        merge(self.own_bag(rel, &owner), pairs);
         self.ctx.dirty_bags.insert((rel, owner));
         Ok(vec![])
     }
@@ -1006,11 +1017,7 @@ impl Tool<'_> {
 
     fn leader_set(&mut self, args: &[String]) -> Out {
         let p = self.parse(&[value(&["file"])], args)?;
-        let mut pairs = match p.value("file") {
-            Some(path) => yaml_string_map(&self.stdin_or_file(path)?)?,
-            None => vec![],
-        };
-        pairs.extend(key_values(&p.positionals)?);
+        let pairs = self.settings(&p)?;
         if !self.is_leader() {
             return Err(Refused(
                 "cannot write leadership settings: cannot write settings: not the leader".into(),
@@ -1018,13 +1025,7 @@ impl Tool<'_> {
         }
         if let Some(a) = self.w.apps.get_mut(&self.ctx.app) {
             let before = a.leader_settings.clone();
-            for (k, v) in pairs {
-                if v.is_empty() {
-                    a.leader_settings.remove(&k);
-                } else {
-                    a.leader_settings.insert(k, v);
-                }
-            }
+            merge(&mut a.leader_settings, pairs);
             if a.leader_settings != before {
                 a.leadership_version += 1;
             }
@@ -1418,11 +1419,7 @@ impl Tool<'_> {
 
     fn state_set(&mut self, args: &[String]) -> Out {
         let p = self.parse(&[value(&["file"])], args)?;
-        let mut pairs = match p.value("file") {
-            Some(path) => yaml_string_map(&self.stdin_or_file(path)?)?,
-            None => vec![],
-        };
-        pairs.extend(key_values(&p.positionals)?);
+        let pairs = self.settings(&p)?;
         for (k, v) in &pairs {
             if k.len() > 256 {
                 return Err(Refused(format!(
@@ -1434,14 +1431,7 @@ impl Tool<'_> {
                 return Err(Refused(format!("value of {k:?} is larger than 64 KiB")));
             }
         }
-        let st = self.state();
-        for (k, v) in pairs {
-            if v.is_empty() {
-                st.remove(&k);
-            } else {
-                st.insert(k, v);
-            }
-        }
+        merge(self.state(), pairs);
         Ok(vec![])
     }
 
