@@ -47,4 +47,3 @@ pub use model::{
 };
 pub use postgres::{Credentials, PostgresOptions};
 pub use sim::{ActionResult, DeployOptions, Model, SimError};
-

@@ -147,6 +147,7 @@ fn reconcile(juju: &Juju) -> Result<(), CharmError> {
             }
         }
     }
+    peers.flush(juju)?;
     juju.status_set(&reports.pick(), false)?;
     Ok(())
 }
@@ -162,7 +163,7 @@ fn leader_duties(juju: &Juju, config: &CharmConfig, peers: &mut Peers) -> Result
         let chosen = choose_web_unit(peers.app_value(peers::WEB_UNIT), &peers.members(&me), &me);
         if peers.app_value(peers::WEB_UNIT) != Some(chosen.as_str()) {
             info!("assigning the web role to {chosen}");
-            peers.write_app(juju, &bag([(peers::WEB_UNIT, chosen.as_str())]))?;
+            peers.write_app(&bag([(peers::WEB_UNIT, chosen.as_str())]));
         }
     }
     let have_secret = match peers.app_value(peers::ADMIN_SECRET) {
@@ -179,7 +180,7 @@ fn leader_duties(juju: &Juju, config: &CharmConfig, peers: &mut Peers) -> Result
             Some("Concourse local admin password"),
         )?;
         info!("created the admin password secret {id}");
-        peers.write_app(juju, &bag([(peers::ADMIN_SECRET, id.as_str())]))?;
+        peers.write_app(&bag([(peers::ADMIN_SECRET, id.as_str())]));
     }
     for rel in juju.relation_ids(workload::DB_ENDPOINT)? {
         juju.relation_set(&rel, true, &crate::postgres::request())?;

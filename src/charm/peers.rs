@@ -24,7 +24,8 @@ pub const WORKER_PUBLIC_KEY: &str = "worker-public-key";
 /// Unit key: the version this unit runs (also read by the Python charm's workers).
 pub const CONCOURSE_VERSION: &str = "concourse-version";
 
-/// Snapshot of the peer relation for this hook.
+/// Snapshot of the peer relation for this hook, with this hook's own writes applied.
+/// Writes are buffered and sent with one `relation-set` per bag by `flush`.
 #[derive(Debug, Clone, Default)]
 pub struct Peers {
     pub rel: Option<RelationRef>,
@@ -32,6 +33,8 @@ pub struct Peers {
     pub me: Databag,
     /// Remote members this unit currently sees, with their databags.
     pub others: BTreeMap<String, Databag>,
+    pending_app: Databag,
+    pending_me: Databag,
 }
 
 impl Peers {
@@ -52,6 +55,7 @@ impl Peers {
             app,
             me,
             others,
+            ..Peers::default()
         })
     }
 
@@ -79,20 +83,30 @@ impl Peers {
         }
     }
 
-    /// Merges `data` into the app bag (leader only) and updates the snapshot.
-    pub fn write_app(&mut self, juju: &Juju, data: &Databag) -> Result<(), ToolError> {
-        if let Some(rel) = &self.rel {
-            juju.relation_set(rel, true, data)?;
-            merge(&mut self.app, data);
-        }
-        Ok(())
+    /// Merges `data` into the app bag (leader only); sent by `flush`.
+    pub fn write_app(&mut self, data: &Databag) {
+        merge(&mut self.app, data);
+        self.pending_app.extend(data.clone());
     }
 
-    /// Merges `data` into this unit's bag and updates the snapshot.
-    pub fn write_me(&mut self, juju: &Juju, data: &Databag) -> Result<(), ToolError> {
-        if let Some(rel) = &self.rel {
-            juju.relation_set(rel, false, data)?;
-            merge(&mut self.me, data);
+    /// Merges `data` into this unit's bag; sent by `flush`.
+    pub fn write_me(&mut self, data: &Databag) {
+        merge(&mut self.me, data);
+        self.pending_me.extend(data.clone());
+    }
+
+    /// Sends the buffered writes (Juju commits them when the hook exits 0).
+    pub fn flush(&mut self, juju: &Juju) -> Result<(), ToolError> {
+        let Some(rel) = &self.rel else {
+            return Ok(());
+        };
+        if !self.pending_app.is_empty() {
+            juju.relation_set(rel, true, &self.pending_app)?;
+            self.pending_app.clear();
+        }
+        if !self.pending_me.is_empty() {
+            juju.relation_set(rel, false, &self.pending_me)?;
+            self.pending_me.clear();
         }
         Ok(())
     }

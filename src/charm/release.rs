@@ -104,7 +104,7 @@ pub fn converge(
         target: dir.clone(),
         source,
     })?;
-    peers.write_me(juju, &peers::bag([(upgrade::K_VERSION, version.as_str())]))?;
+    peers.write_me(&peers::bag([(upgrade::K_VERSION, version.as_str())]));
     Ok(Some(RunningRelease {
         version,
         current: link,

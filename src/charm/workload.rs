@@ -98,7 +98,7 @@ pub fn web_role(
         (peers::WEB_IP, address.as_str()),
         (peers::CONCOURSE_VERSION, running.version),
     ]);
-    peers.write_me(juju, &publish)?;
+    peers.write_me(&publish);
     let mut worker_keys: Vec<String> = peers
         .others
         .values()
@@ -239,7 +239,7 @@ pub fn worker_role(
         ))
     })?;
     let publish = bag([(peers::WORKER_PUBLIC_KEY, public.as_str())]);
-    peers.write_me(juju, &publish)?;
+    peers.write_me(&publish);
     for rel in juju.relation_ids(FLIGHT_ENDPOINT)? {
         juju.relation_set(&rel, false, &publish)?;
     }
