@@ -63,6 +63,9 @@ impl LogLevel {
 pub struct Secret(String);
 
 impl Secret {
+    pub fn new(s: impl Into<String>) -> Secret {
+        Secret(s.into())
+    }
     pub fn expose(&self) -> &str {
         &self.0
     }

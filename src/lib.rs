@@ -5,9 +5,16 @@
 
 pub mod charm;
 pub mod config;
+pub mod fsutil;
 pub mod installer;
 pub mod juju;
+pub mod postgres;
+pub mod roles;
+pub mod service;
 pub mod storage_coordinator;
+pub mod upgrade;
+pub mod web;
+pub mod worker;
 
 /// Formats an error and its sources as `outer: inner: root`, each cause once.
 pub fn error_chain(e: &dyn std::error::Error) -> String {

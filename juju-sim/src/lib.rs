@@ -1,1 +1,49 @@
 //! Juju model simulator (test support; never shipped).
+//!
+//! Runs the real charm `dispatch` binary as several units of a simulated Juju 3.6 model, with
+//! the unit agent's real semantics: hook priorities, level-triggered relation hooks,
+//! transactions committed only on exit 0, frozen remote snapshots, leadership, actions,
+//! secrets, storage and one mount namespace ("machine") per unit. See
+//! `/work/shared/reference/juju-semantics.md` for the behaviour reproduced.
+//!
+//! A test target using it is `harness = false` and starts with:
+//!
+//! ```text
+//! fn main() {
+//!     juju_sim::multicall::register("systemctl", my_fake_systemctl_main); // optional extras
+//!     juju_sim::multicall::run_if_tool(); // acts as a hook tool and exits, if called as one
+//!     // ... then run the tests, e.g. with libtest-mimic
+//! }
+//! ```
+//!
+//! Modules: `sim` (the test API), `model` (controller state and commits), `resolver` (what a
+//! unit runs next), `context` (one hook's snapshots and buffers), `tools` (hook tools),
+//! `agent` (unit threads, processes, tool server), `machine` (mount namespaces), `charm`
+//! (metadata), `postgres` (fake provider), `multicall` / `wire` / `flags` / `format`.
+
+pub mod agent;
+pub mod charm;
+pub mod context;
+pub mod fake_concourse;
+pub mod flags;
+pub mod format;
+pub mod github;
+pub mod machine;
+pub mod model;
+pub mod multicall;
+pub mod postgres;
+pub mod release;
+pub mod resolver;
+pub mod sim;
+pub mod systemctl;
+pub mod tarball;
+pub mod tools;
+pub mod wire;
+
+pub use charm::CharmSource;
+pub use model::{
+    ActionStatus, AgentStatus, Bag, BagChange, HookRecord, LogRecord, ModelOptions, Outcome,
+    StatusRecord, Volume,
+};
+pub use postgres::{Credentials, PostgresOptions};
+pub use sim::{ActionResult, DeployOptions, Model, SimError};

@@ -226,6 +226,7 @@ struct Cache {
     leader: Option<bool>,
     relation_ids: HashMap<String, Vec<RelationRef>>,
     relation_list: HashMap<RelationRef, Vec<String>>,
+    remote_app: HashMap<RelationRef, Option<String>>,
     bags: HashMap<(RelationRef, Bag), Databag>,
     storage_list: HashMap<String, Vec<String>>,
     storage_get: HashMap<String, StorageInfo>,
@@ -352,6 +353,29 @@ impl Juju {
         self.cache
             .borrow_mut()
             .relation_list
+            .insert(rel.clone(), v.clone());
+        Ok(v)
+    }
+
+    /// The remote application of a relation (`relation-list --app`), from the hook's
+    /// environment when it names it, else from the tool; `None` when Juju knows none.
+    pub fn relation_remote_app(&self, rel: &RelationRef) -> Result<Option<String>> {
+        if let Some(r) = &self.ctx.relation {
+            if &r.relation == rel && r.remote_app.is_some() {
+                return Ok(r.remote_app.clone());
+            }
+        }
+        if let Some(a) = self.cache.borrow().remote_app.get(rel) {
+            return Ok(a.clone());
+        }
+        let v: Option<String> = self.run_json(
+            "relation-list",
+            vec![s("--format=json"), s("-r"), rel.to_string(), s("--app")],
+        )?;
+        let v = v.filter(|a| !a.is_empty());
+        self.cache
+            .borrow_mut()
+            .remote_app
             .insert(rel.clone(), v.clone());
         Ok(v)
     }

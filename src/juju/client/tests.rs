@@ -144,6 +144,26 @@ fn relation_ids_list_get() {
 }
 
 #[test]
+fn relation_remote_app_argv_and_cache() {
+    let f = Fake::default();
+    f.ok(
+        "relation-list --format=json -r postgresql:3 --app",
+        "\"postgresql\"\n",
+    );
+    let j = juju(&f);
+    let rel = RelationRef {
+        endpoint: "postgresql".into(),
+        id: 3,
+    };
+    assert_eq!(
+        j.relation_remote_app(&rel).unwrap().as_deref(),
+        Some("postgresql")
+    );
+    j.relation_remote_app(&rel).unwrap();
+    assert_eq!(f.argvs().len(), 1);
+}
+
+#[test]
 fn relation_ids_rejects_malformed_ids() {
     let f = Fake::default();
     f.ok("relation-ids --format=json peers", r#"["peers"]"#);

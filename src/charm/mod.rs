@@ -1,0 +1,237 @@
+//! Routing: one entry point per hook or action, each ending in an idempotent reconcile.
+//!
+//! Owns: which module handles which event, the order of the reconcile steps, and how
+//! errors become statuses or exit codes. Invariants: every hook runs the same
+//! `reconcile` (Juju coalesces and retries hooks, so no handler may assume it runs once
+//! or in order); unknown hooks and actions succeed with a debug log; bad input
+//! (config, relation data) is a status, never a failed hook. Hazards: only transient
+//! errors (tool failures, I/O, network, systemd) may fail a hook, because Juju retries
+//! failed hooks and holds the unit's other hooks meanwhile.
+
+pub mod actions;
+pub mod peers;
+pub mod release;
+pub mod status;
+pub mod workload;
+
+use tracing::{debug, info, warn};
+
+use crate::config::{CharmConfig, ConfigError, Mode};
+use crate::juju::client::{SecretOwner, SecretRef};
+use crate::juju::event::StorageHook;
+use crate::juju::{Event, Juju, Status, ToolError};
+use crate::roles::{choose_web_unit, roles_for, Roles};
+use crate::service::ServiceError;
+use crate::web::WebError;
+use crate::worker::WorkerError;
+use peers::{bag, Peers};
+use status::Reports;
+
+/// Errors a hook can end with.
+#[derive(Debug, thiserror::Error)]
+pub enum CharmError {
+    #[error("talking to Juju failed")]
+    Tool(#[from] ToolError),
+    #[error("managing a service failed")]
+    Service(#[from] ServiceError),
+    #[error("setting up the web role failed")]
+    Web(#[from] WebError),
+    #[error("setting up the worker role failed")]
+    Worker(#[from] WorkerError),
+    #[error("{0}")]
+    Workload(String),
+    #[error("installing the release failed")]
+    Release(#[from] release::ReleaseError),
+}
+
+impl CharmError {
+    /// Whether Juju should retry the hook (exit non-zero).
+    pub fn retryable(&self) -> bool {
+        match self {
+            CharmError::Release(e) => e.retryable(),
+            _ => true,
+        }
+    }
+}
+
+/// Runs the handler for the hook or action in `juju`'s context.
+pub fn dispatch(juju: &Juju) -> Result<(), CharmError> {
+    let event = juju.context().event.clone();
+    match &event {
+        Event::Unknown(name) => {
+            debug!("ignoring hook {name}: nothing to do");
+            Ok(())
+        }
+        Event::Action(name) => run_action(juju, name),
+        Event::Stop | Event::Remove => teardown(juju),
+        Event::Storage {
+            kind: StorageHook::Detaching,
+            ..
+        } => {
+            info!("storage detaching: services keep running until the unit stops");
+            Ok(())
+        }
+        _ => reconcile(juju),
+    }
+}
+
+fn run_action(juju: &Juju, name: &str) -> Result<(), CharmError> {
+    match name {
+        "get-admin-password" => actions::get_admin_password(juju),
+        "check-status" => actions::check_status(juju),
+        "restart-services" => actions::restart_services(juju),
+        "upgrade" => {
+            juju.action_fail("action upgrade is not available in this revision of the charm")?;
+            Ok(())
+        }
+        other => {
+            debug!("ignoring unknown action {other}");
+            Ok(())
+        }
+    }
+}
+
+/// Unit removal: retire the worker (so Concourse forgets it) and stop web.
+fn teardown(juju: &Juju) -> Result<(), CharmError> {
+    let timeout = juju
+        .config()
+        .ok()
+        .and_then(|c| CharmConfig::from_map(&c).ok())
+        .map(|c| c.drain_timeout)
+        .unwrap_or(std::time::Duration::from_secs(3600));
+    juju.status_set(
+        &Status::maintenance("Retiring worker and stopping services"),
+        false,
+    )?;
+    if let Err(e) = crate::worker::remove(timeout) {
+        warn!("retiring the worker: {e}");
+    }
+    crate::web::remove()?;
+    Ok(())
+}
+
+/// Converges the unit towards its configuration. Safe to run from any hook, any number of times.
+fn reconcile(juju: &Juju) -> Result<(), CharmError> {
+    let config = match CharmConfig::from_map(&juju.config()?) {
+        Ok(c) => c,
+        Err(errs) => return block_on_config(juju, &errs),
+    };
+    let mut reports = Reports::default();
+    let leader = juju.is_leader()?;
+    let mut peers = Peers::read(juju)?;
+    if leader {
+        leader_duties(juju, &config, &mut peers)?;
+    }
+    let me = juju.unit_name().to_string();
+    let roles = roles_for(config.mode, &me, peers.app_value(peers::WEB_UNIT));
+
+    let running = release::converge(juju, &config, &mut peers, &mut reports)?;
+    match (roles, &running) {
+        (None, _) => reports.waiting("Waiting for the leader to assign the web unit"),
+        (Some(Roles::NONE), _) => reports.waiting("No role for this unit"),
+        (Some(_), None) => {}
+        (Some(roles), Some(r)) => {
+            let running = workload::Running {
+                version: &r.version,
+                current: &r.current,
+                changed: r.changed,
+            };
+            if roles.web {
+                workload::web_role(juju, &config, &mut peers, &running, &mut reports)?;
+            }
+            if roles.worker {
+                workload::worker_role(juju, &config, &mut peers, &running, &mut reports)?;
+            }
+            if juju.context().event != Event::UpdateStatus || r.changed {
+                juju.application_version_set(&r.version)?;
+            }
+        }
+    }
+    peers.flush(juju)?;
+    juju.status_set(&reports.pick(), false)?;
+    Ok(())
+}
+
+/// What only the leader does: choose the web unit, create the admin password, ask
+/// PostgreSQL for our database.
+fn leader_duties(juju: &Juju, config: &CharmConfig, peers: &mut Peers) -> Result<(), CharmError> {
+    if peers.rel.is_none() {
+        return Ok(());
+    }
+    let me = juju.unit_name().to_string();
+    if config.mode == Mode::Auto {
+        let chosen = choose_web_unit(peers.app_value(peers::WEB_UNIT), &peers.members(&me), &me);
+        if peers.app_value(peers::WEB_UNIT) != Some(chosen.as_str()) {
+            info!("assigning the web role to {chosen}");
+            peers.write_app(&bag([(peers::WEB_UNIT, chosen.as_str())]));
+        }
+    }
+    let have_secret = match peers.app_value(peers::ADMIN_SECRET) {
+        Some(id) => juju.secret_info(&SecretRef::Id(id.to_string()))?.is_some(),
+        None => false,
+    };
+    if !have_secret {
+        let password = random_password(24)?;
+        let content = bag([("password", password.as_str())]);
+        let id = juju.secret_add(
+            &content,
+            Some("admin-password"),
+            SecretOwner::Application,
+            Some("Concourse local admin password"),
+        )?;
+        info!("created the admin password secret {id}");
+        peers.write_app(&bag([(peers::ADMIN_SECRET, id.as_str())]));
+    }
+    for rel in juju.relation_ids(workload::DB_ENDPOINT)? {
+        juju.relation_set(&rel, true, &crate::postgres::request())?;
+    }
+    Ok(())
+}
+
+/// A random password from the OS CSPRNG (letters and digits, no shell or env specials).
+pub fn random_password(len: usize) -> Result<String, CharmError> {
+    const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789";
+    let mut out = String::with_capacity(len);
+    let mut buf = [0u8; 64];
+    while out.len() < len {
+        getrandom::fill(&mut buf)
+            .map_err(|e| CharmError::Workload(format!("no randomness: {e}")))?;
+        for b in buf {
+            // rejection sampling keeps the distribution uniform
+            let limit = 256 - (256 % ALPHABET.len());
+            if (b as usize) < limit && out.len() < len {
+                out.push(ALPHABET[b as usize % ALPHABET.len()] as char);
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn block_on_config(juju: &Juju, errs: &[ConfigError]) -> Result<(), CharmError> {
+    for e in errs {
+        info!("{e}");
+    }
+    let mut msg = errs[0].status_message();
+    if errs.len() > 1 {
+        msg.push_str(&format!(
+            " (and {} more, see juju debug-log)",
+            errs.len() - 1
+        ));
+    }
+    juju.status_set(&Status::blocked(msg), false)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_random_and_plain() {
+        let a = random_password(24).unwrap();
+        let b = random_password(24).unwrap();
+        assert_eq!(a.len(), 24);
+        assert_ne!(a, b);
+        assert!(a.chars().all(|c| c.is_ascii_alphanumeric()));
+    }
+}

@@ -1,0 +1,131 @@
+//! The peer relation as one hook sees it: app databag, own and remote unit databags.
+//!
+//! Owns: reading the `peers` relation once per hook and writing our changes back.
+//! Invariants: remote data is a frozen snapshot for the hook (Juju's rule), so nothing
+//! here polls; writes go through `Juju::relation_set`, which skips unchanged keys.
+
+use std::collections::BTreeMap;
+
+use crate::juju::{Bag, Databag, Juju, RelationRef, ToolError};
+
+pub const ENDPOINT: &str = "peers";
+/// App key: the unit that runs web in `auto` mode.
+pub const WEB_UNIT: &str = "web-unit";
+/// App key: id of the app-owned secret holding the admin password.
+pub const ADMIN_SECRET: &str = "admin-password-secret";
+/// Unit key: random nonce also written on the volume (proof of sharing).
+pub const NONCE: &str = "volume-nonce";
+/// Unit keys published by a web unit (same names as the Python charm).
+pub const TSA_HOST: &str = "tsa-host";
+pub const TSA_PUBLIC_KEY: &str = "tsa-public-key";
+pub const WEB_IP: &str = "web-ip";
+/// Unit key published by a worker.
+pub const WORKER_PUBLIC_KEY: &str = "worker-public-key";
+/// Unit key: the version this unit runs (also read by the Python charm's workers).
+pub const CONCOURSE_VERSION: &str = "concourse-version";
+
+/// Snapshot of the peer relation for this hook, with this hook's own writes applied.
+/// Writes are buffered and sent with one `relation-set` per bag by `flush`.
+#[derive(Debug, Clone, Default)]
+pub struct Peers {
+    pub rel: Option<RelationRef>,
+    pub app: Databag,
+    pub me: Databag,
+    /// Remote members this unit currently sees, with their databags.
+    pub others: BTreeMap<String, Databag>,
+    pending_app: Databag,
+    pending_me: Databag,
+}
+
+impl Peers {
+    /// Reads the relation (an empty snapshot when it does not exist yet).
+    pub fn read(juju: &Juju) -> Result<Peers, ToolError> {
+        let Some(rel) = juju.relation_ids(ENDPOINT)?.into_iter().next() else {
+            return Ok(Peers::default());
+        };
+        let app = juju.own_app_bag(&rel)?;
+        let me = juju.own_unit_bag(&rel)?;
+        let mut others = BTreeMap::new();
+        for u in juju.relation_list(&rel)? {
+            let bag = juju.relation_get(&rel, &Bag::Unit(u.clone()))?;
+            others.insert(u, bag);
+        }
+        Ok(Peers {
+            rel: Some(rel),
+            app,
+            me,
+            others,
+            ..Peers::default()
+        })
+    }
+
+    /// All current members: this unit and the remote ones.
+    pub fn members(&self, me: &str) -> Vec<String> {
+        let mut v: Vec<String> = self.others.keys().cloned().collect();
+        v.push(me.to_string());
+        crate::roles::sort_units(&mut v);
+        v
+    }
+
+    pub fn app_value(&self, key: &str) -> Option<&str> {
+        self.app
+            .get(key)
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
+    }
+
+    /// The bag of a member (own or remote).
+    pub fn bag<'a>(&'a self, me: &str, unit: &str) -> Option<&'a Databag> {
+        if unit == me {
+            Some(&self.me)
+        } else {
+            self.others.get(unit)
+        }
+    }
+
+    /// Merges `data` into the app bag (leader only); sent by `flush`.
+    pub fn write_app(&mut self, data: &Databag) {
+        merge(&mut self.app, data);
+        self.pending_app.extend(data.clone());
+    }
+
+    /// Merges `data` into this unit's bag; sent by `flush`.
+    pub fn write_me(&mut self, data: &Databag) {
+        merge(&mut self.me, data);
+        self.pending_me.extend(data.clone());
+    }
+
+    /// Sends the buffered writes (Juju commits them when the hook exits 0).
+    pub fn flush(&mut self, juju: &Juju) -> Result<(), ToolError> {
+        let Some(rel) = &self.rel else {
+            return Ok(());
+        };
+        if !self.pending_app.is_empty() {
+            juju.relation_set(rel, true, &self.pending_app)?;
+            self.pending_app.clear();
+        }
+        if !self.pending_me.is_empty() {
+            juju.relation_set(rel, false, &self.pending_me)?;
+            self.pending_me.clear();
+        }
+        Ok(())
+    }
+}
+
+fn merge(bag: &mut Databag, data: &Databag) {
+    for (k, v) in data {
+        if v.is_empty() {
+            bag.remove(k);
+        } else {
+            bag.insert(k.clone(), v.clone());
+        }
+    }
+}
+
+/// Builds a databag from pairs.
+pub fn bag<K: Into<String>, V: Into<String>>(pairs: impl IntoIterator<Item = (K, V)>) -> Databag {
+    pairs
+        .into_iter()
+        .map(|(k, v)| (k.into(), v.into()))
+        .collect()
+}

@@ -1,0 +1,89 @@
+//! Picking the one status a unit shows from what each part of the reconcile reported.
+//!
+//! Invariant: the most urgent report wins (blocked > maintenance > waiting > active), and
+//! among equals the first reported; every status names the version where one is known.
+
+use crate::juju::{Status, StatusKind};
+
+/// Collects status reports during one reconcile.
+#[derive(Debug, Default)]
+pub struct Reports {
+    items: Vec<Status>,
+}
+
+fn rank(k: StatusKind) -> u8 {
+    match k {
+        StatusKind::Blocked => 4,
+        StatusKind::Maintenance => 3,
+        StatusKind::Waiting => 2,
+        StatusKind::Active => 1,
+        StatusKind::Unknown => 0,
+    }
+}
+
+impl Reports {
+    pub fn push(&mut self, s: Status) {
+        self.items.push(s);
+    }
+
+    pub fn blocked(&mut self, m: impl Into<String>) {
+        self.push(Status::blocked(m));
+    }
+
+    pub fn waiting(&mut self, m: impl Into<String>) {
+        self.push(Status::waiting(m));
+    }
+
+    pub fn maintenance(&mut self, m: impl Into<String>) {
+        self.push(Status::maintenance(m));
+    }
+
+    pub fn active(&mut self, m: impl Into<String>) {
+        self.push(Status::active(m));
+    }
+
+    pub fn has_blocking(&self) -> bool {
+        self.items.iter().any(|s| s.kind == StatusKind::Blocked)
+    }
+
+    /// The status to show: the most urgent report; active ones are joined.
+    pub fn pick(&self) -> Status {
+        let Some(top) = self.items.iter().map(|s| rank(s.kind)).max() else {
+            return Status::waiting("Waiting for the charm to configure this unit");
+        };
+        let same: Vec<&Status> = self.items.iter().filter(|s| rank(s.kind) == top).collect();
+        if same[0].kind == StatusKind::Active {
+            let msg = same
+                .iter()
+                .map(|s| s.message.as_str())
+                .collect::<Vec<_>>()
+                .join("; ");
+            return Status::active(msg);
+        }
+        same[0].clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn most_urgent_wins_and_actives_join() {
+        let mut r = Reports::default();
+        assert_eq!(r.pick().kind, StatusKind::Waiting);
+        r.active("Web ready (v1.0.0) http://x:8080");
+        r.active("Worker ready (v1.0.0)");
+        assert_eq!(
+            r.pick().message,
+            "Web ready (v1.0.0) http://x:8080; Worker ready (v1.0.0)"
+        );
+        r.waiting("Waiting for PostgreSQL");
+        r.waiting("second");
+        assert_eq!(r.pick(), Status::waiting("Waiting for PostgreSQL"));
+        r.maintenance("Downloading");
+        r.blocked("invalid mode");
+        assert_eq!(r.pick(), Status::blocked("invalid mode"));
+        assert!(r.has_blocking());
+    }
+}

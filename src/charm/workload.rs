@@ -1,0 +1,265 @@
+//! Running Concourse on this unit: the web and worker roles wired to Juju data.
+//!
+//! Owns: what the unit publishes for other units (TSA host and key, worker key) on
+//! `peers`, `tsa` and `flight`, what it reads from them and from `postgresql`, the admin
+//! password secret, and ports. Invariants: each role's service restarts only when its
+//! own inputs change; a unit waits (status) rather than starting a half-configured
+//! service; secret values are read into memory and written only to the 0600 env files.
+
+use std::path::{Path, PathBuf};
+
+use tracing::info;
+
+use super::peers::{self, bag, Peers};
+use super::status::Reports;
+use super::CharmError;
+use crate::config::{CharmConfig, Mode, Secret};
+use crate::juju::client::SecretRef;
+use crate::juju::{Bag, Juju};
+use crate::postgres::{self, DbInfo, DbMissing};
+use crate::{web, worker};
+
+pub const TSA_ENDPOINT: &str = "tsa";
+pub const FLIGHT_ENDPOINT: &str = "flight";
+pub const DB_ENDPOINT: &str = "postgresql";
+
+/// The release this unit runs, as seen by the roles.
+pub struct Running<'a> {
+    pub version: &'a str,
+    /// The unit's pointer (`current`), e.g. `/var/lib/concourse-ci/current`.
+    pub current: &'a Path,
+    /// The pointer moved in this hook: services must restart.
+    pub changed: bool,
+}
+
+impl Running<'_> {
+    pub fn concourse_bin(&self) -> PathBuf {
+        self.current.join("bin/concourse")
+    }
+}
+
+/// This unit's address for other units and users.
+pub fn unit_address(juju: &Juju) -> Result<String, CharmError> {
+    let info = juju.network_get(peers::ENDPOINT)?;
+    Ok(info.primary_address().unwrap_or("127.0.0.1").to_string())
+}
+
+/// Reads the database settings, if the relation and the provider's answer are there.
+pub fn db_info(juju: &Juju) -> Result<Result<DbInfo, DbMissing>, CharmError> {
+    let Some(rel) = juju.relation_ids(DB_ENDPOINT)?.into_iter().next() else {
+        return Ok(Err(DbMissing::NoRelation));
+    };
+    let Some(remote_app) = juju.relation_remote_app(&rel)? else {
+        return Ok(Err(DbMissing::NoEndpoints));
+    };
+    let app_bag = juju.relation_get(&rel, &Bag::App(remote_app))?;
+    let secret = match app_bag.get("secret-user").filter(|s| !s.is_empty()) {
+        Some(id) => Some(juju.secret_get(&SecretRef::Id(id.clone()), false)?),
+        None => None,
+    };
+    Ok(postgres::db_info(&app_bag, secret.as_ref()))
+}
+
+/// The admin password from the app secret the leader created.
+pub fn admin_password(juju: &Juju, peers: &Peers) -> Result<Option<Secret>, CharmError> {
+    let Some(id) = peers.app_value(peers::ADMIN_SECRET) else {
+        return Ok(None);
+    };
+    let content = juju.secret_get(&SecretRef::Id(id.to_string()), false)?;
+    Ok(content
+        .get("password")
+        .filter(|p| !p.is_empty())
+        .map(|p| Secret::new(p.clone())))
+}
+
+/// Runs (or keeps running) the web role.
+pub fn web_role(
+    juju: &Juju,
+    config: &CharmConfig,
+    peers: &mut Peers,
+    running: &Running,
+    reports: &mut Reports,
+) -> Result<(), CharmError> {
+    let owner = web::ensure_user()?;
+    let bin = running.concourse_bin();
+    web::ensure_key(&bin, "ssh", &web::tsa_host_key(), owner)?;
+    web::ensure_key(&bin, "rsa", &web::session_signing_key(), owner)?;
+    let tsa_pub = web::read_public_key(&web::pub_path(&web::tsa_host_key())).ok_or_else(|| {
+        CharmError::Workload(format!(
+            "{} is not a valid public key; delete it so it is generated again",
+            web::pub_path(&web::tsa_host_key()).display()
+        ))
+    })?;
+    let address = unit_address(juju)?;
+    let tsa_host = format!("{address}:{}", web::TSA_PORT);
+    let publish = bag([
+        (peers::TSA_HOST, tsa_host.as_str()),
+        (peers::TSA_PUBLIC_KEY, tsa_pub.as_str()),
+        (peers::WEB_IP, address.as_str()),
+        (peers::CONCOURSE_VERSION, running.version),
+    ]);
+    peers.write_me(&publish);
+    let mut worker_keys: Vec<String> = peers
+        .others
+        .values()
+        .chain(std::iter::once(&peers.me))
+        .filter_map(|b| b.get(peers::WORKER_PUBLIC_KEY).cloned())
+        .collect();
+    for rel in juju.relation_ids(TSA_ENDPOINT)? {
+        juju.relation_set(&rel, false, &publish)?;
+        for u in juju.relation_list(&rel)? {
+            if let Some(k) = juju
+                .relation_get(&rel, &Bag::Unit(u))?
+                .get(peers::WORKER_PUBLIC_KEY)
+            {
+                worker_keys.push(k.clone());
+            }
+        }
+    }
+    open_ports(juju, config.web_port)?;
+
+    let db = match db_info(juju)? {
+        Ok(db) => db,
+        Err(missing) => {
+            stop_web_if_running()?;
+            reports.waiting(missing.status_message());
+            return Ok(());
+        }
+    };
+    let Some(password) = admin_password(juju, peers)? else {
+        reports.waiting("Waiting for the leader to create the admin password");
+        return Ok(());
+    };
+    let external_url = config
+        .external_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{address}:{}", config.web_port));
+    let env = web::env(&web::WebInputs {
+        config,
+        external_url: &external_url,
+        db: &db,
+        admin_password: &password,
+    });
+    let keys_text = web::authorized_keys_text(worker_keys.iter().map(String::as_str));
+    let applied = web::apply(
+        &env,
+        &keys_text,
+        &web::unit(config, running.current),
+        owner,
+        running.changed,
+    )?;
+    if applied != web::Applied::default() {
+        info!("web service: {applied:?}");
+    }
+    reports.active(format!("Web ready (v{}) {external_url}", running.version));
+    Ok(())
+}
+
+fn stop_web_if_running() -> Result<(), CharmError> {
+    let sys = crate::service::Systemctl;
+    if sys.is_active(web::SERVICE) {
+        info!("stopping web: no usable database");
+        sys.stop(web::SERVICE)?;
+    }
+    Ok(())
+}
+
+/// Opens the web and TSA ports and closes other TCP ports this unit opened.
+fn open_ports(juju: &Juju, web_port: u16) -> Result<(), CharmError> {
+    let wanted = [web_port, web::TSA_PORT];
+    let opened = juju.opened_ports()?;
+    for p in &opened {
+        if let Some(port) = p.strip_suffix("/tcp").and_then(|n| n.parse::<u16>().ok()) {
+            if !wanted.contains(&port) {
+                juju.close_port(port, "tcp")?;
+            }
+        }
+    }
+    for port in wanted {
+        if !opened.iter().any(|p| p == &format!("{port}/tcp")) {
+            juju.open_port(port, "tcp")?;
+        }
+    }
+    Ok(())
+}
+
+/// Where this worker finds its TSA: (host:port, public key), if known yet.
+fn find_tsa(
+    juju: &Juju,
+    config: &CharmConfig,
+    peers: &Peers,
+) -> Result<Option<(String, String)>, CharmError> {
+    let from_bag =
+        |b: &crate::juju::Databag| match (b.get(peers::TSA_HOST), b.get(peers::TSA_PUBLIC_KEY)) {
+            (Some(h), Some(k)) if !h.is_empty() && web::is_public_key(k) => {
+                Some((h.clone(), k.clone()))
+            }
+            _ => None,
+        };
+    Ok(match config.mode {
+        Mode::All => web::read_public_key(&web::pub_path(&web::tsa_host_key()))
+            .map(|k| (format!("127.0.0.1:{}", web::TSA_PORT), k)),
+        Mode::Auto => peers
+            .app_value(peers::WEB_UNIT)
+            .and_then(|w| peers.others.get(w))
+            .and_then(from_bag),
+        Mode::Worker => {
+            let mut found = None;
+            for rel in juju.relation_ids(FLIGHT_ENDPOINT)? {
+                for u in juju.relation_list(&rel)? {
+                    if let Some(t) = from_bag(&juju.relation_get(&rel, &Bag::Unit(u))?) {
+                        found = Some(t);
+                        break;
+                    }
+                }
+                if found.is_some() {
+                    break;
+                }
+            }
+            found
+        }
+        Mode::Web => None,
+    })
+}
+
+/// Runs (or keeps running) the worker role.
+pub fn worker_role(
+    juju: &Juju,
+    config: &CharmConfig,
+    peers: &mut Peers,
+    running: &Running,
+    reports: &mut Reports,
+) -> Result<(), CharmError> {
+    let bin = running.concourse_bin();
+    web::ensure_key(&bin, "ssh", &worker::worker_key(), (0, 0))?;
+    let public = web::read_public_key(&web::pub_path(&worker::worker_key())).ok_or_else(|| {
+        CharmError::Workload(format!(
+            "{} is not a valid public key; delete it so it is generated again",
+            web::pub_path(&worker::worker_key()).display()
+        ))
+    })?;
+    let publish = bag([(peers::WORKER_PUBLIC_KEY, public.as_str())]);
+    peers.write_me(&publish);
+    for rel in juju.relation_ids(FLIGHT_ENDPOINT)? {
+        juju.relation_set(&rel, false, &publish)?;
+    }
+    let Some((tsa_host, tsa_key)) = find_tsa(juju, config, peers)? else {
+        reports.waiting(match config.mode {
+            Mode::Worker => "Waiting for a web application's TSA key (juju integrate <web-app>:tsa concourse-ci:flight)",
+            _ => "Waiting for web unit's TSA key",
+        });
+        return Ok(());
+    };
+    let env = worker::env(config, juju.unit_name(), &tsa_host);
+    let applied = worker::apply(
+        &env,
+        &tsa_key,
+        &worker::unit(config, running.current),
+        running.changed,
+    )?;
+    if applied != worker::Applied::default() {
+        info!("worker service: {applied:?}");
+    }
+    reports.active(format!("Worker ready (v{})", running.version));
+    Ok(())
+}

@@ -1,0 +1,553 @@
+//! The coordinated upgrade: a peer-relation state machine, one step per hook (DESIGN §5).
+//!
+//! Owns: the meaning of the upgrade keys in the peer databags and every decision the
+//! leader and the units take about them. This module is pure: it maps a snapshot
+//! (app databag, the units' databags, local facts) to the next step; `charm` performs
+//! the step's effects and writes the returned state.
+//!
+//! App databag (leader): `upgrade-phase` ∈ idle|prepare|downloading|complete|failed,
+//! `upgrade-gen`, `upgrade-target`, `upgrade-from`, `upgrade-grant` (`<gen>:<u1>,<u2>`),
+//! `upgrade-error`, `upgrade-rollback`, and `release-version` (what every unit runs
+//! when no upgrade is under way). Unit databag: `version` (running), `upgrade-ack`
+//! (`<gen>:<phase>`), `upgrade-state` (`<gen>:ready|switched|failed`), `upgrade-error`.
+//!
+//! Invariants: the generation only grows; a grant names units of the current
+//! generation only; web units are granted alone and before any worker; at most
+//! `upgrade-max-unavailable` workers hold a grant; a unit that failed makes the leader
+//! roll every switched unit back with the same protocol (target = from). Nothing here
+//! compares timestamps written by different machines.
+//! Hazards: every decision must be safe to repeat (hooks are retried and coalesce), and
+//! must not depend on the leader being notified of its own app-data writes.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// Upgrade phase in the app databag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub enum Phase {
+    #[default]
+    Idle,
+    Prepare,
+    Downloading,
+    Complete,
+    Failed,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Idle => "idle",
+            Phase::Prepare => "prepare",
+            Phase::Downloading => "downloading",
+            Phase::Complete => "complete",
+            Phase::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Phase> {
+        Some(match s {
+            "idle" => Phase::Idle,
+            "prepare" => Phase::Prepare,
+            "downloading" => Phase::Downloading,
+            "complete" => Phase::Complete,
+            "failed" => Phase::Failed,
+            _ => return None,
+        })
+    }
+
+    /// Whether an upgrade generation is in flight.
+    pub fn running(self) -> bool {
+        matches!(self, Phase::Prepare | Phase::Downloading | Phase::Complete)
+    }
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A unit's own upgrade state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnitState {
+    Ready,
+    Switched,
+    Failed,
+}
+
+impl UnitState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UnitState::Ready => "ready",
+            UnitState::Switched => "switched",
+            UnitState::Failed => "failed",
+        }
+    }
+    fn parse(s: &str) -> Option<UnitState> {
+        Some(match s {
+            "ready" => UnitState::Ready,
+            "switched" => UnitState::Switched,
+            "failed" => UnitState::Failed,
+            _ => return None,
+        })
+    }
+}
+
+pub const K_PHASE: &str = "upgrade-phase";
+pub const K_GEN: &str = "upgrade-gen";
+pub const K_TARGET: &str = "upgrade-target";
+pub const K_FROM: &str = "upgrade-from";
+pub const K_GRANT: &str = "upgrade-grant";
+pub const K_ERROR: &str = "upgrade-error";
+pub const K_ROLLBACK: &str = "upgrade-rollback";
+pub const K_RELEASE: &str = "release-version";
+pub const K_VERSION: &str = "version";
+pub const K_ACK: &str = "upgrade-ack";
+pub const K_STATE: &str = "upgrade-state";
+
+/// The application's upgrade state (peer app databag).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AppUpgrade {
+    pub phase: Phase,
+    pub gen: u64,
+    pub target: String,
+    pub from: String,
+    pub grant: Vec<String>,
+    pub error: String,
+    pub rollback: bool,
+    /// The version every unit runs when idle ("" before the first install).
+    pub release: String,
+}
+
+fn parse_gen_pair(s: &str) -> Option<(u64, &str)> {
+    let (g, rest) = s.split_once(':')?;
+    Some((g.parse().ok()?, rest))
+}
+
+impl AppUpgrade {
+    /// Reads the app databag. Malformed values never panic: an unknown phase reads as
+    /// idle, a malformed grant as no grant (the leader rewrites both).
+    pub fn from_bag(bag: &BTreeMap<String, String>) -> AppUpgrade {
+        let get = |k: &str| bag.get(k).map(|s| s.trim().to_string()).unwrap_or_default();
+        let gen = get(K_GEN).parse().unwrap_or(0);
+        let grant = match parse_gen_pair(&get(K_GRANT)) {
+            Some((g, units)) if g == gen => units
+                .split(',')
+                .map(str::trim)
+                .filter(|u| !u.is_empty())
+                .map(String::from)
+                .collect(),
+            _ => Vec::new(),
+        };
+        AppUpgrade {
+            // Missing (never written) and unknown phases read as idle.
+            phase: Phase::parse(&get(K_PHASE)).unwrap_or(Phase::Idle),
+            gen,
+            target: get(K_TARGET),
+            from: get(K_FROM),
+            grant,
+            error: get(K_ERROR),
+            rollback: get(K_ROLLBACK) == "true",
+            release: get(K_RELEASE),
+        }
+    }
+
+    /// The full app databag content (empty values delete keys).
+    pub fn to_bag(&self) -> BTreeMap<String, String> {
+        let mut m = BTreeMap::new();
+        m.insert(K_PHASE.into(), self.phase.as_str().into());
+        m.insert(K_GEN.into(), self.gen.to_string());
+        m.insert(K_TARGET.into(), self.target.clone());
+        m.insert(K_FROM.into(), self.from.clone());
+        m.insert(
+            K_GRANT.into(),
+            if self.grant.is_empty() {
+                String::new()
+            } else {
+                format!("{}:{}", self.gen, self.grant.join(","))
+            },
+        );
+        m.insert(K_ERROR.into(), self.error.clone());
+        m.insert(
+            K_ROLLBACK.into(),
+            if self.rollback {
+                "true".into()
+            } else {
+                String::new()
+            },
+        );
+        m.insert(K_RELEASE.into(), self.release.clone());
+        m
+    }
+}
+
+/// One unit as the leader (or a unit) sees it in the peer relation.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct UnitReport {
+    pub name: String,
+    pub web: bool,
+    pub version: Option<String>,
+    pub ack: Option<(u64, Phase)>,
+    pub state: Option<(u64, UnitState)>,
+    pub error: String,
+}
+
+impl UnitReport {
+    /// Reads a unit databag.
+    pub fn from_bag(name: &str, web: bool, bag: &BTreeMap<String, String>) -> UnitReport {
+        let get = |k: &str| {
+            bag.get(k)
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+        };
+        let ack = get(K_ACK).and_then(|s| {
+            let (g, p) = parse_gen_pair(&s)?;
+            Some((g, Phase::parse(p)?))
+        });
+        let state = get(K_STATE).and_then(|s| {
+            let (g, st) = parse_gen_pair(&s)?;
+            Some((g, UnitState::parse(st)?))
+        });
+        UnitReport {
+            name: name.to_string(),
+            web,
+            version: get(K_VERSION),
+            ack,
+            state,
+            error: get(K_ERROR).unwrap_or_default(),
+        }
+    }
+
+    fn acked(&self, gen: u64, phase: Phase) -> bool {
+        matches!(self.ack, Some((g, p)) if g > gen || (g == gen && p >= phase))
+    }
+
+    fn failed(&self, gen: u64) -> bool {
+        self.state == Some((gen, UnitState::Failed))
+    }
+
+    fn on(&self, version: &str) -> bool {
+        self.version.as_deref() == Some(version)
+    }
+}
+
+/// Why an upgrade cannot start.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StartError {
+    #[error("an upgrade to v{target} is already running (generation {gen}, phase {phase})")]
+    SameRunning {
+        target: String,
+        gen: u64,
+        phase: Phase,
+    },
+    #[error("an upgrade to v{target} is running (phase {phase}); wait for it to finish before upgrading to v{requested}")]
+    OtherRunning {
+        target: String,
+        requested: String,
+        phase: Phase,
+    },
+    #[error("the application already runs v{0}")]
+    AlreadyOn(String),
+}
+
+/// Starts an upgrade to `target`: the new app state (phase prepare, next generation).
+pub fn start(app: &AppUpgrade, target: &str) -> Result<AppUpgrade, StartError> {
+    if app.phase.running() {
+        return Err(if app.target == target && !app.rollback {
+            StartError::SameRunning {
+                target: target.into(),
+                gen: app.gen,
+                phase: app.phase,
+            }
+        } else {
+            StartError::OtherRunning {
+                target: app.target.clone(),
+                requested: target.into(),
+                phase: app.phase,
+            }
+        });
+    }
+    if app.release == target {
+        return Err(StartError::AlreadyOn(target.into()));
+    }
+    Ok(AppUpgrade {
+        phase: Phase::Prepare,
+        gen: app.gen + 1,
+        target: target.into(),
+        from: app.release.clone(),
+        grant: Vec::new(),
+        error: String::new(),
+        rollback: false,
+        release: app.release.clone(),
+    })
+}
+
+/// What the leader sees.
+#[derive(Debug, Clone)]
+pub struct LeaderView<'a> {
+    pub app: &'a AppUpgrade,
+    /// Current members of the application, the leader included, in any order.
+    pub units: &'a [UnitReport],
+    /// The target release is published on the leader's volume.
+    pub target_published: bool,
+    pub max_unavailable: usize,
+    /// The leader's own clock says units had long enough to acknowledge `prepare`.
+    pub prepare_timed_out: bool,
+}
+
+/// The leader's next step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeaderStep {
+    /// Nothing to do until another unit reports; the text says what we wait for.
+    Wait(String),
+    /// Install the target release (one download, under the volume lock), then decide again.
+    Download,
+    /// Write this app state.
+    Write(AppUpgrade),
+    /// Every unit runs the target: write this final state, record the installed
+    /// version and prune releases other than `release` and `from`.
+    Finish(AppUpgrade),
+}
+
+/// Orders units for granting: web units first, then workers, each by unit number.
+fn ordered(units: &[UnitReport]) -> Vec<&UnitReport> {
+    let mut v: Vec<&UnitReport> = units.iter().collect();
+    v.sort_by_key(|u| {
+        let n = crate::juju::context::split_unit_name(&u.name)
+            .map(|(_, n)| n)
+            .unwrap_or(u32::MAX);
+        (!u.web, n, u.name.clone())
+    });
+    v
+}
+
+/// The next grant: the first pending web unit alone, else up to `max` pending workers.
+fn next_grant(pending: &[&UnitReport], max: usize) -> Vec<String> {
+    match pending.first() {
+        None => Vec::new(),
+        Some(first) if first.web => vec![first.name.clone()],
+        Some(_) => pending
+            .iter()
+            .filter(|u| !u.web)
+            .take(max.max(1))
+            .map(|u| u.name.clone())
+            .collect(),
+    }
+}
+
+/// Decides the leader's next step from a snapshot.
+pub fn leader_step(v: &LeaderView) -> LeaderStep {
+    let app = v.app;
+    let gen = app.gen;
+    match app.phase {
+        Phase::Idle | Phase::Failed => LeaderStep::Wait(String::new()),
+        Phase::Prepare | Phase::Downloading => {
+            if let Some(bad) = v.units.iter().find(|u| u.failed(gen)) {
+                return LeaderStep::Write(AppUpgrade {
+                    phase: Phase::Failed,
+                    grant: Vec::new(),
+                    error: format!("{}: {}", bad.name, or_unknown(&bad.error)),
+                    ..app.clone()
+                });
+            }
+            if app.phase == Phase::Prepare {
+                let missing: Vec<&str> = v
+                    .units
+                    .iter()
+                    .filter(|u| !u.acked(gen, Phase::Prepare))
+                    .map(|u| u.name.as_str())
+                    .collect();
+                if missing.is_empty() || v.prepare_timed_out {
+                    return LeaderStep::Write(AppUpgrade {
+                        phase: Phase::Downloading,
+                        ..app.clone()
+                    });
+                }
+                return LeaderStep::Wait(format!(
+                    "waiting for {} to acknowledge the upgrade",
+                    missing.join(", ")
+                ));
+            }
+            if !v.target_published {
+                return LeaderStep::Download;
+            }
+            let pending: Vec<&UnitReport> = ordered(v.units)
+                .into_iter()
+                .filter(|u| !u.on(&app.target))
+                .collect();
+            LeaderStep::Write(AppUpgrade {
+                phase: Phase::Complete,
+                grant: next_grant(&pending, v.max_unavailable),
+                ..app.clone()
+            })
+        }
+        Phase::Complete => {
+            if let Some(bad) = v.units.iter().find(|u| u.failed(gen)) {
+                let error = format!("{}: {}", bad.name, or_unknown(&bad.error));
+                if app.rollback {
+                    return LeaderStep::Write(AppUpgrade {
+                        phase: Phase::Failed,
+                        grant: Vec::new(),
+                        error: format!("rollback to v{} failed on {error}", app.target),
+                        rollback: false,
+                        ..app.clone()
+                    });
+                }
+                // Roll back every unit to `from` with the same protocol.
+                let pending: Vec<&UnitReport> = ordered(v.units)
+                    .into_iter()
+                    .filter(|u| !u.on(&app.from))
+                    .collect();
+                return LeaderStep::Write(AppUpgrade {
+                    phase: Phase::Complete,
+                    gen: gen + 1,
+                    target: app.from.clone(),
+                    from: app.target.clone(),
+                    grant: next_grant(&pending, v.max_unavailable),
+                    error: format!("upgrade to v{} failed on {error}", app.target),
+                    rollback: true,
+                    release: app.release.clone(),
+                });
+            }
+            let pending: Vec<&UnitReport> = ordered(v.units)
+                .into_iter()
+                .filter(|u| !u.on(&app.target))
+                .collect();
+            if pending.is_empty() {
+                return LeaderStep::Finish(if app.rollback {
+                    AppUpgrade {
+                        phase: Phase::Failed,
+                        grant: Vec::new(),
+                        rollback: false,
+                        release: app.target.clone(),
+                        ..app.clone()
+                    }
+                } else {
+                    AppUpgrade {
+                        phase: Phase::Idle,
+                        grant: Vec::new(),
+                        error: String::new(),
+                        release: app.target.clone(),
+                        ..app.clone()
+                    }
+                });
+            }
+            let busy: Vec<&str> = pending
+                .iter()
+                .filter(|u| app.grant.contains(&u.name))
+                .map(|u| u.name.as_str())
+                .collect();
+            if !busy.is_empty() {
+                return LeaderStep::Wait(format!(
+                    "waiting for {} to switch to v{}",
+                    busy.join(", "),
+                    app.target
+                ));
+            }
+            let grant = next_grant(&pending, v.max_unavailable);
+            if grant == app.grant {
+                return LeaderStep::Wait(String::new());
+            }
+            LeaderStep::Write(AppUpgrade {
+                grant,
+                ..app.clone()
+            })
+        }
+    }
+}
+
+fn or_unknown(s: &str) -> &str {
+    if s.is_empty() {
+        "no reason given"
+    } else {
+        s
+    }
+}
+
+/// What a unit sees of itself.
+#[derive(Debug, Clone)]
+pub struct UnitView<'a> {
+    pub app: &'a AppUpgrade,
+    pub me: &'a UnitReport,
+    /// The version this unit actually runs (its pointer), if any.
+    pub running: Option<&'a str>,
+    /// The unit can see the volume (and, where shared, write to it).
+    pub volume_ok: bool,
+}
+
+/// A unit's next step.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct UnitStep {
+    /// Acknowledge this generation and phase (`upgrade-ack`).
+    pub ack: Option<(u64, Phase)>,
+    /// Report failure before switching (e.g. the volume is not visible).
+    pub refuse: Option<String>,
+    /// Drain, switch to this version, start and verify (this unit holds a grant).
+    pub switch_to: Option<String>,
+}
+
+/// Decides a unit's next step from a snapshot.
+pub fn unit_step(v: &UnitView) -> UnitStep {
+    let app = v.app;
+    let mut step = UnitStep::default();
+    if app.gen == 0 || app.phase == Phase::Idle {
+        return step;
+    }
+    if v.me.ack != Some((app.gen, app.phase)) {
+        step.ack = Some((app.gen, app.phase));
+    }
+    if app.phase == Phase::Prepare && !v.volume_ok && !v.me.failed(app.gen) {
+        step.refuse = Some("the release volume is not usable on this unit".into());
+        return step;
+    }
+    if app.phase == Phase::Complete
+        && app.grant.contains(&v.me.name)
+        && v.running != Some(app.target.as_str())
+        && !v.me.failed(app.gen)
+    {
+        step.switch_to = Some(app.target.clone());
+    }
+    step
+}
+
+/// One line on where the upgrade is, for statuses (`Upgrading to v7.14.3: waiting for 2 of 4 workers`).
+pub fn progress(app: &AppUpgrade, units: &[UnitReport]) -> String {
+    let verb = if app.rollback {
+        "Rolling back to"
+    } else {
+        "Upgrading to"
+    };
+    match app.phase {
+        Phase::Idle => String::new(),
+        Phase::Failed => format!("Upgrade failed: {}", or_unknown(&app.error)),
+        Phase::Prepare => {
+            let n = units
+                .iter()
+                .filter(|u| !u.acked(app.gen, Phase::Prepare))
+                .count();
+            format!(
+                "{verb} v{}: waiting for {n} of {} units to prepare",
+                app.target,
+                units.len()
+            )
+        }
+        Phase::Downloading => format!("{verb} v{}: downloading the release", app.target),
+        Phase::Complete => {
+            let workers: Vec<&UnitReport> = units.iter().filter(|u| !u.web).collect();
+            let webs_pending = units.iter().filter(|u| u.web && !u.on(&app.target)).count();
+            let workers_pending = workers.iter().filter(|u| !u.on(&app.target)).count();
+            if webs_pending > 0 {
+                format!("{verb} v{}: switching web", app.target)
+            } else {
+                format!(
+                    "{verb} v{}: waiting for {workers_pending} of {} workers",
+                    app.target,
+                    workers.len()
+                )
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

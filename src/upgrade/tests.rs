@@ -1,0 +1,577 @@
+//! Exhaustive tests of the upgrade state machine: every phase × role × leader/non-leader ×
+//! acks present/missing × departed units, plus whole-protocol runs checking the invariants.
+
+use super::*;
+
+fn unit(n: u32, web: bool, version: &str) -> UnitReport {
+    UnitReport {
+        name: format!("app/{n}"),
+        web,
+        version: Some(version.to_string()),
+        ..Default::default()
+    }
+}
+
+fn app(phase: Phase, gen: u64) -> AppUpgrade {
+    AppUpgrade {
+        phase,
+        gen,
+        target: "2.0.0".into(),
+        from: "1.0.0".into(),
+        release: "1.0.0".into(),
+        ..Default::default()
+    }
+}
+
+fn view<'a>(app: &'a AppUpgrade, units: &'a [UnitReport], published: bool) -> LeaderView<'a> {
+    LeaderView {
+        app,
+        units,
+        target_published: published,
+        max_unavailable: 1,
+        prepare_timed_out: false,
+    }
+}
+
+#[test]
+fn bags_round_trip_and_tolerate_garbage() {
+    let a = AppUpgrade {
+        phase: Phase::Complete,
+        gen: 7,
+        target: "2.0.0".into(),
+        from: "1.0.0".into(),
+        grant: vec!["app/1".into(), "app/2".into()],
+        error: "x".into(),
+        rollback: true,
+        release: "1.0.0".into(),
+    };
+    assert_eq!(AppUpgrade::from_bag(&a.to_bag()), a);
+    let mut bag = a.to_bag();
+    bag.insert(K_PHASE.into(), "exploded".into());
+    bag.insert(K_GEN.into(), "-3".into());
+    let b = AppUpgrade::from_bag(&bag);
+    assert_eq!(b.phase, Phase::Idle);
+    assert_eq!(b.gen, 0);
+    assert!(b.grant.is_empty(), "grant of another generation is ignored");
+    let mut bag = a.to_bag();
+    bag.insert(K_GRANT.into(), "6:app/1".into());
+    assert!(AppUpgrade::from_bag(&bag).grant.is_empty());
+    assert_eq!(
+        AppUpgrade::from_bag(&BTreeMap::new()),
+        AppUpgrade::default()
+    );
+
+    let mut ub = BTreeMap::new();
+    ub.insert(K_VERSION.to_string(), "1.0.0".to_string());
+    ub.insert(K_ACK.to_string(), "3:downloading".to_string());
+    ub.insert(K_STATE.to_string(), "3:failed".to_string());
+    ub.insert(K_ERROR.to_string(), "boom".to_string());
+    let u = UnitReport::from_bag("app/1", false, &ub);
+    assert_eq!(u.ack, Some((3, Phase::Downloading)));
+    assert_eq!(u.state, Some((3, UnitState::Failed)));
+    for junk in [
+        "",
+        "x",
+        "3",
+        ":",
+        "3:",
+        "x:prepare",
+        "3:bogus",
+        "99999999999999999999999:idle",
+    ] {
+        ub.insert(K_ACK.to_string(), junk.to_string());
+        ub.insert(K_STATE.to_string(), junk.to_string());
+        let u = UnitReport::from_bag("app/1", false, &ub);
+        assert_eq!((u.ack, u.state), (None, None), "{junk}");
+    }
+}
+
+#[test]
+fn start_rules() {
+    let idle = AppUpgrade {
+        release: "1.0.0".into(),
+        gen: 4,
+        ..Default::default()
+    };
+    let s = start(&idle, "2.0.0").unwrap();
+    assert_eq!(
+        (s.phase, s.gen, s.from.as_str(), s.target.as_str()),
+        (Phase::Prepare, 5, "1.0.0", "2.0.0")
+    );
+    assert_eq!(
+        start(&idle, "1.0.0"),
+        Err(StartError::AlreadyOn("1.0.0".into()))
+    );
+    for phase in [Phase::Prepare, Phase::Downloading, Phase::Complete] {
+        let running = AppUpgrade { phase, ..s.clone() };
+        assert!(matches!(
+            start(&running, "2.0.0"),
+            Err(StartError::SameRunning { gen: 5, .. })
+        ));
+        assert!(matches!(
+            start(&running, "3.0.0"),
+            Err(StartError::OtherRunning { .. })
+        ));
+        let rb = AppUpgrade {
+            rollback: true,
+            ..running.clone()
+        };
+        assert!(matches!(
+            start(&rb, "2.0.0"),
+            Err(StartError::OtherRunning { .. })
+        ));
+    }
+    let failed = AppUpgrade {
+        phase: Phase::Failed,
+        error: "x".into(),
+        ..s.clone()
+    };
+    let again = start(&failed, "2.0.0").unwrap();
+    assert_eq!((again.gen, again.error.as_str()), (6, ""));
+}
+
+#[test]
+fn leader_idle_and_failed_do_nothing() {
+    let units = [unit(0, true, "1.0.0"), unit(1, false, "1.0.0")];
+    for phase in [Phase::Idle, Phase::Failed] {
+        let a = app(phase, 3);
+        for published in [false, true] {
+            assert!(matches!(
+                leader_step(&view(&a, &units, published)),
+                LeaderStep::Wait(_)
+            ));
+        }
+    }
+}
+
+#[test]
+fn prepare_waits_for_every_current_unit_or_the_timeout() {
+    let a = app(Phase::Prepare, 3);
+    for n in 1..=4u32 {
+        // every subset of units acknowledged
+        for mask in 0..(1u32 << n) {
+            let units: Vec<UnitReport> = (0..n)
+                .map(|i| {
+                    let mut u = unit(i, i == 0, "1.0.0");
+                    if mask & (1 << i) != 0 {
+                        u.ack = Some((3, Phase::Prepare));
+                    } else if i % 2 == 1 {
+                        u.ack = Some((2, Phase::Complete)); // stale ack of an older generation
+                    }
+                    u
+                })
+                .collect();
+            let all = mask == (1 << n) - 1;
+            let step = leader_step(&view(&a, &units, false));
+            if all {
+                assert_eq!(
+                    step,
+                    LeaderStep::Write(AppUpgrade {
+                        phase: Phase::Downloading,
+                        ..a.clone()
+                    })
+                );
+            } else {
+                assert!(
+                    matches!(&step, LeaderStep::Wait(w) if w.contains("acknowledge")),
+                    "{step:?}"
+                );
+                let mut v = view(&a, &units, false);
+                v.prepare_timed_out = true;
+                assert!(matches!(
+                    leader_step(&v),
+                    LeaderStep::Write(AppUpgrade {
+                        phase: Phase::Downloading,
+                        ..
+                    })
+                ));
+            }
+            // a departed unit is simply absent: drop every unacked unit, the rest suffices
+            let present: Vec<UnitReport> = units
+                .iter()
+                .filter(|u| u.ack == Some((3, Phase::Prepare)))
+                .cloned()
+                .collect();
+            if !present.is_empty() {
+                assert!(matches!(
+                    leader_step(&view(&a, &present, false)),
+                    LeaderStep::Write(_)
+                ));
+            }
+        }
+    }
+}
+
+#[test]
+fn a_unit_refusing_prepare_fails_the_upgrade_before_download() {
+    let a = app(Phase::Prepare, 3);
+    let mut bad = unit(2, false, "1.0.0");
+    bad.state = Some((3, UnitState::Failed));
+    bad.error = "volume not visible".into();
+    let units = [unit(0, true, "1.0.0"), bad];
+    match leader_step(&view(&a, &units, false)) {
+        LeaderStep::Write(n) => {
+            assert_eq!(n.phase, Phase::Failed);
+            assert!(n.error.contains("app/2: volume not visible"));
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn downloading_downloads_then_grants_web_first() {
+    let a = app(Phase::Downloading, 3);
+    let units = [
+        unit(2, false, "1.0.0"),
+        unit(1, false, "1.0.0"),
+        unit(5, true, "1.0.0"),
+    ];
+    assert_eq!(leader_step(&view(&a, &units, false)), LeaderStep::Download);
+    match leader_step(&view(&a, &units, true)) {
+        LeaderStep::Write(n) => {
+            assert_eq!(n.phase, Phase::Complete);
+            assert_eq!(n.grant, vec!["app/5"]);
+        }
+        other => panic!("{other:?}"),
+    }
+    // no web unit: workers by number, max_unavailable at a time
+    let workers = [
+        unit(3, false, "1.0.0"),
+        unit(1, false, "1.0.0"),
+        unit(2, false, "1.0.0"),
+    ];
+    let mut v = view(&a, &workers, true);
+    v.max_unavailable = 2;
+    match leader_step(&v) {
+        LeaderStep::Write(n) => assert_eq!(n.grant, vec!["app/1", "app/2"]),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn complete_waits_for_granted_units_and_never_mixes_web_and_workers() {
+    let mut a = app(Phase::Complete, 3);
+    a.grant = vec!["app/0".into()];
+    let units = [
+        unit(0, true, "1.0.0"),
+        unit(1, false, "1.0.0"),
+        unit(2, false, "1.0.0"),
+    ];
+    let mut v = view(&a, &units, true);
+    v.max_unavailable = 5;
+    assert!(matches!(leader_step(&v), LeaderStep::Wait(w) if w.contains("app/0")));
+    // web switched: all workers at once (max 5), never together with web
+    let units = [
+        unit(0, true, "2.0.0"),
+        unit(1, false, "1.0.0"),
+        unit(2, false, "1.0.0"),
+    ];
+    let mut v = view(&a, &units, true);
+    v.max_unavailable = 5;
+    match leader_step(&v) {
+        LeaderStep::Write(n) => assert_eq!(n.grant, vec!["app/1", "app/2"]),
+        other => panic!("{other:?}"),
+    }
+    // everyone on target: finish, idle, release updated
+    let done = [unit(0, true, "2.0.0"), unit(1, false, "2.0.0")];
+    match leader_step(&view(&a, &done, true)) {
+        LeaderStep::Finish(n) => {
+            assert_eq!((n.phase, n.release.as_str()), (Phase::Idle, "2.0.0"));
+            assert!(n.grant.is_empty());
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn granted_unit_departing_moves_the_grant_on() {
+    let mut a = app(Phase::Complete, 3);
+    a.grant = vec!["app/1".into()];
+    // app/1 departed: it is not among the units any more
+    let units = [unit(0, true, "2.0.0"), unit(2, false, "1.0.0")];
+    match leader_step(&view(&a, &units, true)) {
+        LeaderStep::Write(n) => assert_eq!(n.grant, vec!["app/2"]),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn failure_rolls_back_then_ends_failed() {
+    let mut a = app(Phase::Complete, 3);
+    a.grant = vec!["app/1".into()];
+    let mut bad = unit(1, false, "1.0.0");
+    bad.state = Some((3, UnitState::Failed));
+    bad.error = "concourse did not start".into();
+    let units = [unit(0, true, "2.0.0"), bad.clone(), unit(2, false, "1.0.0")];
+    let rb = match leader_step(&view(&a, &units, true)) {
+        LeaderStep::Write(n) => n,
+        other => panic!("{other:?}"),
+    };
+    assert!(rb.rollback);
+    assert_eq!(
+        (rb.gen, rb.target.as_str(), rb.from.as_str()),
+        (4, "1.0.0", "2.0.0")
+    );
+    assert_eq!(
+        rb.grant,
+        vec!["app/0"],
+        "the switched web unit goes back first"
+    );
+    assert!(rb.error.contains("app/1: concourse did not start"));
+    // the old failure (gen 3) no longer counts in gen 4
+    let units = [unit(0, true, "1.0.0"), bad, unit(2, false, "1.0.0")];
+    match leader_step(&view(&rb, &units, true)) {
+        LeaderStep::Finish(n) => {
+            assert_eq!(n.phase, Phase::Failed);
+            assert_eq!(n.release, "1.0.0");
+            assert!(!n.rollback);
+            assert!(n.error.contains("upgrade to v2.0.0 failed"));
+        }
+        other => panic!("{other:?}"),
+    }
+    // a failure during the rollback gives up
+    let mut bad2 = unit(0, true, "2.0.0");
+    bad2.state = Some((4, UnitState::Failed));
+    match leader_step(&view(&rb, &[bad2], true)) {
+        LeaderStep::Write(n) => {
+            assert_eq!(n.phase, Phase::Failed);
+            assert!(n.error.contains("rollback"));
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn unit_steps_for_every_phase_role_and_grant() {
+    for phase in [
+        Phase::Idle,
+        Phase::Prepare,
+        Phase::Downloading,
+        Phase::Complete,
+        Phase::Failed,
+    ] {
+        for web in [false, true] {
+            for granted in [false, true] {
+                for acked in [false, true] {
+                    for running in ["1.0.0", "2.0.0"] {
+                        let mut a = app(phase, 3);
+                        let mut me = unit(1, web, running);
+                        if granted {
+                            a.grant = vec![me.name.clone()];
+                        }
+                        if acked {
+                            me.ack = Some((3, phase));
+                        }
+                        let s = unit_step(&UnitView {
+                            app: &a,
+                            me: &me,
+                            running: Some(running),
+                            volume_ok: true,
+                        });
+                        let expect_ack = phase != Phase::Idle && !acked;
+                        assert_eq!(s.ack.is_some(), expect_ack, "{phase:?} acked={acked}");
+                        let expect_switch =
+                            phase == Phase::Complete && granted && running == "1.0.0";
+                        assert_eq!(
+                            s.switch_to.is_some(),
+                            expect_switch,
+                            "{phase:?} web={web} granted={granted} running={running}"
+                        );
+                        assert!(s.refuse.is_none());
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn unit_without_volume_refuses_prepare_once() {
+    let a = app(Phase::Prepare, 3);
+    let me = unit(1, false, "1.0.0");
+    let s = unit_step(&UnitView {
+        app: &a,
+        me: &me,
+        running: Some("1.0.0"),
+        volume_ok: false,
+    });
+    assert!(s.refuse.is_some());
+    let mut failed = me.clone();
+    failed.state = Some((3, UnitState::Failed));
+    let s = unit_step(&UnitView {
+        app: &a,
+        me: &failed,
+        running: Some("1.0.0"),
+        volume_ok: false,
+    });
+    assert!(s.refuse.is_none(), "already reported");
+    // a unit that failed this generation does not retry the switch
+    let mut a = app(Phase::Complete, 3);
+    a.grant = vec![failed.name.clone()];
+    let s = unit_step(&UnitView {
+        app: &a,
+        me: &failed,
+        running: Some("1.0.0"),
+        volume_ok: true,
+    });
+    assert!(s.switch_to.is_none());
+}
+
+#[test]
+fn progress_lines() {
+    let mut a = app(Phase::Complete, 3);
+    let units = [
+        unit(0, true, "2.0.0"),
+        unit(1, false, "1.0.0"),
+        unit(2, false, "2.0.0"),
+        unit(3, false, "1.0.0"),
+        unit(4, false, "1.0.0"),
+    ];
+    assert_eq!(
+        progress(&a, &units),
+        "Upgrading to v2.0.0: waiting for 3 of 4 workers"
+    );
+    a.rollback = true;
+    assert!(progress(&a, &units).starts_with("Rolling back to v2.0.0"));
+    assert_eq!(progress(&app(Phase::Idle, 3), &units), "");
+}
+
+/// Runs the whole protocol with units acting in a pseudo-random order, one step per
+/// "hook", and checks the invariants on every committed app state.
+fn run_protocol(
+    n: u32,
+    max: usize,
+    seed: u64,
+    fail_unit: Option<u32>,
+) -> (AppUpgrade, Vec<Phase>, Vec<UnitReport>) {
+    let mut rng = seed;
+    let mut next = move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    let mut units: Vec<UnitReport> = (0..n).map(|i| unit(i, i == 0, "1.0.0")).collect();
+    let mut a = start(
+        &AppUpgrade {
+            release: "1.0.0".into(),
+            ..Default::default()
+        },
+        "2.0.0",
+    )
+    .unwrap();
+    let mut phases = vec![a.phase];
+    let mut published = false;
+    for _ in 0..10_000 {
+        // the leader (app/0 here) or a random unit takes one step
+        let who = (next() % (n as u64 + 1)) as usize;
+        if who == n as usize {
+            let step = leader_step(&LeaderView {
+                app: &a,
+                units: &units,
+                target_published: published,
+                max_unavailable: max,
+                prepare_timed_out: false,
+            });
+            match step {
+                LeaderStep::Wait(_) => {}
+                LeaderStep::Download => published = true,
+                LeaderStep::Write(new) | LeaderStep::Finish(new) => {
+                    assert!(new.gen >= a.gen);
+                    let granted: Vec<&UnitReport> = units
+                        .iter()
+                        .filter(|u| new.grant.contains(&u.name))
+                        .collect();
+                    let webs = granted.iter().filter(|u| u.web).count();
+                    assert!(
+                        webs == 0 || granted.len() == 1,
+                        "web granted together with workers: {:?}",
+                        new.grant
+                    );
+                    assert!(
+                        granted.len() <= max.max(1),
+                        "more than max_unavailable granted"
+                    );
+                    if granted.iter().any(|u| !u.web) {
+                        assert!(
+                            units.iter().filter(|u| u.web).all(|u| u.on(&new.target)),
+                            "workers before web"
+                        );
+                    }
+                    if new.phase != *phases.last().unwrap() {
+                        phases.push(new.phase);
+                    }
+                    let finished = new.phase == Phase::Idle || new.phase == Phase::Failed;
+                    a = new;
+                    if finished {
+                        return (a, phases, units);
+                    }
+                }
+            }
+        } else {
+            let me = units[who].clone();
+            let running = me.version.clone();
+            let s = unit_step(&UnitView {
+                app: &a,
+                me: &me,
+                running: running.as_deref(),
+                volume_ok: true,
+            });
+            let u = &mut units[who];
+            if let Some(ack) = s.ack {
+                u.ack = Some(ack);
+            }
+            if let Some(to) = s.switch_to {
+                if fail_unit == Some(who as u32) && to == "2.0.0" {
+                    u.state = Some((a.gen, UnitState::Failed));
+                    u.error = "did not start".into();
+                } else {
+                    u.version = Some(to);
+                    u.state = Some((a.gen, UnitState::Switched));
+                }
+            }
+        }
+    }
+    panic!("protocol did not finish: {a:?} {units:?}");
+}
+
+#[test]
+fn whole_protocol_succeeds_for_many_shapes() {
+    for n in 1..=6 {
+        for max in 1..=3 {
+            for seed in 1..=20u64 {
+                let (a, phases, units) = run_protocol(n, max, seed * 7919, None);
+                assert_eq!(a.phase, Phase::Idle);
+                assert_eq!(
+                    phases,
+                    vec![
+                        Phase::Prepare,
+                        Phase::Downloading,
+                        Phase::Complete,
+                        Phase::Idle
+                    ]
+                );
+                assert!(units.iter().all(|u| u.on("2.0.0")));
+                assert_eq!(a.release, "2.0.0");
+            }
+        }
+    }
+}
+
+#[test]
+fn whole_protocol_rolls_back_on_failure() {
+    for n in 2..=5 {
+        for fail in 0..n {
+            for seed in 1..=10u64 {
+                let (a, _phases, units) = run_protocol(n, 1, seed * 104729, Some(fail));
+                assert_eq!(a.phase, Phase::Failed, "n={n} fail={fail}");
+                assert!(a.error.contains(&format!("app/{fail}")), "{}", a.error);
+                assert!(
+                    units.iter().all(|u| u.on("1.0.0")),
+                    "all back on 1.0.0: {units:?}"
+                );
+                assert_eq!(a.release, "1.0.0");
+            }
+        }
+    }
+}

@@ -1,0 +1,87 @@
+//! Issue 3's acceptance for the real charm: a 3-unit deployment runs every lifecycle hook
+//! without a failed hook, in Juju's order.
+
+use juju_sim::Volume;
+use libtest_mimic::Trial;
+
+use crate::common::*;
+
+pub fn trials() -> Vec<Trial> {
+    vec![trial(
+        "lifecycle::three_units_run_every_hook_in_order",
+        three_units,
+    )]
+}
+
+fn three_units() -> TestResult {
+    let server = release_server(&[])?;
+    let m = model()?;
+    let units = deploy(
+        &m,
+        "concourse-ci",
+        3,
+        config(&server, &[("version", V1)]),
+        Volume::Shared,
+    )?;
+    settle(&m)?;
+    // wait for at least one update-status on every unit
+    run_until(&m, "update-status on every unit", |m| {
+        units
+            .iter()
+            .all(|u| m.hook_names(u).iter().any(|h| h == "update-status"))
+    })?;
+    no_failed_hooks(&m, &units)?;
+    no_duplicate_tool_calls(&m, &units)?;
+    for u in &units {
+        let problems = m.deploy_order_problems(u);
+        ensure(problems.is_empty(), || {
+            format!("{u}: {problems:?}\n{}", m.dump())
+        })?;
+        let names = m.committed_hook_names(u);
+        let pos = |h: &str| names.iter().position(|n| n == h);
+        for h in [
+            "concourse-data-storage-attached",
+            "install",
+            "peers-relation-created",
+            "config-changed",
+            "start",
+            "peers-relation-joined",
+            "peers-relation-changed",
+            "update-status",
+        ] {
+            ensure(pos(h).is_some(), || format!("{u} never ran {h}: {names:?}"))?;
+        }
+        let leader_hook = if m.leader("concourse-ci").as_deref() == Some(u.as_str()) {
+            "leader-elected"
+        } else {
+            "leader-settings-changed"
+        };
+        ensure(pos(leader_hook).is_some(), || {
+            format!("{u} never ran {leader_hook}: {names:?}")
+        })?;
+        ensure(
+            pos("concourse-data-storage-attached") < pos("install"),
+            || format!("{u}: {names:?}"),
+        )?;
+        ensure(pos("start") < pos("peers-relation-joined"), || {
+            format!("{u}: {names:?}")
+        })?;
+        // every hook set a status; none is blocked
+        let st = m.unit_status(u);
+        ensure(st.status != "blocked", || {
+            format!("{u} is blocked: {}", st.message)
+        })?;
+    }
+    // the leader assigned the web unit and created the admin secret
+    let peers = m
+        .relation_id("concourse-ci:peers")
+        .ok_or_else(|| fail("no peer relation"))?;
+    let app = m.databag(peers, "concourse-ci");
+    ensure(app.data.contains_key("web-unit"), || {
+        format!("no web-unit in {:?}", app.data)
+    })?;
+    ensure(app.data.contains_key("admin-password-secret"), || {
+        format!("no admin secret in {:?}", app.data)
+    })?;
+    Ok(())
+}

@@ -1,0 +1,18 @@
+//! Multi-unit tests of the real `dispatch` in the Juju simulator (`juju-sim`).
+//!
+//! This binary is also every hook tool and the fake `systemctl` on the simulated units
+//! (multicall): `main` hands over to them before running any test.
+
+mod common;
+mod lifecycle;
+
+use libtest_mimic::{Arguments, Trial};
+
+fn main() {
+    juju_sim::multicall::register("systemctl", juju_sim::systemctl::main);
+    juju_sim::multicall::run_if_tool();
+    let args = Arguments::from_args();
+    let mut trials: Vec<Trial> = Vec::new();
+    trials.extend(lifecycle::trials());
+    libtest_mimic::run(&args, trials).exit();
+}
