@@ -4,7 +4,8 @@
 //! RSS (wait4 rusage of the child process that runs it).
 //!
 //! Run: `cargo test --release --test installer_bench -- --ignored --nocapture`
-//! (`BENCH_MIB=<n>` changes the size; `BENCH_ROUNDS=<n>` the rounds, default 3).
+//! (`BENCH_MIB=<n>` changes the size; `BENCH_ROUNDS=<n>` the rounds, default 3;
+//! `BENCH_BREAKDOWN=1` also times each stage of the baseline pipeline alone).
 
 mod support;
 
@@ -15,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use concourse_ci::installer::{ensure_release, InstallOptions, Outcome, Source};
 use concourse_ci::storage_coordinator::Volume;
-use support::{make_tarball, Server, Variant};
+use support::{ReleaseSpec, TarballCache, Variant};
 
 const HELPER_ENV: &str = "CONCOURSE_BENCH_HELPER";
 
@@ -97,16 +98,19 @@ fn bench_install() {
         .join("bench-install");
     let _ = fs::remove_dir_all(&base);
     fs::create_dir_all(&base).unwrap();
-    let t0 = Instant::now();
-    let tb = make_tarball(&base, "7.14.3", mib << 20, Variant::Normal);
+    let generated = TarballCache::new(base.join("cache"))
+        .unwrap()
+        .get_timed(&ReleaseSpec::new("7.14.3", mib << 20, Variant::Normal))
+        .unwrap();
+    let tb = generated.tarball;
     println!(
         "generated {} ({} bytes) in {:.1}s",
         tb.file_name,
         tb.size,
-        t0.elapsed().as_secs_f64()
+        generated.elapsed.as_secs_f64()
     );
-    let server = Server::start();
-    server.register(&tb);
+    let server = support::server();
+    server.register(tb.clone());
     let url = server.tarball_url("7.14.3");
     let exe = std::env::current_exe().unwrap();
 
@@ -127,7 +131,7 @@ fn bench_install() {
                 .env("OUT", &out),
         );
         let sum = fs::read_to_string(base.join("baseline.sha1")).unwrap();
-        assert!(sum.starts_with(&tb.sha1), "baseline sha1 {sum}");
+        assert!(sum.starts_with(&tb.sha1_hex), "baseline sha1 {sum}");
         base_times.push(bt);
 
         // Ours, in a child process (so its RSS is measured alone).
@@ -152,6 +156,27 @@ fn bench_install() {
             ot.as_secs_f64() / bt.as_secs_f64(),
             rss
         );
+    }
+    if std::env::var("BENCH_BREAKDOWN").is_ok() {
+        // What bounds the baseline: each stage of the pipeline alone.
+        let out = base.join("baseline");
+        for (name, script) in [
+            ("curl > /dev/null", r#"curl -sf "$URL" > /dev/null"#),
+            ("curl | sha1sum", r#"curl -sf "$URL" | sha1sum > /dev/null"#),
+            (
+                "curl | tar -xz",
+                r#"rm -rf "$OUT" && mkdir "$OUT" && curl -sf "$URL" | tar -xz -C "$OUT""#,
+            ),
+        ] {
+            sync_disks();
+            let (t, _) = run_measured(
+                Command::new("bash")
+                    .args(["-c", script])
+                    .env("URL", &url)
+                    .env("OUT", &out),
+            );
+            println!("  stage {name}: {:.2}s", t.as_secs_f64());
+        }
     }
     let (b, o) = (median(base_times), median(ours_times));
     let mb = tb.size as f64 / (1 << 20) as f64;

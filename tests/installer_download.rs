@@ -1,6 +1,6 @@
-//! `ensure_release` against a real HTTP server on 127.0.0.1, real tarballs and real
-//! directories: the happy path, every fault of issue 4, resume, the resource source,
-//! verify, prune and the latest-version lookup.
+//! `ensure_release` against a real HTTP server on 127.0.0.1 (the simulator's release
+//! server), real generated tarballs and real directories: the happy path, every fault of
+//! issue 4, resume, the resource source, verify, prune and the latest-version lookup.
 
 mod support;
 
@@ -14,10 +14,14 @@ use concourse_ci::installer::{
     self, ensure_release, latest_version, prune_releases, verify_release, InstallError,
     InstallEvent, InstallOptions, Outcome, Source, VerifyMode,
 };
-use concourse_ci::storage_coordinator::{Backoff, ErrorClass, Volume};
-use support::{make_tarball, Fault, Server, Tarball, Variant};
+use concourse_ci::storage_coordinator::{Backoff, ErrorClass, ProgressMarker, Volume};
+use support::{
+    tarball, tarball_requests, Fault, FaultRule, NoRangeServer, ReleaseServer, Tarball, Target,
+    Variant,
+};
 
 const UNIT: &str = "concourse-ci/0";
+const V: &str = "7.14.3";
 
 fn opts() -> InstallOptions {
     let mut o = InstallOptions::new(UNIT);
@@ -34,36 +38,31 @@ fn opts() -> InstallOptions {
 }
 
 struct Env {
-    _tmp: tempfile::TempDir,
-    tarballs: std::path::PathBuf,
+    tmp: tempfile::TempDir,
     vol: Volume,
-    server: Server,
+    server: ReleaseServer,
 }
 
 fn env() -> Env {
     let tmp = tempfile::tempdir().unwrap();
-    let tarballs = tmp.path().join("tarballs");
     let root = tmp.path().join("volume");
-    fs::create_dir_all(&tarballs).unwrap();
     fs::create_dir_all(&root).unwrap();
     Env {
         vol: Volume::new(&root),
-        tarballs,
-        _tmp: tmp,
-        server: Server::start(),
+        tmp,
+        server: support::server(),
     }
 }
 
 impl Env {
-    fn tarball(&self, version: &str, padding: u64, variant: Variant) -> Tarball {
-        let dir = self.tarballs.join(format!("{version}-{variant:?}"));
-        fs::create_dir_all(&dir).unwrap();
-        make_tarball(&dir, version, padding, variant)
-    }
     fn published(&self, version: &str) -> Tarball {
-        let t = self.tarball(version, 2 << 20, Variant::Normal);
-        self.server.register(&t);
+        let t = tarball(version, 2 << 20, Variant::Normal);
+        self.server.register(t.clone());
         t
+    }
+    fn fault_once(&self, fault: Fault) {
+        self.server
+            .add_fault(FaultRule::once(Target::Tarball(V.into()), fault));
     }
     fn url(&self, version: &str) -> Source {
         Source::Url(self.server.tarball_url(version))
@@ -71,7 +70,7 @@ impl Env {
     fn install(&self, version: &str, o: &InstallOptions) -> Result<Outcome, InstallError> {
         ensure_release(&self.vol, version, &self.url(version), o, &mut |_| {})
     }
-    /// Nothing but published versions under releases/ (no staging, no trash).
+    /// Everything under releases/ (staging and trash dirs would show up here).
     fn releases(&self) -> Vec<String> {
         let mut v: Vec<String> = fs::read_dir(self.vol.root().join("releases"))
             .map(|d| {
@@ -94,88 +93,7 @@ fn installed(o: &Outcome) -> &installer::InstallReport {
     }
 }
 
-#[test]
-fn installs_verifies_and_then_takes_the_fast_path() {
-    let e = env();
-    let t = e.published("7.14.3");
-    let mut o = opts();
-    o.set_installed_version = true;
-    let mut events = Vec::new();
-    let out = ensure_release(&e.vol, "7.14.3", &e.url("7.14.3"), &o, &mut |ev| {
-        events.push(ev.clone())
-    })
-    .unwrap();
-    let r = installed(&out);
-    assert_eq!(r.tarball.sha1, t.sha1);
-    assert_eq!(r.tarball.sha256, t.sha256);
-    assert_eq!(r.tarball.size, t.size);
-    assert_eq!((r.resumed_from, r.transferred, r.attempts), (0, t.size, 1));
-    assert_eq!(e.releases(), vec!["7.14.3"]);
-    assert_eq!(
-        e.vol.installed_version().unwrap().as_deref(),
-        Some("7.14.3")
-    );
-    // Exec bits survived; the marker and the partial are gone.
-    let bin = e.vol.root().join("releases/7.14.3/concourse/bin/concourse");
-    assert_eq!(
-        fs::metadata(&bin).unwrap().permissions().mode() & 0o777,
-        0o755
-    );
-    assert!(e.vol.read_progress().is_none());
-    assert!(!e.partial(&t).exists());
-    assert!(!e.vol.layout().progress_file().exists());
-    // Progress was reported, ending at 100%, then publication.
-    let statuses: Vec<String> = events.iter().filter_map(|e| e.status_message()).collect();
-    assert!(
-        statuses.iter().any(|s| s == "Downloading v7.14.3 (100%)"),
-        "{statuses:?}"
-    );
-    assert_eq!(statuses.last().unwrap(), "Publishing v7.14.3");
-    // Verify: quick and full, and the binary prints the version.
-    let v = verify_release(&e.vol, "7.14.3", VerifyMode::Full).unwrap();
-    assert_eq!(v.binary_version, "7.14.3");
-    assert_eq!(v.installed_by, UNIT);
-    assert!(v.files >= 10 && v.bytes > 2 << 20, "{v:?}");
-    // Fast path: no lock, no request.
-    let before = e.server.requests().len();
-    let again = e.install("7.14.3", &o).unwrap();
-    assert!(
-        matches!(again, Outcome::AlreadyPresent { ref installed_by, .. } if installed_by.as_deref() == Some(UNIT))
-    );
-    assert!(again
-        .log_line("concourse-ci/1", "7.14.3")
-        .contains("reuses v7.14.3 downloaded by concourse-ci/0"));
-    assert_eq!(e.server.requests().len(), before);
-}
-
-#[test]
-fn verify_detects_a_tampered_release_and_a_wrong_binary() {
-    let e = env();
-    e.published("7.14.3");
-    e.install("7.14.3", &opts()).unwrap();
-    let f = e
-        .vol
-        .root()
-        .join("releases/7.14.3/concourse/resource-types/git/resource_metadata.json");
-    let mut content = fs::read(&f).unwrap();
-    content[0] ^= 1;
-    fs::write(&f, &content).unwrap();
-    verify_release(&e.vol, "7.14.3", VerifyMode::Quick).unwrap();
-    let err = verify_release(&e.vol, "7.14.3", VerifyMode::Full).unwrap_err();
-    assert!(matches!(err, InstallError::ReleaseCorrupt { .. }), "{err}");
-    assert!(err.to_string().contains("resource_metadata.json"), "{err}");
-
-    let t = e.tarball("7.14.4", 1 << 20, Variant::WrongVersion);
-    e.server.register(&t);
-    e.install("7.14.4", &opts()).unwrap();
-    let err = verify_release(&e.vol, "7.14.4", VerifyMode::Quick).unwrap_err();
-    assert!(matches!(err, InstallError::BinaryFailed { .. }), "{err}");
-    assert!(err.to_string().contains("0.0.0-wrong"), "{err}");
-    let err = verify_release(&e.vol, "9.9.9", VerifyMode::Quick).unwrap_err();
-    assert!(matches!(err, InstallError::NotInstalled { .. }), "{err}");
-}
-
-/// Publishes nothing, keeps `keep` intact, and gives a permanent error.
+/// Published nothing new, kept `keep` intact, removed the marker.
 fn assert_failed_cleanly(e: &Env, err: &InstallError, keep: &[&str]) {
     assert_eq!(e.releases(), keep, "after {err}");
     for v in keep {
@@ -188,48 +106,133 @@ fn assert_failed_cleanly(e: &Env, err: &InstallError, keep: &[&str]) {
 }
 
 #[test]
+fn installs_verifies_and_then_takes_the_fast_path() {
+    let e = env();
+    let t = e.published(V);
+    let mut o = opts();
+    o.set_installed_version = true;
+    let mut events = Vec::new();
+    let out = ensure_release(&e.vol, V, &e.url(V), &o, &mut |ev| events.push(ev.clone())).unwrap();
+    let r = installed(&out);
+    assert_eq!(r.tarball.sha1, t.sha1_hex);
+    assert_eq!(r.tarball.sha256, t.sha256_hex);
+    assert_eq!(r.tarball.size, t.size);
+    assert_eq!(r.unpacked_bytes, t.unpacked_size);
+    assert_eq!((r.resumed_from, r.transferred, r.attempts), (0, t.size, 1));
+    assert_eq!(e.releases(), vec![V]);
+    assert_eq!(e.vol.installed_version().unwrap().as_deref(), Some(V));
+    // Exec bits survived; the marker and the partial are gone.
+    let bin = e.vol.root().join("releases/7.14.3/concourse/bin/concourse");
+    assert_eq!(
+        fs::metadata(&bin).unwrap().permissions().mode() & 0o777,
+        0o755
+    );
+    assert!(!e.partial(&t).exists());
+    assert!(!e.vol.layout().progress_file().exists());
+    // Progress was reported, ending at 100%, then publication.
+    let statuses: Vec<String> = events.iter().filter_map(|e| e.status_message()).collect();
+    assert!(
+        statuses.iter().any(|s| s == "Downloading v7.14.3 (100%)"),
+        "{statuses:?}"
+    );
+    assert_eq!(statuses.last().unwrap(), "Publishing v7.14.3");
+    // Verify: full hashes, and the binary prints the version.
+    let v = verify_release(&e.vol, V, VerifyMode::Full).unwrap();
+    assert_eq!(v.binary_version, V);
+    assert_eq!(v.installed_by, UNIT);
+    assert_eq!(v.bytes, t.unpacked_size);
+    // Fast path: no lock, no request.
+    let before = e.server.requests().len();
+    let again = e.install(V, &o).unwrap();
+    assert!(
+        matches!(again, Outcome::AlreadyPresent { ref installed_by, .. } if installed_by.as_deref() == Some(UNIT)),
+        "{again:?}"
+    );
+    assert!(again
+        .log_line("concourse-ci/1", V)
+        .contains("concourse-ci/1 reuses v7.14.3 downloaded by concourse-ci/0"));
+    assert_eq!(e.server.requests().len(), before);
+}
+
+#[test]
+fn verify_detects_a_tampered_release_and_a_wrong_or_broken_binary() {
+    let e = env();
+    e.published(V);
+    e.install(V, &opts()).unwrap();
+    let f = e
+        .vol
+        .root()
+        .join("releases/7.14.3/concourse/resource-types/git/resource_metadata.json");
+    let mut content = fs::read(&f).unwrap();
+    content[0] ^= 1;
+    fs::write(&f, &content).unwrap();
+    verify_release(&e.vol, V, VerifyMode::Quick).unwrap();
+    let err = verify_release(&e.vol, V, VerifyMode::Full).unwrap_err();
+    assert!(matches!(err, InstallError::ReleaseCorrupt { .. }), "{err}");
+    assert!(err.to_string().contains("resource_metadata.json"), "{err}");
+
+    e.server
+        .register(tarball("7.14.4", 1 << 20, Variant::WrongVersion));
+    e.install("7.14.4", &opts()).unwrap();
+    let err = verify_release(&e.vol, "7.14.4", VerifyMode::Quick).unwrap_err();
+    assert!(matches!(err, InstallError::BinaryFailed { .. }), "{err}");
+    assert!(
+        err.to_string()
+            .contains("printed \"0.0.0-dev\", expected 7.14.4"),
+        "{err}"
+    );
+
+    e.server
+        .register(tarball("7.14.5", 1 << 20, Variant::BrokenBinary));
+    e.install("7.14.5", &opts()).unwrap();
+    let err = verify_release(&e.vol, "7.14.5", VerifyMode::Quick).unwrap_err();
+    assert!(matches!(err, InstallError::BinaryFailed { .. }), "{err}");
+
+    let err = verify_release(&e.vol, "9.9.9", VerifyMode::Quick).unwrap_err();
+    assert!(matches!(err, InstallError::NotInstalled { .. }), "{err}");
+}
+
+#[test]
 fn wrong_sha1_is_a_permanent_mismatch_then_recovers() {
     let e = env();
     e.published("7.14.2");
     e.install("7.14.2", &opts()).unwrap();
-    let t = e.published("7.14.3");
-    e.server.fault(".sha1", Fault::WrongSha1, None);
-    let err = e.install("7.14.3", &opts()).unwrap_err();
+    let t = e.published(V);
+    e.server.set_fault(Target::Sha1(V.into()), Fault::WrongSha1);
+    let err = e.install(V, &opts()).unwrap_err();
     assert_eq!(err.class(), ErrorClass::Permanent);
     let msg = err.status_message();
     assert!(
-        msg.starts_with(&format!(
-            "checksum mismatch for {} (sha1 expected 0000000000000000000000000000000000000000, got {})",
-            t.file_name, t.sha1
-        )),
+        msg.starts_with("checksum mismatch for concourse-7.14.3-linux-amd64.tgz (sha1 expected ")
+            && msg.contains(&format!(", got {})", t.sha1_hex))
+            && msg.ends_with("; check release-url"),
         "{msg}"
     );
-    assert!(msg.ends_with("check release-url"), "{msg}");
     assert!(!e.partial(&t).exists(), "a mismatching partial is deleted");
     assert_failed_cleanly(&e, &err, &["7.14.2"]);
     e.server.clear_faults();
-    installed(&e.install("7.14.3", &opts()).unwrap());
-    assert_eq!(e.releases(), vec!["7.14.2", "7.14.3"]);
+    installed(&e.install(V, &opts()).unwrap());
+    assert_eq!(e.releases(), vec!["7.14.2", V]);
 }
 
 #[test]
 fn pinned_sha256_is_checked_too() {
     let e = env();
-    let t = e.published("7.14.3");
+    let t = e.published(V);
     let mut o = opts();
     o.expected_sha256 = Some("ab".repeat(32));
-    let err = e.install("7.14.3", &o).unwrap_err();
+    let err = e.install(V, &o).unwrap_err();
     assert!(err.to_string().contains("sha256 expected abab"), "{err}");
     assert_failed_cleanly(&e, &err, &[]);
-    o.expected_sha256 = Some(t.sha256.to_uppercase());
-    installed(&e.install("7.14.3", &o).unwrap());
+    o.expected_sha256 = Some(t.sha256_hex.to_uppercase());
+    installed(&e.install(V, &o).unwrap());
 }
 
 #[test]
 fn tarball_404_and_missing_sha1_fail_closed() {
     let e = env();
     // Nothing registered: the .sha1 is fetched first and is missing.
-    let err = e.install("7.14.3", &opts()).unwrap_err();
+    let err = e.install(V, &opts()).unwrap_err();
     assert!(
         matches!(
             err,
@@ -247,9 +250,9 @@ fn tarball_404_and_missing_sha1_fail_closed() {
         "{err}"
     );
     // Tarball 404 while the .sha1 exists.
-    let t = e.published("7.14.3");
-    e.server.fault(&t.file_name, Fault::Status(404), Some(1));
-    let err = e.install("7.14.3", &opts()).unwrap_err();
+    e.published(V);
+    e.fault_once(Fault::Status(404));
+    let err = e.install(V, &opts()).unwrap_err();
     assert!(
         matches!(err, InstallError::Http { status: 404, .. }),
         "{err}"
@@ -260,41 +263,47 @@ fn tarball_404_and_missing_sha1_fail_closed() {
         "{err}"
     );
     assert_failed_cleanly(&e, &err, &[]);
-    // The .sha1 missing while the tarball exists: no tarball request at all.
-    e.server.unregister_sha1("7.14.3");
-    let n = e.server.tarball_requests("7.14.3").len();
-    let err = e.install("7.14.3", &opts()).unwrap_err();
+    // The .sha1 unavailable while the tarball exists: no tarball request at all.
+    let id = e
+        .server
+        .set_fault(Target::Sha1(V.into()), Fault::Status(404));
+    let n = tarball_requests(&e.server, V).len();
+    let err = e.install(V, &opts()).unwrap_err();
     assert!(
         matches!(err, InstallError::ChecksumUnavailable { .. }),
         "{err}"
     );
     assert_eq!(
-        e.server.tarball_requests("7.14.3").len(),
+        tarball_requests(&e.server, V).len(),
         n,
         "no unverifiable download"
     );
-    e.server.register(&t);
-    installed(&e.install("7.14.3", &opts()).unwrap());
+    e.server.remove_fault(id);
+    installed(&e.install(V, &opts()).unwrap());
 }
 
 #[test]
 fn server_errors_are_transient_and_retried() {
     let e = env();
-    let t = e.published("7.14.3");
-    e.server.fault(&t.file_name, Fault::Status(500), Some(1));
-    let err = e.install("7.14.3", &opts()).unwrap_err();
+    e.published(V);
+    e.fault_once(Fault::Status(500));
+    let err = e.install(V, &opts()).unwrap_err();
     assert!(
         matches!(err, InstallError::Http { status: 500, .. }),
         "{err}"
     );
     assert_eq!(err.class(), ErrorClass::Transient);
+    assert!(
+        err.to_string().ends_with("answered HTTP 500; will retry"),
+        "{err}"
+    );
     assert_failed_cleanly(&e, &err, &[]);
     // With retries, one 503 is ridden out inside the call.
-    e.server.fault(&t.file_name, Fault::Status(503), Some(1));
+    e.fault_once(Fault::Status(503));
     let mut o = opts();
     o.retries = 2;
     let mut retried = Vec::new();
-    let out = ensure_release(&e.vol, "7.14.3", &e.url("7.14.3"), &o, &mut |ev| {
+    let out = ensure_release(&e.vol, V, &e.url(V), &o, &mut |ev| {
         if let InstallEvent::Retrying { .. } = ev {
             retried.push(ev.status_message().unwrap())
         }
@@ -308,12 +317,12 @@ fn server_errors_are_transient_and_retried() {
 }
 
 #[test]
-fn cut_connection_keeps_the_partial_and_the_retry_resumes_with_range() {
+fn cut_connection_keeps_the_partial_and_the_next_call_resumes_with_range() {
     let e = env();
-    let t = e.published("7.14.3");
+    let t = e.published(V);
     let cut = 1_000_000;
-    e.server.fault(&t.file_name, Fault::CutAfter(cut), Some(1));
-    let err = e.install("7.14.3", &opts()).unwrap_err();
+    e.fault_once(Fault::CutAfter(cut));
+    let err = e.install(V, &opts()).unwrap_err();
     assert_eq!(err.class(), ErrorClass::Transient, "{err}");
     assert!(
         matches!(
@@ -326,43 +335,44 @@ fn cut_connection_keeps_the_partial_and_the_retry_resumes_with_range() {
     let kept = fs::metadata(e.partial(&t)).unwrap().len();
     assert!(kept > 0 && kept <= cut, "kept {kept}");
     // Next call: resumes from the partial with a 206.
-    let out = e.install("7.14.3", &opts()).unwrap();
+    let out = e.install(V, &opts()).unwrap();
     let r = installed(&out);
-    eprintln!("{r:?} {:?}", e.server.requests());
     assert_eq!(r.resumed_from, kept);
     assert_eq!(r.transferred, t.size - kept);
-    assert_eq!(r.tarball.sha1, t.sha1);
-    let reqs = e.server.tarball_requests("7.14.3");
+    assert_eq!(r.tarball.sha1, t.sha1_hex);
+    let reqs = tarball_requests(&e.server, V);
     let last = reqs.last().unwrap();
     assert_eq!(
         last.range.as_deref(),
         Some(format!("bytes={kept}-").as_str())
     );
     assert_eq!(last.status, 206);
-    verify_release(&e.vol, "7.14.3", VerifyMode::Full).unwrap();
+    verify_release(&e.vol, V, VerifyMode::Full).unwrap();
 }
 
 #[test]
-fn cut_is_ridden_out_by_internal_retries() {
+fn cuts_are_ridden_out_by_internal_retries() {
     let e = env();
-    let t = e.published("7.14.3");
-    e.server
-        .fault(&t.file_name, Fault::CutAfter(700_000), Some(2));
+    let t = e.published(V);
+    e.server.add_fault(FaultRule::times(
+        Target::Tarball(V.into()),
+        Fault::CutAfter(700_000),
+        2,
+    ));
     let mut o = opts();
     o.retries = 3;
-    let r = e.install("7.14.3", &o).unwrap();
+    let r = e.install(V, &o).unwrap();
     let r = installed(&r);
     assert_eq!(r.attempts, 3);
     assert!(r.resumed_from > 0);
-    let ranged: Vec<_> = e
-        .server
-        .tarball_requests("7.14.3")
+    let ranged = tarball_requests(&e.server, V)
         .into_iter()
         .filter(|q| q.status == 206)
-        .collect();
-    assert_eq!(ranged.len(), 2, "two resumes");
+        .count();
+    assert_eq!(ranged, 2, "two resumes");
+    assert_eq!(e.server.count_complete_downloads(V), 1);
     // Everything was transferred about once in total.
-    let sent = e.server.tarball_bytes_sent("7.14.3");
+    let sent = e.server.bytes_served(V);
     assert!(
         sent >= t.size && sent < t.size + 2 * (256 << 10),
         "sent {sent} of {}",
@@ -373,26 +383,26 @@ fn cut_is_ridden_out_by_internal_retries() {
 #[test]
 fn server_ignoring_range_restarts_from_zero() {
     let e = env();
-    let t = e.published("7.14.3");
-    e.server
-        .fault(&t.file_name, Fault::CutAfter(500_000), Some(1));
-    e.install("7.14.3", &opts()).unwrap_err();
-    e.server.fault(&t.file_name, Fault::IgnoreRange, None);
-    let r = e.install("7.14.3", &opts()).unwrap();
-    let r = installed(&r);
-    assert_eq!(r.resumed_from, 0);
-    assert_eq!(r.transferred, t.size);
-    assert_eq!(r.tarball.sha1, t.sha1);
+    let t = tarball(V, 2 << 20, Variant::Normal);
+    let s = NoRangeServer::start(&t);
+    // A partial from an earlier, interrupted download.
+    fs::create_dir_all(e.vol.layout().downloads_dir()).unwrap();
+    let head: Vec<u8> = fs::read(&t.path).unwrap()[..500_000].to_vec();
+    fs::write(e.partial(&t), head).unwrap();
+    let out = ensure_release(&e.vol, V, &Source::Url(s.url(&t)), &opts(), &mut |_| {}).unwrap();
+    let r = installed(&out);
+    assert_eq!((r.resumed_from, r.transferred), (0, t.size));
+    assert_eq!(r.tarball.sha1, t.sha1_hex);
+    verify_release(&e.vol, V, VerifyMode::Full).unwrap();
 }
 
 #[test]
 fn corrupt_partial_is_detected_and_downloaded_again_from_zero() {
     let e = env();
-    let t = e.published("7.14.3");
-    e.server
-        .fault(&t.file_name, Fault::CutAfter(600_000), Some(1));
-    e.install("7.14.3", &opts()).unwrap_err();
-    // Flip bytes in the kept partial (e.g. lost writes after a crash).
+    let t = e.published(V);
+    e.fault_once(Fault::CutAfter(600_000));
+    e.install(V, &opts()).unwrap_err();
+    // Flip bytes in the kept partial (e.g. writes lost in a crash).
     let p = e.partial(&t);
     let mut b = fs::read(&p).unwrap();
     let n = b.len();
@@ -400,60 +410,57 @@ fn corrupt_partial_is_detected_and_downloaded_again_from_zero() {
         *x ^= 0x55;
     }
     fs::write(&p, &b).unwrap();
-    let r = e.install("7.14.3", &opts()).unwrap();
+    let r = e.install(V, &opts()).unwrap();
     let r = installed(&r);
     assert_eq!((r.resumed_from, r.attempts), (0, 2), "{r:?}");
-    verify_release(&e.vol, "7.14.3", VerifyMode::Full).unwrap();
+    verify_release(&e.vol, V, VerifyMode::Full).unwrap();
 }
 
 #[test]
 fn partial_already_complete_is_answered_416_and_used() {
     let e = env();
-    let t = e.published("7.14.3");
+    let t = e.published(V);
     fs::create_dir_all(e.vol.layout().downloads_dir()).unwrap();
     fs::copy(&t.path, e.partial(&t)).unwrap();
-    let r = e.install("7.14.3", &opts()).unwrap();
+    let r = e.install(V, &opts()).unwrap();
     let r = installed(&r);
     assert_eq!((r.resumed_from, r.transferred), (t.size, 0));
-    assert_eq!(
-        e.server.tarball_requests("7.14.3").last().unwrap().status,
-        416
-    );
+    assert_eq!(tarball_requests(&e.server, V).last().unwrap().status, 416);
 }
 
 #[test]
 fn throttled_server_reports_progress_and_finishes() {
     let e = env();
-    let t = e.tarball("7.14.3", 3 << 20, Variant::Normal);
-    e.server.register(&t);
-    e.server.fault(&t.file_name, Fault::Throttle(4 << 20), None);
+    let t = tarball(V, 3 << 20, Variant::Normal);
+    e.server.register(t.clone());
+    e.server
+        .set_fault(Target::Tarball(V.into()), Fault::Throttle(4 << 20));
     let mut o = opts();
     o.progress_interval = Duration::from_millis(100);
-    let mut pcts = Vec::new();
-    let out = ensure_release(&e.vol, "7.14.3", &e.url("7.14.3"), &o, &mut |ev| {
+    let mut seen = Vec::new();
+    let out = ensure_release(&e.vol, V, &e.url(V), &o, &mut |ev| {
         if let InstallEvent::Downloading { bytes, total, .. } = ev {
-            pcts.push((*bytes, *total))
+            seen.push((*bytes, *total))
         }
     })
     .unwrap();
     installed(&out);
-    assert!(pcts.len() >= 5, "{pcts:?}");
+    assert!(seen.len() >= 5, "{seen:?}");
     assert!(
-        pcts.windows(2).all(|w| w[0].0 <= w[1].0),
-        "monotonic: {pcts:?}"
+        seen.windows(2).all(|w| w[0].0 <= w[1].0),
+        "monotonic: {seen:?}"
     );
-    assert_eq!(pcts.last().unwrap(), &(t.size, Some(t.size)));
+    assert_eq!(seen.last().unwrap(), &(t.size, Some(t.size)));
 }
 
 #[test]
-fn slow_server_times_out_as_transient() {
+fn unresponsive_server_times_out_as_transient() {
     let e = env();
-    let t = e.published("7.14.3");
+    e.published(V);
     let mut o = opts();
     o.http.read_timeout = Duration::from_millis(300);
-    // 2 bytes/s: a byte every 500 ms, longer than the read timeout.
-    e.server.fault(&t.file_name, Fault::Throttle(2), None);
-    let err = e.install("7.14.3", &o).unwrap_err();
+    e.fault_once(Fault::Delay(Duration::from_secs(3)));
+    let err = e.install(V, &o).unwrap_err();
     assert_eq!(err.class(), ErrorClass::Transient, "{err}");
     assert!(err.to_string().contains("will retry"), "{err}");
     assert_failed_cleanly(&e, &err, &[]);
@@ -467,51 +474,48 @@ fn hostile_tarballs_publish_nothing_and_touch_nothing_outside() {
             "entry concourse/../../escape: it contains a .. component",
         ),
         (
+            Variant::AbsolutePath,
+            "entry /tmp/concourse-absolute-escape: it is an absolute path",
+        ),
+        (
             Variant::SymlinkEscape,
-            "entry concourse/bin/escape: its symlink target ../../../../../../tmp escapes",
+            "entry concourse/bin/escape: its symlink target ../../../../../../../../../tmp escapes the release tree",
         ),
     ] {
         let e = env();
         e.published("7.14.2");
         e.install("7.14.2", &opts()).unwrap();
-        let bad = e.tarball("7.14.3", 1 << 20, variant);
-        e.server.register(&bad);
-        let err = e.install("7.14.3", &opts()).unwrap_err();
+        let bad = tarball(V, 1 << 20, variant);
+        e.server.register(bad.clone());
+        let err = e.install(V, &opts()).unwrap_err();
         assert!(matches!(err, InstallError::UnsafeEntry { .. }), "{err}");
         assert_eq!(err.class(), ErrorClass::Permanent);
         assert!(err.to_string().contains(needle), "{err}");
         assert_failed_cleanly(&e, &err, &["7.14.2"]);
         assert!(!e.vol.root().join("escape").exists());
-        assert!(!e.vol.root().parent().unwrap().join("escape").exists());
+        assert!(!e.tmp.path().join("escape").exists());
+        assert!(!Path::new("/tmp/concourse-absolute-escape").exists());
         assert!(!Path::new("/tmp/concourse-symlink-escape").exists());
         assert!(!e.partial(&bad).exists(), "hostile bytes are not kept");
         // The fault goes away (a good tarball is published upstream): it installs.
-        let good = e.tarball("7.14.3", 1 << 20, Variant::Normal);
-        e.server.register(&good);
-        installed(&e.install("7.14.3", &opts()).unwrap());
+        e.published(V);
+        installed(&e.install(V, &opts()).unwrap());
     }
 }
 
 #[test]
 fn not_a_tarball_is_a_permanent_bad_archive() {
     let e = env();
-    let t = e.published("7.14.3");
-    let junk = e.tarballs.join("junk.tgz");
+    let mut t = e.published(V);
+    let junk = e.tmp.path().join("junk.tgz");
     fs::write(&junk, vec![b'x'; 10_000]).unwrap();
-    let (sha1, _) = support::hash_file(&junk);
-    e.server.substitute_tarball(
-        "7.14.3",
-        &Tarball {
-            path: junk,
-            sha1: sha1.clone(),
-            ..t.clone()
-        },
-    );
-    e.server.serve_text(
-        &format!("/v7.14.3/{}.sha1", t.file_name),
-        &format!("{sha1}  {}\n", t.file_name),
-    );
-    let err = e.install("7.14.3", &opts()).unwrap_err();
+    let (sha1, sha256) = juju_sim::tarball::hash_file(&junk).unwrap();
+    t.path = junk;
+    t.size = 10_000;
+    t.sha1_hex = sha1;
+    t.sha256_hex = sha256;
+    e.server.register(t);
+    let err = e.install(V, &opts()).unwrap_err();
     assert!(matches!(err, InstallError::BadArchive { .. }), "{err}");
     assert_eq!(err.class(), ErrorClass::Permanent);
     assert_failed_cleanly(&e, &err, &[]);
@@ -520,7 +524,7 @@ fn not_a_tarball_is_a_permanent_bad_archive() {
 #[test]
 fn resource_installs_with_no_network_at_all() {
     let e = env();
-    let t = e.tarball("7.14.3", 2 << 20, Variant::Normal);
+    let t = tarball(V, 2 << 20, Variant::Normal);
     let mut o = opts();
     // A proxy that does not exist: any network use would fail.
     o.http.http_proxy = Some("http://127.0.0.1:9".into());
@@ -528,14 +532,14 @@ fn resource_installs_with_no_network_at_all() {
     let mut statuses = Vec::new();
     let out = ensure_release(
         &e.vol,
-        "7.14.3",
+        V,
         &Source::Resource(t.path.clone()),
         &o,
         &mut |ev| statuses.extend(ev.status_message()),
     )
     .unwrap();
     let r = installed(&out);
-    assert_eq!(r.tarball.sha1, t.sha1);
+    assert_eq!(r.tarball.sha1, t.sha1_hex);
     assert!(r.tarball.source.starts_with("resource:"));
     assert!(
         statuses
@@ -551,9 +555,9 @@ fn resource_installs_with_no_network_at_all() {
             .is_none(),
         "no partial for a resource"
     );
-    verify_release(&e.vol, "7.14.3", VerifyMode::Full).unwrap();
+    verify_release(&e.vol, V, VerifyMode::Full).unwrap();
     // An empty resource (Juju's placeholder) is a clear error.
-    let empty = e.tarballs.join("empty.tgz");
+    let empty = e.tmp.path().join("empty.tgz");
     fs::write(&empty, b"").unwrap();
     let err =
         ensure_release(&e.vol, "7.14.4", &Source::Resource(empty), &o, &mut |_| {}).unwrap_err();
@@ -579,10 +583,10 @@ fn resource_installs_with_no_network_at_all() {
 #[test]
 fn not_enough_space_is_refused_before_downloading() {
     let e = env();
-    e.published("7.14.3");
+    e.published(V);
     let mut o = opts();
     o.unpack_factor = 1e9; // pretend the tree would be enormous
-    let err = e.install("7.14.3", &o).unwrap_err();
+    let err = e.install(V, &o).unwrap_err();
     assert_eq!(err.class(), ErrorClass::Permanent);
     assert!(
         err.to_string()
@@ -595,10 +599,10 @@ fn not_enough_space_is_refused_before_downloading() {
 #[test]
 fn caps_on_unpacked_size_apply() {
     let e = env();
-    e.published("7.14.3");
+    e.published(V);
     let mut o = opts();
     o.limits.max_bytes = 1 << 20;
-    let err = e.install("7.14.3", &o).unwrap_err();
+    let err = e.install(V, &o).unwrap_err();
     assert!(matches!(err, InstallError::TooLarge { .. }), "{err}");
     assert_failed_cleanly(&e, &err, &[]);
 }
@@ -606,28 +610,19 @@ fn caps_on_unpacked_size_apply() {
 #[test]
 fn dead_writer_leftovers_are_cleaned_and_its_partial_resumed() {
     let e = env();
-    let t = e.published("7.14.3");
+    let t = e.published(V);
     let l = e.vol.layout();
     e.vol.ensure_layout().unwrap();
-    // A dead writer: marker, staging dir with junk, partial of this file, partial of another.
-    let m = concourse_ci::storage_coordinator::ProgressMarker::new(
-        "7.14.3",
-        "concourse-ci/7",
-        1 << 20,
-        Some(t.size),
-    );
+    // A dead writer: marker, staging dir, partial of this file, partial of another.
+    let m = ProgressMarker::new(V, "concourse-ci/7", 1 << 20, Some(t.size));
     fs::write(l.progress_file(), m.to_json()).unwrap();
-    let st = l.staging_dir("7.14.3", "concourse-ci/7", 4242);
+    let st = l.staging_dir(V, "concourse-ci/7", 4242);
     fs::create_dir_all(st.join("concourse/bin")).unwrap();
-    fs::copy(&t.path, l.partial_file(&t.file_name)).unwrap();
-    let f = fs::OpenOptions::new()
-        .write(true)
-        .open(l.partial_file(&t.file_name))
-        .unwrap();
-    f.set_len(1 << 20).unwrap();
+    let head: Vec<u8> = fs::read(&t.path).unwrap()[..1 << 20].to_vec();
+    fs::write(l.partial_file(&t.file_name), head).unwrap();
     fs::write(l.partial_file("concourse-7.0.0-linux-amd64.tgz"), b"old").unwrap();
     let mut cleaned = None;
-    let out = ensure_release(&e.vol, "7.14.3", &e.url("7.14.3"), &opts(), &mut |ev| {
+    let out = ensure_release(&e.vol, V, &e.url(V), &opts(), &mut |ev| {
         if let InstallEvent::CleanedDeadWriter(c) = ev {
             cleaned = Some(c.clone())
         }
@@ -640,13 +635,13 @@ fn dead_writer_leftovers_are_cleaned_and_its_partial_resumed() {
     assert_eq!(c.removed_partials.len(), 1);
     assert_eq!(r.resumed_from, 1 << 20);
     assert!(!st.exists());
-    assert_eq!(e.releases(), vec!["7.14.3"]);
+    assert_eq!(e.releases(), vec![V]);
 }
 
 #[test]
 fn prune_keeps_requested_installed_and_running_versions() {
     let e = env();
-    for v in ["7.13.0", "7.14.0", "7.14.2", "7.14.3"] {
+    for v in ["7.13.0", "7.14.0", "7.14.2", V] {
         e.published(v);
         e.install(v, &opts()).unwrap();
     }
@@ -654,7 +649,7 @@ fn prune_keeps_requested_installed_and_running_versions() {
         .try_lock_install()
         .unwrap()
         .unwrap()
-        .set_installed_version("7.14.3")
+        .set_installed_version(V)
         .unwrap();
     e.vol
         .update_unit_state("concourse-ci/2", |s| {
@@ -669,7 +664,7 @@ fn prune_keeps_requested_installed_and_running_versions() {
     )
     .unwrap();
     assert_eq!(r.removed, vec!["7.13.0"]);
-    assert_eq!(e.releases(), vec!["7.14.0", "7.14.2", "7.14.3"]);
+    assert_eq!(e.releases(), vec!["7.14.0", "7.14.2", V]);
     let why: Vec<&str> = r.kept.iter().map(|(_, w)| w.as_str()).collect();
     assert_eq!(
         why,
@@ -689,7 +684,7 @@ fn prune_keeps_requested_installed_and_running_versions() {
 #[test]
 fn latest_version_lookup_sends_the_token_only_when_set() {
     let e = env();
-    e.server.set_github_latest("8.2.5");
+    e.server.set_github_latest(Some("8.2.5"));
     let cfg = |token: &str| {
         let mut m = serde_json::Map::new();
         m.insert("github-token".into(), token.into());
@@ -709,14 +704,19 @@ fn latest_version_lookup_sends_the_token_only_when_set() {
     );
     let auth: Vec<Option<String>> = e
         .server
-        .requests()
+        .github_requests()
         .into_iter()
         .map(|r| r.authorization)
         .collect();
     assert_eq!(auth, vec![None, Some("Bearer ghp_secret".to_string())]);
-    // Rate limited / errors: typed, never showing the token.
+    // Errors are typed and never show the token.
     e.server
-        .fault("releases/latest", Fault::Status(401), Some(1));
+        .add_fault(FaultRule::once(Target::GithubLatest, Fault::RateLimited));
+    let err = latest_version(&c.release_api_url, &c.github_token, &http).unwrap_err();
+    assert_eq!(err.class(), ErrorClass::Transient, "{err}");
+    assert!(err.to_string().contains("rate limit"), "{err}");
+    e.server
+        .add_fault(FaultRule::once(Target::GithubLatest, Fault::Status(401)));
     let err = latest_version(&c.release_api_url, &c.github_token, &http).unwrap_err();
     assert_eq!(err.class(), ErrorClass::Permanent);
     assert!(
@@ -725,7 +725,7 @@ fn latest_version_lookup_sends_the_token_only_when_set() {
     );
     assert!(!err.to_string().contains("ghp_secret"));
     e.server
-        .fault("releases/latest", Fault::Status(502), Some(1));
+        .add_fault(FaultRule::once(Target::GithubLatest, Fault::Status(502)));
     let err = latest_version(&c.release_api_url, &c.github_token, &http).unwrap_err();
     assert_eq!(err.class(), ErrorClass::Transient, "{err}");
 }

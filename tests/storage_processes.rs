@@ -18,8 +18,11 @@ use concourse_ci::installer::{
     ensure_release, verify_release, InstallEvent, InstallOptions, Outcome, Source, VerifyMode,
 };
 use concourse_ci::storage_coordinator::{Backoff, Volume};
+use juju_sim::release::RequestKind;
 use serde::{Deserialize, Serialize};
-use support::{make_tarball, Fault, Server, Tarball, Variant};
+use support::{
+    sha1_requests, tarball, tarball_requests, Fault, ReleaseServer, Tarball, Target, Variant,
+};
 
 const HELPER_ENV: &str = "CONCOURSE_TEST_HELPER";
 
@@ -213,20 +216,42 @@ fn watch(root: &Path, units: &mut [Unit], timeout: Duration) {
     check_no_partial_release(root);
 }
 
-fn setup(size: u64, versions: &[&str]) -> (tempfile::TempDir, PathBuf, Server, Vec<Tarball>) {
+fn setup(
+    size: u64,
+    versions: &[&str],
+) -> (tempfile::TempDir, PathBuf, ReleaseServer, Vec<Tarball>) {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("volume");
     fs::create_dir(&root).unwrap();
-    let server = Server::start();
+    let server = support::server();
     let mut ts = Vec::new();
     for v in versions {
-        let d = tmp.path().join(v);
-        fs::create_dir(&d).unwrap();
-        let t = make_tarball(&d, v, size, Variant::Normal);
-        server.register(&t);
+        let t = tarball(v, size, Variant::Normal);
+        server.register(t.clone());
         ts.push(t);
     }
     (tmp, root, server, ts)
+}
+
+fn throttle(server: &ReleaseServer, version: &str, bytes_per_sec: u64) {
+    server.set_fault(
+        Target::Tarball(version.to_string()),
+        Fault::Throttle(bytes_per_sec),
+    );
+}
+
+/// Waits until every tarball request of `version` has been logged (`n` of them).
+fn wait_logged(server: &ReleaseServer, version: &str, n: usize) {
+    let v = version.to_string();
+    assert!(
+        server.wait_for_requests(Duration::from_secs(10), |log| {
+            log.iter()
+                .filter(|r| r.kind == RequestKind::Tarball(v.clone()))
+                .count()
+                >= n
+        }),
+        "the server did not log {n} requests for {version}"
+    );
 }
 
 #[test]
@@ -234,14 +259,15 @@ fn racing_processes_download_exactly_once() {
     let versions = ["7.14.1", "7.14.2", "7.14.3"];
     let (_tmp, root, server, ts) = setup(4 << 20, &versions);
     for (round, t) in ts.iter().enumerate() {
+        let version = t.spec.version.as_str();
         // Slow enough that every process arrives while the first one downloads.
-        server.fault(&t.file_name, Fault::Throttle(8 << 20), None);
-        let url = server.tarball_url(&t.version);
+        throttle(&server, version, 8 << 20);
+        let url = server.tarball_url(version);
         let mut units: Vec<Unit> = (0..8)
             .map(|i| {
                 spawn_unit(
                     &root,
-                    &t.version,
+                    version,
                     &url,
                     &format!("concourse-ci/{i}"),
                     Duration::from_secs(60),
@@ -263,19 +289,16 @@ fn racing_processes_download_exactly_once() {
                 .all(|o| ["installed", "peer", "present"].contains(o)),
             "{outcomes:?}"
         );
-        assert!(server.wait_idle(Duration::from_secs(5)));
-        let reqs = server.tarball_requests(&t.version);
+        wait_logged(&server, version, 1);
+        let reqs = tarball_requests(&server, version);
         assert_eq!(
             reqs.len(),
             1,
             "round {round}: exactly one download: {reqs:?}"
         );
-        assert!(reqs[0].complete && reqs[0].body_bytes == t.size);
-        let sha1s = server
-            .requests()
-            .into_iter()
-            .filter(|r| r.path.ends_with(&format!("{}.sha1", t.file_name)))
-            .count();
+        assert!(reqs[0].completed && reqs[0].bytes_sent == t.size);
+        assert_eq!(server.count_complete_downloads(version), 1);
+        let sha1s = sha1_requests(&server, version).len();
         assert_eq!(sha1s, 1, "only the lock holder fetched the checksum");
         // The waiters said whom they waited for.
         let waited: Vec<String> = results
@@ -288,10 +311,10 @@ fn racing_processes_download_exactly_once() {
         assert!(
             waited
                 .iter()
-                .all(|w| w.contains(&format!("to download v{} (", t.version))),
+                .all(|w| w.contains(&format!("to download v{version} ("))),
             "{waited:?}"
         );
-        verify_release(&Volume::new(&root), &t.version, VerifyMode::Full).unwrap();
+        verify_release(&Volume::new(&root), version, VerifyMode::Full).unwrap();
         server.clear_faults();
     }
     let names: Vec<String> = fs::read_dir(root.join("releases"))
@@ -328,7 +351,7 @@ fn killed_downloader_is_resumed_by_the_retried_hook() {
     let (_tmp, root, server, ts) = setup(6 << 20, &["7.14.3"]);
     let t = &ts[0];
     let url = server.tarball_url("7.14.3");
-    server.fault(&t.file_name, Fault::Throttle(3 << 20), None);
+    throttle(&server, "7.14.3", 3 << 20);
     let mut a = spawn_unit(
         &root,
         "7.14.3",
@@ -355,8 +378,8 @@ fn killed_downloader_is_resumed_by_the_retried_hook() {
 
     // Juju retries the hook: a new process of the same unit resumes.
     server.clear_faults();
-    assert!(server.wait_idle(Duration::from_secs(5)));
-    let before = server.tarball_bytes_sent("7.14.3");
+    wait_logged(&server, "7.14.3", 1);
+    let before = server.bytes_served("7.14.3");
     let mut units = vec![spawn_unit(
         &root,
         "7.14.3",
@@ -370,11 +393,11 @@ fn killed_downloader_is_resumed_by_the_retried_hook() {
     assert_eq!(res.dead_writer.as_deref(), Some("concourse-ci/0"));
     assert!(res.resumed_from >= kept, "{res:?} kept {kept}");
     assert_eq!(res.resumed_from + res.transferred, t.size);
-    let last = server.tarball_requests("7.14.3").pop().unwrap();
+    let last = tarball_requests(&server, "7.14.3").pop().unwrap();
     assert_eq!(last.status, 206);
     assert_eq!(last.range, Some(format!("bytes={}-", res.resumed_from)));
     assert_eq!(
-        server.tarball_bytes_sent("7.14.3") - before,
+        server.bytes_served("7.14.3") - before,
         t.size - res.resumed_from
     );
     // Leftovers are gone and the release is intact.
@@ -392,7 +415,7 @@ fn waiting_unit_takes_over_from_a_killed_holder() {
     let (_tmp, root, server, ts) = setup(6 << 20, &["7.14.3"]);
     let t = &ts[0];
     let url = server.tarball_url("7.14.3");
-    server.fault(&t.file_name, Fault::Throttle(3 << 20), None);
+    throttle(&server, "7.14.3", 3 << 20);
     let mut a = spawn_unit(
         &root,
         "7.14.3",
@@ -431,9 +454,9 @@ fn waiting_unit_takes_over_from_a_killed_holder() {
     assert_eq!(res.outcome, "installed", "{res:?} {lines:?}");
     assert_eq!(res.dead_writer.as_deref(), Some("concourse-ci/0"));
     assert!(res.resumed_from >= 1 << 20, "{res:?}");
-    assert!(server.wait_idle(Duration::from_secs(5)));
+    wait_logged(&server, "7.14.3", 2);
     // About one tarball's worth of bytes in total (A's last unwritten chunk at most extra).
-    let sent = server.tarball_bytes_sent("7.14.3");
+    let sent = server.bytes_served("7.14.3");
     assert!(
         sent >= t.size && sent <= t.size + (4 << 20),
         "sent {sent}, size {}",
@@ -447,7 +470,7 @@ fn waiter_gives_up_at_its_deadline_while_a_live_holder_works() {
     let (_tmp, root, server, ts) = setup(4 << 20, &["7.14.3"]);
     let t = &ts[0];
     let url = server.tarball_url("7.14.3");
-    server.fault(&t.file_name, Fault::Throttle(1 << 20), None);
+    throttle(&server, "7.14.3", 1 << 20);
     let mut a = spawn_unit(
         &root,
         "7.14.3",
