@@ -581,6 +581,56 @@ fn resource_installs_with_no_network_at_all() {
 }
 
 #[test]
+fn resource_of_another_version_is_refused() {
+    let e = env();
+    let other = tarball("7.14.2", 1 << 20, Variant::Normal);
+    let err = ensure_release(
+        &e.vol,
+        V,
+        &Source::Resource(other.path.clone()),
+        &opts(),
+        &mut |_| {},
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err, InstallError::ResourceVersionMismatch { .. }),
+        "{err}"
+    );
+    assert_eq!(err.class(), ErrorClass::Permanent);
+    assert!(
+        err.to_string().contains(
+            "holds v7.14.2, not v7.14.3; attach the v7.14.3 tarball or set version=7.14.2"
+        ),
+        "{err}"
+    );
+    assert_failed_cleanly(&e, &err, &[]);
+    // The matching one installs.
+    let t = tarball(V, 1 << 20, Variant::Normal);
+    installed(
+        &ensure_release(
+            &e.vol,
+            V,
+            &Source::Resource(t.path.clone()),
+            &opts(),
+            &mut |_| {},
+        )
+        .unwrap(),
+    );
+}
+
+#[test]
+fn a_stray_file_at_the_release_path_is_reported() {
+    let e = env();
+    e.published(V);
+    e.vol.ensure_layout().unwrap();
+    fs::write(e.vol.root().join("releases").join(V), b"junk").unwrap();
+    let err = e.install(V, &opts()).unwrap_err();
+    assert!(matches!(err, InstallError::ReleaseCorrupt { .. }), "{err}");
+    assert!(err.to_string().contains("not a directory"), "{err}");
+    assert!(e.server.requests().is_empty(), "nothing downloaded");
+}
+
+#[test]
 fn not_enough_space_is_refused_before_downloading() {
     let e = env();
     e.published(V);

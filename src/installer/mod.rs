@@ -301,6 +301,12 @@ pub enum InstallError {
     ResourceUnreadable { path: PathBuf, source: io::Error },
     #[error("the concourse-release resource {path} is empty; attach the release tarball with juju attach-resource")]
     ResourceEmpty { path: PathBuf },
+    #[error("the concourse-release resource {path} holds v{found}, not v{wanted}; attach the v{wanted} tarball or set version={found}")]
+    ResourceVersionMismatch {
+        path: PathBuf,
+        found: String,
+        wanted: String,
+    },
     #[error("release tarball {tarball} is unsafe: entry {entry}: {reason}; nothing was installed, check release-url")]
     UnsafeEntry {
         tarball: String,
@@ -467,6 +473,14 @@ fn install_locked(
 ) -> Result<InstallReport, InstallError> {
     let volume = lock.volume();
     let layout = volume.layout();
+    let release = layout.release_dir(version);
+    if fs::symlink_metadata(&release).is_ok() {
+        // Not a directory (is_published said no), e.g. a stray file or link.
+        return Err(InstallError::ReleaseCorrupt {
+            path: release,
+            detail: "exists but is not a directory".into(),
+        });
+    }
     let mut job = fetch::Job {
         lock,
         version,
@@ -562,6 +576,19 @@ fn install_locked(
             if let Some(want) = &opts.expected_sha256 {
                 check_hash(file_name, &origin, "sha256", want, &f.sha256, true)?;
             }
+            // Nothing else ties an attached file to a version: ask the binary. A binary
+            // that cannot run here (noexec mount, other arch) is left to verify_release.
+            let bin = staging.join("concourse/bin/concourse");
+            if let Ok(found) = run_version(&bin, Duration::from_secs(10)) {
+                let found = found.strip_prefix('v').unwrap_or(&found).to_string();
+                if found != version && crate::config::is_valid_version(&found) {
+                    return Err(InstallError::ResourceVersionMismatch {
+                        path: path.clone(),
+                        found,
+                        wanted: version.to_string(),
+                    });
+                }
+            }
             (f, origin)
         }
     };
@@ -584,7 +611,6 @@ fn install_locked(
         tarball: tarball.clone(),
         entries: fetched.unpacked.entries.clone(),
     };
-    let release = layout.release_dir(version);
     publish(staging, &release, &fetched.unpacked, &manifest)?;
     if opts.set_installed_version {
         lock.set_installed_version(version)?;
