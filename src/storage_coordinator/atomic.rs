@@ -8,6 +8,10 @@
 //! nothing is written (no mtime change, no fsync).
 //! Hazards: a crash may leave a `.<name>.tmp-*` file behind; they are harmless and are
 //! removed by [`remove_stale_temps`] when the owner of the directory next holds the lock.
+//! Unlike `crate::fsutil::write_if_changed` (the unit's local files), this never creates
+//! missing parent directories (a volume that is not mounted must not be recreated on the
+//! root disk) and its temp names carry a random part (units on different hosts may share
+//! a pid).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};

@@ -193,6 +193,23 @@ impl Volume {
     /// Creates `downloads/`, `releases/` and `units/` (0755) if missing. The root itself
     /// must exist (it is the mount).
     pub fn ensure_layout(&self) -> Result<(), StorageError> {
+        self.check_root()?;
+        for dir in [
+            self.layout.downloads_dir(),
+            self.layout.releases_dir(),
+            self.layout.units_dir(),
+        ] {
+            match fs::create_dir(&dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(StorageError::io("create directory", &dir, e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// The root exists and is a directory.
+    fn check_root(&self) -> Result<(), StorageError> {
         match fs::metadata(self.root()) {
             Ok(m) if m.is_dir() => {}
             Ok(_) => {
@@ -206,17 +223,6 @@ impl Volume {
                 })
             }
             Err(e) => return Err(StorageError::io("stat", self.root(), e)),
-        }
-        for dir in [
-            self.layout.downloads_dir(),
-            self.layout.releases_dir(),
-            self.layout.units_dir(),
-        ] {
-            match fs::create_dir(&dir) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(StorageError::io("create directory", &dir, e)),
-            }
         }
         Ok(())
     }
@@ -283,6 +289,7 @@ impl Volume {
 
     /// Takes the install lock if it is free.
     pub fn try_lock_install(&self) -> Result<Option<InstallLock<'_>>, StorageError> {
+        self.check_root()?;
         Ok(
             lock::try_lock_exclusive(&self.layout.lock_file())?.map(|l| InstallLock {
                 volume: self,
@@ -303,6 +310,7 @@ impl Volume {
         backoff: &Backoff,
         mut on_wait: impl FnMut(&WaitInfo),
     ) -> Result<InstallLock<'_>, StorageError> {
+        self.check_root()?;
         let res =
             lock::lock_exclusive_with_deadline(&self.layout.lock_file(), wait, backoff, |waited| {
                 on_wait(&WaitInfo {
@@ -346,8 +354,15 @@ impl Volume {
     /// may call this for its own name.
     pub fn write_unit_state(&self, unit: &str, state: &UnitState) -> Result<Written, StorageError> {
         check_unit(unit)?;
+        // Never create_dir_all: a missing (unmounted) volume must not be recreated on
+        // the root disk.
+        self.ensure_layout()?;
         let dir = self.layout.unit_dir(unit);
-        fs::create_dir_all(&dir).map_err(|e| StorageError::io("create directory", &dir, e))?;
+        match fs::create_dir(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(StorageError::io("create directory", &dir, e)),
+        }
         atomic::write_atomic(&self.layout.unit_state_file(unit), &state.to_json(), 0o644)
     }
 
@@ -600,12 +615,22 @@ mod tests {
     }
 
     #[test]
-    fn missing_volume_is_a_clear_permanent_error() {
+    fn missing_volume_is_a_clear_permanent_error_and_never_recreated() {
         let d = tempfile::tempdir().unwrap();
         let v = Volume::new(d.path().join("gone"));
         let e = v.ensure_layout().unwrap_err();
         assert_eq!(e.class(), ErrorClass::Permanent);
         assert!(e.to_string().contains("gone") && e.to_string().contains("attach"));
+        let e = v.write_nonce("concourse-ci/0").unwrap_err();
+        assert!(matches!(e, StorageError::VolumeMissing { .. }), "{e}");
+        assert!(matches!(
+            v.try_lock_install(),
+            Err(StorageError::VolumeMissing { .. })
+        ));
+        assert!(
+            !d.path().join("gone").exists(),
+            "the mount point was not recreated"
+        );
     }
 
     #[test]
