@@ -1,8 +1,12 @@
-//! `cargo xtask bench-hook`: wall time, peak memory and hook-tool calls of a no-op
-//! `update-status` run of the release `dispatch` against stub hook tools.
+//! `cargo xtask bench-hook`: wall time, peak memory and hook-tool calls of a steady-state
+//! `update-status` of the release `dispatch` against stub hook tools.
 //!
-//! The stubs are `/bin/sh` scripts that answer like Juju (canned JSON) and append their
-//! name to a calls file, so the figures include the cost of the tools the hook runs.
+//! Scenario: the leader of a 3-unit `auto` deployment, running web with PostgreSQL related,
+//! after two warm-up hooks (keys generated, files written). The stubs are one `/bin/sh`
+//! script behind every tool name (and `systemctl`), answering like Juju from canned JSON
+//! and logging each call; `relation-set` input is folded back into the answers so the
+//! steady state is real. The runs happen in a private mount namespace (`unshare`; root)
+//! with `/etc` overlaid and the charm's local directories on tmpfs, so the host is untouched.
 //! Peak memory is `ru_maxrss` from wait4(2): the largest of dispatch and the tools it ran.
 
 use std::collections::BTreeMap;
@@ -15,34 +19,127 @@ use std::time::{Duration, Instant};
 
 use crate::{root, run_cmd};
 
-fn stub(dir: &Path, name: &str, out: &str) -> Result<(), String> {
-    let calls = dir.join("calls");
-    let script = format!(
-        "#!/bin/sh\necho {name} >> '{}'\ncat <<'JSON'\n{out}\nJSON\n",
-        calls.display()
-    );
-    let p = dir.join(name);
-    fs::write(&p, script).map_err(|e| e.to_string())?;
-    fs::set_permissions(&p, fs::Permissions::from_mode(0o755)).map_err(|e| e.to_string())
+const VERSION: &str = "7.14.3";
+const TOOLS: &[&str] = &[
+    "config-get",
+    "is-leader",
+    "relation-ids",
+    "relation-list",
+    "relation-get",
+    "relation-set",
+    "storage-list",
+    "storage-get",
+    "network-get",
+    "state-get",
+    "state-set",
+    "state-delete",
+    "goal-state",
+    "status-get",
+    "status-set",
+    "opened-ports",
+    "open-port",
+    "close-port",
+    "juju-log",
+    "application-version-set",
+    "secret-add",
+    "secret-get",
+    "secret-set",
+    "secret-grant",
+    "secret-ids",
+    "secret-info-get",
+    "resource-get",
+    "action-get",
+    "action-set",
+    "action-log",
+    "action-fail",
+    "systemctl",
+];
+
+fn write(p: &Path, content: &str, mode: u32) -> Result<(), String> {
+    fs::write(p, content).map_err(|e| format!("{}: {e}", p.display()))?;
+    fs::set_permissions(p, fs::Permissions::from_mode(mode)).map_err(|e| e.to_string())
 }
 
-/// Config defaults from config.yaml, as `config-get --format=json` prints them.
-fn config_defaults(root: &Path) -> Result<String, String> {
-    let text = fs::read_to_string(root.join("config.yaml")).map_err(|e| e.to_string())?;
-    let y: serde_yaml::Value = serde_yaml::from_str(&text).map_err(|e| e.to_string())?;
-    let mut out = serde_json::Map::new();
-    for (k, v) in y
-        .get("options")
-        .and_then(|o| o.as_mapping())
-        .into_iter()
-        .flatten()
-    {
-        if let (Some(k), Some(d)) = (k.as_str(), v.get("default")) {
-            let j: serde_json::Value = serde_json::to_value(d).map_err(|e| e.to_string())?;
-            out.insert(k.to_string(), j);
+/// The stub behind every tool name.
+fn stub_script(a: &Path, volume: &Path) -> String {
+    let a = a.display();
+    format!(
+        r#"#!/bin/sh
+t=$(basename "$0")
+echo "$t" >> '{a}/calls'
+case "$t $*" in
+  "config-get"*) cat '{a}/config.json' ;;
+  "is-leader"*) echo true ;;
+  "relation-ids --format=json peers") echo '["peers:0"]' ;;
+  "relation-ids --format=json postgresql") echo '["postgresql:1"]' ;;
+  "relation-ids"*) echo '[]' ;;
+  "relation-list --format=json -r peers:0") echo '["concourse-ci/1","concourse-ci/2"]' ;;
+  "relation-list --format=json -r postgresql:1 --app") echo '"postgresql"' ;;
+  "relation-list"*) echo '[]' ;;
+  "relation-get --format=json -r peers:0 --app - concourse-ci") cat '{a}/app.json' ;;
+  "relation-get --format=json -r peers:0 - concourse-ci/0") cat '{a}/me.json' ;;
+  "relation-get --format=json -r peers:0 - concourse-ci/"*) cat '{a}/worker.json' ;;
+  "relation-get --format=json -r postgresql:1 --app - postgresql") cat '{a}/pg.json' ;;
+  "relation-get --format=json -r postgresql:1 --app - concourse-ci") echo '{{"database":"concourse","requested-secrets":"[\"username\",\"password\",\"tls\",\"tls-ca\",\"uris\"]"}}' ;;
+  "relation-get"*) echo '{{}}' ;;
+  "relation-set -r peers:0 --app"*) cat > '{a}/set-app.json' ;;
+  "relation-set -r peers:0"*) cat > '{a}/set-me.json' ;;
+  "relation-set"*) cat > /dev/null ;;
+  "storage-list"*) echo '["concourse-data/0"]' ;;
+  "storage-get"*) echo '{{"kind":"filesystem","location":"{vol}"}}' ;;
+  "network-get"*) echo '{{"bind-addresses":[{{"interface-name":"eth0","addresses":[{{"value":"10.0.0.5","cidr":"10.0.0.0/24"}}]}}],"egress-subnets":["10.0.0.5/32"],"ingress-addresses":["10.0.0.5"]}}' ;;
+  "state-get"*) echo '{{}}' ;;
+  "goal-state"*) echo '{{"units":{{}},"relations":{{}}}}' ;;
+  "status-get"*) echo '{{"status":"active","message":""}}' ;;
+  "opened-ports"*) echo '["8080/tcp","2222/tcp"]' ;;
+  "secret-info-get"*) echo '{{"cs1":{{"revision":1,"label":"admin-password","owner":"application"}}}}' ;;
+  "secret-get"*) echo '{{"password":"bench-password"}}' ;;
+  "secret-ids"*) echo '["secret:cs1"]' ;;
+  "secret-add"*) echo 'secret:cs1' ;;
+  "action-get"*) echo '{{}}' ;;
+  "resource-get"*) exit 1 ;;
+  "systemctl is-active"*) exit 0 ;;
+  "systemctl show"*) echo 4242 ;;
+esac
+exit 0
+"#,
+        vol = volume.display()
+    )
+}
+
+/// A stand-in `concourse` binary in the published release (keys via ssh-keygen).
+const FAKE_CONCOURSE: &str = r#"#!/bin/sh
+case "$1" in
+  --version|-v) echo 7.14.3 ;;
+  generate-key)
+    shift; t=rsa; f=
+    while [ $# -gt 0 ]; do case "$1" in -t) t=$2; shift 2;; -f) f=$2; shift 2;; *) shift;; esac; done
+    ssh-keygen -q -t rsa -b 2048 -m PEM -N '' -f "$f" >/dev/null
+    [ "$t" = ssh ] || rm -f "$f.pub" ;;
+esac
+"#;
+
+fn merge_json(target: &Path, update: &Path) -> Result<(), String> {
+    let Ok(text) = fs::read_to_string(update) else {
+        return Ok(());
+    };
+    let mut base: BTreeMap<String, String> =
+        serde_json::from_str(&fs::read_to_string(target).map_err(|e| e.to_string())?)
+            .map_err(|e| e.to_string())?;
+    let upd: BTreeMap<String, String> = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+    for (k, v) in upd {
+        if v.is_empty() {
+            base.remove(&k);
+        } else {
+            base.insert(k, v);
         }
     }
-    serde_json::to_string(&out).map_err(|e| e.to_string())
+    fs::write(
+        target,
+        serde_json::to_string(&base).map_err(|e| e.to_string())?,
+    )
+    .map_err(|e| e.to_string())?;
+    fs::remove_file(update).map_err(|e| e.to_string())
 }
 
 /// Runs one hook; returns (wall time, max rss KiB, exit ok).
@@ -51,7 +148,10 @@ fn run_once(dispatch: &Path, tools: &Path, charm: &Path) -> Result<(Duration, i6
     let child = Command::new(dispatch)
         .current_dir(charm)
         .env_clear()
-        .env("PATH", format!("{}:/usr/bin:/bin", tools.display()))
+        .env(
+            "PATH",
+            format!("{}:/usr/sbin:/usr/bin:/sbin:/bin", tools.display()),
+        )
         .env("JUJU_DISPATCH_PATH", "hooks/update-status")
         .env("JUJU_HOOK_NAME", "update-status")
         .env("JUJU_UNIT_NAME", "concourse-ci/0")
@@ -75,85 +175,137 @@ fn run_once(dispatch: &Path, tools: &Path, charm: &Path) -> Result<(Duration, i6
     Ok((wall, ru.ru_maxrss, ok))
 }
 
+/// Mounts a private /etc overlay and tmpfs on the charm's local directories.
+fn isolate(scratch: &Path) -> Result<(), String> {
+    let up = scratch.join("etc-up");
+    let work = scratch.join("etc-work");
+    fs::create_dir_all(&up).map_err(|e| e.to_string())?;
+    fs::create_dir_all(&work).map_err(|e| e.to_string())?;
+    let sh = |cmd: String| run_cmd(Command::new("sh").args(["-c", &cmd]));
+    sh(format!(
+        "mount -t overlay overlay -o lowerdir=/etc,upperdir={},workdir={} /etc",
+        up.display(),
+        work.display()
+    ))?;
+    for d in [
+        "/var/lib/concourse-ci",
+        "/var/lib/concourse-web",
+        "/var/lib/concourse-worker",
+    ] {
+        sh(format!("mkdir -p {d} && mount -t tmpfs tmpfs {d}"))?;
+    }
+    Ok(())
+}
+
 pub fn run(args: &[String]) -> Result<(), String> {
-    let runs: usize = match args {
+    let (inside, rest) = match args.first().map(String::as_str) {
+        Some("--inside") => (true, &args[1..]),
+        _ => (false, args),
+    };
+    let runs: usize = match rest {
         [] => 50,
         [f, n] if f == "--runs" => n.parse().map_err(|_| format!("bad --runs {n}"))?,
         _ => return Err("usage: cargo xtask bench-hook [--runs N]".into()),
     };
     let root = root();
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    run_cmd(Command::new(cargo).current_dir(&root).args([
-        "build",
-        "--release",
-        "--locked",
-        "--package",
-        "concourse-ci",
-        "--bin",
-        "dispatch",
-    ]))?;
+    if !inside {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        run_cmd(Command::new(cargo).current_dir(&root).args([
+            "build",
+            "--release",
+            "--locked",
+            "--package",
+            "concourse-ci",
+            "--bin",
+            "dispatch",
+        ]))?;
+        let me = std::env::current_exe().map_err(|e| e.to_string())?;
+        return run_cmd(
+            Command::new("unshare")
+                .args(["--mount", "--propagation", "private", "--"])
+                .arg(me)
+                .args(["bench-hook", "--inside", "--runs", &runs.to_string()]),
+        );
+    }
     let dispatch = root.join("target/release/dispatch");
-
-    let tmp = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let tmp = tempfile::Builder::new()
+        .prefix("bench-hook")
+        .tempdir_in("/var/tmp")
+        .map_err(|e| e.to_string())?;
+    isolate(tmp.path())?;
+    let a = tmp.path().join("answers");
     let tools = tmp.path().join("tools");
     let charm = tmp.path().join("charm");
     let volume = tmp.path().join("volume");
-    for d in [&tools, &charm, &volume] {
+    let bin = volume.join(format!("releases/{VERSION}/concourse/bin"));
+    for d in [&a, &tools, &charm, &bin] {
         fs::create_dir_all(d).map_err(|e| e.to_string())?;
     }
-    let answers: BTreeMap<&str, String> = [
-        ("config-get", config_defaults(&root)?),
-        ("is-leader", "true".into()),
-        ("relation-ids", r#"["peers:0"]"#.into()),
-        ("relation-list", "[]".into()),
-        ("relation-get", "{}".into()),
-        ("storage-list", r#"["concourse-data/0"]"#.into()),
-        (
-            "storage-get",
-            format!(r#"{{"kind":"filesystem","location":"{}"}}"#, volume.display()),
-        ),
-        (
-            "network-get",
-            r#"{"bind-addresses":[{"interface-name":"eth0","addresses":[{"value":"10.0.0.5","cidr":"10.0.0.0/24"}]}],"egress-subnets":["10.0.0.5/32"],"ingress-addresses":["10.0.0.5"]}"#.into(),
-        ),
-        ("state-get", "{}".into()),
-        ("goal-state", r#"{"units":{"concourse-ci/0":{"status":"active"}},"relations":{}}"#.into()),
-        ("status-get", r#"{"status":"maintenance","message":""}"#.into()),
-        ("opened-ports", "[]".into()),
-        ("secret-ids", "[]".into()),
-        ("action-get", "{}".into()),
-    ]
-    .into_iter()
-    .collect();
-    for tool in [
-        "status-set",
-        "juju-log",
-        "relation-set",
-        "application-version-set",
-        "open-port",
-        "close-port",
-        "state-set",
-        "state-delete",
-        "secret-add",
-        "secret-get",
-        "secret-set",
-        "secret-grant",
-        "secret-info-get",
-        "resource-get",
-        "action-set",
-        "action-log",
-        "action-fail",
-    ] {
-        stub(&tools, tool, "")?;
+    write(&bin.join("concourse"), FAKE_CONCOURSE, 0o755)?;
+    write(&tools.join("stub"), &stub_script(&a, &volume), 0o755)?;
+    for t in TOOLS {
+        std::os::unix::fs::symlink("stub", tools.join(t)).map_err(|e| e.to_string())?;
     }
-    for (tool, out) in &answers {
-        stub(&tools, tool, out)?;
+    let mut config = serde_json::Map::new();
+    let text = fs::read_to_string(root.join("config.yaml")).map_err(|e| e.to_string())?;
+    let y: serde_yaml::Value = serde_yaml::from_str(&text).map_err(|e| e.to_string())?;
+    for (k, v) in y
+        .get("options")
+        .and_then(|o| o.as_mapping())
+        .into_iter()
+        .flatten()
+    {
+        if let (Some(k), Some(d)) = (k.as_str(), v.get("default")) {
+            config.insert(
+                k.into(),
+                serde_json::to_value(d).map_err(|e| e.to_string())?,
+            );
+        }
+    }
+    config.insert("version".into(), VERSION.into());
+    write(
+        &a.join("config.json"),
+        &serde_json::Value::Object(config).to_string(),
+        0o644,
+    )?;
+    write(
+        &a.join("app.json"),
+        &format!(
+            r#"{{"web-unit":"concourse-ci/0","admin-password-secret":"secret:cs1","release-version":"{VERSION}"}}"#
+        ),
+        0o644,
+    )?;
+    write(
+        &a.join("me.json"),
+        r#"{"private-address":"10.0.0.5"}"#,
+        0o644,
+    )?;
+    write(
+        &a.join("worker.json"),
+        r#"{"private-address":"10.0.0.6","worker-public-key":"ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQC7 worker"}"#,
+        0o644,
+    )?;
+    write(
+        &a.join("pg.json"),
+        r#"{"endpoints":"10.0.0.9:5432","database":"concourse","username":"u","password":"p"}"#,
+        0o644,
+    )?;
+
+    // Warm-up: generate keys and files, fold the unit's own writes back into the answers.
+    for i in 0..2 {
+        let (_, _, ok) = run_once(&dispatch, &tools, &charm)?;
+        if !ok {
+            return Err(format!("warm-up run {i}: dispatch failed"));
+        }
+        merge_json(&a.join("me.json"), &a.join("set-me.json"))?;
+        merge_json(&a.join("app.json"), &a.join("set-app.json"))?;
     }
 
-    let calls_file = tools.join("calls");
+    let calls_file = a.join("calls");
     let mut walls = Vec::with_capacity(runs);
     let mut peak = 0;
     let mut calls_per_run = 0;
+    let mut writes = 0;
     for i in 0..runs {
         let _ = fs::remove_file(&calls_file);
         let (wall, rss, ok) = run_once(&dispatch, &tools, &charm)?;
@@ -164,23 +316,25 @@ pub fn run(args: &[String]) -> Result<(), String> {
         peak = peak.max(rss);
         let text = fs::read_to_string(&calls_file).unwrap_or_default();
         calls_per_run = text.lines().count();
+        writes += text.lines().filter(|l| *l == "relation-set").count();
         if i == 0 {
             let mut count: BTreeMap<&str, usize> = BTreeMap::new();
             for l in text.lines() {
                 *count.entry(l).or_default() += 1;
             }
-            println!("hook-tool calls in one update-status: {count:?}");
+            println!("hook-tool calls in one steady-state update-status: {count:?}");
         }
     }
     walls.sort();
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     println!(
-        "update-status x{runs}: median {:.2} ms, p90 {:.2} ms, min {:.2} ms; peak RSS {} KiB; {} hook-tool calls per hook",
+        "update-status x{runs}: median {:.2} ms, p90 {:.2} ms, min {:.2} ms; peak RSS {} KiB; {} calls per hook (incl. systemctl); {} relation-set calls in steady state",
         ms(walls[runs / 2]),
         ms(walls[(runs * 9 / 10).min(runs - 1)]),
         ms(walls[0]),
         peak,
-        calls_per_run
+        calls_per_run,
+        writes
     );
     Ok(())
 }
