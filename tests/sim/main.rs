@@ -16,5 +16,6 @@ fn main() {
     let mut trials: Vec<Trial> = Vec::new();
     trials.extend(lifecycle::trials());
     trials.extend(upgrade::trials());
+    trials.extend(upgrade::bench_trials());
     libtest_mimic::run(&args, trials).exit();
 }

@@ -120,19 +120,21 @@ fn app_phase(m: &Model, rel: u32) -> String {
 
 /// Waits until every current unit runs `version` and the app is back to `phase`.
 fn wait_done(m: &Model, version: &str, phase: &str) -> TestResult {
+    wait_done_within(m, version, phase, LONG)
+}
+
+fn wait_done_within(m: &Model, version: &str, phase: &str, timeout: Duration) -> TestResult {
     let rel = peers_rel(m)?;
-    run_until(
-        m,
-        &format!("every unit on v{version}, phase {phase}"),
-        |m| {
-            let units = m.units(APP);
-            app_phase(m, rel) == phase
-                && units.iter().all(|u| {
-                    unit_version(m, rel, u).as_deref() == Some(version)
-                        && m.unit_status(u).status == "active"
-                })
-        },
-    )
+    let what = format!("every unit on v{version}, phase {phase}");
+    m.run_until_named(&what, timeout, |m| {
+        let units = m.units(APP);
+        app_phase(m, rel) == phase
+            && units.iter().all(|u| {
+                unit_version(m, rel, u).as_deref() == Some(version)
+                    && m.unit_status(u).status == "active"
+            })
+    })
+    .map_err(|e| fail(format!("waiting for {what}: {e}")))
 }
 
 fn fake_log(m: &Model, u: &str) -> Vec<Record> {
@@ -478,4 +480,64 @@ fn refusals() -> TestResult {
         }),
         Ok(res) => Err(fail(format!("missing version accepted: {res:?}"))),
     }
+}
+
+/// Issue 6's benchmark (ignored; `cargo test --test sim -- --ignored upgrade::bench`):
+/// for 5 and 20 units, hooks run and wall time of the upgrade apart from download and
+/// drain, and hook-tool calls per hook.
+pub fn bench_trials() -> Vec<Trial> {
+    vec![Trial::test("upgrade::bench_5_and_20_units", bench).with_ignored_flag(true)]
+}
+
+fn bench() -> TestResult {
+    for n in [5usize, 20] {
+        let (m, server, _units) = deployed(true, n, Variant::Normal)?;
+        let lead = leader(&m)?;
+        let t0 = m.now();
+        let requests_before = server.requests().len();
+        upgrade_action(&m, &lead, V2)?;
+        wait_done_within(&m, V2, "idle", Duration::from_secs(1200))?;
+        let t1 = m.now();
+        let download: Duration = server.requests()[requests_before..]
+            .iter()
+            .filter(|r| r.path.contains(V2))
+            .map(|r| r.duration)
+            .sum();
+        let mut drain = 0.0;
+        let mut hooks = 0usize;
+        let mut calls = Vec::new();
+        for u in m.units(APP) {
+            let log = fake_log(&m, &u);
+            let mut landing_at = None;
+            for r in &log {
+                match r.event.as_str() {
+                    "landing" => landing_at = Some(r.ts),
+                    "landed" => {
+                        if let Some(t) = landing_at.take() {
+                            drain += r.ts - t;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            for h in m
+                .hooks(&u)
+                .into_iter()
+                .filter(|h| h.started >= t0 && h.started <= t1)
+            {
+                hooks += 1;
+                calls.push(h.tool_calls.len());
+            }
+        }
+        let total = (t1 - t0).as_secs_f64();
+        let mean = calls.iter().sum::<usize>() as f64 / calls.len().max(1) as f64;
+        println!(
+            "upgrade of {n} units: {hooks} hooks ({:.1} per unit), wall {total:.1}s, of which download {:.2}s and drain {drain:.2}s: protocol {:.1}s; tool calls per hook mean {mean:.1}, max {}",
+            hooks as f64 / n as f64,
+            download.as_secs_f64(),
+            total - download.as_secs_f64() - drain,
+            calls.iter().max().copied().unwrap_or(0)
+        );
+    }
+    Ok(())
 }
