@@ -12,16 +12,18 @@ pub mod actions;
 pub mod peers;
 pub mod release;
 pub mod status;
+pub mod upgrading;
 pub mod workload;
 
 use tracing::{debug, info, warn};
 
-use crate::config::{CharmConfig, ConfigError, Mode};
+use crate::config::{CharmConfig, ConfigError, Mode, SharedStorage};
 use crate::juju::client::{SecretOwner, SecretRef};
 use crate::juju::event::StorageHook;
 use crate::juju::{Event, Juju, Status, ToolError};
 use crate::roles::{choose_web_unit, roles_for, Roles};
 use crate::service::ServiceError;
+use crate::upgrade;
 use crate::web::WebError;
 use crate::worker::WorkerError;
 use peers::{bag, Peers};
@@ -80,10 +82,7 @@ fn run_action(juju: &Juju, name: &str) -> Result<(), CharmError> {
         "get-admin-password" => actions::get_admin_password(juju),
         "check-status" => actions::check_status(juju),
         "restart-services" => actions::restart_services(juju),
-        "upgrade" => {
-            juju.action_fail("action upgrade is not available in this revision of the charm")?;
-            Ok(())
-        }
+        "upgrade" => upgrading::action(juju),
         other => {
             debug!("ignoring unknown action {other}");
             Ok(())
@@ -125,30 +124,70 @@ fn reconcile(juju: &Juju) -> Result<(), CharmError> {
     let me = juju.unit_name().to_string();
     let roles = roles_for(config.mode, &me, peers.app_value(peers::WEB_UNIT));
 
-    let running = release::converge(juju, &config, &mut peers, &mut reports)?;
-    match (roles, &running) {
-        (None, _) => reports.waiting("Waiting for the leader to assign the web unit"),
-        (Some(Roles::NONE), _) => reports.waiting("No role for this unit"),
-        (Some(_), None) => {}
-        (Some(roles), Some(r)) => {
-            let running = workload::Running {
-                version: &r.version,
-                current: &r.current,
-                changed: r.changed,
-            };
-            if roles.web {
-                workload::web_role(juju, &config, &mut peers, &running, &mut reports)?;
-            }
-            if roles.worker {
-                workload::worker_role(juju, &config, &mut peers, &running, &mut reports)?;
-            }
-            if juju.context().event != Event::UpdateStatus || r.changed {
-                juju.application_version_set(&r.version)?;
+    if let Some(vol) = release::open_volume(juju, &config, &mut reports)? {
+        if config.shared_storage == SharedStorage::Shared {
+            release::prove_sharing(&vol, &me, &mut peers, &mut reports)?;
+        }
+        if leader {
+            upgrading::leader(juju, &config, &vol, &mut peers, &mut reports)?;
+        }
+        let outcome = upgrading::unit(juju, &config, &vol, &mut peers, roles, &mut reports)?;
+        match (roles, outcome.running) {
+            (None, _) => reports.waiting("Waiting for the leader to assign the web unit"),
+            (Some(Roles::NONE), _) => reports.waiting("No role for this unit"),
+            (Some(_), None) => {}
+            (Some(roles), Some(mut r)) => {
+                apply_roles(juju, &config, &mut peers, roles, &r, &mut reports)?;
+                if let Some((gen, previous)) = outcome.switched {
+                    if let Some(back) =
+                        upgrading::verify_switch(juju, &vol, &mut peers, roles, &r, gen, previous)?
+                    {
+                        let mut again = Reports::default();
+                        upgrading::reapply_roles(
+                            juju, &config, &mut peers, roles, &back, &mut again,
+                        )?;
+                        r = back;
+                    }
+                    if leader {
+                        upgrading::leader_steps(juju, &config, &vol, &mut peers, &mut reports)?;
+                    }
+                }
+                peers.write_me(&bag([(upgrade::K_VERSION, r.version.as_str())]));
+                if juju.context().event != Event::UpdateStatus || r.changed {
+                    juju.application_version_set(&r.version)?;
+                }
             }
         }
     }
     peers.flush(juju)?;
     juju.status_set(&reports.pick(), false)?;
+    if leader && peers.rel.is_some() {
+        let app = upgrade::AppUpgrade::from_bag(&peers.app);
+        let units = upgrading::reports_of(juju, &config, &peers);
+        juju.status_set(&upgrading::app_status(&app, &units), true)?;
+    }
+    Ok(())
+}
+
+fn apply_roles(
+    juju: &Juju,
+    config: &CharmConfig,
+    peers: &mut Peers,
+    roles: Roles,
+    r: &release::RunningRelease,
+    reports: &mut Reports,
+) -> Result<(), CharmError> {
+    let running = workload::Running {
+        version: &r.version,
+        current: &r.current,
+        changed: r.changed,
+    };
+    if roles.web {
+        workload::web_role(juju, config, peers, &running, reports)?;
+    }
+    if roles.worker {
+        workload::worker_role(juju, config, peers, &running, reports)?;
+    }
     Ok(())
 }
 

@@ -1,22 +1,35 @@
-//! Which release this unit runs, and pointing the unit at it.
+//! The release this unit runs: the volume, installing a version, and the unit's pointer.
 //!
-//! Owns: the unit's pointer `/var/lib/concourse-ci/current` → `<volume>/releases/<v>/concourse`
-//! and the choice of version. Invariants: the pointer only ever targets a published
-//! release; it moves with one atomic rename.
+//! Owns: the unit's pointer `/var/lib/concourse-ci/current` → `<volume>/releases/<v>/concourse`,
+//! the volume checks and proof of sharing run in each hook, and turning installer events and
+//! errors into statuses. Invariants: the pointer only ever targets a published release and
+//! moves with one atomic rename; a failed install publishes nothing and leaves the running
+//! release untouched; permanent problems are `blocked` statuses (exit 0), transient ones fail
+//! the hook so Juju retries.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tracing::{info, warn};
 
 use super::peers::{self, Peers};
 use super::status::Reports;
 use super::CharmError;
-use crate::config::CharmConfig;
+use crate::config::{CharmConfig, SharedStorage};
 use crate::fsutil;
-use crate::juju::Juju;
-use crate::upgrade;
+use crate::installer::{
+    self, InstallError, InstallEvent, InstallOptions, Outcome, Source, VerifyMode,
+};
+use crate::juju::{Juju, Status};
+use crate::storage_coordinator::{ErrorClass, FsChecks, StorageError, Volume};
 
 pub const STORAGE: &str = "concourse-data";
+pub const RESOURCE: &str = "concourse-release";
 pub const LOCAL_DIR: &str = "/var/lib/concourse-ci";
+/// How long a hook waits for another unit's download before it reports waiting and exits.
+pub const LOCK_WAIT: Duration = Duration::from_secs(90);
 
+/// Errors of this step that fail the hook (transient install problems, pointer I/O).
 #[derive(Debug, thiserror::Error)]
 pub enum ReleaseError {
     #[error("cannot point {link} at {target}: {source}")]
@@ -26,6 +39,10 @@ pub enum ReleaseError {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Install(#[from] InstallError),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
 }
 
 impl ReleaseError {
@@ -34,11 +51,12 @@ impl ReleaseError {
     }
 }
 
-/// The release the unit runs after `converge`.
+/// The release the unit runs after this step.
 #[derive(Debug, Clone)]
 pub struct RunningRelease {
     pub version: String,
     pub current: PathBuf,
+    /// The pointer moved in this hook: services must restart.
     pub changed: bool,
 }
 
@@ -52,16 +70,16 @@ pub fn version_of_release_dir(p: &Path) -> Option<String> {
     crate::config::is_valid_version(v).then(|| v.to_string())
 }
 
+/// The version the unit's pointer targets, if it points at a release.
+pub fn pointer_version() -> Option<String> {
+    std::fs::read_link(current_link())
+        .ok()
+        .and_then(|p| version_of_release_dir(&p))
+}
+
 /// Published versions on the volume, sorted.
 pub fn versions_on_volume(root: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(root.join("releases"))
-        .into_iter()
-        .flatten()
-        .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .filter(|n| crate::config::is_valid_version(n))
-        .collect();
-    v.sort();
-    v
+    Volume::new(root).published_versions().unwrap_or_default()
 }
 
 /// The volume root from `storage-get`, if storage is attached.
@@ -72,42 +90,185 @@ pub fn volume_root(juju: &Juju) -> Result<Option<PathBuf>, CharmError> {
     Ok(Some(juju.storage_get(&id)?.location))
 }
 
-/// Makes sure the unit runs a published release; reports what it waits for otherwise.
-pub fn converge(
+/// Opens and checks the volume; reports why it is unusable.
+pub fn open_volume(
     juju: &Juju,
     config: &CharmConfig,
-    peers: &mut Peers,
     reports: &mut Reports,
-) -> Result<Option<RunningRelease>, CharmError> {
+) -> Result<Option<Volume>, CharmError> {
     let Some(root) = volume_root(juju)? else {
         reports.blocked(format!(
             "storage {STORAGE} is not attached; deploy with --storage {STORAGE}=<pool>,10G"
         ));
         return Ok(None);
     };
-    let app_release = peers.app_value(upgrade::K_RELEASE).map(str::to_string);
-    let Some(version) = config.version.clone().or(app_release) else {
-        reports.waiting("Waiting for the leader to choose the Concourse version");
-        return Ok(None);
+    let vol = Volume::new(root);
+    let shared = config.shared_storage == SharedStorage::Shared;
+    let checks = FsChecks {
+        require_mount_point: shared,
+        needed_bytes: 0,
+        probe_flock: shared,
     };
-    let dir = root.join("releases").join(&version).join("concourse");
-    if !dir.join("bin/concourse").is_file() {
-        reports.waiting(format!(
-            "Waiting for Concourse v{version} to be installed on {}",
-            root.display()
-        ));
-        return Ok(None);
+    match vol.check(&checks).and_then(|_| vol.ensure_layout()) {
+        Ok(()) => Ok(Some(vol)),
+        Err(e) => match e.class() {
+            ErrorClass::Transient => Err(ReleaseError::Storage(e).into()),
+            _ => {
+                reports.blocked(e.to_string());
+                Ok(None)
+            }
+        },
     }
+}
+
+/// Publishes this unit's nonce and checks every peer's (DESIGN §4, shared mode only).
+pub fn prove_sharing(
+    vol: &Volume,
+    me: &str,
+    peers: &mut Peers,
+    reports: &mut Reports,
+) -> Result<(), CharmError> {
+    let nonce = vol.ensure_nonce(me).map_err(ReleaseError::from)?;
+    peers.write_me(&peers::bag([(peers::NONCE, nonce.as_str())]));
+    let mut strangers = Vec::new();
+    for (peer, bag) in &peers.others {
+        if let Some(n) = bag.get(peers::NONCE).filter(|n| !n.is_empty()) {
+            if !vol.sees_nonce(peer, n).map_err(ReleaseError::from)? {
+                strangers.push(peer.clone());
+            }
+        }
+    }
+    if !strangers.is_empty() {
+        warn!(
+            "the volume {} is not shared with {}",
+            vol.root().display(),
+            strangers.join(", ")
+        );
+        reports.blocked(format!(
+            "shared-storage=shared but {} is not shared with {}; give every unit the same directory (see docs/shared-storage.md) or set shared-storage=none",
+            vol.root().display(),
+            strangers.join(", ")
+        ));
+    }
+    Ok(())
+}
+
+/// Where to install `version` from: the attached resource, else `release-url`.
+pub fn source_for(juju: &Juju, config: &CharmConfig, version: &str) -> Result<Source, CharmError> {
+    Ok(match juju.resource_get(RESOURCE)? {
+        Some(path) => Source::Resource(path),
+        None => Source::Url(config.release_url_for(version)),
+    })
+}
+
+/// Install options for this unit (proxies from the hook environment).
+pub fn install_options(juju: &Juju) -> InstallOptions {
+    let mut o = InstallOptions::new(juju.unit_name());
+    let p = &juju.context().proxies;
+    o.http.http_proxy = p.http.clone();
+    o.http.https_proxy = p.https.clone();
+    o.http.no_proxy = p.no_proxy.clone();
+    o.lock_wait = LOCK_WAIT;
+    o
+}
+
+/// Result of [`install`] that is not an error of the hook.
+pub enum Installed {
+    Ready,
+    /// Not installed; the status says why (blocked or waiting).
+    NotReady,
+}
+
+/// Makes sure `version` is published on the volume, showing progress as status.
+pub fn install(
+    juju: &Juju,
+    config: &CharmConfig,
+    vol: &Volume,
+    version: &str,
+    set_installed_version: bool,
+    reports: &mut Reports,
+) -> Result<Installed, CharmError> {
+    if vol.is_published(version).map_err(ReleaseError::from)? {
+        return Ok(Installed::Ready);
+    }
+    let source = source_for(juju, config, version)?;
+    let mut opts = install_options(juju);
+    opts.set_installed_version = set_installed_version;
+    let mut last = String::new();
+    let mut on_event = |e: &InstallEvent| {
+        let Some(msg) = e.status_message() else {
+            return;
+        };
+        if msg == last {
+            return;
+        }
+        let status = if e.is_waiting() {
+            Status::waiting(msg.clone())
+        } else {
+            Status::maintenance(msg.clone())
+        };
+        // status-set is immediate: operators watch progress while the hook runs.
+        if let Err(err) = juju.status_set(&status, false) {
+            warn!("status-set failed: {err}");
+        }
+        last = msg;
+    };
+    match installer::ensure_release(vol, version, &source, &opts, &mut on_event) {
+        Ok(outcome) => {
+            info!("{}", outcome.log_line(juju.unit_name(), version));
+            if matches!(outcome, Outcome::Installed(_)) {
+                if let Err(e) = installer::verify_release(vol, version, VerifyMode::Quick) {
+                    reports.blocked(format!(
+                        "v{version} was installed but does not verify: {}",
+                        e.status_message()
+                    ));
+                    return Ok(Installed::NotReady);
+                }
+            }
+            Ok(Installed::Ready)
+        }
+        Err(e) => match e.class() {
+            ErrorClass::Permanent => {
+                warn!("installing v{version}: {e}");
+                reports.blocked(e.status_message());
+                Ok(Installed::NotReady)
+            }
+            ErrorClass::Waiting => {
+                reports.waiting(e.status_message());
+                Ok(Installed::NotReady)
+            }
+            ErrorClass::Transient => {
+                juju.status_set(&Status::maintenance(e.status_message()), false)?;
+                Err(ReleaseError::Install(e).into())
+            }
+        },
+    }
+}
+
+/// Points the unit at `version` (already published) and records it on the volume.
+pub fn point_at(vol: &Volume, me: &str, version: &str) -> Result<RunningRelease, CharmError> {
+    let target = vol
+        .release_path(version)
+        .map_err(ReleaseError::from)?
+        .join("concourse");
     let link = current_link();
-    let changed = fsutil::replace_symlink(&dir, &link).map_err(|source| ReleaseError::Pointer {
-        link: link.clone(),
-        target: dir.clone(),
-        source,
-    })?;
-    peers.write_me(&peers::bag([(upgrade::K_VERSION, version.as_str())]));
-    Ok(Some(RunningRelease {
-        version,
+    let changed =
+        fsutil::replace_symlink(&target, &link).map_err(|source| ReleaseError::Pointer {
+            link: link.clone(),
+            target: target.clone(),
+            source,
+        })?;
+    if changed {
+        info!("{me} now runs v{version} from {}", target.display());
+    }
+    vol.update_unit_state(me, |s| {
+        s.running_version = Some(version.to_string());
+        s.pointer_target = Some(target.display().to_string());
+    })
+    .map_err(ReleaseError::from)?;
+    Ok(RunningRelease {
+        version: version.to_string(),
         current: link,
         changed,
-    }))
+    })
 }

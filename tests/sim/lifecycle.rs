@@ -1,6 +1,7 @@
 //! Issue 3's acceptance for the real charm: a 3-unit deployment runs every lifecycle hook
 //! without a failed hook, in Juju's order.
 
+use juju_sim::tarball::Variant;
 use juju_sim::Volume;
 use libtest_mimic::Trial;
 
@@ -14,7 +15,7 @@ pub fn trials() -> Vec<Trial> {
 }
 
 fn three_units() -> TestResult {
-    let server = release_server(&[])?;
+    let server = release_server(&[(V1, Variant::Normal)])?;
     let m = model()?;
     let units = deploy(
         &m,
@@ -71,6 +72,9 @@ fn three_units() -> TestResult {
         ensure(st.status != "blocked", || {
             format!("{u} is blocked: {}", st.message)
         })?;
+    }
+    for u in &units {
+        eprintln!("{u}: {:?}", m.unit_status(u));
     }
     // the leader assigned the web unit and created the admin secret
     let peers = m
