@@ -1250,6 +1250,11 @@ fn troubleshooting_messages_match_the_source() {
     let md = parse_md(&read("docs/troubleshooting.md"));
     let n = documented_statuses(&md).len();
     assert!(n >= 40, "docs/troubleshooting.md quotes only {n} status messages in headings");
+    assert!(
+        src.status_literals.len() >= 10,
+        "found only {} status calls in src/charm: is the lexer broken?",
+        src.status_literals.len()
+    );
     let mut p = check_statuses(&src, &md);
     p.extend(check_statuses_documented(&src, &md));
     report("docs/troubleshooting.md", &p);
