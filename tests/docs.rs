@@ -361,7 +361,8 @@ fn parse_md(text: &str) -> Md {
         in_indented = in_indented && t.is_empty();
         prev_blank = t.is_empty();
         if t.starts_with('#') {
-            md.headings.push((n, t.trim_start_matches('#').trim().to_string()));
+            md.headings
+                .push((n, t.trim_start_matches('#').trim().to_string()));
         }
         scan_inline(&mut md, n, raw);
     }
@@ -500,7 +501,9 @@ fn words(line: &str) -> Vec<String> {
     out
 }
 
-const SEPARATORS: &[&str] = &["|", "||", "&&", ";", ">", ">>", "2>&1", "&", ")", "do", "then"];
+const SEPARATORS: &[&str] = &[
+    "|", "||", "&&", ";", ">", ">>", "2>&1", "&", ")", "do", "then",
+];
 
 /// Checks every `juju config|run|deploy` command in `text`.
 fn check_commands(charm: &Charm, text: &str) -> Vec<String> {
@@ -935,11 +938,7 @@ fn load_source() -> Source {
             continue;
         }
         let text = fs::read_to_string(f).expect("read source");
-        let rel = f
-            .strip_prefix(root())
-            .unwrap_or(f)
-            .display()
-            .to_string();
+        let rel = f.strip_prefix(root()).unwrap_or(f).display().to_string();
         lexed.push((rel, lex(without_tests(&text))));
     }
     let mut src = Source::default();
@@ -1132,7 +1131,10 @@ fn check_links(doc: &str, md: &Md) -> Vec<String> {
         };
         let abs = root().join(&file);
         if !abs.exists() {
-            p.push(format!("line {n}: link {target}: {} does not exist", file.display()));
+            p.push(format!(
+                "line {n}: link {target}: {} does not exist",
+                file.display()
+            ));
             continue;
         }
         if let Some(a) = anchor {
@@ -1194,18 +1196,26 @@ fn readme_tables_list_every_option_and_action() {
     let opts = table_names(&readme, "Configuration");
     let want: BTreeSet<String> = charm.options.keys().cloned().collect();
     for o in want.difference(&opts) {
-        p.push(format!("option {o} (config.yaml) is missing from the README's Configuration table"));
+        p.push(format!(
+            "option {o} (config.yaml) is missing from the README's Configuration table"
+        ));
     }
     for o in opts.difference(&want) {
-        p.push(format!("the README's Configuration table lists {o}, which config.yaml does not define"));
+        p.push(format!(
+            "the README's Configuration table lists {o}, which config.yaml does not define"
+        ));
     }
     let acts = table_names(&readme, "Actions");
     let want: BTreeSet<String> = charm.actions.keys().cloned().collect();
     for a in want.difference(&acts) {
-        p.push(format!("action {a} (actions.yaml) is missing from the README's Actions table"));
+        p.push(format!(
+            "action {a} (actions.yaml) is missing from the README's Actions table"
+        ));
     }
     for a in acts.difference(&want) {
-        p.push(format!("the README's Actions table lists {a}, which actions.yaml does not define"));
+        p.push(format!(
+            "the README's Actions table lists {a}, which actions.yaml does not define"
+        ));
     }
     report("README tables", &p);
 }
@@ -1216,7 +1226,11 @@ fn names_quoted_in_the_docs_exist() {
     let mut p = Vec::new();
     for doc in operator_docs() {
         let md = parse_md(&read(&doc));
-        p.extend(check_names(&charm, &md).into_iter().map(|e| format!("{doc}: {e}")));
+        p.extend(
+            check_names(&charm, &md)
+                .into_iter()
+                .map(|e| format!("{doc}: {e}")),
+        );
     }
     report("names in the docs", &p);
 }
@@ -1231,7 +1245,11 @@ fn juju_commands_in_docs_and_scripts_are_valid() {
     for doc in docs {
         let md = parse_md(&read(&doc));
         count += md.code_lines.len() + md.spans.len();
-        p.extend(check_doc_commands(&charm, &md).into_iter().map(|e| format!("{doc}: {e}")));
+        p.extend(
+            check_doc_commands(&charm, &md)
+                .into_iter()
+                .map(|e| format!("{doc}: {e}")),
+        );
     }
     for script in files_in("tests/integration", ".sh") {
         p.extend(
@@ -1240,7 +1258,10 @@ fn juju_commands_in_docs_and_scripts_are_valid() {
                 .map(|e| format!("{script}: {e}")),
         );
     }
-    assert!(count > 100, "found only {count} code lines and spans: is the parser broken?");
+    assert!(
+        count > 100,
+        "found only {count} code lines and spans: is the parser broken?"
+    );
     report("juju commands", &p);
 }
 
@@ -1249,7 +1270,10 @@ fn troubleshooting_messages_match_the_source() {
     let (src, _) = setup();
     let md = parse_md(&read("docs/troubleshooting.md"));
     let n = documented_statuses(&md).len();
-    assert!(n >= 40, "docs/troubleshooting.md quotes only {n} status messages in headings");
+    assert!(
+        n >= 40,
+        "docs/troubleshooting.md quotes only {n} status messages in headings"
+    );
     assert!(
         src.status_literals.len() >= 10,
         "found only {} status calls in src/charm: is the lexer broken?",
@@ -1267,7 +1291,11 @@ fn relative_links_resolve() {
     docs.push("tests/integration/README.md".into());
     for doc in docs {
         let md = parse_md(&read(&doc));
-        p.extend(check_links(&doc, &md).into_iter().map(|e| format!("{doc}: {e}")));
+        p.extend(
+            check_links(&doc, &md)
+                .into_iter()
+                .map(|e| format!("{doc}: {e}")),
+        );
     }
     report("links", &p);
 }
@@ -1332,7 +1360,10 @@ fn workflow_matches_the_scripts() {
         }
         let needs: Vec<String> = match &job["needs"] {
             Yaml::String(s) => vec![s.clone()],
-            Yaml::Sequence(v) => v.iter().filter_map(|x| x.as_str().map(String::from)).collect(),
+            Yaml::Sequence(v) => v
+                .iter()
+                .filter_map(|x| x.as_str().map(String::from))
+                .collect(),
             _ => vec![],
         };
         for n in needs {
@@ -1355,7 +1386,11 @@ fn workflow_matches_the_scripts() {
             }
         }
     }
-    let all: String = jobs.values().flat_map(step_runs).collect::<Vec<_>>().join("\n");
+    let all: String = jobs
+        .values()
+        .flat_map(step_runs)
+        .collect::<Vec<_>>()
+        .join("\n");
     for needle in [
         "cargo xtask test",
         "cargo xtask pack",
@@ -1431,12 +1466,21 @@ fn checks_catch_broken_docs() {
          ### `blocked: storage volume <path> is read-write; remount it`\n\
          ### `maintenance: Upgrading towards v<version>: downloading the release`\n",
     );
-    assert_eq!(check_statuses(&src, &md).len(), 3, "{:?}", check_statuses(&src, &md));
+    assert_eq!(
+        check_statuses(&src, &md).len(),
+        3,
+        "{:?}",
+        check_statuses(&src, &md)
+    );
     let md = parse_md(
         "### `waiting: Waiting for PostgreSQL credentials`\n\
          ### `maintenance: Downloading v<version> (<percent>)`\n",
     );
-    assert!(check_statuses(&src, &md).is_empty(), "{:?}", check_statuses(&src, &md));
+    assert!(
+        check_statuses(&src, &md).is_empty(),
+        "{:?}",
+        check_statuses(&src, &md)
+    );
     assert!(!check_statuses_documented(&src, &md).is_empty());
     let md = parse_md("See [x](no-such-file.md) and [y](upgrade.md#no-such-heading).\n");
     assert_eq!(check_links("docs/x.md", &md).len(), 2);
@@ -1444,7 +1488,10 @@ fn checks_catch_broken_docs() {
     assert_eq!(check_doc_commands(&charm, &md).len(), 1);
     let md = parse_md("Text\n\n    juju config concourse-ci log-level=warn\n");
     assert_eq!(check_doc_commands(&charm, &md).len(), 1);
-    assert_eq!(slug("`blocked: invalid <option>: <problem>; <fix>`"), "blocked-invalid-option-problem-fix");
+    assert_eq!(
+        slug("`blocked: invalid <option>: <problem>; <fix>`"),
+        "blocked-invalid-option-problem-fix"
+    );
     assert_eq!(
         check_script_commands(&charm, "juju run \"$U\" upgrade \\\n  \"versio=$V\"\n").len(),
         2
