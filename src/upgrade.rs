@@ -282,6 +282,21 @@ pub fn start(app: &AppUpgrade, target: &str) -> Result<AppUpgrade, StartError> {
     })
 }
 
+/// A generation that brings units running `stray` back to the application's release
+/// (phase complete at once: the release is already published). From idle only.
+pub fn catch_up(app: &AppUpgrade, stray: &str) -> AppUpgrade {
+    AppUpgrade {
+        phase: Phase::Complete,
+        gen: app.gen + 1,
+        target: app.release.clone(),
+        from: stray.to_string(),
+        grant: Vec::new(),
+        error: String::new(),
+        rollback: false,
+        release: app.release.clone(),
+    }
+}
+
 /// What the leader sees.
 #[derive(Debug, Clone)]
 pub struct LeaderView<'a> {

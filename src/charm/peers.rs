@@ -39,15 +39,33 @@ pub struct Peers {
 
 impl Peers {
     /// Reads the relation (an empty snapshot when it does not exist yet).
+    ///
+    /// The members are the units Juju plans for the application (`goal-state`, minus dying
+    /// ones) together with this unit's own view (`relation-list`): a unit's local view lags
+    /// (a leader may run hooks before it has seen `relation-joined` for every peer), and a
+    /// leader deciding from that view alone would think it is alone.
     pub fn read(juju: &Juju) -> Result<Peers, ToolError> {
         let Some(rel) = juju.relation_ids(ENDPOINT)?.into_iter().next() else {
             return Ok(Peers::default());
         };
         let app = juju.own_app_bag(&rel)?;
         let me = juju.own_unit_bag(&rel)?;
+        let goal = juju.goal_state()?;
+        let dying = |u: &str| goal.units.get(u).is_some_and(|g| g.status == "dying");
+        let mut names: Vec<String> = juju.relation_list(&rel)?;
+        for u in goal.planned_units() {
+            if u != juju.unit_name() && !names.contains(&u) {
+                names.push(u);
+            }
+        }
         let mut others = BTreeMap::new();
-        for u in juju.relation_list(&rel)? {
-            let bag = juju.relation_get(&rel, &Bag::Unit(u.clone()))?;
+        for u in names.into_iter().filter(|u| !dying(u)) {
+            // A planned unit that has not joined yet may have no readable databag.
+            let bag = match juju.relation_get(&rel, &Bag::Unit(u.clone())) {
+                Ok(b) => b,
+                Err(e) if e.kind().is_some() => Databag::new(),
+                Err(e) => return Err(e),
+            };
             others.insert(u, bag);
         }
         Ok(Peers {

@@ -132,6 +132,22 @@ pub fn leader(
             ..app
         };
         peers.write_app(&first.to_bag());
+    } else if app.phase == Phase::Idle && desired == app.release {
+        let units = reports_of(juju, config, peers);
+        if let Some(odd) = units
+            .iter()
+            .find(|u| u.version.as_deref().is_some_and(|v| v != app.release))
+        {
+            let next = upgrade::catch_up(&app, odd.version.as_deref().unwrap_or_default());
+            info!(
+                "{} runs v{} instead of v{}: catch-up generation {}",
+                odd.name,
+                odd.version.as_deref().unwrap_or_default(),
+                app.release,
+                next.gen
+            );
+            peers.write_app(&next.to_bag());
+        }
     } else if desired != app.release && !app.phase.running() {
         let retrying_failed = app.phase == Phase::Failed && app.from == desired;
         if !retrying_failed {
@@ -314,12 +330,9 @@ pub fn unit(
     let (version, switch_gen) = if let Some(target) = step.switch_to {
         (target, Some(app.gen))
     } else if let Some(r) = &running {
-        if app.phase == Phase::Idle && !app.release.is_empty() && r != &app.release {
-            // Idle, but this unit runs something else (it missed an upgrade): catch up.
-            (app.release.clone(), Some(app.gen))
-        } else {
-            (r.clone(), None)
-        }
+        // A unit on another version than the application's switches only when granted
+        // (the leader starts a catch-up generation for it).
+        (r.clone(), None)
     } else if !app.release.is_empty() {
         (app.release.clone(), None)
     } else if let Some(v) = &config.version {

@@ -576,3 +576,30 @@ fn whole_protocol_rolls_back_on_failure() {
         }
     }
 }
+
+#[test]
+fn catch_up_grants_the_stray_unit_then_finishes() {
+    let idle = AppUpgrade {
+        gen: 2,
+        release: "2.0.0".into(),
+        ..Default::default()
+    };
+    let c = catch_up(&idle, "1.0.0");
+    assert_eq!(
+        (c.phase, c.gen, c.target.as_str(), c.from.as_str()),
+        (Phase::Complete, 3, "2.0.0", "1.0.0")
+    );
+    let units = [unit(0, true, "2.0.0"), unit(1, false, "1.0.0")];
+    match leader_step(&view(&c, &units, true)) {
+        LeaderStep::Write(n) => assert_eq!(n.grant, vec!["app/1"]),
+        other => panic!("{other:?}"),
+    }
+    let done = [unit(0, true, "2.0.0"), unit(1, false, "2.0.0")];
+    assert!(matches!(
+        leader_step(&view(&c, &done, true)),
+        LeaderStep::Finish(AppUpgrade {
+            phase: Phase::Idle,
+            ..
+        })
+    ));
+}

@@ -317,11 +317,33 @@ fn config_change(notify: bool) -> TestResult {
     let phases = phase_history(&m)?;
     ensure(
         phases == ["prepare", "downloading", "complete", "idle"],
-        || format!("phase history {phases:?}"),
+        || format!("phase history {phases:?}\n{}", app_history(&m)),
     )?;
     runs_from_volume(&m, &units, V2)?;
     workers_landed_one_at_a_time(&m, &units, 1)?;
     no_failed_hooks(&m, &units)
+}
+
+/// The app databag's commits (who, which hook, phase, grant), for failure messages.
+fn app_history(m: &Model) -> String {
+    let Some(rel) = m.relation_id(&format!("{APP}:peers")) else {
+        return String::new();
+    };
+    m.bag_history(rel)
+        .into_iter()
+        .filter(|c| c.owner == APP)
+        .map(|c| {
+            format!(
+                "{:>8.3}s {} {} phase={:?} gen={:?} grant={:?}\n",
+                c.at.as_secs_f64(),
+                c.by,
+                c.hook,
+                c.data.get("upgrade-phase"),
+                c.data.get("upgrade-gen"),
+                c.data.get("upgrade-grant")
+            )
+        })
+        .collect()
 }
 
 fn leader_moves(notify: bool) -> TestResult {
