@@ -104,6 +104,15 @@ pub fn open_volume(
     };
     let vol = Volume::new(root);
     let shared = config.shared_storage == SharedStorage::Shared;
+    if shared && crate::storage_coordinator::fscheck::is_juju_own_storage(vol.root()) {
+        // On LXD the shared directory is attached after deploy, over Juju's own storage:
+        // installing now would download into a directory no other unit sees.
+        reports.blocked(format!(
+            "shared-storage=shared but {} is this unit's own Juju storage; mount the shared directory there (see docs/shared-storage.md)",
+            vol.root().display()
+        ));
+        return Ok(None);
+    }
     let checks = FsChecks {
         require_mount_point: shared,
         needed_bytes: 0,

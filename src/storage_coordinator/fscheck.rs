@@ -141,6 +141,38 @@ pub fn is_mount_point(path: &Path) -> io::Result<bool> {
     }
 }
 
+/// Where Juju keeps the per-unit directories of `rootfs`-pool storage on a machine.
+pub const JUJU_STORAGE_DIR: &str = "/var/lib/juju/storage";
+
+/// The source (mountinfo field 4, the mounted directory within its filesystem) of the
+/// last mount at `path`, if `path` is a mount point.
+pub fn mount_source(path: &Path) -> io::Result<Option<String>> {
+    let canon = fs::canonicalize(path)?;
+    let info = fs::read_to_string("/proc/self/mountinfo")?;
+    Ok(mount_source_in(&info, &canon))
+}
+
+fn mount_source_in(info: &str, mount_point: &Path) -> Option<String> {
+    info.lines()
+        .rev()
+        .filter_map(|line| {
+            let mut f = line.split(' ');
+            let root = f.nth(3)?;
+            let mp = f.next()?;
+            (Path::new(&unescape_mountinfo(mp)) == mount_point).then(|| unescape_mountinfo(root))
+        })
+        .next()
+}
+
+/// Whether the volume at `path` is this unit's own Juju `rootfs` storage (a bind mount of
+/// a directory under [`JUJU_STORAGE_DIR`]): then it cannot be shared with other units.
+pub fn is_juju_own_storage(path: &Path) -> bool {
+    mount_source(path)
+        .ok()
+        .flatten()
+        .is_some_and(|src| Path::new(&src).starts_with(JUJU_STORAGE_DIR))
+}
+
 /// Whether a mountinfo text lists `mount_point` (field 5, octal-escaped).
 fn mountinfo_has(info: &str, mount_point: &Path) -> bool {
     info.lines().any(|line| {
@@ -177,6 +209,22 @@ fn unescape_mountinfo(s: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn mount_source_takes_the_last_mount_at_the_path() {
+        let info = "22 1 8:1 / / rw - ext4 /dev/vda rw\n\
+                    40 22 8:1 /var/lib/juju/storage/concourse-data-0 /var/lib/concourse rw - ext4 /dev/vda rw\n\
+                    41 40 0:50 /srv/concourse-data /var/lib/concourse rw - nfs4 srv:/x rw\n";
+        assert_eq!(
+            mount_source_in(info, Path::new("/var/lib/concourse")).as_deref(),
+            Some("/srv/concourse-data")
+        );
+        let only_juju = info.lines().take(2).collect::<Vec<_>>().join("\n");
+        let src = mount_source_in(&only_juju, Path::new("/var/lib/concourse")).unwrap();
+        assert!(Path::new(&src).starts_with(JUJU_STORAGE_DIR));
+        assert_eq!(mount_source_in(info, Path::new("/nope")), None);
+    }
+
     use super::*;
 
     #[test]

@@ -201,7 +201,9 @@ attach_shared() { # unit...
 # Deploys an application whose units cannot download yet: release-url points at a
 # path the mirror does not have, so units stay blocked until release_downloads. Juju
 # mounts each unit's own storage at /var/lib/concourse when the unit is created, so the
-# shared directory can only be attached afterwards (docs/shared-storage.md, Status note).
+# shared directory is attached afterwards; the charm waits for it by itself ("… is this
+# unit's own Juju storage"). Holding release-url too makes every unit start its install
+# at the same moment once released, which is what check_one_download wants to stress.
 deploy_held() { # app count mode [extra juju deploy args...]
     local app=$1 n=$2 mode=$3
     shift 3
