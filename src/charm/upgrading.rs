@@ -132,6 +132,21 @@ pub fn leader(
             ..app
         };
         peers.write_app(&first.to_bag());
+    } else if app.phase == Phase::Failed && config.version.as_deref() == Some(app.release.as_str())
+    {
+        // The operator pinned the version the application runs: the failure is settled.
+        info!(
+            "version pinned to the running v{}: clearing the failed upgrade",
+            app.release
+        );
+        let settled = AppUpgrade {
+            phase: Phase::Idle,
+            error: String::new(),
+            grant: Vec::new(),
+            rollback: false,
+            ..app
+        };
+        peers.write_app(&settled.to_bag());
     } else if app.phase == Phase::Idle && desired == app.release {
         let units = reports_of(juju, config, peers);
         if let Some(odd) = units

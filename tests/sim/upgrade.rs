@@ -434,6 +434,12 @@ fn broken(notify: bool) -> TestResult {
         })
     })?;
     runs_from_volume(&m, &units, V1)?;
+    // pinning the running version settles the failure
+    m.config(APP, [("version", V1)])
+        .map_err(|e| fail(e.to_string()))?;
+    run_until(&m, "the failed upgrade cleared", |m| {
+        app_phase(m, rel) == "idle" && m.app_status(APP).status == "active"
+    })?;
     no_failed_hooks(&m, &units)
 }
 
