@@ -1,0 +1,295 @@
+//! Issue 5's acceptance for the real charm: the web and worker roles, run by the real
+//! `dispatch` in the simulator with the fake `concourse`, the fake `systemctl` and the
+//! fake PostgreSQL provider.
+//!
+//! What the tests look at: statuses; the environment each `concourse web`/`worker` process
+//! was started with (the fake binary logs it); the fake systemctl journal (every start,
+//! restart, stop, reload, signal); files on the units; relation data; ports; action results.
+
+use std::collections::BTreeSet;
+
+use juju_sim::fake_concourse::Record;
+use juju_sim::tarball::Variant;
+use juju_sim::{Model, PostgresOptions, Volume};
+use libtest_mimic::Trial;
+
+use crate::common::*;
+
+const APP: &str = "concourse-ci";
+
+pub fn trials() -> Vec<Trial> {
+    vec![trial(
+        "roles::auto_mode_web_and_workers_get_their_settings_and_restart_only_when_needed",
+        auto_mode_settings_and_restarts,
+    )]
+}
+
+/// The simulator's address of a unit of the `app_index`-th deployed application.
+fn address(app_index: u32, unit: &str) -> String {
+    let n: u32 = unit
+        .rsplit('/')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    format!("127.0.{}.{}", app_index + 1, n + 1)
+}
+
+fn web_ready(addr: &str, port: u16) -> String {
+    format!("Web ready (v{V1}) http://{addr}:{port}")
+}
+
+fn worker_ready() -> String {
+    format!("Worker ready (v{V1})")
+}
+
+/// The unit recorded as `web-unit` in the peer app databag.
+fn web_unit(m: &Model, app: &str) -> Option<String> {
+    let peers = m.relation_id(&format!("{app}:peers"))?;
+    m.databag(peers, app).data.get("web-unit").cloned()
+}
+
+fn read(m: &Model, unit: &str, path: &str) -> Result<String, libtest_mimic::Failed> {
+    m.read_to_string(unit, path)
+        .map_err(|e| fail(format!("{unit}: reading {path}: {e}")))
+}
+
+/// Waits until every unit ran one more update-status (a full reconcile with nothing new).
+fn another_update_status(m: &Model, units: &[String]) -> TestResult {
+    let count = |m: &Model, u: &String| {
+        m.hooks(u)
+            .iter()
+            .filter(|h| h.name == "update-status")
+            .count()
+    };
+    let before: Vec<usize> = units.iter().map(|u| count(m, u)).collect();
+    run_until(m, "another update-status on every unit", |m| {
+        units.iter().zip(&before).all(|(u, b)| count(m, u) > *b)
+    })
+}
+
+fn env_of<'a>(r: &'a Record, key: &str) -> &'a str {
+    r.env.get(key).map(String::as_str).unwrap_or("")
+}
+
+fn started_since(
+    m: &Model,
+    unit: &str,
+    sub: &str,
+    since: f64,
+) -> Result<Record, libtest_mimic::Failed> {
+    // the fake binary logs its start a moment after systemctl returned
+    let _ = m.run_until(std::time::Duration::from_secs(10), |m| {
+        last_start(m, unit, sub).is_some_and(|r| r.ts >= since)
+    });
+    last_start(m, unit, sub)
+        .filter(|r| r.ts >= since)
+        .ok_or_else(|| {
+            fail(format!(
+                "{unit}: concourse {sub} was not started again; records: {:?}\njournal: {:#?}",
+                concourse_log(m, unit)
+                    .iter()
+                    .filter(|r| r.subcommand != "--version")
+                    .map(|r| (&r.subcommand, &r.event, &r.detail))
+                    .collect::<Vec<_>>(),
+                journal(m, unit)
+                    .into_iter()
+                    .filter(|e| e.ts >= since - 1.0 && e.action != "call")
+                    .collect::<Vec<_>>()
+            ))
+        })
+}
+
+/// A worker restarted since `since` was landed first, never killed.
+fn landed_not_killed(m: &Model, unit: &str, since: f64) -> TestResult {
+    let events: Vec<String> = concourse_log(m, unit)
+        .into_iter()
+        .filter(|r| r.ts >= since && r.subcommand == "worker")
+        .map(|r| r.event)
+        .collect();
+    ensure(
+        events.iter().any(|e| e == "landed")
+            && !events.iter().any(|e| e == "killed without landing"),
+        || format!("{unit}: worker events since the change: {events:?}"),
+    )
+}
+
+/// 3 units in `auto` mode with PostgreSQL: one web, two workers; each process got its
+/// settings from its env file; config changes restart exactly the services they affect;
+/// a refresh re-renders without restarting anything; no secret leaks anywhere.
+fn auto_mode_settings_and_restarts() -> TestResult {
+    let server = release_server(&[(V1, Variant::Normal)])?;
+    let m = model()?;
+    let units = deploy(
+        &m,
+        APP,
+        3,
+        config(&server, &[("version", V1)]),
+        Volume::Shared,
+    )?;
+    let pg = PostgresOptions::default();
+    with_postgresql(&m, APP, pg.clone())?;
+    settle(&m)?;
+    let web = web_unit(&m, APP).ok_or_else(|| fail(format!("no web-unit\n{}", m.dump())))?;
+    let workers: Vec<String> = units.iter().filter(|u| **u != web).cloned().collect();
+    let web_addr = address(0, &web);
+    wait_status(&m, &[&web], "active", &web_ready(&web_addr, 8080))?;
+    wait_status(&m, &workers, "active", &worker_ready())?;
+    no_failed_hooks(&m, &units)?;
+    ensure(m.app_version(APP) == V1, || {
+        format!("application version {:?}", m.app_version(APP))
+    })?;
+
+    // web: database, keys, external URL, admin user, all from its env file
+    let admin = admin_password(&m).ok_or_else(|| fail("no admin-password secret"))?;
+    let w = last_start(&m, &web, "web").ok_or_else(|| fail("web never started"))?;
+    for (k, v) in [
+        ("CONCOURSE_POSTGRES_HOST", pg.host.as_str()),
+        ("CONCOURSE_POSTGRES_PORT", "5432"),
+        ("CONCOURSE_POSTGRES_USER", pg.username.as_str()),
+        ("CONCOURSE_POSTGRES_PASSWORD", pg.password.as_str()),
+        ("CONCOURSE_POSTGRES_DATABASE", "concourse"),
+        ("CONCOURSE_EXTERNAL_URL", &format!("http://{web_addr}:8080")),
+        ("CONCOURSE_BIND_PORT", "8080"),
+        ("CONCOURSE_LOG_LEVEL", "info"),
+        ("CONCOURSE_ADD_LOCAL_USER", &format!("admin:{admin}")),
+        ("CONCOURSE_MAIN_TEAM_LOCAL_USER", "admin"),
+    ] {
+        ensure(env_of(&w, k) == v, || {
+            format!("web env {k}={:?}, want {v:?}", env_of(&w, k))
+        })?;
+    }
+    ensure(w.user == "concourse", || format!("web runs as {}", w.user))?;
+    ensure(w.exe_resolved.contains(&format!("/releases/{V1}/")), || {
+        format!("web runs {}", w.exe_resolved)
+    })?;
+    for k in [
+        "CONCOURSE_TSA_HOST_KEY",
+        "CONCOURSE_SESSION_SIGNING_KEY",
+        "CONCOURSE_TSA_AUTHORIZED_KEYS",
+    ] {
+        let text = read(&m, &web, env_of(&w, k))?;
+        ensure(!text.trim().is_empty(), || format!("web {k} file is empty"))?;
+    }
+    let tsa_pub = read(
+        &m,
+        &web,
+        &format!("{}.pub", env_of(&w, "CONCOURSE_TSA_HOST_KEY")),
+    )?;
+    ensure(
+        m.opened_ports(&web).contains(&"8080/tcp".to_string()),
+        || format!("web ports {:?}", m.opened_ports(&web)),
+    )?;
+
+    // workers: TSA host and keys; web authorizes exactly their keys
+    let mut worker_keys = BTreeSet::new();
+    for u in &workers {
+        let r = last_start(&m, u, "worker").ok_or_else(|| fail(format!("{u}: no worker")))?;
+        ensure(
+            env_of(&r, "CONCOURSE_TSA_HOST") == format!("{web_addr}:2222"),
+            || format!("{u} TSA host {:?}", env_of(&r, "CONCOURSE_TSA_HOST")),
+        )?;
+        let known = read(&m, u, env_of(&r, "CONCOURSE_TSA_PUBLIC_KEY"))?;
+        ensure(known.trim() == tsa_pub.trim(), || {
+            format!("{u} trusts TSA key {known:?}, web has {tsa_pub:?}")
+        })?;
+        let private = env_of(&r, "CONCOURSE_TSA_WORKER_PRIVATE_KEY");
+        ensure(!read(&m, u, private)?.trim().is_empty(), || {
+            format!("{u}: empty worker key")
+        })?;
+        worker_keys.insert(read(&m, u, &format!("{private}.pub"))?.trim().to_string());
+        ensure(r.user == "root", || {
+            format!("{u} worker runs as {}", r.user)
+        })?;
+        ensure(env_of(&r, "CONCOURSE_RUNTIME") == "containerd", || {
+            format!("{u} runtime {:?}", env_of(&r, "CONCOURSE_RUNTIME"))
+        })?;
+        let work = env_of(&r, "CONCOURSE_WORK_DIR");
+        ensure(
+            !work.is_empty() && !work.starts_with("/var/lib/concourse/"),
+            || format!("{u} work dir {work:?} must be local, not on the volume"),
+        )?;
+        ensure(m.opened_ports(u).is_empty(), || {
+            format!("worker {u} opened {:?}", m.opened_ports(u))
+        })?;
+    }
+    let authorized: BTreeSet<String> = read(&m, &web, env_of(&w, "CONCOURSE_TSA_AUTHORIZED_KEYS"))?
+        .lines()
+        .map(|l| l.trim().to_string())
+        .filter(|l| !l.is_empty())
+        .collect();
+    ensure(authorized == worker_keys, || {
+        format!("authorized {authorized:?}, workers {worker_keys:?}")
+    })?;
+
+    // a change no service depends on restarts nothing (update-status neither)
+    let mark = epoch_now();
+    set_config(&m, APP, &[("upgrade-max-unavailable", "2")])?;
+    another_update_status(&m, &units)?;
+    for (u, svc) in std::iter::once((&web, "concourse-server"))
+        .chain(workers.iter().map(|u| (u, "concourse-worker")))
+    {
+        let d = disturbances(&m, u, svc, mark);
+        ensure(d.is_empty(), || format!("{u} {svc} disturbed: {d:?}"))?;
+    }
+
+    // log-level: both roles restart; workers land first
+    let mark = epoch_now();
+    set_config(&m, APP, &[("log-level", "debug")])?;
+    let r = started_since(&m, &web, "web", mark)?;
+    ensure(env_of(&r, "CONCOURSE_LOG_LEVEL") == "debug", || {
+        format!("web log level {:?}", env_of(&r, "CONCOURSE_LOG_LEVEL"))
+    })?;
+    for u in &workers {
+        let r = started_since(&m, u, "worker", mark)?;
+        ensure(env_of(&r, "CONCOURSE_LOG_LEVEL") == "debug", || {
+            format!("{u} log level {:?}", env_of(&r, "CONCOURSE_LOG_LEVEL"))
+        })?;
+        landed_not_killed(&m, u, mark)?;
+    }
+
+    // tag: workers only
+    let mark = epoch_now();
+    set_config(&m, APP, &[("tag", "gpu,big")])?;
+    another_update_status(&m, &units)?;
+    for u in &workers {
+        let r = started_since(&m, u, "worker", mark)?;
+        ensure(env_of(&r, "CONCOURSE_TAG") == "gpu,big", || {
+            format!("{u} tags {:?}", env_of(&r, "CONCOURSE_TAG"))
+        })?;
+        landed_not_killed(&m, u, mark)?;
+    }
+    let d = disturbances(&m, &web, "concourse-server", mark);
+    ensure(d.is_empty(), || format!("tag change disturbed web: {d:?}"))?;
+
+    // refresh: upgrade-charm re-renders, restarts nothing
+    let mark = epoch_now();
+    m.refresh(APP, charm())
+        .map_err(|e| fail(format!("refresh: {e}")))?;
+    settle(&m)?;
+    for u in &units {
+        ensure(m.hook_names(u).iter().any(|h| h == "upgrade-charm"), || {
+            format!("{u} did not run upgrade-charm")
+        })?;
+    }
+    another_update_status(&m, &units)?;
+    for (u, svc) in std::iter::once((&web, "concourse-server"))
+        .chain(workers.iter().map(|u| (u, "concourse-worker")))
+    {
+        let d = disturbances(&m, u, svc, mark);
+        ensure(d.is_empty(), || {
+            format!("refresh disturbed {u} {svc}: {d:?}")
+        })?;
+    }
+    wait_status(&m, &[&web], "active", &web_ready(&web_addr, 8080))?;
+    wait_status(&m, &workers, "active", &worker_ready())?;
+    no_failed_hooks(&m, &units)?;
+
+    let mut secrets: SecretValues = vec![
+        ("db password".into(), pg.password.clone()),
+        ("admin password".into(), admin),
+    ];
+    for u in &units {
+        secrets.extend(private_key_secrets(&m, u));
+    }
+    assert_no_secret_leaks(&m, &[APP], &units, &secrets)
+}
