@@ -18,10 +18,16 @@ use crate::common::*;
 const APP: &str = "concourse-ci";
 
 pub fn trials() -> Vec<Trial> {
-    vec![trial(
-        "roles::auto_mode_web_and_workers_get_their_settings_and_restart_only_when_needed",
-        auto_mode_settings_and_restarts,
-    )]
+    vec![
+        trial(
+            "roles::auto_mode_web_and_workers_get_their_settings_and_restart_only_when_needed",
+            auto_mode_settings_and_restarts,
+        ),
+        trial(
+            "roles::auto_mode_web_stays_on_leader_change_removed_worker_retires_actions",
+            auto_mode_leadership_removal_actions,
+        ),
+    ]
 }
 
 /// The simulator's address of a unit of the `app_index`-th deployed application.
@@ -291,5 +297,193 @@ fn auto_mode_settings_and_restarts() -> TestResult {
     for u in &units {
         secrets.extend(private_key_secrets(&m, u));
     }
+    assert_no_secret_leaks(&m, &[APP], &units, &secrets)
+}
+
+/// A value of an action's results by dotted key (`services.web`).
+fn result(a: &juju_sim::ActionResult, key: &str) -> Option<String> {
+    let mut v = &a.results;
+    for k in key.split('.') {
+        v = v.get(k)?;
+    }
+    v.as_str().map(str::to_string)
+}
+
+fn action_ok(
+    m: &Model,
+    unit: &str,
+    name: &str,
+    params: &[(&str, serde_json::Value)],
+) -> Result<juju_sim::ActionResult, libtest_mimic::Failed> {
+    let a = m
+        .run_action(unit, name, params.iter().map(|(k, v)| (*k, v.clone())))
+        .map_err(|e| fail(format!("{unit} {name}: {e}")))?;
+    ensure(a.status == juju_sim::model::ActionStatus::Completed, || {
+        format!("{unit} {name}: {:?} {} {}", a.status, a.message, a.stderr)
+    })?;
+    Ok(a)
+}
+
+/// Auto mode, 3 units: moving leadership does not move web; removing a worker retires it
+/// and web drops its key with a reload; the actions report and restart correctly.
+fn auto_mode_leadership_removal_actions() -> TestResult {
+    let server = release_server(&[(V1, Variant::Normal)])?;
+    let m = model()?;
+    let units = deploy(
+        &m,
+        APP,
+        3,
+        config(&server, &[("version", V1)]),
+        Volume::Shared,
+    )?;
+    let pg = PostgresOptions::default();
+    with_postgresql(&m, APP, pg.clone())?;
+    settle(&m)?;
+    let web = web_unit(&m, APP).ok_or_else(|| fail(format!("no web-unit\n{}", m.dump())))?;
+    let workers: Vec<String> = units.iter().filter(|u| **u != web).cloned().collect();
+    let web_addr = address(0, &web);
+    wait_status(&m, &[&web], "active", &web_ready(&web_addr, 8080))?;
+    wait_status(&m, &workers, "active", &worker_ready())?;
+    let web_pid = service_pid(&m, &web, "web").ok_or_else(|| fail("web is not running"))?;
+
+    // leadership moves to a worker: web stays where it is, untouched
+    let mark = epoch_now();
+    let new_leader = workers[0].clone();
+    m.set_leader(&new_leader)
+        .map_err(|e| fail(format!("set_leader: {e}")))?;
+    settle(&m)?;
+    ensure(
+        m.hook_names(&new_leader)
+            .iter()
+            .any(|h| h == "leader-elected"),
+        || format!("{new_leader} never ran leader-elected"),
+    )?;
+    another_update_status(&m, &units)?;
+    ensure(web_unit(&m, APP).as_deref() == Some(web.as_str()), || {
+        format!("web-unit moved to {:?}", web_unit(&m, APP))
+    })?;
+    ensure(service_pid(&m, &web, "web") == Some(web_pid), || {
+        format!("web process changed: {:?}", service_pid(&m, &web, "web"))
+    })?;
+    let d = disturbances(&m, &web, "concourse-server", mark);
+    ensure(d.is_empty(), || format!("web disturbed: {d:?}"))?;
+    ensure(last_start(&m, &new_leader, "web").is_none(), || {
+        format!("{new_leader} started web")
+    })?;
+    ensure(
+        !m.exists(&new_leader, "/etc/systemd/system/concourse-server.service"),
+        || format!("{new_leader} has a web unit file"),
+    )?;
+    wait_status(&m, &[&web], "active", &web_ready(&web_addr, 8080))?;
+    wait_status(&m, &workers, "active", &worker_ready())?;
+
+    // actions: the admin password is the same everywhere and is the secret's
+    let admin = admin_password(&m).ok_or_else(|| fail("no admin-password secret"))?;
+    for u in &units {
+        let a = action_ok(&m, u, "get-admin-password", &[])?;
+        ensure(result(&a, "username").as_deref() == Some("admin"), || {
+            format!("{u}: username {:?}", result(&a, "username"))
+        })?;
+        ensure(
+            result(&a, "password").as_deref() == Some(admin.as_str()),
+            || format!("{u}: password differs from the secret's"),
+        )?;
+    }
+    let a = action_ok(&m, &web, "check-status", &[])?;
+    for (k, v) in [
+        ("role", "web"),
+        ("version", V1),
+        ("services.web", "active"),
+        ("services.worker", "inactive"),
+        ("volume.path", "/var/lib/concourse"),
+        ("volume.versions", V1),
+        ("upgrade.phase", "idle"),
+    ] {
+        ensure(result(&a, k).as_deref() == Some(v), || {
+            format!(
+                "check-status on {web}: {k}={:?}, want {v:?}: {}",
+                result(&a, k),
+                a.results
+            )
+        })?;
+    }
+    ensure(result(&a, "peers").is_none(), || {
+        format!("check-status without verbose has details: {}", a.results)
+    })?;
+    let a = action_ok(&m, &workers[1], "check-status", &[("verbose", true.into())])?;
+    for (k, v) in [
+        ("role", "worker"),
+        ("services.web", "inactive"),
+        ("services.worker", "active"),
+    ] {
+        ensure(result(&a, k).as_deref() == Some(v), || {
+            format!(
+                "check-status on {}: {k}={:?}: {}",
+                workers[1],
+                result(&a, k),
+                a.results
+            )
+        })?;
+    }
+    ensure(
+        result(&a, "peers").is_some_and(|p| p.contains(&web)),
+        || format!("verbose check-status lacks peers: {}", a.results),
+    )?;
+    let mark = epoch_now();
+    let a = action_ok(&m, &workers[1], "restart-services", &[])?;
+    ensure(result(&a, "restarted").as_deref() == Some("worker"), || {
+        format!("restart-services: {}", a.results)
+    })?;
+    started_since(&m, &workers[1], "worker", mark)?;
+    landed_not_killed(&m, &workers[1], mark)?;
+
+    // removing a worker retires it; web forgets its key with a reload, not a restart
+    let gone = workers[1].clone();
+    let gone_key = read(&m, &gone, "/var/lib/concourse-worker/keys/worker_key.pub")?;
+    let kept_key = read(
+        &m,
+        &workers[0],
+        "/var/lib/concourse-worker/keys/worker_key.pub",
+    )?;
+    let mut secrets: SecretValues = vec![
+        ("db password".into(), pg.password.clone()),
+        ("admin password".into(), admin),
+    ];
+    for u in &units {
+        secrets.extend(private_key_secrets(&m, u));
+    }
+    let mark = epoch_now();
+    m.remove_unit(&gone)
+        .map_err(|e| fail(format!("remove_unit: {e}")))?;
+    run_until(&m, "the worker to be gone", |m| m.unit_gone(&gone))?;
+    settle(&m)?;
+    let events: Vec<String> = concourse_log(&m, &gone)
+        .into_iter()
+        .filter(|r| r.ts >= mark && r.subcommand == "worker")
+        .map(|r| r.event)
+        .collect();
+    ensure(
+        events.iter().any(|e| e == "retired")
+            && !events
+                .iter()
+                .any(|e| e == "killed without landing" || e == "landing"),
+        || format!("{gone} worker events on removal: {events:?}"),
+    )?;
+    let authorized = read(
+        &m,
+        &web,
+        "/var/lib/concourse-web/keys/authorized_worker_keys",
+    )?;
+    ensure(
+        authorized.trim() == kept_key.trim() && !authorized.contains(gone_key.trim()),
+        || format!("authorized keys after removal: {authorized:?}"),
+    )?;
+    let d = disturbances(&m, &web, "concourse-server", mark);
+    ensure(
+        d.iter().any(|e| e.contains("reloaded")) && service_pid(&m, &web, "web") == Some(web_pid),
+        || format!("web after the worker left: {d:?}"),
+    )?;
+    let live: Vec<String> = units.iter().filter(|u| **u != gone).cloned().collect();
+    no_failed_hooks(&m, &live)?;
     assert_no_secret_leaks(&m, &[APP], &units, &secrets)
 }
