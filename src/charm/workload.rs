@@ -122,7 +122,7 @@ pub fn web_role(
         Ok(db) => db,
         Err(missing) => {
             stop_web_if_running()?;
-            reports.waiting(missing.status_message());
+            reports.waiting(missing.status_message(juju.app_name()));
             return Ok(());
         }
     };
@@ -245,8 +245,11 @@ pub fn worker_role(
     }
     let Some((tsa_host, tsa_key)) = find_tsa(juju, config, peers)? else {
         reports.waiting(match config.mode {
-            Mode::Worker => "Waiting for a web application's TSA key (juju integrate <web-app>:tsa concourse-ci:flight)",
-            _ => "Waiting for web unit's TSA key",
+            Mode::Worker => format!(
+                "Waiting for web unit's TSA key (juju integrate <web-app>:tsa {}:flight)",
+                juju.app_name()
+            ),
+            _ => "Waiting for web unit's TSA key".to_string(),
         });
         return Ok(());
     };

@@ -27,6 +27,10 @@ pub fn trials() -> Vec<Trial> {
             "roles::auto_mode_web_stays_on_leader_change_removed_worker_retires_actions",
             auto_mode_leadership_removal_actions,
         ),
+        trial(
+            "roles::web_and_worker_applications_over_tsa_flight",
+            web_and_worker_apps,
+        ),
     ]
 }
 
@@ -105,6 +109,19 @@ fn started_since(
         })
 }
 
+/// The last start record of `concourse <sub>` (waiting briefly for it to be written).
+fn wait_start(m: &Model, unit: &str, sub: &str) -> Result<Record, libtest_mimic::Failed> {
+    started_since(m, unit, sub, 0.0)
+}
+
+/// The pid of the running `concourse <sub>` (waiting briefly for its start record).
+fn running_pid(m: &Model, unit: &str, sub: &str) -> Result<u32, libtest_mimic::Failed> {
+    let _ = m.run_until(std::time::Duration::from_secs(10), |m| {
+        service_pid(m, unit, sub).is_some()
+    });
+    service_pid(m, unit, sub).ok_or_else(|| fail(format!("{unit}: concourse {sub} is not running")))
+}
+
 /// A worker restarted since `since` was landed first, never killed.
 fn landed_not_killed(m: &Model, unit: &str, since: f64) -> TestResult {
     let events: Vec<String> = concourse_log(m, unit)
@@ -147,7 +164,7 @@ fn auto_mode_settings_and_restarts() -> TestResult {
 
     // web: database, keys, external URL, admin user, all from its env file
     let admin = admin_password(&m).ok_or_else(|| fail("no admin-password secret"))?;
-    let w = last_start(&m, &web, "web").ok_or_else(|| fail("web never started"))?;
+    let w = wait_start(&m, &web, "web")?;
     for (k, v) in [
         ("CONCOURSE_POSTGRES_HOST", pg.host.as_str()),
         ("CONCOURSE_POSTGRES_PORT", "5432"),
@@ -189,7 +206,7 @@ fn auto_mode_settings_and_restarts() -> TestResult {
     // workers: TSA host and keys; web authorizes exactly their keys
     let mut worker_keys = BTreeSet::new();
     for u in &workers {
-        let r = last_start(&m, u, "worker").ok_or_else(|| fail(format!("{u}: no worker")))?;
+        let r = wait_start(&m, u, "worker")?;
         ensure(
             env_of(&r, "CONCOURSE_TSA_HOST") == format!("{web_addr}:2222"),
             || format!("{u} TSA host {:?}", env_of(&r, "CONCOURSE_TSA_HOST")),
@@ -344,7 +361,7 @@ fn auto_mode_leadership_removal_actions() -> TestResult {
     let web_addr = address(0, &web);
     wait_status(&m, &[&web], "active", &web_ready(&web_addr, 8080))?;
     wait_status(&m, &workers, "active", &worker_ready())?;
-    let web_pid = service_pid(&m, &web, "web").ok_or_else(|| fail("web is not running"))?;
+    let web_pid = running_pid(&m, &web, "web")?;
 
     // leadership moves to a worker: web stays where it is, untouched
     let mark = epoch_now();
@@ -486,4 +503,118 @@ fn auto_mode_leadership_removal_actions() -> TestResult {
     let live: Vec<String> = units.iter().filter(|u| **u != gone).cloned().collect();
     no_failed_hooks(&m, &live)?;
     assert_no_secret_leaks(&m, &[APP], &units, &secrets)
+}
+
+/// `mode=web` and `mode=worker` applications related over `tsa`/`flight`: workers wait for
+/// the relation, then get the web's TSA host and key; web authorizes each worker key and
+/// applies a new worker's key with a reload (SIGHUP), not a restart.
+fn web_and_worker_apps() -> TestResult {
+    let server = release_server(&[(V1, Variant::Normal)])?;
+    let m = model()?;
+    let webs = deploy(
+        &m,
+        "web",
+        1,
+        config(&server, &[("version", V1), ("mode", "web")]),
+        Volume::Shared,
+    )?;
+    let mut workers = deploy(
+        &m,
+        "workers",
+        2,
+        config(&server, &[("version", V1), ("mode", "worker")]),
+        Volume::Shared,
+    )?;
+    let pg = PostgresOptions::default();
+    with_postgresql(&m, "web", pg.clone())?;
+    settle(&m)?;
+    let web = &webs[0];
+    let web_addr = address(0, web);
+    wait_status(&m, &[web], "active", &web_ready(&web_addr, 8080))?;
+    wait_status(
+        &m,
+        &workers,
+        "waiting",
+        "Waiting for web unit's TSA key (juju integrate <web-app>:tsa workers:flight)",
+    )?;
+    ensure(last_start(&m, &workers[0], "worker").is_none(), || {
+        "a worker started without a TSA".into()
+    })?;
+
+    m.relate("web:tsa", "workers:flight")
+        .map_err(|e| fail(format!("relate: {e}")))?;
+    settle(&m)?;
+    wait_status(&m, &workers, "active", &worker_ready())?;
+    let tsa_pub = read(&m, web, "/var/lib/concourse-web/keys/tsa_host_key.pub")?;
+    let keys_of =
+        |m: &Model, units: &[String]| -> Result<BTreeSet<String>, libtest_mimic::Failed> {
+            let mut keys = BTreeSet::new();
+            for u in units {
+                let r = wait_start(m, u, "worker")?;
+                ensure(
+                    env_of(&r, "CONCOURSE_TSA_HOST") == format!("{web_addr}:2222"),
+                    || format!("{u} TSA host {:?}", env_of(&r, "CONCOURSE_TSA_HOST")),
+                )?;
+                let known = read(m, u, env_of(&r, "CONCOURSE_TSA_PUBLIC_KEY"))?;
+                ensure(known.trim() == tsa_pub.trim(), || {
+                    format!("{u} trusts {known:?}, web has {tsa_pub:?}")
+                })?;
+                let private = env_of(&r, "CONCOURSE_TSA_WORKER_PRIVATE_KEY");
+                keys.insert(read(m, u, &format!("{private}.pub"))?.trim().to_string());
+            }
+            Ok(keys)
+        };
+    let authorized = |m: &Model| -> Result<BTreeSet<String>, libtest_mimic::Failed> {
+        Ok(
+            read(m, web, "/var/lib/concourse-web/keys/authorized_worker_keys")?
+                .lines()
+                .map(|l| l.trim().to_string())
+                .filter(|l| !l.is_empty())
+                .collect(),
+        )
+    };
+    let want = keys_of(&m, &workers)?;
+    run_until(&m, "web to authorize both workers", |m| {
+        authorized(m).is_ok_and(|a| a == want)
+    })?;
+
+    // a third worker: its key is applied with a reload
+    let web_pid = running_pid(&m, web, "web")?;
+    let mark = epoch_now();
+    workers.push(
+        m.add_unit("workers")
+            .map_err(|e| fail(format!("add_unit: {e}")))?,
+    );
+    settle(&m)?;
+    wait_status(&m, &workers, "active", &worker_ready())?;
+    let want = keys_of(&m, &workers)?;
+    run_until(&m, "web to authorize the new worker", |m| {
+        authorized(m).is_ok_and(|a| a == want)
+    })?;
+    run_until(&m, "web to reload", |m| {
+        concourse_log(m, web)
+            .iter()
+            .any(|r| r.ts >= mark && r.subcommand == "web" && r.event == "reloaded")
+    })?;
+    let d = disturbances(&m, web, "concourse-server", mark);
+    ensure(
+        service_pid(&m, web, "web") == Some(web_pid)
+            && !d.iter().any(|e| e.contains("start") || e.contains("stop")),
+        || format!("web restarted for a new worker key: {d:?}"),
+    )?;
+
+    let mut all: Vec<String> = webs.clone();
+    all.extend(workers.iter().cloned());
+    no_failed_hooks(&m, &all)?;
+    let mut secrets: SecretValues = vec![
+        ("db password".into(), pg.password.clone()),
+        (
+            "admin password".into(),
+            admin_password(&m).ok_or_else(|| fail("no admin-password secret"))?,
+        ),
+    ];
+    for u in &all {
+        secrets.extend(private_key_secrets(&m, u));
+    }
+    assert_no_secret_leaks(&m, &["web", "workers"], &all, &secrets)
 }
