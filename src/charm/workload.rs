@@ -15,7 +15,8 @@ use super::status::Reports;
 use super::CharmError;
 use crate::config::{CharmConfig, Mode, Secret};
 use crate::juju::client::SecretRef;
-use crate::juju::{Bag, Juju};
+use crate::juju::event::RelationHook;
+use crate::juju::{Bag, Event, Juju, RelationRef};
 use crate::postgres::{self, DbInfo, DbMissing};
 use crate::{web, worker};
 
@@ -44,9 +45,31 @@ pub fn unit_address(juju: &Juju) -> Result<String, CharmError> {
     Ok(info.primary_address().unwrap_or("127.0.0.1").to_string())
 }
 
+/// The live relations of an endpoint. In `<endpoint>-relation-broken` Juju 3.x may still
+/// list the relation being removed (and serve its remote data): leave it out, as ops does,
+/// so the hook that announces the removal already acts on it.
+pub fn live_relations(juju: &Juju, endpoint: &str) -> Result<Vec<RelationRef>, CharmError> {
+    let ctx = juju.context();
+    let broken = match (&ctx.event, &ctx.relation) {
+        (
+            Event::Relation {
+                kind: RelationHook::Broken,
+                ..
+            },
+            Some(r),
+        ) => Some(&r.relation),
+        _ => None,
+    };
+    Ok(juju
+        .relation_ids(endpoint)?
+        .into_iter()
+        .filter(|r| Some(r) != broken)
+        .collect())
+}
+
 /// Reads the database settings, if the relation and the provider's answer are there.
 pub fn db_info(juju: &Juju) -> Result<Result<DbInfo, DbMissing>, CharmError> {
-    let Some(rel) = juju.relation_ids(DB_ENDPOINT)?.into_iter().next() else {
+    let Some(rel) = live_relations(juju, DB_ENDPOINT)?.into_iter().next() else {
         return Ok(Err(DbMissing::NoRelation));
     };
     let Some(remote_app) = juju.relation_remote_app(&rel)? else {
@@ -105,7 +128,7 @@ pub fn web_role(
         .chain(std::iter::once(&peers.me))
         .filter_map(|b| b.get(peers::WORKER_PUBLIC_KEY).cloned())
         .collect();
-    for rel in juju.relation_ids(TSA_ENDPOINT)? {
+    for rel in live_relations(juju, TSA_ENDPOINT)? {
         juju.relation_set(&rel, false, &publish)?;
         for u in juju.relation_list(&rel)? {
             if let Some(k) = juju
@@ -205,7 +228,7 @@ fn find_tsa(
             .and_then(from_bag),
         Mode::Worker => {
             let mut found = None;
-            for rel in juju.relation_ids(FLIGHT_ENDPOINT)? {
+            for rel in live_relations(juju, FLIGHT_ENDPOINT)? {
                 for u in juju.relation_list(&rel)? {
                     if let Some(t) = from_bag(&juju.relation_get(&rel, &Bag::Unit(u))?) {
                         found = Some(t);
@@ -240,7 +263,7 @@ pub fn worker_role(
     })?;
     let publish = bag([(peers::WORKER_PUBLIC_KEY, public.as_str())]);
     peers.write_me(&publish);
-    for rel in juju.relation_ids(FLIGHT_ENDPOINT)? {
+    for rel in live_relations(juju, FLIGHT_ENDPOINT)? {
         juju.relation_set(&rel, false, &publish)?;
     }
     let Some((tsa_host, tsa_key)) = find_tsa(juju, config, peers)? else {

@@ -31,6 +31,14 @@ pub fn trials() -> Vec<Trial> {
             "roles::web_and_worker_applications_over_tsa_flight",
             web_and_worker_apps,
         ),
+        trial(
+            "roles::mode_all_web_port_and_plain_postgresql_credentials",
+            mode_all_port_and_plain_db,
+        ),
+        trial(
+            "roles::invalid_config_blocks_naming_the_option_and_recovers",
+            invalid_config_blocks_and_recovers,
+        ),
     ]
 }
 
@@ -617,4 +625,227 @@ fn web_and_worker_apps() -> TestResult {
         secrets.extend(private_key_secrets(&m, u));
     }
     assert_no_secret_leaks(&m, &["web", "workers"], &all, &secrets)
+}
+
+fn both_ready(addr: &str, port: u16) -> String {
+    format!("{}; {}", web_ready(addr, port), worker_ready())
+}
+
+/// `mode=all`, 2 units, a provider with plain credentials: every unit runs web and a
+/// worker that uses the local TSA; `web-port` moves the open port (below 1024 with
+/// CAP_NET_BIND_SERVICE) and restarts web only; removing the PostgreSQL relation stops
+/// web (waiting) and leaves the worker alone.
+fn mode_all_port_and_plain_db() -> TestResult {
+    let server = release_server(&[(V1, Variant::Normal)])?;
+    let m = model()?;
+    let units = deploy(
+        &m,
+        APP,
+        2,
+        config(&server, &[("version", V1), ("mode", "all")]),
+        Volume::Shared,
+    )?;
+    let pg = PostgresOptions {
+        credentials: juju_sim::Credentials::Plain,
+        username: "legacy_user".into(),
+        password: "plain-field-pw".into(),
+        ..PostgresOptions::default()
+    };
+    let pg_rel = with_postgresql(&m, APP, pg.clone())?;
+    settle(&m)?;
+    for u in &units {
+        wait_status(&m, &[u], "active", &both_ready(&address(0, u), 8080))?;
+        let w = wait_start(&m, u, "web")?;
+        for (k, v) in [
+            ("CONCOURSE_POSTGRES_USER", pg.username.as_str()),
+            ("CONCOURSE_POSTGRES_PASSWORD", pg.password.as_str()),
+            ("CONCOURSE_POSTGRES_HOST", pg.host.as_str()),
+        ] {
+            ensure(env_of(&w, k) == v, || {
+                format!("{u} web env {k}={:?}, want {v:?}", env_of(&w, k))
+            })?;
+        }
+        let r = wait_start(&m, u, "worker")?;
+        ensure(env_of(&r, "CONCOURSE_TSA_HOST") == "127.0.0.1:2222", || {
+            format!("{u} TSA host {:?}", env_of(&r, "CONCOURSE_TSA_HOST"))
+        })?;
+        let own_tsa = read(
+            &m,
+            u,
+            &format!("{}.pub", env_of(&w, "CONCOURSE_TSA_HOST_KEY")),
+        )?;
+        let trusted = read(&m, u, env_of(&r, "CONCOURSE_TSA_PUBLIC_KEY"))?;
+        ensure(own_tsa.trim() == trusted.trim(), || {
+            format!("{u}: worker trusts another TSA key")
+        })?;
+        let own_worker = read(
+            &m,
+            u,
+            &format!("{}.pub", env_of(&r, "CONCOURSE_TSA_WORKER_PRIVATE_KEY")),
+        )?;
+        let authorized = read(&m, u, env_of(&w, "CONCOURSE_TSA_AUTHORIZED_KEYS"))?;
+        ensure(
+            authorized.lines().any(|l| l.trim() == own_worker.trim()),
+            || format!("{u}: web does not authorize its own worker: {authorized:?}"),
+        )?;
+    }
+
+    // web-port 80: open 80, close 8080, CAP_NET_BIND_SERVICE, web restarts, worker not
+    let unit_file = "/etc/systemd/system/concourse-server.service";
+    ensure(
+        !read(&m, &units[0], unit_file)?.contains("AmbientCapabilities"),
+        || "capability granted for port 8080".into(),
+    )?;
+    let mark = epoch_now();
+    set_config(&m, APP, &[("web-port", "80")])?;
+    for u in &units {
+        wait_status(&m, &[u], "active", &both_ready(&address(0, u), 80))?;
+        let ports = m.opened_ports(u);
+        ensure(
+            ports.contains(&"80/tcp".to_string()) && !ports.contains(&"8080/tcp".to_string()),
+            || format!("{u} ports {ports:?}"),
+        )?;
+        ensure(
+            read(&m, u, unit_file)?.contains("AmbientCapabilities=CAP_NET_BIND_SERVICE"),
+            || format!("{u}: no CAP_NET_BIND_SERVICE for port 80"),
+        )?;
+        let w = started_since(&m, u, "web", mark)?;
+        ensure(env_of(&w, "CONCOURSE_BIND_PORT") == "80", || {
+            format!("{u} web port {:?}", env_of(&w, "CONCOURSE_BIND_PORT"))
+        })?;
+        ensure(
+            env_of(&w, "CONCOURSE_EXTERNAL_URL") == format!("http://{}:80", address(0, u)),
+            || {
+                format!(
+                    "{u} external URL {:?}",
+                    env_of(&w, "CONCOURSE_EXTERNAL_URL")
+                )
+            },
+        )?;
+        let d = disturbances(&m, u, "concourse-worker", mark);
+        ensure(d.is_empty(), || {
+            format!("{u}: web-port disturbed the worker: {d:?}")
+        })?;
+    }
+    set_config(&m, APP, &[("web-port", "8443")])?;
+    for u in &units {
+        wait_status(&m, &[u], "active", &both_ready(&address(0, u), 8443))?;
+        ensure(
+            !read(&m, u, unit_file)?.contains("AmbientCapabilities"),
+            || format!("{u}: capability kept for port 8443"),
+        )?;
+        let ports = m.opened_ports(u);
+        ensure(
+            ports.contains(&"8443/tcp".to_string()) && !ports.contains(&"80/tcp".to_string()),
+            || format!("{u} ports {ports:?}"),
+        )?;
+    }
+
+    // the database goes away: web stops and waits; the worker keeps running
+    let mark = epoch_now();
+    m.remove_relation(pg_rel)
+        .map_err(|e| fail(format!("remove_relation: {e}")))?;
+    settle(&m)?;
+    wait_status(
+        &m,
+        &units,
+        "waiting",
+        "Waiting for PostgreSQL relation (juju integrate concourse-ci:postgresql postgresql)",
+    )?;
+    for u in &units {
+        // in relation-broken itself, not at the next update-status (5 minutes in Juju)
+        let in_broken = m
+            .status_history(u)
+            .into_iter()
+            .rfind(|s| s.hook == "postgresql-relation-broken");
+        ensure(
+            in_broken.as_ref().is_some_and(|s| s.status == "waiting"),
+            || format!("{u}: status after postgresql-relation-broken: {in_broken:?}"),
+        )?;
+        ensure(service_pid(&m, u, "web").is_none(), || {
+            format!("{u}: web still runs without a database")
+        })?;
+        let d = disturbances(&m, u, "concourse-worker", mark);
+        ensure(d.is_empty(), || {
+            format!("{u}: the worker was disturbed: {d:?}")
+        })?;
+    }
+    no_failed_hooks(&m, &units)?;
+    let mut secrets: SecretValues = vec![
+        ("db password".into(), pg.password.clone()),
+        (
+            "admin password".into(),
+            admin_password(&m).ok_or_else(|| fail("no admin-password secret"))?,
+        ),
+    ];
+    for u in &units {
+        secrets.extend(private_key_secrets(&m, u));
+    }
+    assert_no_secret_leaks(&m, &[APP], &units, &secrets)
+}
+
+/// Invalid `mode`, `log-level`, `web-port` (0, 70000) and `external-url` block the unit
+/// with a status naming the option; setting a valid value recovers without any other step
+/// and, since the effective settings did not change, without restarting anything. A valid
+/// `external-url` then reaches web (only web restarts).
+fn invalid_config_blocks_and_recovers() -> TestResult {
+    let server = release_server(&[(V1, Variant::Normal)])?;
+    let m = model()?;
+    let units = deploy(
+        &m,
+        APP,
+        1,
+        config(&server, &[("version", V1), ("mode", "all")]),
+        Volume::Shared,
+    )?;
+    with_postgresql(&m, APP, PostgresOptions::default())?;
+    settle(&m)?;
+    let u = &units[0];
+    let ready = both_ready(&address(0, u), 8080);
+    wait_status(&m, &[u], "active", &ready)?;
+    let mark = epoch_now();
+    for (option, bad, good) in [
+        ("mode", "both", "all"),
+        ("log-level", "warn", "info"),
+        ("web-port", "0", "8080"),
+        ("web-port", "70000", "8080"),
+        ("external-url", "ci.example.com", ""),
+        ("external-url", "ftp://ci.example.com", ""),
+    ] {
+        set_config(&m, APP, &[(option, bad)])?;
+        let st = m.unit_status(u);
+        ensure(
+            st.status == "blocked" && st.message.starts_with(&format!("invalid {option}: ")),
+            || format!("{option}={bad}: status {} {:?}", st.status, st.message),
+        )?;
+        set_config(&m, APP, &[(option, good)])?;
+        wait_status(&m, &[u], "active", &ready)?;
+    }
+    for svc in ["concourse-server", "concourse-worker"] {
+        let d = disturbances(&m, u, svc, mark);
+        ensure(d.is_empty(), || {
+            format!("invalid values disturbed {svc}: {d:?}")
+        })?;
+    }
+    let mark = epoch_now();
+    set_config(&m, APP, &[("external-url", "https://ci.example.com/")])?;
+    wait_status(
+        &m,
+        &[u],
+        "active",
+        &format!(
+            "Web ready (v{V1}) https://ci.example.com; {}",
+            worker_ready()
+        ),
+    )?;
+    let w = started_since(&m, u, "web", mark)?;
+    ensure(
+        env_of(&w, "CONCOURSE_EXTERNAL_URL") == "https://ci.example.com",
+        || format!("external URL {:?}", env_of(&w, "CONCOURSE_EXTERNAL_URL")),
+    )?;
+    let d = disturbances(&m, u, "concourse-worker", mark);
+    ensure(d.is_empty(), || {
+        format!("external-url disturbed the worker: {d:?}")
+    })?;
+    no_failed_hooks(&m, &units)
 }
