@@ -8,7 +8,7 @@
 
 use std::path::{Path, PathBuf};
 
-use tracing::info;
+use tracing::{info, warn};
 
 use super::peers::{self, bag, Peers};
 use super::status::Reports;
@@ -18,6 +18,7 @@ use crate::juju::client::SecretRef;
 use crate::juju::event::RelationHook;
 use crate::juju::{Bag, Event, Juju, RelationRef};
 use crate::postgres::{self, DbInfo, DbMissing};
+use crate::roles::Roles;
 use crate::{web, worker};
 
 pub const TSA_ENDPOINT: &str = "tsa";
@@ -93,6 +94,53 @@ pub fn admin_password(juju: &Juju, peers: &Peers) -> Result<Option<Secret>, Char
         .get("password")
         .filter(|p| !p.is_empty())
         .map(|p| Secret::new(p.clone())))
+}
+
+/// Stops what this unit no longer runs (a `mode` change, or the web role moving to the
+/// leader because the web unit left): without the web role, web is stopped and removed,
+/// its ports closed and the unit's TSA data withdrawn; without the worker role, the worker
+/// is retired (so Concourse forgets it, like on unit removal) and its key withdrawn, so
+/// web stops authorizing it. Cheap when there is nothing to do (two file checks).
+pub fn drop_other_roles(
+    juju: &Juju,
+    config: &CharmConfig,
+    peers: &mut Peers,
+    roles: Roles,
+) -> Result<(), CharmError> {
+    let installed = |name: &str| {
+        Path::new(crate::service::UNIT_DIR)
+            .join(format!("{name}.service"))
+            .exists()
+    };
+    // The published TSA data commits together with the port changes, so while it is in
+    // our bag the ports may still be open (a hook that removed the unit file can still fail).
+    let was_web = peers.me.contains_key(peers::TSA_HOST) || peers.me.contains_key(peers::WEB_IP);
+    if !roles.web && (was_web || installed(web::SERVICE)) {
+        info!("this unit no longer runs web: stopping and removing it");
+        for p in juju.opened_ports()? {
+            if let Some((port, proto)) = p.split_once('/') {
+                if let Ok(port) = port.parse::<u16>() {
+                    juju.close_port(port, proto)?;
+                }
+            }
+        }
+        web::remove()?;
+        peers.write_me(&bag([
+            (peers::TSA_HOST, ""),
+            (peers::TSA_PUBLIC_KEY, ""),
+            (peers::WEB_IP, ""),
+        ]));
+    }
+    if !roles.worker {
+        if installed(worker::SERVICE) {
+            info!("this unit no longer runs a worker: retiring it");
+            if let Err(e) = worker::remove(config.drain_timeout) {
+                warn!("retiring the worker: {e}");
+            }
+        }
+        peers.write_me(&bag([(peers::WORKER_PUBLIC_KEY, "")]));
+    }
+    Ok(())
 }
 
 /// Runs (or keeps running) the web role.

@@ -39,6 +39,10 @@ pub fn trials() -> Vec<Trial> {
             "roles::invalid_config_blocks_naming_the_option_and_recovers",
             invalid_config_blocks_and_recovers,
         ),
+        trial(
+            "roles::role_changes_stop_what_a_unit_no_longer_runs",
+            role_changes,
+        ),
     ]
 }
 
@@ -848,4 +852,149 @@ fn invalid_config_blocks_and_recovers() -> TestResult {
         format!("external-url disturbed the worker: {d:?}")
     })?;
     no_failed_hooks(&m, &units)
+}
+
+/// Worker events of a unit since `since`.
+fn worker_events(m: &Model, unit: &str, since: f64) -> Vec<String> {
+    concourse_log(m, unit)
+        .into_iter()
+        .filter(|r| r.ts >= since && r.subcommand == "worker")
+        .map(|r| r.event)
+        .collect()
+}
+
+/// Checks that a unit that lost its worker role retired the worker (Concourse forgets it)
+/// and removed the service.
+fn worker_retired(m: &Model, unit: &str, since: f64) -> TestResult {
+    let _ = m.run_until(std::time::Duration::from_secs(10), |m| {
+        worker_events(m, unit, since).iter().any(|e| e == "retired")
+    });
+    let ev = worker_events(m, unit, since);
+    ensure(
+        ev.iter().any(|e| e == "retired") && !ev.iter().any(|e| e == "killed without landing"),
+        || format!("{unit}: worker events after losing the role: {ev:?}"),
+    )?;
+    ensure(service_pid(m, unit, "worker").is_none(), || {
+        format!("{unit}: a worker still runs")
+    })?;
+    ensure(
+        !m.exists(unit, "/etc/systemd/system/concourse-worker.service"),
+        || format!("{unit}: the worker unit file is still installed"),
+    )
+}
+
+/// Checks that a unit that lost its web role stopped web, removed the service and closed
+/// its ports.
+fn web_removed(m: &Model, unit: &str) -> TestResult {
+    let _ = m.run_until(std::time::Duration::from_secs(10), |m| {
+        service_pid(m, unit, "web").is_none()
+    });
+    ensure(service_pid(m, unit, "web").is_none(), || {
+        format!("{unit}: web still runs")
+    })?;
+    ensure(
+        !m.exists(unit, "/etc/systemd/system/concourse-server.service"),
+        || format!("{unit}: the web unit file is still installed"),
+    )?;
+    ensure(m.opened_ports(unit).is_empty(), || {
+        format!("{unit}: ports still open: {:?}", m.opened_ports(unit))
+    })
+}
+
+/// `mode=all` → `auto`: the web unit retires its worker, the others stop web and close its
+/// ports and point their workers at the web unit. Then the web unit (the leader) is
+/// removed: the new leader takes web over and retires its own worker; the remaining worker
+/// follows the new TSA. Web authorizes exactly the live workers' keys throughout.
+fn role_changes() -> TestResult {
+    let server = release_server(&[(V1, Variant::Normal)])?;
+    let m = model()?;
+    let units = deploy(
+        &m,
+        APP,
+        3,
+        config(&server, &[("version", V1), ("mode", "all")]),
+        Volume::Shared,
+    )?;
+    with_postgresql(&m, APP, PostgresOptions::default())?;
+    settle(&m)?;
+    for u in &units {
+        wait_status(&m, &[u], "active", &both_ready(&address(0, u), 8080))?;
+    }
+    let authorized = |m: &Model, web: &str| -> BTreeSet<String> {
+        m.read_to_string(web, "/var/lib/concourse-web/keys/authorized_worker_keys")
+            .unwrap_or_default()
+            .lines()
+            .map(|l| l.trim().to_string())
+            .filter(|l| !l.is_empty())
+            .collect()
+    };
+    let worker_key = |m: &Model, u: &str| {
+        m.read_to_string(u, "/var/lib/concourse-worker/keys/worker_key.pub")
+            .unwrap_or_default()
+            .trim()
+            .to_string()
+    };
+
+    // all -> auto
+    let mark = epoch_now();
+    set_config(&m, APP, &[("mode", "auto")])?;
+    let web = web_unit(&m, APP).ok_or_else(|| fail("no web-unit"))?;
+    let workers: Vec<String> = units.iter().filter(|u| **u != web).cloned().collect();
+    let web_addr = address(0, &web);
+    wait_status(&m, &[&web], "active", &web_ready(&web_addr, 8080))?;
+    wait_status(&m, &workers, "active", &worker_ready())?;
+    worker_retired(&m, &web, mark)?;
+    for u in &workers {
+        web_removed(&m, u)?;
+        let r = started_since(&m, u, "worker", mark)?;
+        ensure(
+            env_of(&r, "CONCOURSE_TSA_HOST") == format!("{web_addr}:2222"),
+            || format!("{u} TSA host {:?}", env_of(&r, "CONCOURSE_TSA_HOST")),
+        )?;
+        landed_not_killed(&m, u, mark)?;
+    }
+    let want: BTreeSet<String> = workers.iter().map(|u| worker_key(&m, u)).collect();
+    run_until(&m, "web to authorize only the workers", |m| {
+        authorized(m, &web) == want
+    })?;
+
+    // the web unit (leader) goes away: the new leader takes web over
+    ensure(m.leader(APP).as_deref() == Some(web.as_str()), || {
+        format!("the web unit {web} is not the leader {:?}", m.leader(APP))
+    })?;
+    let mark = epoch_now();
+    m.remove_unit(&web)
+        .map_err(|e| fail(format!("remove_unit: {e}")))?;
+    run_until(&m, "the web unit to be gone", |m| m.unit_gone(&web))?;
+    settle(&m)?;
+    let new_web = web_unit(&m, APP).ok_or_else(|| fail("no web-unit"))?;
+    ensure(
+        Some(new_web.as_str()) == m.leader(APP).as_deref() && new_web != web,
+        || format!("web-unit {new_web}, leader {:?}", m.leader(APP)),
+    )?;
+    let rest: Vec<String> = workers.iter().filter(|u| **u != new_web).cloned().collect();
+    let new_addr = address(0, &new_web);
+    wait_status(&m, &[&new_web], "active", &web_ready(&new_addr, 8080))?;
+    wait_status(&m, &rest, "active", &worker_ready())?;
+    worker_retired(&m, &new_web, mark)?;
+    let new_tsa = read(&m, &new_web, "/var/lib/concourse-web/keys/tsa_host_key.pub")?;
+    for u in &rest {
+        let r = started_since(&m, u, "worker", mark)?;
+        ensure(
+            env_of(&r, "CONCOURSE_TSA_HOST") == format!("{new_addr}:2222"),
+            || format!("{u} TSA host {:?}", env_of(&r, "CONCOURSE_TSA_HOST")),
+        )?;
+        let trusted = read(&m, u, env_of(&r, "CONCOURSE_TSA_PUBLIC_KEY"))?;
+        ensure(trusted.trim() == new_tsa.trim(), || {
+            format!("{u} trusts the old TSA key")
+        })?;
+        landed_not_killed(&m, u, mark)?;
+    }
+    let want: BTreeSet<String> = rest.iter().map(|u| worker_key(&m, u)).collect();
+    run_until(
+        &m,
+        "the new web to authorize only the remaining worker",
+        |m| authorized(m, &new_web) == want,
+    )?;
+    no_failed_hooks(&m, &workers)
 }
