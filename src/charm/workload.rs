@@ -77,8 +77,10 @@ pub fn db_info(juju: &Juju) -> Result<Result<DbInfo, DbMissing>, CharmError> {
         return Ok(Err(DbMissing::NoEndpoints));
     };
     let app_bag = juju.relation_get(&rel, &Bag::App(remote_app))?;
+    // --refresh: always the provider's latest credentials. Without it secret-get returns
+    // the revision this unit tracks, so a rotated password (secret-changed) was never seen.
     let secret = match app_bag.get("secret-user").filter(|s| !s.is_empty()) {
-        Some(id) => Some(juju.secret_get(&SecretRef::Id(id.clone()), false)?),
+        Some(id) => Some(juju.secret_get(&SecretRef::Id(id.clone()), true)?),
         None => None,
     };
     Ok(postgres::db_info(&app_bag, secret.as_ref()))

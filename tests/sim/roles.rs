@@ -296,6 +296,21 @@ fn auto_mode_settings_and_restarts() -> TestResult {
     let d = disturbances(&m, &web, "concourse-server", mark);
     ensure(d.is_empty(), || format!("tag change disturbed web: {d:?}"))?;
 
+    // the provider rotates the password (a new revision of secret-user): web restarts
+    // with it, workers are left alone
+    let mark = epoch_now();
+    let rotated = "rotated-pw-2";
+    m.postgres_rotate_password("postgresql", rotated);
+    settle(&m)?;
+    let r = started_since(&m, &web, "web", mark)?;
+    ensure(env_of(&r, "CONCOURSE_POSTGRES_PASSWORD") == rotated, || {
+        "web did not pick up the rotated database password".into()
+    })?;
+    for u in &workers {
+        let d = disturbances(&m, u, "concourse-worker", mark);
+        ensure(d.is_empty(), || format!("rotation disturbed {u}: {d:?}"))?;
+    }
+
     // refresh: upgrade-charm re-renders, restarts nothing
     let mark = epoch_now();
     m.refresh(APP, charm())
@@ -321,6 +336,7 @@ fn auto_mode_settings_and_restarts() -> TestResult {
 
     let mut secrets: SecretValues = vec![
         ("db password".into(), pg.password.clone()),
+        ("rotated db password".into(), rotated.into()),
         ("admin password".into(), admin),
     ];
     for u in &units {
