@@ -289,9 +289,10 @@ pub fn apply(
         0o644,
         Some(owner),
     )?;
-    let unit_changed = spec.install()?;
+    let unit_change = spec.install()?;
+    let unit_changed = unit_change.needs_restart();
     let sys = Systemctl;
-    if unit_changed {
+    if unit_change.written() {
         sys.daemon_reload()?;
         sys.enable(SERVICE)?;
     }

@@ -256,10 +256,27 @@ fn auto_mode_settings_and_restarts() -> TestResult {
         format!("authorized {authorized:?}, workers {worker_keys:?}")
     })?;
 
-    // a change no service depends on restarts nothing (update-status neither)
+    // a change no service depends on restarts nothing (update-status neither); neither
+    // does drain-timeout: it only changes how long a stop may take (daemon-reload)
     let mark = epoch_now();
-    set_config(&m, APP, &[("upgrade-max-unavailable", "2")])?;
+    set_config(
+        &m,
+        APP,
+        &[("upgrade-max-unavailable", "2"), ("drain-timeout", "30m")],
+    )?;
     another_update_status(&m, &units)?;
+    for u in &workers {
+        let unit_text = read(&m, u, "/etc/systemd/system/concourse-worker.service")?;
+        ensure(unit_text.contains("TimeoutStopSec=1800"), || {
+            format!("{u}: drain-timeout not in the unit: {unit_text}")
+        })?;
+        ensure(
+            journal(&m, u)
+                .iter()
+                .any(|e| e.ts >= mark && e.action == "daemon-reload"),
+            || format!("{u}: no daemon-reload after the unit changed"),
+        )?;
+    }
     for (u, svc) in std::iter::once((&web, "concourse-server"))
         .chain(workers.iter().map(|u| (u, "concourse-worker")))
     {
