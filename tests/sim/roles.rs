@@ -671,7 +671,7 @@ fn both_ready(addr: &str, port: u16) -> String {
 /// `mode=all`, 2 units, a provider with plain credentials: every unit runs web and a
 /// worker that uses the local TSA; `web-port` moves the open port (below 1024 with
 /// CAP_NET_BIND_SERVICE) and restarts web only; removing the PostgreSQL relation stops
-/// web (waiting) and leaves the worker alone.
+/// web (waiting) in the broken hook and leaves the worker alone; relating again restarts web.
 fn mode_all_port_and_plain_db() -> TestResult {
     let server = release_server(&[(V1, Variant::Normal)])?;
     let m = model()?;
@@ -806,6 +806,14 @@ fn mode_all_port_and_plain_db() -> TestResult {
         ensure(d.is_empty(), || {
             format!("{u}: the worker was disturbed: {d:?}")
         })?;
+    }
+    // and comes back: web starts again
+    m.relate(&format!("{APP}:postgresql"), "postgresql")
+        .map_err(|e| fail(format!("relate postgresql again: {e}")))?;
+    settle(&m)?;
+    for u in &units {
+        wait_status(&m, &[u], "active", &both_ready(&address(0, u), 8443))?;
+        running_pid(&m, u, "web")?;
     }
     no_failed_hooks(&m, &units)?;
     let mut secrets: SecretValues = vec![
@@ -1000,6 +1008,11 @@ fn role_changes() -> TestResult {
         .map_err(|e| fail(format!("remove_unit: {e}")))?;
     run_until(&m, "the web unit to be gone", |m| m.unit_gone(&web))?;
     settle(&m)?;
+    // the removed unit stopped web itself (the simulator SIGKILLs what is left)
+    let stopped = concourse_log(&m, &web)
+        .iter()
+        .any(|r| r.ts >= mark && r.subcommand == "web" && r.event == "stopped");
+    ensure(stopped, || format!("{web}: web was not stopped on removal"))?;
     let new_web = web_unit(&m, APP).ok_or_else(|| fail("no web-unit"))?;
     ensure(
         Some(new_web.as_str()) == m.leader(APP).as_deref() && new_web != web,
