@@ -863,6 +863,18 @@ fn invalid_config_blocks_and_recovers() -> TestResult {
             st.status == "blocked" && st.message.starts_with(&format!("invalid {option}: ")),
             || format!("{option}={bad}: status {} {:?}", st.status, st.message),
         )?;
+        let allowed = match option {
+            "mode" => "auto, all, web, worker",
+            "log-level" => "debug, info, error, fatal",
+            "web-port" => "between 1 and 65535",
+            _ => "https://",
+        };
+        ensure(st.message.contains(allowed), || {
+            format!(
+                "{option}={bad}: {:?} does not say what is allowed",
+                st.message
+            )
+        })?;
         set_config(&m, APP, &[(option, good)])?;
         wait_status(&m, &[u], "active", &ready)?;
     }
