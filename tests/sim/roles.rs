@@ -350,6 +350,7 @@ fn auto_mode_settings_and_restarts() -> TestResult {
     wait_status(&m, &[&web], "active", &web_ready(&web_addr, 8080))?;
     wait_status(&m, &workers, "active", &worker_ready())?;
     no_failed_hooks(&m, &units)?;
+    no_duplicate_tool_calls(&m, &units)?;
 
     let mut secrets: SecretValues = vec![
         ("db password".into(), pg.password.clone()),
@@ -1054,5 +1055,6 @@ fn role_changes() -> TestResult {
         "the new web to authorize only the remaining worker",
         |m| authorized(m, &new_web) == want,
     )?;
-    no_failed_hooks(&m, &workers)
+    no_failed_hooks(&m, &workers)?;
+    no_duplicate_tool_calls(&m, &units)
 }
