@@ -278,48 +278,6 @@ impl Systemctl {
     }
 }
 
-/// `systemd-analyze verify` for unit tests of the generated units.
-#[cfg(test)]
-pub(crate) mod verify {
-    use super::UnitSpec;
-    use std::path::Path;
-    use std::process::Command;
-
-    /// A release dir with an executable `bin/concourse` stub, for `ExecStart=`.
-    pub fn fake_release(dir: &Path) -> std::path::PathBuf {
-        use std::os::unix::fs::PermissionsExt;
-        let current = dir.join("current");
-        std::fs::create_dir_all(current.join("bin")).unwrap();
-        let bin = current.join("bin/concourse");
-        std::fs::write(&bin, "#!/bin/sh\n").unwrap();
-        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
-        current
-    }
-
-    /// Runs `systemd-analyze verify` on the rendered unit; returns what it complained
-    /// about (empty: clean), or None when systemd-analyze is not installed.
-    pub fn systemd_analyze(spec: &UnitSpec, dir: &Path) -> Option<String> {
-        let path = dir.join(spec.file_name());
-        std::fs::write(&path, spec.render()).unwrap();
-        let out = Command::new("systemd-analyze")
-            .args(["verify", "--man=no"])
-            .arg(&path)
-            .output()
-            .ok()?;
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        // only complaints about our file (not about the host's other units)
-        let ours: Vec<&str> = stderr
-            .lines()
-            .filter(|l| l.contains(&spec.file_name()))
-            .collect();
-        let mut msg = ours.join("\n");
-        if !out.status.success() {
-            msg.push_str(&format!("\nexit {}: {stderr}", out.status));
-        }
-        Some(msg)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
