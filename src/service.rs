@@ -4,7 +4,7 @@
 //! `systemctl` call. Invariants: unit and env files are written only when their content
 //! changes (`fsutil::write_if_changed`), `daemon-reload` runs only after a unit file
 //! changed, and a service is restarted only when one of its own inputs changed (the
-//! caller passes that fact in). Hazards: `stop` of a worker lands it (`KillSignal=SIGUSR1`)
+//! caller passes that fact in; a unit-file change of stop-time settings alone is not one). Hazards: `stop` of a worker lands it (`KillSignal=SIGUSR1`)
 //! and can take up to `drain-timeout`; retiring uses SIGUSR2 explicitly.
 
 use std::fmt::Write as _;

@@ -3,8 +3,9 @@
 //! Owns: `/var/lib/concourse-web` (keys, owned by user `concourse`), `/etc/concourse/web.env`
 //! (0600 root: database password and admin password live only here) and
 //! `concourse-server.service`. Invariants: keys are generated once and never rotated by a
-//! reconcile; the service restarts only when its unit file, env file or release changed;
-//! new worker keys are applied with a reload (SIGHUP), never a restart.
+//! reconcile; the service restarts only when its unit file (beyond stop settings), env
+//! file or release changed; new worker keys are applied with a reload (SIGHUP), never a
+//! restart.
 //! Hazards: never log env values; the env file is the only place secrets are written.
 
 use std::collections::BTreeMap;

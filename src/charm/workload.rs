@@ -2,9 +2,12 @@
 //!
 //! Owns: what the unit publishes for other units (TSA host and key, worker key) on
 //! `peers`, `tsa` and `flight`, what it reads from them and from `postgresql`, the admin
-//! password secret, and ports. Invariants: each role's service restarts only when its
-//! own inputs change; a unit waits (status) rather than starting a half-configured
-//! service; secret values are read into memory and written only to the 0600 env files.
+//! password secret, ports, and stopping the roles a unit no longer has. Invariants: each
+//! role's service restarts only when its own inputs change; a unit waits (status) rather
+//! than starting a half-configured service; a unit runs no service of a role it lost;
+//! secret values are read into memory and written only to the 0600 env files. Hazard: in
+//! `<ep>-relation-broken` Juju may still list the relation; read relations through
+//! [`live_relations`].
 
 use std::path::{Path, PathBuf};
 
