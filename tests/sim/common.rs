@@ -474,3 +474,29 @@ fn world_readable_files(root: &std::path::Path) -> Vec<(std::path::PathBuf, Stri
     }
     out
 }
+
+/// A time mark for "nothing happened since" checks, taken once the journals and fake
+/// concourse logs of the applications' units stopped growing (a service signalled just
+/// before may log its reaction a moment later; that must not count against the next step).
+pub fn quiet_mark(m: &Model, apps: &[&str]) -> f64 {
+    let units: Vec<String> = apps.iter().flat_map(|a| m.units(a)).collect();
+    let size = |m: &Model| -> usize {
+        units
+            .iter()
+            .map(|u| {
+                journal(m, u).iter().filter(|e| e.action != "call").count()
+                    + concourse_log(m, u).len()
+            })
+            .sum()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut last = size(m);
+    loop {
+        std::thread::sleep(Duration::from_millis(300));
+        let now = size(m);
+        if now == last || std::time::Instant::now() > deadline {
+            return epoch_now();
+        }
+        last = now;
+    }
+}

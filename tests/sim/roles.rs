@@ -258,7 +258,7 @@ fn auto_mode_settings_and_restarts() -> TestResult {
 
     // a change no service depends on restarts nothing (update-status neither); neither
     // does drain-timeout: it only changes how long a stop may take (daemon-reload)
-    let mark = epoch_now();
+    let mark = quiet_mark(&m, &[APP]);
     set_config(
         &m,
         APP,
@@ -285,7 +285,7 @@ fn auto_mode_settings_and_restarts() -> TestResult {
     }
 
     // log-level: both roles restart; workers land first
-    let mark = epoch_now();
+    let mark = quiet_mark(&m, &[APP]);
     set_config(&m, APP, &[("log-level", "debug")])?;
     let r = started_since(&m, &web, "web", mark)?;
     ensure(env_of(&r, "CONCOURSE_LOG_LEVEL") == "debug", || {
@@ -300,7 +300,7 @@ fn auto_mode_settings_and_restarts() -> TestResult {
     }
 
     // tag: workers only
-    let mark = epoch_now();
+    let mark = quiet_mark(&m, &[APP]);
     set_config(&m, APP, &[("tag", "gpu,big")])?;
     another_update_status(&m, &units)?;
     for u in &workers {
@@ -315,7 +315,7 @@ fn auto_mode_settings_and_restarts() -> TestResult {
 
     // the provider rotates the password (a new revision of secret-user): web restarts
     // with it, workers are left alone
-    let mark = epoch_now();
+    let mark = quiet_mark(&m, &[APP]);
     let rotated = "rotated-pw-2";
     m.postgres_rotate_password("postgresql", rotated);
     settle(&m)?;
@@ -329,7 +329,7 @@ fn auto_mode_settings_and_restarts() -> TestResult {
     }
 
     // refresh: upgrade-charm re-renders, restarts nothing
-    let mark = epoch_now();
+    let mark = quiet_mark(&m, &[APP]);
     m.refresh(APP, charm())
         .map_err(|e| fail(format!("refresh: {e}")))?;
     settle(&m)?;
@@ -410,7 +410,7 @@ fn auto_mode_leadership_removal_actions() -> TestResult {
     let web_pid = running_pid(&m, &web, "web")?;
 
     // leadership moves to a worker: web stays where it is, untouched
-    let mark = epoch_now();
+    let mark = quiet_mark(&m, &[APP]);
     let new_leader = workers[0].clone();
     m.set_leader(&new_leader)
         .map_err(|e| fail(format!("set_leader: {e}")))?;
@@ -492,7 +492,7 @@ fn auto_mode_leadership_removal_actions() -> TestResult {
         result(&a, "peers").is_some_and(|p| p.contains(&web)),
         || format!("verbose check-status lacks peers: {}", a.results),
     )?;
-    let mark = epoch_now();
+    let mark = quiet_mark(&m, &[APP]);
     let a = action_ok(&m, &workers[1], "restart-services", &[])?;
     ensure(result(&a, "restarted").as_deref() == Some("worker"), || {
         format!("restart-services: {}", a.results)
@@ -515,7 +515,7 @@ fn auto_mode_leadership_removal_actions() -> TestResult {
     for u in &units {
         secrets.extend(private_key_secrets(&m, u));
     }
-    let mark = epoch_now();
+    let mark = quiet_mark(&m, &[APP]);
     m.remove_unit(&gone)
         .map_err(|e| fail(format!("remove_unit: {e}")))?;
     run_until(&m, "the worker to be gone", |m| m.unit_gone(&gone))?;
@@ -626,7 +626,7 @@ fn web_and_worker_apps() -> TestResult {
 
     // a third worker: its key is applied with a reload
     let web_pid = running_pid(&m, web, "web")?;
-    let mark = epoch_now();
+    let mark = quiet_mark(&m, &["web", "workers"]);
     workers.push(
         m.add_unit("workers")
             .map_err(|e| fail(format!("add_unit: {e}")))?,
@@ -734,7 +734,7 @@ fn mode_all_port_and_plain_db() -> TestResult {
         !read(&m, &units[0], unit_file)?.contains("AmbientCapabilities"),
         || "capability granted for port 8080".into(),
     )?;
-    let mark = epoch_now();
+    let mark = quiet_mark(&m, &[APP]);
     set_config(&m, APP, &[("web-port", "80")])?;
     for u in &units {
         wait_status(&m, &[u], "active", &both_ready(&address(0, u), 80))?;
@@ -780,7 +780,7 @@ fn mode_all_port_and_plain_db() -> TestResult {
     }
 
     // the database goes away: web stops and waits; the worker keeps running
-    let mark = epoch_now();
+    let mark = quiet_mark(&m, &[APP]);
     m.remove_relation(pg_rel)
         .map_err(|e| fail(format!("remove_relation: {e}")))?;
     settle(&m)?;
@@ -849,7 +849,7 @@ fn invalid_config_blocks_and_recovers() -> TestResult {
     let u = &units[0];
     let ready = both_ready(&address(0, u), 8080);
     wait_status(&m, &[u], "active", &ready)?;
-    let mark = epoch_now();
+    let mark = quiet_mark(&m, &[APP]);
     for (option, bad, good) in [
         ("mode", "both", "all"),
         ("log-level", "warn", "info"),
@@ -885,7 +885,7 @@ fn invalid_config_blocks_and_recovers() -> TestResult {
             format!("invalid values disturbed {svc}: {d:?}")
         })?;
     }
-    let mark = epoch_now();
+    let mark = quiet_mark(&m, &[APP]);
     set_config(&m, APP, &[("external-url", "https://ci.example.com/")])?;
     wait_status(
         &m,
@@ -990,7 +990,7 @@ fn role_changes() -> TestResult {
     };
 
     // all -> auto
-    let mark = epoch_now();
+    let mark = quiet_mark(&m, &[APP]);
     set_config(&m, APP, &[("mode", "auto")])?;
     let web = web_unit(&m, APP).ok_or_else(|| fail("no web-unit"))?;
     let workers: Vec<String> = units.iter().filter(|u| **u != web).cloned().collect();
@@ -1016,7 +1016,7 @@ fn role_changes() -> TestResult {
     ensure(m.leader(APP).as_deref() == Some(web.as_str()), || {
         format!("the web unit {web} is not the leader {:?}", m.leader(APP))
     })?;
-    let mark = epoch_now();
+    let mark = quiet_mark(&m, &[APP]);
     m.remove_unit(&web)
         .map_err(|e| fail(format!("remove_unit: {e}")))?;
     run_until(&m, "the web unit to be gone", |m| m.unit_gone(&web))?;
