@@ -36,10 +36,13 @@ pub enum DbMissing {
 }
 
 impl DbMissing {
-    pub fn status_message(&self) -> String {
+    /// The waiting status; `app` is this application's name (for the fix it suggests).
+    pub fn status_message(&self, app: &str) -> String {
         match self {
             DbMissing::NoRelation => {
-                "Waiting for PostgreSQL relation (juju integrate concourse-ci:postgresql postgresql)".into()
+                format!(
+                    "Waiting for PostgreSQL relation (juju integrate {app}:postgresql postgresql)"
+                )
             }
             DbMissing::NoEndpoints => "Waiting for PostgreSQL to publish its endpoints".into(),
             DbMissing::NoCredentials => "Waiting for PostgreSQL credentials".into(),
@@ -201,8 +204,9 @@ mod tests {
             db_info(&bag(&[("endpoints", "pg:x")]), None),
             Err(DbMissing::BadEndpoints(_))
         ));
-        assert!(DbMissing::NoRelation
-            .status_message()
-            .contains("juju integrate"));
+        assert_eq!(
+            DbMissing::NoRelation.status_message("ci"),
+            "Waiting for PostgreSQL relation (juju integrate ci:postgresql postgresql)"
+        );
     }
 }

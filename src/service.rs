@@ -4,7 +4,7 @@
 //! `systemctl` call. Invariants: unit and env files are written only when their content
 //! changes (`fsutil::write_if_changed`), `daemon-reload` runs only after a unit file
 //! changed, and a service is restarted only when one of its own inputs changed (the
-//! caller passes that fact in). Hazards: `stop` of a worker lands it (`KillSignal=SIGUSR1`)
+//! caller passes that fact in; a unit-file change of stop-time settings alone is not one). Hazards: `stop` of a worker lands it (`KillSignal=SIGUSR1`)
 //! and can take up to `drain-timeout`; retiring uses SIGUSR2 explicitly.
 
 use std::fmt::Write as _;
@@ -112,12 +112,61 @@ impl UnitSpec {
         s
     }
 
-    /// Writes the unit file if it changed; returns whether it did.
-    pub fn install(&self) -> Result<bool, ServiceError> {
+    /// Writes the unit file if it changed; says whether the running service must restart
+    /// for it (see [`UnitChange`]).
+    pub fn install(&self) -> Result<UnitChange, ServiceError> {
         let path = self.path();
-        fsutil::write_if_changed(&path, self.render().as_bytes(), 0o644, None)
-            .map_err(|source| ServiceError::Write { path, source })
+        let new = self.render();
+        let old = std::fs::read_to_string(&path).ok();
+        let written =
+            fsutil::write_if_changed(&path, new.as_bytes(), 0o644, None).map_err(|source| {
+                ServiceError::Write {
+                    path: path.clone(),
+                    source,
+                }
+            })?;
+        Ok(match old {
+            _ if !written => UnitChange::Unchanged,
+            Some(old) if without_stop_settings(&old) == without_stop_settings(&new) => {
+                UnitChange::StopSettingsOnly
+            }
+            _ => UnitChange::Changed,
+        })
     }
+}
+
+/// How a unit file changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnitChange {
+    Unchanged,
+    /// Only settings systemd reads when it stops the service (`TimeoutStopSec=`,
+    /// `KillSignal=`, `KillMode=`): a daemon-reload applies them, a restart is not needed
+    /// (restarting a worker for a new drain-timeout would land it for nothing).
+    StopSettingsOnly,
+    /// The service must restart to apply it.
+    Changed,
+}
+
+impl UnitChange {
+    /// The file changed: daemon-reload.
+    pub fn written(self) -> bool {
+        self != UnitChange::Unchanged
+    }
+    /// The running service must restart.
+    pub fn needs_restart(self) -> bool {
+        self == UnitChange::Changed
+    }
+}
+
+/// The unit text without the lines only used when stopping.
+fn without_stop_settings(text: &str) -> Vec<&str> {
+    text.lines()
+        .filter(|l| {
+            !["TimeoutStopSec=", "KillSignal=", "KillMode="]
+                .iter()
+                .any(|k| l.trim_start().starts_with(k))
+        })
+        .collect()
 }
 
 /// Renders an EnvironmentFile: sorted `KEY=value` lines, values double-quoted with
@@ -245,6 +294,19 @@ mod tests {
             lines,
             vec![r#"A="has space \"q\" \\ $x""#, "B=plain-value_1.2,3:4/5"]
         );
+    }
+
+    #[test]
+    fn stop_settings_alone_need_no_restart() {
+        let base = "[Service]\nExecStart=/x worker\nKillSignal=SIGUSR1\nTimeoutStopSec=3600\n";
+        let slower = base.replace("TimeoutStopSec=3600", "TimeoutStopSec=1800");
+        assert_eq!(without_stop_settings(base), without_stop_settings(&slower));
+        let other = base.replace("/x worker", "/y worker");
+        assert_ne!(without_stop_settings(base), without_stop_settings(&other));
+        assert!(UnitChange::StopSettingsOnly.written());
+        assert!(!UnitChange::StopSettingsOnly.needs_restart());
+        assert!(UnitChange::Changed.needs_restart());
+        assert!(!UnitChange::Unchanged.written());
     }
 
     #[test]

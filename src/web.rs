@@ -3,8 +3,9 @@
 //! Owns: `/var/lib/concourse-web` (keys, owned by user `concourse`), `/etc/concourse/web.env`
 //! (0600 root: database password and admin password live only here) and
 //! `concourse-server.service`. Invariants: keys are generated once and never rotated by a
-//! reconcile; the service restarts only when its unit file, env file or release changed;
-//! new worker keys are applied with a reload (SIGHUP), never a restart.
+//! reconcile; the service restarts only when its unit file (beyond stop settings), env
+//! file or release changed; new worker keys are applied with a reload (SIGHUP), never a
+//! restart.
 //! Hazards: never log env values; the env file is the only place secrets are written.
 
 use std::collections::BTreeMap;
@@ -289,9 +290,10 @@ pub fn apply(
         0o644,
         Some(owner),
     )?;
-    let unit_changed = spec.install()?;
+    let unit_change = spec.install()?;
+    let unit_changed = unit_change.needs_restart();
     let sys = Systemctl;
-    if unit_changed {
+    if unit_change.written() {
         sys.daemon_reload()?;
         sys.enable(SERVICE)?;
     }

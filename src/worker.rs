@@ -136,9 +136,10 @@ pub fn apply(
         render_env(env_vars).as_bytes(),
         0o600,
     )?;
-    let unit_changed = spec.install()?;
+    let unit_change = spec.install()?;
+    let unit_changed = unit_change.needs_restart();
     let sys = Systemctl;
-    if unit_changed {
+    if unit_change.written() {
         sys.daemon_reload()?;
         sys.enable(SERVICE)?;
     }

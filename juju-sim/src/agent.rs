@@ -436,7 +436,20 @@ fn run_process(
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let mut child = match cmd.spawn() {
+    // A charm file swapped in just now (upgrade-charm) can still be open for writing in a
+    // child that another agent thread forked meanwhile (the fd is only closed at its exec):
+    // exec then fails with ETXTBSY for a moment. Retry briefly, as that window is short.
+    let mut spawned = cmd.spawn();
+    for _ in 0..50 {
+        match &spawned {
+            Err(e) if e.raw_os_error() == Some(nix::errno::Errno::ETXTBSY as i32) => {
+                std::thread::sleep(Duration::from_millis(20));
+                spawned = cmd.spawn();
+            }
+            _ => break,
+        }
+    }
+    let mut child = match spawned {
         Ok(c) => c,
         Err(e) => {
             return ProcessResult {

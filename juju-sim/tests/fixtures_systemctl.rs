@@ -314,8 +314,8 @@ fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) 
 fn sleeper(sb: &Sandbox, name: &str) -> PathBuf {
     sb.script(
         name,
-        r#"echo "started pid=$$ uid=$(id -u) gid=$(id -g) groups=$(id -G) user=${USER:-} home=${HOME:-} cwd=$PWD args=$*"
-for s in HUP USR1 USR2; do trap "echo got $s" $s; done
+        r#"for s in HUP USR1 USR2; do trap "echo got $s" $s; done
+echo "started pid=$$ uid=$(id -u) gid=$(id -g) groups=$(id -G) user=${USER:-} home=${HOME:-} cwd=$PWD args=$*"
 env | sort | sed 's/^/env: /'
 echo env-done
 while :; do sleep 0.2 & wait $!; done
@@ -465,7 +465,7 @@ fn kill_signals_main_or_all() {
         sb.unit_log("k.service").contains("got USR2").then_some(())
     });
     sb.ok(&["kill", "-s", "HUP", "k"]); // whom=all by default
-    wait_for("HUP", Duration::from_secs(5), || {
+    wait_for("HUP", Duration::from_secs(20), || {
         sb.unit_log("k.service").contains("got HUP").then_some(())
     });
     assert!(alive(pid));
@@ -525,7 +525,7 @@ fn reload_runs_exec_reload_with_mainpid() {
         sb.unit_log("web.service").contains("started").then_some(())
     });
     sb.ok(&["reload", "web"]);
-    wait_for("HUP", Duration::from_secs(5), || {
+    wait_for("HUP", Duration::from_secs(20), || {
         sb.unit_log("web.service").contains("got HUP").then_some(())
     });
     let r = sb

@@ -190,6 +190,7 @@ fn apply_roles(
         current: &r.current,
         changed: r.changed,
     };
+    workload::drop_other_roles(juju, config, peers, roles)?;
     if roles.web {
         workload::web_role(juju, config, peers, &running, reports)?;
     }

@@ -2,21 +2,26 @@
 //!
 //! Owns: what the unit publishes for other units (TSA host and key, worker key) on
 //! `peers`, `tsa` and `flight`, what it reads from them and from `postgresql`, the admin
-//! password secret, and ports. Invariants: each role's service restarts only when its
-//! own inputs change; a unit waits (status) rather than starting a half-configured
-//! service; secret values are read into memory and written only to the 0600 env files.
+//! password secret, ports, and stopping the roles a unit no longer has. Invariants: each
+//! role's service restarts only when its own inputs change; a unit waits (status) rather
+//! than starting a half-configured service; a unit runs no service of a role it lost;
+//! secret values are read into memory and written only to the 0600 env files. Hazard: in
+//! `<ep>-relation-broken` Juju may still list the relation; read relations through
+//! [`live_relations`].
 
 use std::path::{Path, PathBuf};
 
-use tracing::info;
+use tracing::{info, warn};
 
 use super::peers::{self, bag, Peers};
 use super::status::Reports;
 use super::CharmError;
 use crate::config::{CharmConfig, Mode, Secret};
 use crate::juju::client::SecretRef;
-use crate::juju::{Bag, Juju};
+use crate::juju::event::RelationHook;
+use crate::juju::{Bag, Event, Juju, RelationRef};
 use crate::postgres::{self, DbInfo, DbMissing};
+use crate::roles::Roles;
 use crate::{web, worker};
 
 pub const TSA_ENDPOINT: &str = "tsa";
@@ -44,17 +49,41 @@ pub fn unit_address(juju: &Juju) -> Result<String, CharmError> {
     Ok(info.primary_address().unwrap_or("127.0.0.1").to_string())
 }
 
+/// The live relations of an endpoint. In `<endpoint>-relation-broken` Juju 3.x may still
+/// list the relation being removed (and serve its remote data): leave it out, as ops does,
+/// so the hook that announces the removal already acts on it.
+pub fn live_relations(juju: &Juju, endpoint: &str) -> Result<Vec<RelationRef>, CharmError> {
+    let ctx = juju.context();
+    let broken = match (&ctx.event, &ctx.relation) {
+        (
+            Event::Relation {
+                kind: RelationHook::Broken,
+                ..
+            },
+            Some(r),
+        ) => Some(&r.relation),
+        _ => None,
+    };
+    Ok(juju
+        .relation_ids(endpoint)?
+        .into_iter()
+        .filter(|r| Some(r) != broken)
+        .collect())
+}
+
 /// Reads the database settings, if the relation and the provider's answer are there.
 pub fn db_info(juju: &Juju) -> Result<Result<DbInfo, DbMissing>, CharmError> {
-    let Some(rel) = juju.relation_ids(DB_ENDPOINT)?.into_iter().next() else {
+    let Some(rel) = live_relations(juju, DB_ENDPOINT)?.into_iter().next() else {
         return Ok(Err(DbMissing::NoRelation));
     };
     let Some(remote_app) = juju.relation_remote_app(&rel)? else {
         return Ok(Err(DbMissing::NoEndpoints));
     };
     let app_bag = juju.relation_get(&rel, &Bag::App(remote_app))?;
+    // --refresh: always the provider's latest credentials. Without it secret-get returns
+    // the revision this unit tracks, so a rotated password (secret-changed) was never seen.
     let secret = match app_bag.get("secret-user").filter(|s| !s.is_empty()) {
-        Some(id) => Some(juju.secret_get(&SecretRef::Id(id.clone()), false)?),
+        Some(id) => Some(juju.secret_get(&SecretRef::Id(id.clone()), true)?),
         None => None,
     };
     Ok(postgres::db_info(&app_bag, secret.as_ref()))
@@ -70,6 +99,53 @@ pub fn admin_password(juju: &Juju, peers: &Peers) -> Result<Option<Secret>, Char
         .get("password")
         .filter(|p| !p.is_empty())
         .map(|p| Secret::new(p.clone())))
+}
+
+/// Stops what this unit no longer runs (a `mode` change, or the web role moving to the
+/// leader because the web unit left): without the web role, web is stopped and removed,
+/// its ports closed and the unit's TSA data withdrawn; without the worker role, the worker
+/// is retired (so Concourse forgets it, like on unit removal) and its key withdrawn, so
+/// web stops authorizing it. Cheap when there is nothing to do (two file checks).
+pub fn drop_other_roles(
+    juju: &Juju,
+    config: &CharmConfig,
+    peers: &mut Peers,
+    roles: Roles,
+) -> Result<(), CharmError> {
+    let installed = |name: &str| {
+        Path::new(crate::service::UNIT_DIR)
+            .join(format!("{name}.service"))
+            .exists()
+    };
+    // The published TSA data commits together with the port changes, so while it is in
+    // our bag the ports may still be open (a hook that removed the unit file can still fail).
+    let was_web = peers.me.contains_key(peers::TSA_HOST) || peers.me.contains_key(peers::WEB_IP);
+    if !roles.web && (was_web || installed(web::SERVICE)) {
+        info!("this unit no longer runs web: stopping and removing it");
+        for p in juju.opened_ports()? {
+            if let Some((port, proto)) = p.split_once('/') {
+                if let Ok(port) = port.parse::<u16>() {
+                    juju.close_port(port, proto)?;
+                }
+            }
+        }
+        web::remove()?;
+        peers.write_me(&bag([
+            (peers::TSA_HOST, ""),
+            (peers::TSA_PUBLIC_KEY, ""),
+            (peers::WEB_IP, ""),
+        ]));
+    }
+    if !roles.worker {
+        if installed(worker::SERVICE) {
+            info!("this unit no longer runs a worker: retiring it");
+            if let Err(e) = worker::remove(config.drain_timeout) {
+                warn!("retiring the worker: {e}");
+            }
+        }
+        peers.write_me(&bag([(peers::WORKER_PUBLIC_KEY, "")]));
+    }
+    Ok(())
 }
 
 /// Runs (or keeps running) the web role.
@@ -105,7 +181,7 @@ pub fn web_role(
         .chain(std::iter::once(&peers.me))
         .filter_map(|b| b.get(peers::WORKER_PUBLIC_KEY).cloned())
         .collect();
-    for rel in juju.relation_ids(TSA_ENDPOINT)? {
+    for rel in live_relations(juju, TSA_ENDPOINT)? {
         juju.relation_set(&rel, false, &publish)?;
         for u in juju.relation_list(&rel)? {
             if let Some(k) = juju
@@ -122,7 +198,7 @@ pub fn web_role(
         Ok(db) => db,
         Err(missing) => {
             stop_web_if_running()?;
-            reports.waiting(missing.status_message());
+            reports.waiting(missing.status_message(juju.app_name()));
             return Ok(());
         }
     };
@@ -205,7 +281,7 @@ fn find_tsa(
             .and_then(from_bag),
         Mode::Worker => {
             let mut found = None;
-            for rel in juju.relation_ids(FLIGHT_ENDPOINT)? {
+            for rel in live_relations(juju, FLIGHT_ENDPOINT)? {
                 for u in juju.relation_list(&rel)? {
                     if let Some(t) = from_bag(&juju.relation_get(&rel, &Bag::Unit(u))?) {
                         found = Some(t);
@@ -240,13 +316,16 @@ pub fn worker_role(
     })?;
     let publish = bag([(peers::WORKER_PUBLIC_KEY, public.as_str())]);
     peers.write_me(&publish);
-    for rel in juju.relation_ids(FLIGHT_ENDPOINT)? {
+    for rel in live_relations(juju, FLIGHT_ENDPOINT)? {
         juju.relation_set(&rel, false, &publish)?;
     }
     let Some((tsa_host, tsa_key)) = find_tsa(juju, config, peers)? else {
         reports.waiting(match config.mode {
-            Mode::Worker => "Waiting for a web application's TSA key (juju integrate <web-app>:tsa concourse-ci:flight)",
-            _ => "Waiting for web unit's TSA key",
+            Mode::Worker => format!(
+                "Waiting for web unit's TSA key (juju integrate <web-app>:tsa {}:flight)",
+                juju.app_name()
+            ),
+            _ => "Waiting for web unit's TSA key".to_string(),
         });
         return Ok(());
     };

@@ -155,3 +155,348 @@ pub fn no_duplicate_tool_calls(m: &Model, units: &[String]) -> TestResult {
     }
     Ok(())
 }
+
+// ----- helpers for the role tests (issue 5) -----
+
+/// Host directory holding a unit's overlay upper dirs and private dirs; it outlives the
+/// unit, so logs of a removed unit can still be read.
+pub fn unit_dir(m: &Model, unit: &str) -> std::path::PathBuf {
+    m.run_dir()
+        .join("units")
+        .join(juju_sim::machine::unit_tag(unit))
+}
+
+/// Host path of a file the unit wrote at `unit_path` (under /etc, /var, /opt, /usr/local,
+/// /tmp, /run, /root, /home or /srv).
+pub fn unit_file(m: &Model, unit: &str, unit_path: &str) -> std::path::PathBuf {
+    juju_sim::machine::upper_path(&unit_dir(m, unit), unit_path)
+        .unwrap_or_else(|| panic!("{unit_path} is not a per-unit path"))
+}
+
+/// When the model was created (seconds since the epoch). A unit's /var is an overlay on
+/// the host's: a log that already existed on the host (other tests running there) is
+/// copied up whole on the unit's first append, so older lines are not the unit's.
+pub fn model_birth(m: &Model) -> f64 {
+    std::fs::metadata(m.run_dir().join("owner.pid"))
+        .and_then(|md| md.modified())
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_secs_f64() - 1.0)
+        .unwrap_or(0.0)
+}
+
+/// Records of the fake `concourse` binary on a unit (primary and fallback log), by time.
+pub fn concourse_log(m: &Model, unit: &str) -> Vec<juju_sim::fake_concourse::Record> {
+    let birth = model_birth(m);
+    let mut all = Vec::new();
+    for p in juju_sim::fake_concourse::DEFAULT_LOG_PATHS {
+        all.extend(juju_sim::fake_concourse::read_log(&unit_file(m, unit, p)).unwrap_or_default());
+    }
+    all.retain(|r| r.ts >= birth);
+    all.sort_by(|a, b| a.ts.total_cmp(&b.ts));
+    all
+}
+
+/// The fake systemctl journal of a unit.
+pub fn journal(m: &Model, unit: &str) -> Vec<juju_sim::systemctl::JournalEntry> {
+    let birth = model_birth(m);
+    let mut j =
+        juju_sim::systemctl::read_journal(&unit_file(m, unit, "/var/log/fake-systemctl.journal"))
+            .unwrap_or_default();
+    j.retain(|e| e.ts >= birth);
+    j
+}
+
+/// Seconds since the epoch (the clock of journal entries and fake concourse records).
+pub fn epoch_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// What disturbed the `service` (`concourse-server` or `concourse-worker`) of a unit since
+/// `since`: journal effects (start, restart, stop, reload, kill, exits) and the fake
+/// binary's records (start, stopped, landing, retiring, reloaded, killed without landing).
+pub fn disturbances(m: &Model, unit: &str, service: &str, since: f64) -> Vec<String> {
+    let sub = match service {
+        "concourse-server" => "web",
+        "concourse-worker" => "worker",
+        other => other,
+    };
+    let mut out = Vec::new();
+    for e in journal(m, unit) {
+        if e.ts < since || !e.unit.starts_with(service) {
+            continue;
+        }
+        let effect = match e.action.as_str() {
+            "start" => e.detail.as_deref() != Some("already active"),
+            "restart" | "stop" | "reload" | "kill" | "signal" | "started" | "exited"
+            | "escalate" => true,
+            _ => false,
+        };
+        if effect {
+            out.push(format!(
+                "journal {} {} {}",
+                e.action,
+                e.signal.unwrap_or_default(),
+                e.detail.unwrap_or_default()
+            ));
+        }
+    }
+    for r in concourse_log(m, unit) {
+        if r.ts >= since && r.subcommand == sub && r.event != "version" {
+            out.push(format!(
+                "concourse {} {}",
+                r.event,
+                r.detail.unwrap_or_default()
+            ));
+        }
+    }
+    out
+}
+
+/// The last `start` record of `concourse <subcommand>` on a unit.
+pub fn last_start(
+    m: &Model,
+    unit: &str,
+    subcommand: &str,
+) -> Option<juju_sim::fake_concourse::Record> {
+    concourse_log(m, unit)
+        .into_iter()
+        .rev()
+        .find(|r| r.event == "start" && r.subcommand == subcommand)
+}
+
+/// Whether the process of `concourse <subcommand>` started last on the unit still runs.
+pub fn service_pid(m: &Model, unit: &str, subcommand: &str) -> Option<u32> {
+    let rec = last_start(m, unit, subcommand)?;
+    let alive = m.processes(unit).iter().any(|p| p.pid as u32 == rec.pid);
+    alive.then_some(rec.pid)
+}
+
+/// Deploys the fake PostgreSQL and relates it to `app`.
+pub fn with_postgresql(
+    m: &Model,
+    app: &str,
+    opts: juju_sim::PostgresOptions,
+) -> Result<u32, Failed> {
+    m.deploy_postgresql("postgresql", opts)
+        .map_err(|e| fail(format!("deploy postgresql: {e}")))?;
+    m.relate(&format!("{app}:postgresql"), "postgresql")
+        .map_err(|e| fail(format!("relate postgresql: {e}")))
+}
+
+/// Waits until every listed unit shows `status` with exactly `message`.
+pub fn wait_status<S: AsRef<str> + std::fmt::Debug>(
+    m: &Model,
+    units: &[S],
+    status: &str,
+    message: &str,
+) -> TestResult {
+    run_until(m, &format!("{units:?} to be {status}: {message}"), |m| {
+        units.iter().all(|u| {
+            let s = m.unit_status(u.as_ref());
+            s.status == status && s.message == message
+        })
+    })
+}
+
+/// Sets config and waits until the model settled.
+pub fn set_config(m: &Model, app: &str, pairs: &[(&str, &str)]) -> TestResult {
+    m.config(
+        app,
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), serde_json::Value::String(v.to_string()))),
+    )
+    .map_err(|e| fail(format!("config {pairs:?}: {e}")))?;
+    settle(m)
+}
+
+/// The secrets a leak scan looks for: (what, value).
+pub type SecretValues = Vec<(String, String)>;
+
+/// The admin password from the app secret labelled `admin-password`.
+pub fn admin_password(m: &Model) -> Option<String> {
+    m.secrets()
+        .into_iter()
+        .find(|s| s.label.as_deref() == Some("admin-password"))
+        .and_then(|s| s.revisions.last().and_then(|r| r.get("password").cloned()))
+}
+
+/// Distinctive lines of the private keys a unit holds (PEM body lines), as secrets.
+pub fn private_key_secrets(m: &Model, unit: &str) -> SecretValues {
+    let mut out = Vec::new();
+    for p in [
+        "/var/lib/concourse-web/keys/tsa_host_key",
+        "/var/lib/concourse-web/keys/session_signing_key",
+        "/var/lib/concourse-worker/keys/worker_key",
+    ] {
+        let Ok(text) = std::fs::read_to_string(unit_file(m, unit, p)) else {
+            continue;
+        };
+        // the longest base64 line of the body is unique to the key
+        if let Some(line) = text
+            .lines()
+            .filter(|l| !l.starts_with("-----"))
+            .max_by_key(|l| l.len())
+        {
+            if line.len() >= 40 {
+                out.push((format!("{unit}:{p}"), line.to_string()));
+            }
+        }
+    }
+    out
+}
+
+/// Scans everything a secret must never reach, on every listed unit (removed units too):
+/// unit and application statuses (whole history), juju-log records, hook stdout/stderr,
+/// every hook-tool argv (except `action-set` in `get-admin-password`, the one way Juju
+/// offers to return a value), every relation databag (except the provider's own bag of
+/// the PostgreSQL relation), the argv the fake systemctl and the fake `concourse` were
+/// called with, the cmdline of every live process, and every file readable by "other"
+/// in the unit's own filesystem (overlay upper dirs, private dirs) and in its volume.
+/// Excluded fixture file: the fake concourse log (it records the environment of
+/// `concourse web` on purpose; the simulator creates it world-writable).
+pub fn assert_no_secret_leaks(
+    m: &Model,
+    apps: &[&str],
+    units: &[String],
+    secrets: &SecretValues,
+) -> TestResult {
+    let secrets: Vec<&(String, String)> = secrets.iter().filter(|(_, v)| v.len() >= 6).collect();
+    ensure(!secrets.is_empty(), || "no secrets to scan for".into())?;
+    let mut leaks: Vec<String> = Vec::new();
+    let mut check = |place: &str, text: &str| {
+        for (what, v) in &secrets {
+            if text.contains(v.as_str()) {
+                leaks.push(format!("{what} in {place}"));
+            }
+        }
+    };
+    for app in apps {
+        for s in m.app_status_history(app) {
+            check(&format!("{app} app status"), &s.message);
+        }
+    }
+    for u in units {
+        for s in m.status_history(u) {
+            check(&format!("{u} status ({})", s.hook), &s.message);
+        }
+        for l in m.logs(u) {
+            check(&format!("{u} juju-log ({})", l.hook), &l.message);
+        }
+        for h in m.hooks(u) {
+            check(&format!("{u} {} stdout", h.name), &h.stdout);
+            check(&format!("{u} {} stderr", h.name), &h.stderr);
+            for c in &h.tool_calls {
+                if h.name == "action:get-admin-password"
+                    && c.args.first().map(String::as_str) == Some("action-set")
+                {
+                    continue;
+                }
+                check(
+                    &format!("{u} {} argv {:?}", h.name, c.args.first()),
+                    &c.args.join(" "),
+                );
+            }
+        }
+        for e in journal(m, u) {
+            check(&format!("{u} systemctl argv"), &e.argv.join(" "));
+        }
+        for r in concourse_log(m, u) {
+            check(
+                &format!("{u} concourse {} argv", r.subcommand),
+                &r.argv.join(" "),
+            );
+        }
+        for p in m.processes(u) {
+            check(
+                &format!("{u} process {} cmdline", p.pid),
+                &p.cmdline.join(" "),
+            );
+        }
+        let dir = unit_dir(m, u);
+        let mut roots = vec![dir.join("upper")];
+        for d in juju_sim::machine::PRIVATE {
+            roots.push(dir.join(d.trim_start_matches('/')));
+        }
+        if let Some(v) = m.storage_dir(u) {
+            roots.push(v);
+        }
+        for root in roots {
+            for (path, text) in world_readable_files(&root) {
+                let name = path.to_string_lossy();
+                if name.ends_with("fake-concourse.log") {
+                    continue;
+                }
+                check(&format!("{u} file {name}"), &text);
+            }
+        }
+    }
+    // relation ids are small and dense; a removed relation keeps its history
+    for rel in 0..64u32 {
+        for c in m.bag_history(rel) {
+            if c.owner == "postgresql" || c.owner.starts_with("postgresql/") {
+                continue;
+            }
+            check(
+                &format!("relation {rel} databag of {} ({})", c.owner, c.hook),
+                &format!("{:?}", c.data),
+            );
+        }
+    }
+    ensure(leaks.is_empty(), || format!("secrets leaked: {leaks:#?}"))
+}
+
+/// Regular files under `root` whose mode lets "other" read them, with their content.
+fn world_readable_files(root: &std::path::Path) -> Vec<(std::path::PathBuf, String)> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let Ok(md) = e.path().symlink_metadata() else {
+                continue;
+            };
+            if md.is_dir() {
+                stack.push(e.path());
+            } else if md.is_file() && md.permissions().mode() & 0o004 != 0 && md.len() < 64 << 20 {
+                if let Ok(b) = std::fs::read(e.path()) {
+                    out.push((e.path(), String::from_utf8_lossy(&b).into_owned()));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// A time mark for "nothing happened since" checks, taken once the journals and fake
+/// concourse logs of the applications' units stopped growing (a service signalled just
+/// before may log its reaction a moment later; that must not count against the next step).
+pub fn quiet_mark(m: &Model, apps: &[&str]) -> f64 {
+    let units: Vec<String> = apps.iter().flat_map(|a| m.units(a)).collect();
+    let size = |m: &Model| -> usize {
+        units
+            .iter()
+            .map(|u| {
+                journal(m, u).iter().filter(|e| e.action != "call").count()
+                    + concourse_log(m, u).len()
+            })
+            .sum()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut last = size(m);
+    loop {
+        std::thread::sleep(Duration::from_millis(300));
+        let now = size(m);
+        if now == last || std::time::Instant::now() > deadline {
+            return epoch_now();
+        }
+        last = now;
+    }
+}

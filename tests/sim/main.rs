@@ -5,6 +5,7 @@
 
 mod common;
 mod lifecycle;
+mod roles;
 mod upgrade;
 
 use libtest_mimic::{Arguments, Trial};
@@ -15,6 +16,7 @@ fn main() {
     let args = Arguments::from_args();
     let mut trials: Vec<Trial> = Vec::new();
     trials.extend(lifecycle::trials());
+    trials.extend(roles::trials());
     trials.extend(upgrade::trials());
     trials.extend(upgrade::bench_trials());
     libtest_mimic::run(&args, trials).exit();
