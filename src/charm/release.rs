@@ -189,6 +189,16 @@ pub fn install(
     reports: &mut Reports,
 ) -> Result<Installed, CharmError> {
     if vol.is_published(version).map_err(ReleaseError::from)? {
+        if pointer_version().as_deref() != Some(version) {
+            // About to start using a release another unit installed: say so (FR-009),
+            // once, not on every hook that finds it in place.
+            let path = vol.release_path(version).map_err(ReleaseError::from)?;
+            let installed_by = installer::Manifest::read(&path)
+                .ok()
+                .map(|m| m.installed_by);
+            let outcome = Outcome::AlreadyPresent { path, installed_by };
+            info!("{}", outcome.log_line(juju.unit_name(), version));
+        }
         return Ok(Installed::Ready);
     }
     let source = source_for(juju, config, version)?;

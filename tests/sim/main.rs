@@ -5,6 +5,7 @@
 
 mod common;
 mod lifecycle;
+mod storage;
 
 use libtest_mimic::{Arguments, Trial};
 
@@ -14,5 +15,6 @@ fn main() {
     let args = Arguments::from_args();
     let mut trials: Vec<Trial> = Vec::new();
     trials.extend(lifecycle::trials());
+    trials.extend(storage::trials());
     libtest_mimic::run(&args, trials).exit();
 }

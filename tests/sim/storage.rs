@@ -1,0 +1,227 @@
+//! Issue 4's acceptance ("Shared storage, user story 1 + 3") for the real charm: one
+//! download per volume, every unit runs from the volume, and every fault gives a clear
+//! status, publishes nothing, keeps the running version and recovers by itself.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use juju_sim::release::{Fault, FaultRule, ReleaseServer, RequestKind, Target};
+use juju_sim::tarball::Variant;
+use juju_sim::{Model, Volume};
+use libtest_mimic::Trial;
+
+use crate::common::*;
+
+const APP: &str = "concourse-ci";
+
+pub fn trials() -> Vec<Trial> {
+    vec![trial(
+        "storage::shared_volume_downloads_once_and_later_units_reuse",
+        shared_volume_downloads_once,
+    )]
+}
+
+fn shared(server: &ReleaseServer, version: &str) -> BTreeMap<String, String> {
+    config(
+        server,
+        &[("version", version), ("shared-storage", "shared")],
+    )
+}
+
+/// GET requests for a version's tarball.
+fn tarball_gets(server: &ReleaseServer, version: &str) -> usize {
+    server
+        .requests()
+        .iter()
+        .filter(|r| r.method == "GET" && r.kind == RequestKind::Tarball(version.to_string()))
+        .count()
+}
+
+/// The unit whose juju-log says it downloaded `version`.
+fn downloaders(m: &Model, units: &[String], version: &str) -> Vec<String> {
+    let needle = format!(" downloaded v{version} from ");
+    units
+        .iter()
+        .filter(|u| log_messages(m, u).iter().any(|l| l.contains(&needle)))
+        .cloned()
+        .collect()
+}
+
+/// Every unit runs `version` from the volume: pointer, services' ExecStart and the
+/// binary each running service was started from.
+fn runs_from_volume(m: &Model, u: &str, version: &str) -> Result<(), String> {
+    let want = Path::new(VOLUME_LOCATION)
+        .join("releases")
+        .join(version)
+        .join("concourse");
+    match pointer_target(m, u) {
+        Some(t) if t == want => {}
+        other => return Err(format!("{u}: pointer {other:?}, want {}", want.display())),
+    }
+    let services = running_services(m, u);
+    if services.is_empty() {
+        return Err(format!("{u}: no service runs"));
+    }
+    for (sub, pid, exe) in &services {
+        let unit_file = format!(
+            "/etc/systemd/system/concourse-{}.service",
+            sub.replace("web", "server")
+        );
+        let text = m.read_to_string(u, &unit_file).unwrap_or_default();
+        if !text.contains(&format!("ExecStart={POINTER}/bin/concourse {sub}")) {
+            return Err(format!("{u}: {unit_file} does not start {POINTER}: {text}"));
+        }
+        if !exe.starts_with(&release_dir_in_unit(version)) {
+            return Err(format!(
+                "{u}: {sub} (pid {pid}) runs {exe}, not the volume's v{version}"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Issue 4: 3 units on one shared volume download the pinned release once and run it
+/// from the volume (no local copy, disk use about one unpacked release); 2 units added
+/// later download nothing; units waiting for the download say whom they wait for; the
+/// logs name who downloaded and who reused.
+fn shared_volume_downloads_once() -> TestResult {
+    let server = release_server(&[(V1, Variant::Normal)])?;
+    // Slow enough (about 6 s) that the units installing together wait for the first.
+    server.add_fault(FaultRule::once(
+        Target::Tarball(V1.into()),
+        Fault::Throttle(384 << 10),
+    ));
+    let m = model()?;
+    let mut units = deploy(&m, APP, 3, shared(&server, V1), Volume::Shared)?;
+    relate_postgresql(&m, APP)?;
+    settle(&m)?;
+    run_until(
+        &m,
+        "every unit active and running v1 from the volume",
+        |m| {
+            units
+                .iter()
+                .all(|u| m.unit_status(u).status == "active" && runs_from_volume(m, u, V1).is_ok())
+        },
+    )?;
+    for u in &units {
+        runs_from_volume(&m, u, V1).map_err(fail)?;
+    }
+    ensure(server.count_complete_downloads(V1) == 1, || {
+        format!(
+            "complete downloads: {}",
+            server.count_complete_downloads(V1)
+        )
+    })?;
+    ensure(tarball_gets(&server, V1) == 1, || {
+        format!("tarball requests: {:?}", server.requests())
+    })?;
+
+    // Disk use: one unpacked release (plus small markers), nothing kept locally.
+    let t = tarball(V1, Variant::Normal)?;
+    let vol = m
+        .storage_dir(&units[0])
+        .ok_or_else(|| fail("no storage dir"))?;
+    let (apparent, allocated) = disk_use(&vol);
+    let (rel_apparent, rel_allocated) = disk_use(&vol.join("releases").join(V1));
+    eprintln!(
+        "volume: {apparent} B in files, {allocated} B allocated; release: {rel_apparent} B / {rel_allocated} B; tarball {} B, unpacked {} B",
+        t.size, t.unpacked_size
+    );
+    ensure(apparent as f64 <= 1.05 * t.unpacked_size as f64, || {
+        format!(
+            "volume holds {apparent} B of files, more than 1.05 x the unpacked release ({} B)",
+            t.unpacked_size
+        )
+    })?;
+    ensure(allocated as f64 <= 1.05 * rel_allocated as f64, || {
+        format!("volume allocates {allocated} B, release alone {rel_allocated} B")
+    })?;
+    for u in &units {
+        let copies = local_release_copies(&m, u);
+        ensure(copies.is_empty(), || {
+            format!("{u} holds a local copy: {copies:?}")
+        })?;
+    }
+
+    // Who downloaded, who reused, who waited.
+    let by = downloaders(&m, &units, V1);
+    ensure(by.len() == 1, || {
+        format!("downloaders: {by:?}\n{}", m.dump())
+    })?;
+    let by = &by[0];
+    let downloading = format!("maintenance: Downloading v{V1} (");
+    ensure(
+        status_lines(&m, by)
+            .iter()
+            .any(|s| s.starts_with(&downloading)),
+        || {
+            format!(
+                "{by} never showed {downloading}…: {:?}",
+                status_lines(&m, by)
+            )
+        },
+    )?;
+    let mut waited = Vec::new();
+    for u in units.iter().filter(|u| *u != by) {
+        let reuse = format!("{u} reuses v{V1} downloaded by {by}");
+        ensure(
+            log_messages(&m, u).iter().any(|l| l.contains(&reuse)),
+            || format!("{u} never logged {reuse:?}: {:?}", log_messages(&m, u)),
+        )?;
+        let want = format!("waiting: Waiting for {by} to download v{V1} (");
+        if status_lines(&m, u)
+            .iter()
+            .any(|s| s.starts_with(&want) && s.ends_with("%)"))
+        {
+            waited.push(u.clone());
+        }
+    }
+    ensure(!waited.is_empty(), || {
+        format!(
+            "no unit showed 'Waiting for {by} to download v{V1} (N%)': {:?}",
+            units
+                .iter()
+                .map(|u| status_lines(&m, u))
+                .collect::<Vec<_>>()
+        )
+    })?;
+    no_failed_hooks(&m, &units)?;
+    no_duplicate_tool_calls(&m, &units)?;
+
+    // Two units added later: no request at all, both active from the volume.
+    let before = server.requests().len();
+    for _ in 0..2 {
+        units.push(
+            m.add_unit(APP)
+                .map_err(|e| fail(format!("add-unit: {e}")))?,
+        );
+    }
+    settle(&m)?;
+    run_until(&m, "the added units active and running v1", |m| {
+        units[3..]
+            .iter()
+            .all(|u| m.unit_status(u).status == "active" && runs_from_volume(m, u, V1).is_ok())
+    })?;
+    let after = server.requests();
+    ensure(after.len() == before, || {
+        format!("added units made requests: {:?}", &after[before..])
+    })?;
+    ensure(server.count_complete_downloads(V1) == 1, || {
+        "a second complete download".to_string()
+    })?;
+    for u in &units[3..] {
+        let copies = local_release_copies(&m, u);
+        ensure(copies.is_empty(), || {
+            format!("{u} holds a local copy: {copies:?}")
+        })?;
+        let reuse = format!("{u} reuses v{V1} downloaded by {by}");
+        ensure(
+            log_messages(&m, u).iter().any(|l| l.contains(&reuse)),
+            || format!("{u} never logged {reuse:?}: {:?}", log_messages(&m, u)),
+        )?;
+    }
+    no_failed_hooks(&m, &units)?;
+    no_duplicate_tool_calls(&m, &units)?;
+    Ok(())
+}
