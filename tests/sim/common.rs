@@ -351,3 +351,14 @@ pub fn deploy_with_resources(
     )
     .map_err(|e| fail(format!("deploy: {e}")))
 }
+
+/// No unit of the list ever showed `blocked`.
+pub fn never_blocked(m: &Model, units: &[String]) -> TestResult {
+    for u in units {
+        let lines = status_lines(m, u);
+        ensure(!lines.iter().any(|s| s.starts_with("blocked")), || {
+            format!("{u} was blocked: {lines:?}")
+        })?;
+    }
+    Ok(())
+}

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::time::Duration;
 
 use juju_sim::release::{Fault, FaultRule, ReleaseServer, RequestKind, Target};
 use juju_sim::tarball::Variant;
@@ -15,10 +16,45 @@ use crate::common::*;
 const APP: &str = "concourse-ci";
 
 pub fn trials() -> Vec<Trial> {
-    vec![trial(
-        "storage::shared_volume_downloads_once_and_later_units_reuse",
-        shared_volume_downloads_once,
-    )]
+    vec![
+        trial(
+            "storage::shared_volume_downloads_once_and_later_units_reuse",
+            shared_volume_downloads_once,
+        ),
+        trial(
+            "storage::eight_units_at_once_download_once_5_rounds",
+            eight_units_download_once,
+        ),
+    ]
+}
+
+/// A small deterministic PRNG (xorshift64*), seeded from the clock or `STORAGE_SEED`.
+struct Rng(u64);
+
+impl Rng {
+    fn from_env_or_clock() -> Rng {
+        let seed = std::env::var("STORAGE_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_nanos() as u64)
+                    .unwrap_or(1)
+            });
+        eprintln!("storage: random seed {seed} (rerun with STORAGE_SEED={seed})");
+        Rng(seed | 1)
+    }
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    /// Uniform in `lo..=hi`.
+    fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.next() % (hi - lo + 1)
+    }
 }
 
 fn shared(server: &ReleaseServer, version: &str) -> BTreeMap<String, String> {
@@ -223,5 +259,81 @@ fn shared_volume_downloads_once() -> TestResult {
     }
     no_failed_hooks(&m, &units)?;
     no_duplicate_tool_calls(&m, &units)?;
+    never_blocked(&m, &units)?;
     Ok(())
+}
+
+/// Issue 4: 8 units deployed together (in 5 rounds with random timing: how many start at
+/// once, when the rest join, how slow the server answers, the update-status period)
+/// download the release exactly once per volume.
+fn eight_units_download_once() -> TestResult {
+    let server = release_server(&[(V1, Variant::Normal)])?;
+    let mut rng = Rng::from_env_or_clock();
+    let mut contended = 0;
+    for round in 1..=5 {
+        server.clear_faults();
+        server.clear_log();
+        let delay = Duration::from_millis(rng.range(0, 1500));
+        let rate = rng.range(1 << 20, 16 << 20);
+        let interval = Duration::from_millis(rng.range(1000, 4000));
+        let at_once = rng.range(2, 8) as usize;
+        server.set_fault(Target::Tarball(V1.into()), Fault::Delay(delay));
+        server.set_fault(Target::Tarball(V1.into()), Fault::Throttle(rate));
+        eprintln!(
+            "round {round}: {at_once} units at once, the rest within 1.5 s; tarball after {delay:?} at {} KiB/s; update-status every {interval:?}",
+            rate >> 10
+        );
+        let m = model_with(juju_sim::ModelOptions {
+            update_status_interval: Some(interval),
+            ..juju_sim::ModelOptions::default()
+        })?;
+        let mut units = deploy(&m, APP, at_once, shared(&server, V1), Volume::Shared)?;
+        while units.len() < 8 {
+            std::thread::sleep(Duration::from_millis(rng.range(0, 1500 / 8)));
+            units.push(
+                m.add_unit(APP)
+                    .map_err(|e| fail(format!("add-unit: {e}")))?,
+            );
+        }
+        run_until(&m, "all 8 units pointing at v1", |m| {
+            units
+                .iter()
+                .all(|u| pointer_version(m, u).as_deref() == Some(V1))
+        })?;
+        let complete = server.count_complete_downloads(V1);
+        let gets = tarball_gets(&server, V1);
+        ensure(complete == 1 && gets == 1, || {
+            format!(
+                "round {round}: {complete} complete downloads, {gets} tarball requests: {:?}",
+                server.requests()
+            )
+        })?;
+        let by = downloaders(&m, &units, V1);
+        ensure(by.len() == 1, || {
+            format!("round {round}: downloaders {by:?}")
+        })?;
+        ensure(
+            published_versions(&m, &units[0]) == vec![V1.to_string()],
+            || {
+                format!(
+                    "round {round}: published {:?}",
+                    published_versions(&m, &units[0])
+                )
+            },
+        )?;
+        no_failed_hooks(&m, &units)?;
+        never_blocked(&m, &units)?;
+        let waited = units
+            .iter()
+            .filter(|u| {
+                status_lines(&m, u)
+                    .iter()
+                    .any(|s| s.starts_with("waiting: Waiting for concourse-ci/"))
+            })
+            .count();
+        eprintln!("round {round}: {waited} units waited for {}", by[0]);
+        contended += waited;
+    }
+    // The rounds must have raced for the lock, or they proved nothing.
+    ensure(contended > 0, || "no unit ever waited for the lock".into())
 }
