@@ -25,6 +25,14 @@ pub fn trials() -> Vec<Trial> {
             "storage::eight_units_at_once_download_once_5_rounds",
             eight_units_download_once,
         ),
+        trial(
+            "storage::per_unit_volumes_download_once_each",
+            per_unit_volumes,
+        ),
+        trial(
+            "storage::fake_shared_volume_blocks_naming_the_peer",
+            fake_shared_volume,
+        ),
     ]
 }
 
@@ -336,4 +344,117 @@ fn eight_units_download_once() -> TestResult {
     }
     // The rounds must have raced for the lock, or they proved nothing.
     ensure(contended > 0, || "no unit ever waited for the lock".into())
+}
+
+/// Issue 4: `shared-storage=none` with a volume per unit: each unit downloads its own
+/// copy (3 downloads) and runs it.
+fn per_unit_volumes() -> TestResult {
+    let server = release_server(&[(V1, Variant::Normal)])?;
+    let m = model()?;
+    let units = deploy(
+        &m,
+        APP,
+        3,
+        config(&server, &[("version", V1)]),
+        Volume::PerUnit,
+    )?;
+    relate_postgresql(&m, APP)?;
+    settle(&m)?;
+    run_until(
+        &m,
+        "every unit active and running v1 from its volume",
+        |m| {
+            units
+                .iter()
+                .all(|u| m.unit_status(u).status == "active" && runs_from_volume(m, u, V1).is_ok())
+        },
+    )?;
+    ensure(server.count_complete_downloads(V1) == 3, || {
+        format!("complete downloads: {:?}", server.requests())
+    })?;
+    let dirs: std::collections::BTreeSet<_> =
+        units.iter().filter_map(|u| m.storage_dir(u)).collect();
+    ensure(dirs.len() == 3, || format!("volumes: {dirs:?}"))?;
+    for u in &units {
+        ensure(published_versions(&m, u) == vec![V1.to_string()], || {
+            format!("{u}: published {:?}", published_versions(&m, u))
+        })?;
+    }
+    let by = downloaders(&m, &units, V1);
+    ensure(by.len() == 3, || format!("downloaders: {by:?}"))?;
+    no_failed_hooks(&m, &units)?;
+    no_duplicate_tool_calls(&m, &units)?;
+    never_blocked(&m, &units)
+}
+
+/// Issue 4: `shared-storage=shared` on volumes that are not shared: every unit is blocked
+/// with a message naming the peers it does not share with, within two update-status
+/// intervals of seeing their nonce; nothing hangs; `shared-storage=none` clears it.
+fn fake_shared_volume() -> TestResult {
+    let server = release_server(&[(V1, Variant::Normal)])?;
+    let interval = Duration::from_secs(3);
+    let m = model_with(juju_sim::ModelOptions {
+        update_status_interval: Some(interval),
+        ..juju_sim::ModelOptions::default()
+    })?;
+    let units = deploy(&m, APP, 3, shared(&server, V1), Volume::FakeShared)?;
+    let names_all_peers = |m: &Model, u: &String| {
+        let st = m.unit_status(u);
+        st.status == "blocked"
+            && st.message.contains("is not shared with")
+            && units
+                .iter()
+                .filter(|p| *p != u)
+                .all(|p| st.message.contains(p.as_str()))
+    };
+    run_until(&m, "every unit blocked naming its peers", |m| {
+        units.iter().all(|u| names_all_peers(m, u))
+    })?;
+    settle(&m)?;
+    let peers = m
+        .relation_id(&format!("{APP}:peers"))
+        .ok_or_else(|| fail("no peer relation"))?;
+    let history = m.bag_history(peers);
+    let nonce_at = |p: &str| {
+        history
+            .iter()
+            .find(|c| c.owner == p && c.data.contains_key("volume-nonce"))
+            .map(|c| c.at)
+    };
+    for u in &units {
+        let st = m.unit_status(u);
+        ensure(
+            st.message.starts_with(&format!(
+                "shared-storage=shared but {VOLUME_LOCATION} is not shared with "
+            )) && st.message.contains("shared-storage=none"),
+            || format!("{u}: {st:?}"),
+        )?;
+        for p in units.iter().filter(|p| *p != u) {
+            let published = nonce_at(p).ok_or_else(|| fail(format!("{p} published no nonce")))?;
+            let blocked = m
+                .status_history(u)
+                .into_iter()
+                .find(|s| s.status == "blocked" && s.message.contains(p.as_str()))
+                .map(|s| s.at)
+                .ok_or_else(|| fail(format!("{u} never named {p}")))?;
+            ensure(blocked <= published + 2 * interval, || {
+                format!("{u} named {p} at {blocked:?}, its nonce was published at {published:?}")
+            })?;
+        }
+        let long: Vec<_> = m
+            .hooks(u)
+            .into_iter()
+            .filter(|h| h.duration > Duration::from_secs(20))
+            .map(|h| (h.name, h.duration))
+            .collect();
+        ensure(long.is_empty(), || format!("{u}: slow hooks {long:?}"))?;
+    }
+    no_failed_hooks(&m, &units)?;
+    // Telling the charm the truth clears the status.
+    m.config(APP, [("shared-storage", "none")])
+        .map_err(|e| fail(format!("config: {e}")))?;
+    run_until(&m, "no unit blocked with shared-storage=none", |m| {
+        units.iter().all(|u| m.unit_status(u).status != "blocked")
+    })?;
+    no_failed_hooks(&m, &units)
 }
