@@ -9,7 +9,7 @@ use std::time::Duration;
 use juju_sim::release::{Fault, FaultRule, ReleaseServer, RequestKind, Target};
 use juju_sim::tarball::Variant;
 use juju_sim::{Model, Volume};
-use libtest_mimic::Trial;
+use libtest_mimic::{Failed, Trial};
 
 use crate::common::*;
 
@@ -32,6 +32,14 @@ pub fn trials() -> Vec<Trial> {
         trial(
             "storage::fake_shared_volume_blocks_naming_the_peer",
             fake_shared_volume,
+        ),
+        trial(
+            "storage::sigkill_mid_download_resumes_with_range",
+            sigkill_resumes,
+        ),
+        trial(
+            "storage::waiter_takes_over_from_a_killed_downloader",
+            waiter_takes_over,
         ),
     ]
 }
@@ -457,4 +465,251 @@ fn fake_shared_volume() -> TestResult {
         units.iter().all(|u| m.unit_status(u).status != "blocked")
     })?;
     no_failed_hooks(&m, &units)
+}
+
+/// Watches `<volume>/releases` from a thread until stopped: every entry that is not a
+/// dot-entry (staging, trash, temp) must be a complete release (MANIFEST and the binary).
+struct ReleaseWatcher {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    handle: std::thread::JoinHandle<WatchReport>,
+}
+
+#[derive(Debug, Default)]
+struct WatchReport {
+    polls: u64,
+    /// Polls that saw a staging dir (the watcher ran while a release was being unpacked).
+    saw_staging: u64,
+    incomplete: std::collections::BTreeSet<String>,
+}
+
+impl ReleaseWatcher {
+    fn start(volume: &Path) -> ReleaseWatcher {
+        let dir = volume.join("releases");
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop2 = stop.clone();
+        let handle = std::thread::spawn(move || {
+            let mut r = WatchReport::default();
+            while !stop2.load(std::sync::atomic::Ordering::SeqCst) {
+                r.polls += 1;
+                let mut staging = false;
+                for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    if name.starts_with(".staging-") {
+                        staging = true;
+                    }
+                    if name.starts_with('.') {
+                        continue;
+                    }
+                    let p = e.path();
+                    if !p.join("MANIFEST").is_file() || !p.join("concourse/bin/concourse").is_file()
+                    {
+                        r.incomplete.insert(name);
+                    }
+                }
+                r.saw_staging += u64::from(staging);
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            r
+        });
+        ReleaseWatcher { stop, handle }
+    }
+
+    fn finish(self) -> Result<WatchReport, Failed> {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let r = self
+            .handle
+            .join()
+            .map_err(|_| fail("the release watcher panicked"))?;
+        eprintln!(
+            "release watcher: {} polls, {} saw a staging dir, incomplete: {:?}",
+            r.polls, r.saw_staging, r.incomplete
+        );
+        ensure(r.incomplete.is_empty(), || {
+            format!("incomplete releases were visible: {:?}", r.incomplete)
+        })?;
+        ensure(r.saw_staging > 0, || {
+            "the watcher never saw a release being unpacked".into()
+        })?;
+        Ok(r)
+    }
+}
+
+/// SIGKILLs the hook process (`dispatch`) running on `unit`; returns its hook name.
+fn kill_hook(m: &Model, unit: &str) -> Result<String, Failed> {
+    let hook = m
+        .running_hook(unit)
+        .ok_or_else(|| fail(format!("{unit} runs no hook")))?;
+    let procs: Vec<_> = m
+        .processes(unit)
+        .into_iter()
+        .filter(|p| {
+            p.cmdline
+                .first()
+                .is_some_and(|c| c.ends_with("/charm/dispatch"))
+        })
+        .collect();
+    ensure(procs.len() == 1, || {
+        format!("{unit}: dispatch processes {procs:?}")
+    })?;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(procs[0].pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .map_err(|e| fail(format!("kill: {e}")))?;
+    eprintln!("killed {unit}'s {} (pid {})", hook.name, procs[0].pid);
+    Ok(hook.name)
+}
+
+/// The unit named in the volume's progress marker (who holds the install lock).
+fn marker_unit(vol: &Path) -> Option<String> {
+    let b = std::fs::read(vol.join(".download_in_progress")).ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&b).ok()?;
+    v.get("unit")?.as_str().map(str::to_string)
+}
+
+/// The resumed request: a 206 that started past 0 and delivered the tarball's end.
+fn resumed_requests(server: &ReleaseServer, version: &str) -> Vec<(u16, u64, bool)> {
+    server
+        .requests()
+        .iter()
+        .filter(|r| r.method == "GET" && r.kind == RequestKind::Tarball(version.to_string()))
+        .filter(|r| r.range.is_some())
+        .map(|r| (r.status, r.range_start, r.reached_end))
+        .collect()
+}
+
+/// Issue 4: the downloading hook is SIGKILLed; Juju retries it; the retry resumes the
+/// kept partial with Range (206) and finishes; no incomplete release is ever visible.
+/// The killed hook is the one failed hook (expected).
+fn sigkill_resumes() -> TestResult {
+    let server = release_server(&[(V1, Variant::Normal)])?;
+    let t = tarball(V1, Variant::Normal)?;
+    // Only the first request is slow (about 8 s): the resumed one runs at full speed.
+    server.add_fault(FaultRule::once(
+        Target::Tarball(V1.into()),
+        Fault::Throttle(256 << 10),
+    ));
+    let m = model()?;
+    let units = deploy(&m, APP, 1, shared(&server, V1), Volume::Shared)?;
+    let u = &units[0];
+    let vol = m.storage_dir(u).ok_or_else(|| fail("no storage dir"))?;
+    let watcher = ReleaseWatcher::start(&vol);
+    ensure(server.wait_for_bytes_served(V1, 640 << 10, LONG), || {
+        "the download never started".into()
+    })?;
+    let killed = kill_hook(&m, u)?;
+    run_until(&m, "the unit running v1", |m| {
+        pointer_version(m, u).as_deref() == Some(V1)
+    })?;
+    watcher.finish()?;
+    let resumed = resumed_requests(&server, V1);
+    ensure(
+        resumed.len() == 1 && resumed[0].0 == 206 && resumed[0].1 >= 256 << 10 && resumed[0].2,
+        || format!("resumed requests (status, start, reached end): {resumed:?}"),
+    )?;
+    ensure(server.count_complete_downloads(V1) == 1, || {
+        format!("requests: {:?}", server.requests())
+    })?;
+    let served = server.bytes_served(V1);
+    ensure(served < t.size + (512 << 10), || {
+        format!(
+            "{served} bytes served for a {} byte tarball: not resumed",
+            t.size
+        )
+    })?;
+    let failed: Vec<String> = m.failed_hooks(u).into_iter().map(|h| h.name).collect();
+    ensure(failed == vec![killed.clone()], || {
+        format!("failed hooks {failed:?}, killed {killed}")
+    })?;
+    let resumed_from = format!("resumed from {}", resumed[0].1);
+    ensure(
+        log_messages(&m, u)
+            .iter()
+            .any(|l| l.contains(&format!("{u} downloaded v{V1}")) && l.contains(&resumed_from)),
+        || format!("no log of the resumed download: {:?}", log_messages(&m, u)),
+    )?;
+    ensure(published_versions(&m, u) == vec![V1.to_string()], || {
+        format!("published {:?}", published_versions(&m, u))
+    })?;
+    let leftovers: Vec<_> = std::fs::read_dir(vol.join("downloads"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    ensure(leftovers.is_empty(), || {
+        format!("downloads/ keeps {leftovers:?}")
+    })?;
+    never_blocked(&m, &units)
+}
+
+/// Issue 4: the downloading unit's hook is killed and the unit does not come back (hooks
+/// are not retried in this model); the unit waiting on the lock takes over, resumes the
+/// partial with Range and finishes. Only the killed hook failed.
+fn waiter_takes_over() -> TestResult {
+    let server = release_server(&[(V1, Variant::Normal)])?;
+    server.add_fault(FaultRule::once(
+        Target::Tarball(V1.into()),
+        Fault::Throttle(256 << 10),
+    ));
+    let m = model_with(juju_sim::ModelOptions {
+        update_status_interval: Some(Duration::from_secs(3)),
+        auto_retry: false,
+        ..juju_sim::ModelOptions::default()
+    })?;
+    let units = deploy(&m, APP, 2, shared(&server, V1), Volume::Shared)?;
+    let vol = m
+        .storage_dir(&units[0])
+        .ok_or_else(|| fail("no storage dir"))?;
+    let watcher = ReleaseWatcher::start(&vol);
+    ensure(server.wait_for_bytes_served(V1, 640 << 10, LONG), || {
+        "the download never started".into()
+    })?;
+    let holder = marker_unit(&vol).ok_or_else(|| fail("no progress marker"))?;
+    let waiter = units
+        .iter()
+        .find(|u| **u != holder)
+        .cloned()
+        .ok_or_else(|| fail("no waiter"))?;
+    let waiting = format!("waiting: Waiting for {holder} to download v{V1} (");
+    run_until(&m, "the other unit waiting for the holder", |m| {
+        status_lines(m, &waiter)
+            .iter()
+            .any(|s| s.starts_with(&waiting))
+    })?;
+    let killed = kill_hook(&m, &holder)?;
+    run_until(&m, "the waiter running v1", |m| {
+        pointer_version(m, &waiter).as_deref() == Some(V1)
+    })?;
+    watcher.finish()?;
+    let resumed = resumed_requests(&server, V1);
+    ensure(
+        resumed.len() == 1 && resumed[0].0 == 206 && resumed[0].1 >= 256 << 10 && resumed[0].2,
+        || format!("resumed requests (status, start, reached end): {resumed:?}"),
+    )?;
+    ensure(server.count_complete_downloads(V1) == 1, || {
+        format!("requests: {:?}", server.requests())
+    })?;
+    ensure(
+        log_messages(&m, &waiter).iter().any(|l| {
+            l.contains(&format!("{waiter} downloaded v{V1}")) && l.contains("resumed from")
+        }),
+        || {
+            format!(
+                "{waiter} did not log the resumed download: {:?}",
+                log_messages(&m, &waiter)
+            )
+        },
+    )?;
+    ensure(m.in_error(&holder), || format!("{holder} came back"))?;
+    let failed: Vec<String> = m
+        .failed_hooks(&holder)
+        .into_iter()
+        .map(|h| h.name)
+        .collect();
+    ensure(failed == vec![killed], || {
+        format!("{holder} failed hooks {failed:?}")
+    })?;
+    no_failed_hooks(&m, std::slice::from_ref(&waiter))?;
+    never_blocked(&m, &units)
 }
