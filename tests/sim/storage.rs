@@ -41,6 +41,24 @@ pub fn trials() -> Vec<Trial> {
             "storage::waiter_takes_over_from_a_killed_downloader",
             waiter_takes_over,
         ),
+        trial("storage::upgrade_fault::wrong_sha1", || {
+            fault_on_upgrade(&WRONG_SHA1)
+        }),
+        trial("storage::upgrade_fault::not_found", || {
+            fault_on_upgrade(&NOT_FOUND)
+        }),
+        trial("storage::upgrade_fault::server_error", || {
+            fault_on_upgrade(&SERVER_ERROR)
+        }),
+        trial("storage::upgrade_fault::connection_cut", || {
+            fault_on_upgrade(&CONNECTION_CUT)
+        }),
+        trial("storage::upgrade_fault::throttled", || {
+            fault_on_upgrade(&THROTTLED)
+        }),
+        trial("storage::upgrade_fault::dotdot_entry", || {
+            fault_on_upgrade(&DOTDOT_ENTRY)
+        }),
     ]
 }
 
@@ -48,6 +66,7 @@ pub fn trials() -> Vec<Trial> {
 struct Rng(u64);
 
 impl Rng {
+    #[allow(clippy::disallowed_methods)] // test knob, not the charm's environment
     fn from_env_or_clock() -> Rng {
         let seed = std::env::var("STORAGE_SEED")
             .ok()
@@ -712,4 +731,211 @@ fn waiter_takes_over() -> TestResult {
     })?;
     no_failed_hooks(&m, std::slice::from_ref(&waiter))?;
     never_blocked(&m, &units)
+}
+
+/// A release-server fault hit while upgrading a running unit from V1 to V2.
+struct UpgradeFault {
+    /// Installs the fault for V2.
+    install: fn(&ReleaseServer) -> TestResult,
+    /// The status the unit must show (kind, then fragments of the message).
+    status: &'static str,
+    message: &'static [&'static str],
+    /// Transient: the charm fails the hook so Juju retries it (failed hooks expected).
+    transient: bool,
+    /// Leave the fault in place (it ends by itself, e.g. a slow download).
+    keep: bool,
+}
+
+const WRONG_SHA1: UpgradeFault = UpgradeFault {
+    install: |s| {
+        s.set_fault(Target::Sha1(V2.into()), Fault::WrongSha1);
+        Ok(())
+    },
+    status: "blocked",
+    message: &[
+        "checksum mismatch for concourse-8.0.0-linux-amd64.tgz (sha1 expected ",
+        ", got ",
+        "); check release-url",
+    ],
+    transient: false,
+    keep: false,
+};
+
+const NOT_FOUND: UpgradeFault = UpgradeFault {
+    install: |s| {
+        s.set_fault(Target::Version(V2.into()), Fault::Status(404));
+        Ok(())
+    },
+    status: "blocked",
+    message: &["v8.0.0", "HTTP 404", "check version and release-url"],
+    transient: false,
+    keep: false,
+};
+
+const SERVER_ERROR: UpgradeFault = UpgradeFault {
+    install: |s| {
+        s.set_fault(Target::Tarball(V2.into()), Fault::Status(500));
+        Ok(())
+    },
+    status: "maintenance",
+    message: &["concourse-8.0.0-linux-amd64.tgz answered HTTP 500; will retry"],
+    transient: true,
+    keep: false,
+};
+
+const CONNECTION_CUT: UpgradeFault = UpgradeFault {
+    install: |s| {
+        s.set_fault(Target::Tarball(V2.into()), Fault::CutAfter(64 << 10));
+        Ok(())
+    },
+    status: "maintenance",
+    message: &["Download of v8.0.0 interrupted; resuming (retry 1 of 2)"],
+    transient: true,
+    keep: false,
+};
+
+const THROTTLED: UpgradeFault = UpgradeFault {
+    install: |s| {
+        s.add_fault(FaultRule::once(
+            Target::Tarball(V2.into()),
+            Fault::Throttle(512 << 10),
+        ));
+        Ok(())
+    },
+    status: "maintenance",
+    message: &["Downloading v8.0.0 (", "%)"],
+    transient: false,
+    keep: true,
+};
+
+const DOTDOT_ENTRY: UpgradeFault = UpgradeFault {
+    install: |s| {
+        let bad = tarball(V2, Variant::DotDotEntry)?;
+        s.set_fault(Target::Version(V2.into()), Fault::Substitute(bad));
+        Ok(())
+    },
+    status: "blocked",
+    message: &[
+        "release tarball concourse-8.0.0-linux-amd64.tgz is unsafe: entry concourse/../../escape",
+        "nothing was installed, check release-url",
+    ],
+    transient: false,
+    keep: false,
+};
+
+/// The web service of a one-unit application and the binary it runs.
+fn web_process(m: &Model, u: &str) -> Option<(u32, String)> {
+    running_services(m, u)
+        .into_iter()
+        .find(|(sub, _, _)| sub == "web")
+        .map(|(_, pid, exe)| (pid, exe))
+}
+
+/// A one-unit application running V1 (web with its database) on a shared volume.
+fn running_v1(server: &ReleaseServer, storage: Volume) -> Result<(Model, String, u32), Failed> {
+    let m = model_with(juju_sim::ModelOptions {
+        update_status_interval: Some(Duration::from_secs(2)),
+        retry_backoff_max: Duration::from_secs(1),
+        ..juju_sim::ModelOptions::default()
+    })?;
+    let u = deploy(&m, APP, 1, shared(server, V1), storage)?.remove(0);
+    relate_postgresql(&m, APP)?;
+    run_until(&m, "the unit running v1", |m| {
+        m.unit_status(&u).status == "active" && runs_from_volume(m, &u, V1).is_ok()
+    })?;
+    let (pid, _) = web_process(&m, &u).ok_or_else(|| fail("no web process"))?;
+    Ok((m, u, pid))
+}
+
+/// V1 still runs untouched and nothing else is published.
+fn still_on_v1(m: &Model, u: &str, pid: u32) -> Result<(), String> {
+    if published_versions(m, u) != vec![V1.to_string()] {
+        return Err(format!("published: {:?}", published_versions(m, u)));
+    }
+    runs_from_volume(m, u, V1)?;
+    match web_process(m, u) {
+        Some((p, _)) if p == pid => Ok(()),
+        other => Err(format!("web process {other:?}, was pid {pid}")),
+    }
+}
+
+fn matches_status(line: &str, status: &str, fragments: &[&str]) -> bool {
+    line.starts_with(&format!("{status}: ")) && fragments.iter().all(|f| line.contains(f))
+}
+
+/// Issue 4: a fault while upgrading V1 → V2 (via config) gives the documented status,
+/// publishes nothing, keeps V1 running, and the upgrade completes by itself once the
+/// fault is gone (next hook retry or update-status; no `juju resolve`).
+fn fault_on_upgrade(case: &UpgradeFault) -> TestResult {
+    let server = release_server(&[(V1, Variant::Normal), (V2, Variant::Normal)])?;
+    let (m, u, pid) = running_v1(&server, Volume::Shared)?;
+    let vol = m.storage_dir(&u).ok_or_else(|| fail("no storage dir"))?;
+    let units = vec![u.clone()];
+    let failed_before = m.failed_hooks(&u).len();
+    (case.install)(&server)?;
+    m.config(APP, [("version", V2)])
+        .map_err(|e| fail(format!("config: {e}")))?;
+    let seen = |m: &Model| {
+        status_lines(m, &u)
+            .iter()
+            .any(|l| matches_status(l, case.status, case.message))
+    };
+    run_until(&m, &format!("{}: {:?}", case.status, case.message), seen)?;
+    still_on_v1(&m, &u, pid).map_err(fail)?;
+    if !case.keep {
+        // It stays so: the next hook (a retry, update-status) changes nothing.
+        let hooks = m.hooks(&u).len();
+        run_until(&m, "one more hook", |m| m.hooks(&u).len() > hooks)?;
+        still_on_v1(&m, &u, pid).map_err(fail)?;
+        if !case.transient {
+            // The application says why the upgrade failed, and the failure is retried
+            // from update-status only (no hot loop of hooks and downloads).
+            let app = m.app_status_history(APP);
+            ensure(
+                app.iter().any(|s| {
+                    s.status == "blocked"
+                        && s.message.contains("cannot install v8.0.0: ")
+                        && case.message.iter().all(|f| s.message.contains(f))
+                }),
+                || format!("application status history {app:?}"),
+            )?;
+            let gets = tarball_gets(&server, V2);
+            std::thread::sleep(Duration::from_secs(6));
+            let more = tarball_gets(&server, V2) - gets;
+            eprintln!("{more} more downloads of v2 in 6 s");
+            ensure(more <= 4, || {
+                format!("{more} more downloads of v2 in 6 s (update-status every 2 s)")
+            })?;
+        }
+        ensure(
+            !vol.join("escape").exists() && !vol.join("releases/escape").exists(),
+            || "an entry escaped the staging dir".into(),
+        )?;
+        server.clear_faults();
+    }
+    // Complete downloads before the fault was cleared (a wrong checksum is only found
+    // at the end); one in flight while clearing may still finish after.
+    let before = server.count_complete_downloads(V2);
+    run_until(&m, "the unit running v2", |m| {
+        m.unit_status(&u).status == "active" && runs_from_volume(m, &u, V2).is_ok()
+    })?;
+    let after = server.count_complete_downloads(V2) - before;
+    ensure((1..=2).contains(&after), || {
+        format!(
+            "{after} complete downloads after the fault was gone: {:?}",
+            server.requests()
+        )
+    })?;
+    ensure(
+        published_versions(&m, &u) == vec![V1.to_string(), V2.to_string()]
+            || published_versions(&m, &u) == vec![V2.to_string()],
+        || format!("published: {:?}", published_versions(&m, &u)),
+    )?;
+    let failed = m.failed_hooks(&u).len() - failed_before;
+    if case.transient {
+        ensure(failed > 0, || "a transient fault failed no hook".into())?;
+    } else {
+        no_failed_hooks(&m, &units)?;
+    }
+    Ok(())
 }
