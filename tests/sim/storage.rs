@@ -59,6 +59,14 @@ pub fn trials() -> Vec<Trial> {
         trial("storage::upgrade_fault::dotdot_entry", || {
             fault_on_upgrade(&DOTDOT_ENTRY)
         }),
+        trial("storage::upgrade_fault::volume_full", || {
+            fault_on_upgrade(&VOLUME_FULL)
+        }),
+        trial("storage::volume_missing_blocks", volume_missing),
+        trial(
+            "storage::volume_read_only_blocks_then_recovers",
+            volume_read_only,
+        ),
     ]
 }
 
@@ -744,6 +752,9 @@ struct UpgradeFault {
     transient: bool,
     /// Leave the fault in place (it ends by itself, e.g. a slow download).
     keep: bool,
+    storage: Volume,
+    /// Removes the fault (default: clear the server's faults).
+    clear: Option<fn(&Model, &str) -> TestResult>,
 }
 
 const WRONG_SHA1: UpgradeFault = UpgradeFault {
@@ -759,6 +770,8 @@ const WRONG_SHA1: UpgradeFault = UpgradeFault {
     ],
     transient: false,
     keep: false,
+    storage: Volume::Shared,
+    clear: None,
 };
 
 const NOT_FOUND: UpgradeFault = UpgradeFault {
@@ -770,6 +783,8 @@ const NOT_FOUND: UpgradeFault = UpgradeFault {
     message: &["v8.0.0", "HTTP 404", "check version and release-url"],
     transient: false,
     keep: false,
+    storage: Volume::Shared,
+    clear: None,
 };
 
 const SERVER_ERROR: UpgradeFault = UpgradeFault {
@@ -781,6 +796,8 @@ const SERVER_ERROR: UpgradeFault = UpgradeFault {
     message: &["concourse-8.0.0-linux-amd64.tgz answered HTTP 500; will retry"],
     transient: true,
     keep: false,
+    storage: Volume::Shared,
+    clear: None,
 };
 
 const CONNECTION_CUT: UpgradeFault = UpgradeFault {
@@ -792,6 +809,8 @@ const CONNECTION_CUT: UpgradeFault = UpgradeFault {
     message: &["Download of v8.0.0 interrupted; resuming (retry 1 of 2)"],
     transient: true,
     keep: false,
+    storage: Volume::Shared,
+    clear: None,
 };
 
 const THROTTLED: UpgradeFault = UpgradeFault {
@@ -806,6 +825,8 @@ const THROTTLED: UpgradeFault = UpgradeFault {
     message: &["Downloading v8.0.0 (", "%)"],
     transient: false,
     keep: true,
+    storage: Volume::Shared,
+    clear: None,
 };
 
 const DOTDOT_ENTRY: UpgradeFault = UpgradeFault {
@@ -821,6 +842,8 @@ const DOTDOT_ENTRY: UpgradeFault = UpgradeFault {
     ],
     transient: false,
     keep: false,
+    storage: Volume::Shared,
+    clear: None,
 };
 
 /// The web service of a one-unit application and the binary it runs.
@@ -868,7 +891,7 @@ fn matches_status(line: &str, status: &str, fragments: &[&str]) -> bool {
 /// fault is gone (next hook retry or update-status; no `juju resolve`).
 fn fault_on_upgrade(case: &UpgradeFault) -> TestResult {
     let server = release_server(&[(V1, Variant::Normal), (V2, Variant::Normal)])?;
-    let (m, u, pid) = running_v1(&server, Volume::Shared)?;
+    let (m, u, pid) = running_v1(&server, case.storage)?;
     let vol = m.storage_dir(&u).ok_or_else(|| fail("no storage dir"))?;
     let units = vec![u.clone()];
     let failed_before = m.failed_hooks(&u).len();
@@ -911,7 +934,10 @@ fn fault_on_upgrade(case: &UpgradeFault) -> TestResult {
             !vol.join("escape").exists() && !vol.join("releases/escape").exists(),
             || "an entry escaped the staging dir".into(),
         )?;
-        server.clear_faults();
+        match case.clear {
+            Some(clear) => clear(&m, &u)?,
+            None => server.clear_faults(),
+        }
     }
     // Complete downloads before the fault was cleared (a wrong checksum is only found
     // at the end); one in flight while clearing may still finish after.
@@ -938,4 +964,80 @@ fn fault_on_upgrade(case: &UpgradeFault) -> TestResult {
         no_failed_hooks(&m, &units)?;
     }
     Ok(())
+}
+
+/// A tmpfs that holds V1 and its download (2.2 x a 2 MiB tarball) but not V2 beside it.
+const VOLUME_FULL: UpgradeFault = UpgradeFault {
+    install: |_| Ok(()),
+    status: "blocked",
+    message: &[
+        "storage volume /var/lib/concourse has ",
+        " free but ",
+        " are needed for download and unpack; free space or grow the volume",
+    ],
+    transient: false,
+    keep: false,
+    storage: Volume::Tmpfs { bytes: 5 << 20 },
+    clear: Some(|m, u| {
+        let dir = m.storage_dir(u).ok_or_else(|| fail("no storage dir"))?;
+        remount(&dir.to_string_lossy(), 0, Some("size=32m"))
+            .map_err(|e| fail(format!("growing the tmpfs: {e}")))
+    }),
+};
+
+/// Issue 4: no volume at all: a blocked status that says how to attach it; no request,
+/// nothing written locally, no failed hook, the model settles.
+fn volume_missing() -> TestResult {
+    let server = release_server(&[(V1, Variant::Normal)])?;
+    let m = model()?;
+    let units = deploy(&m, APP, 1, shared(&server, V1), Volume::Missing)?;
+    let u = &units[0];
+    run_until(&m, "blocked: storage not attached", |m| {
+        let st = m.unit_status(u);
+        st.status == "blocked"
+            && st.message
+                == "storage concourse-data is not attached; deploy with --storage concourse-data=<pool>,10G"
+    })?;
+    settle(&m)?;
+    ensure(server.requests().is_empty(), || {
+        format!("requests without a volume: {:?}", server.requests())
+    })?;
+    let copies = local_release_copies(&m, u);
+    ensure(copies.is_empty(), || format!("local copies: {copies:?}"))?;
+    ensure(!m.exists(u, &format!("{VOLUME_LOCATION}/releases")), || {
+        "the charm created the volume layout on the root disk".into()
+    })?;
+    no_failed_hooks(&m, &units)
+}
+
+/// Issue 4: a read-only volume: blocked naming the path and the fix, no request, no
+/// failed hook; remounted read-write, the unit installs and runs by itself.
+fn volume_read_only() -> TestResult {
+    let server = release_server(&[(V1, Variant::Normal)])?;
+    let m = model_with(juju_sim::ModelOptions {
+        update_status_interval: Some(Duration::from_secs(2)),
+        ..juju_sim::ModelOptions::default()
+    })?;
+    let units = deploy(&m, APP, 1, shared(&server, V1), Volume::ReadOnly)?;
+    let u = &units[0];
+    relate_postgresql(&m, APP)?;
+    run_until(&m, "blocked: read-only", |m| {
+        let st = m.unit_status(u);
+        st.status == "blocked"
+            && st.message == "storage volume /var/lib/concourse is read-only; remount it read-write"
+    })?;
+    settle(&m)?;
+    ensure(server.requests().is_empty(), || {
+        format!("requests on a read-only volume: {:?}", server.requests())
+    })?;
+    no_failed_hooks(&m, &units)?;
+    in_unit_namespace(&m, u, || remount(VOLUME_LOCATION, nix::libc::MS_BIND, None))?
+        .map_err(|e| fail(format!("remount read-write: {e}")))?;
+    run_until(&m, "the unit running v1", |m| {
+        m.unit_status(u).status == "active" && runs_from_volume(m, u, V1).is_ok()
+    })?;
+    ensure(server.count_complete_downloads(V1) == 1, || {
+        format!("requests: {:?}", server.requests())
+    })?;
+    no_failed_hooks(&m, &units)
 }
