@@ -64,6 +64,10 @@ pub fn trials() -> Vec<Trial> {
         }),
         trial("storage::volume_missing_blocks", volume_missing),
         trial(
+            "storage::resource_installs_without_network",
+            resource_without_network,
+        ),
+        trial(
             "storage::volume_read_only_blocks_then_recovers",
             volume_read_only,
         ),
@@ -1040,4 +1044,64 @@ fn volume_read_only() -> TestResult {
         format!("requests: {:?}", server.requests())
     })?;
     no_failed_hooks(&m, &units)
+}
+
+/// Issue 4: with the `concourse-release` resource attached, the release installs (once,
+/// for 2 units on a shared volume) with no network: the release server, which refuses
+/// everything, gets no request at all.
+fn resource_without_network() -> TestResult {
+    let server = release_server(&[])?;
+    server.set_fault(Target::All, Fault::Status(403));
+    let t = tarball(V1, Variant::Normal)?;
+    let m = model()?;
+    let units = deploy_with_resources(
+        &m,
+        APP,
+        2,
+        shared(&server, V1),
+        Volume::Shared,
+        [("concourse-release".to_string(), t.path.clone())].into(),
+    )?;
+    relate_postgresql(&m, APP)?;
+    settle(&m)?;
+    run_until(&m, "every unit active and running v1", |m| {
+        units
+            .iter()
+            .all(|u| m.unit_status(u).status == "active" && runs_from_volume(m, u, V1).is_ok())
+    })?;
+    ensure(server.requests().is_empty(), || {
+        format!("requests: {:?}", server.requests())
+    })?;
+    let by = downloaders(&m, &units, V1);
+    ensure(by.len() == 1, || format!("installers: {by:?}"))?;
+    let installing = format!("maintenance: Installing v{V1} from the concourse-release resource (");
+    ensure(
+        status_lines(&m, &by[0])
+            .iter()
+            .any(|s| s.starts_with(&installing)),
+        || format!("{}: {:?}", by[0], status_lines(&m, &by[0])),
+    )?;
+    ensure(
+        log_messages(&m, &by[0])
+            .iter()
+            .any(|l| l.contains(&format!("downloaded v{V1} from resource:"))),
+        || format!("{}: {:?}", by[0], log_messages(&m, &by[0])),
+    )?;
+    for u in &units {
+        let copies = local_release_copies(&m, u);
+        // The resource file itself is Juju's copy on each unit; nothing else.
+        let extra: Vec<_> = copies
+            .iter()
+            .filter(|p| {
+                !p.to_string_lossy()
+                    .contains("/resources/concourse-release/")
+            })
+            .collect();
+        ensure(extra.is_empty(), || {
+            format!("{u} holds a local copy: {extra:?}")
+        })?;
+    }
+    no_failed_hooks(&m, &units)?;
+    no_duplicate_tool_calls(&m, &units)?;
+    never_blocked(&m, &units)
 }
