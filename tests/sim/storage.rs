@@ -369,6 +369,7 @@ fn eight_units_download_once() -> TestResult {
             },
         )?;
         no_failed_hooks(&m, &units)?;
+        no_duplicate_tool_calls(&m, &units)?;
         never_blocked(&m, &units)?;
         let waited = units
             .iter()
@@ -495,7 +496,8 @@ fn fake_shared_volume() -> TestResult {
     run_until(&m, "no unit blocked with shared-storage=none", |m| {
         units.iter().all(|u| m.unit_status(u).status != "blocked")
     })?;
-    no_failed_hooks(&m, &units)
+    no_failed_hooks(&m, &units)?;
+    no_duplicate_tool_calls(&m, &units)
 }
 
 /// Watches `<volume>/releases` from a thread until stopped: every entry that is not a
@@ -742,6 +744,7 @@ fn waiter_takes_over() -> TestResult {
         format!("{holder} failed hooks {failed:?}")
     })?;
     no_failed_hooks(&m, std::slice::from_ref(&waiter))?;
+    no_duplicate_tool_calls(&m, &units)?;
     never_blocked(&m, &units)
 }
 
@@ -967,7 +970,7 @@ fn fault_on_upgrade(case: &UpgradeFault) -> TestResult {
     } else {
         no_failed_hooks(&m, &units)?;
     }
-    Ok(())
+    no_duplicate_tool_calls(&m, &units)
 }
 
 /// A tmpfs that holds V1 and its download (2.2 x a 2 MiB tarball) but not V2 beside it.
@@ -1011,7 +1014,8 @@ fn volume_missing() -> TestResult {
     ensure(!m.exists(u, &format!("{VOLUME_LOCATION}/releases")), || {
         "the charm created the volume layout on the root disk".into()
     })?;
-    no_failed_hooks(&m, &units)
+    no_failed_hooks(&m, &units)?;
+    no_duplicate_tool_calls(&m, &units)
 }
 
 /// Issue 4: a read-only volume: blocked naming the path and the fix, no request, no
@@ -1043,7 +1047,8 @@ fn volume_read_only() -> TestResult {
     ensure(server.count_complete_downloads(V1) == 1, || {
         format!("requests: {:?}", server.requests())
     })?;
-    no_failed_hooks(&m, &units)
+    no_failed_hooks(&m, &units)?;
+    no_duplicate_tool_calls(&m, &units)
 }
 
 /// Issue 4: with the `concourse-release` resource attached, the release installs (once,
