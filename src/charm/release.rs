@@ -199,6 +199,9 @@ pub fn install(
             let outcome = Outcome::AlreadyPresent { path, installed_by };
             info!("{}", outcome.log_line(juju.unit_name(), version));
         }
+        if set_installed_version {
+            record_installed_version(vol, version);
+        }
         return Ok(Installed::Ready);
     }
     let source = source_for(juju, config, version)?;
@@ -252,6 +255,27 @@ pub fn install(
                 Err(ReleaseError::Install(e).into())
             }
         },
+    }
+}
+
+/// Records `version` in `.installed_version` when the volume has none yet: a release
+/// installed before the application chose its version (in the install hook, before the
+/// peer relation) was published without it. Never replaces a recorded version (only the
+/// upgrade's finish moves it; a unit acting on an older snapshot must not move it back),
+/// and never waits: when the volume is busy a later hook does it.
+fn record_installed_version(vol: &Volume, version: &str) {
+    if !matches!(vol.installed_version(), Ok(None)) {
+        return;
+    }
+    let Ok(Some(lock)) = vol.try_lock_install() else {
+        return;
+    };
+    if !matches!(vol.installed_version(), Ok(None)) {
+        return;
+    }
+    match lock.set_installed_version(version) {
+        Ok(_) => info!("recorded v{version} as the installed version of the volume"),
+        Err(e) => warn!("cannot record the installed version v{version}: {e}"),
     }
 }
 

@@ -226,6 +226,11 @@ fn shared_volume_downloads_once() -> TestResult {
             format!("{u} holds a local copy: {copies:?}")
         })?;
     }
+    // The volume records the version the application runs (DESIGN §2).
+    let installed = std::fs::read_to_string(vol.join(".installed_version")).unwrap_or_default();
+    ensure(installed.trim() == V1, || {
+        format!(".installed_version holds {installed:?}, want {V1}")
+    })?;
 
     // Who downloaded, who reused, who waited.
     let by = downloaders(&m, &units, V1);
