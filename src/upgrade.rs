@@ -493,7 +493,12 @@ pub fn unit_step(v: &UnitView) -> UnitStep {
     if app.gen == 0 || app.phase == Phase::Idle {
         return step;
     }
-    if v.me.ack != Some((app.gen, app.phase)) {
+    // Acks of prepare gate the download; acks of downloading wake the leader when Juju
+    // does not notify it of its own write. Later phases need none: a switched unit's
+    // `version` is what moves the leader on, and every ack costs a hook on every peer.
+    if matches!(app.phase, Phase::Prepare | Phase::Downloading)
+        && v.me.ack != Some((app.gen, app.phase))
+    {
         step.ack = Some((app.gen, app.phase));
     }
     if app.phase == Phase::Prepare && !v.volume_ok && !v.me.failed(app.gen) {

@@ -49,6 +49,8 @@ pub enum Behaviour {
     Broken,
     /// `--version` prints [`WRONG_VERSION`]; everything else works.
     WrongVersion,
+    /// `--version` works; `web` and `worker` print an error and exit 1 (fails to start).
+    CrashOnStart,
 }
 
 /// Renders the fake binary for `version`.
@@ -57,10 +59,10 @@ pub fn render_script(version: &str, behaviour: Behaviour) -> String {
         Behaviour::WrongVersion => WRONG_VERSION,
         _ => version,
     };
-    let broken = if behaviour == Behaviour::Broken {
-        "1"
-    } else {
-        "0"
+    let broken = match behaviour {
+        Behaviour::Broken => "1",
+        Behaviour::CrashOnStart => "2",
+        _ => "0",
     };
     // The version is placed inside single quotes: drop quotes so it cannot break the script.
     let clean = |s: &str| s.replace(['\'', '\n', '\\'], "");

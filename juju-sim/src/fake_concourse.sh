@@ -229,7 +229,7 @@ case "$SUBCOMMAND" in
         exit 0
         ;;
     web | worker)
-        if [ "$BROKEN" = 1 ]; then broken; fi
+        if [ "$BROKEN" != 0 ]; then broken; fi
         if [ "$SUBCOMMAND" = worker ] && [ "$EUID" -ne 0 ]; then
             record "start-failed" "worker must be run as root"
             echo "worker must be run as root" >&2

@@ -872,6 +872,11 @@ impl Model {
         self.shared.notify();
     }
 
+    /// Time since the model started (the clock of hook records and statuses).
+    pub fn now(&self) -> Duration {
+        self.shared.lock().now()
+    }
+
     /// Wait until `pred` holds (checked after every model change), or time out with a dump.
     pub fn run_until(
         &self,

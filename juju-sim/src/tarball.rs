@@ -74,6 +74,9 @@ pub enum Variant {
     SymlinkEscape,
     /// `--version` prints [`fake_concourse::WRONG_VERSION`].
     WrongVersion,
+    /// `--version` works but `web` and `worker` exit 1 at start (a release that installs
+    /// and verifies, then fails to run).
+    CrashOnStart,
 }
 
 impl Variant {
@@ -86,6 +89,7 @@ impl Variant {
             Variant::AbsolutePath => "absolute-path",
             Variant::SymlinkEscape => "symlink-escape",
             Variant::WrongVersion => "wrong-version",
+            Variant::CrashOnStart => "crash-on-start",
         }
     }
 
@@ -93,6 +97,7 @@ impl Variant {
         match self {
             Variant::BrokenBinary => Behaviour::Broken,
             Variant::WrongVersion => Behaviour::WrongVersion,
+            Variant::CrashOnStart => Behaviour::CrashOnStart,
             _ => Behaviour::Normal,
         }
     }

@@ -106,6 +106,14 @@ fn teardown(juju: &Juju) -> Result<(), CharmError> {
         warn!("retiring the worker: {e}");
     }
     crate::web::remove()?;
+    // Forget this unit on the volume so its release can be pruned (best effort: the
+    // storage may already be detaching).
+    if let Ok(Some(root)) = release::volume_root(juju) {
+        let vol = crate::storage_coordinator::Volume::new(root);
+        if let Err(e) = vol.remove_unit_state(juju.unit_name()) {
+            warn!("removing this unit's state from the volume: {e}");
+        }
+    }
     Ok(())
 }
 

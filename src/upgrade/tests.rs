@@ -368,7 +368,8 @@ fn unit_steps_for_every_phase_role_and_grant() {
                             running: Some(running),
                             volume_ok: true,
                         });
-                        let expect_ack = phase != Phase::Idle && !acked;
+                        let expect_ack =
+                            matches!(phase, Phase::Prepare | Phase::Downloading) && !acked;
                         assert_eq!(s.ack.is_some(), expect_ack, "{phase:?} acked={acked}");
                         let expect_switch =
                             phase == Phase::Complete && granted && running == "1.0.0";

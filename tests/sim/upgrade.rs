@@ -1,0 +1,543 @@
+//! Issue 6: the coordinated upgrade across units, one download, no lost builds.
+//! Every scenario runs with and without the leader's peer app-data self-notification.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use juju_sim::fake_concourse::{parse_log, Record};
+use juju_sim::release::ReleaseServer;
+use juju_sim::tarball::Variant;
+use juju_sim::{ActionStatus, Credentials, Model, ModelOptions, PostgresOptions, Volume};
+use libtest_mimic::{Failed, Trial};
+
+use crate::common::*;
+
+const APP: &str = "concourse-ci";
+
+pub fn trials() -> Vec<Trial> {
+    let mut v = Vec::new();
+    for notify in [true, false] {
+        let sfx = if notify {
+            "self_notify"
+        } else {
+            "no_self_notify"
+        };
+        v.push(Trial::test(
+            format!("upgrade::action_5_units_{sfx}"),
+            move || action_5_units(notify),
+        ));
+        v.push(Trial::test(
+            format!("upgrade::config_change_{sfx}"),
+            move || config_change(notify),
+        ));
+        v.push(Trial::test(
+            format!("upgrade::leader_moves_after_prepare_{sfx}"),
+            move || leader_moves(notify),
+        ));
+        v.push(Trial::test(
+            format!("upgrade::units_removed_and_added_{sfx}"),
+            move || churn(notify),
+        ));
+        v.push(Trial::test(
+            format!("upgrade::broken_release_rolls_back_{sfx}"),
+            move || broken(notify),
+        ));
+        v.push(Trial::test(
+            format!("upgrade::single_unit_{sfx}"),
+            move || single_unit(notify),
+        ));
+    }
+    v.push(trial("upgrade::action_refusals", refusals));
+    v
+}
+
+fn model_notify(notify: bool) -> Result<Model, Failed> {
+    model_with(ModelOptions {
+        self_notify_peer_app: notify,
+        update_status_interval: Some(Duration::from_secs(4)),
+        ..ModelOptions::default()
+    })
+}
+
+/// A deployment on V1 with PostgreSQL, every unit active.
+fn deployed(
+    notify: bool,
+    n: usize,
+    variant2: Variant,
+) -> Result<(Model, ReleaseServer, Vec<String>), Failed> {
+    let server = release_server(&[(V1, Variant::Normal), (V2, variant2)])?;
+    // version is left empty (latest) so the action may choose the target: latest is V1.
+    server.set_github_latest(Some(V1));
+    let m = model_notify(notify)?;
+    let units = deploy(
+        &m,
+        APP,
+        n,
+        config(&server, &[("shared-storage", "shared")]),
+        Volume::Shared,
+    )?;
+    let pg = m
+        .deploy_postgresql(
+            "postgresql",
+            PostgresOptions {
+                credentials: Credentials::Secret,
+                ..PostgresOptions::default()
+            },
+        )
+        .map_err(|e| fail(format!("postgresql: {e}")))?;
+    let pg_app = pg.split('/').next().unwrap_or("postgresql").to_string();
+    m.relate(&format!("{APP}:postgresql"), &pg_app)
+        .map_err(|e| fail(format!("relate: {e}")))?;
+    run_until(&m, "all units active on V1", |m| {
+        units.iter().all(|u| {
+            let s = m.unit_status(u);
+            s.status == "active" && s.message.contains(V1)
+        })
+    })?;
+    Ok((m, server, units))
+}
+
+fn leader(m: &Model) -> Result<String, Failed> {
+    m.leader(APP).ok_or_else(|| fail("no leader"))
+}
+
+fn peers_rel(m: &Model) -> Result<u32, Failed> {
+    m.relation_id(&format!("{APP}:peers"))
+        .ok_or_else(|| fail("no peer relation"))
+}
+
+fn unit_version(m: &Model, rel: u32, u: &str) -> Option<String> {
+    m.databag(rel, u).data.get("version").cloned()
+}
+
+fn app_phase(m: &Model, rel: u32) -> String {
+    m.databag(rel, APP)
+        .data
+        .get("upgrade-phase")
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// Waits until every current unit runs `version` and the app is back to `phase`.
+fn wait_done(m: &Model, version: &str, phase: &str) -> TestResult {
+    wait_done_within(m, version, phase, LONG)
+}
+
+fn wait_done_within(m: &Model, version: &str, phase: &str, timeout: Duration) -> TestResult {
+    let rel = peers_rel(m)?;
+    let what = format!("every unit on v{version}, phase {phase}");
+    m.run_until_named(&what, timeout, |m| {
+        let units = m.units(APP);
+        app_phase(m, rel) == phase
+            && units.iter().all(|u| {
+                unit_version(m, rel, u).as_deref() == Some(version)
+                    && m.unit_status(u).status == "active"
+            })
+    })
+    .map_err(|e| fail(format!("waiting for {what}: {e}")))
+}
+
+fn fake_log(m: &Model, u: &str) -> Vec<Record> {
+    m.read_file(u, "/var/log/fake-concourse.log")
+        .map(|b| parse_log(&b))
+        .unwrap_or_default()
+}
+
+/// The phases committed to the app databag since the first upgrade started, in order,
+/// without repeats (the initial deploy commits `idle`).
+fn phase_history(m: &Model) -> Result<Vec<String>, Failed> {
+    let rel = peers_rel(m)?;
+    let mut out: Vec<String> = Vec::new();
+    for c in m.bag_history(rel).into_iter().filter(|c| c.owner == APP) {
+        if let Some(p) = c.data.get("upgrade-phase") {
+            if out.is_empty() && p == "idle" {
+                continue;
+            }
+            if out.last() != Some(p) {
+                out.push(p.clone());
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Every unit runs `version` from the shared volume (its web/worker processes' binary).
+fn runs_from_volume(m: &Model, units: &[String], version: &str) -> TestResult {
+    // a service may be between a stop and a start when we look: wait for the processes
+    run_until(m, "concourse processes on every unit", |m| {
+        units.iter().all(|u| {
+            m.processes(u)
+                .iter()
+                .any(|p| p.cmdline.iter().any(|a| a == "web" || a == "worker"))
+        })
+    })?;
+    for u in units {
+        let procs = m.processes(u);
+        let concourse: Vec<&juju_sim::machine::ProcessInfo> = procs
+            .iter()
+            .filter(|p| p.cmdline.iter().any(|a| a == "web" || a == "worker"))
+            .filter(|p| p.cmdline.iter().any(|a| a.contains("concourse")))
+            .collect();
+        ensure(!concourse.is_empty(), || {
+            format!("{u} runs no concourse process: {procs:?}")
+        })?;
+        let last_start = fake_log(m, u)
+            .into_iter()
+            .rev()
+            .find(|r| r.event == "start");
+        let exe = last_start.map(|r| r.exe_resolved).unwrap_or_default();
+        ensure(
+            exe.starts_with(&format!("/var/lib/concourse/releases/{version}/")),
+            || format!("{u}'s last start ran {exe:?}, not v{version} from the volume"),
+        )?;
+    }
+    Ok(())
+}
+
+/// No worker was ever stopped without landing, and at most `max` were down at once.
+fn workers_landed_one_at_a_time(m: &Model, units: &[String], max: usize) -> TestResult {
+    // (time, +1 down / -1 up) for every worker landing and restart.
+    let mut events: Vec<(f64, i32)> = Vec::new();
+    for u in units {
+        let log = fake_log(m, u);
+        for r in &log {
+            ensure(r.event != "killed without landing", || {
+                format!("{u}: a worker was killed without landing: {r:?}")
+            })?;
+        }
+        let worker: Vec<&Record> = log.iter().filter(|r| r.subcommand == "worker").collect();
+        for r in &worker {
+            match r.event.as_str() {
+                "landing" => events.push((r.ts, 1)),
+                "start" if events.iter().any(|(t, d)| *d == 1 && *t < r.ts) => {
+                    events.push((r.ts, -1))
+                }
+                _ => {}
+            }
+        }
+    }
+    events.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let mut down = 0i32;
+    for (t, d) in events {
+        down += d;
+        ensure(down <= max as i32, || {
+            format!("{down} workers down at once at t={t}")
+        })?;
+    }
+    Ok(())
+}
+
+fn upgrade_action(m: &Model, unit: &str, version: &str) -> Result<juju_sim::ActionResult, Failed> {
+    m.run_action(unit, "upgrade", [("version", version)])
+        .map_err(|e| fail(format!("upgrade action: {e}")))
+}
+
+fn action_5_units(notify: bool) -> TestResult {
+    let (m, server, units) = deployed(notify, 5, Variant::Normal)?;
+    let before = server.count_complete_downloads(V2);
+    let lead = leader(&m)?;
+    let res = upgrade_action(&m, &lead, V2)?;
+    ensure(res.status == ActionStatus::Completed, || {
+        format!("action: {res:?}")
+    })?;
+    ensure(res.results["generation"].as_str().is_some(), || {
+        format!("no generation: {}", res.results)
+    })?;
+    ensure(
+        res.results["follow"]
+            .as_str()
+            .is_some_and(|f| f.contains("juju status")),
+        || format!("{}", res.results),
+    )?;
+    wait_done(&m, V2, "idle")?;
+    ensure(server.count_complete_downloads(V2) - before == 1, || {
+        format!(
+            "V2 downloaded {} times",
+            server.count_complete_downloads(V2) - before
+        )
+    })?;
+    let phases = phase_history(&m)?;
+    ensure(
+        phases == ["prepare", "downloading", "complete", "idle"],
+        || format!("phase history {phases:?}"),
+    )?;
+    runs_from_volume(&m, &units, V2)?;
+    workers_landed_one_at_a_time(&m, &units, 1)?;
+    no_failed_hooks(&m, &units)?;
+    // V1 is kept only as the previous release; nothing else stays on the volume.
+    let vol = m
+        .storage_dir(&units[0])
+        .ok_or_else(|| fail("no storage dir"))?;
+    let mut versions: Vec<String> = std::fs::read_dir(vol.join("releases"))
+        .map_err(|e| fail(e.to_string()))?
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    versions.sort();
+    ensure(versions == [V1, V2], || {
+        format!("releases on the volume: {versions:?}")
+    })?;
+    let installed = std::fs::read_to_string(vol.join(".installed_version")).unwrap_or_default();
+    ensure(installed.trim() == V2, || {
+        format!(".installed_version = {installed:?}")
+    })?;
+    // the leader's application status is back to active on the new version
+    let app = m.app_status(APP);
+    ensure(app.status == "active" && app.message.contains(V2), || {
+        format!("app status {app:?}")
+    })?;
+    // and every unit showed the upgrade's progress while it ran
+    let saw_progress = units.iter().any(|u| {
+        m.status_history(u)
+            .iter()
+            .any(|s| s.message.starts_with(&format!("Upgrading to v{V2}")))
+    });
+    ensure(saw_progress, || {
+        "no unit showed 'Upgrading to …' while upgrading".into()
+    })?;
+    let drained = units.iter().any(|u| {
+        m.status_history(u)
+            .iter()
+            .any(|s| s.message == format!("Draining worker for upgrade to v{V2}"))
+    });
+    ensure(drained, || {
+        "no worker showed 'Draining worker for upgrade to …'".into()
+    })
+}
+
+fn config_change(notify: bool) -> TestResult {
+    let (m, server, units) = deployed(notify, 3, Variant::Normal)?;
+    let before = server.count_complete_downloads(V2);
+    m.config(APP, [("version", V2)])
+        .map_err(|e| fail(e.to_string()))?;
+    wait_done(&m, V2, "idle")?;
+    ensure(server.count_complete_downloads(V2) - before == 1, || {
+        "V2 not downloaded exactly once".into()
+    })?;
+    let phases = phase_history(&m)?;
+    ensure(
+        phases == ["prepare", "downloading", "complete", "idle"],
+        || format!("phase history {phases:?}"),
+    )?;
+    runs_from_volume(&m, &units, V2)?;
+    workers_landed_one_at_a_time(&m, &units, 1)?;
+    no_failed_hooks(&m, &units)
+}
+
+fn leader_moves(notify: bool) -> TestResult {
+    let (m, _server, units) = deployed(notify, 4, Variant::Normal)?;
+    let rel = peers_rel(&m)?;
+    let lead = leader(&m)?;
+    upgrade_action(&m, &lead, V2)?;
+    // as soon as prepare is committed, move leadership to another unit
+    run_until(&m, "prepare committed", |m| app_phase(m, rel) == "prepare")?;
+    let other = units
+        .iter()
+        .find(|u| **u != lead)
+        .cloned()
+        .ok_or_else(|| fail("one unit"))?;
+    m.set_leader(&other).map_err(|e| fail(e.to_string()))?;
+    wait_done(&m, V2, "idle")?;
+    no_failed_hooks(&m, &units)
+}
+
+fn churn(notify: bool) -> TestResult {
+    let (m, server, units) = deployed(notify, 4, Variant::Normal)?;
+    let rel = peers_rel(&m)?;
+    let lead = leader(&m)?;
+    let web = m
+        .databag(rel, APP)
+        .data
+        .get("web-unit")
+        .cloned()
+        .unwrap_or_default();
+    upgrade_action(&m, &lead, V2)?;
+    run_until(&m, "phase complete", |m| app_phase(m, rel) == "complete")?;
+    // remove a worker that has not switched yet, and add a new unit
+    let victim = units
+        .iter()
+        .rev()
+        .find(|u| **u != lead && **u != web)
+        .cloned()
+        .ok_or_else(|| fail("no worker to remove"))?;
+    m.remove_unit(&victim).map_err(|e| fail(e.to_string()))?;
+    let added = m.add_unit(APP).map_err(|e| fail(e.to_string()))?;
+    wait_done(&m, V2, "idle")?;
+    ensure(m.units(APP).contains(&added), || {
+        "added unit missing".into()
+    })?;
+    ensure(server.count_complete_downloads(V2) == 1, || {
+        "V2 downloaded more than once".into()
+    })?;
+    let remaining: Vec<String> = m.units(APP);
+    no_failed_hooks(&m, &remaining)
+}
+
+fn broken(notify: bool) -> TestResult {
+    let (m, _server, units) = deployed(notify, 3, Variant::CrashOnStart)?;
+    let rel = peers_rel(&m)?;
+    let lead = leader(&m)?;
+    upgrade_action(&m, &lead, V2)?;
+    run_until(&m, "upgrade failed and rolled back", |m| {
+        app_phase(m, rel) == "failed"
+            && units.iter().all(|u| {
+                unit_version(m, rel, u).as_deref() == Some(V1)
+                    && m.unit_status(u).status != "maintenance"
+            })
+    })?;
+    let app = m.app_status(APP);
+    ensure(app.status == "blocked", || format!("app status {app:?}"))?;
+    let err = m
+        .databag(rel, APP)
+        .data
+        .get("upgrade-error")
+        .cloned()
+        .unwrap_or_default();
+    ensure(
+        err.contains("concourse-ci/") && err.contains("did not start"),
+        || format!("upgrade-error {err:?}"),
+    )?;
+    ensure(app.message.contains(&err[..err.len().min(20)]), || {
+        format!("app status {app:?} does not name {err:?}")
+    })?;
+    let st = m.unit_status(&lead);
+    ensure(st.status == "blocked" || app.status == "blocked", || {
+        format!("leader {st:?}")
+    })?;
+    // every unit runs V1 again
+    run_until(&m, "all units active on V1", |m| {
+        units.iter().all(|u| {
+            let s = m.unit_status(u);
+            s.status == "active" && s.message.contains(V1)
+        })
+    })?;
+    runs_from_volume(&m, &units, V1)?;
+    no_failed_hooks(&m, &units)
+}
+
+fn single_unit(notify: bool) -> TestResult {
+    let (m, _server, units) = deployed(notify, 1, Variant::Normal)?;
+    let res = upgrade_action(&m, &units[0], V2)?;
+    ensure(res.status == ActionStatus::Completed, || format!("{res:?}"))?;
+    wait_done(&m, V2, "idle")?;
+    runs_from_volume(&m, &units, V2)?;
+    no_failed_hooks(&m, &units)
+}
+
+fn refusals() -> TestResult {
+    let (m, server, units) = deployed(true, 2, Variant::Normal)?;
+    let rel = peers_rel(&m)?;
+    let lead = leader(&m)?;
+    let other = units
+        .iter()
+        .find(|u| **u != lead)
+        .cloned()
+        .ok_or_else(|| fail("one unit"))?;
+    let before: BTreeMap<String, String> = m.databag(rel, APP).data.clone();
+    let check = |unit: &str, params: Vec<(&str, &str)>, needle: &str| -> TestResult {
+        let res = m
+            .run_action(unit, "upgrade", params)
+            .map_err(|e| fail(format!("action: {e}")))?;
+        ensure(
+            res.status == ActionStatus::Failed && res.message.contains(needle),
+            || format!("expected failure containing {needle:?}, got {res:?}"),
+        )
+    };
+    check(
+        &other,
+        vec![("version", V2)],
+        "run this on the leader: juju run concourse-ci/leader upgrade version=",
+    )?;
+    check(
+        &lead,
+        vec![("version", "latest")],
+        "is not a Concourse version",
+    )?;
+    check(&lead, vec![("version", "9.9.9")], "v9.9.9 is not available")?;
+    check(&lead, vec![("version", V1)], "already runs")?;
+    ensure(m.databag(rel, APP).data == before, || {
+        "a refused upgrade changed the app databag".into()
+    })?;
+    // during an upgrade: another target is refused, the same one reports progress
+    server.set_fault(
+        juju_sim::release::Target::Version(V2.into()),
+        juju_sim::release::Fault::Throttle(256 * 1024),
+    );
+    let ok = upgrade_action(&m, &lead, V2)?;
+    ensure(ok.status == ActionStatus::Completed, || format!("{ok:?}"))?;
+    check(&lead, vec![("version", "8.1.0")], "is running")?;
+    let again = upgrade_action(&m, &lead, V2)?;
+    ensure(
+        again.status == ActionStatus::Completed && again.results["progress"].as_str().is_some(),
+        || format!("same-target upgrade should report progress: {again:?}"),
+    )?;
+    server.clear_faults();
+    wait_done(&m, V2, "idle")?;
+    // a missing version is rejected by Juju against actions.yaml (required), before the charm runs
+    match m.run_action(&lead, "upgrade", Vec::<(&str, &str)>::new()) {
+        Err(e) => ensure(e.to_string().contains("version is required"), || {
+            format!("unexpected error: {e}")
+        }),
+        Ok(res) => Err(fail(format!("missing version accepted: {res:?}"))),
+    }
+}
+
+/// Issue 6's benchmark (ignored; `cargo test --test sim -- --ignored upgrade::bench`):
+/// for 5 and 20 units, hooks run and wall time of the upgrade apart from download and
+/// drain, and hook-tool calls per hook.
+pub fn bench_trials() -> Vec<Trial> {
+    vec![Trial::test("upgrade::bench_5_and_20_units", bench).with_ignored_flag(true)]
+}
+
+fn bench() -> TestResult {
+    for n in [5usize, 20] {
+        let (m, server, _units) = deployed(true, n, Variant::Normal)?;
+        let lead = leader(&m)?;
+        let t0 = m.now();
+        let requests_before = server.requests().len();
+        upgrade_action(&m, &lead, V2)?;
+        wait_done_within(&m, V2, "idle", Duration::from_secs(1200))?;
+        let t1 = m.now();
+        let download: Duration = server.requests()[requests_before..]
+            .iter()
+            .filter(|r| r.path.contains(V2))
+            .map(|r| r.duration)
+            .sum();
+        let mut drain = 0.0;
+        let mut hooks = 0usize;
+        let mut calls = Vec::new();
+        for u in m.units(APP) {
+            let log = fake_log(&m, &u);
+            let mut landing_at = None;
+            for r in &log {
+                match r.event.as_str() {
+                    "landing" => landing_at = Some(r.ts),
+                    "landed" => {
+                        if let Some(t) = landing_at.take() {
+                            drain += r.ts - t;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            for h in m
+                .hooks(&u)
+                .into_iter()
+                .filter(|h| h.started >= t0 && h.started <= t1)
+            {
+                hooks += 1;
+                calls.push(h.tool_calls.len());
+            }
+        }
+        let total = (t1 - t0).as_secs_f64();
+        let mean = calls.iter().sum::<usize>() as f64 / calls.len().max(1) as f64;
+        println!(
+            "upgrade of {n} units: {hooks} hooks ({:.1} per unit), wall {total:.1}s, of which download {:.2}s and drain {drain:.2}s: protocol {:.1}s; tool calls per hook mean {mean:.1}, max {}",
+            hooks as f64 / n as f64,
+            download.as_secs_f64(),
+            total - download.as_secs_f64() - drain,
+            calls.iter().max().copied().unwrap_or(0)
+        );
+    }
+    Ok(())
+}
