@@ -172,10 +172,11 @@ fn runs_from_volume(m: &Model, u: &str, version: &str) -> Result<(), String> {
 /// logs name who downloaded and who reused.
 fn shared_volume_downloads_once() -> TestResult {
     let server = release_server(&[(V1, Variant::Normal)])?;
-    // Slow enough (about 6 s) that the units installing together wait for the first.
+    // Slow enough (about 8 s) that the units installing together wait for the first and,
+    // at their second look (after 5 s), see how far it got.
     server.add_fault(FaultRule::once(
         Target::Tarball(V1.into()),
-        Fault::Throttle(384 << 10),
+        Fault::Throttle(256 << 10),
     ));
     let m = model()?;
     let mut units = deploy(&m, APP, 3, shared(&server, V1), Volume::Shared)?;
