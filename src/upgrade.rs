@@ -545,11 +545,15 @@ pub fn progress(app: &AppUpgrade, units: &[UnitReport]) -> String {
                 .iter()
                 .filter(|u| !u.acked(app.gen, Phase::Prepare))
                 .count();
-            format!(
-                "{verb} v{}: waiting for {n} of {} units to prepare",
-                app.target,
-                units.len()
-            )
+            if n == 0 {
+                format!("{verb} v{}: all {} units prepared", app.target, units.len())
+            } else {
+                format!(
+                    "{verb} v{}: waiting for {n} of {} units to prepare",
+                    app.target,
+                    units.len()
+                )
+            }
         }
         Phase::Downloading => format!("{verb} v{}: downloading the release", app.target),
         Phase::Complete => {

@@ -198,6 +198,19 @@ pub fn install(
     reports: &mut Reports,
 ) -> Result<Installed, CharmError> {
     if vol.is_published(version).map_err(ReleaseError::from)? {
+        if pointer_version().as_deref() != Some(version) {
+            // About to start using a release another unit installed: say so (FR-009),
+            // once, not on every hook that finds it in place.
+            let path = vol.release_path(version).map_err(ReleaseError::from)?;
+            let installed_by = installer::Manifest::read(&path)
+                .ok()
+                .map(|m| m.installed_by);
+            let outcome = Outcome::AlreadyPresent { path, installed_by };
+            info!("{}", outcome.log_line(juju.unit_name(), version));
+        }
+        if set_installed_version {
+            record_installed_version(vol, version);
+        }
         return Ok(Installed::Ready);
     }
     let source = source_for(juju, config, version)?;
@@ -251,6 +264,27 @@ pub fn install(
                 Err(ReleaseError::Install(e).into())
             }
         },
+    }
+}
+
+/// Records `version` in `.installed_version` when the volume has none yet: a release
+/// installed before the application chose its version (in the install hook, before the
+/// peer relation) was published without it. Never replaces a recorded version (only the
+/// upgrade's finish moves it; a unit acting on an older snapshot must not move it back),
+/// and never waits: when the volume is busy a later hook does it.
+fn record_installed_version(vol: &Volume, version: &str) {
+    if !matches!(vol.installed_version(), Ok(None)) {
+        return;
+    }
+    let Ok(Some(lock)) = vol.try_lock_install() else {
+        return;
+    };
+    if !matches!(vol.installed_version(), Ok(None)) {
+        return;
+    }
+    match lock.set_installed_version(version) {
+        Ok(_) => info!("recorded v{version} as the installed version of the volume"),
+        Err(e) => warn!("cannot record the installed version v{version}: {e}"),
     }
 }
 

@@ -20,7 +20,7 @@ use super::workload;
 use super::CharmError;
 use crate::config::CharmConfig;
 use crate::installer::{self, VerifyMode};
-use crate::juju::{Juju, Status};
+use crate::juju::{Event, Juju, Status};
 use crate::roles::{roles_for, Roles};
 use crate::service::Systemctl;
 use crate::storage_coordinator::{Backoff, Volume};
@@ -165,7 +165,15 @@ pub fn leader(
         }
     } else if desired != app.release && !app.phase.running() {
         let retrying_failed = app.phase == Phase::Failed && app.from == desired;
-        if !retrying_failed {
+        // A failed upgrade to this same target is tried again only from update-status
+        // or a config change: restarting it from the relation-changed that its own
+        // failure caused is a hot loop (each round downloads the tarball again).
+        let failed_here = app.phase == Phase::Failed && app.target == desired && !app.rollback;
+        let retry_now = matches!(
+            juju.context().event,
+            Event::UpdateStatus | Event::ConfigChanged | Event::UpgradeCharm
+        );
+        if !retrying_failed && (!failed_here || retry_now) {
             match upgrade::start(&app, &desired) {
                 Ok(next) => {
                     info!(
@@ -210,11 +218,21 @@ pub fn leader_steps(
             LeaderStep::Download => {
                 match release::install(juju, config, vol, &app.target, false, reports)? {
                     Installed::Ready => continue,
+                    Installed::NotReady if !reports.has_blocking() => {
+                        // Waiting (another unit holds the volume): try again later.
+                        return Ok(());
+                    }
                     Installed::NotReady => {
-                        // The status says why (blocked: bad checksum, 404, …): fail the upgrade.
+                        // The status says why (blocked: bad checksum, 404, …): fail the
+                        // upgrade, keeping the reason for the application status.
                         let failed = AppUpgrade {
                             phase: Phase::Failed,
-                            error: format!("{}: cannot install v{}", juju.unit_name(), app.target),
+                            error: format!(
+                                "{}: cannot install v{}: {}",
+                                juju.unit_name(),
+                                app.target,
+                                reports.pick().message
+                            ),
                             grant: Vec::new(),
                             ..app
                         };
@@ -506,7 +524,13 @@ pub fn app_status(app: &AppUpgrade, units: &[UnitReport]) -> Status {
             "{}; running v{}. Fix the cause, then run: juju run <leader> upgrade version={}",
             upgrade::progress(app, units),
             app.release,
-            if app.rollback { &app.target } else { &app.from }
+            // after a rollback the failed target is `from`; a failure before any unit
+            // switched leaves the target in `target`
+            if app.target != app.release {
+                &app.target
+            } else {
+                &app.from
+            }
         )),
         _ => Status::maintenance(format!(
             "{} (generation {}, phase {})",

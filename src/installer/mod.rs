@@ -280,7 +280,7 @@ pub enum InstallError {
     },
     #[error("{url} sent an unusable range response ({detail}); will restart the download")]
     BadContentRange { url: String, detail: String },
-    #[error("cannot fetch the checksum {url} ({detail}); refusing to install an unverified release: check release-url, or attach the tarball as the concourse-release resource")]
+    #[error("cannot fetch the checksum {url} ({detail}); refusing to install an unverified release: check {}release-url, or attach the tarball as the concourse-release resource", if matches!(status, Some(404 | 410)) { "version and " } else { "" })]
     ChecksumUnavailable {
         url: String,
         detail: String,
@@ -980,6 +980,24 @@ mod tests {
             e.status_message(),
             "checksum mismatch for concourse-7.14.3-linux-amd64.tgz (sha1 expected aa, got bb); check release-url"
         );
+        // A missing .sha1 usually means a missing release: say which setting to check.
+        let e = InstallError::ChecksumUnavailable {
+            url: "https://h/c.tgz.sha1".into(),
+            detail: "HTTP 404".into(),
+            status: Some(404),
+        };
+        assert_eq!(
+            e.status_message(),
+            "cannot fetch the checksum https://h/c.tgz.sha1 (HTTP 404); refusing to install an unverified release: check version and release-url, or attach the tarball as the concourse-release resource"
+        );
+        let e = InstallError::ChecksumUnavailable {
+            url: "https://h/c.tgz.sha1".into(),
+            detail: "connection refused".into(),
+            status: None,
+        };
+        assert!(e
+            .status_message()
+            .contains(": check release-url, or attach"));
         let e = InstallError::Http {
             url: "https://h/c.tgz".into(),
             status: 404,

@@ -84,11 +84,13 @@ impl ProgressMarker {
     }
 }
 
-/// `42%` when the total is known, else `123 MiB`.
+/// `42%` when the total is known, else `123.0 MiB` (`starting` before the first byte, the
+/// total being unknown until the server answered).
 pub fn amount(bytes: u64, total: Option<u64>) -> String {
     match percent(bytes, total) {
         Some(p) => format!("{p}%"),
-        None => format!("{} MiB", bytes >> 20),
+        None if bytes == 0 => "starting".to_string(),
+        None => super::fmt_bytes(bytes),
     }
 }
 
@@ -246,7 +248,9 @@ mod tests {
         }
         let ok = br#"{"version":"7.14.3","unit":"a/0","pid":1,"host":"h","started":0,"bytes":7,"total":null}"#;
         let m = ProgressMarker::parse(ok).unwrap();
-        assert_eq!(m.describe(), "a/0 to download v7.14.3 (0 MiB)");
+        assert_eq!(m.describe(), "a/0 to download v7.14.3 (7 B)");
+        let fresh = ProgressMarker::new("7.14.3", "a/0", 0, None);
+        assert_eq!(fresh.describe(), "a/0 to download v7.14.3 (starting)");
     }
 
     #[test]
@@ -256,7 +260,9 @@ mod tests {
         assert_eq!(percent(999, Some(1000)), Some(99));
         assert_eq!(percent(1000, Some(1000)), Some(100));
         assert_eq!(percent(u64::MAX, Some(1)), Some(100));
-        assert_eq!(amount(3 << 20, None), "3 MiB");
+        assert_eq!(amount(3 << 20, None), "3.0 MiB");
+        assert_eq!(amount(0, None), "starting");
+        assert_eq!(amount(0, Some(10)), "0%");
     }
 
     #[test]

@@ -500,3 +500,279 @@ pub fn quiet_mark(m: &Model, apps: &[&str]) -> f64 {
         last = now;
     }
 }
+
+// ----- release and volume inspection (storage tests) -----
+
+/// The unit's release pointer, as the charm keeps it.
+pub const POINTER: &str = "/var/lib/concourse-ci/current";
+/// The storage location of `concourse-data` in every unit's view.
+pub const VOLUME_LOCATION: &str = "/var/lib/concourse";
+
+/// Host directory holding a unit's private directories (overlay uppers, /tmp, /root, …).
+pub fn unit_host_dir(m: &Model, unit: &str) -> std::path::PathBuf {
+    m.run_dir()
+        .join("units")
+        .join(juju_sim::machine::unit_tag(unit))
+}
+
+/// Versions published on the unit's volume (read on the host), sorted.
+pub fn published_versions(m: &Model, unit: &str) -> Vec<String> {
+    let Some(dir) = m.storage_dir(unit) else {
+        return Vec::new();
+    };
+    let mut out: Vec<String> = std::fs::read_dir(dir.join("releases"))
+        .map(|rd| {
+            rd.flatten()
+                .filter(|e| e.file_type().map(|t| t.is_dir()).unwrap_or(false))
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| !n.starts_with('.'))
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
+    out
+}
+
+/// Where the unit's pointer points (read from its `/var` overlay upper dir on the host).
+pub fn pointer_target(m: &Model, unit: &str) -> Option<std::path::PathBuf> {
+    let link = juju_sim::machine::upper_path(&unit_host_dir(m, unit), POINTER)?;
+    std::fs::read_link(link).ok()
+}
+
+/// The version the unit's pointer targets, if it targets `<volume>/releases/<v>/concourse`.
+pub fn pointer_version(m: &Model, unit: &str) -> Option<String> {
+    let t = pointer_target(m, unit)?;
+    let rest = t
+        .strip_prefix(std::path::Path::new(VOLUME_LOCATION).join("releases"))
+        .ok()?;
+    let mut parts = rest.components();
+    let v = parts.next()?.as_os_str().to_string_lossy().into_owned();
+    let leaf = parts.next()?.as_os_str().to_string_lossy().into_owned();
+    (leaf == "concourse" && parts.next().is_none()).then_some(v)
+}
+
+/// Records of the fake `concourse` binary on a unit (both log locations), oldest first.
+pub fn concourse_records(m: &Model, unit: &str) -> Vec<juju_sim::fake_concourse::Record> {
+    let mut all = Vec::new();
+    for p in juju_sim::fake_concourse::DEFAULT_LOG_PATHS {
+        if let Ok(b) = m.read_file(unit, p) {
+            all.extend(juju_sim::fake_concourse::parse_log(&b));
+        }
+    }
+    all.sort_by(|a, b| a.ts.total_cmp(&b.ts));
+    all
+}
+
+/// Whether a process is alive (and not a zombie).
+pub fn pid_alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .and_then(|(_, r)| r.split_whitespace().next().map(|st| st != "Z"))
+        })
+        .unwrap_or(false)
+}
+
+/// The `web`/`worker` services running on a unit now: (subcommand, pid, resolved binary
+/// path) of each `start` record whose process is still alive.
+pub fn running_services(m: &Model, unit: &str) -> Vec<(String, u32, String)> {
+    concourse_records(m, unit)
+        .into_iter()
+        .filter(|r| r.event == "start" && (r.subcommand == "web" || r.subcommand == "worker"))
+        .filter(|r| pid_alive(r.pid))
+        .map(|r| (r.subcommand, r.pid, r.exe_resolved))
+        .collect()
+}
+
+/// `releases/<version>/` as the units see it, for comparing with resolved binary paths.
+pub fn release_dir_in_unit(version: &str) -> String {
+    format!("{VOLUME_LOCATION}/releases/{version}/")
+}
+
+/// Every status a unit has shown, oldest first, as `status: message`.
+pub fn status_lines(m: &Model, unit: &str) -> Vec<String> {
+    m.status_history(unit)
+        .into_iter()
+        .map(|s| format!("{}: {}", s.status, s.message))
+        .collect()
+}
+
+/// Juju-log messages of a unit.
+pub fn log_messages(m: &Model, unit: &str) -> Vec<String> {
+    m.logs(unit).into_iter().map(|l| l.message).collect()
+}
+
+/// `(apparent bytes of regular files, allocated bytes)` under `dir`, hard links counted once.
+pub fn disk_use(dir: &std::path::Path) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    let mut seen = std::collections::BTreeSet::new();
+    let (mut apparent, mut allocated) = (0u64, 0u64);
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(md) = std::fs::symlink_metadata(&d) else {
+            continue;
+        };
+        if !seen.insert((md.dev(), md.ino())) {
+            continue;
+        }
+        allocated += md.blocks() * 512;
+        if md.is_file() {
+            apparent += md.len();
+        } else if md.is_dir() {
+            if let Ok(rd) = std::fs::read_dir(&d) {
+                stack.extend(rd.flatten().map(|e| e.path()));
+            }
+        }
+    }
+    (apparent, allocated)
+}
+
+/// Files under a unit's private host directories that look like a Concourse release or
+/// tarball (a `concourse` binary, a `.tgz`, a `.partial`, a release tree), i.e. a local copy.
+pub fn local_release_copies(m: &Model, unit: &str) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![unit_host_dir(m, unit)];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Ok(t) = e.file_type() else { continue };
+            if t.is_dir() {
+                if matches!(name.as_str(), "resource-types" | "fly-assets") {
+                    out.push(p.clone());
+                }
+                stack.push(p);
+            } else if t.is_file()
+                && (name == "concourse" || name.ends_with(".tgz") || name.ends_with(".partial"))
+            {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+/// A generated tarball of the size the tests use.
+pub fn tarball(version: &str, variant: Variant) -> Result<juju_sim::tarball::Tarball, Failed> {
+    tarballs()
+        .get(&ReleaseSpec::new(version, TARBALL_SIZE, variant))
+        .map_err(|e| fail(format!("tarball {version}: {e}")))
+}
+
+/// Deploys the fake PostgreSQL provider and relates it, so web units run their service.
+pub fn relate_postgresql(m: &Model, app: &str) -> TestResult {
+    m.deploy_postgresql("postgresql", juju_sim::PostgresOptions::default())
+        .map_err(|e| fail(format!("deploy postgresql: {e}")))?;
+    m.relate(&format!("{app}:postgresql"), "postgresql")
+        .map_err(|e| fail(format!("relate postgresql: {e}")))?;
+    Ok(())
+}
+
+/// [`deploy`] with file resources (name → host file).
+pub fn deploy_with_resources(
+    m: &Model,
+    app: &str,
+    n: usize,
+    config: BTreeMap<String, String>,
+    storage: Volume,
+    resources: BTreeMap<String, std::path::PathBuf>,
+) -> Result<Vec<String>, Failed> {
+    m.deploy(
+        charm(),
+        app,
+        n,
+        DeployOptions {
+            config: config
+                .into_iter()
+                .map(|(k, v)| (k, serde_json::Value::String(v)))
+                .collect(),
+            storage,
+            resources,
+        },
+    )
+    .map_err(|e| fail(format!("deploy: {e}")))
+}
+
+/// No unit of the list ever showed `blocked`.
+pub fn never_blocked(m: &Model, units: &[String]) -> TestResult {
+    for u in units {
+        let lines = status_lines(m, u);
+        ensure(!lines.iter().any(|s| s.starts_with("blocked")), || {
+            format!("{u} was blocked: {lines:?}")
+        })?;
+    }
+    Ok(())
+}
+
+/// Runs `f` on a fresh thread inside the unit's mount namespace (entered through the
+/// namespace fd the simulator holds in this process), e.g. to remount its volume.
+pub fn in_unit_namespace<T: Send>(
+    m: &Model,
+    unit: &str,
+    f: impl FnOnce() -> T + Send,
+) -> Result<T, Failed> {
+    let ino = std::fs::read_to_string(unit_host_dir(m, unit).join("ns-inode"))
+        .map_err(|e| fail(format!("{unit}: no namespace inode: {e}")))?;
+    let want = format!("mnt:[{}]", ino.trim());
+    let fd = std::fs::read_dir("/proc/self/fd")
+        .map_err(|e| fail(format!("/proc/self/fd: {e}")))?
+        .flatten()
+        .find(|e| std::fs::read_link(e.path()).is_ok_and(|l| l.to_string_lossy() == want))
+        .map(|e| e.path())
+        .ok_or_else(|| fail(format!("{unit}: namespace {want} not held by this process")))?;
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            use std::os::fd::AsRawFd;
+            let ns = std::fs::File::open(&fd).map_err(|e| fail(format!("open {fd:?}: {e}")))?;
+            // SAFETY: plain syscalls on this thread (its own fs info after unshare) and an
+            // fd we own; no memory is shared with them.
+            let rc = unsafe {
+                if nix::libc::unshare(nix::libc::CLONE_FS) != 0 {
+                    -1
+                } else {
+                    nix::libc::setns(ns.as_raw_fd(), nix::libc::CLONE_NEWNS)
+                }
+            };
+            if rc != 0 {
+                return Err(fail(format!(
+                    "entering {unit}'s namespace: {}",
+                    std::io::Error::last_os_error()
+                )));
+            }
+            Ok(f())
+        })
+        .join()
+        .map_err(|_| fail("namespace thread panicked"))?
+    })
+}
+
+/// `mount(2)` with a remount of `target` (`flags` added to `MS_REMOUNT`), for tests that
+/// fix a volume (read-only → read-write, a full tmpfs → a bigger one).
+pub fn remount(target: &str, flags: u64, data: Option<&str>) -> std::io::Result<()> {
+    let t = std::ffi::CString::new(target).map_err(std::io::Error::other)?;
+    let d = data
+        .map(std::ffi::CString::new)
+        .transpose()
+        .map_err(std::io::Error::other)?;
+    // SAFETY: valid NUL-terminated strings that outlive the call; null source and type
+    // are allowed for a remount.
+    let rc = unsafe {
+        nix::libc::mount(
+            std::ptr::null(),
+            t.as_ptr(),
+            std::ptr::null(),
+            nix::libc::MS_REMOUNT | flags,
+            d.as_ref()
+                .map_or(std::ptr::null(), |d| d.as_ptr().cast::<nix::libc::c_void>()),
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}

@@ -6,6 +6,7 @@
 mod common;
 mod lifecycle;
 mod roles;
+mod storage;
 mod upgrade;
 
 use libtest_mimic::{Arguments, Trial};
@@ -17,6 +18,7 @@ fn main() {
     let mut trials: Vec<Trial> = Vec::new();
     trials.extend(lifecycle::trials());
     trials.extend(roles::trials());
+    trials.extend(storage::trials());
     trials.extend(upgrade::trials());
     trials.extend(upgrade::bench_trials());
     libtest_mimic::run(&args, trials).exit();
