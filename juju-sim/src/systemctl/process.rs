@@ -245,6 +245,16 @@ pub fn spawn(spec: &ExecSpec) -> io::Result<Child> {
     // async-signal-safe system calls on data prepared before the fork.
     unsafe {
         cmd.pre_exec(move || {
+            // Like systemd, start services with default signal handling: a test run under
+            // `nohup` (SIGHUP ignored) must not make the service deaf to reloads.
+            for sig in 1..32 {
+                if sig != nix::libc::SIGKILL && sig != nix::libc::SIGSTOP {
+                    nix::libc::signal(sig, nix::libc::SIG_DFL);
+                }
+            }
+            let mut empty: nix::libc::sigset_t = std::mem::zeroed();
+            nix::libc::sigemptyset(&mut empty);
+            nix::libc::sigprocmask(nix::libc::SIG_SETMASK, &empty, std::ptr::null_mut());
             if setsid {
                 nix::unistd::setsid().map_err(io::Error::from)?;
             }
