@@ -75,6 +75,23 @@ impl Fake {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .process_group(0);
+        // Default signal handling, whatever the test runner inherited (e.g. nohup ignores
+        // SIGHUP, and bash cannot trap a signal ignored at its start).
+        // SAFETY: signal(2) is async-signal-safe.
+        unsafe {
+            c.pre_exec(|| {
+                for sig in [
+                    libc::SIGHUP,
+                    libc::SIGUSR1,
+                    libc::SIGUSR2,
+                    libc::SIGTERM,
+                    libc::SIGINT,
+                ] {
+                    libc::signal(sig, libc::SIG_DFL);
+                }
+                Ok(())
+            });
+        }
         Proc(c.spawn().unwrap())
     }
     fn records(&self) -> Vec<Record> {
