@@ -147,13 +147,13 @@ fn reconcile(juju: &Juju) -> Result<(), CharmError> {
             (Some(roles), Some(mut r)) => {
                 apply_roles(juju, &config, &mut peers, roles, &r, &mut reports)?;
                 if let Some((gen, previous)) = outcome.switched {
-                    if let Some(back) =
+                    if let Some(mut back) =
                         upgrading::verify_switch(juju, &vol, &mut peers, roles, &r, gen, previous)?
                     {
+                        // back to the previous release: restart the roles on it
                         let mut again = Reports::default();
-                        upgrading::reapply_roles(
-                            juju, &config, &mut peers, roles, &back, &mut again,
-                        )?;
+                        back.changed = true;
+                        apply_roles(juju, &config, &mut peers, roles, &back, &mut again)?;
                         r = back;
                     }
                     if leader {

@@ -16,7 +16,6 @@ use tracing::{info, warn};
 use super::peers::{self, Peers};
 use super::release::{self, Installed, RunningRelease};
 use super::status::Reports;
-use super::workload;
 use super::CharmError;
 use crate::config::CharmConfig;
 use crate::installer::{self, VerifyMode};
@@ -657,27 +656,4 @@ fn exists_at_source(juju: &Juju, url: &str) -> Result<(), String> {
             crate::installer::download::redact_url(&sha1)
         )),
     }
-}
-
-/// Re-applies roles after going back to the previous release.
-pub fn reapply_roles(
-    juju: &Juju,
-    config: &CharmConfig,
-    peers: &mut Peers,
-    roles: Roles,
-    running: &RunningRelease,
-    reports: &mut Reports,
-) -> Result<(), CharmError> {
-    let r = workload::Running {
-        version: &running.version,
-        current: &running.current,
-        changed: true,
-    };
-    if roles.web {
-        workload::web_role(juju, config, peers, &r, reports)?;
-    }
-    if roles.worker {
-        workload::worker_role(juju, config, peers, &r, reports)?;
-    }
-    Ok(())
 }
