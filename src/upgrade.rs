@@ -7,8 +7,10 @@
 //!
 //! App databag (leader): `upgrade-phase` ∈ idle|prepare|downloading|complete|failed,
 //! `upgrade-gen`, `upgrade-target`, `upgrade-from`, `upgrade-grant` (`<gen>:<u1>,<u2>`),
-//! `upgrade-error`, `upgrade-rollback`, and `release-version` (what every unit runs
-//! when no upgrade is under way). Unit databag: `version` (running), `upgrade-ack`
+//! `upgrade-error`, `upgrade-rollback`, `release-version` (what every unit runs
+//! when no upgrade is under way) and `config-version` (the version the configuration
+//! asked for when the leader last acted on it: the `version` option, or the latest
+//! release when the option is empty). Unit databag: `version` (running), `upgrade-ack`
 //! (`<gen>:<phase>`), `upgrade-state` (`<gen>:ready|switched|failed`), `upgrade-error`.
 //!
 //! Invariants: the generation only grows; a grant names units of the current
@@ -101,6 +103,7 @@ pub const K_GRANT: &str = "upgrade-grant";
 pub const K_ERROR: &str = "upgrade-error";
 pub const K_ROLLBACK: &str = "upgrade-rollback";
 pub const K_RELEASE: &str = "release-version";
+pub const K_CONFIG_VERSION: &str = "config-version";
 pub const K_VERSION: &str = "version";
 pub const K_ACK: &str = "upgrade-ack";
 pub const K_STATE: &str = "upgrade-state";
@@ -117,6 +120,9 @@ pub struct AppUpgrade {
     pub rollback: bool,
     /// The version every unit runs when idle ("" before the first install).
     pub release: String,
+    /// The configuration's version the leader has acted on: only a change of it is a
+    /// new request, so a `config-changed` for another option never undoes an action.
+    pub config_version: String,
 }
 
 fn parse_gen_pair(s: &str) -> Option<(u64, &str)> {
@@ -149,6 +155,7 @@ impl AppUpgrade {
             error: get(K_ERROR),
             rollback: get(K_ROLLBACK) == "true",
             release: get(K_RELEASE),
+            config_version: get(K_CONFIG_VERSION),
         }
     }
 
@@ -177,6 +184,7 @@ impl AppUpgrade {
             },
         );
         m.insert(K_RELEASE.into(), self.release.clone());
+        m.insert(K_CONFIG_VERSION.into(), self.config_version.clone());
         m
     }
 }
@@ -248,10 +256,22 @@ pub enum StartError {
     },
     #[error("the application already runs v{0}")]
     AlreadyOn(String),
+    #[error("v{requested} is older than the running v{running}: a downgrade must be asked for explicitly")]
+    Downgrade { running: String, requested: String },
+}
+
+/// Whether `target` is older than `running` (versions that do not parse never are).
+pub fn is_downgrade(running: &str, target: &str) -> bool {
+    crate::installer::latest::compare_versions(target, running) == Some(std::cmp::Ordering::Less)
 }
 
 /// Starts an upgrade to `target`: the new app state (phase prepare, next generation).
-pub fn start(app: &AppUpgrade, target: &str) -> Result<AppUpgrade, StartError> {
+/// An older target is refused unless `allow_downgrade`.
+pub fn start(
+    app: &AppUpgrade,
+    target: &str,
+    allow_downgrade: bool,
+) -> Result<AppUpgrade, StartError> {
     if app.phase.running() {
         return Err(if app.target == target && !app.rollback {
             StartError::SameRunning {
@@ -270,6 +290,12 @@ pub fn start(app: &AppUpgrade, target: &str) -> Result<AppUpgrade, StartError> {
     if app.release == target {
         return Err(StartError::AlreadyOn(target.into()));
     }
+    if !allow_downgrade && is_downgrade(&app.release, target) {
+        return Err(StartError::Downgrade {
+            running: app.release.clone(),
+            requested: target.into(),
+        });
+    }
     Ok(AppUpgrade {
         phase: Phase::Prepare,
         gen: app.gen + 1,
@@ -278,8 +304,131 @@ pub fn start(app: &AppUpgrade, target: &str) -> Result<AppUpgrade, StartError> {
         grant: Vec::new(),
         error: String::new(),
         rollback: false,
-        release: app.release.clone(),
+        ..app.clone()
     })
+}
+
+/// A failed upgrade ends when the operator asks for the version the application runs:
+/// back to idle, the error cleared. `None` when there is no failure to settle.
+pub fn settle(app: &AppUpgrade) -> Option<AppUpgrade> {
+    (app.phase == Phase::Failed).then(|| AppUpgrade {
+        phase: Phase::Idle,
+        error: String::new(),
+        grant: Vec::new(),
+        rollback: false,
+        ..app.clone()
+    })
+}
+
+/// What the configuration's version (`wanted`) asks of the application.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigRequest {
+    /// Acted on already: the application's own target stands (an action may have
+    /// moved it since, and the last request wins).
+    Seen,
+    /// Write this app state: the first version, a new upgrade, a settled failure, or
+    /// just the request recorded.
+    Write(AppUpgrade),
+    /// Another upgrade is running: the request is taken when it ends.
+    Later(StartError),
+    /// The option asks for an older version than the application runs: refused until
+    /// the operator aligns the option or downgrades with the action.
+    Downgrade { running: String, requested: String },
+}
+
+/// How a configuration request is recorded in `config-version`: the pinned version, or
+/// `latest:<version>` when the option is empty (so pinning the version that is also the
+/// latest release is still a change of the option).
+pub fn request_key(wanted: &str, tracks_latest: bool) -> String {
+    if tracks_latest {
+        format!("latest:{wanted}")
+    } else {
+        wanted.to_string()
+    }
+}
+
+/// Decides what the configuration's version means now. Only a *change* of it (against
+/// `config_version`) is a new request; the decision is safe to repeat.
+pub fn config_request(app: &AppUpgrade, wanted: &str, tracks_latest: bool) -> ConfigRequest {
+    let key = request_key(wanted, tracks_latest);
+    let seen = AppUpgrade {
+        config_version: key.clone(),
+        ..app.clone()
+    };
+    if app.release.is_empty() {
+        return ConfigRequest::Write(AppUpgrade {
+            release: wanted.to_string(),
+            ..seen
+        });
+    }
+    if app.config_version == key {
+        return ConfigRequest::Seen;
+    }
+    if app.release == wanted && !app.phase.running() {
+        return ConfigRequest::Write(settle(&seen).unwrap_or(seen));
+    }
+    match start(app, wanted, false) {
+        Ok(next) => ConfigRequest::Write(AppUpgrade {
+            config_version: key,
+            ..next
+        }),
+        // the running upgrade is this request: record it
+        Err(StartError::SameRunning { .. }) => ConfigRequest::Write(seen),
+        Err(StartError::Downgrade { running, requested }) => {
+            ConfigRequest::Downgrade { running, requested }
+        }
+        Err(e) => ConfigRequest::Later(e),
+    }
+}
+
+/// After a failure before any unit switched (download, checksum, prepare), the same
+/// request is tried again; the caller decides when (never from the hook the failure
+/// itself caused). A rolled-back or settled upgrade is not retried.
+pub fn retry_failed(app: &AppUpgrade) -> Option<AppUpgrade> {
+    if app.phase != Phase::Failed || app.rollback || app.target.is_empty() {
+        return None;
+    }
+    if app.target == app.release || app.from == app.target {
+        return None;
+    }
+    start(app, &app.target, true).ok()
+}
+
+/// How the `version` option and the running version differ while idle.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OptionNote {
+    /// An action moved the application away from the option, which was acted on.
+    Stale { option: String, running: String },
+    /// The option asks for an older version and was refused (not recorded).
+    Downgrade { option: String, running: String },
+}
+
+impl OptionNote {
+    /// How to align the option with what runs.
+    pub fn text(&self, app_name: &str) -> String {
+        match self {
+            OptionNote::Stale { option, running } => format!(
+                "the version option says {option}; align it with: juju config {app_name} version={running}"
+            ),
+            OptionNote::Downgrade { option, running } => format!(
+                "version={option} is older than the running v{running}: not downgrading; set version={running} or run: juju run {app_name}/leader upgrade version={option} allow-downgrade=true"
+            ),
+        }
+    }
+}
+
+/// What `juju status` should say when the running version and the `version` option
+/// differ while idle.
+pub fn option_note(app: &AppUpgrade, option: Option<&str>) -> Option<OptionNote> {
+    let option = option?;
+    if app.release.is_empty() || option == app.release || app.phase.running() {
+        return None;
+    }
+    let (option, running) = (option.to_string(), app.release.clone());
+    if app.config_version != option && is_downgrade(&running, &option) {
+        return Some(OptionNote::Downgrade { option, running });
+    }
+    Some(OptionNote::Stale { option, running })
 }
 
 /// A generation that brings units running `stray` back to the application's release
@@ -293,7 +442,7 @@ pub fn catch_up(app: &AppUpgrade, stray: &str) -> AppUpgrade {
         grant: Vec::new(),
         error: String::new(),
         rollback: false,
-        release: app.release.clone(),
+        ..app.clone()
     }
 }
 
@@ -421,7 +570,7 @@ pub fn leader_step(v: &LeaderView) -> LeaderStep {
                     grant: next_grant(&pending, v.max_unavailable),
                     error: format!("upgrade to v{} failed on {error}", app.target),
                     rollback: true,
-                    release: app.release.clone(),
+                    ..app.clone()
                 });
             }
             let pending: Vec<&UnitReport> = ordered(v.units)

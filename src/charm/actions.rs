@@ -105,6 +105,16 @@ pub fn check_status(juju: &Juju) -> Result<(), CharmError> {
     if !app.error.is_empty() {
         r.push(("upgrade.error", app.error.clone()));
     }
+    if !app.release.is_empty() {
+        r.push(("version.application", app.release.clone()));
+    }
+    r.push((
+        "version.option",
+        config.version.clone().unwrap_or_else(|| "latest".into()),
+    ));
+    if let Some(note) = crate::upgrade::option_note(&app, config.version.as_deref()) {
+        r.push(("version.note", note.text(juju.app_name())));
+    }
     match release::volume_root(juju)? {
         Some(root) => {
             r.push(("volume.path", root.display().to_string()));

@@ -172,7 +172,9 @@ fn reconcile(juju: &Juju) -> Result<(), CharmError> {
     if leader && peers.rel.is_some() {
         let app = upgrade::AppUpgrade::from_bag(&peers.app);
         let units = upgrading::reports_of(juju, &config, &peers);
-        juju.status_set(&upgrading::app_status(&app, &units), true)?;
+        let status =
+            upgrading::app_status(&app, &units, config.version.as_deref(), juju.app_name());
+        juju.status_set(&status, true)?;
     }
     Ok(())
 }

@@ -24,7 +24,8 @@ use crate::roles::{roles_for, Roles};
 use crate::service::Systemctl;
 use crate::storage_coordinator::{Backoff, Volume};
 use crate::upgrade::{
-    self, AppUpgrade, LeaderStep, LeaderView, Phase, UnitReport, UnitState, UnitView,
+    self, AppUpgrade, ConfigRequest, LeaderStep, LeaderView, OptionNote, Phase, UnitReport,
+    UnitState, UnitView,
 };
 use crate::{web, worker};
 
@@ -110,6 +111,10 @@ fn desired_version(
 }
 
 /// The leader's part: the application's version and the upgrade's steps.
+///
+/// The `version` option (or the latest release) and the `upgrade` action are both
+/// requests and the last one wins: only a change of the configuration's version is
+/// acted on (`config-version` in the app databag records the last value acted on).
 pub fn leader(
     juju: &Juju,
     config: &CharmConfig,
@@ -121,71 +126,75 @@ pub fn leader(
         return Ok(());
     }
     let app = AppUpgrade::from_bag(&peers.app);
-    let Some(desired) = desired_version(juju, config, vol, &app, reports) else {
+    let Some(wanted) = desired_version(juju, config, vol, &app, reports) else {
         return Ok(());
     };
-    if app.release.is_empty() {
-        info!("the application will run v{desired}");
-        let first = AppUpgrade {
-            release: desired,
-            ..app
-        };
-        peers.write_app(&first.to_bag());
-    } else if app.phase == Phase::Failed && config.version.as_deref() == Some(app.release.as_str())
-    {
-        // The operator pinned the version the application runs: the failure is settled.
-        info!(
-            "version pinned to the running v{}: clearing the failed upgrade",
-            app.release
-        );
-        let settled = AppUpgrade {
-            phase: Phase::Idle,
-            error: String::new(),
-            grant: Vec::new(),
-            rollback: false,
-            ..app
-        };
-        peers.write_app(&settled.to_bag());
-    } else if app.phase == Phase::Idle && desired == app.release {
-        let units = reports_of(juju, config, peers);
-        if let Some(odd) = units
-            .iter()
-            .find(|u| u.version.as_deref().is_some_and(|v| v != app.release))
-        {
-            let next = upgrade::catch_up(&app, odd.version.as_deref().unwrap_or_default());
-            info!(
-                "{} runs v{} instead of v{}: catch-up generation {}",
-                odd.name,
-                odd.version.as_deref().unwrap_or_default(),
-                app.release,
-                next.gen
-            );
+    match upgrade::config_request(&app, &wanted, config.version.is_none()) {
+        ConfigRequest::Write(next) => {
+            if app.release.is_empty() {
+                info!("the application will run v{wanted}");
+            } else if next.gen != app.gen {
+                info!(
+                    "starting upgrade generation {} to v{wanted} (configuration)",
+                    next.gen
+                );
+            } else if app.phase == Phase::Failed && next.phase == Phase::Idle {
+                info!("version set to the running v{wanted}: the failed upgrade is settled");
+            } else {
+                info!("the configuration asks for v{wanted}: recorded");
+            }
             peers.write_app(&next.to_bag());
         }
-    } else if desired != app.release && !app.phase.running() {
-        let retrying_failed = app.phase == Phase::Failed && app.from == desired;
-        // A failed upgrade to this same target is tried again only from update-status
-        // or a config change: restarting it from the relation-changed that its own
-        // failure caused is a hot loop (each round downloads the tarball again).
-        let failed_here = app.phase == Phase::Failed && app.target == desired && !app.rollback;
-        let retry_now = matches!(
-            juju.context().event,
-            Event::UpdateStatus | Event::ConfigChanged | Event::UpgradeCharm
-        );
-        if !retrying_failed && (!failed_here || retry_now) {
-            match upgrade::start(&app, &desired) {
-                Ok(next) => {
-                    info!(
-                        "starting upgrade generation {} to v{desired} (config)",
-                        next.gen
-                    );
-                    peers.write_app(&next.to_bag());
-                }
-                Err(e) => info!("not starting an upgrade: {e}"),
+        ConfigRequest::Later(e) => {
+            info!("the configuration asks for v{wanted}; taken when the running upgrade ends: {e}")
+        }
+        ConfigRequest::Downgrade { running, requested } => {
+            info!("the configuration asks for v{requested}, older than the running v{running}: not downgrading")
+        }
+        ConfigRequest::Seen => {
+            // A failed upgrade to the same request is tried again only from update-status
+            // or a config change: restarting it from the relation-changed that its own
+            // failure caused is a hot loop (each round downloads the tarball again).
+            let retry_now = matches!(
+                juju.context().event,
+                Event::UpdateStatus | Event::ConfigChanged | Event::UpgradeCharm
+            );
+            if let Some(next) = upgrade::retry_failed(&app).filter(|_| retry_now) {
+                info!(
+                    "retrying the failed upgrade to v{} (generation {})",
+                    next.target, next.gen
+                );
+                peers.write_app(&next.to_bag());
             }
         }
     }
+    catch_up(juju, config, peers);
     leader_steps(juju, config, vol, peers, reports)
+}
+
+/// While idle, a unit on another version than the application's gets a catch-up
+/// generation (it switches only when granted).
+fn catch_up(juju: &Juju, config: &CharmConfig, peers: &mut Peers) {
+    let app = AppUpgrade::from_bag(&peers.app);
+    if app.phase != Phase::Idle || app.release.is_empty() {
+        return;
+    }
+    let units = reports_of(juju, config, peers);
+    let Some(odd) = units
+        .iter()
+        .find(|u| u.version.as_deref().is_some_and(|v| v != app.release))
+    else {
+        return;
+    };
+    let next = upgrade::catch_up(&app, odd.version.as_deref().unwrap_or_default());
+    info!(
+        "{} runs v{} instead of v{}: catch-up generation {}",
+        odd.name,
+        odd.version.as_deref().unwrap_or_default(),
+        app.release,
+        next.gen
+    );
+    peers.write_app(&next.to_bag());
 }
 
 /// Runs the leader's decisions until one needs other units to react.
@@ -505,18 +514,28 @@ pub fn verify_switch(
     }
 }
 
-/// Status of the application (leader only) from the upgrade state.
-pub fn app_status(app: &AppUpgrade, units: &[UnitReport]) -> Status {
+/// Status of the application (leader only) from the upgrade state and the `version`
+/// option (`option`), which may differ from what runs after an action.
+pub fn app_status(
+    app: &AppUpgrade,
+    units: &[UnitReport],
+    option: Option<&str>,
+    app_name: &str,
+) -> Status {
     match app.phase {
         Phase::Idle => {
             let on = units
                 .iter()
                 .filter(|u| u.version.as_deref() == Some(app.release.as_str()))
                 .count();
-            if app.release.is_empty() {
-                Status::waiting("Choosing the Concourse version")
-            } else {
-                Status::active(format!("v{} on {on} of {} units", app.release, units.len()))
+            let (release, n) = (&app.release, units.len());
+            match upgrade::option_note(app, option) {
+                _ if release.is_empty() => Status::waiting("Choosing the Concourse version"),
+                Some(note @ OptionNote::Downgrade { .. }) => Status::blocked(note.text(app_name)),
+                Some(OptionNote::Stale { option, .. }) => Status::active(format!(
+                    "v{release} on {on} of {n} units; the version option says {option}; align it with: juju config {app_name} version={release}"
+                )),
+                None => Status::active(format!("v{release} on {on} of {n} units")),
             }
         }
         Phase::Failed => Status::blocked(format!(
@@ -541,6 +560,8 @@ pub fn app_status(app: &AppUpgrade, units: &[UnitReport]) -> Status {
 }
 
 /// The `upgrade` action: validate, then start the protocol (the leader's hooks do the rest).
+/// It is a request like a change of the `version` option, and it may move the
+/// application away from the option's value; an older version needs `allow-downgrade`.
 pub fn action(juju: &Juju) -> Result<(), CharmError> {
     let params = juju.action_params()?;
     let Some(version) = params
@@ -553,6 +574,10 @@ pub fn action(juju: &Juju) -> Result<(), CharmError> {
         )?;
         return Ok(());
     };
+    let allow_downgrade = params
+        .get("allow-downgrade")
+        .and_then(|v| v.as_bool())
+        .unwrap_or(false);
     if !juju.is_leader()? {
         juju.action_fail(&format!(
             "run this on the leader: juju run {}/leader upgrade version={version}",
@@ -573,15 +598,6 @@ pub fn action(juju: &Juju) -> Result<(), CharmError> {
             return Ok(());
         }
     };
-    if let Some(pinned) = &config.version {
-        if pinned != &version {
-            juju.action_fail(&format!(
-                "the version option pins v{pinned}; upgrade with: juju config {} version={version}",
-                juju.app_name()
-            ))?;
-            return Ok(());
-        }
-    }
     let mut peers = Peers::read(juju)?;
     if peers.rel.is_none() {
         juju.action_fail(
@@ -589,8 +605,24 @@ pub fn action(juju: &Juju) -> Result<(), CharmError> {
         )?;
         return Ok(());
     }
-    let app = AppUpgrade::from_bag(&peers.app);
-    let next = match upgrade::start(&app, &version) {
+    let mut app = AppUpgrade::from_bag(&peers.app);
+    if app.config_version.is_empty() {
+        // Deployed by a charm that did not record it: the option as it is now is the
+        // request already acted on.
+        app.config_version = config.version.clone().unwrap_or_default();
+    }
+    if app.release == version {
+        if let Some(settled) = upgrade::settle(&app) {
+            peers.write_app(&settled.to_bag());
+            peers.flush(juju)?;
+            juju.action_log(&format!(
+                "the application runs v{version}: the failed upgrade is settled"
+            ))?;
+            juju.action_set(&results(&[("settled", "true".into()), ("target", version)]))?;
+            return Ok(());
+        }
+    }
+    let next = match upgrade::start(&app, &version, allow_downgrade) {
         Ok(n) => n,
         Err(upgrade::StartError::SameRunning { gen, phase, .. }) => {
             let units = reports_of(juju, &config, &peers);
@@ -601,6 +633,13 @@ pub fn action(juju: &Juju) -> Result<(), CharmError> {
                 ("phase", phase.to_string()),
                 ("progress", line),
             ]))?;
+            return Ok(());
+        }
+        Err(e @ upgrade::StartError::Downgrade { .. }) => {
+            juju.action_fail(&format!(
+                "{e}: juju run {}/leader upgrade version={version} allow-downgrade=true (see docs/upgrade.md: an older web may refuse a database a newer one migrated)",
+                juju.app_name()
+            ))?;
             return Ok(());
         }
         Err(e) => {
@@ -623,12 +662,22 @@ pub fn action(juju: &Juju) -> Result<(), CharmError> {
         next.gen, next.from
     ))?;
     let follow = format!("juju status {} --watch 5s", juju.app_name());
-    juju.action_set(&results(&[
+    let mut out = vec![
         ("generation", next.gen.to_string()),
-        ("target", version),
+        ("target", version.clone()),
         ("from", next.from.clone()),
         ("follow", follow),
-    ]))?;
+    ];
+    if let Some(pinned) = config.version.as_deref().filter(|p| *p != version) {
+        out.push((
+            "note",
+            format!(
+                "the version option still says {pinned}; it is not a new request until it changes (align: juju config {} version={version})",
+                juju.app_name()
+            ),
+        ));
+    }
+    juju.action_set(&results(&out))?;
     Ok(())
 }
 

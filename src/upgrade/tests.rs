@@ -44,6 +44,7 @@ fn bags_round_trip_and_tolerate_garbage() {
         error: "x".into(),
         rollback: true,
         release: "1.0.0".into(),
+        config_version: "1.0.0".into(),
     };
     assert_eq!(AppUpgrade::from_bag(&a.to_bag()), a);
     let mut bag = a.to_bag();
@@ -93,23 +94,23 @@ fn start_rules() {
         gen: 4,
         ..Default::default()
     };
-    let s = start(&idle, "2.0.0").unwrap();
+    let s = start(&idle, "2.0.0", false).unwrap();
     assert_eq!(
         (s.phase, s.gen, s.from.as_str(), s.target.as_str()),
         (Phase::Prepare, 5, "1.0.0", "2.0.0")
     );
     assert_eq!(
-        start(&idle, "1.0.0"),
+        start(&idle, "1.0.0", false),
         Err(StartError::AlreadyOn("1.0.0".into()))
     );
     for phase in [Phase::Prepare, Phase::Downloading, Phase::Complete] {
         let running = AppUpgrade { phase, ..s.clone() };
         assert!(matches!(
-            start(&running, "2.0.0"),
+            start(&running, "2.0.0", false),
             Err(StartError::SameRunning { gen: 5, .. })
         ));
         assert!(matches!(
-            start(&running, "3.0.0"),
+            start(&running, "3.0.0", false),
             Err(StartError::OtherRunning { .. })
         ));
         let rb = AppUpgrade {
@@ -117,7 +118,7 @@ fn start_rules() {
             ..running.clone()
         };
         assert!(matches!(
-            start(&rb, "2.0.0"),
+            start(&rb, "2.0.0", false),
             Err(StartError::OtherRunning { .. })
         ));
     }
@@ -126,8 +127,238 @@ fn start_rules() {
         error: "x".into(),
         ..s.clone()
     };
-    let again = start(&failed, "2.0.0").unwrap();
+    let again = start(&failed, "2.0.0", false).unwrap();
     assert_eq!((again.gen, again.error.as_str()), (6, ""));
+}
+
+#[test]
+fn downgrades_only_when_asked() {
+    let on2 = AppUpgrade {
+        release: "2.0.0".into(),
+        gen: 3,
+        ..Default::default()
+    };
+    assert_eq!(
+        start(&on2, "1.9.9", false),
+        Err(StartError::Downgrade {
+            running: "2.0.0".into(),
+            requested: "1.9.9".into()
+        })
+    );
+    assert_eq!(
+        start(&on2, "2.0.0-rc.1", false).map(|a| a.target),
+        Err(StartError::Downgrade {
+            running: "2.0.0".into(),
+            requested: "2.0.0-rc.1".into()
+        })
+    );
+    let down = start(&on2, "1.9.9", true).unwrap();
+    assert_eq!(
+        (down.phase, down.target.as_str(), down.from.as_str()),
+        (Phase::Prepare, "1.9.9", "2.0.0")
+    );
+    assert!(start(&on2, "10.0.0", false).is_ok(), "10 > 2 numerically");
+}
+
+fn pinned(release: &str, seen: &str) -> AppUpgrade {
+    AppUpgrade {
+        release: release.into(),
+        config_version: seen.into(),
+        gen: 2,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn config_request_first_version_records_the_option() {
+    match config_request(&AppUpgrade::default(), "7.14.2", false) {
+        ConfigRequest::Write(a) => {
+            assert_eq!(
+                (a.release.as_str(), a.config_version.as_str()),
+                ("7.14.2", "7.14.2")
+            );
+            assert_eq!(a.phase, Phase::Idle);
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+/// The story: pinned 7.14.2, the action upgraded to 7.14.3; a config-changed for another
+/// option (same version value) must not bring 7.14.2 back.
+#[test]
+fn regression_other_option_change_does_not_undo_an_action_upgrade() {
+    let after_action = pinned("7.14.3", "7.14.2");
+    assert_eq!(
+        config_request(&after_action, "7.14.2", false),
+        ConfigRequest::Seen
+    );
+    // while the action's upgrade still runs, too
+    let running = start(&pinned("7.14.2", "7.14.2"), "7.14.3", false).unwrap();
+    assert_eq!(running.config_version, "7.14.2");
+    assert_eq!(
+        config_request(&running, "7.14.2", false),
+        ConfigRequest::Seen
+    );
+}
+
+#[test]
+fn config_request_a_changed_option_is_a_new_request() {
+    match config_request(&pinned("7.14.3", "7.14.2"), "8.0.0", false) {
+        ConfigRequest::Write(a) => {
+            assert_eq!(
+                (a.phase, a.target.as_str(), a.from.as_str()),
+                (Phase::Prepare, "8.0.0", "7.14.3")
+            );
+            assert_eq!(a.config_version, "8.0.0");
+            assert_eq!(a.gen, 3);
+        }
+        other => panic!("{other:?}"),
+    }
+    // aligning the option with what runs only records it
+    match config_request(&pinned("7.14.3", "7.14.2"), "7.14.3", false) {
+        ConfigRequest::Write(a) => {
+            assert_eq!(
+                (a.phase, a.gen, a.config_version.as_str()),
+                (Phase::Idle, 2, "7.14.3")
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    // an older value is refused, not recorded, and asked again on every hook
+    let older = config_request(&pinned("7.14.3", "7.14.3"), "7.14.2", false);
+    assert_eq!(
+        older,
+        ConfigRequest::Downgrade {
+            running: "7.14.3".into(),
+            requested: "7.14.2".into()
+        }
+    );
+}
+
+/// Regression: with `version` empty (latest = 1.0.0), pinning `version=1.0.0` after a
+/// failed upgrade must be a change of the option (it settles the failure).
+#[test]
+fn regression_pinning_the_latest_version_is_a_change() {
+    let failed = AppUpgrade {
+        phase: Phase::Failed,
+        target: "1.0.0".into(),
+        from: "2.0.0".into(),
+        error: "rolled back".into(),
+        ..pinned("1.0.0", &request_key("1.0.0", true))
+    };
+    assert_eq!(config_request(&failed, "1.0.0", true), ConfigRequest::Seen);
+    match config_request(&failed, "1.0.0", false) {
+        ConfigRequest::Write(a) => {
+            assert_eq!((a.phase, a.config_version.as_str()), (Phase::Idle, "1.0.0"))
+        }
+        other => panic!("{other:?}"),
+    }
+    // a newer latest release is a new request
+    assert!(matches!(
+        config_request(&pinned("1.0.0", "latest:1.0.0"), "1.1.0", true),
+        ConfigRequest::Write(AppUpgrade {
+            phase: Phase::Prepare,
+            ..
+        })
+    ));
+}
+
+#[test]
+fn config_request_during_an_upgrade() {
+    let running = start(&pinned("1.0.0", "1.0.0"), "2.0.0", false).unwrap();
+    // the option now names the running upgrade's target: recorded, nothing else
+    match config_request(&running, "2.0.0", false) {
+        ConfigRequest::Write(a) => assert_eq!(
+            a,
+            AppUpgrade {
+                config_version: "2.0.0".into(),
+                ..running.clone()
+            }
+        ),
+        other => panic!("{other:?}"),
+    }
+    // another version waits for the running one (and is not recorded)
+    assert!(matches!(
+        config_request(&running, "3.0.0", false),
+        ConfigRequest::Later(StartError::OtherRunning { .. })
+    ));
+}
+
+#[test]
+fn config_request_pinning_the_running_version_settles_a_failure() {
+    let failed = AppUpgrade {
+        phase: Phase::Failed,
+        target: "2.0.0".into(),
+        from: "1.0.0".into(),
+        error: "boom".into(),
+        ..pinned("1.0.0", "2.0.0")
+    };
+    match config_request(&failed, "1.0.0", false) {
+        ConfigRequest::Write(a) => {
+            assert_eq!(
+                (a.phase, a.error.as_str(), a.config_version.as_str()),
+                (Phase::Idle, "", "1.0.0")
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(settle(&pinned("1.0.0", "1.0.0")), None, "nothing to settle");
+}
+
+#[test]
+fn retry_failed_only_before_any_switch() {
+    let failed_download = AppUpgrade {
+        phase: Phase::Failed,
+        target: "2.0.0".into(),
+        from: "1.0.0".into(),
+        error: "bad checksum".into(),
+        ..pinned("1.0.0", "2.0.0")
+    };
+    let again = retry_failed(&failed_download).unwrap();
+    assert_eq!(
+        (again.phase, again.gen, again.target.as_str()),
+        (Phase::Prepare, 3, "2.0.0")
+    );
+    // after a rollback the application runs the target of the rollback generation
+    let rolled_back = AppUpgrade {
+        target: "1.0.0".into(),
+        from: "2.0.0".into(),
+        ..failed_download.clone()
+    };
+    assert_eq!(retry_failed(&rolled_back), None);
+    let rolling = AppUpgrade {
+        rollback: true,
+        ..failed_download.clone()
+    };
+    assert_eq!(retry_failed(&rolling), None);
+    assert_eq!(retry_failed(&pinned("1.0.0", "1.0.0")), None);
+}
+
+#[test]
+fn option_note_says_how_to_align() {
+    let app = pinned("7.14.3", "7.14.2");
+    assert_eq!(option_note(&app, None), None, "no option, nothing to align");
+    assert_eq!(option_note(&app, Some("7.14.3")), None);
+    let stale = option_note(&app, Some("7.14.2")).unwrap();
+    assert!(matches!(stale, OptionNote::Stale { .. }));
+    assert!(stale.text("c").contains("juju config c version=7.14.3"));
+    // an older option that was never acted on is a refused downgrade
+    let down = option_note(&pinned("7.14.3", "7.14.3"), Some("7.14.2")).unwrap();
+    assert!(matches!(down, OptionNote::Downgrade { .. }));
+    let text = down.text("c");
+    assert!(
+        text.contains("allow-downgrade=true") && text.contains("set version=7.14.3"),
+        "{text}"
+    );
+    let running = AppUpgrade {
+        phase: Phase::Complete,
+        ..app
+    };
+    assert_eq!(
+        option_note(&running, Some("7.14.2")),
+        None,
+        "progress wins while upgrading"
+    );
 }
 
 #[test]
@@ -459,6 +690,7 @@ fn run_protocol(
             ..Default::default()
         },
         "2.0.0",
+        false,
     )
     .unwrap();
     let mut phases = vec![a.phase];

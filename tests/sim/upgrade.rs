@@ -48,6 +48,10 @@ pub fn trials() -> Vec<Trial> {
         ));
     }
     v.push(trial("upgrade::action_refusals", refusals));
+    v.push(trial(
+        "upgrade::story_pinned_deployment_upgraded_by_action",
+        story_pinned_action,
+    ));
     v
 }
 
@@ -452,6 +456,142 @@ fn single_unit(notify: bool) -> TestResult {
     no_failed_hooks(&m, &units)
 }
 
+/// The version each of the unit's Concourse processes really executes, read from /proc:
+/// bash keeps the script it runs open on fd 255, and the kernel names the file it
+/// resolved (`…/releases/<version>/concourse/bin/concourse`), whatever symlink started it.
+fn proc_versions(m: &Model, unit: &str) -> Vec<String> {
+    m.processes(unit)
+        .iter()
+        .filter(|p| p.cmdline.iter().any(|a| a == "web" || a == "worker"))
+        .filter_map(|p| std::fs::read_link(format!("/proc/{}/fd/255", p.pid)).ok())
+        .filter_map(|target| {
+            let s = target.to_string_lossy().into_owned();
+            let rest = s.split("/releases/").nth(1)?;
+            Some(rest.split('/').next()?.to_string())
+        })
+        .collect()
+}
+
+/// Every unit's web/worker processes run `version` (by /proc), and at least one runs.
+fn all_run_by_proc(m: &Model, units: &[String], version: &str) -> TestResult {
+    let what = format!("every concourse process on v{version} by /proc");
+    m.run_until_named(&what, LONG, |m| {
+        units.iter().all(|u| {
+            let v = proc_versions(m, u);
+            !v.is_empty() && v.iter().all(|x| x == version)
+        })
+    })
+    .map_err(|e| {
+        let seen: Vec<(String, Vec<String>)> = units
+            .iter()
+            .map(|u| (u.clone(), proc_versions(m, u)))
+            .collect();
+        fail(format!("{what}: {e}; running: {seen:?}"))
+    })
+}
+
+/// Issue 11's acceptance test, verbatim: 3 units deployed with `version` pinned, then
+/// `juju run concourse-ci/leader upgrade version=<next>`; every unit runs it from one
+/// download; a later change of another option does not touch the version; a change of
+/// `version` upgrades again.
+fn story_pinned_action() -> TestResult {
+    const PINNED: &str = "7.14.2";
+    let server = release_server(&[
+        (PINNED, Variant::Normal),
+        (V1, Variant::Normal),
+        (V2, Variant::Normal),
+    ])?;
+    let m = model_notify(true)?;
+    let units = deploy(
+        &m,
+        APP,
+        3,
+        config(
+            &server,
+            &[("shared-storage", "shared"), ("version", PINNED)],
+        ),
+        Volume::Shared,
+    )?;
+    relate_postgresql(&m, APP)?;
+    run_until(&m, "all units active on the pinned version", |m| {
+        units.iter().all(|u| {
+            let s = m.unit_status(u);
+            s.status == "active" && s.message.contains(PINNED)
+        })
+    })?;
+    all_run_by_proc(&m, &units, PINNED)?;
+
+    let lead = leader(&m)?;
+    let res = upgrade_action(&m, &lead, V1)?;
+    ensure(res.status == ActionStatus::Completed, || {
+        format!("the action on a pinned deployment: {res:?}")
+    })?;
+    ensure(
+        res.results["note"]
+            .as_str()
+            .is_some_and(|n| n.contains(&format!("version={V1}"))),
+        || {
+            format!(
+                "the action should say how to align the option: {}",
+                res.results
+            )
+        },
+    )?;
+    wait_done(&m, V1, "idle")?;
+    all_run_by_proc(&m, &units, V1)?;
+    ensure(server.count_complete_downloads(V1) == 1, || {
+        format!(
+            "v{V1} downloaded {} times",
+            server.count_complete_downloads(V1)
+        )
+    })?;
+    // juju status says the option and what runs differ, and how to align them
+    run_until(&m, "the application status names the stale option", |m| {
+        let app = m.app_status(APP);
+        app.status == "active"
+            && app.message.contains(&format!("v{V1} on 3 of 3 units"))
+            && app
+                .message
+                .contains(&format!("juju config {APP} version={V1}"))
+    })?;
+    let check = m
+        .run_action(&lead, "check-status", Vec::<(&str, &str)>::new())
+        .map_err(|e| fail(format!("check-status: {e}")))?;
+    ensure(
+        check.results["version"]["option"].as_str() == Some(PINNED)
+            && check.results["version"]["application"].as_str() == Some(V1),
+        || format!("check-status: {}", check.results),
+    )?;
+
+    // another option changes: the version stays
+    let hooks_before: usize = units.iter().map(|u| m.hooks(u).len()).sum();
+    set_config(&m, APP, &[("log-level", "debug")])?;
+    run_until(&m, "config-changed ran on every unit", |m| {
+        units.iter().map(|u| m.hooks(u).len()).sum::<usize>() >= hooks_before + units.len()
+    })?;
+    settle(&m)?;
+    let rel = peers_rel(&m)?;
+    ensure(app_phase(&m, rel) == "idle", || {
+        format!("log-level started an upgrade:\n{}", app_history(&m))
+    })?;
+    all_run_by_proc(&m, &units, V1)?;
+    ensure(server.count_complete_downloads(PINNED) == 1, || {
+        "the pinned version was downloaded again".into()
+    })?;
+
+    // a change of `version` is a new request
+    set_config(&m, APP, &[("version", V2)])?;
+    wait_done(&m, V2, "idle")?;
+    all_run_by_proc(&m, &units, V2)?;
+    ensure(server.count_complete_downloads(V2) == 1, || {
+        format!(
+            "v{V2} downloaded {} times",
+            server.count_complete_downloads(V2)
+        )
+    })?;
+    no_failed_hooks(&m, &units)
+}
+
 fn refusals() -> TestResult {
     let (m, server, units) = deployed(true, 2, Variant::Normal)?;
     let rel = peers_rel(&m)?;
@@ -483,6 +623,7 @@ fn refusals() -> TestResult {
     )?;
     check(&lead, vec![("version", "9.9.9")], "v9.9.9 is not available")?;
     check(&lead, vec![("version", V1)], "already runs")?;
+    check(&lead, vec![("version", "7.0.0")], "allow-downgrade=true")?;
     ensure(m.databag(rel, APP).data == before, || {
         "a refused upgrade changed the app databag".into()
     })?;
