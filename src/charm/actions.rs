@@ -106,14 +106,14 @@ pub fn check_status(juju: &Juju) -> Result<(), CharmError> {
         r.push(("upgrade.error", app.error.clone()));
     }
     if !app.release.is_empty() {
-        r.push(("version.application", app.release.clone()));
+        r.push(("application.version", app.release.clone()));
     }
     r.push((
-        "version.option",
+        "application.version-option",
         config.version.clone().unwrap_or_else(|| "latest".into()),
     ));
     if let Some(note) = crate::upgrade::option_note(&app, config.version.as_deref()) {
-        r.push(("version.note", note.text(juju.app_name())));
+        r.push(("application.note", note.text(juju.app_name())));
     }
     match release::volume_root(juju)? {
         Some(root) => {

@@ -558,8 +558,9 @@ fn story_pinned_action() -> TestResult {
         .run_action(&lead, "check-status", Vec::<(&str, &str)>::new())
         .map_err(|e| fail(format!("check-status: {e}")))?;
     ensure(
-        check.results["version"]["option"].as_str() == Some(PINNED)
-            && check.results["version"]["application"].as_str() == Some(V1),
+        check.results["application"]["version-option"].as_str() == Some(PINNED)
+            && check.results["application"]["version"].as_str() == Some(V1)
+            && check.results["version"].as_str() == Some(V1),
         || format!("check-status: {}", check.results),
     )?;
 
