@@ -6,10 +6,10 @@ use std::collections::BTreeMap;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use juju_sim::release::ReleaseServer;
-use juju_sim::tarball::{ReleaseSpec, TarballCache, Variant};
 use juju_sim::{CharmSource, DeployOptions, Model, ModelOptions, Volume};
 use libtest_mimic::{Failed, Trial};
+use release_fixtures::server::ReleaseServer;
+use release_fixtures::tarball::{ReleaseSpec, TarballCache, Variant};
 
 pub type TestResult = Result<(), Failed>;
 
@@ -186,11 +186,13 @@ pub fn model_birth(m: &Model) -> f64 {
 }
 
 /// Records of the fake `concourse` binary on a unit (primary and fallback log), by time.
-pub fn concourse_log(m: &Model, unit: &str) -> Vec<juju_sim::fake_concourse::Record> {
+pub fn concourse_log(m: &Model, unit: &str) -> Vec<release_fixtures::fake_concourse::Record> {
     let birth = model_birth(m);
     let mut all = Vec::new();
-    for p in juju_sim::fake_concourse::DEFAULT_LOG_PATHS {
-        all.extend(juju_sim::fake_concourse::read_log(&unit_file(m, unit, p)).unwrap_or_default());
+    for p in release_fixtures::fake_concourse::DEFAULT_LOG_PATHS {
+        all.extend(
+            release_fixtures::fake_concourse::read_log(&unit_file(m, unit, p)).unwrap_or_default(),
+        );
     }
     all.retain(|r| r.ts >= birth);
     all.sort_by(|a, b| a.ts.total_cmp(&b.ts));
@@ -198,11 +200,10 @@ pub fn concourse_log(m: &Model, unit: &str) -> Vec<juju_sim::fake_concourse::Rec
 }
 
 /// The fake systemctl journal of a unit.
-pub fn journal(m: &Model, unit: &str) -> Vec<juju_sim::systemctl::JournalEntry> {
+pub fn journal(m: &Model, unit: &str) -> Vec<fake_systemd::JournalEntry> {
     let birth = model_birth(m);
-    let mut j =
-        juju_sim::systemctl::read_journal(&unit_file(m, unit, "/var/log/fake-systemctl.journal"))
-            .unwrap_or_default();
+    let mut j = fake_systemd::read_journal(&unit_file(m, unit, "/var/log/fake-systemctl.journal"))
+        .unwrap_or_default();
     j.retain(|e| e.ts >= birth);
     j
 }
@@ -261,7 +262,7 @@ pub fn last_start(
     m: &Model,
     unit: &str,
     subcommand: &str,
-) -> Option<juju_sim::fake_concourse::Record> {
+) -> Option<release_fixtures::fake_concourse::Record> {
     concourse_log(m, unit)
         .into_iter()
         .rev()
@@ -552,11 +553,11 @@ pub fn pointer_version(m: &Model, unit: &str) -> Option<String> {
 }
 
 /// Records of the fake `concourse` binary on a unit (both log locations), oldest first.
-pub fn concourse_records(m: &Model, unit: &str) -> Vec<juju_sim::fake_concourse::Record> {
+pub fn concourse_records(m: &Model, unit: &str) -> Vec<release_fixtures::fake_concourse::Record> {
     let mut all = Vec::new();
-    for p in juju_sim::fake_concourse::DEFAULT_LOG_PATHS {
+    for p in release_fixtures::fake_concourse::DEFAULT_LOG_PATHS {
         if let Ok(b) = m.read_file(unit, p) {
-            all.extend(juju_sim::fake_concourse::parse_log(&b));
+            all.extend(release_fixtures::fake_concourse::parse_log(&b));
         }
     }
     all.sort_by(|a, b| a.ts.total_cmp(&b.ts));
@@ -657,7 +658,10 @@ pub fn local_release_copies(m: &Model, unit: &str) -> Vec<std::path::PathBuf> {
 }
 
 /// A generated tarball of the size the tests use.
-pub fn tarball(version: &str, variant: Variant) -> Result<juju_sim::tarball::Tarball, Failed> {
+pub fn tarball(
+    version: &str,
+    variant: Variant,
+) -> Result<release_fixtures::tarball::Tarball, Failed> {
     tarballs()
         .get(&ReleaseSpec::new(version, TARBALL_SIZE, variant))
         .map_err(|e| fail(format!("tarball {version}: {e}")))

@@ -1,9 +1,9 @@
 //! Issue 3's acceptance for the real charm: a 3-unit deployment runs every lifecycle hook
 //! without a failed hook, in Juju's order.
 
-use juju_sim::tarball::Variant;
 use juju_sim::Volume;
 use libtest_mimic::Trial;
+use release_fixtures::tarball::Variant;
 
 use crate::common::*;
 

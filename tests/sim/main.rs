@@ -12,7 +12,7 @@ mod upgrade;
 use libtest_mimic::{Arguments, Trial};
 
 fn main() {
-    juju_sim::multicall::register("systemctl", juju_sim::systemctl::main);
+    juju_sim::multicall::register("systemctl", fake_systemd::main);
     juju_sim::multicall::run_if_tool();
     let args = Arguments::from_args();
     let mut trials: Vec<Trial> = Vec::new();

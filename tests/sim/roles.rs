@@ -8,10 +8,10 @@
 
 use std::collections::BTreeSet;
 
-use juju_sim::fake_concourse::Record;
-use juju_sim::tarball::Variant;
 use juju_sim::{Model, PostgresOptions, Volume};
 use libtest_mimic::Trial;
+use release_fixtures::fake_concourse::Record;
+use release_fixtures::tarball::Variant;
 
 use crate::common::*;
 

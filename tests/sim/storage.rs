@@ -6,10 +6,10 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use juju_sim::release::{Fault, FaultRule, ReleaseServer, RequestKind, Target};
-use juju_sim::tarball::Variant;
 use juju_sim::{Model, Volume};
 use libtest_mimic::{Failed, Trial};
+use release_fixtures::server::{Fault, FaultRule, ReleaseServer, RequestKind, Target};
+use release_fixtures::tarball::Variant;
 
 use crate::common::*;
 

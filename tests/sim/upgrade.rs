@@ -4,11 +4,11 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use juju_sim::fake_concourse::{parse_log, Record};
-use juju_sim::release::ReleaseServer;
-use juju_sim::tarball::Variant;
 use juju_sim::{ActionStatus, Credentials, Model, ModelOptions, PostgresOptions, Volume};
 use libtest_mimic::{Failed, Trial};
+use release_fixtures::fake_concourse::{parse_log, Record};
+use release_fixtures::server::ReleaseServer;
+use release_fixtures::tarball::Variant;
 
 use crate::common::*;
 
@@ -630,8 +630,8 @@ fn refusals() -> TestResult {
     })?;
     // during an upgrade: another target is refused, the same one reports progress
     server.set_fault(
-        juju_sim::release::Target::Version(V2.into()),
-        juju_sim::release::Fault::Throttle(256 * 1024),
+        release_fixtures::server::Target::Version(V2.into()),
+        release_fixtures::server::Fault::Throttle(256 * 1024),
     );
     let ok = upgrade_action(&m, &lead, V2)?;
     ensure(ok.status == ActionStatus::Completed, || format!("{ok:?}"))?;

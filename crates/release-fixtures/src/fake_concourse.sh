@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# Fake `concourse` binary: a juju-sim test fixture, never shipped.
-# Rendered by juju_sim::fake_concourse::render_script; @...@ markers are substituted there.
+# Fake `concourse` binary: a release-fixtures test fixture, never shipped.
+# Rendered by release_fixtures::fake_concourse::render_script; @...@ markers are substituted there.
 #
 # Every invocation appends one JSON record per event to $FAKE_CONCOURSE_LOG
 # (default /var/log/fake-concourse.log; if that cannot be written, to
 # $FAKE_CONCOURSE_FALLBACK_LOG, default /tmp/fake-concourse.log). Rust tests parse it with
-# juju_sim::fake_concourse::read_log.
+# release_fixtures::fake_concourse::read_log.
 #
 # Control files in $FAKE_CONCOURSE_RUN (default /run/fake-concourse), read when a signal arrives:
 #   land-delay     seconds the worker takes to land or retire before exiting 0 (default 0)

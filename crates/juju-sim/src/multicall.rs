@@ -67,12 +67,12 @@ pub const HOOK_TOOLS: &[&str] = &[
 ];
 
 /// Entry point of an extra multicall tool: receives the arguments after argv\[0\] (like
-/// `juju_sim::systemctl::main`), returns the exit code.
+/// `fake_systemd::main`), returns the exit code.
 pub type ToolMain = fn(&[String]) -> i32;
 
 static EXTRA: Mutex<Vec<(String, ToolMain)>> = Mutex::new(Vec::new());
 
-/// Register an extra tool (e.g. `register("systemctl", juju_sim::systemctl::main)`). A later
+/// Register an extra tool (e.g. `register("systemctl", fake_systemd::main)`). A later
 /// registration of the same name replaces the earlier one. Hook-tool names cannot be replaced.
 pub fn register(name: &str, main: ToolMain) {
     if HOOK_TOOLS.contains(&name) {

@@ -9,7 +9,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use super::SystemctlError;
+use crate::SystemctlError;
 
 /// Where everything lives. [`Paths::system`] gives the real absolute paths used inside a
 /// unit's mount namespace.

@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use juju_sim::systemctl::{read_journal, JournalEntry, State};
-use juju_sim::tarball::{ReleaseSpec, TarballCache, Variant};
+use fake_systemd::{read_journal, JournalEntry, State};
+use release_fixtures::tarball::{ReleaseSpec, TarballCache, Variant};
 
 fn main() {
     let argv: Vec<String> = std::env::args().collect();
@@ -28,7 +28,7 @@ fn main() {
         })
         .unwrap_or_default();
     if name == "systemctl" {
-        std::process::exit(juju_sim::systemctl::main(&argv[1..]));
+        std::process::exit(fake_systemd::main(&argv[1..]));
     }
     run_tests(&argv[1..]);
 }
@@ -1033,7 +1033,7 @@ fn fake_concourse_worker_lands_and_stops() {
     sb.ok(&["start", "concourse-worker"]);
     let pid: u32 = sb.prop("concourse-worker", "MainPID").parse().unwrap();
     let start = wait_for("worker start", Duration::from_secs(5), || {
-        juju_sim::fake_concourse::read_log(&log)
+        release_fixtures::fake_concourse::read_log(&log)
             .unwrap()
             .into_iter()
             .find(|r| r.event == "start" && r.pid == pid)
@@ -1049,7 +1049,7 @@ fn fake_concourse_worker_lands_and_stops() {
         (sb.prop("concourse-worker", "ActiveState") == "inactive").then_some(())
     });
     assert_eq!(sb.prop("concourse-worker", "NRestarts"), "0");
-    let events: Vec<String> = juju_sim::fake_concourse::read_log(&log)
+    let events: Vec<String> = release_fixtures::fake_concourse::read_log(&log)
         .unwrap()
         .into_iter()
         .map(|r| r.event)
@@ -1059,13 +1059,13 @@ fn fake_concourse_worker_lands_and_stops() {
     sb.ok(&["start", "concourse-worker"]);
     let pid2: u32 = sb.prop("concourse-worker", "MainPID").parse().unwrap();
     wait_for("worker start", Duration::from_secs(5), || {
-        juju_sim::fake_concourse::read_log(&log)
+        release_fixtures::fake_concourse::read_log(&log)
             .unwrap()
             .into_iter()
             .find(|r| r.event == "start" && r.pid == pid2)
     });
     sb.ok(&["stop", "concourse-worker"]);
-    assert!(juju_sim::fake_concourse::read_log(&log)
+    assert!(release_fixtures::fake_concourse::read_log(&log)
         .unwrap()
         .iter()
         .any(|r| r.event == "killed without landing" && r.pid == pid2));

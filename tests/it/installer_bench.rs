@@ -3,11 +3,11 @@
 //! the same server in the same run; prints wall times, the ratio and the install's peak
 //! RSS (wait4 rusage of the child process that runs it).
 //!
-//! Run: `cargo test --release --test installer_bench -- --ignored --nocapture`
+//! Run: `cargo test --release --test it installer_bench -- --ignored --nocapture`
 //! (`BENCH_MIB=<n>` changes the size; `BENCH_ROUNDS=<n>` the rounds, default 3;
 //! `BENCH_BREAKDOWN=1` also times each stage of the baseline pipeline alone).
 
-mod support;
+use crate::support;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -79,7 +79,7 @@ fn median(mut v: Vec<Duration>) -> Duration {
 }
 
 #[test]
-#[ignore = "benchmark: cargo test --release --test installer_bench -- --ignored --nocapture"]
+#[ignore = "benchmark: cargo test --release --test it installer_bench -- --ignored --nocapture"]
 #[allow(clippy::disallowed_methods)] // benchmark knobs from the environment, test only
 fn bench_install() {
     let mib: u64 = std::env::var("BENCH_MIB")
@@ -141,7 +141,11 @@ fn bench_install() {
         sync_disks();
         let (ot, rss) = run_measured(
             Command::new(&exe)
-                .args(["--exact", "bench_helper", "--test-threads=1"])
+                .args([
+                    "--exact",
+                    "installer_bench::bench_helper",
+                    "--test-threads=1",
+                ])
                 .env(HELPER_ENV, format!("{}|7.14.3|{}", vol.display(), url))
                 .stdout(std::process::Stdio::null()),
         );

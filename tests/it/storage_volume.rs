@@ -2,7 +2,7 @@
 //! the release; needs root, as CI has): each gives its typed, permanent error, publishes
 //! nothing, leaves the published version running, and recovers once the fault is gone.
 
-mod support;
+use crate::support;
 
 use std::fs;
 use std::path::Path;

@@ -5,8 +5,8 @@ use std::net::TcpStream;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use juju_sim::release::{Fault, FaultRule, ReleaseServer, RequestKind, Target};
-use juju_sim::tarball::{list_entries, ReleaseSpec, Tarball, TarballCache, Variant};
+use release_fixtures::server::{Fault, FaultRule, ReleaseServer, RequestKind, Target};
+use release_fixtures::tarball::{list_entries, ReleaseSpec, Tarball, TarballCache, Variant};
 use sha1::Digest;
 
 const MIB: u64 = 1 << 20;
@@ -507,7 +507,7 @@ fn drop_cuts_in_flight_downloads_and_closes_the_port() {
 #[test]
 #[ignore = "generates and serves 512 MiB; run explicitly to measure"]
 fn bench_serve_512mib() {
-    let g = juju_sim::tarball::generate_benchmark_tarball(
+    let g = release_fixtures::tarball::generate_benchmark_tarball(
         &std::env::temp_dir().join("juju-sim-fixture-tests"),
         "7.14.3",
     )

@@ -5,7 +5,7 @@
 //! Each "unit" is this test binary re-executed with `CONCOURSE_TEST_HELPER` set: it runs
 //! [`helper_process`] only, which prints `EVENT <status>` lines and one `RESULT <json>`.
 
-mod support;
+use crate::support;
 
 use std::fs;
 use std::io::{BufRead, BufReader};
@@ -18,7 +18,7 @@ use concourse_ci::installer::{
     ensure_release, verify_release, InstallEvent, InstallOptions, Outcome, Source, VerifyMode,
 };
 use concourse_ci::storage_coordinator::{Backoff, Volume};
-use juju_sim::release::RequestKind;
+use release_fixtures::server::RequestKind;
 use serde::{Deserialize, Serialize};
 use support::{
     sha1_requests, tarball, tarball_requests, Fault, ReleaseServer, Tarball, Target, Variant,
@@ -124,7 +124,7 @@ fn spawn_unit(vol: &Path, version: &str, url: &str, unit: &str, lock_wait: Durat
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
-            "helper_process",
+            "storage_processes::helper_process",
             "--nocapture",
             "--test-threads=1",
         ])

@@ -1,5 +1,5 @@
-//! Test support shared by the installer and storage tests, on top of the simulator's
-//! fixtures (`juju_sim::release` server, `juju_sim::tarball` generator): tarballs from
+//! Test support shared by the installer and storage tests, on top of the release
+//! fixtures (`release_fixtures::server`, `release_fixtures::tarball`): tarballs from
 //! the shared cache, a tmpfs mount for filesystem faults, and a tiny server that ignores
 //! `Range` (a behaviour the fixture server does not offer).
 
@@ -13,9 +13,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-pub use juju_sim::release::{Fault, FaultRule, ReleaseServer, Target};
-use juju_sim::release::{RequestKind, RequestRecord};
-pub use juju_sim::tarball::{ReleaseSpec, Tarball, TarballCache, Variant};
+pub use release_fixtures::server::{Fault, FaultRule, ReleaseServer, Target};
+use release_fixtures::server::{RequestKind, RequestRecord};
+pub use release_fixtures::tarball::{ReleaseSpec, Tarball, TarballCache, Variant};
 
 /// A generated release tarball (cached across tests and runs).
 pub fn tarball(version: &str, size: u64, variant: Variant) -> Tarball {

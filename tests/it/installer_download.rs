@@ -2,7 +2,7 @@
 //! server), real generated tarballs and real directories: the happy path, every fault of
 //! issue 4, resume, the resource source, verify, prune and the latest-version lookup.
 
-mod support;
+use crate::support;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -509,7 +509,7 @@ fn not_a_tarball_is_a_permanent_bad_archive() {
     let mut t = e.published(V);
     let junk = e.tmp.path().join("junk.tgz");
     fs::write(&junk, vec![b'x'; 10_000]).unwrap();
-    let (sha1, sha256) = juju_sim::tarball::hash_file(&junk).unwrap();
+    let (sha1, sha256) = release_fixtures::tarball::hash_file(&junk).unwrap();
     t.path = junk;
     t.size = 10_000;
     t.sha1_hex = sha1;

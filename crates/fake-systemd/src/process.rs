@@ -16,9 +16,9 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 
-use super::state::{self, JournalEntry, Paths};
-use super::unit::RestartPolicy;
-use super::SystemctlError;
+use crate::state::{self, JournalEntry, Paths};
+use crate::unit::RestartPolicy;
+use crate::SystemctlError;
 
 /// Fields of `/proc/<pid>/stat` we use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

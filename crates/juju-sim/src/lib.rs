@@ -24,19 +24,14 @@
 pub mod agent;
 pub mod charm;
 pub mod context;
-pub mod fake_concourse;
 pub mod flags;
 pub mod format;
-pub mod github;
 pub mod machine;
 pub mod model;
 pub mod multicall;
 pub mod postgres;
-pub mod release;
 pub mod resolver;
 pub mod sim;
-pub mod systemctl;
-pub mod tarball;
 pub mod tools;
 pub mod wire;
 

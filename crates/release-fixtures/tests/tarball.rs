@@ -4,8 +4,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use juju_sim::fake_concourse::{read_log, Record, WRONG_VERSION};
-use juju_sim::tarball::{
+use release_fixtures::fake_concourse::{read_log, Record, WRONG_VERSION};
+use release_fixtures::tarball::{
     hash_file, list_entries, EntryKind, ReleaseSpec, TarballCache, Variant, RESOURCE_TYPES,
     STUB_BINARIES,
 };
@@ -491,7 +491,7 @@ fn fake_web_signals() {
 #[ignore = "writes 512 MiB; run explicitly to measure"]
 fn bench_generate_512mib() {
     let dir = tempfile::tempdir().unwrap();
-    let g = juju_sim::tarball::generate_benchmark_tarball(dir.path(), "7.14.3").unwrap();
+    let g = release_fixtures::tarball::generate_benchmark_tarball(dir.path(), "7.14.3").unwrap();
     assert!(!g.cached);
     let secs = g.elapsed.as_secs_f64();
     println!(

@@ -1,4 +1,4 @@
-//! The fake GitHub "latest release" API served by [`crate::release::ReleaseServer`].
+//! The fake GitHub "latest release" API served by [`crate::server::ReleaseServer`].
 //!
 //! Owns: the JSON bodies of `GET /repos/concourse/concourse/releases/latest` (found and
 //! rate-limited) and the version ordering used to pick "latest" among registered releases.
