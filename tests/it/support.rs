@@ -1,6 +1,6 @@
 //! Test support shared by the installer and storage tests, on top of the release
 //! fixtures (`release_fixtures::server`, `release_fixtures::tarball`): tarballs from
-//! the shared cache, a tmpfs mount for filesystem faults, and a tiny server that ignores
+//! the suite's cache, a tmpfs mount for filesystem faults, and a tiny server that ignores
 //! `Range` (a behaviour the fixture server does not offer).
 
 #![allow(dead_code, unused_imports)]
@@ -17,10 +17,14 @@ pub use release_fixtures::server::{Fault, FaultRule, ReleaseServer, Target};
 use release_fixtures::server::{RequestKind, RequestRecord};
 pub use release_fixtures::tarball::{ReleaseSpec, Tarball, TarballCache, Variant};
 
+/// The tarball cache of the test suite, in cargo's per-target temp dir (kept across runs).
+pub fn tarball_cache() -> TarballCache {
+    TarballCache::new(concat!(env!("CARGO_TARGET_TMPDIR"), "/release-tarballs")).unwrap()
+}
+
 /// A generated release tarball (cached across tests and runs).
 pub fn tarball(version: &str, size: u64, variant: Variant) -> Tarball {
-    TarballCache::shared()
-        .unwrap()
+    tarball_cache()
         .get(&ReleaseSpec::new(version, size, variant))
         .unwrap()
 }

@@ -55,10 +55,13 @@ pub fn model_with(opts: ModelOptions) -> Result<Model, Failed> {
     Model::new(opts).map_err(|e| fail(format!("model: {e}")))
 }
 
-/// Tarballs are generated once per test run.
+/// Tarballs are generated once, in cargo's per-target temp dir (kept across runs).
 pub fn tarballs() -> &'static TarballCache {
     static CACHE: OnceLock<TarballCache> = OnceLock::new();
-    CACHE.get_or_init(|| TarballCache::shared().expect("tarball cache directory"))
+    CACHE.get_or_init(|| {
+        TarballCache::new(concat!(env!("CARGO_TARGET_TMPDIR"), "/release-tarballs"))
+            .expect("tarball cache directory")
+    })
 }
 
 /// A release server with the given versions registered.
@@ -177,7 +180,7 @@ pub fn unit_file(m: &Model, unit: &str, unit_path: &str) -> std::path::PathBuf {
 /// the host's: a log that already existed on the host (other tests running there) is
 /// copied up whole on the unit's first append, so older lines are not the unit's.
 pub fn model_birth(m: &Model) -> f64 {
-    std::fs::metadata(m.run_dir().join("owner.pid"))
+    std::fs::metadata(m.run_dir().join(juju_sim::machine::OWNER_LOCK))
         .and_then(|md| md.modified())
         .ok()
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())

@@ -1001,7 +1001,8 @@ fn unknown_units_verbs_and_options() {
 
 fn fake_concourse_worker_lands_and_stops() {
     let sb = Sandbox::new();
-    let cache = TarballCache::new(std::env::temp_dir().join("juju-sim-fixture-tests")).unwrap();
+    let cache =
+        TarballCache::new(concat!(env!("CARGO_TARGET_TMPDIR"), "/release-tarballs")).unwrap();
     let t = cache
         .get(&ReleaseSpec::new("7.14.3", 1 << 20, Variant::Normal))
         .unwrap();

@@ -6,7 +6,8 @@
 //! Owns: creating the namespace ([`Machine::create`]), entering it from a thread
 //! ([`Machine::enter`], [`Machine::run_in`]), seeding files into the unit's view before it is
 //! mounted, listing and killing the processes that live in it, and cleaning up the run
-//! directories of dead test processes ([`cleanup_stale`]).
+//! directories of dead test processes ([`cleanup_stale`], safe while other test processes run
+//! models of their own).
 //!
 //! How: a fresh thread calls `unshare(CLONE_FS | CLONE_NEWNS)`, makes `/` recursively private,
 //! mounts everything, and opens `/proc/thread-self/ns/mnt`; that fd keeps the namespace alive
@@ -14,9 +15,12 @@
 //! processes it spawns inherit the unit's view. The namespace (and so every mount in it)
 //! disappears when the fd is closed and its last process is gone.
 //!
-//! Invariants: the simulator's own files (run dir, tool binary, charm staging) live outside
-//! every overlaid path (under `ModelOptions::state_root`), so they stay visible in every
-//! unit; /tmp is mounted last because the test binary and the repo may live under /tmp.
+//! Invariants: the simulator's own files (run dir, tool binary, charm staging) live in the
+//! model's run directory, which stays visible at its own host path in every unit: it must not
+//! be under an overlaid directory (the overlay would hide later host writes), and when it is
+//! under a private one (the default, a temp dir under /tmp) it is bound back at its path
+//! after the private directories are mounted ([`MachineSpec::run_dir`]). Private directories
+//! are mounted last, so their sources and the storage may live under /tmp.
 //!
 //! Hazards: writes into an overlay upper dir are only made before the overlay is mounted
 //! ([`Seed`]); afterwards the unit's files are reached through the namespace. Processes are
@@ -28,7 +32,7 @@ use nix::sched::{setns, unshare, CloneFlags};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use std::fs;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -115,6 +119,8 @@ pub enum Seed {
 #[derive(Debug, Clone)]
 pub struct MachineSpec {
     pub unit: String,
+    /// The model's run directory: kept visible at its own path in the unit.
+    pub run_dir: PathBuf,
     /// Host directory holding this unit's upper/work/private dirs.
     pub unit_dir: PathBuf,
     pub storage: StorageMount,
@@ -336,6 +342,8 @@ fn setup_namespace(spec: &MachineSpec) -> Result<OwnedFd, MachineError> {
             }
         }
     }
+    // Opened in this namespace before the private dirs may hide it; bound back below.
+    let run_dir = fs::File::open(&spec.run_dir).map_err(io("opening", &spec.run_dir))?;
     for d in PRIVATE {
         let src = dir.join(d.trim_start_matches('/'));
         mount(
@@ -347,6 +355,22 @@ fn setup_namespace(spec: &MachineSpec) -> Result<OwnedFd, MachineError> {
         )
         .map_err(sys(format!("binding {d}")))?;
     }
+    if PRIVATE.iter().any(|d| spec.run_dir.starts_with(d)) {
+        fs::create_dir_all(&spec.run_dir).map_err(io("creating", &spec.run_dir))?;
+        let fd_path = format!("/proc/thread-self/fd/{}", run_dir.as_raw_fd());
+        mount(
+            Some(fd_path.as_str()),
+            spec.run_dir.as_path(),
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(sys(format!(
+            "binding the run dir {}",
+            spec.run_dir.display()
+        )))?;
+    }
+    drop(run_dir);
     let f = fs::File::open("/proc/thread-self/ns/mnt")
         .map_err(io("opening", Path::new("/proc/thread-self/ns/mnt")))?;
     Ok(OwnedFd::from(f))
@@ -424,20 +448,47 @@ pub fn unmount_under(dir: &Path) {
     }
 }
 
-/// Remove run directories under `root` whose owning test process is gone: kill the processes
-/// left in their units' namespaces, detach their mounts, delete them.
+/// Prefix of run directory names (`<state root>/juju-sim-XXXXXX`).
+pub const RUN_PREFIX: &str = "juju-sim-";
+/// File in a run directory locked (`flock`, exclusive) by the owning process while it lives.
+pub const OWNER_LOCK: &str = "owner.lock";
+
+/// Whether `dir` is under a directory that every unit overlays (where a run directory must
+/// not be: the unit would see a frozen copy and overlayfs refuses nested layers).
+pub fn is_overlaid(dir: &Path) -> bool {
+    OVERLAID.iter().any(|(d, _)| dir.starts_with(d))
+}
+
+/// Takes the owner lock of a new run directory: locked under a temporary name, then renamed
+/// into place, so [`cleanup_stale`] never sees the lock file unlocked while its owner lives.
+pub fn lock_run_dir(run: &Path) -> Result<fs::File, MachineError> {
+    let tmp = run.join(format!("{OWNER_LOCK}.tmp"));
+    let f = fs::File::create(&tmp).map_err(io("creating", &tmp))?;
+    f.lock().map_err(io("locking", &tmp))?;
+    let path = run.join(OWNER_LOCK);
+    fs::rename(&tmp, &path).map_err(io("renaming", &path))?;
+    Ok(f)
+}
+
+/// Removes the run directories under `root` whose owning process is gone: kills what is left
+/// in their units' namespaces, detaches their mounts and deletes them.
+///
+/// Safe with concurrent test processes on the machine: a run is stale only when its owner
+/// lock can be taken (the owner holds it until it exits, and the kernel drops it when the
+/// owner dies), the lock is held while cleaning (so two cleaners never race), and a process
+/// is killed only if its mount namespace is the recorded one *and* its mount table shows this
+/// run's overlays (a namespace inode can be reused by a live model after the old one died).
 pub fn cleanup_stale(root: &Path) {
     let Ok(rd) = fs::read_dir(root) else { return };
     for e in rd.flatten() {
+        if !e.file_name().to_string_lossy().starts_with(RUN_PREFIX) {
+            continue;
+        }
         let run = e.path();
-        // Only run directories (they have an owner.pid) are ours to clean.
-        let Some(owner) = fs::read_to_string(run.join("owner.pid"))
-            .ok()
-            .and_then(|s| s.trim().parse::<i32>().ok())
-        else {
+        let Ok(lock) = fs::File::open(run.join(OWNER_LOCK)) else {
             continue;
         };
-        if Path::new(&format!("/proc/{owner}")).exists() {
+        if lock.try_lock().is_err() {
             continue;
         }
         if let Ok(units) = fs::read_dir(run.join("units")) {
@@ -446,12 +497,34 @@ pub fn cleanup_stale(root: &Path) {
                     .ok()
                     .and_then(|s| s.trim().parse::<u64>().ok())
                 {
-                    kill_ns(ino, Duration::from_secs(5));
+                    kill_ns_of_run(ino, &run, Duration::from_secs(5));
                 }
             }
         }
         unmount_under(&run);
         let _ = fs::remove_dir_all(&run);
+    }
+}
+
+/// Like [`kill_ns`], for processes whose mount table also names `run` (see [`cleanup_stale`]).
+fn kill_ns_of_run(ino: u64, run: &Path, timeout: Duration) {
+    let marker = format!("upperdir={}/", run.display());
+    let deadline = Instant::now() + timeout;
+    loop {
+        let procs: Vec<ProcessInfo> = processes_in(ino)
+            .into_iter()
+            .filter(|p| {
+                fs::read_to_string(format!("/proc/{}/mountinfo", p.pid))
+                    .is_ok_and(|m| m.contains(&marker))
+            })
+            .collect();
+        if procs.is_empty() || Instant::now() >= deadline {
+            return;
+        }
+        for p in procs {
+            let _ = kill(Pid::from_raw(p.pid), Signal::SIGKILL);
+        }
+        std::thread::sleep(Duration::from_millis(10));
     }
 }
 

@@ -451,7 +451,8 @@ pub struct ModelOptions {
     /// this keeps a hung test from hanging forever).
     pub hook_timeout: Duration,
     pub proxy: ProxySettings,
-    /// Where run directories are made (outside every per-unit overlaid path).
+    /// Where the model's run directory (`juju-sim-XXXXXX`) is made; default: the system
+    /// temp dir. Not under /etc, /var, /usr/local or /opt (every unit overlays those).
     pub state_root: PathBuf,
     /// Print [`crate::Model::dump`] to stderr when a model is dropped during a panic.
     pub dump_on_panic: bool,
@@ -471,7 +472,7 @@ impl Default for ModelOptions {
             auto_retry: true,
             hook_timeout: Duration::from_secs(300),
             proxy: ProxySettings::default(),
-            state_root: PathBuf::from("/juju-sim"),
+            state_root: std::env::temp_dir(),
             dump_on_panic: true,
             vary_relation_order: false,
         }

@@ -25,6 +25,7 @@ use crate::resolver::{self, Next};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt::Write as _;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -36,6 +37,10 @@ use std::time::{Duration, Instant};
 pub enum SimError {
     #[error("juju-sim needs root (mount namespaces and overlayfs); run the tests as root")]
     NotRoot,
+    #[error(
+        "the state root {0} is under a directory every unit overlays (/etc, /var, /usr/local, /opt); set ModelOptions::state_root or TMPDIR to a directory elsewhere, e.g. /tmp"
+    )]
+    StateRoot(PathBuf),
     #[error("{what} {path}: {source}")]
     Io {
         what: &'static str,
@@ -104,6 +109,8 @@ pub struct Model {
     shared: Arc<Shared>,
     run_dir: PathBuf,
     run_id: String,
+    /// Held (locked) while the model lives: tells [`machine::cleanup_stale`] it is not stale.
+    _owner_lock: std::fs::File,
     jujuc: PathBuf,
     agents: Mutex<Vec<JoinHandle<()>>>,
     /// Default wait of [`Model::run_action`].
@@ -111,20 +118,35 @@ pub struct Model {
 }
 
 impl Model {
-    /// Create an empty model with its run directory under `opts.state_root`.
+    /// Create an empty model with a fresh run directory under `opts.state_root` (first
+    /// removing the run directories of dead test processes there).
     pub fn new(opts: ModelOptions) -> Result<Model, SimError> {
         if !nix::unistd::geteuid().is_root() {
             return Err(SimError::NotRoot);
         }
-        machine::cleanup_stale(&opts.state_root);
+        let root =
+            std::path::absolute(&opts.state_root).map_err(io("locating", &opts.state_root))?;
+        if machine::is_overlaid(&root) {
+            return Err(SimError::StateRoot(root));
+        }
+        machine::cleanup_stale(&root);
         let pid = std::process::id();
         let n = RUNS.fetch_add(1, Ordering::SeqCst);
-        let run_id = format!("{pid}-{n}");
-        let run_dir = opts.state_root.join(&run_id);
-        let _ = std::fs::remove_dir_all(&run_dir);
+        std::fs::create_dir_all(&root).map_err(io("creating", &root))?;
+        // Removed on error until the owner lock makes it the model's (then Drop removes it).
+        let tmp = tempfile::Builder::new()
+            .prefix(machine::RUN_PREFIX)
+            .permissions(std::fs::Permissions::from_mode(0o755))
+            .tempdir_in(&root)
+            .map_err(io("creating a run directory in", &root))?;
+        let run_dir = tmp.path().to_path_buf();
+        let owner_lock = machine::lock_run_dir(&run_dir)?;
+        let _ = tmp.keep();
+        let run_id = run_dir
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_default();
         std::fs::create_dir_all(run_dir.join("bin")).map_err(io("creating", &run_dir))?;
-        std::fs::write(run_dir.join("owner.pid"), pid.to_string())
-            .map_err(io("writing", &run_dir))?;
         let exe = std::env::current_exe().map_err(io("locating", Path::new("current_exe")))?;
         let jujuc = run_dir.join("bin").join("jujuc");
         if std::fs::hard_link(&exe, &jujuc).is_err() {
@@ -153,6 +175,7 @@ impl Model {
             }),
             run_dir,
             run_id,
+            _owner_lock: owner_lock,
             jujuc,
             agents: Mutex::new(Vec::new()),
             action_timeout: Duration::from_secs(120),
@@ -488,6 +511,7 @@ impl Model {
             }
             let spec = MachineSpec {
                 unit: unit.clone(),
+                run_dir: self.run_dir.clone(),
                 unit_dir: self.run_dir.join("units").join(&tag),
                 storage: if location.is_some() {
                     storage_mount

@@ -713,11 +713,6 @@ impl TarballCache {
         Ok(TarballCache { dir })
     }
 
-    /// A cache in `$CARGO_TARGET_TMPDIR`-like shared place: `<std::env::temp_dir()>/juju-sim-tarballs`.
-    pub fn shared() -> Result<Self, TarballError> {
-        Self::new(std::env::temp_dir().join("juju-sim-tarballs"))
-    }
-
     pub fn dir(&self) -> &Path {
         &self.dir
     }

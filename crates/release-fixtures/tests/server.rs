@@ -13,7 +13,7 @@ const MIB: u64 = 1 << 20;
 const V: &str = "7.14.3";
 
 fn cache() -> TarballCache {
-    TarballCache::new(std::env::temp_dir().join("juju-sim-fixture-tests")).unwrap()
+    TarballCache::new(concat!(env!("CARGO_TARGET_TMPDIR"), "/release-tarballs")).unwrap()
 }
 
 fn tarball(version: &str, variant: Variant) -> Tarball {
@@ -508,7 +508,7 @@ fn drop_cuts_in_flight_downloads_and_closes_the_port() {
 #[ignore = "generates and serves 512 MiB; run explicitly to measure"]
 fn bench_serve_512mib() {
     let g = release_fixtures::tarball::generate_benchmark_tarball(
-        &std::env::temp_dir().join("juju-sim-fixture-tests"),
+        std::path::Path::new(concat!(env!("CARGO_TARGET_TMPDIR"), "/release-tarballs")),
         "7.14.3",
     )
     .unwrap();

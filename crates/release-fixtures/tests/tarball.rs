@@ -13,7 +13,7 @@ use release_fixtures::tarball::{
 const MIB: u64 = 1 << 20;
 
 fn cache() -> TarballCache {
-    TarballCache::new(std::env::temp_dir().join("juju-sim-fixture-tests")).unwrap()
+    TarballCache::new(concat!(env!("CARGO_TARGET_TMPDIR"), "/release-tarballs")).unwrap()
 }
 
 fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {

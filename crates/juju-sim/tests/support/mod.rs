@@ -5,7 +5,6 @@
 
 use juju_sim::{CharmSource, HookRecord, Model};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// A generous timeout for anything the tests wait for.
@@ -58,11 +57,10 @@ const ACTIONS: &str = r#"do:
   additionalProperties: false
 "#;
 
-static N: AtomicU64 = AtomicU64::new(0);
-
-/// A generated test charm; its directory is removed on drop.
+/// A generated test charm; its directory (a temp dir) is removed on drop.
 pub struct TestCharm {
     pub dir: PathBuf,
+    _tmp: tempfile::TempDir,
 }
 
 impl TestCharm {
@@ -70,13 +68,11 @@ impl TestCharm {
     /// `action:<name>` for actions). The prelude defines `log MSG` (juju-log), `waitfor FILE`
     /// (poll for a file, up to 60 s) and `peers_id` (the peer relation id).
     pub fn new(body: &str) -> TestCharm {
-        let n = N.fetch_add(1, Ordering::SeqCst);
-        if n == 0 {
-            remove_dirs_of_dead_runs();
-        }
-        let dir = PathBuf::from(format!("/juju-sim-selftest/{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("charm dir");
+        let tmp = tempfile::Builder::new()
+            .prefix("juju-sim-selftest-charm-")
+            .tempdir()
+            .expect("charm dir");
+        let dir = tmp.path().to_path_buf();
         std::fs::write(dir.join("metadata.yaml"), METADATA).expect("metadata");
         std::fs::write(dir.join("config.yaml"), CONFIG).expect("config");
         std::fs::write(dir.join("actions.yaml"), ACTIONS).expect("actions");
@@ -98,31 +94,11 @@ exit 0
         std::fs::write(&dispatch, script).expect("dispatch");
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&dispatch, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-        TestCharm { dir }
+        TestCharm { dir, _tmp: tmp }
     }
 
     pub fn source(&self) -> CharmSource {
         CharmSource::dir(&self.dir, self.dir.join("dispatch"))
-    }
-}
-
-/// Charm dirs are named `<pid>-<n>`: remove those whose test process is gone.
-fn remove_dirs_of_dead_runs() {
-    let Ok(rd) = std::fs::read_dir("/juju-sim-selftest") else {
-        return;
-    };
-    for e in rd.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        let pid = name.split('-').next().unwrap_or("");
-        if !pid.is_empty() && !std::path::Path::new(&format!("/proc/{pid}")).exists() {
-            let _ = std::fs::remove_dir_all(e.path());
-        }
-    }
-}
-
-impl Drop for TestCharm {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
