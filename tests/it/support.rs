@@ -1,17 +1,11 @@
-//! Test support shared by the installer and storage tests, on top of the release
-//! fixtures (`release_fixtures::server`, `release_fixtures::tarball`): tarballs from
-//! the suite's cache, a tmpfs mount for filesystem faults, and a tiny server that ignores
-//! `Range` (a behaviour the fixture server does not offer).
+//! Test support shared by the installer and storage tests, on top of the release fixtures
+//! (`release_fixtures::server`, `release_fixtures::tarball`): tarballs from
+//! the suite's cache, a tmpfs mount for filesystem faults, and a server that ignores
+//! `Range`.
 
 #![allow(dead_code, unused_imports)]
 
-use std::fs::File;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::thread::JoinHandle;
+use std::path::Path;
 
 pub use release_fixtures::server::{Fault, FaultRule, ReleaseServer, Target};
 use release_fixtures::server::{RequestKind, RequestRecord};
@@ -98,95 +92,21 @@ impl Drop for Tmpfs {
     }
 }
 
-/// Serves one tarball at `/<file>` and its `.sha1`, always `200` with the whole body,
-/// whatever `Range` says (like a server or proxy without range support).
+/// Serves one tarball and its `.sha1`, always `200` with the whole body, whatever `Range`
+/// says (like a server or proxy without range support).
 pub struct NoRangeServer {
-    addr: SocketAddr,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    server: ReleaseServer,
 }
 
 impl NoRangeServer {
     pub fn start(t: &Tarball) -> NoRangeServer {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
-        let (s2, path, name, sha1) = (
-            stop.clone(),
-            t.path.clone(),
-            t.file_name.clone(),
-            t.sha1_file_content(),
-        );
-        let thread = std::thread::spawn(move || {
-            for conn in listener.incoming() {
-                if s2.load(Ordering::SeqCst) {
-                    break;
-                }
-                if let Ok(c) = conn {
-                    let _ = serve(c, &path, &name, &sha1);
-                }
-            }
-        });
-        NoRangeServer {
-            addr,
-            stop,
-            thread: Some(thread),
-        }
+        let server = server();
+        server.register(t.clone());
+        server.set_fault(Target::All, Fault::IgnoreRange);
+        NoRangeServer { server }
     }
 
     pub fn url(&self, t: &Tarball) -> String {
-        format!("http://{}/{}", self.addr, t.file_name)
-    }
-}
-
-fn serve(c: TcpStream, path: &PathBuf, name: &str, sha1: &str) -> std::io::Result<()> {
-    let mut r = BufReader::new(c.try_clone()?);
-    let mut line = String::new();
-    r.read_line(&mut line)?;
-    let target = line.split_whitespace().nth(1).unwrap_or("").to_string();
-    loop {
-        let mut h = String::new();
-        if r.read_line(&mut h)? == 0 || h.trim().is_empty() {
-            break;
-        }
-    }
-    let mut w = c;
-    if target == format!("/{name}.sha1") {
-        write!(
-            w,
-            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{sha1}",
-            sha1.len()
-        )?;
-    } else if target == format!("/{name}") {
-        let mut f = File::open(path)?;
-        let len = f.metadata()?.len();
-        write!(
-            w,
-            "HTTP/1.1 200 OK\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n"
-        )?;
-        let mut buf = vec![0u8; 1 << 16];
-        loop {
-            let n = f.read(&mut buf)?;
-            if n == 0 {
-                break;
-            }
-            w.write_all(&buf[..n])?;
-        }
-    } else {
-        write!(
-            w,
-            "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-        )?;
-    }
-    w.flush()
-}
-
-impl Drop for NoRangeServer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        let _ = TcpStream::connect(self.addr);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        self.server.tarball_url(&t.spec.version)
     }
 }

@@ -1,39 +1,50 @@
-//! A local HTTP/1.1 release server with fault injection, for download tests.
+//! A local HTTP release server with fault injection, for download tests.
 //!
-//! Owns: a listener on `127.0.0.1:<random port>` with one thread per connection, serving
-//! registered tarballs at `/v<version>/concourse-<version>-linux-amd64.tgz` (any path prefix
-//! is accepted before `/v<version>/`, so GitHub-style `/concourse/concourse/releases/download/
-//! v<version>/...` works too) and their upstream-style `.sha1` files, the fake GitHub
-//! endpoint of [`crate::github`], the request log, and the faults.
+//! Owns: a `hyper` HTTP/1.1 server on `127.0.0.1:<random port>` (its own small tokio
+//! runtime) serving registered tarballs at `/v<version>/concourse-<version>-linux-amd64.tgz`
+//! (any path prefix is accepted before `/v<version>/`, so GitHub-style
+//! `/concourse/concourse/releases/download/v<version>/...` works too) and their
+//! upstream-style `.sha1` files, the fake GitHub endpoint of [`crate::github`], the request
+//! log, and the faults ([`Fault`]): each response body is a [`FaultBody`]-style stream that
+//! throttles, cuts or completes it and records what was really sent.
 //!
-//! Protocol: `GET` and `HEAD`; `Range: bytes=N-`, `bytes=N-M` and `bytes=-N` give 206 with
-//! `Content-Range`; a start beyond the end gives 416 with `Content-Range: bytes */<size>`;
-//! unparsable or multi-range headers are ignored (200, as RFC 9110 allows). Every response
-//! has `Content-Length` and `Connection: close` (one request per connection).
+//! Protocol: `GET` and `HEAD` (others: 405); `Range` is parsed by `http-range-header`: one
+//! satisfiable range gives 206 with `Content-Range`, an unsatisfiable one 416 with
+//! `Content-Range: bytes */<size>`, a malformed or multi-range header is ignored (200, as
+//! RFC 9110 allows). Every response has `Content-Length` and `connection: close` (one
+//! request per connection). Requests hyper cannot parse get its 4xx answer and are not logged.
 //!
 //! Invariants:
-//! - Every request that reached the server appears once in [`ReleaseServer::requests`] when its
-//!   response ends, with the bytes of body actually written and whether the body completed.
+//! - Every parsed request appears once in [`ReleaseServer::requests`], logged when its
+//!   response ends and before the client can see that end (before the last body byte is
+//!   handed to the connection, before a cut closes it, or on drop when the client went
+//!   away), with the body bytes actually handed over and whether the body completed.
 //!   [`ReleaseServer::bytes_served`] also counts bytes of responses still in flight.
 //! - A fault rule with `times: Some(n)` applies to the next `n` matching requests, then
 //!   disappears; `None` applies until removed.
-//! - Dropping the server stops accepting, shuts down every open connection (in-flight
-//!   downloads see a cut), and joins all threads.
+//! - Dropping the server shuts its runtime down: the port closes, every open connection is
+//!   dropped (in-flight downloads see a cut) and its threads are joined.
 //!
 //! Hazards: bodies stream from the tarball file on disk, so do not delete a registered file
-//! while serving it; throttled and delayed responses sleep in 20 ms slices, so shutdown
-//! takes up to that long per connection. Malformed requests get 400 and are logged; nothing
-//! in here panics on input.
+//! while serving it; file reads are small blocking reads on the runtime's two worker threads.
+//! Nothing in here panics on input.
 
 use std::collections::BTreeMap;
+use std::convert::Infallible;
 use std::fs::File;
-use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::io::{self, Read, Seek, SeekFrom};
+use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Empty, StreamBody};
+use hyper::body::Frame;
+use hyper::header::{HeaderName, HeaderValue};
+use hyper::{Request, Response, StatusCode};
 
 use crate::github;
 use crate::tarball::{tarball_file_name, Tarball};
@@ -43,7 +54,7 @@ use crate::tarball::{tarball_file_name, Tarball};
 pub enum ReleaseError {
     #[error("cannot listen on 127.0.0.1: {0}")]
     Bind(io::Error),
-    #[error("cannot start the release server thread: {0}")]
+    #[error("cannot start the release server runtime: {0}")]
     Spawn(io::Error),
 }
 
@@ -82,6 +93,13 @@ pub enum Fault {
     Substitute(Tarball),
     /// GitHub endpoint only: 403 with GitHub's rate-limit body and headers.
     RateLimited,
+    /// Ignore `Range` and answer 200 with the whole body, like a server or proxy without
+    /// range support.
+    IgnoreRange,
+    /// Answer with this redirect status (301, 302, 307, 308) and a `Location` on this server
+    /// under [`REDIRECTED_PREFIX`], where the same file is served (as GitHub redirects release
+    /// downloads to its object store). Requests already under the prefix are not redirected.
+    Redirect(u16),
 }
 
 /// A fault, the requests it applies to, and how many times.
@@ -174,7 +192,7 @@ struct State {
     rules: Vec<Rule>,
     next_rule: u64,
     log: Vec<RequestRecord>,
-    /// Tarball body bytes written, per version, in-flight responses included.
+    /// Tarball body bytes handed over, per version, in-flight responses included.
     served: BTreeMap<String, u64>,
     github_latest: Option<String>,
 }
@@ -182,10 +200,7 @@ struct State {
 struct Shared {
     state: Mutex<State>,
     changed: Condvar,
-    shutdown: AtomicBool,
     next_request: AtomicU64,
-    conns: Mutex<Vec<(u64, TcpStream)>>,
-    threads: Mutex<Vec<JoinHandle<()>>>,
     addr: SocketAddr,
     started: Instant,
 }
@@ -199,12 +214,16 @@ impl Shared {
     fn base_url(&self) -> String {
         format!("http://{}", self.addr)
     }
+    fn log(&self, rec: RequestRecord) {
+        self.lock().log.push(rec);
+        self.changed.notify_all();
+    }
 }
 
 /// The server. Stops on drop.
 pub struct ReleaseServer {
     shared: Arc<Shared>,
-    accept: Option<JoinHandle<()>>,
+    runtime: Option<tokio::runtime::Runtime>,
 }
 
 impl std::fmt::Debug for ReleaseServer {
@@ -218,26 +237,31 @@ impl std::fmt::Debug for ReleaseServer {
 impl ReleaseServer {
     /// Listens on 127.0.0.1 with a random port and starts serving.
     pub fn start() -> Result<Self, ReleaseError> {
-        let listener = TcpListener::bind("127.0.0.1:0").map_err(ReleaseError::Bind)?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("release-server")
+            .enable_io()
+            .enable_time()
+            .build()
+            .map_err(ReleaseError::Spawn)?;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(ReleaseError::Bind)?;
         let addr = listener.local_addr().map_err(ReleaseError::Bind)?;
+        listener.set_nonblocking(true).map_err(ReleaseError::Bind)?;
+        let listener = {
+            let _entered = runtime.enter();
+            tokio::net::TcpListener::from_std(listener).map_err(ReleaseError::Bind)?
+        };
         let shared = Arc::new(Shared {
             state: Mutex::new(State::default()),
             changed: Condvar::new(),
-            shutdown: AtomicBool::new(false),
             next_request: AtomicU64::new(1),
-            conns: Mutex::new(Vec::new()),
-            threads: Mutex::new(Vec::new()),
             addr,
             started: Instant::now(),
         });
-        let s2 = Arc::clone(&shared);
-        let accept = thread::Builder::new()
-            .name("release-accept".into())
-            .spawn(move || accept_loop(listener, s2))
-            .map_err(ReleaseError::Spawn)?;
+        runtime.spawn(accept_loop(listener, Arc::clone(&shared)));
         Ok(ReleaseServer {
             shared,
-            accept: Some(accept),
+            runtime: Some(runtime),
         })
     }
 
@@ -358,7 +382,7 @@ impl ReleaseServer {
             .count()
     }
 
-    /// Tarball body bytes of `version` written so far, in-flight responses included.
+    /// Tarball body bytes of `version` handed over so far, in-flight responses included.
     pub fn bytes_served(&self, version: &str) -> u64 {
         self.shared.lock().served.get(version).copied().unwrap_or(0)
     }
@@ -400,156 +424,164 @@ impl ReleaseServer {
 
 impl Drop for ReleaseServer {
     fn drop(&mut self) {
-        self.shared.shutdown.store(true, Ordering::SeqCst);
-        // Wake the blocking accept().
-        let _ = TcpStream::connect_timeout(&self.shared.addr, Duration::from_secs(1));
-        if let Some(h) = self.accept.take() {
-            let _ = h.join();
-        }
-        for (_, s) in self
-            .shared
-            .conns
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .drain(..)
-        {
-            let _ = s.shutdown(Shutdown::Both);
-        }
-        let threads: Vec<_> = self
-            .shared
-            .threads
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .drain(..)
-            .collect();
-        for h in threads {
-            let _ = h.join();
+        // Drops every task: the listener (the port closes) and every connection (cut).
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_timeout(Duration::from_secs(1));
         }
     }
 }
 
-fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
-    let mut conn_id = 0u64;
-    for stream in listener.incoming() {
-        if shared.shutdown.load(Ordering::SeqCst) {
-            break;
-        }
-        let Ok(stream) = stream else {
-            thread::sleep(Duration::from_millis(10));
+async fn accept_loop(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(10)).await;
             continue;
         };
-        conn_id += 1;
-        let id = conn_id;
-        if let Ok(clone) = stream.try_clone() {
-            shared
-                .conns
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push((id, clone));
-        }
-        let s2 = Arc::clone(&shared);
-        let spawned = thread::Builder::new()
-            .name("release-conn".into())
-            .spawn(move || {
-                handle_connection(stream, &s2);
-                s2.conns
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .retain(|(i, _)| *i != id);
+        let _ = stream.set_nodelay(true);
+        let shared = Arc::clone(&shared);
+        let conn = Arc::new(ConnIo::default());
+        let io = CountingStream {
+            inner: stream,
+            stats: Arc::clone(&conn),
+        };
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| {
+                let (shared, conn) = (Arc::clone(&shared), Arc::clone(&conn));
+                async move { Ok::<_, Infallible>(handle(&shared, &conn, req).await) }
             });
-        let mut threads = shared.threads.lock().unwrap_or_else(|p| p.into_inner());
-        threads.retain(|h| !h.is_finished());
-        if let Ok(h) = spawned {
-            threads.push(h);
+            let _ = hyper::server::conn::http1::Builder::new()
+                .keep_alive(false)
+                .max_buf_size(16 * 1024)
+                .serve_connection(hyper_util::rt::TokioIo::new(io), service)
+                .await;
+        });
+    }
+}
+
+/// Bytes a connection wrote to its socket, split at the end of the response head (one
+/// response per connection, so the first blank line ends the only head).
+#[derive(Default)]
+struct ConnIo {
+    /// Total bytes the socket accepted.
+    written: AtomicU64,
+    /// Length of the response head, once its end was written (`0`: not yet).
+    head: AtomicU64,
+    /// The last bytes written before the head ended (a `\r\n\r\n` may span writes).
+    tail: Mutex<Vec<u8>>,
+}
+
+impl ConnIo {
+    fn body_written(&self) -> u64 {
+        match self.head.load(Ordering::SeqCst) {
+            0 => 0,
+            head => self.written.load(Ordering::SeqCst).saturating_sub(head),
         }
+    }
+
+    fn record(&self, bufs: &[&[u8]], n: usize) {
+        let before = self.written.fetch_add(n as u64, Ordering::SeqCst);
+        if self.head.load(Ordering::SeqCst) != 0 {
+            return;
+        }
+        let mut tail = self.tail.lock().unwrap_or_else(|p| p.into_inner());
+        let start = before - tail.len() as u64;
+        let mut left = n;
+        for b in bufs {
+            let take = left.min(b.len());
+            tail.extend_from_slice(&b[..take]);
+            left -= take;
+        }
+        if let Some(i) = tail.windows(4).position(|w| w == b"\r\n\r\n") {
+            self.head.store(start + i as u64 + 4, Ordering::SeqCst);
+            tail.clear();
+        } else {
+            let keep = tail.len().saturating_sub(3);
+            tail.drain(..keep);
+        }
+    }
+}
+
+/// The TCP stream hyper writes to, counting what the socket accepted into [`ConnIo`].
+struct CountingStream {
+    inner: tokio::net::TcpStream,
+    stats: Arc<ConnIo>,
+}
+
+impl tokio::io::AsyncRead for CountingStream {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for CountingStream {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        let r = std::pin::Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let std::task::Poll::Ready(Ok(n)) = r {
+            self.stats.record(&[buf], n);
+        }
+        r
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> std::task::Poll<io::Result<usize>> {
+        let r = std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if let std::task::Poll::Ready(Ok(n)) = r {
+            let slices: Vec<&[u8]> = bufs.iter().map(|b| &b[..]).collect();
+            self.stats.record(&slices, n);
+        }
+        r
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 
 // ---------------------------------------------------------------------------------------------
 // Requests
 
-struct Request {
+/// What the handler needs of a request.
+struct Req {
     method: String,
     path: String,
-    headers: Vec<(String, String)>,
+    headers: hyper::HeaderMap,
 }
 
-impl Request {
+impl Req {
     fn header(&self, name: &str) -> Option<String> {
         self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.clone())
+            .get(name)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
     }
 }
 
-const MAX_HEAD: usize = 16 * 1024;
-
-/// Reads up to the end of the request head. Ok(None): the peer closed before sending one.
-fn read_head(stream: &mut TcpStream) -> io::Result<Option<Vec<u8>>> {
-    let mut buf = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 1024];
-    loop {
-        let n = stream.read(&mut chunk)?;
-        if n == 0 {
-            return if buf.is_empty() {
-                Ok(None)
-            } else {
-                Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "incomplete request head",
-                ))
-            };
-        }
-        let from = buf.len().saturating_sub(3);
-        buf.extend_from_slice(&chunk[..n]);
-        if let Some(pos) = buf[from..].windows(4).position(|w| w == b"\r\n\r\n") {
-            buf.truncate(from + pos);
-            return Ok(Some(buf));
-        }
-        if buf.len() > MAX_HEAD {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "request head too large",
-            ));
-        }
-    }
-}
-
-fn parse_request(head: &[u8]) -> Option<Request> {
-    let text = std::str::from_utf8(head).ok()?;
-    let mut lines = text.split("\r\n");
-    let mut first = lines.next()?.split(' ');
-    let method = first.next()?.to_string();
-    let target = first.next()?;
-    let version = first.next()?;
-    if first.next().is_some()
-        || !version.starts_with("HTTP/1.")
-        || method.is_empty()
-        || !method.bytes().all(|b| b.is_ascii_uppercase())
-        || !target.starts_with('/')
-    {
-        return None;
-    }
-    let path = target
-        .split(['?', '#'])
-        .next()
-        .unwrap_or(target)
-        .to_string();
-    let mut headers = Vec::new();
-    for line in lines {
-        let (n, v) = line.split_once(':')?;
-        if n.is_empty() || n.contains(' ') {
-            return None;
-        }
-        headers.push((n.to_string(), v.trim().to_string()));
-    }
-    Some(Request {
-        method,
-        path,
-        headers,
-    })
-}
+/// Requests to paths under this prefix are the targets of [`Fault::Redirect`].
+pub const REDIRECTED_PREFIX: &str = "/redirected";
 
 fn classify(path: &str) -> RequestKind {
     if path == github::LATEST_PATH {
@@ -584,16 +616,24 @@ fn rule_matches(target: &Target, kind: &RequestKind, path: &str) -> bool {
     }
 }
 
+/// Whether `fault` can apply to this request at all (a rule whose fault cannot apply does
+/// not use up its count).
+fn applicable(fault: &Fault, kind: &RequestKind, path: &str) -> bool {
+    match fault {
+        // Only the GitHub endpoint is rate limited.
+        Fault::RateLimited => *kind == RequestKind::GithubLatest,
+        // The redirect target itself is served.
+        Fault::Redirect(_) => !path.starts_with(&format!("{REDIRECTED_PREFIX}/")),
+        _ => true,
+    }
+}
+
 /// Faults that apply to this request, consuming once-rules.
 fn take_faults(shared: &Shared, kind: &RequestKind, path: &str) -> Vec<Fault> {
     let mut st = shared.lock();
     let mut out = Vec::new();
     for r in st.rules.iter_mut() {
-        if !rule_matches(&r.rule.target, kind, path) {
-            continue;
-        }
-        // RateLimited only concerns the GitHub endpoint; do not use up its count elsewhere.
-        if r.rule.fault == Fault::RateLimited && *kind != RequestKind::GithubLatest {
+        if !rule_matches(&r.rule.target, kind, path) || !applicable(&r.rule.fault, kind, path) {
             continue;
         }
         out.push(r.rule.fault.clone());
@@ -619,93 +659,49 @@ impl Body {
     }
 }
 
-struct Response {
+/// A response before range handling and faults on the body.
+struct Resp {
     status: u16,
-    headers: Vec<(String, String)>,
+    headers: Vec<(&'static str, String)>,
     body: Body,
     /// Whether Range applies (only to release files).
     rangeable: bool,
 }
 
-impl Response {
+impl Resp {
     fn text(status: u16, text: &str) -> Self {
-        Response {
+        Resp {
             status,
-            headers: vec![("Content-Type".into(), "text/plain; charset=utf-8".into())],
+            headers: vec![("content-type", "text/plain; charset=utf-8".into())],
             body: Body::Bytes(text.as_bytes().to_vec()),
             rangeable: false,
         }
     }
     fn json(status: u16, json: String) -> Self {
-        Response {
+        Resp {
             status,
-            headers: vec![(
-                "Content-Type".into(),
-                "application/json; charset=utf-8".into(),
-            )],
+            headers: vec![("content-type", "application/json; charset=utf-8".into())],
             body: Body::Bytes(json.into_bytes()),
             rangeable: false,
         }
     }
 }
 
-fn reason(status: u16) -> &'static str {
-    match status {
-        200 => "OK",
-        206 => "Partial Content",
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        403 => "Forbidden",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        416 => "Range Not Satisfiable",
-        429 => "Too Many Requests",
-        500 => "Internal Server Error",
-        502 => "Bad Gateway",
-        503 => "Service Unavailable",
-        _ => "Status",
-    }
-}
-
-/// Parses a single `bytes=` range against `size`. Ok(None): ignore the header (serve all);
-/// Err(()): not satisfiable (416).
+/// What `Range` asks of a body of `size` bytes: `Ok(None)` to serve it all (no header, or one
+/// to ignore: malformed or several ranges), `Ok(Some((first, last)))`, or `Err(())` when
+/// unsatisfiable (416).
 #[allow(clippy::result_unit_err)]
-pub fn parse_range(header: &str, size: u64) -> Result<Option<(u64, u64)>, ()> {
-    let Some(spec) = header.trim().strip_prefix("bytes=") else {
+pub fn requested_range(header: Option<&str>, size: u64) -> Result<Option<(u64, u64)>, ()> {
+    let Some(h) = header else { return Ok(None) };
+    let Ok(parsed) = http_range_header::parse_range_header(h.trim()) else {
         return Ok(None);
     };
-    if spec.contains(',') {
-        return Ok(None);
+    match parsed.validate(size) {
+        Ok(ranges) if ranges.len() == 1 => Ok(ranges.first().map(|r| (*r.start(), *r.end()))),
+        Ok(_) => Ok(None),
+        Err(http_range_header::RangeUnsatisfiableError::Unsatisfiable) => Err(()),
+        Err(_) => Ok(None),
     }
-    let Some((a, b)) = spec.trim().split_once('-') else {
-        return Ok(None);
-    };
-    let (a, b) = (a.trim(), b.trim());
-    if a.is_empty() {
-        // Suffix: the last N bytes.
-        let Ok(n) = b.parse::<u64>() else {
-            return Ok(None);
-        };
-        if n == 0 || size == 0 {
-            return Err(());
-        }
-        return Ok(Some((size.saturating_sub(n), size - 1)));
-    }
-    let Ok(start) = a.parse::<u64>() else {
-        return Ok(None);
-    };
-    let end = if b.is_empty() {
-        size.saturating_sub(1)
-    } else {
-        match b.parse::<u64>() {
-            Ok(e) if e >= start => e.min(size.saturating_sub(1)),
-            _ => return Ok(None),
-        }
-    };
-    if start >= size {
-        return Err(());
-    }
-    Ok(Some((start, end)))
 }
 
 fn wrong_sha1(hex: &str) -> String {
@@ -717,16 +713,29 @@ fn wrong_sha1(hex: &str) -> String {
         .collect()
 }
 
-fn route(shared: &Shared, req: &Request, kind: &RequestKind, faults: &[Fault]) -> Response {
+fn route(shared: &Shared, req: &Req, kind: &RequestKind, faults: &[Fault]) -> Resp {
     if let Some(status) = faults.iter().find_map(|f| match f {
         Fault::Status(s) => Some(*s),
         _ => None,
     }) {
-        return Response::text(status, &format!("{} (injected fault)\n", reason(status)));
+        let reason = StatusCode::from_u16(status)
+            .ok()
+            .and_then(|s| s.canonical_reason())
+            .unwrap_or("Status");
+        return Resp::text(status, &format!("{reason} (injected fault)\n"));
     }
     if req.method != "GET" && req.method != "HEAD" {
-        let mut r = Response::text(405, "Method Not Allowed\n");
-        r.headers.push(("Allow".into(), "GET, HEAD".into()));
+        let mut r = Resp::text(405, "Method Not Allowed\n");
+        r.headers.push(("allow", "GET, HEAD".into()));
+        return r;
+    }
+    if let Some(status) = faults.iter().find_map(|f| match f {
+        Fault::Redirect(s) => Some(*s),
+        _ => None,
+    }) {
+        let mut r = Resp::text(status, "Redirecting (injected fault)\n");
+        let to = format!("{}{REDIRECTED_PREFIX}{}", shared.base_url(), req.path);
+        r.headers.push(("location", to));
         return r;
     }
     let substitute = faults.iter().find_map(|f| match f {
@@ -737,19 +746,7 @@ fn route(shared: &Shared, req: &Request, kind: &RequestKind, faults: &[Fault]) -
     match kind {
         RequestKind::GithubLatest => {
             if faults.contains(&Fault::RateLimited) {
-                let reset = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_secs() + 3600)
-                    .unwrap_or(0);
-                let mut r = Response::json(403, github::rate_limited_json());
-                r.headers.extend([
-                    ("x-ratelimit-limit".into(), "60".into()),
-                    ("x-ratelimit-remaining".into(), "0".into()),
-                    ("x-ratelimit-used".into(), "60".into()),
-                    ("x-ratelimit-reset".into(), reset.to_string()),
-                    ("x-ratelimit-resource".into(), "core".into()),
-                ]);
-                return r;
+                return rate_limited();
             }
             let latest = st.github_latest.clone().or_else(|| {
                 st.releases
@@ -758,22 +755,22 @@ fn route(shared: &Shared, req: &Request, kind: &RequestKind, faults: &[Fault]) -
                     .cloned()
             });
             match latest {
-                Some(v) => Response::json(
+                Some(v) => Resp::json(
                     200,
                     github::latest_release_json(&v, st.releases.get(&v), &shared.base_url()),
                 ),
-                None => Response::json(404, github::not_found_json()),
+                None => Resp::json(404, github::not_found_json()),
             }
         }
         RequestKind::Tarball(v) | RequestKind::Sha1(v) => {
             let Some(registered) = st.releases.get(v) else {
-                return Response::text(404, "Not Found\n");
+                return Resp::text(404, "Not Found\n");
             };
             let served = substitute.unwrap_or_else(|| registered.clone());
             if matches!(kind, RequestKind::Tarball(_)) {
-                Response {
+                Resp {
                     status: 200,
-                    headers: vec![("Content-Type".into(), "application/gzip".into())],
+                    headers: vec![("content-type", "application/gzip".into())],
                     body: Body::File {
                         path: served.path.clone(),
                         size: served.size,
@@ -786,275 +783,167 @@ fn route(shared: &Shared, req: &Request, kind: &RequestKind, faults: &[Fault]) -
                 } else {
                     served.sha1_hex.clone()
                 };
-                let mut r = Response::text(200, &format!("{sha}  {}\n", tarball_file_name(v)));
+                let mut r = Resp::text(200, &format!("{sha}  {}\n", tarball_file_name(v)));
                 r.rangeable = true;
                 r
             }
         }
-        RequestKind::Other => Response::text(404, "Not Found\n"),
+        RequestKind::Other => Resp::text(404, "Not Found\n"),
     }
 }
 
-struct Sent {
-    bytes: u64,
-    completed: bool,
+/// GitHub's answer when the unauthenticated rate limit is used up (403 and its headers).
+fn rate_limited() -> Resp {
+    let reset = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() + 3600)
+        .unwrap_or(0);
+    let mut r = Resp::json(403, github::rate_limited_json());
+    r.headers.extend([
+        ("x-ratelimit-limit", "60".into()),
+        ("x-ratelimit-remaining", "0".into()),
+        ("x-ratelimit-used", "60".into()),
+        ("x-ratelimit-reset", reset.to_string()),
+        ("x-ratelimit-resource", "core".into()),
+    ]);
+    r
 }
 
-fn sleep_unless_shutdown(shared: &Shared, d: Duration) -> bool {
-    let end = Instant::now() + d;
-    loop {
-        if shared.shutdown.load(Ordering::SeqCst) {
-            return false;
-        }
-        let now = Instant::now();
-        if now >= end {
-            return true;
-        }
-        thread::sleep((end - now).min(Duration::from_millis(20)));
-    }
-}
+type HttpBody = BoxBody<Bytes, io::Error>;
 
-/// Writes `len` body bytes from `start`, honouring cut/throttle; reports progress.
-#[allow(clippy::too_many_arguments)]
-fn send_body(
-    stream: &mut TcpStream,
-    shared: &Shared,
-    body: &Body,
-    start: u64,
-    len: u64,
-    cut_after: Option<u64>,
-    throttle: Option<u64>,
-    mut progress: impl FnMut(u64),
-) -> Sent {
-    let limit = cut_after.map_or(len, |c| c.min(len));
-    let chunk_size = throttle.map_or(64 * 1024, |r| (r / 20).clamp(1, 64 * 1024)) as usize;
-    let mut sent = 0u64;
-    let began = Instant::now();
-    let mut file = match body {
-        Body::File { path, .. } => match File::open(path) {
-            Ok(mut f) => {
-                if f.seek(SeekFrom::Start(start)).is_err() {
-                    return Sent {
-                        bytes: 0,
-                        completed: false,
-                    };
-                }
-                Some(f)
-            }
-            Err(_) => {
-                return Sent {
-                    bytes: 0,
-                    completed: false,
-                }
-            }
-        },
-        Body::Bytes(_) => None,
-    };
-    let mut buf = vec![0u8; chunk_size];
-    while sent < limit {
-        if shared.shutdown.load(Ordering::SeqCst) {
-            break;
-        }
-        let want = ((limit - sent) as usize).min(chunk_size);
-        let n = match (&mut file, body) {
-            (Some(f), _) => match f.read(&mut buf[..want]) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => n,
-            },
-            (None, Body::Bytes(b)) => {
-                let from = usize::try_from(start + sent).unwrap_or(usize::MAX);
-                let slice = b.get(from..).unwrap_or(&[]);
-                let n = slice.len().min(want);
-                if n == 0 {
-                    break;
-                }
-                buf[..n].copy_from_slice(&slice[..n]);
-                n
-            }
-            (None, Body::File { .. }) => break,
-        };
-        if stream.write_all(&buf[..n]).is_err() {
-            break;
-        }
-        sent += n as u64;
-        progress(n as u64);
-        if let Some(rate) = throttle {
-            let due = Duration::from_secs_f64(sent as f64 / rate.max(1) as f64);
-            let elapsed = began.elapsed();
-            if due > elapsed && !sleep_unless_shutdown(shared, due - elapsed) {
-                break;
-            }
-        }
-    }
-    let _ = stream.flush();
-    Sent {
-        bytes: sent,
-        completed: sent == len,
-    }
-}
-
-fn handle_connection(mut stream: TcpStream, shared: &Shared) {
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
-    let _ = stream.set_write_timeout(Some(Duration::from_secs(60)));
-    let _ = stream.set_nodelay(true);
+/// Serves one request: faults, routing, `Range`, then the body as a [`BodyStream`].
+async fn handle(
+    shared: &Arc<Shared>,
+    conn: &Arc<ConnIo>,
+    req: Request<hyper::body::Incoming>,
+) -> Response<HttpBody> {
     let arrived = Instant::now();
-    let head = match read_head(&mut stream) {
-        Ok(Some(h)) => Some(h),
-        Ok(None) => return,
-        Err(_) => None,
-    };
-    if shared.shutdown.load(Ordering::SeqCst) {
-        return;
-    }
     let id = shared.next_request.fetch_add(1, Ordering::SeqCst);
-    let req = head.as_deref().and_then(parse_request);
-    let Some(req) = req else {
-        let body = b"Bad Request\n";
-        let _ = write!(
-            stream,
-            "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-            body.len()
-        );
-        let _ = stream.write_all(body);
-        log(
-            shared,
-            RequestRecord {
-                id,
-                method: String::new(),
-                path: String::new(),
-                kind: RequestKind::Other,
-                range: None,
-                range_start: 0,
-                status: 400,
-                content_length: body.len() as u64,
-                bytes_sent: body.len() as u64,
-                completed: true,
-                cut: false,
-                reached_end: false,
-                authorization: None,
-                user_agent: None,
-                accept: None,
-                faults: Vec::new(),
-                started: arrived.duration_since(shared.started),
-                duration: arrived.elapsed(),
-            },
-        );
-        let _ = stream.shutdown(Shutdown::Both);
-        return;
+    let req = Req {
+        method: req.method().as_str().to_string(),
+        path: req.uri().path().to_string(),
+        headers: req.headers().clone(),
     };
     let kind = classify(&req.path);
-    let faults = take_faults(shared, &kind, &req.path);
+    let faults = if req.path.starts_with('/') {
+        take_faults(shared, &kind, &req.path)
+    } else {
+        Vec::new()
+    };
     if let Some(d) = faults.iter().find_map(|f| match f {
         Fault::Delay(d) => Some(*d),
         _ => None,
     }) {
-        if !sleep_unless_shutdown(shared, d) {
-            return;
-        }
+        tokio::time::sleep(d).await;
     }
-    let mut resp = route(shared, &req, &kind, &faults);
+    let mut resp = if req.path.starts_with('/') {
+        route(shared, &req, &kind, &faults)
+    } else {
+        Resp::text(400, "Bad Request\n")
+    };
     let size = resp.body.len();
-    let range_header = req.header("range");
-    let mut status = resp.status;
-    let (mut start, mut len) = (0, size);
-    if resp.status == 200 && resp.rangeable {
-        resp.headers.push(("Accept-Ranges".into(), "bytes".into()));
-        if let Some(h) = &range_header {
-            match parse_range(h, size) {
-                Ok(Some((a, b))) => {
-                    status = 206;
-                    start = a;
-                    len = b - a + 1;
-                    resp.headers
-                        .push(("Content-Range".into(), format!("bytes {a}-{b}/{size}")));
-                }
-                Ok(None) => {}
-                Err(()) => {
-                    status = 416;
-                    len = 0;
-                    resp.headers
-                        .push(("Content-Range".into(), format!("bytes */{size}")));
-                }
+    let range = req.header("range");
+    let (mut status, mut start, mut len) = (resp.status, 0, size);
+    if resp.status == 200 && resp.rangeable && !faults.contains(&Fault::IgnoreRange) {
+        resp.headers.push(("accept-ranges", "bytes".into()));
+        match requested_range(range.as_deref(), size) {
+            Ok(Some((a, b))) => {
+                (status, start, len) = (206, a, b - a + 1);
+                resp.headers
+                    .push(("content-range", format!("bytes {a}-{b}/{size}")));
+            }
+            Ok(None) => {}
+            Err(()) => {
+                (status, len) = (416, 0);
+                resp.headers
+                    .push(("content-range", format!("bytes */{size}")));
             }
         }
     }
-    let mut head = format!("HTTP/1.1 {status} {}\r\n", reason(status));
-    for (n, v) in &resp.headers {
-        head.push_str(&format!("{n}: {v}\r\n"));
+    let counted = match (&kind, req.method.as_str()) {
+        (RequestKind::Tarball(v), "GET") if status == 200 || status == 206 => Some(v.clone()),
+        _ => None,
+    };
+    let record = RequestRecord {
+        id,
+        method: req.method.clone(),
+        path: req.path.clone(),
+        kind,
+        range,
+        range_start: start,
+        status,
+        content_length: len,
+        bytes_sent: 0,
+        completed: false,
+        cut: false,
+        reached_end: false,
+        authorization: req.header("authorization"),
+        user_agent: req.header("user-agent"),
+        accept: req.header("accept"),
+        faults: faults.iter().map(fault_name).collect(),
+        started: arrived.duration_since(shared.started),
+        duration: Duration::ZERO,
+    };
+    let mut recorder = Recorder {
+        shared: Arc::clone(shared),
+        record: Some(record),
+        counted,
+        ends_file: start + len == size,
+        arrived,
+    };
+    let body: HttpBody = if req.method == "HEAD" || len == 0 {
+        recorder.finish(0, true);
+        Empty::new().map_err(|never| match never {}).boxed()
+    } else {
+        let stream = BodyStream {
+            source: Source::new(resp.body),
+            pos: start,
+            len,
+            limit: cut_after(&faults).map_or(len, |c| c.min(len)),
+            throttle: throttle(&faults),
+            chunk: throttle(&faults).map_or(64 * 1024, |r| (r / 20).clamp(1, 64 * 1024)),
+            sent: 0,
+            began: Instant::now(),
+            recorder,
+            done: false,
+            conn: Arc::clone(conn),
+        };
+        StreamBody::new(futures_util::stream::unfold(stream, BodyStream::step)).boxed()
+    };
+    let mut response = Response::new(body);
+    *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+    let h = response.headers_mut();
+    for (name, value) in resp.headers {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            h.append(HeaderName::from_static(name), v);
+        }
     }
-    head.push_str(&format!(
-        "Content-Length: {len}\r\nConnection: close\r\nServer: juju-sim-release\r\n\r\n"
-    ));
-    let head_ok = stream.write_all(head.as_bytes()).is_ok();
-    let cut_after = faults
+    h.insert(hyper::header::CONTENT_LENGTH, HeaderValue::from(len));
+    h.insert(
+        hyper::header::SERVER,
+        HeaderValue::from_static("release-fixtures"),
+    );
+    response
+}
+
+fn cut_after(faults: &[Fault]) -> Option<u64> {
+    faults
         .iter()
         .filter_map(|f| match f {
             Fault::CutAfter(n) => Some(*n),
             _ => None,
         })
-        .min();
-    let throttle = faults
+        .min()
+}
+
+fn throttle(faults: &[Fault]) -> Option<u64> {
+    faults
         .iter()
         .filter_map(|f| match f {
             Fault::Throttle(n) => Some(*n),
             _ => None,
         })
-        .min();
-    let counted = match (&kind, req.method.as_str()) {
-        (RequestKind::Tarball(v), "GET") if status == 200 || status == 206 => Some(v.clone()),
-        _ => None,
-    };
-    let sent = if req.method == "HEAD" || !head_ok || len == 0 {
-        Sent {
-            bytes: 0,
-            completed: head_ok,
-        }
-    } else {
-        send_body(
-            &mut stream,
-            shared,
-            &resp.body,
-            start,
-            len,
-            cut_after,
-            throttle,
-            |n| {
-                if let Some(v) = &counted {
-                    let mut st = shared.lock();
-                    *st.served.entry(v.clone()).or_insert(0) += n;
-                    drop(st);
-                    shared.changed.notify_all();
-                }
-            },
-        )
-    };
-    let reached_end =
-        counted.is_some() && sent.completed && start + len == size && req.method == "GET";
-    // Log before closing: a client that saw EOF finds its request in the log.
-    log(
-        shared,
-        RequestRecord {
-            id,
-            method: req.method.clone(),
-            path: req.path.clone(),
-            kind,
-            range: range_header,
-            range_start: start,
-            status,
-            content_length: len,
-            bytes_sent: sent.bytes,
-            completed: sent.completed,
-            cut: !sent.completed,
-            reached_end,
-            authorization: req.header("authorization"),
-            user_agent: req.header("user-agent"),
-            accept: req.header("accept"),
-            faults: faults.iter().map(fault_name).collect(),
-            started: arrived.duration_since(shared.started),
-            duration: arrived.elapsed(),
-        },
-    );
-    let _ = stream.shutdown(Shutdown::Both);
+        .min()
 }
 
 fn fault_name(f: &Fault) -> String {
@@ -1064,9 +953,154 @@ fn fault_name(f: &Fault) -> String {
     }
 }
 
-fn log(shared: &Shared, rec: RequestRecord) {
-    shared.lock().log.push(rec);
-    shared.changed.notify_all();
+/// Logs a request exactly once: when its body completes or is cut, or when dropped (the
+/// client went away, or the server shut down).
+struct Recorder {
+    shared: Arc<Shared>,
+    record: Option<RequestRecord>,
+    /// The tarball version whose bytes this body counts in `bytes_served`.
+    counted: Option<String>,
+    /// Whether the body runs to the file's last byte.
+    ends_file: bool,
+    arrived: Instant,
+}
+
+impl Recorder {
+    fn progress(&self, n: u64) {
+        if let Some(v) = &self.counted {
+            *self.shared.lock().served.entry(v.clone()).or_insert(0) += n;
+            self.shared.changed.notify_all();
+        }
+    }
+
+    fn finish(&mut self, sent: u64, completed: bool) {
+        let Some(mut rec) = self.record.take() else {
+            return;
+        };
+        rec.bytes_sent = sent;
+        rec.completed = completed;
+        rec.cut = !completed;
+        rec.reached_end =
+            completed && self.ends_file && self.counted.is_some() && rec.method == "GET";
+        rec.duration = self.arrived.elapsed();
+        self.shared.log(rec);
+    }
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        let sent = self.record.as_ref().map_or(0, |r| r.bytes_sent);
+        self.finish(sent, false);
+    }
+}
+
+/// Where body bytes come from.
+enum Source {
+    Bytes(Vec<u8>),
+    /// Opened on first read.
+    File {
+        path: PathBuf,
+        file: Option<File>,
+    },
+}
+
+impl Source {
+    fn new(body: Body) -> Self {
+        match body {
+            Body::Bytes(b) => Source::Bytes(b),
+            Body::File { path, .. } => Source::File { path, file: None },
+        }
+    }
+
+    /// Up to `want` bytes at `pos` (empty at the end).
+    fn read(&mut self, pos: u64, want: usize) -> io::Result<Vec<u8>> {
+        match self {
+            Source::Bytes(b) => {
+                let from = usize::try_from(pos).unwrap_or(usize::MAX).min(b.len());
+                Ok(b[from..].iter().take(want).copied().collect())
+            }
+            Source::File { path, file } => {
+                if file.is_none() {
+                    let mut f = File::open(&*path)?;
+                    f.seek(SeekFrom::Start(pos))?;
+                    *file = Some(f);
+                }
+                let mut buf = vec![0u8; want];
+                let n = match file.as_mut() {
+                    Some(f) => f.read(&mut buf)?,
+                    None => 0,
+                };
+                buf.truncate(n);
+                Ok(buf)
+            }
+        }
+    }
+}
+
+/// The fault-injecting body: hands out `len` bytes from `pos` in chunks, paced by a
+/// throttle, ending in an error (which makes hyper drop the connection) at a cut.
+struct BodyStream {
+    source: Source,
+    pos: u64,
+    len: u64,
+    /// Bytes to hand out before cutting (`len`: no cut).
+    limit: u64,
+    /// Bytes per second.
+    throttle: Option<u64>,
+    chunk: u64,
+    sent: u64,
+    began: Instant,
+    recorder: Recorder,
+    done: bool,
+    /// What the connection really wrote, to cut only after the bytes before the cut left.
+    conn: Arc<ConnIo>,
+}
+
+type Step = Option<(Result<Frame<Bytes>, io::Error>, BodyStream)>;
+
+impl BodyStream {
+    async fn step(mut self) -> Step {
+        if self.done || self.sent >= self.len {
+            return None;
+        }
+        if self.sent >= self.limit {
+            // hyper drops buffered bytes when a body fails: let the ones before the cut
+            // reach the socket first (bounded, in case the client stopped reading).
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while self.conn.body_written() < self.sent && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            return self.fail("cut (injected fault)");
+        }
+        let want = (self.limit - self.sent).min(self.chunk);
+        let data = match self.source.read(self.pos + self.sent, want as usize) {
+            Ok(d) if !d.is_empty() => d,
+            Ok(_) => return self.fail("the file ended early"),
+            Err(e) => return self.fail(&format!("reading the body: {e}")),
+        };
+        if let Some(rate) = self.throttle {
+            // Each chunk leaves when the rate allows its last byte, so the body ends late too.
+            let done = self.sent + data.len() as u64;
+            let due = Duration::from_secs_f64(done as f64 / rate.max(1) as f64);
+            tokio::time::sleep_until((self.began + due).into()).await;
+        }
+        self.sent += data.len() as u64;
+        self.recorder.progress(data.len() as u64);
+        if let Some(r) = self.recorder.record.as_mut() {
+            r.bytes_sent = self.sent;
+        }
+        if self.sent == self.len {
+            // Logged before the last bytes can reach the client.
+            self.recorder.finish(self.sent, true);
+        }
+        Some((Ok(Frame::data(Bytes::from(data))), self))
+    }
+
+    fn fail(mut self, why: &str) -> Step {
+        self.recorder.finish(self.sent, false);
+        self.done = true;
+        Some((Err(io::Error::other(why.to_string())), self))
+    }
 }
 
 #[cfg(test)]
@@ -1075,17 +1109,19 @@ mod tests {
 
     #[test]
     fn ranges() {
-        assert_eq!(parse_range("bytes=0-", 10), Ok(Some((0, 9))));
-        assert_eq!(parse_range("bytes=4-", 10), Ok(Some((4, 9))));
-        assert_eq!(parse_range("bytes=4-6", 10), Ok(Some((4, 6))));
-        assert_eq!(parse_range("bytes=4-60", 10), Ok(Some((4, 9))));
-        assert_eq!(parse_range("bytes=-3", 10), Ok(Some((7, 9))));
-        assert_eq!(parse_range("bytes=10-", 10), Err(()));
-        assert_eq!(parse_range("bytes=6-4", 10), Ok(None));
-        assert_eq!(parse_range("bytes=0-1,3-4", 10), Ok(None));
-        assert_eq!(parse_range("items=0-1", 10), Ok(None));
-        assert_eq!(parse_range("bytes=x-", 10), Ok(None));
-        assert_eq!(parse_range("bytes=-0", 10), Err(()));
+        let r = |h: &str, size| requested_range(Some(h), size);
+        assert_eq!(requested_range(None, 10), Ok(None));
+        assert_eq!(r("bytes=0-", 10), Ok(Some((0, 9))));
+        assert_eq!(r("bytes=4-", 10), Ok(Some((4, 9))));
+        assert_eq!(r("bytes=4-6", 10), Ok(Some((4, 6))));
+        assert_eq!(r("bytes=4-60", 10), Ok(Some((4, 9))));
+        assert_eq!(r("bytes=-3", 10), Ok(Some((7, 9))));
+        assert_eq!(r("bytes=10-", 10), Err(()));
+        assert_eq!(r("bytes=6-4", 10), Ok(None));
+        assert_eq!(r("bytes=0-1,3-4", 10), Ok(None));
+        assert_eq!(r("items=0-1", 10), Ok(None));
+        assert_eq!(r("bytes=x-", 10), Ok(None));
+        assert_eq!(r("bytes=-0", 10), Err(()));
     }
 
     #[test]
@@ -1107,24 +1143,7 @@ mod tests {
     }
 
     #[test]
-    fn malformed_requests_do_not_parse() {
-        for head in [
-            &b"GET /x"[..],
-            b"get /x HTTP/1.1",
-            b"GET x HTTP/1.1",
-            b"GET /x HTTP/1.1\r\nbad header",
-            b"\xff\xfe",
-            b"",
-        ] {
-            assert!(parse_request(head).is_none(), "{head:?}");
-        }
-        let r = parse_request(b"GET /a?b=c HTTP/1.1\r\nRange: bytes=1-\r\nHost: x").unwrap();
-        assert_eq!(r.path, "/a");
-        assert_eq!(r.header("range").as_deref(), Some("bytes=1-"));
-    }
-
-    #[test]
-    fn random_requests_never_panic() {
+    fn random_headers_never_panic() {
         let alphabet = b"GET HTTP/1.1\r\n:/?#=-,bytes0123456789\xff\x00 ";
         let mut state = 42u64;
         let mut next = || {
@@ -1137,9 +1156,8 @@ mod tests {
             let bytes: Vec<u8> = (0..len)
                 .map(|_| alphabet[(next() % alphabet.len() as u64) as usize])
                 .collect();
-            let _ = parse_request(&bytes);
             let text = String::from_utf8_lossy(&bytes);
-            let _ = parse_range(&text, next() % 100);
+            let _ = requested_range(Some(&text), next() % 100);
             let _ = classify(&text);
         }
     }
