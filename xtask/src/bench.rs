@@ -13,13 +13,15 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::ExitStatusExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::{root, run_cmd};
 
 const VERSION: &str = "7.14.3";
+/// Path of the built `dispatch`, handed from the outer run to the `--inside` one.
+const DISPATCH_ENV: &str = "XTASK_BENCH_DISPATCH";
 const TOOLS: &[&str] = &[
     "config-get",
     "is-leader",
@@ -209,25 +211,24 @@ pub fn run(args: &[String]) -> Result<(), String> {
     };
     let root = root();
     if !inside {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        run_cmd(Command::new(cargo).current_dir(&root).args([
-            "build",
-            "--release",
-            "--locked",
-            "--package",
-            "concourse-ci",
-            "--bin",
+        let dispatch = crate::pack::cargo_build_bin(
+            &root,
+            &["--release", "--locked", "--package", "concourse-ci"],
             "dispatch",
-        ]))?;
+        )?;
         let me = std::env::current_exe().map_err(|e| e.to_string())?;
         return run_cmd(
             Command::new("unshare")
                 .args(["--mount", "--propagation", "private", "--"])
                 .arg(me)
-                .args(["bench-hook", "--inside", "--runs", &runs.to_string()]),
+                .args(["bench-hook", "--inside", "--runs", &runs.to_string()])
+                .env(DISPATCH_ENV, &dispatch),
         );
     }
-    let dispatch = root.join("target/release/dispatch");
+    let dispatch = PathBuf::from(
+        std::env::var_os(DISPATCH_ENV)
+            .ok_or("bench-hook --inside: the dispatch path is missing")?,
+    );
     let tmp = tempfile::Builder::new()
         .prefix("bench-hook")
         .tempdir_in("/var/tmp")

@@ -9,7 +9,7 @@ use std::process::Command;
 use zip::write::SimpleFileOptions;
 use zip::{CompressionMethod, DateTime, ZipWriter};
 
-use crate::{ensure_debs, have, root, run_cmd};
+use crate::{ensure_debs, have, root};
 
 pub const MUSL: &str = "x86_64-unknown-linux-musl";
 pub const GNU: &str = "x86_64-unknown-linux-gnu";
@@ -116,34 +116,70 @@ fn choose_target() -> String {
 
 /// Builds the release `dispatch`; returns its path.
 pub fn build_dispatch(root: &Path) -> Result<PathBuf, String> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut target = choose_target();
     let build = |t: &str| {
-        run_cmd(Command::new(&cargo).current_dir(root).args([
-            "build",
-            "--release",
-            "--locked",
-            "--package",
-            "concourse-ci",
-            "--bin",
+        cargo_build_bin(
+            root,
+            &[
+                "--release",
+                "--locked",
+                "--package",
+                "concourse-ci",
+                "--target",
+                t,
+            ],
             "dispatch",
-            "--target",
-            t,
-        ]))
+        )
     };
-    if let Err(e) = build(&target) {
-        if target == GNU {
-            return Err(e);
+    match build(&target) {
+        Ok(path) => Ok(path),
+        Err(e) if target == GNU => Err(e),
+        Err(e) => {
+            eprintln!("xtask: musl build failed ({e}); falling back to {GNU}");
+            target = GNU.into();
+            build(&target)
         }
-        eprintln!("xtask: musl build failed ({e}); falling back to {GNU}");
-        target = GNU.into();
-        build(&target)?;
     }
-    Ok(root
-        .join("target")
-        .join(&target)
-        .join("release")
-        .join("dispatch"))
+}
+
+/// Runs `cargo build <args> --bin <bin>` in `dir` and returns the path of the executable
+/// cargo reports having built. The path comes from cargo's own JSON messages, so it is right
+/// wherever the target directory is (`CARGO_TARGET_DIR`, `build.target-dir`, `--target`).
+pub fn cargo_build_bin(dir: &Path, args: &[&str], bin: &str) -> Result<PathBuf, String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(dir).arg("build").args(args);
+    run_build(cmd, bin)
+}
+
+/// Runs a prepared `cargo build` command for `bin`; see [`cargo_build_bin`].
+fn run_build(mut cmd: Command, bin: &str) -> Result<PathBuf, String> {
+    cmd.args(["--bin", bin, "--message-format=json-render-diagnostics"])
+        .stderr(std::process::Stdio::inherit());
+    let out = cmd
+        .output()
+        .map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("{cmd:?} failed with {}", out.status));
+    }
+    built_executable(&String::from_utf8_lossy(&out.stdout), bin)
+        .ok_or_else(|| format!("{cmd:?} reported no executable named {bin}"))
+}
+
+/// The `executable` of the last `compiler-artifact` message for binary `bin` in cargo's
+/// `--message-format=json` output (one JSON object per line; other lines are ignored).
+pub fn built_executable(messages: &str, bin: &str) -> Option<PathBuf> {
+    messages
+        .lines()
+        .rev()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == bin)
+        .filter(|m| {
+            m["target"]["kind"]
+                .as_array()
+                .is_some_and(|k| k.iter().any(|k| k == "bin"))
+        })
+        .find_map(|m| m["executable"].as_str().map(PathBuf::from))
 }
 
 /// Writes the charm zip from the project files and a built binary.
@@ -219,4 +255,46 @@ pub fn run(args: &[String]) -> Result<(), String> {
         out.display()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn built_executable_reads_cargo_messages() {
+        let msgs = r#"{"reason":"compiler-artifact","target":{"name":"serde","kind":["lib"]},"executable":null}
+not json
+{"reason":"compiler-artifact","target":{"name":"dispatch","kind":["bin"]},"executable":"/x/t/release/dispatch"}
+{"reason":"build-finished","success":true}"#;
+        assert_eq!(
+            built_executable(msgs, "dispatch"),
+            Some(PathBuf::from("/x/t/release/dispatch"))
+        );
+        assert_eq!(built_executable(msgs, "other"), None);
+    }
+
+    /// Regression (`cargo xtask pack` ignored `CARGO_TARGET_DIR`): a real cargo build of a
+    /// tiny crate with the target directory outside the project finds the binary there.
+    #[test]
+    fn cargo_build_bin_honours_cargo_target_dir() {
+        let project = tempfile::tempdir().unwrap();
+        let target = tempfile::tempdir().unwrap();
+        fs::create_dir_all(project.path().join("src")).unwrap();
+        fs::write(
+            project.path().join("Cargo.toml"),
+            "[package]\nname = \"tiny\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[workspace]\n",
+        )
+        .unwrap();
+        fs::write(project.path().join("src/main.rs"), "fn main() {}\n").unwrap();
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.current_dir(project.path())
+            .env("CARGO_TARGET_DIR", target.path())
+            .args(["build", "--offline", "--quiet"]);
+        let built = run_build(cmd, "tiny").unwrap();
+        assert!(built.starts_with(target.path()), "{built:?}");
+        assert!(built.is_file());
+        assert!(!project.path().join("target").exists());
+    }
 }
