@@ -49,15 +49,6 @@ pub enum SecretOp {
         id: String,
         grant: crate::model::Grant,
     },
-    Revoke {
-        id: String,
-        relation: u32,
-        unit: Option<String>,
-    },
-    Remove {
-        id: String,
-        revision: Option<u32>,
-    },
 }
 
 /// The running action's parameters and results.
@@ -117,7 +108,6 @@ pub struct HookContext {
     /// `is-leader` returned false once: it stays false.
     pub minion: bool,
     pub status_cache: Option<StatusRecord>,
-    pub leader_settings_cache: Option<Data>,
     pub action: Option<ActionRun>,
     pub tool_calls: Vec<ToolCall>,
     pub started: Instant,
@@ -397,7 +387,6 @@ pub fn prepare(w: &mut World, unit: &str, op: &Op, uenv: &UnitEnv) -> HookContex
         new_secrets: BTreeSet::new(),
         minion: false,
         status_cache: None,
-        leader_settings_cache: None,
         action,
         tool_calls: Vec::new(),
         started: Instant::now(),

@@ -288,7 +288,6 @@ pub struct App {
     pub config_version: u64,
     pub leader: Option<String>,
     pub leadership_version: u64,
-    pub leader_settings: Data,
     pub status: Option<StatusRecord>,
     pub status_history: Vec<StatusRecord>,
     pub version: String,
@@ -864,20 +863,6 @@ fn apply_secret_op(w: &mut World, unit: &str, op: &SecretOp) {
                 s.grants.insert(grant.clone());
             }
         }
-        SecretOp::Revoke { id, relation, unit } => {
-            if let Some(s) = w.secrets.get_mut(id) {
-                s.grants
-                    .retain(|g| !(g.relation == *relation && (unit.is_none() || g.unit == *unit)));
-            }
-        }
-        SecretOp::Remove { id, revision } => match revision {
-            None => {
-                w.secrets.remove(id);
-            }
-            Some(_) => {
-                // Old revisions are not modelled individually; removing one is a no-op.
-            }
-        },
     }
     let _ = unit;
 }
@@ -924,7 +909,6 @@ pub(crate) fn test_world() -> World {
             config_version: 1,
             leader: Some("a/0".into()),
             leadership_version: 1,
-            leader_settings: BTreeMap::new(),
             status: None,
             status_history: vec![],
             version: String::new(),

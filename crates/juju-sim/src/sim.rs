@@ -275,7 +275,6 @@ impl Model {
                     config_version: 1,
                     leader: None,
                     leadership_version: 0,
-                    leader_settings: Data::new(),
                     status: None,
                     status_history: Vec::new(),
                     version: String::new(),
@@ -382,7 +381,6 @@ impl Model {
                 config_version: 1,
                 leader: Some(unit.clone()),
                 leadership_version: 1,
-                leader_settings: Data::new(),
                 status: None,
                 status_history: Vec::new(),
                 version: "16.6".into(),
@@ -1217,16 +1215,6 @@ impl Model {
             .apps
             .get(app)
             .map(|a| a.version.clone())
-            .unwrap_or_default()
-    }
-
-    /// Leader settings (`leader-set`).
-    pub fn leader_settings(&self, app: &str) -> Data {
-        self.shared
-            .lock()
-            .apps
-            .get(app)
-            .map(|a| a.leader_settings.clone())
             .unwrap_or_default()
     }
 

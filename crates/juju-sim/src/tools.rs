@@ -2,7 +2,7 @@
 //!
 //! Owns: argument parsing per tool (via `flags.rs`), the permission and leadership checks, the
 //! read paths (own local copy, cross-hook remote cache, per-hook cache), buffering of
-//! transactional writes, immediate effects (status, logs, application version, leader-set),
+//! transactional writes, immediate effects (status, logs, application version),
 //! and output formatting with Juju's exit codes: 0 success, 1 refusal while running (`ERROR
 //! ...`), 2 usage error (`ERROR ...`).
 //!
@@ -295,48 +295,22 @@ impl Tool<'_> {
             "juju-log" => self.juju_log(args),
             "storage-list" => self.storage_list(args),
             "storage-get" => self.storage_get(args),
-            "storage-add" => {
-                self.parse(&[], args)?;
-                Err(Refused("storage-add is not supported by juju-sim".into()))
-            }
             "application-version-set" => self.app_version_set(args),
             "open-port" => self.port(args, true),
             "close-port" => self.port(args, false),
             "opened-ports" => self.opened_ports(args),
             "network-get" => self.network_get(args),
-            "unit-get" => self.unit_get(args),
-            "leader-get" => self.leader_get(args),
-            "leader-set" => self.leader_set(args),
             "secret-add" => self.secret_add(args),
             "secret-get" => self.secret_get(args),
             "secret-info-get" => self.secret_info_get(args),
             "secret-set" => self.secret_set(args),
-            "secret-grant" => self.secret_grant(args, true),
-            "secret-revoke" => self.secret_grant(args, false),
-            "secret-remove" => self.secret_remove(args),
+            "secret-grant" => self.secret_grant(args),
             "secret-ids" => self.secret_ids(args),
             "state-get" => self.state_get(args),
             "state-set" => self.state_set(args),
             "state-delete" => self.state_delete(args),
             "resource-get" => self.resource_get(args),
             "goal-state" => self.goal_state(args),
-            "relation-model-get" => {
-                let p = self.parse(&spec(&[REL], true), args)?;
-                max_positionals(&p, 0)?;
-                self.relation(&p)?;
-                let uuid = self.w.uuid.clone();
-                self.emit(&p, json!({ "uuid": uuid }))
-            }
-            "credential-get" => {
-                self.parse(&spec(&[], true), args)?;
-                Err(Refused(
-                    "cannot access cloud credentials: not trusted".into(),
-                ))
-            }
-            "juju-reboot" => {
-                self.parse(&[boolean(&["now"])], args)?;
-                Err(Refused("juju-reboot is not supported by juju-sim".into()))
-            }
             other => Err(Refused(format!("unknown command {other:?}"))),
         }
     }
@@ -981,58 +955,6 @@ impl Tool<'_> {
         }
     }
 
-    fn unit_get(&mut self, args: &[String]) -> Out {
-        let p = self.parse(&spec(&[], true), args)?;
-        let Some(k) = p.positionals.first().cloned() else {
-            return Err(Usage("no setting specified".into()));
-        };
-        max_positionals(&p, 1)?;
-        match k.as_str() {
-            "private-address" | "public-address" => {
-                let a = self.address();
-                self.emit(&p, json!(a))
-            }
-            _ => Err(Usage(format!("unknown setting {k:?}"))),
-        }
-    }
-
-    fn leader_get(&mut self, args: &[String]) -> Out {
-        let p = self.parse(&spec(&[], true), args)?;
-        max_positionals(&p, 1)?;
-        if self.ctx.leader_settings_cache.is_none() {
-            self.ctx.leader_settings_cache = Some(
-                self.w
-                    .apps
-                    .get(&self.ctx.app)
-                    .map(|a| a.leader_settings.clone())
-                    .unwrap_or_default(),
-            );
-        }
-        let data = self.ctx.leader_settings_cache.clone().unwrap_or_default();
-        match p.positionals.first().filter(|k| k.as_str() != "-") {
-            Some(k) => self.emit(&p, data.get(k).map(|v| json!(v)).unwrap_or(Value::Null)),
-            None => self.emit(&p, data_value(&data)),
-        }
-    }
-
-    fn leader_set(&mut self, args: &[String]) -> Out {
-        let p = self.parse(&[value(&["file"])], args)?;
-        let pairs = self.settings(&p)?;
-        if !self.is_leader() {
-            return Err(Refused(
-                "cannot write leadership settings: cannot write settings: not the leader".into(),
-            ));
-        }
-        if let Some(a) = self.w.apps.get_mut(&self.ctx.app) {
-            let before = a.leader_settings.clone();
-            merge(&mut a.leader_settings, pairs);
-            if a.leader_settings != before {
-                a.leadership_version += 1;
-            }
-        }
-        Ok(vec![])
-    }
-
     // ----- secrets -----
 
     fn parse_secret_values(&self, items: &[String]) -> Result<Data, ToolError> {
@@ -1320,12 +1242,8 @@ impl Tool<'_> {
         Ok(vec![])
     }
 
-    fn secret_grant(&mut self, args: &[String], grant: bool) -> Out {
-        let mut fl = vec![REL, value(&["unit"])];
-        if !grant {
-            fl.push(value(&["app", "application"]));
-        }
-        let p = self.parse(&fl, args)?;
+    fn secret_grant(&mut self, args: &[String]) -> Out {
+        let p = self.parse(&[REL, value(&["unit"])], args)?;
         let Some(uri) = p.positionals.first().cloned() else {
             return Err(Usage("missing secret URI".into()));
         };
@@ -1337,40 +1255,13 @@ impl Tool<'_> {
         let id = self.find_secret(Some(&uri), None)?;
         self.check_owner(&id)?;
         let unit = p.value("unit").map(str::to_string);
-        if grant {
-            self.ctx.secret_ops.push(SecretOp::Grant {
-                id,
-                grant: Grant {
-                    relation: rel,
-                    unit,
-                },
-            });
-        } else {
-            self.ctx.secret_ops.push(SecretOp::Revoke {
-                id,
+        self.ctx.secret_ops.push(SecretOp::Grant {
+            id,
+            grant: Grant {
                 relation: rel,
                 unit,
-            });
-        }
-        Ok(vec![])
-    }
-
-    fn secret_remove(&mut self, args: &[String]) -> Out {
-        let p = self.parse(&[value(&["revision"])], args)?;
-        let Some(uri) = p.positionals.first().cloned() else {
-            return Err(Usage("missing secret URI".into()));
-        };
-        max_positionals(&p, 1)?;
-        let revision = match p.value("revision") {
-            Some(r) => Some(
-                r.parse::<u32>()
-                    .map_err(|_| Usage(format!("invalid revision {r:?}")))?,
-            ),
-            None => None,
-        };
-        let id = self.find_secret(Some(&uri), None)?;
-        self.check_owner(&id)?;
-        self.ctx.secret_ops.push(SecretOp::Remove { id, revision });
+            },
+        });
         Ok(vec![])
     }
 
