@@ -1,4 +1,11 @@
-//! A fake `systemctl` that really runs services, for a simulated unit.
+//! A fake `systemctl` that really runs services, for a simulated unit (test support; never
+//! shipped).
+//!
+//! Imitates systemd (systemd/systemd): the verbs, output and exit codes of
+//! `src/systemctl/systemctl-start-unit.c`, `systemctl-show.c`, `systemctl-is-active.c`,
+//! `systemctl-enable.c`, `systemctl-daemon-reload.c` and `systemctl-kill.c`; the service
+//! manager's start, stop, kill and restart rules of `src/core/service.c` and
+//! `src/core/unit.c`.
 //!
 //! Owns: the command line of `systemctl` (the verbs a charm uses, with systemctl's output
 //! and exit codes), the unit-file model ([`unit`]), the manager state and journal

@@ -1,7 +1,8 @@
 //! Processes: `/proc` inspection, user lookup in the unit's own `/etc/passwd`, spawning a
 //! command with a unit's credentials, and the supervisor that stands in for PID 1 (it is
 //! the parent of a service's main process, records its exit status and applies
-//! `Restart=`).
+//! `Restart=`), as systemd's `src/core/service.c` (main PID, exit status, restart) and
+//! `src/core/execute.c` (credentials, environment, session) do.
 
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::CString;

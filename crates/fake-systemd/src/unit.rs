@@ -1,5 +1,7 @@
 //! Parsing of unit files, environment files, command lines and time spans, the way systemd
-//! does it (the subset a charm uses). Pure functions; nothing here touches the system or
+//! does it (the subset a charm uses): `src/core/load-fragment.c` (settings),
+//! `src/basic/env-file.c` (`EnvironmentFile=`), `src/basic/extract-word.c` (command lines)
+//! and `src/basic/time-util.c` (time spans) of systemd/systemd. Pure functions; nothing here touches the system or
 //! panics on malformed input: bad lines become warnings and keep defaults.
 
 use std::collections::BTreeMap;

@@ -1,4 +1,5 @@
-//! The hook context: everything one hook or action sees and buffers (reference §3).
+//! The hook context: everything one hook or action sees and buffers (Juju:
+//! `worker/uniter/runner/context/context.go` and `cache.go`).
 //!
 //! Owns: [`HookContext`] (snapshots, caches, buffered writes, tool-call log), its creation
 //! ([`prepare`]) and the update of the unit's local state when it commits

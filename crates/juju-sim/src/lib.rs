@@ -3,8 +3,15 @@
 //! Runs the real charm `dispatch` binary as several units of a simulated Juju 3.6 model, with
 //! the unit agent's real semantics: hook priorities, level-triggered relation hooks,
 //! transactions committed only on exit 0, frozen remote snapshots, leadership, actions,
-//! secrets, storage and one mount namespace ("machine") per unit. See
-//! `/work/shared/reference/juju-semantics.md` for the behaviour reproduced.
+//! secrets, storage and one mount namespace ("machine") per unit. The behaviour reproduced
+//! is summarised in `docs/architecture.md#juju-hook-semantics`; it is derived from Juju's
+//! unit agent (juju/juju, 3.6 branch): `worker/uniter/resolver.go` and
+//! `worker/uniter/relation/resolver.go` (which hook next), `worker/uniter/runner/context/`
+//! (what a hook sees and commits), `worker/uniter/runner/jujuc/` (the hook tools).
+//!
+//! Owns nothing outside the model's run directory (a temp dir, see [`machine`]); the fake
+//! systemd and the release fixtures are the sibling crates `fake-systemd` and
+//! `release-fixtures`, registered as extra multicall tools by the test binary.
 //!
 //! A test target using it is `harness = false` and starts with:
 //!

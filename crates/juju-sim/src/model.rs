@@ -211,7 +211,8 @@ pub struct RelLocal {
     pub changed_pending: Option<String>,
 }
 
-/// The agent's persisted local state (reference §6).
+/// The agent's persisted local state (Juju: `worker/uniter/operation/state.go` and the
+/// relation state of `worker/uniter/relation/statetracker.go`).
 #[derive(Debug, Clone, Default)]
 pub struct LocalState {
     pub installed: bool,

@@ -1,5 +1,6 @@
 //! Which operation a unit agent runs next: a pure function of the model and the unit's local
-//! state (Juju's `NextOp`, reference §1.5 and §3.5).
+//! state (Juju's `NextOp`: `worker/uniter/resolver.go`, `worker/uniter/relation/resolver.go`,
+//! `worker/uniter/leadership/resolver.go`, `worker/uniter/storage/resolver.go`).
 //!
 //! Owns: [`HookKind`], [`HookOp`], [`Op`] and [`next`].
 //!

@@ -1055,7 +1055,7 @@ impl Model {
             .collect()
     }
 
-    /// What is wrong with the order of a deployed unit's hooks (reference §1.5); empty when
+    /// What is wrong with the order of a deployed unit's hooks (`docs/architecture.md#juju-hook-semantics`); empty when
     /// all is well. Checks the committed hooks: `<storage>-storage-attached` for each storage
     /// instance, `install`, at least one `*-relation-created` (the peer relation),
     /// `leader-elected` or `leader-settings-changed`, `config-changed`, `start`; then that every

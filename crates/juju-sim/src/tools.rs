@@ -1,4 +1,5 @@
-//! Hook tools, served against a live [`HookContext`] (reference §2).
+//! Hook tools, served against a live [`HookContext`], as Juju's `jujuc` commands behave
+//! (juju/juju `worker/uniter/runner/jujuc/<tool>.go`).
 //!
 //! Owns: argument parsing per tool (via `flags.rs`), the permission and leadership checks, the
 //! read paths (own local copy, cross-hook remote cache, per-hook cache), buffering of

@@ -1071,7 +1071,7 @@ fn tool_outputs() -> R {
     Ok(())
 }
 
-/// The hook environment is built like Juju's (reference §1.3): no HOME/USER, the JUJU_*
+/// The hook environment is built like Juju's (Juju: `worker/uniter/runner/context/env.go`): no HOME/USER, the JUJU_*
 /// variables per hook kind, tools dir first on PATH, cwd = charm dir.
 fn environment_like_juju() -> R {
     let charm = TestCharm::new(

@@ -4,6 +4,10 @@
 //! Owns: the bash script `fake_concourse.sh` (embedded with `include_str!`), its rendering
 //! for a version/variant, and [`read_log`], which turns its JSON-lines log into [`Record`]s.
 //!
+//! Imitates the `concourse` binary of concourse/concourse: the subcommands of
+//! `cmd/concourse/main.go` (`web.go`, `worker.go`, `land_worker.go`, `retire_worker.go`,
+//! `generate_key.go`, `migrate.go`), with their signals and exit codes.
+//!
 //! Behaviour of the script (see the script header for control files):
 //! - `--version`/`-v` prints the version (or [`WRONG_VERSION`] for the wrong-version variant);
 //! - `generate-key -t rsa|ssh -f PATH [-b BITS]` writes a PEM private key (ssh-keygen, else

@@ -5,8 +5,8 @@
 //! The server itself (routing, faults, the request log with the `Authorization` header each
 //! request carried) lives in `release.rs`.
 //!
-//! Invariants: answers have the fields the charm reads (reference `concourse-runtime.md`
-//! B.4): `tag_name` = `v<version>`, `assets[]` with `name`, `size`, `browser_download_url`
+//! Invariants: answers have the fields the charm reads (GitHub REST API, "Get the latest
+//! release": docs.github.com/rest/releases/releases#get-the-latest-release): `tag_name` = `v<version>`, `assets[]` with `name`, `size`, `browser_download_url`
 //! pointing at the local server; `draft`/`prerelease` are false. Hazards: none of GitHub's
 //! pagination, ETags or conditional requests are modelled.
 
