@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use juju_sim::{CharmSource, DeployOptions, Model, ModelOptions, Volume};
+use juju_sim::{CharmSource, DeployOptions, Model, ModelOptions, PostgresOptions, Volume};
 use libtest_mimic::{Failed, Trial};
 use release_fixtures::server::ReleaseServer;
 use release_fixtures::tarball::{ReleaseSpec, TarballCache, Variant};
@@ -108,6 +108,147 @@ pub fn deploy(
         },
     )
     .map_err(|e| fail(format!("deploy: {e}")))
+}
+
+// ----- fixtures: a deployment in one call -----
+
+/// The charm's application name in the fixtures.
+pub const APP_NAME: &str = "concourse-ci";
+
+/// A running deployment: the model, its release server and the charm's units. Dropping it
+/// tears the model down first, then the server.
+pub struct Deployment {
+    pub model: Model,
+    pub server: ReleaseServer,
+    pub units: Vec<String>,
+}
+
+/// What [`deploy_with`] sets up; see [`DeploySpec::default`].
+pub struct DeploySpec<'a> {
+    pub units: usize,
+    /// Charm config besides `release-url` and `release-api-url` (which point at the server).
+    pub config: &'a [(&'a str, &'a str)],
+    /// Releases the server serves.
+    pub releases: &'a [(&'a str, Variant)],
+    /// The version the GitHub endpoint calls latest (`None`: the highest served).
+    pub latest: Option<&'a str>,
+    pub volume: Volume,
+    pub options: ModelOptions,
+    /// The fake PostgreSQL provider to deploy and relate (`None`: no database).
+    pub postgres: Option<PostgresOptions>,
+    /// Returns once every unit is `active` with this version in its message.
+    pub active_on: &'a str,
+}
+
+impl Default for DeploySpec<'_> {
+    /// 3 units in `auto` mode (one web, the others workers) on a shared volume, V1 and V2
+    /// served with V1 the latest, PostgreSQL related, no version pinned; active on V1.
+    fn default() -> Self {
+        DeploySpec {
+            units: 3,
+            config: &[],
+            releases: &[(V1, Variant::Normal), (V2, Variant::Normal)],
+            latest: Some(V1),
+            volume: Volume::Shared,
+            options: ModelOptions {
+                update_status_interval: Some(Duration::from_secs(3)),
+                ..ModelOptions::default()
+            },
+            postgres: Some(PostgresOptions::default()),
+            active_on: V1,
+        }
+    }
+}
+
+/// Deploys what `spec` says and waits until every unit is active on `spec.active_on`.
+pub fn deploy_with(spec: DeploySpec<'_>) -> Result<Deployment, Failed> {
+    let server = release_server(spec.releases)?;
+    server.set_github_latest(spec.latest);
+    let model = model_with(spec.options)?;
+    let units = deploy(
+        &model,
+        APP_NAME,
+        spec.units,
+        config(&server, spec.config),
+        spec.volume,
+    )?;
+    if let Some(pg) = spec.postgres {
+        with_postgresql(&model, APP_NAME, pg)?;
+    }
+    let version = spec.active_on;
+    run_until(&model, &format!("every unit active on {version}"), |m| {
+        units.iter().all(|u| {
+            let s = m.unit_status(u);
+            s.status == "active" && s.message.contains(version)
+        })
+    })?;
+    Ok(Deployment {
+        model,
+        server,
+        units,
+    })
+}
+
+/// `n` units in `auto` mode with PostgreSQL related, no version pinned (V1 is the latest
+/// of V1 and V2), every unit active on V1.
+pub fn deploy_auto_with_pg(n: usize) -> Result<Deployment, Failed> {
+    deploy_with(DeploySpec {
+        units: n,
+        ..DeploySpec::default()
+    })
+}
+
+/// `n` units in `auto` mode with PostgreSQL related, pinned to `version`
+/// (`--config version=<version>`; served with V1 and V2), every unit active on it.
+pub fn deployed_on(version: &str, n: usize) -> Result<Deployment, Failed> {
+    deploy_with(DeploySpec {
+        units: n,
+        config: &[("version", version)],
+        releases: &[
+            (V1, Variant::Normal),
+            (V2, Variant::Normal),
+            (version, Variant::Normal),
+        ],
+        active_on: version,
+        ..DeploySpec::default()
+    })
+}
+
+/// The fixtures' own checks (small deployments, a few seconds each).
+pub fn trials() -> Vec<Trial> {
+    vec![
+        trial("fixtures::deploy_auto_with_pg", fixture_auto_with_pg),
+        trial(
+            "fixtures::deployed_on_pins_the_version",
+            fixture_deployed_on,
+        ),
+    ]
+}
+
+fn fixture_auto_with_pg() -> TestResult {
+    let d = deploy_auto_with_pg(2)?;
+    let m = &d.model;
+    ensure(
+        m.relation_id(&format!("{APP_NAME}:postgresql")).is_some(),
+        || "PostgreSQL is not related".into(),
+    )?;
+    for u in &d.units {
+        ensure(pointer_version(m, u).as_deref() == Some(V1), || {
+            format!("{u} points at {:?}", pointer_target(m, u))
+        })?;
+    }
+    no_failed_hooks(m, &d.units)
+}
+
+fn fixture_deployed_on() -> TestResult {
+    let d = deployed_on(V2, 1)?;
+    let u = &d.units[0];
+    ensure(pointer_version(&d.model, u).as_deref() == Some(V2), || {
+        format!("{u} points at {:?}", pointer_target(&d.model, u))
+    })?;
+    ensure(d.server.count_complete_downloads(V1) == 0, || {
+        "the pinned deployment downloaded V1".into()
+    })
 }
 
 pub fn settle(m: &Model) -> TestResult {

@@ -1,4 +1,5 @@
-//! Multi-unit tests of the real `dispatch` in the Juju simulator (`juju-sim`).
+//! Multi-unit tests of the real `dispatch` in the Juju simulator (`crates/juju-sim`), with
+//! the fake systemd (`crates/fake-systemd`) and the release fixtures (`crates/release-fixtures`).
 //!
 //! This binary is also every hook tool and the fake `systemctl` on the simulated units
 //! (multicall): `main` hands over to them before running any test.
@@ -16,6 +17,7 @@ fn main() {
     juju_sim::multicall::run_if_tool();
     let args = Arguments::from_args();
     let mut trials: Vec<Trial> = Vec::new();
+    trials.extend(common::trials());
     trials.extend(lifecycle::trials());
     trials.extend(roles::trials());
     trials.extend(storage::trials());

@@ -69,36 +69,23 @@ fn deployed(
     n: usize,
     variant2: Variant,
 ) -> Result<(Model, ReleaseServer, Vec<String>), Failed> {
-    let server = release_server(&[(V1, Variant::Normal), (V2, variant2)])?;
     // version is left empty (latest) so the action may choose the target: latest is V1.
-    server.set_github_latest(Some(V1));
-    let m = model_notify(notify)?;
-    let units = deploy(
-        &m,
-        APP,
-        n,
-        config(&server, &[("shared-storage", "shared")]),
-        Volume::Shared,
-    )?;
-    let pg = m
-        .deploy_postgresql(
-            "postgresql",
-            PostgresOptions {
-                credentials: Credentials::Secret,
-                ..PostgresOptions::default()
-            },
-        )
-        .map_err(|e| fail(format!("postgresql: {e}")))?;
-    let pg_app = pg.split('/').next().unwrap_or("postgresql").to_string();
-    m.relate(&format!("{APP}:postgresql"), &pg_app)
-        .map_err(|e| fail(format!("relate: {e}")))?;
-    run_until(&m, "all units active on V1", |m| {
-        units.iter().all(|u| {
-            let s = m.unit_status(u);
-            s.status == "active" && s.message.contains(V1)
-        })
+    let d = deploy_with(DeploySpec {
+        units: n,
+        config: &[("shared-storage", "shared")],
+        releases: &[(V1, Variant::Normal), (V2, variant2)],
+        options: ModelOptions {
+            self_notify_peer_app: notify,
+            update_status_interval: Some(Duration::from_secs(4)),
+            ..ModelOptions::default()
+        },
+        postgres: Some(PostgresOptions {
+            credentials: Credentials::Secret,
+            ..PostgresOptions::default()
+        }),
+        ..DeploySpec::default()
     })?;
-    Ok((m, server, units))
+    Ok((d.model, d.server, d.units))
 }
 
 fn leader(m: &Model) -> Result<String, Failed> {
