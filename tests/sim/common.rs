@@ -856,71 +856,26 @@ pub fn never_blocked(m: &Model, units: &[String]) -> TestResult {
     Ok(())
 }
 
-/// Runs `f` on a fresh thread inside the unit's mount namespace (entered through the
-/// namespace fd the simulator holds in this process), e.g. to remount its volume.
+/// Runs `f` on a fresh thread inside the unit's mount namespace, e.g. to remount its volume.
 pub fn in_unit_namespace<T: Send>(
     m: &Model,
     unit: &str,
     f: impl FnOnce() -> T + Send,
 ) -> Result<T, Failed> {
-    let ino = std::fs::read_to_string(unit_host_dir(m, unit).join("ns-inode"))
-        .map_err(|e| fail(format!("{unit}: no namespace inode: {e}")))?;
-    let want = format!("mnt:[{}]", ino.trim());
-    let fd = std::fs::read_dir("/proc/self/fd")
-        .map_err(|e| fail(format!("/proc/self/fd: {e}")))?
-        .flatten()
-        .find(|e| std::fs::read_link(e.path()).is_ok_and(|l| l.to_string_lossy() == want))
-        .map(|e| e.path())
-        .ok_or_else(|| fail(format!("{unit}: namespace {want} not held by this process")))?;
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            use std::os::fd::AsRawFd;
-            let ns = std::fs::File::open(&fd).map_err(|e| fail(format!("open {fd:?}: {e}")))?;
-            // SAFETY: plain syscalls on this thread (its own fs info after unshare) and an
-            // fd we own; no memory is shared with them.
-            let rc = unsafe {
-                if nix::libc::unshare(nix::libc::CLONE_FS) != 0 {
-                    -1
-                } else {
-                    nix::libc::setns(ns.as_raw_fd(), nix::libc::CLONE_NEWNS)
-                }
-            };
-            if rc != 0 {
-                return Err(fail(format!(
-                    "entering {unit}'s namespace: {}",
-                    std::io::Error::last_os_error()
-                )));
-            }
-            Ok(f())
-        })
-        .join()
-        .map_err(|_| fail("namespace thread panicked"))?
-    })
+    m.run_in_machine(unit, f)
+        .map_err(|e| fail(format!("entering {unit}'s machine: {e}")))
 }
 
-/// `mount(2)` with a remount of `target` (`flags` added to `MS_REMOUNT`), for tests that
-/// fix a volume (read-only → read-write, a full tmpfs → a bigger one).
+/// `mount(2)` with a remount of `target` (`flags`, `MS_*` bits, added to `MS_REMOUNT`), for
+/// tests that fix a volume (read-only → read-write, a full tmpfs → a bigger one).
 pub fn remount(target: &str, flags: u64, data: Option<&str>) -> std::io::Result<()> {
-    let t = std::ffi::CString::new(target).map_err(std::io::Error::other)?;
-    let d = data
-        .map(std::ffi::CString::new)
-        .transpose()
-        .map_err(std::io::Error::other)?;
-    // SAFETY: valid NUL-terminated strings that outlive the call; null source and type
-    // are allowed for a remount.
-    let rc = unsafe {
-        nix::libc::mount(
-            std::ptr::null(),
-            t.as_ptr(),
-            std::ptr::null(),
-            nix::libc::MS_REMOUNT | flags,
-            d.as_ref()
-                .map_or(std::ptr::null(), |d| d.as_ptr().cast::<nix::libc::c_void>()),
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
+    use nix::mount::{mount, MsFlags};
+    mount(
+        None::<&str>,
+        target,
+        None::<&str>,
+        MsFlags::MS_REMOUNT | MsFlags::from_bits_truncate(flags),
+        data,
+    )
+    .map_err(std::io::Error::from)
 }

@@ -1233,6 +1233,16 @@ impl Model {
             .ok_or_else(|| SimError::UnknownUnit(unit.into()))
     }
 
+    /// Runs `f` on a short-lived thread inside the unit's machine (its mount namespace), e.g.
+    /// to remount its volume the way an operator on that machine would.
+    pub fn run_in_machine<T: Send>(
+        &self,
+        unit: &str,
+        f: impl FnOnce() -> T + Send,
+    ) -> Result<T, SimError> {
+        Ok(self.machine(unit)?.run_in(f)?)
+    }
+
     /// Read a file as the unit sees it.
     pub fn read_file(&self, unit: &str, path: &str) -> Result<Vec<u8>, SimError> {
         let m = self.machine(unit)?;
