@@ -12,6 +12,7 @@ mod support;
 mod docs;
 mod installer_bench;
 mod installer_download;
+mod layout;
 mod storage_processes;
 mod storage_volume;
 mod systemd_units;

@@ -653,11 +653,10 @@ pub const POINTER: &str = "/var/lib/concourse-ci/current";
 /// The storage location of `concourse-data` in every unit's view.
 pub const VOLUME_LOCATION: &str = "/var/lib/concourse";
 
-/// Host directory holding a unit's private directories (overlay uppers, /tmp, /root, …).
+/// Host directory holding a unit's private directories (overlay uppers, /tmp, /root, …);
+/// the same as [`unit_dir`].
 pub fn unit_host_dir(m: &Model, unit: &str) -> std::path::PathBuf {
-    m.run_dir()
-        .join("units")
-        .join(juju_sim::machine::unit_tag(unit))
+    unit_dir(m, unit)
 }
 
 /// Versions published on the unit's volume (read on the host), sorted.

@@ -11,6 +11,11 @@
 //!
 //! The installer tests use only this crate; the simulator tests use it next to `juju-sim`
 //! and `fake-systemd`. See `docs/architecture.md#testing-tiers` for where each tier runs.
+//!
+//! Invariants: nothing here writes outside the directories its caller names (a tarball
+//! cache, an output path); a generated tarball is a pure function of its spec. Hazards: the
+//! hostile tarball variants really contain entries that escape their directory; unpack them
+//! only with the code under test, in a scratch directory.
 
 pub mod fake_concourse;
 pub mod github;
