@@ -1,6 +1,7 @@
 //! The ordinary integration tests, as one binary (`cargo test --test it`): the installer and
 //! the storage coordinator against a real HTTP server, real tarballs, real processes and real
-//! mounts; the generated systemd units; the operator documentation.
+//! mounts (tier 3 of `docs/architecture.md#testing-tiers`); the generated systemd units;
+//! the operator documentation; the test layout.
 //!
 //! One binary links the charm library once and runs every test in one libtest process
 //! (filter by module: `cargo test --test it storage_`). Tests that re-execute this binary

@@ -1,5 +1,6 @@
 //! Multi-unit tests of the real `dispatch` in the Juju simulator (`crates/juju-sim`), with
-//! the fake systemd (`crates/fake-systemd`) and the release fixtures (`crates/release-fixtures`).
+//! the fake systemd (`crates/fake-systemd`) and the release fixtures (`crates/release-fixtures`):
+//! tier 4 of `docs/architecture.md#testing-tiers`. Needs root.
 //!
 //! This binary is also every hook tool and the fake `systemctl` on the simulated units
 //! (multicall): `main` hands over to them before running any test.

@@ -4,7 +4,7 @@
 //! the unit agent's real semantics: hook priorities, level-triggered relation hooks,
 //! transactions committed only on exit 0, frozen remote snapshots, leadership, actions,
 //! secrets, storage and one mount namespace ("machine") per unit. The behaviour reproduced
-//! is summarised in `docs/architecture.md#juju-hook-semantics`; it is derived from Juju's
+//! is summarised in `docs/architecture.md#how-a-hook-runs`; it is derived from Juju's
 //! unit agent (juju/juju, 3.6 branch): `worker/uniter/resolver.go` and
 //! `worker/uniter/relation/resolver.go` (which hook next), `worker/uniter/runner/context/`
 //! (what a hook sees and commits), `worker/uniter/runner/jujuc/` (the hook tools).

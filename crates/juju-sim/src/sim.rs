@@ -1055,8 +1055,8 @@ impl Model {
             .collect()
     }
 
-    /// What is wrong with the order of a deployed unit's hooks (`docs/architecture.md#juju-hook-semantics`); empty when
-    /// all is well. Checks the committed hooks: `<storage>-storage-attached` for each storage
+    /// What is wrong with the order of a deployed unit's hooks
+    /// (`docs/architecture.md#how-a-hook-runs`); empty when all is well. Checks the committed hooks: `<storage>-storage-attached` for each storage
     /// instance, `install`, at least one `*-relation-created` (the peer relation),
     /// `leader-elected` or `leader-settings-changed`, `config-changed`, `start`; then that every
     /// `relation-joined` is followed, within its relation, by `relation-changed` for the same

@@ -1,8 +1,8 @@
 //! Generated Concourse release tarballs (`concourse-<version>-linux-amd64.tgz`) for tests.
 //!
-//! Owns: writing a tarball with the real layout (`docs/architecture.md#release-layout`; upstream
-//! builds it in concourse/concourse `ci/tasks/scripts/concourse-build-linux`) whose
-//! `concourse/bin/concourse` is the fake binary of [`crate::fake_concourse`], padded with
+//! Owns: writing a tarball with the real layout (upstream builds it in concourse/concourse
+//! `ci/tasks/scripts/concourse-build-linux`) whose `concourse/bin/concourse` is the fake
+//! binary of [`crate::fake_concourse`], padded with
 //! pseudo-random (incompressible) bytes spread over `resource-types/<t>/rootfs.tgz` so the
 //! file is about [`ReleaseSpec::padded_size_bytes`] long; the hostile variants
 //! ([`Variant`]); and a cache directory so a test suite generates each tarball once.
