@@ -690,8 +690,7 @@ impl Resp {
 /// What `Range` asks of a body of `size` bytes: `Ok(None)` to serve it all (no header, or one
 /// to ignore: malformed or several ranges), `Ok(Some((first, last)))`, or `Err(())` when
 /// unsatisfiable (416).
-#[allow(clippy::result_unit_err)]
-pub fn requested_range(header: Option<&str>, size: u64) -> Result<Option<(u64, u64)>, ()> {
+fn requested_range(header: Option<&str>, size: u64) -> Result<Option<(u64, u64)>, ()> {
     let Some(h) = header else { return Ok(None) };
     let Ok(parsed) = http_range_header::parse_range_header(h.trim()) else {
         return Ok(None);
@@ -843,23 +842,7 @@ async fn handle(
     };
     let size = resp.body.len();
     let range = req.header("range");
-    let (mut status, mut start, mut len) = (resp.status, 0, size);
-    if resp.status == 200 && resp.rangeable && !faults.contains(&Fault::IgnoreRange) {
-        resp.headers.push(("accept-ranges", "bytes".into()));
-        match requested_range(range.as_deref(), size) {
-            Ok(Some((a, b))) => {
-                (status, start, len) = (206, a, b - a + 1);
-                resp.headers
-                    .push(("content-range", format!("bytes {a}-{b}/{size}")));
-            }
-            Ok(None) => {}
-            Err(()) => {
-                (status, len) = (416, 0);
-                resp.headers
-                    .push(("content-range", format!("bytes */{size}")));
-            }
-        }
-    }
+    let (status, start, len) = apply_range(&mut resp, range.as_deref(), &faults);
     let counted = match (&kind, req.method.as_str()) {
         (RequestKind::Tarball(v), "GET") if status == 200 || status == 206 => Some(v.clone()),
         _ => None,
@@ -910,10 +893,43 @@ async fn handle(
         };
         StreamBody::new(futures_util::stream::unfold(stream, BodyStream::step)).boxed()
     };
+    into_response(status, resp.headers, len, body)
+}
+
+/// Applies `Range` to a 200 answer of a release file: `(status, first byte, length)`, with
+/// the `Accept-Ranges`/`Content-Range` headers added (none under [`Fault::IgnoreRange`]).
+fn apply_range(resp: &mut Resp, range: Option<&str>, faults: &[Fault]) -> (u16, u64, u64) {
+    let size = resp.body.len();
+    if resp.status != 200 || !resp.rangeable || faults.contains(&Fault::IgnoreRange) {
+        return (resp.status, 0, size);
+    }
+    resp.headers.push(("accept-ranges", "bytes".into()));
+    match requested_range(range, size) {
+        Ok(Some((a, b))) => {
+            let r = format!("bytes {a}-{b}/{size}");
+            resp.headers.push(("content-range", r));
+            (206, a, b - a + 1)
+        }
+        Ok(None) => (200, 0, size),
+        Err(()) => {
+            resp.headers
+                .push(("content-range", format!("bytes */{size}")));
+            (416, 0, 0)
+        }
+    }
+}
+
+/// The hyper response: status, headers (names are lowercase constants), `Content-Length`.
+fn into_response(
+    status: u16,
+    headers: Vec<(&'static str, String)>,
+    len: u64,
+    body: HttpBody,
+) -> Response<HttpBody> {
     let mut response = Response::new(body);
     *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
     let h = response.headers_mut();
-    for (name, value) in resp.headers {
+    for (name, value) in headers {
         if let Ok(v) = HeaderValue::from_str(&value) {
             h.append(HeaderName::from_static(name), v);
         }
