@@ -1,4 +1,5 @@
-//! The coordinated upgrade: a peer-relation state machine, one step per hook (DESIGN §5).
+//! The coordinated upgrade: a peer-relation state machine, one step per hook
+//! (docs/architecture.md#upgrade-protocol).
 //!
 //! Owns: the meaning of the upgrade keys in the peer databags and every decision the
 //! leader and the units take about them. This module is pure: it maps a snapshot
