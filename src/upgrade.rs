@@ -190,6 +190,17 @@ impl AppUpgrade {
     }
 }
 
+impl AppUpgrade {
+    /// A generation that only brings stray units to the application's release (see
+    /// [`catch_up`]): nothing new is installed and nobody else moves.
+    pub fn is_catch_up(&self) -> bool {
+        self.phase.running()
+            && !self.rollback
+            && !self.release.is_empty()
+            && self.target == self.release
+    }
+}
+
 /// One unit as the leader (or a unit) sees it in the peer relation.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct UnitReport {
@@ -447,6 +458,24 @@ pub fn catch_up(app: &AppUpgrade, stray: &str) -> AppUpgrade {
     }
 }
 
+/// While idle, a catch-up generation for the first unit that runs another version than
+/// the application. A unit whose last catch-up failed is tried again only when
+/// `retry_now` (update-status, config-changed), never from the hook its failure caused.
+pub fn next_catch_up(
+    app: &AppUpgrade,
+    units: &[UnitReport],
+    retry_now: bool,
+) -> Option<AppUpgrade> {
+    if app.phase != Phase::Idle || app.release.is_empty() {
+        return None;
+    }
+    let odd = units
+        .iter()
+        .filter(|u| u.version.as_deref().is_some_and(|v| v != app.release))
+        .find(|u| retry_now || !u.failed(app.gen))?;
+    Some(catch_up(app, odd.version.as_deref().unwrap_or_default()))
+}
+
 /// What the leader sees.
 #[derive(Debug, Clone)]
 pub struct LeaderView<'a> {
@@ -546,6 +575,29 @@ pub fn leader_step(v: &LeaderView) -> LeaderStep {
                 ..app.clone()
             })
         }
+        Phase::Complete if app.is_catch_up() => {
+            // Only the stray units take part; one that fails stays on its version and is
+            // marked failed (never a rollback of everybody to a stray version).
+            let failed: Vec<&UnitReport> = v.units.iter().filter(|u| u.failed(gen)).collect();
+            let pending: Vec<&UnitReport> = ordered(v.units)
+                .into_iter()
+                .filter(|u| !u.on(&app.target) && !u.failed(gen))
+                .collect();
+            if pending.is_empty() {
+                let error = failed
+                    .iter()
+                    .map(|u| format!("{}: {}", u.name, or_unknown(&u.error)))
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                return LeaderStep::Finish(AppUpgrade {
+                    phase: Phase::Idle,
+                    grant: Vec::new(),
+                    error,
+                    ..app.clone()
+                });
+            }
+            grant_step(app, &pending, v.max_unavailable)
+        }
         Phase::Complete => {
             if let Some(bad) = v.units.iter().find(|u| u.failed(gen)) {
                 let error = format!("{}: {}", bad.name, or_unknown(&bad.error));
@@ -597,28 +649,33 @@ pub fn leader_step(v: &LeaderView) -> LeaderStep {
                     }
                 });
             }
-            let busy: Vec<&str> = pending
-                .iter()
-                .filter(|u| app.grant.contains(&u.name))
-                .map(|u| u.name.as_str())
-                .collect();
-            if !busy.is_empty() {
-                return LeaderStep::Wait(format!(
-                    "waiting for {} to switch to v{}",
-                    busy.join(", "),
-                    app.target
-                ));
-            }
-            let grant = next_grant(&pending, v.max_unavailable);
-            if grant == app.grant {
-                return LeaderStep::Wait(String::new());
-            }
-            LeaderStep::Write(AppUpgrade {
-                grant,
-                ..app.clone()
-            })
+            grant_step(app, &pending, v.max_unavailable)
         }
     }
+}
+
+/// While units are pending in phase complete: wait for the granted ones, else grant the next.
+fn grant_step(app: &AppUpgrade, pending: &[&UnitReport], max: usize) -> LeaderStep {
+    let busy: Vec<&str> = pending
+        .iter()
+        .filter(|u| app.grant.contains(&u.name))
+        .map(|u| u.name.as_str())
+        .collect();
+    if !busy.is_empty() {
+        return LeaderStep::Wait(format!(
+            "waiting for {} to switch to v{}",
+            busy.join(", "),
+            app.target
+        ));
+    }
+    let grant = next_grant(pending, max);
+    if grant == app.grant {
+        return LeaderStep::Wait(String::new());
+    }
+    LeaderStep::Write(AppUpgrade {
+        grant,
+        ..app.clone()
+    })
 }
 
 fn or_unknown(s: &str) -> &str {

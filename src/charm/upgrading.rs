@@ -129,6 +129,13 @@ pub fn leader(
     let Some(wanted) = desired_version(juju, config, vol, &app, reports) else {
         return Ok(());
     };
+    // A failure is tried again only from update-status or a config change: restarting
+    // it from the relation-changed that the failure itself caused is a hot loop (each
+    // round downloads the tarball again, or fails the same switch again).
+    let retry_now = matches!(
+        juju.context().event,
+        Event::UpdateStatus | Event::ConfigChanged | Event::UpgradeCharm
+    );
     match upgrade::config_request(&app, &wanted, config.version.is_none()) {
         ConfigRequest::Write(next) => {
             if app.release.is_empty() {
@@ -152,13 +159,6 @@ pub fn leader(
             info!("the configuration asks for v{requested}, older than the running v{running}: not downgrading")
         }
         ConfigRequest::Seen => {
-            // A failed upgrade to the same request is tried again only from update-status
-            // or a config change: restarting it from the relation-changed that its own
-            // failure caused is a hot loop (each round downloads the tarball again).
-            let retry_now = matches!(
-                juju.context().event,
-                Event::UpdateStatus | Event::ConfigChanged | Event::UpgradeCharm
-            );
             if let Some(next) = upgrade::retry_failed(&app).filter(|_| retry_now) {
                 info!(
                     "retrying the failed upgrade to v{} (generation {})",
@@ -168,33 +168,22 @@ pub fn leader(
             }
         }
     }
-    catch_up(juju, config, peers);
+    catch_up(juju, config, peers, retry_now);
     leader_steps(juju, config, vol, peers, reports)
 }
 
 /// While idle, a unit on another version than the application's gets a catch-up
 /// generation (it switches only when granted).
-fn catch_up(juju: &Juju, config: &CharmConfig, peers: &mut Peers) {
+fn catch_up(juju: &Juju, config: &CharmConfig, peers: &mut Peers, retry_now: bool) {
     let app = AppUpgrade::from_bag(&peers.app);
-    if app.phase != Phase::Idle || app.release.is_empty() {
-        return;
-    }
     let units = reports_of(juju, config, peers);
-    let Some(odd) = units
-        .iter()
-        .find(|u| u.version.as_deref().is_some_and(|v| v != app.release))
-    else {
-        return;
-    };
-    let next = upgrade::catch_up(&app, odd.version.as_deref().unwrap_or_default());
-    info!(
-        "{} runs v{} instead of v{}: catch-up generation {}",
-        odd.name,
-        odd.version.as_deref().unwrap_or_default(),
-        app.release,
-        next.gen
-    );
-    peers.write_app(&next.to_bag());
+    if let Some(next) = upgrade::next_catch_up(&app, &units, retry_now) {
+        info!(
+            "units run v{} instead of v{}: catch-up generation {}",
+            next.from, app.release, next.gen
+        );
+        peers.write_app(&next.to_bag());
+    }
 }
 
 /// Runs the leader's decisions until one needs other units to react.
@@ -532,6 +521,10 @@ pub fn app_status(
             match upgrade::option_note(app, option) {
                 _ if release.is_empty() => Status::waiting("Choosing the Concourse version"),
                 Some(note @ OptionNote::Downgrade { .. }) => Status::blocked(note.text(app_name)),
+                _ if !app.error.is_empty() => Status::blocked(format!(
+                    "v{release} on {on} of {n} units; catch-up failed on {}; tried again on update-status",
+                    app.error
+                )),
                 Some(OptionNote::Stale { option, .. }) => Status::active(format!(
                     "v{release} on {on} of {n} units; the version option says {option}; align it with: juju config {app_name} version={release}"
                 )),

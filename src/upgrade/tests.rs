@@ -835,3 +835,130 @@ fn catch_up_grants_the_stray_unit_then_finishes() {
         })
     ));
 }
+
+fn failed_in(mut u: UnitReport, gen: u64, why: &str) -> UnitReport {
+    u.state = Some((gen, UnitState::Failed));
+    u.error = why.into();
+    u
+}
+
+/// Regression (issue 11.3): a stray unit that fails to catch up made the leader "roll
+/// back" every unit, web first, to the stray version.
+#[test]
+fn regression_catch_up_failure_does_not_roll_everybody_back_to_the_stray_version() {
+    let idle = AppUpgrade {
+        gen: 2,
+        release: "2.0.0".into(),
+        config_version: "2.0.0".into(),
+        ..Default::default()
+    };
+    let c = catch_up(&idle, "1.0.0");
+    assert!(c.is_catch_up());
+    let c = AppUpgrade {
+        grant: vec!["app/2".into()],
+        ..c
+    };
+    let units = [
+        unit(0, true, "2.0.0"),
+        unit(1, false, "2.0.0"),
+        failed_in(unit(2, false, "1.0.0"), 3, "v2.0.0 did not start on app/2"),
+    ];
+    match leader_step(&view(&c, &units, true)) {
+        LeaderStep::Finish(done) => {
+            assert_eq!(done.phase, Phase::Idle, "{done:?}");
+            assert_eq!(done.release, "2.0.0", "the application keeps its release");
+            assert!(!done.rollback);
+            assert!(
+                done.error.contains("app/2: v2.0.0 did not start"),
+                "{}",
+                done.error
+            );
+            assert!(done.grant.is_empty());
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn catch_up_goes_on_with_the_other_strays_when_one_fails() {
+    let c = catch_up(
+        &AppUpgrade {
+            gen: 2,
+            release: "2.0.0".into(),
+            ..Default::default()
+        },
+        "1.0.0",
+    );
+    let units = [
+        unit(0, true, "2.0.0"),
+        failed_in(unit(1, false, "1.0.0"), 3, "x"),
+        unit(2, false, "1.5.0"),
+    ];
+    match leader_step(&view(&c, &units, true)) {
+        LeaderStep::Write(n) => assert_eq!(n.grant, vec!["app/2"], "the failed unit is skipped"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_failed_catch_up_is_retried_only_when_asked() {
+    let after = AppUpgrade {
+        gen: 3,
+        release: "2.0.0".into(),
+        error: "app/2: x".into(),
+        ..Default::default()
+    };
+    let units = [
+        unit(0, true, "2.0.0"),
+        failed_in(unit(2, false, "1.0.0"), 3, "x"),
+    ];
+    assert_eq!(next_catch_up(&after, &units, false), None, "no hot loop");
+    let again = next_catch_up(&after, &units, true).unwrap();
+    assert_eq!(
+        (
+            again.phase,
+            again.gen,
+            again.from.as_str(),
+            again.error.as_str()
+        ),
+        (Phase::Complete, 4, "1.0.0", "")
+    );
+    // a unit that did not fail the last generation is caught up from any hook
+    let fresh = [unit(0, true, "2.0.0"), unit(2, false, "1.0.0")];
+    assert!(next_catch_up(&after, &fresh, false).is_some());
+    // nothing to do: everybody on the release, or an upgrade under way
+    assert_eq!(next_catch_up(&after, &[unit(0, true, "2.0.0")], true), None);
+    let busy = AppUpgrade {
+        phase: Phase::Prepare,
+        ..after
+    };
+    assert_eq!(next_catch_up(&busy, &units, true), None);
+}
+
+#[test]
+fn only_catch_up_generations_are_catch_ups() {
+    let idle = AppUpgrade {
+        gen: 1,
+        release: "1.0.0".into(),
+        ..Default::default()
+    };
+    let up = start(&idle, "2.0.0", false).unwrap();
+    assert!(!up.is_catch_up());
+    assert!(!AppUpgrade {
+        phase: Phase::Complete,
+        ..up.clone()
+    }
+    .is_catch_up());
+    let rb = AppUpgrade {
+        phase: Phase::Complete,
+        target: "1.0.0".into(),
+        from: "2.0.0".into(),
+        rollback: true,
+        ..up
+    };
+    assert!(
+        !rb.is_catch_up(),
+        "a rollback targets the release too but is not a catch-up"
+    );
+    assert!(!idle.is_catch_up());
+}
