@@ -31,6 +31,9 @@ use crate::{web, worker};
 
 /// How long units have to acknowledge `prepare` before the leader goes on without them.
 pub const PREPARE_TIMEOUT: Duration = Duration::from_secs(600);
+/// How much longer than `drain-timeout` a granted unit may take to switch before the
+/// leader skips it (a lost machine, a planned unit that never started).
+pub const GRANT_MARGIN: Duration = Duration::from_secs(600);
 
 fn now() -> u64 {
     SystemTime::now()
@@ -204,6 +207,7 @@ pub fn leader_steps(
             target_published: published,
             max_unavailable: config.upgrade_max_unavailable as usize,
             prepare_timed_out: prepare_timed_out(&app),
+            grant_expired: grant_timed_out(&app, config),
         };
         match upgrade::leader_step(&view) {
             LeaderStep::Wait(why) => {
@@ -299,24 +303,43 @@ fn finish(vol: &Volume, done: &AppUpgrade) {
 
 /// The leader's own clock for the prepare phase (kept on local disk, per generation).
 fn prepare_timed_out(app: &AppUpgrade) -> bool {
-    if app.phase != Phase::Prepare {
+    app.phase == Phase::Prepare
+        && held_longer_than("prepare-started", &app.gen.to_string(), PREPARE_TIMEOUT)
+}
+
+/// The leader's own clock for the current grant: its holders had longer than a worker
+/// may take to land (`drain-timeout`) plus a margin, so they are lost or never started.
+fn grant_timed_out(app: &AppUpgrade, config: &CharmConfig) -> bool {
+    if app.phase != Phase::Complete || app.grant.is_empty() {
         return false;
     }
-    let path = Path::new(release::LOCAL_DIR).join("prepare-started");
-    let key = format!("{}", app.gen);
+    let key = format!("{}:{}", app.gen, app.grant.join(","));
+    held_longer_than("grant-started", &key, config.drain_timeout + GRANT_MARGIN)
+}
+
+/// Whether `key` was first seen by this unit's clock more than `limit` ago. The first
+/// sighting is recorded in `<LOCAL_DIR>/<file>`; a new key restarts the clock. Only the
+/// leader's own clock is used (nothing compares timestamps written on other machines).
+fn held_longer_than(file: &str, key: &str, limit: Duration) -> bool {
+    let path = Path::new(release::LOCAL_DIR).join(file);
     let started = std::fs::read_to_string(&path).ok().and_then(|s| {
-        let (g, t) = s.trim().split_once(' ')?;
-        (g == key).then(|| t.parse::<u64>().ok()).flatten()
+        let (k, t) = s.trim().rsplit_once(' ')?;
+        (k == key).then(|| t.parse::<u64>().ok()).flatten()
     });
     match started {
-        Some(t) => now().saturating_sub(t) > PREPARE_TIMEOUT.as_secs(),
+        Some(t) => now().saturating_sub(t) > limit.as_secs(),
         None => {
-            let _ = crate::fsutil::write_if_changed(
+            if let Err(e) = crate::fsutil::write_if_changed(
                 &path,
                 format!("{key} {}\n", now()).as_bytes(),
                 0o644,
                 None,
-            );
+            ) {
+                warn!(
+                    "cannot record when {key} started in {}: {e}",
+                    path.display()
+                );
+            }
             false
         }
     }
@@ -522,7 +545,7 @@ pub fn app_status(
                 _ if release.is_empty() => Status::waiting("Choosing the Concourse version"),
                 Some(note @ OptionNote::Downgrade { .. }) => Status::blocked(note.text(app_name)),
                 _ if !app.error.is_empty() => Status::blocked(format!(
-                    "v{release} on {on} of {n} units; catch-up failed on {}; tried again on update-status",
+                    "v{release} on {on} of {n} units; {}; tried again on update-status",
                     app.error
                 )),
                 Some(OptionNote::Stale { option, .. }) => Status::active(format!(
