@@ -153,24 +153,22 @@ fn get_int(map: &Map<String, Value>, key: &str, default: i64) -> Result<i64, Str
     }
 }
 
-/// Is `v` a plausible Concourse version (`7.14.3`, `8.0.0-rc.1`)?
+/// Parses a Concourse version (`7.14.3`, `8.0.0-rc.1`; callers strip a leading `v`) by
+/// semver's rules, without build metadata, and short enough to be a directory name
+/// under `releases/` (each number below 1,000,000, a pre-release of at most 32 bytes).
+/// The one version parser of the charm: validation and ordering both use it.
+pub fn parse_version(v: &str) -> Option<semver::Version> {
+    let parsed = semver::Version::parse(v).ok()?;
+    let short = [parsed.major, parsed.minor, parsed.patch]
+        .iter()
+        .all(|n| *n < 1_000_000)
+        && parsed.pre.len() <= 32;
+    (short && parsed.build.is_empty()).then_some(parsed)
+}
+
+/// Is `v` a plausible Concourse version (see [`parse_version`])?
 pub fn is_valid_version(v: &str) -> bool {
-    let (core, pre) = match v.split_once('-') {
-        Some((c, p)) => (c, Some(p)),
-        None => (v, None),
-    };
-    let parts: Vec<&str> = core.split('.').collect();
-    let core_ok = parts.len() == 3
-        && parts
-            .iter()
-            .all(|p| !p.is_empty() && p.len() <= 6 && p.bytes().all(|b| b.is_ascii_digit()));
-    let pre_ok = pre.is_none_or(|p| {
-        !p.is_empty()
-            && p.len() <= 32
-            && p.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
-    });
-    core_ok && pre_ok
+    parse_version(v).is_some()
 }
 
 /// Parses `90s`, `30m`, `1h`, `1h30m`, `2h15m10s`, or a bare number of seconds.
@@ -568,7 +566,13 @@ mod tests {
 
     #[test]
     fn versions() {
-        for v in ["7.14.3", "8.0.0-rc.1", "10.20.30"] {
+        for v in [
+            "7.14.3",
+            "8.0.0-rc.1",
+            "10.20.30",
+            "8.0.0-beta-2.x",
+            "999999.0.0",
+        ] {
             assert!(is_valid_version(v), "{v}");
         }
         for v in [
@@ -581,6 +585,12 @@ mod tests {
             "7.1.1-",
             "7.1.1-a/b",
             "7.1.1 ",
+            "7.14.3+build.1",
+            "07.14.3",
+            "8.0.0-rc.01",
+            "8.0.0-rc..1",
+            "1000000.0.0",
+            "v7.14.3",
         ] {
             assert!(!is_valid_version(v), "{v}");
         }
