@@ -1,8 +1,8 @@
 //! The one lock module: exclusive `flock(2)` locks with RAII guards.
 //!
-//! Owns: opening a lock file, taking `LOCK_EX` without blocking, waiting for it with a
-//! deadline and exponential backoff, and telling "busy" apart from "this filesystem
-//! cannot lock".
+//! Owns: opening a lock file, taking `LOCK_EX` without blocking (`nix::fcntl::Flock`),
+//! waiting for it with a deadline and exponential backoff, and telling "busy" apart from
+//! "this filesystem cannot lock".
 //! Invariants: an [`ExclusiveLock`] exists only while its open file description holds
 //! `LOCK_EX`; dropping it unlocks and closes. `flock` locks belong to the open file
 //! description, so two `open()`s in one process exclude each other just like two
@@ -14,15 +14,17 @@
 //! across clients only when the server supports locking (NFSv4, or v3 with lockd); a
 //! local probe cannot prove cross-host exclusion. Waiting polls with non-blocking
 //! attempts, so a waiter may lose the race to a newcomer (no fairness); that is fine
-//! for the few units of one application.
+//! for the few units of one application. `nix`'s guard panics when unlocking fails twice
+//! (possible only on a network filesystem that lost its lock server); the panic aborts
+//! the hook, the kernel releases the lock with the process, and Juju retries the hook.
 
 use std::fs::{File, OpenOptions};
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
 
 use super::StorageError;
 
@@ -65,7 +67,8 @@ impl Default for Backoff {
 /// An exclusive `flock` on a file; unlocked when dropped (or when the process dies).
 #[derive(Debug)]
 pub struct ExclusiveLock {
-    file: File,
+    /// `None` only while dropping.
+    lock: Option<Flock<File>>,
     path: PathBuf,
 }
 
@@ -78,10 +81,14 @@ impl ExclusiveLock {
 
 impl Drop for ExclusiveLock {
     fn drop(&mut self) {
-        // Closing the descriptor releases the lock anyway; an error here can only be
-        // ignored (STYLE: no important cleanup in Drop).
-        // SAFETY: flock on a descriptor we own; no memory is involved.
-        let _ = unsafe { nix::libc::flock(self.file.as_raw_fd(), nix::libc::LOCK_UN) };
+        // Unlock explicitly so a failure is logged; closing the descriptor releases the
+        // lock anyway. `Flock`'s own drop retries the unlock and panics if that fails
+        // too (see the module hazards).
+        if let Some(lock) = self.lock.take() {
+            if let Err((_still_locked, e)) = lock.unlock() {
+                tracing::warn!("cannot unlock {}: {}", self.path.display(), e.desc());
+            }
+        }
     }
 }
 
@@ -139,27 +146,24 @@ fn open_lock_file(path: &Path) -> Result<File, StorageError> {
         .map_err(|e| StorageError::io("open lock file", path, e))
 }
 
-fn try_lock_file(file: File, path: &Path) -> Result<Option<ExclusiveLock>, StorageError> {
+fn try_lock_file(mut file: File, path: &Path) -> Result<Option<ExclusiveLock>, StorageError> {
     loop {
-        // SAFETY: flock on a descriptor we own; no memory is involved.
-        let rc =
-            unsafe { nix::libc::flock(file.as_raw_fd(), nix::libc::LOCK_EX | nix::libc::LOCK_NB) };
-        match Errno::result(rc) {
-            Ok(_) => {
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => {
                 return Ok(Some(ExclusiveLock {
-                    file,
+                    lock: Some(lock),
                     path: path.to_path_buf(),
                 }))
             }
-            Err(Errno::EINTR) => continue,
-            Err(Errno::EWOULDBLOCK) => return Ok(None),
-            Err(e @ (Errno::ENOLCK | Errno::EOPNOTSUPP | Errno::ENOSYS | Errno::EINVAL)) => {
+            Err((f, Errno::EINTR)) => file = f,
+            Err((_, Errno::EWOULDBLOCK)) => return Ok(None),
+            Err((_, e @ (Errno::ENOLCK | Errno::EOPNOTSUPP | Errno::ENOSYS | Errno::EINVAL))) => {
                 return Err(StorageError::LockingUnsupported {
                     path: path.to_path_buf(),
                     detail: format!("flock(LOCK_EX) failed: {}", e.desc()),
                 })
             }
-            Err(e) => {
+            Err((_, e)) => {
                 return Err(StorageError::io(
                     "flock",
                     path,
