@@ -28,41 +28,7 @@ use nix::fcntl::{Flock, FlockArg};
 
 use super::StorageError;
 
-/// Delays between non-blocking attempts while waiting for a lock: `first`, then
-/// multiplied by `factor` after each attempt, never more than `max`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Backoff {
-    pub first: Duration,
-    pub factor: u32,
-    pub max: Duration,
-}
-
-impl Backoff {
-    /// 5 s, 10 s, 20 s, 30 s, 30 s …: what a hook uses while another unit downloads.
-    pub const DEFAULT: Backoff = Backoff {
-        first: Duration::from_secs(5),
-        factor: 2,
-        max: Duration::from_secs(30),
-    };
-
-    /// The delay after the `attempt`-th failed attempt (0-based).
-    pub fn delay(&self, attempt: u32) -> Duration {
-        let mut d = self.first;
-        for _ in 0..attempt {
-            d = d.saturating_mul(self.factor.max(1));
-            if d >= self.max {
-                return self.max;
-            }
-        }
-        d.min(self.max)
-    }
-}
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Backoff::DEFAULT
-    }
-}
+pub use super::backoff::Backoff;
 
 /// An exclusive `flock` on a file; unlocked when dropped (or when the process dies).
 #[derive(Debug)]
@@ -111,26 +77,21 @@ pub fn lock_exclusive_with_deadline(
     mut on_wait: impl FnMut(Duration),
 ) -> Result<ExclusiveLock, StorageError> {
     let start = Instant::now();
-    let deadline = start.checked_add(wait);
     let mut attempt = 0u32;
     loop {
         if let Some(lock) = try_lock_exclusive(path)? {
             return Ok(lock);
         }
-        let now = Instant::now();
-        let left = match deadline {
-            Some(d) if now >= d => {
-                return Err(StorageError::LockTimeout {
-                    path: path.to_path_buf(),
-                    waited: now - start,
-                    holder: None,
-                })
-            }
-            Some(d) => d - now,
-            None => Duration::MAX,
+        let waited = start.elapsed();
+        let Some(sleep) = backoff.sleep_before(attempt, waited, wait) else {
+            return Err(StorageError::LockTimeout {
+                path: path.to_path_buf(),
+                waited,
+                holder: None,
+            });
         };
-        on_wait(now - start);
-        std::thread::sleep(backoff.delay(attempt).min(left));
+        on_wait(waited);
+        std::thread::sleep(sleep);
         attempt = attempt.saturating_add(1);
     }
 }
@@ -195,24 +156,6 @@ pub fn probe_flock(probe_path: &Path) -> Result<(), StorageError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backoff_schedule_doubles_and_caps() {
-        let b = Backoff::DEFAULT;
-        let secs: Vec<u64> = (0..6).map(|a| b.delay(a).as_secs()).collect();
-        assert_eq!(secs, vec![5, 10, 20, 30, 30, 30]);
-        let ms = Backoff {
-            first: Duration::from_millis(1),
-            factor: 3,
-            max: Duration::from_millis(20),
-        };
-        let v: Vec<u128> = (0..5).map(|a| ms.delay(a).as_millis()).collect();
-        assert_eq!(v, vec![1, 3, 9, 20, 20]);
-        // No overflow for huge attempt numbers or factor 0.
-        assert_eq!(ms.delay(u32::MAX), Duration::from_millis(20));
-        let zero = Backoff { factor: 0, ..ms };
-        assert_eq!(zero.delay(10), Duration::from_millis(1));
-    }
 
     #[test]
     fn second_open_file_description_is_refused_until_release() {

@@ -22,6 +22,7 @@
 //! must make shared mode refuse to run ([`StorageError::LockingUnsupported`]).
 
 pub mod atomic;
+pub mod backoff;
 pub mod fscheck;
 pub mod layout;
 pub mod lock;
@@ -36,9 +37,10 @@ use std::time::Duration;
 use nix::errno::Errno;
 
 pub use atomic::Written;
+pub use backoff::Backoff;
 pub use fscheck::{FsChecks, VolumeReport};
 pub use layout::Layout;
-pub use lock::{Backoff, ExclusiveLock};
+pub use lock::ExclusiveLock;
 pub use progress::{ProgressMarker, Throttle, WaitInfo};
 pub use unit_state::{CachedLatest, UnitState};
 
