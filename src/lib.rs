@@ -4,6 +4,7 @@
 //! `charm::dispatch`, which routes the event and converges the unit.
 
 pub mod charm;
+pub mod checkpoint;
 pub mod config;
 pub mod fsutil;
 pub mod installer;
