@@ -1,11 +1,13 @@
-//! The download → verify → unpack pipeline of one attempt.
+//! The download → hash → unpack pipeline of one attempt.
 //!
 //! Owns: streaming the tarball (a kept `.partial` first, then the network tail, or the
 //! resource file) through sha1 + sha256 into `downloads/<file>.partial` while a second
-//! thread inflates and unpacks the same bytes into the staging dir, plus progress.
+//! thread inflates and unpacks the same bytes into the staging dir, plus progress and
+//! the `install.downloading` crash checkpoint (half the tarball on disk).
 //! Invariants: every byte that reaches the unpacker was first written to the partial
 //! (URL sources) and hashed; the unpacked tree is only published by the caller after the
-//! hashes match; memory stays bounded (a few chunks in flight, buffers recycled).
+//! hashes match (see `super::verify`); memory stays bounded (a few chunks in flight,
+//! buffers recycled).
 //! Hazards: on error the staging dir holds a partial tree: the caller removes it. The
 //! partial file is not fsynced (it is deleted after publication; after a crash a
 //! resumed download is still verified end to end, and a mismatch restarts from zero).

@@ -1,11 +1,16 @@
-//! The release volume (DESIGN §2, §4): its layout, the install lock, the progress
+//! The release volume (`docs/architecture.md#volume-layout`,
+//! `docs/architecture.md#proving-sharing`): its layout, the install lock, the progress
 //! marker, per-unit state, filesystem checks and the proof of sharing.
 //!
 //! Owns: every path under the volume root and every write to the volume's markers and
 //! state files. Juju stays out: callers pass the volume root, unit names and versions,
 //! and get typed results they turn into statuses.
 //!
-//! Invariants:
+//! Modules: [`layout`] (names), [`lock`] (`flock`), [`backoff`] (the charm's one
+//! backoff policy), [`atomic`] (marker and state writes), [`progress`] (the marker and
+//! its wording), [`unit_state`], [`fscheck`] (volume checks).
+//!
+//! Invariants (see `docs/architecture.md#invariants`):
 //! - Every writer of `releases/`, `downloads/`, `.download_in_progress` and
 //!   `.installed_version` holds the exclusive `flock` on `.install.lock`; the methods that
 //!   write them live on [`InstallLock`], so holding the guard is the proof.
