@@ -105,11 +105,15 @@ pub fn free_space(path: &Path) -> Result<(u64, u64, u64), StorageError> {
     Ok((avail, total, st.filesystem_id() as u64))
 }
 
+/// Name prefix of the writability probe: a temp-file name, so a probe left by a crash is
+/// swept with the other temp files by the next lock holder.
+pub const WRITE_PROBE_PREFIX: &str = ".write-probe.tmp-";
+
 /// Creates (exclusively, random name), writes, fsyncs and removes a probe file: tells
 /// read-only from full from permission-denied.
 pub fn check_writable(root: &Path) -> Result<(), StorageError> {
     let res = (|| -> io::Result<()> {
-        let mut f = crate::fsutil::create_temp(root, OsStr::new(".write-probe-"))?;
+        let mut f = crate::fsutil::create_temp(root, OsStr::new(WRITE_PROBE_PREFIX))?;
         f.as_file_mut().write_all(b"probe")?;
         f.as_file().sync_all()
     })();

@@ -678,6 +678,25 @@ mod tests {
     }
 
     #[test]
+    fn write_probe_left_by_a_crash_is_swept_by_the_next_lock_holder() {
+        // The probe used to be `.write-probe-<pid>-<n>`, which no cleanup matched.
+        let (_d, v) = vol();
+        let probe = v
+            .root()
+            .join(format!("{}crashed", fscheck::WRITE_PROBE_PREFIX));
+        fs::write(&probe, b"probe").unwrap();
+        let g = v.try_lock_install().unwrap().unwrap();
+        g.clean_dead_writer(None).unwrap();
+        assert!(!probe.exists());
+        fscheck::check_writable(v.root()).unwrap();
+        assert_eq!(
+            fs::read_dir(v.root()).unwrap().count(),
+            4,
+            "only the lock file and the layout dirs: no probe left"
+        );
+    }
+
+    #[test]
     fn lock_is_exclusive_and_wait_reports_the_holder() {
         let (_d, v) = vol();
         let g = v.try_lock_install().unwrap().unwrap();
