@@ -3,7 +3,7 @@
 //! Owns: the install protocol (see `docs/architecture.md#install-protocol`): the
 //! lock-free fast path, taking the install lock (waiting with the volume's backoff),
 //! re-checking under it, cleaning a dead writer's leftovers, the download or resource
-//! attempt(s) with the retry decision of [`super::retry`], and publication.
+//! attempt(s) with the retry decision of `super::retry`, and publication.
 //! Invariants: everything after the fast path runs under the install lock; whatever a
 //! previous holder left (marker, staging, temp files) is a dead writer's; on failure no
 //! staging dir or marker of ours outlives the call and `releases/` is untouched.

@@ -3,11 +3,11 @@
 //!
 //! Modules, one job each:
 //! - [`install`]: [`ensure_release`], the install protocol under the volume's lock;
-//! - [`retry`]: the pure decision after a failed attempt;
+//! - `retry`: the pure decision after a failed attempt;
 //! - `fetch` (download → hash → unpack pipeline of one attempt), [`download`] (HTTP),
 //!   [`unpack`] (defensive tar extraction);
 //! - [`verify`]: digests, the resource's version, [`verify_release`];
-//! - [`publish`]: staging dirs and the publishing rename;
+//! - `publish`: staging dirs and the publishing rename;
 //! - [`prune`]: pruning unused releases ([`prune_releases`]);
 //! - [`manifest`]: the MANIFEST format; [`latest`]: the "latest release" lookup;
 //! - [`error`] ([`InstallError`] and its classification), [`report`] (events, outcomes).

@@ -12,7 +12,7 @@ use std::time::Duration;
 use super::manifest::TarballInfo;
 use crate::storage_coordinator::{progress, Cleanup, WaitInfo};
 
-/// Progress of [`ensure_release`], for statuses and logs.
+/// Progress of [`super::ensure_release`], for statuses and logs.
 #[derive(Debug, Clone)]
 pub enum InstallEvent {
     /// Another unit holds the lock; we wait.
@@ -75,7 +75,7 @@ impl InstallEvent {
     }
 }
 
-/// What [`ensure_release`] did.
+/// What [`super::ensure_release`] did.
 #[derive(Debug, Clone)]
 pub enum Outcome {
     /// `releases/<version>` already existed (no lock taken).

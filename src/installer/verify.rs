@@ -1,7 +1,7 @@
 //! Verification: is this the release it claims to be?
 //!
 //! Owns: comparing a downloaded tarball's digests with the expected ones
-//! ([`check_tarball`]), asking an attached resource's binary which version it is, and
+//! (`check_tarball`), asking an attached resource's binary which version it is, and
 //! checking an installed release ([`verify_release`]: MANIFEST against the tree, then
 //! `concourse --version`).
 //! Invariants: a digest comparison is case-insensitive and fails closed; the binary runs
