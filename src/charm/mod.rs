@@ -18,6 +18,7 @@ pub mod workload;
 use tracing::{debug, info, warn};
 
 use crate::config::{CharmConfig, ConfigError, Mode, SharedStorage};
+use crate::host::Host;
 use crate::juju::client::{SecretOwner, SecretRef};
 use crate::juju::event::StorageHook;
 use crate::juju::{Event, Juju, Status, ToolError};
@@ -46,26 +47,16 @@ pub enum CharmError {
     Release(#[from] release::ReleaseError),
 }
 
-impl CharmError {
-    /// Whether Juju should retry the hook (exit non-zero).
-    pub fn retryable(&self) -> bool {
-        match self {
-            CharmError::Release(e) => e.retryable(),
-            _ => true,
-        }
-    }
-}
-
-/// Runs the handler for the hook or action in `juju`'s context.
-pub fn dispatch(juju: &Juju) -> Result<(), CharmError> {
+/// Runs the handler for the hook or action in `juju`'s context, acting on `host`.
+pub fn dispatch(juju: &Juju, host: &Host) -> Result<(), CharmError> {
     let event = juju.context().event.clone();
     match &event {
         Event::Unknown(name) => {
             debug!("ignoring hook {name}: nothing to do");
             Ok(())
         }
-        Event::Action(name) => run_action(juju, name),
-        Event::Stop | Event::Remove => teardown(juju),
+        Event::Action(name) => run_action(juju, host, name),
+        Event::Stop | Event::Remove => teardown(juju, host),
         Event::Storage {
             kind: StorageHook::Detaching,
             ..
@@ -73,15 +64,15 @@ pub fn dispatch(juju: &Juju) -> Result<(), CharmError> {
             info!("storage detaching: services keep running until the unit stops");
             Ok(())
         }
-        _ => reconcile(juju),
+        _ => reconcile(juju, host),
     }
 }
 
-fn run_action(juju: &Juju, name: &str) -> Result<(), CharmError> {
+fn run_action(juju: &Juju, host: &Host, name: &str) -> Result<(), CharmError> {
     match name {
         "get-admin-password" => actions::get_admin_password(juju),
-        "check-status" => actions::check_status(juju),
-        "restart-services" => actions::restart_services(juju),
+        "check-status" => actions::check_status(juju, host),
+        "restart-services" => actions::restart_services(juju, host),
         "upgrade" => upgrading::action(juju),
         other => {
             debug!("ignoring unknown action {other}");
@@ -91,7 +82,7 @@ fn run_action(juju: &Juju, name: &str) -> Result<(), CharmError> {
 }
 
 /// Unit removal: retire the worker (so Concourse forgets it) and stop web.
-fn teardown(juju: &Juju) -> Result<(), CharmError> {
+fn teardown(juju: &Juju, host: &Host) -> Result<(), CharmError> {
     let timeout = juju
         .config()
         .ok()
@@ -102,10 +93,10 @@ fn teardown(juju: &Juju) -> Result<(), CharmError> {
         &Status::maintenance("Retiring worker and stopping services"),
         false,
     )?;
-    if let Err(e) = crate::worker::remove(timeout) {
-        warn!("retiring the worker: {e}");
+    if let Err(e) = crate::worker::remove(host, timeout) {
+        warn!("retiring the worker: {}", crate::error_chain(&e));
     }
-    crate::web::remove()?;
+    crate::web::remove(host)?;
     // Forget this unit on the volume so its release can be pruned (best effort: the
     // storage may already be detaching).
     if let Ok(Some(root)) = release::volume_root(juju) {
@@ -118,7 +109,7 @@ fn teardown(juju: &Juju) -> Result<(), CharmError> {
 }
 
 /// Converges the unit towards its configuration. Safe to run from any hook, any number of times.
-fn reconcile(juju: &Juju) -> Result<(), CharmError> {
+fn reconcile(juju: &Juju, host: &Host) -> Result<(), CharmError> {
     let config = match CharmConfig::from_map(&juju.config()?) {
         Ok(c) => c,
         Err(errs) => return block_on_config(juju, &errs),
@@ -137,27 +128,39 @@ fn reconcile(juju: &Juju) -> Result<(), CharmError> {
             release::prove_sharing(&vol, &me, &mut peers, &mut reports)?;
         }
         if leader {
-            upgrading::leader(juju, &config, &vol, &mut peers, &mut reports)?;
+            upgrading::leader(juju, host, &config, &vol, &mut peers, &mut reports)?;
         }
-        let outcome = upgrading::unit(juju, &config, &vol, &mut peers, roles, &mut reports)?;
+        let outcome = upgrading::unit(juju, host, &config, &vol, &mut peers, roles, &mut reports)?;
         match (roles, outcome.running) {
             (None, _) => reports.waiting("Waiting for the leader to assign the web unit"),
             (Some(Roles::NONE), _) => reports.waiting("No role for this unit"),
             (Some(_), None) => {}
             (Some(roles), Some(mut r)) => {
-                apply_roles(juju, &config, &mut peers, roles, &r, &mut reports)?;
-                if let Some((gen, previous)) = outcome.switched {
-                    if let Some(mut back) =
-                        upgrading::verify_switch(juju, &vol, &mut peers, roles, &r, gen, previous)?
-                    {
+                let role = RoleRun {
+                    juju,
+                    host,
+                    config: &config,
+                    roles,
+                };
+                role.apply(&mut peers, &r, &mut reports)?;
+                if let Some(switch) = outcome.switched {
+                    let back =
+                        upgrading::verify_switch(juju, host, &vol, &mut peers, roles, &r, switch)?;
+                    if let Some(mut back) = back {
                         // back to the previous release: restart the roles on it
-                        let mut again = Reports::default();
                         back.changed = true;
-                        apply_roles(juju, &config, &mut peers, roles, &back, &mut again)?;
+                        role.apply(&mut peers, &back, &mut Reports::default())?;
                         r = back;
                     }
                     if leader {
-                        upgrading::leader_steps(juju, &config, &vol, &mut peers, &mut reports)?;
+                        upgrading::leader_steps(
+                            juju,
+                            host,
+                            &config,
+                            &vol,
+                            &mut peers,
+                            &mut reports,
+                        )?;
                     }
                 }
                 peers.write_me(&bag([(upgrade::K_VERSION, r.version.as_str())]));
@@ -179,27 +182,36 @@ fn reconcile(juju: &Juju) -> Result<(), CharmError> {
     Ok(())
 }
 
-fn apply_roles(
-    juju: &Juju,
-    config: &CharmConfig,
-    peers: &mut Peers,
+/// Applying this unit's roles in one hook.
+struct RoleRun<'a> {
+    juju: &'a Juju,
+    host: &'a Host,
+    config: &'a CharmConfig,
     roles: Roles,
-    r: &release::RunningRelease,
-    reports: &mut Reports,
-) -> Result<(), CharmError> {
-    let running = workload::Running {
-        version: &r.version,
-        current: &r.current,
-        changed: r.changed,
-    };
-    workload::drop_other_roles(juju, config, peers, roles)?;
-    if roles.web {
-        workload::web_role(juju, config, peers, &running, reports)?;
+}
+
+impl RoleRun<'_> {
+    /// Stops the roles the unit lost, then runs its roles on release `r`.
+    fn apply(
+        &self,
+        peers: &mut Peers,
+        r: &release::RunningRelease,
+        reports: &mut Reports,
+    ) -> Result<(), CharmError> {
+        let (juju, host, config) = (self.juju, self.host, self.config);
+        let running = workload::Running {
+            version: &r.version,
+            changed: r.changed,
+        };
+        workload::drop_other_roles(juju, host, config, peers, self.roles)?;
+        if self.roles.web {
+            workload::web_role(juju, host, config, peers, &running, reports)?;
+        }
+        if self.roles.worker {
+            workload::worker_role(juju, host, config, peers, &running, reports)?;
+        }
+        Ok(())
     }
-    if roles.worker {
-        workload::worker_role(juju, config, peers, &running, reports)?;
-    }
-    Ok(())
 }
 
 /// What only the leader does: choose the web unit, create the admin password, ask

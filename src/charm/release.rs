@@ -17,6 +17,7 @@ use super::status::Reports;
 use super::CharmError;
 use crate::config::{CharmConfig, SharedStorage};
 use crate::fsutil;
+use crate::host::Host;
 use crate::installer::{
     self, InstallError, InstallEvent, InstallOptions, Outcome, Source, VerifyMode,
 };
@@ -32,7 +33,7 @@ pub const LOCK_WAIT: Duration = Duration::from_secs(90);
 /// Errors of this step that fail the hook (transient install problems, pointer I/O).
 #[derive(Debug, thiserror::Error)]
 pub enum ReleaseError {
-    #[error("cannot point {link} at {target}: {source}")]
+    #[error("cannot point {link} at {target}")]
     Pointer {
         link: PathBuf,
         target: PathBuf,
@@ -45,21 +46,15 @@ pub enum ReleaseError {
     Storage(#[from] StorageError),
 }
 
-impl ReleaseError {
-    pub fn retryable(&self) -> bool {
-        true
-    }
-}
-
-/// The release the unit runs after this step.
+/// The release the unit runs after this step (behind its pointer, [`current_link`]).
 #[derive(Debug, Clone)]
 pub struct RunningRelease {
     pub version: String,
-    pub current: PathBuf,
     /// The pointer moved in this hook: services must restart.
     pub changed: bool,
 }
 
+/// The unit's pointer (a machine path): `/var/lib/concourse-ci/current`.
 pub fn current_link() -> PathBuf {
     Path::new(LOCAL_DIR).join("current")
 }
@@ -71,8 +66,8 @@ pub fn version_of_release_dir(p: &Path) -> Option<String> {
 }
 
 /// The version the unit's pointer targets, if it points at a release.
-pub fn pointer_version() -> Option<String> {
-    std::fs::read_link(current_link())
+pub fn pointer_version(host: &Host) -> Option<String> {
+    std::fs::read_link(host.paths.local(current_link()))
         .ok()
         .and_then(|p| version_of_release_dir(&p))
 }
@@ -130,7 +125,8 @@ pub fn open_volume(
     }
 }
 
-/// Publishes this unit's nonce and checks every peer's (DESIGN §4, shared mode only).
+/// Publishes this unit's nonce and checks every peer's (shared mode only; see
+/// docs/architecture.md#proof-of-sharing).
 pub fn prove_sharing(
     vol: &Volume,
     me: &str,
@@ -191,6 +187,7 @@ pub enum Installed {
 /// Makes sure `version` is published on the volume, showing progress as status.
 pub fn install(
     juju: &Juju,
+    host: &Host,
     config: &CharmConfig,
     vol: &Volume,
     version: &str,
@@ -198,9 +195,9 @@ pub fn install(
     reports: &mut Reports,
 ) -> Result<Installed, CharmError> {
     if vol.is_published(version).map_err(ReleaseError::from)? {
-        if pointer_version().as_deref() != Some(version) {
-            // About to start using a release another unit installed: say so (FR-009),
-            // once, not on every hook that finds it in place.
+        if pointer_version(host).as_deref() != Some(version) {
+            // About to start using a release another unit installed: say who downloaded
+            // it, once, not on every hook that finds it in place.
             let path = vol.release_path(version).map_err(ReleaseError::from)?;
             let installed_by = installer::Manifest::read(&path)
                 .ok()
@@ -289,12 +286,17 @@ fn record_installed_version(vol: &Volume, version: &str) {
 }
 
 /// Points the unit at `version` (already published) and records it on the volume.
-pub fn point_at(vol: &Volume, me: &str, version: &str) -> Result<RunningRelease, CharmError> {
+pub fn point_at(
+    host: &Host,
+    vol: &Volume,
+    me: &str,
+    version: &str,
+) -> Result<RunningRelease, CharmError> {
     let target = vol
         .release_path(version)
         .map_err(ReleaseError::from)?
         .join("concourse");
-    let link = current_link();
+    let link = host.paths.local(current_link());
     let changed =
         fsutil::replace_symlink(&target, &link).map_err(|source| ReleaseError::Pointer {
             link: link.clone(),
@@ -311,7 +313,6 @@ pub fn point_at(vol: &Volume, me: &str, version: &str) -> Result<RunningRelease,
     .map_err(ReleaseError::from)?;
     Ok(RunningRelease {
         version: version.to_string(),
-        current: link,
         changed,
     })
 }

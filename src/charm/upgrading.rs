@@ -9,7 +9,7 @@
 //! granted unit's hook (a local wait, never a wait for another unit).
 
 use std::path::Path;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use tracing::{info, warn};
 
@@ -18,10 +18,10 @@ use super::release::{self, Installed, RunningRelease};
 use super::status::Reports;
 use super::CharmError;
 use crate::config::CharmConfig;
+use crate::host::Host;
 use crate::installer::{self, VerifyMode};
 use crate::juju::{Event, Juju, Status};
 use crate::roles::{roles_for, Roles};
-use crate::service::Systemctl;
 use crate::storage_coordinator::{Backoff, Volume};
 use crate::upgrade::{
     self, AppUpgrade, ConfigRequest, LeaderStep, LeaderView, OptionNote, Phase, UnitReport,
@@ -31,13 +31,6 @@ use crate::{web, worker};
 
 /// How long units have to acknowledge `prepare` before the leader goes on without them.
 pub const PREPARE_TIMEOUT: Duration = Duration::from_secs(600);
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
 
 /// Every member as the upgrade sees it (own bag includes this hook's writes).
 pub fn reports_of(juju: &Juju, config: &CharmConfig, peers: &Peers) -> Vec<UnitReport> {
@@ -59,6 +52,7 @@ pub fn reports_of(juju: &Juju, config: &CharmConfig, peers: &Peers) -> Vec<UnitR
 /// The version the application should run, per config (pinned or the latest release).
 fn desired_version(
     juju: &Juju,
+    host: &Host,
     config: &CharmConfig,
     vol: &Volume,
     app: &AppUpgrade,
@@ -74,7 +68,7 @@ fn desired_version(
     let lookup = || installer::latest_version(&config.release_api_url, &config.github_token, &http);
     match installer::resolve_latest(
         state.latest.as_ref(),
-        now(),
+        host.clock.unix_now(),
         installer::LATEST_CACHE_TTL,
         running,
         lookup,
@@ -117,6 +111,7 @@ fn desired_version(
 /// acted on (`config-version` in the app databag records the last value acted on).
 pub fn leader(
     juju: &Juju,
+    host: &Host,
     config: &CharmConfig,
     vol: &Volume,
     peers: &mut Peers,
@@ -126,7 +121,7 @@ pub fn leader(
         return Ok(());
     }
     let app = AppUpgrade::from_bag(&peers.app);
-    let Some(wanted) = desired_version(juju, config, vol, &app, reports) else {
+    let Some(wanted) = desired_version(juju, host, config, vol, &app, reports) else {
         return Ok(());
     };
     match upgrade::config_request(&app, &wanted, config.version.is_none()) {
@@ -169,7 +164,7 @@ pub fn leader(
         }
     }
     catch_up(juju, config, peers);
-    leader_steps(juju, config, vol, peers, reports)
+    leader_steps(juju, host, config, vol, peers, reports)
 }
 
 /// While idle, a unit on another version than the application's gets a catch-up
@@ -200,6 +195,7 @@ fn catch_up(juju: &Juju, config: &CharmConfig, peers: &mut Peers) {
 /// Runs the leader's decisions until one needs other units to react.
 pub fn leader_steps(
     juju: &Juju,
+    host: &Host,
     config: &CharmConfig,
     vol: &Volume,
     peers: &mut Peers,
@@ -214,7 +210,7 @@ pub fn leader_steps(
             units: &units,
             target_published: published,
             max_unavailable: config.upgrade_max_unavailable as usize,
-            prepare_timed_out: prepare_timed_out(&app),
+            prepare_timed_out: prepare_timed_out(host, &app),
         };
         match upgrade::leader_step(&view) {
             LeaderStep::Wait(why) => {
@@ -224,7 +220,7 @@ pub fn leader_steps(
                 return Ok(());
             }
             LeaderStep::Download => {
-                match release::install(juju, config, vol, &app.target, false, reports)? {
+                match release::install(juju, host, config, vol, &app.target, false, reports)? {
                     Installed::Ready => continue,
                     Installed::NotReady if !reports.has_blocking() => {
                         // Waiting (another unit holds the volume): try again later.
@@ -309,22 +305,25 @@ fn finish(vol: &Volume, done: &AppUpgrade) {
 }
 
 /// The leader's own clock for the prepare phase (kept on local disk, per generation).
-fn prepare_timed_out(app: &AppUpgrade) -> bool {
+fn prepare_timed_out(host: &Host, app: &AppUpgrade) -> bool {
     if app.phase != Phase::Prepare {
         return false;
     }
-    let path = Path::new(release::LOCAL_DIR).join("prepare-started");
+    let path = host
+        .paths
+        .local(Path::new(release::LOCAL_DIR).join("prepare-started"));
+    let now = host.clock.unix_now();
     let key = format!("{}", app.gen);
     let started = std::fs::read_to_string(&path).ok().and_then(|s| {
         let (g, t) = s.trim().split_once(' ')?;
         (g == key).then(|| t.parse::<u64>().ok()).flatten()
     });
     match started {
-        Some(t) => now().saturating_sub(t) > PREPARE_TIMEOUT.as_secs(),
+        Some(t) => now.saturating_sub(t) > PREPARE_TIMEOUT.as_secs(),
         None => {
             let _ = crate::fsutil::write_if_changed(
                 &path,
-                format!("{key} {}\n", now()).as_bytes(),
+                format!("{key} {now}\n").as_bytes(),
                 0o644,
                 None,
             );
@@ -336,13 +335,22 @@ fn prepare_timed_out(app: &AppUpgrade) -> bool {
 /// What the unit runs now, and whether it switched in this hook (for verification).
 pub struct UnitOutcome {
     pub running: Option<RunningRelease>,
-    /// Set when this hook switched to a new version for an upgrade: (generation, previous version).
-    pub switched: Option<(u64, Option<String>)>,
+    /// Set when this hook switched to a new version for an upgrade.
+    pub switched: Option<Switch>,
+}
+
+/// A switch to another release made in this hook for upgrade generation `gen`.
+#[derive(Debug, Clone)]
+pub struct Switch {
+    pub gen: u64,
+    /// The version the unit ran before, if any.
+    pub previous: Option<String>,
 }
 
 /// The unit's part: acknowledge phases, switch when granted, otherwise run the app's release.
 pub fn unit(
     juju: &Juju,
+    host: &Host,
     config: &CharmConfig,
     vol: &Volume,
     peers: &mut Peers,
@@ -351,7 +359,7 @@ pub fn unit(
 ) -> Result<UnitOutcome, CharmError> {
     let me = juju.unit_name().to_string();
     let app = AppUpgrade::from_bag(&peers.app);
-    let running = release::pointer_version().filter(|v| vol.is_published(v).unwrap_or(false));
+    let running = release::pointer_version(host).filter(|v| vol.is_published(v).unwrap_or(false));
     let me_report = UnitReport::from_bag(&me, roles.map(|r| r.web).unwrap_or(false), &peers.me);
     let step = upgrade::unit_step(&UnitView {
         app: &app,
@@ -387,14 +395,14 @@ pub fn unit(
     };
 
     let set_installed = version == app.release;
-    match release::install(juju, config, vol, &version, set_installed, reports)? {
+    match release::install(juju, host, config, vol, &version, set_installed, reports)? {
         Installed::Ready => {}
         Installed::NotReady => {
             if let Some(gen) = switch_gen {
                 report_failure(peers, gen, &format!("cannot install v{version} on {me}"));
             }
             let kept = match &running {
-                Some(r) => Some(release::point_at(vol, &me, r)?),
+                Some(r) => Some(release::point_at(host, vol, &me, r)?),
                 None => None,
             };
             return Ok(UnitOutcome {
@@ -413,7 +421,7 @@ pub fn unit(
                 &format!("v{version} does not verify on {me}: {}", e.status_message()),
             );
             let kept = match &previous {
-                Some(r) => Some(release::point_at(vol, &me, r)?),
+                Some(r) => Some(release::point_at(host, vol, &me, r)?),
                 None => None,
             };
             return Ok(UnitOutcome {
@@ -422,12 +430,12 @@ pub fn unit(
             });
         }
         if previous.is_some() && roles.is_some_and(|r| r.worker) {
-            land_worker(juju, config, &version)?;
+            land_worker(juju, host, config, &version)?;
         }
     }
-    let now_running = release::point_at(vol, &me, &version)?;
+    let now_running = release::point_at(host, vol, &me, &version)?;
     let switched = match switch_gen {
-        Some(gen) if now_running.changed => Some((gen, previous)),
+        Some(gen) if now_running.changed => Some(Switch { gen, previous }),
         _ => None,
     };
     Ok(UnitOutcome {
@@ -437,17 +445,22 @@ pub fn unit(
 }
 
 /// Lands the worker before switching (SIGUSR1; escalates after drain-timeout).
-fn land_worker(juju: &Juju, config: &CharmConfig, version: &str) -> Result<(), CharmError> {
-    if !Systemctl.is_active(worker::SERVICE) {
+fn land_worker(
+    juju: &Juju,
+    host: &Host,
+    config: &CharmConfig,
+    version: &str,
+) -> Result<(), CharmError> {
+    if !host.services.is_active(worker::SERVICE) {
         return Ok(());
     }
     juju.status_set(
         &Status::maintenance(format!("Draining worker for upgrade to v{version}")),
         false,
     )?;
-    match worker::drain("SIGUSR1", "land", config.drain_timeout) {
+    match worker::drain(host, "SIGUSR1", "land", config.drain_timeout) {
         Ok(()) => info!("worker landed for the upgrade to v{version}"),
-        Err(e) => warn!("{e}; switching to v{version} anyway"),
+        Err(e) => warn!("{}; switching to v{version} anyway", crate::error_chain(&e)),
     }
     Ok(())
 }
@@ -466,27 +479,30 @@ fn report_failure(peers: &mut Peers, gen: u64, reason: &str) {
 /// After the roles restarted on a switched release: check it really runs; go back if not.
 pub fn verify_switch(
     juju: &Juju,
+    host: &Host,
     vol: &Volume,
     peers: &mut Peers,
     roles: Roles,
     running: &RunningRelease,
-    gen: u64,
-    previous: Option<String>,
+    switch: Switch,
 ) -> Result<Option<RunningRelease>, CharmError> {
+    let Switch { gen, previous } = switch;
     let me = juju.unit_name().to_string();
     let mut problems = Vec::new();
     if let Err(e) = installer::verify_release(vol, &running.version, VerifyMode::Quick) {
         problems.push(e.status_message());
     }
     // Give a crashing service a moment to show it.
-    std::thread::sleep(Duration::from_millis(1500));
-    let sys = Systemctl;
+    host.clock.sleep(Duration::from_millis(1500));
     // A web unit still waiting for its database has no service to check yet.
-    if roles.web && Path::new(web::ENV_FILE).exists() && !sys.is_active(web::SERVICE) {
-        problems.push(format!("{} is not running", web::SERVICE));
-    }
-    if roles.worker && Path::new(worker::ENV_FILE).exists() && !sys.is_active(worker::SERVICE) {
-        problems.push(format!("{} is not running", worker::SERVICE));
+    for (has_role, service, env_file) in [
+        (roles.web, web::SERVICE, web::ENV_FILE),
+        (roles.worker, worker::SERVICE, worker::ENV_FILE),
+    ] {
+        let configured = host.paths.local(env_file).exists();
+        if has_role && configured && !host.services.is_active(service) {
+            problems.push(format!("{service} is not running"));
+        }
     }
     if problems.is_empty() {
         info!("{me} switched to v{} (generation {gen})", running.version);
@@ -508,7 +524,7 @@ pub fn verify_switch(
     match previous {
         Some(prev) => {
             warn!("going back to v{prev}");
-            Ok(Some(release::point_at(vol, &me, &prev)?))
+            Ok(Some(release::point_at(host, vol, &me, &prev)?))
         }
         None => Ok(None),
     }
