@@ -24,11 +24,12 @@ use crate::juju::event::StorageHook;
 use crate::juju::{Event, Juju, Status, ToolError};
 use crate::roles::{choose_web_unit, roles_for, Roles};
 use crate::service::ServiceError;
+use crate::storage_coordinator::Volume;
 use crate::upgrade;
 use crate::web::WebError;
 use crate::worker::WorkerError;
 use peers::{bag, Peers};
-use status::Reports;
+use status::{messages as msg, Reports};
 
 /// Errors a hook can end with.
 #[derive(Debug, thiserror::Error)]
@@ -89,10 +90,7 @@ fn teardown(juju: &Juju, host: &Host) -> Result<(), CharmError> {
         .and_then(|c| CharmConfig::from_map(&c).ok())
         .map(|c| c.drain_timeout)
         .unwrap_or(std::time::Duration::from_secs(3600));
-    juju.status_set(
-        &Status::maintenance("Retiring worker and stopping services"),
-        false,
-    )?;
+    juju.status_set(&msg::RETIRING.status(), false)?;
     if let Err(e) = crate::worker::remove(host, timeout) {
         warn!("retiring the worker: {}", crate::error_chain(&e));
     }
@@ -122,53 +120,22 @@ fn reconcile(juju: &Juju, host: &Host) -> Result<(), CharmError> {
     }
     let me = juju.unit_name().to_string();
     let roles = roles_for(config.mode, &me, peers.app_value(peers::WEB_UNIT));
-
     if let Some(vol) = release::open_volume(juju, &config, &mut reports)? {
         if config.shared_storage == SharedStorage::Shared {
             release::prove_sharing(&vol, &me, &mut peers, &mut reports)?;
         }
+        let unit = UnitRun {
+            juju,
+            host,
+            config: &config,
+            vol: &vol,
+            leader,
+        };
         if leader {
             upgrading::leader(juju, host, &config, &vol, &mut peers, &mut reports)?;
         }
-        let outcome = upgrading::unit(juju, host, &config, &vol, &mut peers, roles, &mut reports)?;
-        match (roles, outcome.running) {
-            (None, _) => reports.waiting("Waiting for the leader to assign the web unit"),
-            (Some(Roles::NONE), _) => reports.waiting("No role for this unit"),
-            (Some(_), None) => {}
-            (Some(roles), Some(mut r)) => {
-                let role = RoleRun {
-                    juju,
-                    host,
-                    config: &config,
-                    roles,
-                };
-                role.apply(&mut peers, &r, &mut reports)?;
-                if let Some(switch) = outcome.switched {
-                    let back =
-                        upgrading::verify_switch(juju, host, &vol, &mut peers, roles, &r, switch)?;
-                    if let Some(mut back) = back {
-                        // back to the previous release: restart the roles on it
-                        back.changed = true;
-                        role.apply(&mut peers, &back, &mut Reports::default())?;
-                        r = back;
-                    }
-                    if leader {
-                        upgrading::leader_steps(
-                            juju,
-                            host,
-                            &config,
-                            &vol,
-                            &mut peers,
-                            &mut reports,
-                        )?;
-                    }
-                }
-                peers.write_me(&bag([(upgrade::K_VERSION, r.version.as_str())]));
-                if juju.context().event != Event::UpdateStatus || r.changed {
-                    juju.application_version_set(&r.version)?;
-                }
-            }
-        }
+        unit.run(&mut peers, roles, &mut reports)?;
+        upgrading::report_progress(juju, &config, &peers, &mut reports);
     }
     peers.flush(juju)?;
     juju.status_set(&reports.pick(), false)?;
@@ -180,6 +147,67 @@ fn reconcile(juju: &Juju, host: &Host) -> Result<(), CharmError> {
         juju.status_set(&status, true)?;
     }
     Ok(())
+}
+
+/// This unit's part of a reconcile once its volume is usable.
+struct UnitRun<'a> {
+    juju: &'a Juju,
+    host: &'a Host,
+    config: &'a CharmConfig,
+    vol: &'a Volume,
+    leader: bool,
+}
+
+impl UnitRun<'_> {
+    /// Runs the release the upgrade state says (switching when granted), the unit's roles
+    /// on it, and verifies a switch (going back when it failed).
+    fn run(
+        &self,
+        peers: &mut Peers,
+        roles: Option<Roles>,
+        reports: &mut Reports,
+    ) -> Result<(), CharmError> {
+        let (juju, host, config, vol) = (self.juju, self.host, self.config, self.vol);
+        let outcome = upgrading::unit(juju, host, config, vol, peers, roles, reports)?;
+        let (roles, mut r) = match (roles, outcome.running) {
+            (None, _) => {
+                reports.push(msg::WAITING_FOR_WEB_UNIT.status());
+                return Ok(());
+            }
+            (Some(Roles::NONE), _) => {
+                reports.push(msg::NO_ROLE.status());
+                return Ok(());
+            }
+            (Some(_), None) => return Ok(()),
+            (Some(roles), Some(r)) => (roles, r),
+        };
+        let role = RoleRun {
+            juju,
+            host,
+            config,
+            roles,
+        };
+        role.apply(peers, &r, reports)?;
+        let switched = outcome.switched.is_some();
+        if let Some(switch) = outcome.switched {
+            let back = upgrading::verify_switch(juju, host, vol, peers, roles, &r, switch)?;
+            if let Some(mut back) = back {
+                // back to the previous release: restart the roles on it
+                back.changed = true;
+                role.apply(peers, &back, &mut Reports::default())?;
+                r = back;
+            }
+        }
+        // Before the leader's steps: its own switch is what lets it go on in this hook.
+        peers.write_me(&bag([(upgrade::K_VERSION, r.version.as_str())]));
+        if switched && self.leader {
+            upgrading::leader_steps(juju, host, config, vol, peers, reports)?;
+        }
+        if juju.context().event != Event::UpdateStatus || r.changed {
+            juju.application_version_set(&r.version)?;
+        }
+        Ok(())
+    }
 }
 
 /// Applying this unit's roles in one hook.
@@ -285,15 +313,4 @@ fn block_on_config(juju: &Juju, errs: &[ConfigError]) -> Result<(), CharmError> 
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn passwords_are_random_and_plain() {
-        let a = random_password(24).unwrap();
-        let b = random_password(24).unwrap();
-        assert_eq!(a.len(), 24);
-        assert_ne!(a, b);
-        assert!(a.chars().all(|c| c.is_ascii_alphanumeric()));
-    }
-}
+mod tests;

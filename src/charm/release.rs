@@ -13,7 +13,7 @@ use std::time::Duration;
 use tracing::{info, warn};
 
 use super::peers::{self, Peers};
-use super::status::Reports;
+use super::status::{messages as msg, Reports};
 use super::CharmError;
 use crate::config::{CharmConfig, SharedStorage};
 use crate::fsutil;
@@ -92,9 +92,7 @@ pub fn open_volume(
     reports: &mut Reports,
 ) -> Result<Option<Volume>, CharmError> {
     let Some(root) = volume_root(juju)? else {
-        reports.blocked(format!(
-            "storage {STORAGE} is not attached; deploy with --storage {STORAGE}=<pool>,10G"
-        ));
+        reports.push(msg::STORAGE_NOT_ATTACHED.status());
         return Ok(None);
     };
     let vol = Volume::new(root);
@@ -102,10 +100,8 @@ pub fn open_volume(
     if shared && crate::storage_coordinator::fscheck::is_juju_own_storage(vol.root()) {
         // On LXD the shared directory is attached after deploy, over Juju's own storage:
         // installing now would download into a directory no other unit sees.
-        reports.blocked(format!(
-            "shared-storage=shared but {} is this unit's own Juju storage; mount the shared directory there (see docs/shared-storage.md)",
-            vol.root().display()
-        ));
+        let root = vol.root().display().to_string();
+        reports.push(msg::VOLUME_IS_OWN_STORAGE.fill(&[&root]));
         return Ok(None);
     }
     let checks = FsChecks {
@@ -149,11 +145,8 @@ pub fn prove_sharing(
             vol.root().display(),
             strangers.join(", ")
         );
-        reports.blocked(format!(
-            "shared-storage=shared but {} is not shared with {}; give every unit the same directory (see docs/shared-storage.md) or set shared-storage=none",
-            vol.root().display(),
-            strangers.join(", ")
-        ));
+        let root = vol.root().display().to_string();
+        reports.push(msg::VOLUME_NOT_SHARED.fill(&[&root, &strangers.join(", ")]));
     }
     Ok(())
 }
@@ -237,10 +230,8 @@ pub fn install(
             info!("{}", outcome.log_line(juju.unit_name(), version));
             if matches!(outcome, Outcome::Installed(_)) {
                 if let Err(e) = installer::verify_release(vol, version, VerifyMode::Quick) {
-                    reports.blocked(format!(
-                        "v{version} was installed but does not verify: {}",
-                        e.status_message()
-                    ));
+                    let why = e.status_message();
+                    reports.push(msg::INSTALLED_DOES_NOT_VERIFY.fill(&[version, &why]));
                     return Ok(Installed::NotReady);
                 }
             }

@@ -15,7 +15,7 @@ use tracing::{info, warn};
 
 use super::peers::{self, Peers};
 use super::release::{self, Installed, RunningRelease};
-use super::status::Reports;
+use super::status::{messages as msg, Reports};
 use super::CharmError;
 use crate::config::CharmConfig;
 use crate::host::Host;
@@ -332,6 +332,15 @@ fn prepare_timed_out(host: &Host, app: &AppUpgrade) -> bool {
     }
 }
 
+/// Shows where a running upgrade is, as of the end of this hook's steps.
+pub fn report_progress(juju: &Juju, config: &CharmConfig, peers: &Peers, reports: &mut Reports) {
+    let app = AppUpgrade::from_bag(&peers.app);
+    let progress = upgrade::progress(&app, &reports_of(juju, config, peers));
+    if app.phase.running() && !progress.is_empty() {
+        reports.maintenance(progress);
+    }
+}
+
 /// What the unit runs now, and whether it switched in this hook (for verification).
 pub struct UnitOutcome {
     pub running: Option<RunningRelease>,
@@ -370,10 +379,6 @@ pub fn unit(
     if let Some((gen, phase)) = step.ack {
         peers.write_me(&peers::bag([(upgrade::K_ACK, format!("{gen}:{phase}"))]));
     }
-    let progress = upgrade::progress(&app, &reports_of(juju, config, peers));
-    if app.phase.running() && !progress.is_empty() {
-        reports.maintenance(progress);
-    }
 
     // Which version to run now.
     let (version, switch_gen) = if let Some(target) = step.switch_to {
@@ -387,7 +392,7 @@ pub fn unit(
     } else if let Some(v) = &config.version {
         (v.clone(), None)
     } else {
-        reports.waiting("Waiting for the leader to choose the Concourse version");
+        reports.push(msg::WAITING_FOR_VERSION.status());
         return Ok(UnitOutcome {
             running: None,
             switched: None,
@@ -454,10 +459,7 @@ fn land_worker(
     if !host.services.is_active(worker::SERVICE) {
         return Ok(());
     }
-    juju.status_set(
-        &Status::maintenance(format!("Draining worker for upgrade to v{version}")),
-        false,
-    )?;
+    juju.status_set(&msg::DRAINING_FOR_UPGRADE.fill(&[version]), false)?;
     match worker::drain(host, "SIGUSR1", "land", config.drain_timeout) {
         Ok(()) => info!("worker landed for the upgrade to v{version}"),
         Err(e) => warn!("{}; switching to v{version} anyway", crate::error_chain(&e)),
@@ -545,13 +547,13 @@ pub fn app_status(
                 .filter(|u| u.version.as_deref() == Some(app.release.as_str()))
                 .count();
             let (release, n) = (&app.release, units.len());
+            let (on, n) = (on.to_string(), n.to_string());
             match upgrade::option_note(app, option) {
-                _ if release.is_empty() => Status::waiting("Choosing the Concourse version"),
+                _ if release.is_empty() => msg::APP_CHOOSING_VERSION.status(),
                 Some(note @ OptionNote::Downgrade { .. }) => Status::blocked(note.text(app_name)),
-                Some(OptionNote::Stale { option, .. }) => Status::active(format!(
-                    "v{release} on {on} of {n} units; the version option says {option}; align it with: juju config {app_name} version={release}"
-                )),
-                None => Status::active(format!("v{release} on {on} of {n} units")),
+                Some(OptionNote::Stale { option, .. }) => msg::APP_READY_OPTION_STALE
+                    .fill(&[release, &on, &n, &option, app_name, release]),
+                None => msg::APP_READY.fill(&[release, &on, &n]),
             }
         }
         Phase::Failed => Status::blocked(format!(
@@ -566,12 +568,11 @@ pub fn app_status(
                 &app.from
             }
         )),
-        _ => Status::maintenance(format!(
-            "{} (generation {}, phase {})",
-            upgrade::progress(app, units),
-            app.gen,
-            app.phase
-        )),
+        _ => msg::APP_UPGRADING.fill(&[
+            &upgrade::progress(app, units),
+            &app.gen.to_string(),
+            app.phase.as_str(),
+        ]),
     }
 }
 

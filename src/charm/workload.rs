@@ -15,13 +15,13 @@ use tracing::{info, warn};
 
 use super::peers::{self, bag, Peers};
 use super::release;
-use super::status::Reports;
+use super::status::{messages as msg, Reports};
 use super::CharmError;
 use crate::config::{CharmConfig, Mode, Secret};
 use crate::host::Host;
 use crate::juju::client::SecretRef;
 use crate::juju::event::RelationHook;
-use crate::juju::{Bag, Event, Juju, RelationRef};
+use crate::juju::{Bag, Event, Juju, RelationRef, Status};
 use crate::keys;
 use crate::postgres::{self, DbInfo, DbMissing};
 use crate::roles::Roles;
@@ -192,12 +192,12 @@ pub fn web_role(
         Ok(db) => db,
         Err(missing) => {
             stop_web_if_running(host)?;
-            reports.waiting(missing.status_message(juju.app_name()));
+            reports.push(db_missing(&missing, juju.app_name()));
             return Ok(());
         }
     };
     let Some(password) = admin_password(juju, peers)? else {
-        reports.waiting("Waiting for the leader to create the admin password");
+        reports.push(msg::WAITING_FOR_ADMIN_PASSWORD.status());
         return Ok(());
     };
     let external_url = config
@@ -216,8 +216,18 @@ pub fn web_role(
     if applied != Applied::default() {
         info!("web service: {applied:?}");
     }
-    reports.active(format!("Web ready (v{}) {external_url}", running.version));
+    reports.push(msg::WEB_READY.fill(&[running.version, &external_url]));
     Ok(())
+}
+
+/// The waiting status for a database that is not usable yet; `app` is this application.
+fn db_missing(missing: &DbMissing, app: &str) -> Status {
+    match missing {
+        DbMissing::NoRelation => msg::WAITING_FOR_DB_RELATION.fill(&[app]),
+        DbMissing::NoEndpoints => msg::WAITING_FOR_DB_ENDPOINTS.status(),
+        DbMissing::NoCredentials => msg::WAITING_FOR_DB_CREDENTIALS.status(),
+        DbMissing::BadEndpoints(e) => msg::DB_ENDPOINTS_UNPARSABLE.fill(&[&format!("{e:?}")]),
+    }
 }
 
 fn stop_web_if_running(host: &Host) -> Result<(), CharmError> {
@@ -306,12 +316,9 @@ pub fn worker_role(
         juju.relation_set(&rel, false, &publish)?;
     }
     let Some((tsa_host, tsa_key)) = find_tsa(juju, host, config, peers)? else {
-        reports.waiting(match config.mode {
-            Mode::Worker => format!(
-                "Waiting for web unit's TSA key (juju integrate <web-app>:tsa {}:flight)",
-                juju.app_name()
-            ),
-            _ => "Waiting for web unit's TSA key".to_string(),
+        reports.push(match config.mode {
+            Mode::Worker => msg::WAITING_FOR_TSA_RELATION.fill(&[juju.app_name()]),
+            _ => msg::WAITING_FOR_TSA.status(),
         });
         return Ok(());
     };
@@ -321,6 +328,6 @@ pub fn worker_role(
     if applied != Applied::default() {
         info!("worker service: {applied:?}");
     }
-    reports.active(format!("Worker ready (v{})", running.version));
+    reports.push(msg::WORKER_READY.fill(&[running.version]));
     Ok(())
 }

@@ -13,6 +13,8 @@
 //! through [`Paths::local`], so a test root changes where files land, not what they say.
 
 pub mod clock;
+#[cfg(test)]
+pub mod fake;
 pub mod paths;
 pub mod provision;
 pub mod services;

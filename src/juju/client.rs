@@ -612,7 +612,7 @@ impl Juju {
 }
 
 /// Merges a relation-set delta the way Juju's local copy does.
-fn merge(bag: &mut BTreeMap<String, String>, delta: &BTreeMap<String, String>) {
+pub(crate) fn merge(bag: &mut BTreeMap<String, String>, delta: &BTreeMap<String, String>) {
     for (k, v) in delta {
         if v.is_empty() {
             bag.remove(k);
