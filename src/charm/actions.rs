@@ -17,7 +17,8 @@ use crate::roles::roles_for;
 use crate::service::ServiceError;
 use crate::{web, worker};
 
-fn results(pairs: &[(&str, String)]) -> BTreeMap<String, String> {
+/// Action results from pairs.
+pub(super) fn results(pairs: &[(&str, String)]) -> BTreeMap<String, String> {
     pairs
         .iter()
         .map(|(k, v)| (k.to_string(), v.clone()))
