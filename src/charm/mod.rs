@@ -1,12 +1,15 @@
 //! Routing: one entry point per hook or action, each ending in an idempotent reconcile.
 //!
 //! Owns: which module handles which event, the order of the reconcile steps, and how
-//! errors become statuses or exit codes. Invariants: every hook runs the same
+//! errors become statuses or exit codes. Everything reaches Juju through `Juju` and the
+//! machine through `Host` (`crate::host`), so a whole hook runs in-process in tests
+//! (`tests/`: one unit's view, hook by hook). Invariants: every hook runs the same
 //! `reconcile` (Juju coalesces and retries hooks, so no handler may assume it runs once
 //! or in order); unknown hooks and actions succeed with a debug log; bad input
-//! (config, relation data) is a status, never a failed hook. Hazards: only transient
-//! errors (tool failures, I/O, network, systemd) may fail a hook, because Juju retries
-//! failed hooks and holds the unit's other hooks meanwhile.
+//! (config, relation data) is a status, never a failed hook; every status text comes
+//! from or is listed in `status::messages`. Hazards: only transient errors (tool
+//! failures, I/O, network, systemd) may fail a hook, because Juju retries failed hooks
+//! and holds the unit's other hooks meanwhile.
 
 pub mod actions;
 pub mod peers;
@@ -100,7 +103,10 @@ fn teardown(juju: &Juju, host: &Host) -> Result<(), CharmError> {
     if let Ok(Some(root)) = release::volume_root(juju) {
         let vol = crate::storage_coordinator::Volume::new(root);
         if let Err(e) = vol.remove_unit_state(juju.unit_name()) {
-            warn!("removing this unit's state from the volume: {e}");
+            warn!(
+                "removing this unit's state from the volume: {}",
+                crate::error_chain(&e)
+            );
         }
     }
     Ok(())

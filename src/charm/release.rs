@@ -221,7 +221,7 @@ pub fn install(
         };
         // status-set is immediate: operators watch progress while the hook runs.
         if let Err(err) = juju.status_set(&status, false) {
-            warn!("status-set failed: {err}");
+            warn!("status-set failed: {}", crate::error_chain(&err));
         }
         last = msg;
     };
@@ -239,7 +239,7 @@ pub fn install(
         }
         Err(e) => match e.class() {
             ErrorClass::Permanent => {
-                warn!("installing v{version}: {e}");
+                warn!("installing v{version}: {}", crate::error_chain(&e));
                 reports.blocked(e.status_message());
                 Ok(Installed::NotReady)
             }
@@ -272,7 +272,10 @@ fn record_installed_version(vol: &Volume, version: &str) {
     }
     match lock.set_installed_version(version) {
         Ok(_) => info!("recorded v{version} as the installed version of the volume"),
-        Err(e) => warn!("cannot record the installed version v{version}: {e}"),
+        Err(e) => warn!(
+            "cannot record the installed version v{version}: {}",
+            crate::error_chain(&e)
+        ),
     }
 }
 

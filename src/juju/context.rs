@@ -182,11 +182,6 @@ impl Context {
         })
     }
 
-    /// The hook's relation, if this is a relation hook.
-    pub fn relation_ref(&self) -> Option<&RelationRef> {
-        self.relation.as_ref().map(|r| &r.relation)
-    }
-
     /// A short, log-friendly name for what is running (`config-changed`, `action upgrade`).
     pub fn describe(&self) -> String {
         self.event.to_string()

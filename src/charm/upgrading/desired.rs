@@ -55,7 +55,10 @@ pub fn desired_version(
             if !r.from_cache {
                 let cache = r.cache.clone();
                 if let Err(e) = vol.update_unit_state(me, |s| s.latest = Some(cache)) {
-                    warn!("cannot cache the latest version: {e}");
+                    warn!(
+                        "cannot cache the latest version: {}",
+                        crate::error_chain(&e)
+                    );
                 }
             }
             Some(r.version)

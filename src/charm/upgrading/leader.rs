@@ -207,13 +207,20 @@ fn finish(vol: &Volume, done: &AppUpgrade) {
             )
             .ok(),
         Err(e) => {
-            warn!("cannot lock the volume to record v{}: {e}", done.release);
+            warn!(
+                "cannot lock the volume to record v{}: {}",
+                done.release,
+                crate::error_chain(&e)
+            );
             None
         }
     };
     if let Some(lock) = lock {
         if let Err(e) = lock.set_installed_version(&done.release) {
-            warn!("cannot record the installed version: {e}");
+            warn!(
+                "cannot record the installed version: {}",
+                crate::error_chain(&e)
+            );
         }
     }
     let keep: Vec<&str> = [done.release.as_str(), done.from.as_str()]
@@ -223,7 +230,7 @@ fn finish(vol: &Volume, done: &AppUpgrade) {
     match installer::prune_releases(vol, &keep, release::LOCK_WAIT, &Backoff::DEFAULT) {
         Ok(r) if !r.removed.is_empty() => info!("removed unused releases {}", r.removed.join(", ")),
         Ok(_) => {}
-        Err(e) => warn!("pruning releases: {e}"),
+        Err(e) => warn!("pruning releases: {}", crate::error_chain(&e)),
     }
 }
 
