@@ -94,6 +94,8 @@ pub struct State {
     pub action: Option<Action>,
     /// Tool calls of the current hook (argv), for assertions on what the charm asked.
     pub calls: Vec<String>,
+    /// Every tool call since the model was made: (argv, stdin).
+    pub history: Vec<(String, String)>,
     /// Tools that fail while listed (exit code, stderr), as when the controller is away.
     pub failing: BTreeMap<String, (i32, String)>,
     hook: String,
@@ -365,7 +367,12 @@ impl Model {
 impl ToolRunner for Model {
     fn run(&self, tool: &str, args: &[String], stdin: Option<&[u8]>) -> Result<Vec<u8>, ToolError> {
         let argv = format_argv(tool, args);
-        self.0.borrow_mut().calls.push(argv.clone());
+        {
+            let mut st = self.0.borrow_mut();
+            st.calls.push(argv.clone());
+            let input = stdin.map(String::from_utf8_lossy).unwrap_or_default();
+            st.history.push((argv.clone(), input.into_owned()));
+        }
         match self.0.borrow_mut().answer(tool, args, stdin) {
             Ok(Value::Null) => Ok(Vec::new()),
             Ok(Value::String(s)) if !args.iter().any(|a| a == "--format=json") => {

@@ -18,13 +18,18 @@ mod worker;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use serde_json::{json, Value};
+use tracing::Level;
+use tracing_subscriber::layer::SubscriberExt;
 
 use super::{dispatch, CharmError};
 use crate::host::fake::FakeHost;
 use crate::installer::{self, InstallOptions, Source};
 use crate::juju::fake::{Action, Model, StatusRecord};
+use crate::juju::log::JujuLogLayer;
+use crate::juju::{ToolError, ToolRunner};
 use crate::storage_coordinator::Volume;
 
 pub const APP: &str = "concourse-ci";
@@ -74,6 +79,27 @@ pub struct Unit {
     pub volume: tempfile::TempDir,
     pub tarballs: tempfile::TempDir,
     pub peers: u32,
+    /// What the charm logged through `juju-log`, every hook.
+    pub logs: LogSink,
+}
+
+/// Records `juju-log` lines (the charm's only log path).
+#[derive(Clone, Default)]
+pub struct LogSink(Arc<Mutex<Vec<String>>>);
+
+impl ToolRunner for LogSink {
+    fn run(&self, _: &str, args: &[String], _: Option<&[u8]>) -> Result<Vec<u8>, ToolError> {
+        if let Ok(mut lines) = self.0.lock() {
+            lines.push(args.join(" "));
+        }
+        Ok(Vec::new())
+    }
+}
+
+impl LogSink {
+    pub fn lines(&self) -> Vec<String> {
+        self.0.lock().map(|l| l.clone()).unwrap_or_default()
+    }
 }
 
 /// What an action reported.
@@ -114,6 +140,7 @@ impl Unit {
             volume,
             tarballs,
             peers,
+            logs: LogSink::default(),
         }
     }
 
@@ -172,7 +199,11 @@ impl Unit {
         let statuses = self.model.state().unit_status.len();
         let app_statuses = self.model.state().app_status.len();
         let juju = self.model.juju(dispatch_path, relation);
-        let r = dispatch(&juju, &self.fake.host());
+        let unit = juju.unit_name().to_string();
+        let layer = JujuLogLayer::new(Box::new(self.logs.clone()), &unit, Level::DEBUG, false);
+        let subscriber = tracing_subscriber::registry().with(layer);
+        let r =
+            tracing::subscriber::with_default(subscriber, || dispatch(&juju, &self.fake.host()));
         self.model.end_hook(r.is_ok());
         let st = self.model.state();
         for s in st.unit_status[statuses..]

@@ -72,3 +72,58 @@ fn storage_detaching_leaves_the_services_running() {
     assert!(u.journal_since(mark).is_empty());
     assert!(u.active("concourse-server") && u.active("concourse-worker"));
 }
+
+/// Over a whole life (deploy, database, rotation, actions, config changes, removal), no
+/// secret appears in a status, a `juju-log` line or a tool's argv, except the admin
+/// password in `get-admin-password`'s results, which the action exists to show.
+#[test]
+fn no_secret_in_statuses_logs_or_tool_argv() {
+    let u = Unit::deployed("all");
+    let rel = u.add_postgresql("db-secret-pw-1");
+    let secret = u.model.bag(rel, "postgresql")["secret-user"].clone();
+    u.model.rotate_secret(
+        &secret,
+        &[("username", "relation-7"), ("password", "db-secret-pw-2")],
+    );
+    u.ok("secret-changed");
+    u.model
+        .set_config(&[("log-level", json!("debug")), ("web-port", json!(0))]);
+    u.ok("config-changed");
+    u.model.set_config(&[("web-port", json!(8080))]);
+    u.ok("config-changed");
+    for a in ["check-status", "restart-services", "get-admin-password"] {
+        u.action(a, json!({"verbose": true}));
+    }
+    u.ok("stop");
+    let admin_id = u.app_bag()["admin-password-secret"].clone();
+    let admin = u.model.secret_content(&admin_id).unwrap()["password"].clone();
+    let key = u.read("/var/lib/concourse-worker/keys/worker_key");
+    let secrets = [
+        "db-secret-pw-1",
+        "db-secret-pw-2",
+        admin.as_str(),
+        key.trim(),
+    ];
+    let st = u.model.state();
+    let statuses = st.unit_status.iter().chain(&st.app_status);
+    for s in statuses {
+        for x in secrets {
+            assert!(!s.message.contains(x), "a secret in status {s:?}");
+        }
+    }
+    let logs = u.logs.lines();
+    assert!(logs.len() >= 8, "the charm logs: {logs:?}");
+    for line in &logs {
+        for x in secrets {
+            assert!(!line.contains(x), "a secret in juju-log: {line}");
+        }
+    }
+    for (argv, stdin) in &st.history {
+        let shown = argv.starts_with("action-set ") && argv.contains("password=");
+        for x in secrets {
+            let allowed = shown && x == admin;
+            assert!(allowed || !argv.contains(x), "a secret in argv: {argv}");
+            assert!(!stdin.contains(x), "a secret on the stdin of {argv}");
+        }
+    }
+}
