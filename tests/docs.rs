@@ -187,6 +187,7 @@ fn databag_keys() -> Vec<&'static str> {
         upgrade::K_CONFIG_VERSION,
         upgrade::K_ACK,
         upgrade::K_STATE,
+        upgrade::K_SKIPPED,
     ]
 }
 

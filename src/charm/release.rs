@@ -122,7 +122,7 @@ pub fn open_volume(
 }
 
 /// Publishes this unit's nonce and checks every peer's (shared mode only; see
-/// docs/architecture.md#proof-of-sharing).
+/// docs/architecture.md#proving-sharing).
 pub fn prove_sharing(
     vol: &Volume,
     me: &str,

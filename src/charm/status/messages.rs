@@ -226,6 +226,8 @@ pub const WEB_READY: Message = active("Web ready (v{version}) {url}");
 pub const WORKER_READY: Message = active("Worker ready (v{version})");
 pub const APP_READY: Message = active("v{version} on {n} of {m} units");
 pub const APP_READY_OPTION_STALE: Message = active("v{version} on {n} of {m} units; the version option says {option}; align it with: juju config {app} version={version}");
+pub const APP_UNITS_BEHIND: Message =
+    blocked("v{version} on {n} of {m} units; {problem}; tried again on update-status");
 pub const APP_DOWNGRADE_REFUSED: Message = blocked("version={option} is older than the running v{version}: not downgrading; set version={version} or run: juju run {app}/leader upgrade version={option} allow-downgrade=true");
 
 /// Every entry, in the order of docs/troubleshooting.md.
@@ -301,6 +303,7 @@ pub const ALL: &[Message] = &[
     WORKER_READY,
     APP_READY,
     APP_READY_OPTION_STALE,
+    APP_UNITS_BEHIND,
     APP_DOWNGRADE_REFUSED,
 ];
 

@@ -26,6 +26,9 @@ use crate::upgrade::{self, AppUpgrade, ConfigRequest, LeaderStep, LeaderView, Ph
 
 /// How long units have to acknowledge `prepare` before the leader goes on without them.
 pub const PREPARE_TIMEOUT: Duration = Duration::from_secs(600);
+/// How much longer than `drain-timeout` a granted unit may take to switch before the
+/// leader skips it (a lost machine, a planned unit that never started).
+pub const GRANT_MARGIN: Duration = Duration::from_secs(600);
 
 /// The leader's part: the application's version and the upgrade's steps.
 ///
@@ -47,6 +50,13 @@ pub fn leader(
     let Some(wanted) = desired_version(juju, host, config, vol, &app, reports) else {
         return Ok(());
     };
+    // A failure is tried again only from update-status or a config change: restarting
+    // it from the relation-changed that the failure itself caused is a hot loop (each
+    // round downloads the tarball again, or fails the same switch again).
+    let retry_now = matches!(
+        juju.context().event,
+        Event::UpdateStatus | Event::ConfigChanged | Event::UpgradeCharm
+    );
     match upgrade::config_request(&app, &wanted, config.version.is_none()) {
         ConfigRequest::Write(next) => {
             if app.release.is_empty() {
@@ -70,13 +80,6 @@ pub fn leader(
             info!("the configuration asks for v{requested}, older than the running v{running}: not downgrading")
         }
         ConfigRequest::Seen => {
-            // A failed upgrade to the same request is tried again only from update-status
-            // or a config change: restarting it from the relation-changed that its own
-            // failure caused is a hot loop (each round downloads the tarball again).
-            let retry_now = matches!(
-                juju.context().event,
-                Event::UpdateStatus | Event::ConfigChanged | Event::UpgradeCharm
-            );
             if let Some(next) = upgrade::retry_failed(&app).filter(|_| retry_now) {
                 info!(
                     "retrying the failed upgrade to v{} (generation {})",
@@ -86,33 +89,22 @@ pub fn leader(
             }
         }
     }
-    catch_up(juju, config, peers);
+    catch_up(juju, config, peers, retry_now);
     leader_steps(juju, host, config, vol, peers, reports)
 }
 
 /// While idle, a unit on another version than the application's gets a catch-up
 /// generation (it switches only when granted).
-fn catch_up(juju: &Juju, config: &CharmConfig, peers: &mut Peers) {
+fn catch_up(juju: &Juju, config: &CharmConfig, peers: &mut Peers, retry_now: bool) {
     let app = AppUpgrade::from_bag(&peers.app);
-    if app.phase != Phase::Idle || app.release.is_empty() {
-        return;
-    }
     let units = reports_of(juju, config, peers);
-    let Some(odd) = units
-        .iter()
-        .find(|u| u.version.as_deref().is_some_and(|v| v != app.release))
-    else {
-        return;
-    };
-    let next = upgrade::catch_up(&app, odd.version.as_deref().unwrap_or_default());
-    info!(
-        "{} runs v{} instead of v{}: catch-up generation {}",
-        odd.name,
-        odd.version.as_deref().unwrap_or_default(),
-        app.release,
-        next.gen
-    );
-    peers.write_app(&next.to_bag());
+    if let Some(next) = upgrade::next_catch_up(&app, &units, retry_now) {
+        info!(
+            "units run v{} instead of v{}: catch-up generation {}",
+            next.from, app.release, next.gen
+        );
+        peers.write_app(&next.to_bag());
+    }
 }
 
 /// Runs the leader's decisions until one needs other units to react.
@@ -134,6 +126,7 @@ pub fn leader_steps(
             target_published: published,
             max_unavailable: config.upgrade_max_unavailable as usize,
             prepare_timed_out: prepare_timed_out(host, &app),
+            grant_expired: grant_timed_out(host, &app, config),
         };
         match upgrade::leader_step(&view) {
             LeaderStep::Wait(why) => {
@@ -236,27 +229,46 @@ fn finish(vol: &Volume, done: &AppUpgrade) {
 
 /// The leader's own clock for the prepare phase (kept on local disk, per generation).
 fn prepare_timed_out(host: &Host, app: &AppUpgrade) -> bool {
-    if app.phase != Phase::Prepare {
+    app.phase == Phase::Prepare
+        && held_longer_than(
+            host,
+            "prepare-started",
+            &app.gen.to_string(),
+            PREPARE_TIMEOUT,
+        )
+}
+
+/// The leader's own clock for the current grant: its holders had longer than a worker
+/// may take to land (`drain-timeout`) plus a margin, so they are lost or never started.
+fn grant_timed_out(host: &Host, app: &AppUpgrade, config: &CharmConfig) -> bool {
+    if app.phase != Phase::Complete || app.grant.is_empty() {
         return false;
     }
-    let path = host
-        .paths
-        .local(Path::new(release::LOCAL_DIR).join("prepare-started"));
+    let key = format!("{}:{}", app.gen, app.grant.join(","));
+    let limit = config.drain_timeout + GRANT_MARGIN;
+    held_longer_than(host, "grant-started", &key, limit)
+}
+
+/// Whether `key` was first seen by this unit's clock more than `limit` ago. The first
+/// sighting is recorded in `<LOCAL_DIR>/<file>`; a new key restarts the clock. Only the
+/// leader's own clock is used (nothing compares timestamps written on other machines).
+fn held_longer_than(host: &Host, file: &str, key: &str, limit: Duration) -> bool {
+    let path = host.paths.local(Path::new(release::LOCAL_DIR).join(file));
     let now = host.clock.unix_now();
-    let key = format!("{}", app.gen);
     let started = std::fs::read_to_string(&path).ok().and_then(|s| {
-        let (g, t) = s.trim().split_once(' ')?;
-        (g == key).then(|| t.parse::<u64>().ok()).flatten()
+        let (k, t) = s.trim().rsplit_once(' ')?;
+        (k == key).then(|| t.parse::<u64>().ok()).flatten()
     });
     match started {
-        Some(t) => now.saturating_sub(t) > PREPARE_TIMEOUT.as_secs(),
+        Some(t) => now.saturating_sub(t) > limit.as_secs(),
         None => {
-            let _ = crate::fsutil::write_if_changed(
-                &path,
-                format!("{key} {now}\n").as_bytes(),
-                0o644,
-                None,
-            );
+            let line = format!("{key} {now}\n");
+            if let Err(e) = crate::fsutil::write_if_changed(&path, line.as_bytes(), 0o644, None) {
+                warn!(
+                    "cannot record when {key} started in {}: {e}",
+                    path.display()
+                );
+            }
             false
         }
     }

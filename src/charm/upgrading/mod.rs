@@ -19,7 +19,7 @@ mod leader;
 mod unit;
 
 pub use action::action;
-pub use leader::{leader, leader_steps, PREPARE_TIMEOUT};
+pub use leader::{leader, leader_steps, GRANT_MARGIN, PREPARE_TIMEOUT};
 pub use unit::{report_progress, unit, verify_switch, Switch, UnitOutcome};
 
 use super::peers::{self, Peers};
@@ -65,6 +65,9 @@ pub fn app_status(
             match upgrade::option_note(app, option) {
                 _ if release.is_empty() => msg::APP_CHOOSING_VERSION.status(),
                 Some(note @ OptionNote::Downgrade { .. }) => Status::blocked(note.text(app_name)),
+                _ if !app.error.is_empty() => {
+                    msg::APP_UNITS_BEHIND.fill(&[release, &on, &n, &app.error])
+                }
                 Some(OptionNote::Stale { option, .. }) => msg::APP_READY_OPTION_STALE
                     .fill(&[release, &on, &n, &option, app_name, release]),
                 None => msg::APP_READY.fill(&[release, &on, &n]),
