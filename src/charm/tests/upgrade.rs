@@ -236,3 +236,74 @@ fn regression_a_leader_that_switched_itself_goes_on_in_the_same_hook() {
         "no stale progress once the upgrade finished"
     );
 }
+
+/// The leader's clock (the host's) times the prepare phase and the grants: a peer that
+/// never answers is left behind after `PREPARE_TIMEOUT`, and a granted peer that never
+/// switches is skipped after `drain-timeout` plus the margin, with a status naming it.
+#[test]
+fn the_leaders_clock_moves_past_a_silent_peer() {
+    let u = Unit::new(0, true);
+    let peer = format!("{APP}/1");
+    u.model
+        .state_mut()
+        .relations
+        .get_mut(&u.peers)
+        .unwrap()
+        .units = vec![peer.clone()];
+    u.model.set_bag(u.peers, &peer, &[("version", V1)]);
+    u.model.set_config(&[("mode", json!("auto"))]);
+    u.deploy();
+    u.add_postgresql("db-pw");
+    u.publish(V2);
+    u.action("upgrade", json!({"version": V2}));
+    u.ok("update-status");
+    u.ok("update-status");
+    assert_eq!(
+        u.app_bag()["upgrade-phase"],
+        "prepare",
+        "waiting for {peer}"
+    );
+    u.fake
+        .clock
+        .advance(crate::charm::upgrading::PREPARE_TIMEOUT + Duration::from_secs(1));
+    u.ok("update-status");
+    assert_eq!(
+        u.app_bag()["upgrade-phase"],
+        "downloading",
+        "without {peer}"
+    );
+    u.ok("update-status");
+    assert_eq!(pointer(&u), V2, "the web unit (the leader) switched first");
+    let app = u.app_bag();
+    assert_eq!(app["upgrade-phase"], "complete");
+    assert_eq!(
+        app["upgrade-grant"],
+        format!("{}:{peer}", app["upgrade-gen"])
+    );
+    u.ok("update-status");
+    assert_eq!(u.app_bag()["upgrade-phase"], "complete", "the grant holds");
+    let margin = crate::charm::upgrading::GRANT_MARGIN;
+    u.fake
+        .clock
+        .advance(Duration::from_secs(3600) + margin + Duration::from_secs(1));
+    u.ok("update-status");
+    let app = u.app_bag();
+    assert!(app["upgrade-skipped"].ends_with(&peer), "{app:?}");
+    u.ok("update-status");
+    let app = u.app_bag();
+    assert_eq!(
+        (
+            app["upgrade-phase"].as_str(),
+            app["release-version"].as_str()
+        ),
+        ("idle", V2),
+        "finished without {peer}"
+    );
+    let (kind, message) = u.app_status();
+    assert_eq!(kind, "blocked", "{message}");
+    assert!(
+        message.starts_with("v7.14.3 on 1 of 2 units; concourse-ci/1 did not switch to v7.14.3 in time and was skipped")
+            && message.ends_with("; tried again on update-status"),
+        "{message}"
+    );
+}
