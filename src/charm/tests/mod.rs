@@ -81,6 +81,8 @@ pub struct Unit {
     pub peers: u32,
     /// What the charm logged through `juju-log`, every hook.
     pub logs: LogSink,
+    /// Where the last hook's unit statuses start in the model's history.
+    last_hook: std::cell::Cell<usize>,
 }
 
 /// Records `juju-log` lines (the charm's only log path).
@@ -141,6 +143,7 @@ impl Unit {
             tarballs,
             peers,
             logs: LogSink::default(),
+            last_hook: std::cell::Cell::new(0),
         }
     }
 
@@ -197,6 +200,7 @@ impl Unit {
     ) -> Result<(), CharmError> {
         self.model.begin_hook(name, action);
         let statuses = self.model.state().unit_status.len();
+        self.last_hook.set(statuses);
         let app_statuses = self.model.state().app_status.len();
         let juju = self.model.juju(dispatch_path, relation);
         let unit = juju.unit_name().to_string();
@@ -263,15 +267,9 @@ impl Unit {
         (s.kind, s.message)
     }
 
-    /// Statuses set by the last hook.
+    /// Unit statuses set by the last hook, in order.
     pub fn hook_statuses(&self) -> Vec<StatusRecord> {
-        let st = self.model.state();
-        let hook = st.unit_status.last().map(|s| s.hook.clone());
-        st.unit_status
-            .iter()
-            .filter(|s| Some(&s.hook) == hook.as_ref())
-            .cloned()
-            .collect()
+        self.model.state().unit_status[self.last_hook.get()..].to_vec()
     }
 
     pub fn app_version(&self) -> Option<String> {
