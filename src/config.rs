@@ -1,14 +1,25 @@
 //! Typed, validated charm configuration.
 //!
-//! Owns: turning `config-get` output into `CharmConfig` and every config error
-//! message. Invariants: validation reports *all* bad options, each naming the option,
-//! the bad value (never for secret options) and the fix; a `CharmConfig` only exists
-//! when every option is valid. Hazards: `github-token` is a secret; its `Debug` is
-//! redacted and it never appears in an error.
+//! Owns: turning `config-get --format=json` output into `CharmConfig`, every config
+//! error message, and the charm's one version parser ([`parse_version`]).
+//!
+//! Shape: a serde-derived raw struct (`RawConfig`, kebab-case names as in config.yaml;
+//! unknown keys ignored) whose fields accept any JSON value, then one validator per
+//! option that reports its own problems and returns a fallback, so one bad option never
+//! hides another.
+//!
+//! Invariants: validation reports *all* bad options, in config.yaml order, each naming
+//! the option, the bad value (never for secret options) and the fix; a `CharmConfig`
+//! only exists when every option is valid. The messages are quoted in
+//! docs/troubleshooting.md (checked by `tests/docs.rs`): change both together.
+//!
+//! Hazards: `github-token` is a secret; its `Debug` is redacted and it never appears in
+//! an error.
 
 use std::fmt;
 use std::time::Duration;
 
+use serde::{Deserialize, Deserializer};
 use serde_json::{Map, Value};
 
 /// Role selection (`mode`).
@@ -131,46 +142,22 @@ pub struct CharmConfig {
     pub initial_admin_username: String,
 }
 
-fn get_str(map: &Map<String, Value>, key: &str, default: &str) -> Result<String, String> {
-    match map.get(key) {
-        None | Some(Value::Null) => Ok(default.to_string()),
-        Some(Value::String(s)) => Ok(s.trim().to_string()),
-        Some(other) => Err(format!("expected a string, got {other}")),
-    }
+/// Parses a Concourse version (`7.14.3`, `8.0.0-rc.1`; callers strip a leading `v`) by
+/// semver's rules, without build metadata, and short enough to be a directory name
+/// under `releases/` (each number below 1,000,000, a pre-release of at most 32 bytes).
+/// The one version parser of the charm: validation and ordering both use it.
+pub fn parse_version(v: &str) -> Option<semver::Version> {
+    let parsed = semver::Version::parse(v).ok()?;
+    let short = [parsed.major, parsed.minor, parsed.patch]
+        .iter()
+        .all(|n| *n < 1_000_000)
+        && parsed.pre.len() <= 32;
+    (short && parsed.build.is_empty()).then_some(parsed)
 }
 
-fn get_int(map: &Map<String, Value>, key: &str, default: i64) -> Result<i64, String> {
-    match map.get(key) {
-        None | Some(Value::Null) => Ok(default),
-        Some(Value::Number(n)) => n
-            .as_i64()
-            .ok_or_else(|| format!("expected a whole number, got {n}")),
-        Some(Value::String(s)) => s
-            .trim()
-            .parse()
-            .map_err(|_| format!("expected a whole number, got {s:?}")),
-        Some(other) => Err(format!("expected a whole number, got {other}")),
-    }
-}
-
-/// Is `v` a plausible Concourse version (`7.14.3`, `8.0.0-rc.1`)?
+/// Is `v` a plausible Concourse version (see [`parse_version`])?
 pub fn is_valid_version(v: &str) -> bool {
-    let (core, pre) = match v.split_once('-') {
-        Some((c, p)) => (c, Some(p)),
-        None => (v, None),
-    };
-    let parts: Vec<&str> = core.split('.').collect();
-    let core_ok = parts.len() == 3
-        && parts
-            .iter()
-            .all(|p| !p.is_empty() && p.len() <= 6 && p.bytes().all(|b| b.is_ascii_digit()));
-    let pre_ok = pre.is_none_or(|p| {
-        !p.is_empty()
-            && p.len() <= 32
-            && p.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
-    });
-    core_ok && pre_ok
+    parse_version(v).is_some()
 }
 
 /// Parses `90s`, `30m`, `1h`, `1h30m`, `2h15m10s`, or a bare number of seconds.
@@ -234,243 +221,353 @@ fn check_url(raw: &str) -> Result<(), String> {
     Ok(())
 }
 
-impl CharmConfig {
-    /// Validates `config-get` output. Returns every problem found.
-    pub fn from_map(map: &Map<String, Value>) -> Result<CharmConfig, Vec<ConfigError>> {
-        let mut errs = Vec::new();
-        let str_opt = |key: &'static str, default: &str, errs: &mut Vec<ConfigError>| {
-            get_str(map, key, default).unwrap_or_else(|p| {
-                errs.push(ConfigError::new(key, p, "set a string value"));
+/// A config value as `config-get --format=json` sent it, typed loosely so that one bad
+/// value never stops the others from being checked: null or absent is [`Opt::Unset`], a
+/// value of the wrong type is [`Opt::WrongType`] with what was wrong.
+#[derive(Debug, Clone, Default, PartialEq)]
+enum Opt<T> {
+    #[default]
+    Unset,
+    Set(T),
+    WrongType(String),
+}
+
+/// How a JSON value becomes an option value.
+trait FromJuju: Sized {
+    fn from_json(v: Value) -> Result<Self, String>;
+}
+
+/// String options: strings only (trimmed).
+impl FromJuju for String {
+    fn from_json(v: Value) -> Result<Self, String> {
+        match v {
+            Value::String(s) => Ok(s.trim().to_string()),
+            other => Err(format!("expected a string, got {other}")),
+        }
+    }
+}
+
+/// Int options: JSON numbers, or strings holding a whole number.
+impl FromJuju for i64 {
+    fn from_json(v: Value) -> Result<Self, String> {
+        match v {
+            Value::Number(n) => n
+                .as_i64()
+                .ok_or_else(|| format!("expected a whole number, got {n}")),
+            Value::String(s) => s
+                .trim()
+                .parse()
+                .map_err(|_| format!("expected a whole number, got {s:?}")),
+            other => Err(format!("expected a whole number, got {other}")),
+        }
+    }
+}
+
+impl<'de, T: FromJuju> Deserialize<'de> for Opt<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(match Value::deserialize(d)? {
+            Value::Null => Opt::Unset,
+            v => T::from_json(v).map_or_else(Opt::WrongType, Opt::Set),
+        })
+    }
+}
+
+/// The options of config.yaml as Juju sends them; unknown keys are ignored.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "kebab-case", default)]
+struct RawConfig {
+    mode: Opt<String>,
+    version: Opt<String>,
+    shared_storage: Opt<String>,
+    release_url: Opt<String>,
+    release_api_url: Opt<String>,
+    github_token: Opt<String>,
+    web_port: Opt<i64>,
+    external_url: Opt<String>,
+    log_level: Opt<String>,
+    drain_timeout: Opt<String>,
+    upgrade_max_unavailable: Opt<i64>,
+    tag: Opt<String>,
+    initial_admin_username: Opt<String>,
+}
+
+const DEFAULT_RELEASE_URL: &str = "https://github.com/concourse/concourse/releases/download/v{version}/concourse-{version}-linux-amd64.tgz";
+const DEFAULT_RELEASE_API_URL: &str =
+    "https://api.github.com/repos/concourse/concourse/releases/latest";
+
+/// The errors found so far; each validator adds its own and returns a fallback value.
+#[derive(Default)]
+struct Errors(Vec<ConfigError>);
+
+impl Errors {
+    fn add(&mut self, option: &'static str, problem: impl Into<String>, fix: impl Into<String>) {
+        self.0.push(ConfigError::new(option, problem, fix));
+    }
+
+    /// A string option's value, or `default` when unset or (reported) of the wrong type.
+    fn text(&mut self, option: &'static str, raw: Opt<String>, default: &str) -> String {
+        match raw {
+            Opt::Unset => default.to_string(),
+            Opt::Set(s) => s,
+            Opt::WrongType(p) => {
+                self.add(option, p, "set a string value");
                 default.to_string()
-            })
-        };
-
-        let mode_raw = str_opt("mode", "auto", &mut errs);
-        let mode = match mode_raw.as_str() {
-            "auto" => Mode::Auto,
-            "all" => Mode::All,
-            "web" => Mode::Web,
-            "worker" => Mode::Worker,
-            other => {
-                errs.push(ConfigError::new(
-                    "mode",
-                    format!("{other:?} is not a mode"),
-                    "use one of auto, all, web, worker",
-                ));
-                Mode::Auto
             }
-        };
+        }
+    }
 
-        let version_raw = str_opt("version", "", &mut errs);
-        let version_raw = version_raw
-            .strip_prefix('v')
-            .unwrap_or(&version_raw)
-            .to_string();
-        let version = if version_raw.is_empty() {
-            None
-        } else if is_valid_version(&version_raw) {
-            Some(version_raw)
-        } else {
-            errs.push(ConfigError::new(
-                "version",
-                format!("{version_raw:?} is not a version"),
-                "use a release number such as 7.14.3, or \"\" for the latest",
-            ));
-            None
-        };
-
-        let ss_raw = str_opt("shared-storage", "none", &mut errs);
-        let shared_storage = match ss_raw.as_str() {
-            "none" | "" => SharedStorage::None,
-            "shared" | "lxc" => SharedStorage::Shared,
-            other => {
-                errs.push(ConfigError::new(
-                    "shared-storage",
-                    format!("{other:?} is not a storage mode"),
-                    "use none or shared",
-                ));
-                SharedStorage::None
+    /// An int option's value within `range`, or `default` (errors reported with `fix`
+    /// and, for a wrong type, `type_fix`).
+    fn int(
+        &mut self,
+        option: &'static str,
+        raw: Opt<i64>,
+        default: i64,
+        range: std::ops::RangeInclusive<i64>,
+        (fix, type_fix): (&str, &str),
+    ) -> i64 {
+        match raw {
+            Opt::Unset => default,
+            Opt::Set(n) if range.contains(&n) => n,
+            Opt::Set(n) => {
+                self.add(option, format!("{n} is out of range"), fix);
+                default
             }
-        };
+            Opt::WrongType(p) => {
+                self.add(option, p, type_fix);
+                default
+            }
+        }
+    }
+}
 
-        let release_url = str_opt(
+fn mode(raw: Opt<String>, errs: &mut Errors) -> Mode {
+    match errs.text("mode", raw, "auto").as_str() {
+        "auto" => Mode::Auto,
+        "all" => Mode::All,
+        "web" => Mode::Web,
+        "worker" => Mode::Worker,
+        other => {
+            errs.add(
+                "mode",
+                format!("{other:?} is not a mode"),
+                "use one of auto, all, web, worker",
+            );
+            Mode::Auto
+        }
+    }
+}
+
+fn version(raw: Opt<String>, errs: &mut Errors) -> Option<String> {
+    let raw = errs.text("version", raw, "");
+    let v = raw.strip_prefix('v').unwrap_or(&raw);
+    if v.is_empty() {
+        None
+    } else if is_valid_version(v) {
+        Some(v.to_string())
+    } else {
+        errs.add(
+            "version",
+            format!("{v:?} is not a version"),
+            "use a release number such as 7.14.3, or \"\" for the latest",
+        );
+        None
+    }
+}
+
+fn shared_storage(raw: Opt<String>, errs: &mut Errors) -> SharedStorage {
+    match errs.text("shared-storage", raw, "none").as_str() {
+        "none" | "" => SharedStorage::None,
+        "shared" | "lxc" => SharedStorage::Shared,
+        other => {
+            errs.add(
+                "shared-storage",
+                format!("{other:?} is not a storage mode"),
+                "use none or shared",
+            );
+            SharedStorage::None
+        }
+    }
+}
+
+fn release_url(raw: Opt<String>, errs: &mut Errors) -> String {
+    let url = errs.text("release-url", raw, DEFAULT_RELEASE_URL);
+    if let Err(p) = check_url(&url) {
+        errs.add("release-url", p, "use an http(s) URL containing {version}");
+    } else if !url.contains("{version}") {
+        errs.add(
             "release-url",
-            "https://github.com/concourse/concourse/releases/download/v{version}/concourse-{version}-linux-amd64.tgz",
-            &mut errs,
+            "has no {version} placeholder",
+            "include {version} where the release number goes",
         );
-        if let Err(p) = check_url(&release_url) {
-            errs.push(ConfigError::new(
-                "release-url",
-                p,
-                "use an http(s) URL containing {version}",
-            ));
-        } else if !release_url.contains("{version}") {
-            errs.push(ConfigError::new(
-                "release-url",
-                "has no {version} placeholder",
-                "include {version} where the release number goes",
-            ));
-        }
-        let release_api_url = str_opt(
-            "release-api-url",
-            "https://api.github.com/repos/concourse/concourse/releases/latest",
-            &mut errs,
-        );
-        if let Err(p) = check_url(&release_api_url) {
-            errs.push(ConfigError::new("release-api-url", p, "use an http(s) URL"));
-        }
-        let github_token = match get_str(map, "github-token", "") {
-            Ok(t) => Secret(t),
-            Err(_) => {
-                errs.push(ConfigError::new(
-                    "github-token",
-                    "expected a string",
-                    "set a token string",
-                ));
-                Secret::default()
-            }
-        };
+    }
+    url
+}
 
-        let web_port = match get_int(map, "web-port", 8080) {
-            Ok(p) if (1..=65535).contains(&p) => p as u16,
-            Ok(p) => {
-                errs.push(ConfigError::new(
-                    "web-port",
-                    format!("{p} is out of range"),
-                    "use a port between 1 and 65535",
-                ));
-                8080
-            }
-            Err(p) => {
-                errs.push(ConfigError::new(
-                    "web-port",
-                    p,
-                    "use a port between 1 and 65535",
-                ));
-                8080
-            }
-        };
+fn release_api_url(raw: Opt<String>, errs: &mut Errors) -> String {
+    let url = errs.text("release-api-url", raw, DEFAULT_RELEASE_API_URL);
+    if let Err(p) = check_url(&url) {
+        errs.add("release-api-url", p, "use an http(s) URL");
+    }
+    url
+}
 
-        let ext_raw = str_opt("external-url", "", &mut errs);
-        let external_url = if ext_raw.is_empty() {
+/// Never echoes the value, not even a wrong-typed one.
+fn github_token(raw: Opt<String>, errs: &mut Errors) -> Secret {
+    match raw {
+        Opt::Unset => Secret::default(),
+        Opt::Set(t) => Secret(t),
+        Opt::WrongType(_) => {
+            errs.add("github-token", "expected a string", "set a token string");
+            Secret::default()
+        }
+    }
+}
+
+fn web_port(raw: Opt<i64>, errs: &mut Errors) -> u16 {
+    let fix = "use a port between 1 and 65535";
+    let port = errs.int("web-port", raw, 8080, 1..=65535, (fix, fix));
+    u16::try_from(port).unwrap_or(8080)
+}
+
+fn external_url(raw: Opt<String>, errs: &mut Errors) -> Option<String> {
+    let url = errs.text("external-url", raw, "");
+    if url.is_empty() {
+        return None;
+    }
+    match check_url(&url) {
+        Ok(()) if !url.contains('{') => Some(url.trim_end_matches('/').to_string()),
+        Ok(()) => {
+            errs.add(
+                "external-url",
+                format!("{url:?} contains a placeholder"),
+                "use a URL such as https://ci.example.com",
+            );
             None
-        } else {
-            match check_url(&ext_raw) {
-                Ok(()) if !ext_raw.contains('{') => Some(ext_raw.trim_end_matches('/').to_string()),
-                Ok(()) => {
-                    errs.push(ConfigError::new(
-                        "external-url",
-                        format!("{ext_raw:?} contains a placeholder"),
-                        "use a URL such as https://ci.example.com",
-                    ));
-                    None
-                }
-                Err(p) => {
-                    errs.push(ConfigError::new(
-                        "external-url",
-                        p,
-                        "use a URL such as https://ci.example.com, or \"\" for the unit address",
-                    ));
-                    None
-                }
-            }
-        };
-
-        let ll_raw = str_opt("log-level", "info", &mut errs);
-        let log_level = match ll_raw.as_str() {
-            "debug" => LogLevel::Debug,
-            "info" => LogLevel::Info,
-            "error" => LogLevel::Error,
-            "fatal" => LogLevel::Fatal,
-            other => {
-                errs.push(ConfigError::new(
-                    "log-level",
-                    format!("{other:?} is not a Concourse log level"),
-                    "use one of debug, info, error, fatal",
-                ));
-                LogLevel::Info
-            }
-        };
-
-        let dt_raw = str_opt("drain-timeout", "1h", &mut errs);
-        let drain_timeout = match parse_duration(&dt_raw) {
-            Some(d) if d >= Duration::from_secs(1) => d,
-            _ => {
-                errs.push(ConfigError::new(
-                    "drain-timeout",
-                    format!("{dt_raw:?} is not a duration of at least 1s"),
-                    "use a duration such as 90s, 30m, 1h or 1h30m",
-                ));
-                Duration::from_secs(3600)
-            }
-        };
-
-        let upgrade_max_unavailable = match get_int(map, "upgrade-max-unavailable", 1) {
-            Ok(n) if (1..=1000).contains(&n) => n as u32,
-            Ok(n) => {
-                errs.push(ConfigError::new(
-                    "upgrade-max-unavailable",
-                    format!("{n} is out of range"),
-                    "use a number of workers between 1 and 1000",
-                ));
-                1
-            }
-            Err(p) => {
-                errs.push(ConfigError::new(
-                    "upgrade-max-unavailable",
-                    p,
-                    "use a whole number >= 1",
-                ));
-                1
-            }
-        };
-
-        let tag_raw = str_opt("tag", "", &mut errs);
-        let mut tags: Vec<String> = Vec::new();
-        for t in tag_raw.split(',').map(str::trim).filter(|t| !t.is_empty()) {
-            if t.chars().any(|c| c.is_whitespace() || c.is_control()) {
-                errs.push(ConfigError::new(
-                    "tag",
-                    format!("tag {t:?} contains whitespace"),
-                    "use comma-separated tags without spaces",
-                ));
-            } else if !tags.iter().any(|x| x == t) {
-                tags.push(t.to_string());
-            }
         }
-
-        let user = str_opt("initial-admin-username", "admin", &mut errs);
-        let user_ok = !user.is_empty()
-            && user.len() <= 64
-            && user
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '@'));
-        if !user_ok {
-            errs.push(ConfigError::new(
-                "initial-admin-username",
-                format!("{user:?} is not a valid user name"),
-                "use letters, digits, '-', '_', '.', '@' (at most 64)",
-            ));
+        Err(p) => {
+            errs.add(
+                "external-url",
+                p,
+                "use a URL such as https://ci.example.com, or \"\" for the unit address",
+            );
+            None
         }
+    }
+}
 
-        if errs.is_empty() {
-            Ok(CharmConfig {
-                mode,
-                version,
-                shared_storage,
-                release_url,
-                release_api_url,
-                github_token,
-                web_port,
-                external_url,
-                log_level,
-                drain_timeout,
-                upgrade_max_unavailable,
-                tags,
-                initial_admin_username: user,
-            })
+fn log_level(raw: Opt<String>, errs: &mut Errors) -> LogLevel {
+    match errs.text("log-level", raw, "info").as_str() {
+        "debug" => LogLevel::Debug,
+        "info" => LogLevel::Info,
+        "error" => LogLevel::Error,
+        "fatal" => LogLevel::Fatal,
+        other => {
+            errs.add(
+                "log-level",
+                format!("{other:?} is not a Concourse log level"),
+                "use one of debug, info, error, fatal",
+            );
+            LogLevel::Info
+        }
+    }
+}
+
+fn drain_timeout(raw: Opt<String>, errs: &mut Errors) -> Duration {
+    let raw = errs.text("drain-timeout", raw, "1h");
+    match parse_duration(&raw) {
+        Some(d) if d >= Duration::from_secs(1) => d,
+        _ => {
+            errs.add(
+                "drain-timeout",
+                format!("{raw:?} is not a duration of at least 1s"),
+                "use a duration such as 90s, 30m, 1h or 1h30m",
+            );
+            Duration::from_secs(3600)
+        }
+    }
+}
+
+fn upgrade_max_unavailable(raw: Opt<i64>, errs: &mut Errors) -> u32 {
+    let fixes = (
+        "use a number of workers between 1 and 1000",
+        "use a whole number >= 1",
+    );
+    let n = errs.int("upgrade-max-unavailable", raw, 1, 1..=1000, fixes);
+    u32::try_from(n).unwrap_or(1)
+}
+
+/// Comma-separated, trimmed, empty ones dropped, duplicates dropped; every tag with
+/// whitespace is reported.
+fn tags(raw: Opt<String>, errs: &mut Errors) -> Vec<String> {
+    let raw = errs.text("tag", raw, "");
+    let mut tags: Vec<String> = Vec::new();
+    for t in raw.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+        if t.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            errs.add(
+                "tag",
+                format!("tag {t:?} contains whitespace"),
+                "use comma-separated tags without spaces",
+            );
+        } else if !tags.iter().any(|x| x == t) {
+            tags.push(t.to_string());
+        }
+    }
+    tags
+}
+
+fn initial_admin_username(raw: Opt<String>, errs: &mut Errors) -> String {
+    let user = errs.text("initial-admin-username", raw, "admin");
+    let ok = !user.is_empty()
+        && user.len() <= 64
+        && user
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '@'));
+    if !ok {
+        errs.add(
+            "initial-admin-username",
+            format!("{user:?} is not a valid user name"),
+            "use letters, digits, '-', '_', '.', '@' (at most 64)",
+        );
+    }
+    user
+}
+
+impl CharmConfig {
+    /// Validates `config-get --format=json` output. Returns every problem found, in the
+    /// order of config.yaml.
+    pub fn from_map(map: &Map<String, Value>) -> Result<CharmConfig, Vec<ConfigError>> {
+        // Every field is an `Opt`, which accepts any JSON value: this cannot fail.
+        let raw: RawConfig = serde_json::from_value(Value::Object(map.clone())).map_err(|e| {
+            vec![ConfigError::new(
+                "config",
+                e.to_string(),
+                "check juju config",
+            )]
+        })?;
+        let mut errs = Errors::default();
+        let config = CharmConfig {
+            mode: mode(raw.mode, &mut errs),
+            version: version(raw.version, &mut errs),
+            shared_storage: shared_storage(raw.shared_storage, &mut errs),
+            release_url: release_url(raw.release_url, &mut errs),
+            release_api_url: release_api_url(raw.release_api_url, &mut errs),
+            github_token: github_token(raw.github_token, &mut errs),
+            web_port: web_port(raw.web_port, &mut errs),
+            external_url: external_url(raw.external_url, &mut errs),
+            log_level: log_level(raw.log_level, &mut errs),
+            drain_timeout: drain_timeout(raw.drain_timeout, &mut errs),
+            upgrade_max_unavailable: upgrade_max_unavailable(
+                raw.upgrade_max_unavailable,
+                &mut errs,
+            ),
+            tags: tags(raw.tag, &mut errs),
+            initial_admin_username: initial_admin_username(raw.initial_admin_username, &mut errs),
+        };
+        if errs.0.is_empty() {
+            Ok(config)
         } else {
-            Err(errs)
+            Err(errs.0)
         }
     }
 
@@ -567,8 +664,67 @@ mod tests {
     }
 
     #[test]
+    fn juju_json_types_are_accepted_and_unknown_keys_ignored() {
+        let c = CharmConfig::from_map(&map(json!({
+            "web-port": "443", "upgrade-max-unavailable": 3, "mode": null,
+            "some-future-option": true, "another": {"nested": [1, 2]}
+        })))
+        .unwrap();
+        assert_eq!((c.web_port, c.upgrade_max_unavailable), (443, 3));
+        assert_eq!(c.mode, Mode::Auto, "null is the default");
+        let errs = CharmConfig::from_map(&map(json!({
+            "mode": true, "web-port": 80.5, "upgrade-max-unavailable": false
+        })))
+        .unwrap_err();
+        let msgs: Vec<String> = errs.iter().map(ConfigError::status_message).collect();
+        assert_eq!(
+            msgs,
+            vec![
+                "invalid mode: expected a string, got true; set a string value",
+                "invalid web-port: expected a whole number, got 80.5; use a port between 1 and 65535",
+                "invalid upgrade-max-unavailable: expected a whole number, got false; use a whole number >= 1",
+            ]
+        );
+    }
+
+    #[test]
+    fn every_option_of_config_yaml_is_read_and_reported_by_name() {
+        let yaml: serde_yaml::Value = serde_yaml::from_str(
+            &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config.yaml")).unwrap(),
+        )
+        .unwrap();
+        let options: Vec<String> = yaml["options"]
+            .as_mapping()
+            .unwrap()
+            .keys()
+            .map(|k| k.as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(options.len(), 13, "{options:?}");
+        // A wrong type for every option at once: every one is reported, in order.
+        let all_wrong: Map<String, Value> =
+            options.iter().map(|o| (o.clone(), json!([1]))).collect();
+        let errs = CharmConfig::from_map(&all_wrong).unwrap_err();
+        let named: Vec<&str> = errs.iter().map(|e| e.option).collect();
+        assert_eq!(named, options, "{errs:?}");
+        assert!(errs.iter().all(|e| !e.fix.is_empty()));
+    }
+
+    #[test]
+    fn wrong_typed_token_is_never_echoed() {
+        let errs = CharmConfig::from_map(&map(json!({"github-token": 424242}))).unwrap_err();
+        assert_eq!(errs.len(), 1);
+        assert!(!errs[0].to_string().contains("424242"), "{}", errs[0]);
+    }
+
+    #[test]
     fn versions() {
-        for v in ["7.14.3", "8.0.0-rc.1", "10.20.30"] {
+        for v in [
+            "7.14.3",
+            "8.0.0-rc.1",
+            "10.20.30",
+            "8.0.0-beta-2.x",
+            "999999.0.0",
+        ] {
             assert!(is_valid_version(v), "{v}");
         }
         for v in [
@@ -581,6 +737,12 @@ mod tests {
             "7.1.1-",
             "7.1.1-a/b",
             "7.1.1 ",
+            "7.14.3+build.1",
+            "07.14.3",
+            "8.0.0-rc.01",
+            "8.0.0-rc..1",
+            "1000000.0.0",
+            "v7.14.3",
         ] {
             assert!(!is_valid_version(v), "{v}");
         }

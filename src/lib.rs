@@ -1,13 +1,16 @@
 //! concourse-ci: a Juju machine charm for Concourse CI, as one `dispatch` executable.
 //!
-//! `main` builds a `juju::Context` from the environment and hands it to
-//! `charm::dispatch`, which routes the event and converges the unit.
+//! `main` builds a `juju::Context` from the environment and the real `host::Host`, and
+//! hands both to `charm::dispatch`, which routes the event and converges the unit.
 
 pub mod charm;
+pub mod checkpoint;
 pub mod config;
 pub mod fsutil;
+pub mod host;
 pub mod installer;
 pub mod juju;
+pub mod keys;
 pub mod postgres;
 pub mod roles;
 pub mod service;

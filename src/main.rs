@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 
 use concourse_ci::charm;
+use concourse_ci::host::Host;
 use concourse_ci::juju::{log, Context, Juju, ProcessRunner};
 
 fn main() -> ExitCode {
@@ -16,17 +17,12 @@ fn main() -> ExitCode {
     log::init(Box::new(ProcessRunner), &ctx.unit_name, ctx.debug);
     let what = ctx.describe();
     let juju = Juju::new(ctx, Box::new(ProcessRunner));
-    match charm::dispatch(&juju) {
+    match charm::dispatch(&juju, &Host::system()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             let chain = concourse_ci::error_chain(&e);
-            if e.retryable() {
-                tracing::error!("{what} failed, Juju will retry: {chain}");
-                ExitCode::FAILURE
-            } else {
-                tracing::error!("{what} failed: {chain}");
-                ExitCode::SUCCESS
-            }
+            tracing::error!("{what} failed, Juju will retry: {chain}");
+            ExitCode::FAILURE
         }
     }
 }

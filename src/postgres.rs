@@ -26,29 +26,14 @@ pub struct DbInfo {
     pub password: Secret,
 }
 
-/// Why the database is not usable yet (for the waiting status).
+/// Why the database is not usable yet (the charm turns it into a waiting status).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DbMissing {
     NoRelation,
     NoEndpoints,
     NoCredentials,
+    /// The provider's `endpoints` value.
     BadEndpoints(String),
-}
-
-impl DbMissing {
-    /// The waiting status; `app` is this application's name (for the fix it suggests).
-    pub fn status_message(&self, app: &str) -> String {
-        match self {
-            DbMissing::NoRelation => {
-                format!(
-                    "Waiting for PostgreSQL relation (juju integrate {app}:postgresql postgresql)"
-                )
-            }
-            DbMissing::NoEndpoints => "Waiting for PostgreSQL to publish its endpoints".into(),
-            DbMissing::NoCredentials => "Waiting for PostgreSQL credentials".into(),
-            DbMissing::BadEndpoints(e) => format!("PostgreSQL endpoints {e:?} cannot be parsed"),
-        }
-    }
 }
 
 /// Our app databag for the relation (written by the leader).
@@ -204,9 +189,5 @@ mod tests {
             db_info(&bag(&[("endpoints", "pg:x")]), None),
             Err(DbMissing::BadEndpoints(_))
         ));
-        assert_eq!(
-            DbMissing::NoRelation.status_message("ci"),
-            "Waiting for PostgreSQL relation (juju integrate ci:postgresql postgresql)"
-        );
     }
 }

@@ -1,9 +1,10 @@
 //! Which Concourse roles a unit runs: pure decisions from config and peer data.
 //!
-//! Owns: the role rules of DESIGN §6. Invariants: in `auto` mode exactly one unit is the
-//! web unit, chosen by the leader and recorded in peer app data (`web-unit`); it stays
-//! while that unit is alive, whatever happens to leadership; every other unit is a worker.
-//! A unit that has not yet learnt the web unit runs nothing rather than guessing.
+//! Owns: the role rules (docs/architecture.md#roles-and-relations). Invariants: in `auto` mode exactly
+//! one unit is the web unit, chosen by the leader and recorded in peer app data
+//! (`web-unit`); it stays while that unit is alive, whatever happens to leadership; every
+//! other unit is a worker. A unit that has not yet learnt the web unit runs nothing rather
+//! than guessing.
 
 use crate::config::Mode;
 use crate::juju::context::split_unit_name;

@@ -1,40 +1,30 @@
-//! systemd units for Concourse: rendering unit files and driving `systemctl`.
+//! systemd units for Concourse: rendering unit and env files and applying them.
 //!
-//! Owns: the text of `concourse-server.service` and `concourse-worker.service`, and every
-//! `systemctl` call. Invariants: unit and env files are written only when their content
-//! changes (`fsutil::write_if_changed`), `daemon-reload` runs only after a unit file
-//! changed, and a service is restarted only when one of its own inputs changed (the
-//! caller passes that fact in; a unit-file change of stop-time settings alone is not one). Hazards: `stop` of a worker lands it (`KillSignal=SIGUSR1`)
-//! and can take up to `drain-timeout`; retiring uses SIGUSR2 explicitly.
+//! Owns: the text of `concourse-server.service` and `concourse-worker.service`, and
+//! [`apply_service`], the one way a role's files reach the machine and its service is
+//! (re)started. Invariants: unit and env files are written only when their content changes
+//! (`fsutil::write_if_changed`), `daemon-reload` runs only after a unit file changed, and
+//! a service is restarted only when one of its own inputs changed (the caller passes
+//! whether the release changed; a unit-file change of stop-time settings alone is not
+//! one); a file that only needs a reload (`ExecReload=`) never restarts the service.
+//! Hazards: `stop` of a worker lands it (`KillSignal=SIGUSR1`) and can take up to
+//! `drain-timeout`; retiring uses SIGUSR2 explicitly.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
-use crate::fsutil;
+use crate::fsutil::{self, Owner};
+use crate::host::{Host, ManagerError};
 
 /// Where unit files live.
 pub const UNIT_DIR: &str = "/etc/systemd/system";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
-    #[error("cannot run systemctl {args}: {source}")]
-    Spawn {
-        args: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error(
-        "systemctl {args} failed ({status}): {stderr}; see `journalctl -u {unit}` on the unit"
-    )]
-    Failed {
-        args: String,
-        unit: String,
-        status: String,
-        stderr: String,
-    },
-    #[error("cannot write {path}: {source}")]
+    #[error(transparent)]
+    Manager(#[from] ManagerError),
+    #[error("cannot write {path}")]
     Write {
         path: PathBuf,
         #[source]
@@ -114,8 +104,8 @@ impl UnitSpec {
 
     /// Writes the unit file if it changed; says whether the running service must restart
     /// for it (see [`UnitChange`]).
-    pub fn install(&self) -> Result<UnitChange, ServiceError> {
-        let path = self.path();
+    pub fn install(&self, host: &Host) -> Result<UnitChange, ServiceError> {
+        let path = host.paths.local(self.path());
         let new = self.render();
         let old = std::fs::read_to_string(&path).ok();
         let written =
@@ -196,86 +186,91 @@ pub fn render_env(vars: &std::collections::BTreeMap<String, String>) -> String {
     s
 }
 
-/// Thin client over the `systemctl` command.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct Systemctl;
+/// When a changed file takes effect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnChange {
+    /// The service restarts.
+    Restart,
+    /// The service reloads (`ExecReload=`), keeping its process.
+    Reload,
+}
 
-impl Systemctl {
-    fn run(&self, args: &[&str]) -> Result<String, ServiceError> {
-        let joined = args.join(" ");
-        let out = Command::new("systemctl")
-            .args(args)
-            .output()
-            .map_err(|source| ServiceError::Spawn {
-                args: joined.clone(),
-                source,
-            })?;
-        if out.status.success() {
-            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-        } else {
-            Err(ServiceError::Failed {
-                unit: args.last().copied().unwrap_or("").to_string(),
-                args: joined,
-                status: out.status.to_string(),
-                stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-            })
+/// A file a service reads, written by [`apply_service`].
+#[derive(Debug, Clone)]
+pub struct ManagedFile {
+    /// The machine path (as the service sees it).
+    pub path: PathBuf,
+    pub content: Vec<u8>,
+    pub mode: u32,
+    pub owner: Owner,
+    pub on_change: OnChange,
+}
+
+/// What [`apply_service`] did to the service.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Applied {
+    pub started: bool,
+    pub restarted: bool,
+    pub reloaded: bool,
+}
+
+/// Writes a service's files and unit, then starts, restarts or reloads it as needed.
+/// `release_changed` is true when the unit's pointer moved to another release.
+pub fn apply_service(
+    host: &Host,
+    spec: &UnitSpec,
+    files: &[ManagedFile],
+    release_changed: bool,
+) -> Result<Applied, ServiceError> {
+    let (mut restart, mut reload) = (release_changed, false);
+    for f in files {
+        let path = host.paths.local(&f.path);
+        let changed = fsutil::write_if_changed(&path, &f.content, f.mode, Some(f.owner))
+            .map_err(|source| ServiceError::Write { path, source })?;
+        match f.on_change {
+            OnChange::Restart => restart |= changed,
+            OnChange::Reload => reload |= changed,
         }
     }
-
-    pub fn daemon_reload(&self) -> Result<(), ServiceError> {
-        self.run(&["daemon-reload"]).map(drop)
+    let unit_change = spec.install(host)?;
+    restart |= unit_change.needs_restart();
+    let sys = &host.services;
+    if unit_change.written() {
+        sys.daemon_reload()?;
+        sys.enable(&spec.name)?;
     }
-
-    pub fn enable(&self, unit: &str) -> Result<(), ServiceError> {
-        self.run(&["enable", unit]).map(drop)
+    let mut applied = Applied::default();
+    if !sys.is_active(&spec.name) {
+        sys.start(&spec.name)?;
+        applied.started = true;
+    } else if restart {
+        sys.restart(&spec.name)?;
+        applied.restarted = true;
+    } else if reload {
+        sys.reload(&spec.name)?;
+        applied.reloaded = true;
     }
+    Ok(applied)
+}
 
-    pub fn disable(&self, unit: &str) -> Result<(), ServiceError> {
-        self.run(&["disable", unit]).map(drop)
+/// Disables a service and removes its unit file (the service is already stopped).
+pub fn uninstall(host: &Host, name: &str) -> Result<(), ServiceError> {
+    let path = host
+        .paths
+        .local(Path::new(UNIT_DIR).join(format!("{name}.service")));
+    if path.exists() {
+        let _ = host.services.disable(name);
+        let _ = std::fs::remove_file(&path);
+        host.services.daemon_reload()?;
     }
+    Ok(())
+}
 
-    pub fn start(&self, unit: &str) -> Result<(), ServiceError> {
-        self.run(&["start", unit]).map(drop)
-    }
-
-    pub fn stop(&self, unit: &str) -> Result<(), ServiceError> {
-        self.run(&["stop", unit]).map(drop)
-    }
-
-    pub fn restart(&self, unit: &str) -> Result<(), ServiceError> {
-        self.run(&["restart", unit]).map(drop)
-    }
-
-    pub fn reload(&self, unit: &str) -> Result<(), ServiceError> {
-        self.run(&["reload", unit]).map(drop)
-    }
-
-    /// Sends a signal to the main process only.
-    pub fn kill_main(&self, unit: &str, signal: &str) -> Result<(), ServiceError> {
-        self.run(&["kill", "--kill-whom=main", "-s", signal, unit])
-            .map(drop)
-    }
-
-    /// Sends a signal to every process of the unit.
-    pub fn kill_all(&self, unit: &str, signal: &str) -> Result<(), ServiceError> {
-        self.run(&["kill", "--kill-whom=all", "-s", signal, unit])
-            .map(drop)
-    }
-
-    /// Whether the unit is active (a missing unit is simply inactive).
-    pub fn is_active(&self, unit: &str) -> bool {
-        Command::new("systemctl")
-            .args(["is-active", "--quiet", unit])
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false)
-    }
-
-    /// The unit's main PID, if it runs.
-    pub fn main_pid(&self, unit: &str) -> Option<u32> {
-        let out = self.run(&["show", "-p", "MainPID", "--value", unit]).ok()?;
-        out.trim().parse().ok().filter(|p| *p > 0)
-    }
+/// Whether a service's unit file is installed.
+pub fn is_installed(host: &Host, name: &str) -> bool {
+    host.paths
+        .local(Path::new(UNIT_DIR).join(format!("{name}.service")))
+        .exists()
 }
 
 #[cfg(test)]

@@ -1,4 +1,5 @@
-//! The coordinated upgrade: a peer-relation state machine, one step per hook (DESIGN §5).
+//! The coordinated upgrade: a peer-relation state machine, one step per hook
+//! (docs/architecture.md#upgrade-protocol).
 //!
 //! Owns: the meaning of the upgrade keys in the peer databags and every decision the
 //! leader and the units take about them. This module is pure: it maps a snapshot
@@ -100,6 +101,7 @@ pub const K_GEN: &str = "upgrade-gen";
 pub const K_TARGET: &str = "upgrade-target";
 pub const K_FROM: &str = "upgrade-from";
 pub const K_GRANT: &str = "upgrade-grant";
+pub const K_SKIPPED: &str = "upgrade-skipped";
 pub const K_ERROR: &str = "upgrade-error";
 pub const K_ROLLBACK: &str = "upgrade-rollback";
 pub const K_RELEASE: &str = "release-version";
@@ -116,6 +118,10 @@ pub struct AppUpgrade {
     pub target: String,
     pub from: String,
     pub grant: Vec<String>,
+    /// Units the leader stopped waiting for in this generation: granted, they did not
+    /// switch within the grant timeout (a lost or never-started unit). They catch up
+    /// when they come back.
+    pub skipped: Vec<String>,
     pub error: String,
     pub rollback: bool,
     /// The version every unit runs when idle ("" before the first install).
@@ -136,7 +142,8 @@ impl AppUpgrade {
     pub fn from_bag(bag: &BTreeMap<String, String>) -> AppUpgrade {
         let get = |k: &str| bag.get(k).map(|s| s.trim().to_string()).unwrap_or_default();
         let gen = get(K_GEN).parse().unwrap_or(0);
-        let grant = match parse_gen_pair(&get(K_GRANT)) {
+        // `<gen>:<u1>,<u2>`; a list of another generation reads as empty
+        let units_of_gen = |k: &str| match parse_gen_pair(&get(k)) {
             Some((g, units)) if g == gen => units
                 .split(',')
                 .map(str::trim)
@@ -145,6 +152,8 @@ impl AppUpgrade {
                 .collect(),
             _ => Vec::new(),
         };
+        let grant = units_of_gen(K_GRANT);
+        let skipped = units_of_gen(K_SKIPPED);
         AppUpgrade {
             // Missing (never written) and unknown phases read as idle.
             phase: Phase::parse(&get(K_PHASE)).unwrap_or(Phase::Idle),
@@ -152,6 +161,7 @@ impl AppUpgrade {
             target: get(K_TARGET),
             from: get(K_FROM),
             grant,
+            skipped,
             error: get(K_ERROR),
             rollback: get(K_ROLLBACK) == "true",
             release: get(K_RELEASE),
@@ -166,14 +176,15 @@ impl AppUpgrade {
         m.insert(K_GEN.into(), self.gen.to_string());
         m.insert(K_TARGET.into(), self.target.clone());
         m.insert(K_FROM.into(), self.from.clone());
-        m.insert(
-            K_GRANT.into(),
-            if self.grant.is_empty() {
+        let of_gen = |units: &[String]| {
+            if units.is_empty() {
                 String::new()
             } else {
-                format!("{}:{}", self.gen, self.grant.join(","))
-            },
-        );
+                format!("{}:{}", self.gen, units.join(","))
+            }
+        };
+        m.insert(K_GRANT.into(), of_gen(&self.grant));
+        m.insert(K_SKIPPED.into(), of_gen(&self.skipped));
         m.insert(K_ERROR.into(), self.error.clone());
         m.insert(
             K_ROLLBACK.into(),
@@ -186,6 +197,17 @@ impl AppUpgrade {
         m.insert(K_RELEASE.into(), self.release.clone());
         m.insert(K_CONFIG_VERSION.into(), self.config_version.clone());
         m
+    }
+}
+
+impl AppUpgrade {
+    /// A generation that only brings stray units to the application's release (see
+    /// [`catch_up`]): nothing new is installed and nobody else moves.
+    pub fn is_catch_up(&self) -> bool {
+        self.phase.running()
+            && !self.rollback
+            && !self.release.is_empty()
+            && self.target == self.release
     }
 }
 
@@ -302,6 +324,7 @@ pub fn start(
         target: target.into(),
         from: app.release.clone(),
         grant: Vec::new(),
+        skipped: Vec::new(),
         error: String::new(),
         rollback: false,
         ..app.clone()
@@ -440,10 +463,29 @@ pub fn catch_up(app: &AppUpgrade, stray: &str) -> AppUpgrade {
         target: app.release.clone(),
         from: stray.to_string(),
         grant: Vec::new(),
+        skipped: Vec::new(),
         error: String::new(),
         rollback: false,
         ..app.clone()
     }
+}
+
+/// While idle, a catch-up generation for the first unit that runs another version than
+/// the application. A unit whose last catch-up failed is tried again only when
+/// `retry_now` (update-status, config-changed), never from the hook its failure caused.
+pub fn next_catch_up(
+    app: &AppUpgrade,
+    units: &[UnitReport],
+    retry_now: bool,
+) -> Option<AppUpgrade> {
+    if app.phase != Phase::Idle || app.release.is_empty() {
+        return None;
+    }
+    let odd = units
+        .iter()
+        .filter(|u| u.version.as_deref().is_some_and(|v| v != app.release))
+        .find(|u| retry_now || !(u.failed(app.gen) || app.skipped.contains(&u.name)))?;
+    Some(catch_up(app, odd.version.as_deref().unwrap_or_default()))
 }
 
 /// What the leader sees.
@@ -457,6 +499,9 @@ pub struct LeaderView<'a> {
     pub max_unavailable: usize,
     /// The leader's own clock says units had long enough to acknowledge `prepare`.
     pub prepare_timed_out: bool,
+    /// The leader's own clock says the current grant is older than the grant timeout
+    /// (longer than a worker may take to land): its holders are skipped.
+    pub grant_expired: bool,
 }
 
 /// The leader's next step.
@@ -545,6 +590,29 @@ pub fn leader_step(v: &LeaderView) -> LeaderStep {
                 ..app.clone()
             })
         }
+        Phase::Complete if app.is_catch_up() => {
+            // Only the stray units take part; one that fails stays on its version and is
+            // marked failed (never a rollback of everybody to a stray version).
+            let failed: Vec<&UnitReport> = v.units.iter().filter(|u| u.failed(gen)).collect();
+            let pending: Vec<&UnitReport> = pending_on(app, v.units, &app.target)
+                .into_iter()
+                .filter(|u| !u.failed(gen))
+                .collect();
+            if pending.is_empty() {
+                let mut problems: Vec<String> = failed
+                    .iter()
+                    .map(|u| format!("catch-up failed on {}: {}", u.name, or_unknown(&u.error)))
+                    .collect();
+                problems.extend(skipped_note(app));
+                return LeaderStep::Finish(AppUpgrade {
+                    phase: Phase::Idle,
+                    grant: Vec::new(),
+                    error: problems.join("; "),
+                    ..app.clone()
+                });
+            }
+            grant_step(v, &pending)
+        }
         Phase::Complete => {
             if let Some(bad) = v.units.iter().find(|u| u.failed(gen)) {
                 let error = format!("{}: {}", bad.name, or_unknown(&bad.error));
@@ -568,15 +636,13 @@ pub fn leader_step(v: &LeaderView) -> LeaderStep {
                     target: app.from.clone(),
                     from: app.target.clone(),
                     grant: next_grant(&pending, v.max_unavailable),
+                    skipped: Vec::new(),
                     error: format!("upgrade to v{} failed on {error}", app.target),
                     rollback: true,
                     ..app.clone()
                 });
             }
-            let pending: Vec<&UnitReport> = ordered(v.units)
-                .into_iter()
-                .filter(|u| !u.on(&app.target))
-                .collect();
+            let pending = pending_on(app, v.units, &app.target);
             if pending.is_empty() {
                 return LeaderStep::Finish(if app.rollback {
                     AppUpgrade {
@@ -590,34 +656,70 @@ pub fn leader_step(v: &LeaderView) -> LeaderStep {
                     AppUpgrade {
                         phase: Phase::Idle,
                         grant: Vec::new(),
-                        error: String::new(),
+                        error: skipped_note(app).unwrap_or_default(),
                         release: app.target.clone(),
                         ..app.clone()
                     }
                 });
             }
-            let busy: Vec<&str> = pending
-                .iter()
-                .filter(|u| app.grant.contains(&u.name))
-                .map(|u| u.name.as_str())
-                .collect();
-            if !busy.is_empty() {
-                return LeaderStep::Wait(format!(
-                    "waiting for {} to switch to v{}",
-                    busy.join(", "),
-                    app.target
-                ));
-            }
-            let grant = next_grant(&pending, v.max_unavailable);
-            if grant == app.grant {
-                return LeaderStep::Wait(String::new());
-            }
-            LeaderStep::Write(AppUpgrade {
-                grant,
-                ..app.clone()
-            })
+            grant_step(v, &pending)
         }
     }
+}
+
+/// Members not on `version` yet, in grant order, without the units skipped this generation.
+fn pending_on<'a>(app: &AppUpgrade, units: &'a [UnitReport], version: &str) -> Vec<&'a UnitReport> {
+    ordered(units)
+        .into_iter()
+        .filter(|u| !u.on(version) && !app.skipped.contains(&u.name))
+        .collect()
+}
+
+/// What the application status says about skipped units, if any.
+fn skipped_note(app: &AppUpgrade) -> Option<String> {
+    (!app.skipped.is_empty()).then(|| {
+        format!(
+            "{} did not switch to v{} in time and {} skipped (a lost unit? it catches up when it returns, or remove it with juju remove-unit)",
+            app.skipped.join(", "),
+            app.target,
+            if app.skipped.len() == 1 { "was" } else { "were" }
+        )
+    })
+}
+
+/// While units are pending in phase complete: wait for the granted ones (skip them once
+/// the grant expired), else grant the next.
+fn grant_step(v: &LeaderView, pending: &[&UnitReport]) -> LeaderStep {
+    let app = v.app;
+    let busy: Vec<String> = pending
+        .iter()
+        .filter(|u| app.grant.contains(&u.name))
+        .map(|u| u.name.clone())
+        .collect();
+    if !busy.is_empty() && v.grant_expired {
+        let mut skipped = app.skipped.clone();
+        skipped.extend(busy);
+        return LeaderStep::Write(AppUpgrade {
+            grant: Vec::new(),
+            skipped,
+            ..app.clone()
+        });
+    }
+    if !busy.is_empty() {
+        return LeaderStep::Wait(format!(
+            "waiting for {} to switch to v{}",
+            busy.join(", "),
+            app.target
+        ));
+    }
+    let grant = next_grant(pending, v.max_unavailable);
+    if grant == app.grant {
+        return LeaderStep::Wait(String::new());
+    }
+    LeaderStep::Write(AppUpgrade {
+        grant,
+        ..app.clone()
+    })
 }
 
 fn or_unknown(s: &str) -> &str {

@@ -1,22 +1,24 @@
-//! The Concourse web role: keys, env file, systemd unit, service lifecycle.
+//! The Concourse web role: its env file, systemd unit, keys and service lifecycle.
 //!
-//! Owns: `/var/lib/concourse-web` (keys, owned by user `concourse`), `/etc/concourse/web.env`
-//! (0600 root: database password and admin password live only here) and
-//! `concourse-server.service`. Invariants: keys are generated once and never rotated by a
-//! reconcile; the service restarts only when its unit file (beyond stop settings), env
-//! file or release changed; new worker keys are applied with a reload (SIGHUP), never a
-//! restart.
-//! Hazards: never log env values; the env file is the only place secrets are written.
+//! Owns: `/var/lib/concourse-web` (home of user `concourse`; keys in `keys/`),
+//! `/etc/concourse/web.env` (0600 root: the database and admin passwords live only here)
+//! and `concourse-server.service`. Invariants: keys are generated once and never rotated
+//! by a reconcile; the service restarts only when its unit file (beyond stop settings),
+//! env file or release changed; new worker keys are applied with a reload (SIGHUP), never
+//! a restart. Hazards: never log env values; the env file is the only place secrets are
+//! written.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use crate::config::{CharmConfig, Secret};
-use crate::fsutil::{self, Owner};
+use crate::host::{Host, KeyKind, Owner, ProvisionError};
+use crate::keys::{self, KeyError};
 use crate::postgres::DbInfo;
-use crate::service::{render_env, ServiceError, Systemctl, UnitSpec};
+use crate::service::{
+    self, apply_service, render_env, Applied, ManagedFile, OnChange, ServiceError, UnitSpec,
+};
 
 pub const SERVICE: &str = "concourse-server";
 pub const HOME: &str = "/var/lib/concourse-web";
@@ -26,16 +28,10 @@ pub const TSA_PORT: u16 = 2222;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WebError {
-    #[error("cannot create the {USER} system user: {0}; check useradd on the unit")]
-    User(String),
-    #[error("cannot generate {path}: {why}")]
-    Key { path: PathBuf, why: String },
-    #[error("cannot write {path}: {source}")]
-    Write {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    User(#[from] ProvisionError),
+    #[error(transparent)]
+    Key(#[from] KeyError),
     #[error(transparent)]
     Service(#[from] ServiceError),
 }
@@ -127,203 +123,52 @@ pub fn unit(config: &CharmConfig, current: &Path) -> UnitSpec {
     }
 }
 
-/// `authorized_worker_keys` content: valid-looking public keys, sorted, unique.
-pub fn authorized_keys_text<'a>(keys: impl IntoIterator<Item = &'a str>) -> String {
-    let mut v: Vec<&str> = keys
-        .into_iter()
-        .map(str::trim)
-        .filter(|k| is_public_key(k))
-        .collect();
-    v.sort_unstable();
-    v.dedup();
-    v.iter().map(|k| format!("{k}\n")).collect()
+/// Creates the service user and the web keys (TSA host key, session signing key) if
+/// missing, with the release's `concourse` at `concourse` (a local path); returns the
+/// service user's owner and the TSA's public key.
+pub fn ensure_keys(host: &Host, concourse: &Path) -> Result<(Owner, String), WebError> {
+    let owner = host.provisioner.ensure_user(USER, Path::new(HOME))?;
+    keys::ensure_key(host, concourse, KeyKind::Ssh, &tsa_host_key(), owner)?;
+    keys::ensure_key(host, concourse, KeyKind::Rsa, &session_signing_key(), owner)?;
+    let tsa_pub = keys::public_key_of(host, &tsa_host_key())?;
+    Ok((owner, tsa_pub))
 }
 
-/// One line of `ssh-rsa|ssh-ed25519|ecdsa-… AAAA… [comment]` without control characters.
-pub fn is_public_key(k: &str) -> bool {
-    let mut parts = k.split_whitespace();
-    let (Some(kind), Some(body)) = (parts.next(), parts.next()) else {
-        return false;
-    };
-    (kind.starts_with("ssh-") || kind.starts_with("ecdsa-"))
-        && body.starts_with("AAAA")
-        && body
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/' || b == b'=')
-        && !k.contains(['\n', '\r', '\0'])
-}
-
-/// Creates the `concourse` system user if missing; returns its (uid, gid).
-pub fn ensure_user() -> Result<Owner, WebError> {
-    if let Some(o) = lookup_user(USER) {
-        return Ok(o);
-    }
-    let out = Command::new("useradd")
-        .args([
-            "--system",
-            "--shell",
-            "/usr/sbin/nologin",
-            "--home-dir",
-            HOME,
-            "--user-group",
-            USER,
-        ])
-        .output()
-        .map_err(|e| WebError::User(e.to_string()))?;
-    if !out.status.success() && lookup_user(USER).is_none() {
-        return Err(WebError::User(
-            String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        ));
-    }
-    lookup_user(USER).ok_or_else(|| WebError::User("user not found after useradd".into()))
-}
-
-/// (uid, gid) of a user from /etc/passwd.
-pub fn lookup_user(name: &str) -> Option<Owner> {
-    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
-    passwd.lines().find_map(|l| {
-        let f: Vec<&str> = l.split(':').collect();
-        if f.len() < 4 || f[0] != name {
-            return None;
-        }
-        Some((f[2].parse().ok()?, f[3].parse().ok()?))
-    })
-}
-
-/// Generates a key with the release's `concourse generate-key` unless it exists.
-/// The private key is written 0600 owned by `owner`; `ssh` keys also get `<path>.pub`.
-pub fn ensure_key(
-    concourse: &Path,
-    kind: &str,
-    path: &Path,
-    owner: Owner,
-) -> Result<bool, WebError> {
-    let key_err = |why: String| WebError::Key {
-        path: path.to_path_buf(),
-        why,
-    };
-    let have_pub = kind != "ssh" || pub_path(path).exists();
-    if std::fs::metadata(path).is_ok_and(|m| m.len() > 0) && have_pub {
-        return Ok(false);
-    }
-    let dir = path
-        .parent()
-        .ok_or_else(|| key_err("no parent directory".into()))?;
-    std::fs::create_dir_all(dir).map_err(|e| key_err(e.to_string()))?;
-    std::os::unix::fs::chown(dir, Some(owner.0), Some(owner.1))
-        .map_err(|e| key_err(e.to_string()))?;
-    let staging = tempfile::Builder::new()
-        .prefix(".keygen")
-        .tempdir_in(dir)
-        .map_err(|e| key_err(e.to_string()))?;
-    let tmp = staging.path().join("key");
-    let out = Command::new(concourse)
-        .args(["generate-key", "-t", kind, "-f"])
-        .arg(&tmp)
-        .output()
-        .map_err(|e| key_err(format!("cannot run {}: {e}", concourse.display())))?;
-    if !out.status.success() || !tmp.exists() {
-        return Err(key_err(format!(
-            "{} generate-key failed: {}",
-            concourse.display(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
-    }
-    let fix = |p: &Path, mode: u32| -> std::io::Result<()> {
-        use std::os::unix::fs::PermissionsExt;
-        std::os::unix::fs::chown(p, Some(owner.0), Some(owner.1))?;
-        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode))
-    };
-    fix(&tmp, 0o600).map_err(|e| key_err(e.to_string()))?;
-    if kind == "ssh" {
-        fix(&pub_path(&tmp), 0o644).map_err(|e| key_err(e.to_string()))?;
-        std::fs::rename(pub_path(&tmp), pub_path(path)).map_err(|e| key_err(e.to_string()))?;
-    }
-    std::fs::rename(&tmp, path).map_err(|e| key_err(e.to_string()))?;
-    Ok(true)
-}
-
-/// `<path>.pub`.
-pub fn pub_path(path: &Path) -> PathBuf {
-    let mut s = path.as_os_str().to_owned();
-    s.push(".pub");
-    PathBuf::from(s)
-}
-
-/// Reads a public key file (first line, trimmed), if valid.
-pub fn read_public_key(path: &Path) -> Option<String> {
-    let text = std::fs::read_to_string(path).ok()?;
-    let line = text.lines().next()?.trim().to_string();
-    is_public_key(&line).then_some(line)
-}
-
-/// What applying the web role did.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Applied {
-    pub started: bool,
-    pub restarted: bool,
-    pub reloaded: bool,
-}
-
-/// Writes env file, authorized keys and unit, then starts, restarts or reloads as needed.
-/// `release_changed` is true when the unit's pointer moved to another release.
+/// Writes the env file and the authorized worker keys, then (re)starts web, or reloads
+/// it when only the worker keys changed. `owner` owns the keys (the service user).
 pub fn apply(
+    host: &Host,
     env_vars: &BTreeMap<String, String>,
     authorized_keys: &str,
     spec: &UnitSpec,
     owner: Owner,
     release_changed: bool,
 ) -> Result<Applied, WebError> {
-    let write = |path: PathBuf, content: &[u8], mode: u32, own: Option<Owner>| {
-        fsutil::write_if_changed(&path, content, mode, own)
-            .map_err(|source| WebError::Write { path, source })
-    };
-    let env_changed = write(
-        PathBuf::from(ENV_FILE),
-        render_env(env_vars).as_bytes(),
-        0o600,
-        Some((0, 0)),
-    )?;
-    let keys_changed = write(
-        authorized_worker_keys(),
-        authorized_keys.as_bytes(),
-        0o644,
-        Some(owner),
-    )?;
-    let unit_change = spec.install()?;
-    let unit_changed = unit_change.needs_restart();
-    let sys = Systemctl;
-    if unit_change.written() {
-        sys.daemon_reload()?;
-        sys.enable(SERVICE)?;
-    }
-    let mut applied = Applied::default();
-    if !sys.is_active(SERVICE) {
-        sys.start(SERVICE)?;
-        applied.started = true;
-    } else if env_changed || unit_changed || release_changed {
-        sys.restart(SERVICE)?;
-        applied.restarted = true;
-    } else if keys_changed {
-        sys.reload(SERVICE)?;
-        applied.reloaded = true;
-    }
-    Ok(applied)
+    let files = [
+        ManagedFile {
+            path: PathBuf::from(ENV_FILE),
+            content: render_env(env_vars).into_bytes(),
+            mode: 0o600,
+            owner: host.provisioner.charm_owner(),
+            on_change: OnChange::Restart,
+        },
+        ManagedFile {
+            path: authorized_worker_keys(),
+            content: authorized_keys.as_bytes().to_vec(),
+            mode: 0o644,
+            owner,
+            on_change: OnChange::Reload,
+        },
+    ];
+    Ok(apply_service(host, spec, &files, release_changed)?)
 }
 
-/// Stops and disables the web service (unit removal, role change).
-pub fn remove() -> Result<(), WebError> {
-    let sys = Systemctl;
-    if sys.is_active(SERVICE) {
-        sys.stop(SERVICE)?;
+/// Stops web and removes its service (unit removal, role change).
+pub fn remove(host: &Host) -> Result<(), WebError> {
+    if host.services.is_active(SERVICE) {
+        host.services.stop(SERVICE).map_err(ServiceError::from)?;
     }
-    let path = Path::new(crate::service::UNIT_DIR).join(format!("{SERVICE}.service"));
-    if path.exists() {
-        let _ = sys.disable(SERVICE);
-        let _ = std::fs::remove_file(&path);
-        sys.daemon_reload()?;
-    }
-    Ok(())
+    Ok(service::uninstall(host, SERVICE)?)
 }
 
 #[cfg(test)]
@@ -378,25 +223,5 @@ mod tests {
         assert!(unit(&config(8080), cur)
             .render()
             .contains("ExecStart=/var/lib/concourse-ci/current/bin/concourse web"));
-    }
-
-    #[test]
-    fn authorized_keys_filtering() {
-        let t = authorized_keys_text([
-            "ssh-rsa AAAAB3Nza worker-1",
-            "  ssh-rsa AAAAB3Nza worker-1 ",
-            "ssh-rsa AAAAA0b",
-            "garbage",
-            "ssh-rsa notbase64!",
-            "",
-        ]);
-        assert_eq!(t, "ssh-rsa AAAAA0b\nssh-rsa AAAAB3Nza worker-1\n");
-        assert!(!is_public_key("ssh-rsa AAAA\rinjected"));
-    }
-
-    #[test]
-    fn passwd_lookup() {
-        assert_eq!(lookup_user("root"), Some((0, 0)));
-        assert_eq!(lookup_user("no-such-user-xyz"), None);
     }
 }

@@ -10,11 +10,14 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::config::CharmConfig;
-use crate::fsutil;
-use crate::service::{render_env, ServiceError, Systemctl, UnitSpec};
+use crate::host::{Host, KeyKind, KillWhom};
+use crate::keys::{self, KeyError};
+use crate::service::{
+    self, apply_service, render_env, Applied, ManagedFile, OnChange, ServiceError, UnitSpec,
+};
 
 pub const SERVICE: &str = "concourse-worker";
 pub const HOME: &str = "/var/lib/concourse-worker";
@@ -22,12 +25,14 @@ pub const ENV_FILE: &str = "/etc/concourse/worker.env";
 
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
-    #[error("cannot write {path}: {source}")]
+    #[error("cannot create {path}")]
     Write {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Key(#[from] KeyError),
     #[error(transparent)]
     Service(#[from] ServiceError),
     #[error("worker did not {what} within {secs}s; it was stopped with SIGKILL")]
@@ -103,90 +108,79 @@ pub fn unit(config: &CharmConfig, current: &Path) -> UnitSpec {
     }
 }
 
-/// What applying the worker role did.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Applied {
-    pub started: bool,
-    pub restarted: bool,
+/// Creates the worker key if missing, with the release's `concourse` at `concourse` (a
+/// local path); returns its public half.
+pub fn ensure_key(host: &Host, concourse: &Path) -> Result<String, WorkerError> {
+    let root = host.provisioner.charm_owner();
+    keys::ensure_key(host, concourse, KeyKind::Ssh, &worker_key(), root)?;
+    Ok(keys::public_key_of(host, &worker_key())?)
 }
 
 /// Writes the TSA public key, env file and unit; starts or restarts as needed.
 /// A restart of a running worker lands it first (the unit's stop signal is SIGUSR1).
 pub fn apply(
+    host: &Host,
     env_vars: &BTreeMap<String, String>,
     tsa_key: &str,
     spec: &UnitSpec,
     release_changed: bool,
 ) -> Result<Applied, WorkerError> {
-    let write = |path: PathBuf, content: &[u8], mode: u32| {
-        fsutil::write_if_changed(&path, content, mode, Some((0, 0)))
-            .map_err(|source| WorkerError::Write { path, source })
-    };
-    std::fs::create_dir_all(work_dir()).map_err(|source| WorkerError::Write {
-        path: work_dir(),
-        source,
-    })?;
-    let key_changed = write(
-        tsa_public_key(),
-        format!("{}\n", tsa_key.trim()).as_bytes(),
-        0o644,
-    )?;
-    let env_changed = write(
-        PathBuf::from(ENV_FILE),
-        render_env(env_vars).as_bytes(),
-        0o600,
-    )?;
-    let unit_change = spec.install()?;
-    let unit_changed = unit_change.needs_restart();
-    let sys = Systemctl;
-    if unit_change.written() {
-        sys.daemon_reload()?;
-        sys.enable(SERVICE)?;
-    }
-    let mut applied = Applied::default();
-    if !sys.is_active(SERVICE) {
-        sys.start(SERVICE)?;
-        applied.started = true;
-    } else if key_changed || env_changed || unit_changed || release_changed {
-        sys.restart(SERVICE)?;
-        applied.restarted = true;
-    }
-    Ok(applied)
+    let work = host.paths.local(work_dir());
+    std::fs::create_dir_all(&work).map_err(|source| WorkerError::Write { path: work, source })?;
+    let root = host.provisioner.charm_owner();
+    let files = [
+        ManagedFile {
+            path: tsa_public_key(),
+            content: format!("{}\n", tsa_key.trim()).into_bytes(),
+            mode: 0o644,
+            owner: root,
+            on_change: OnChange::Restart,
+        },
+        ManagedFile {
+            path: PathBuf::from(ENV_FILE),
+            content: render_env(env_vars).into_bytes(),
+            mode: 0o600,
+            owner: root,
+            on_change: OnChange::Restart,
+        },
+    ];
+    Ok(apply_service(host, spec, &files, release_changed)?)
 }
 
 /// Signals the worker's main process (`SIGUSR1` land, `SIGUSR2` retire) and waits for
-/// it to exit, up to `timeout`; then escalates with `systemctl stop` (SIGKILL after
-/// TimeoutStopSec) and reports the timeout. Returns Ok when it was not running.
-pub fn drain(signal: &str, what: &'static str, timeout: Duration) -> Result<(), WorkerError> {
-    let sys = Systemctl;
+/// it to exit, up to `timeout`; then kills the whole unit (SIGKILL) and reports the
+/// timeout. Returns Ok when it was not running.
+pub fn drain(
+    host: &Host,
+    signal: &str,
+    what: &'static str,
+    timeout: Duration,
+) -> Result<(), WorkerError> {
+    let sys = &host.services;
     if !sys.is_active(SERVICE) {
         return Ok(());
     }
-    sys.kill_main(SERVICE, signal)?;
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
+    sys.kill(SERVICE, KillWhom::Main, signal)
+        .map_err(ServiceError::from)?;
+    let deadline = host.clock.monotonic() + timeout;
+    while host.clock.monotonic() < deadline {
         if !sys.is_active(SERVICE) {
             return Ok(());
         }
-        std::thread::sleep(Duration::from_millis(200));
+        host.clock.sleep(Duration::from_millis(200));
     }
-    sys.kill_all(SERVICE, "SIGKILL")?;
+    sys.kill(SERVICE, KillWhom::All, "SIGKILL")
+        .map_err(ServiceError::from)?;
     Err(WorkerError::DrainTimeout {
         what,
         secs: timeout.as_secs(),
     })
 }
 
-/// Retires the worker and removes its service (unit removal).
-pub fn remove(timeout: Duration) -> Result<(), WorkerError> {
-    let drained = drain("SIGUSR2", "retire", timeout);
-    let sys = Systemctl;
-    let path = Path::new(crate::service::UNIT_DIR).join(format!("{SERVICE}.service"));
-    if path.exists() {
-        let _ = sys.disable(SERVICE);
-        let _ = std::fs::remove_file(&path);
-        sys.daemon_reload()?;
-    }
+/// Retires the worker and removes its service (unit removal, role change).
+pub fn remove(host: &Host, timeout: Duration) -> Result<(), WorkerError> {
+    let drained = drain(host, "SIGUSR2", "retire", timeout);
+    service::uninstall(host, SERVICE)?;
     drained
 }
 

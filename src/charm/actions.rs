@@ -11,12 +11,14 @@ use std::time::Duration;
 use super::peers::{self, Peers};
 use super::{release, CharmError};
 use crate::config::CharmConfig;
+use crate::host::Host;
 use crate::juju::Juju;
 use crate::roles::roles_for;
-use crate::service::Systemctl;
+use crate::service::ServiceError;
 use crate::{web, worker};
 
-fn results(pairs: &[(&str, String)]) -> BTreeMap<String, String> {
+/// Action results from pairs.
+pub(super) fn results(pairs: &[(&str, String)]) -> BTreeMap<String, String> {
     pairs
         .iter()
         .map(|(k, v)| (k.to_string(), v.clone()))
@@ -50,9 +52,8 @@ pub fn get_admin_password(juju: &Juju) -> Result<(), CharmError> {
     Ok(())
 }
 
-fn service_state(unit: &str) -> String {
-    let sys = Systemctl;
-    if sys.is_active(unit) {
+fn service_state(host: &Host, unit: &str) -> String {
+    if host.services.is_active(unit) {
         "active".into()
     } else {
         "inactive".into()
@@ -60,7 +61,7 @@ fn service_state(unit: &str) -> String {
 }
 
 /// `check-status`: what this unit runs and how the volume and upgrade look.
-pub fn check_status(juju: &Juju) -> Result<(), CharmError> {
+pub fn check_status(juju: &Juju, host: &Host) -> Result<(), CharmError> {
     let verbose = juju
         .action_params()?
         .get("verbose")
@@ -88,13 +89,10 @@ pub fn check_status(juju: &Juju) -> Result<(), CharmError> {
         ),
         (
             "version",
-            std::fs::read_link(release::current_link())
-                .ok()
-                .and_then(|p| release::version_of_release_dir(&p))
-                .unwrap_or_else(|| "none".into()),
+            release::pointer_version(host).unwrap_or_else(|| "none".into()),
         ),
-        ("services.web", service_state(web::SERVICE)),
-        ("services.worker", service_state(worker::SERVICE)),
+        ("services.web", service_state(host, web::SERVICE)),
+        ("services.worker", service_state(host, worker::SERVICE)),
     ];
     let app = crate::upgrade::AppUpgrade::from_bag(&peers.app);
     r.push(("upgrade.phase", app.phase.as_str().to_string()));
@@ -143,23 +141,23 @@ pub fn check_status(juju: &Juju) -> Result<(), CharmError> {
 }
 
 /// `restart-services`: restarts this unit's services; a worker is landed first.
-pub fn restart_services(juju: &Juju) -> Result<(), CharmError> {
+pub fn restart_services(juju: &Juju, host: &Host) -> Result<(), CharmError> {
     let config = CharmConfig::from_map(&juju.config()?).ok();
     let timeout = config
         .map(|c| c.drain_timeout)
         .unwrap_or(Duration::from_secs(3600));
-    let sys = Systemctl;
+    let sys = &host.services;
     let mut done = Vec::new();
     if sys.is_active(worker::SERVICE) {
         juju.action_log("landing the worker")?;
-        if let Err(e) = worker::drain("SIGUSR1", "land", timeout) {
-            juju.action_log(&format!("{e}"))?;
+        if let Err(e) = worker::drain(host, "SIGUSR1", "land", timeout) {
+            juju.action_log(&crate::error_chain(&e))?;
         }
-        sys.start(worker::SERVICE)?;
+        sys.start(worker::SERVICE).map_err(ServiceError::from)?;
         done.push("worker");
     }
     if sys.is_active(web::SERVICE) {
-        sys.restart(web::SERVICE)?;
+        sys.restart(web::SERVICE).map_err(ServiceError::from)?;
         done.push("web");
     }
     if done.is_empty() {

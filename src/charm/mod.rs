@@ -1,12 +1,15 @@
 //! Routing: one entry point per hook or action, each ending in an idempotent reconcile.
 //!
 //! Owns: which module handles which event, the order of the reconcile steps, and how
-//! errors become statuses or exit codes. Invariants: every hook runs the same
+//! errors become statuses or exit codes. Everything reaches Juju through `Juju` and the
+//! machine through `Host` (`crate::host`), so a whole hook runs in-process in tests
+//! (`tests/`: one unit's view, hook by hook). Invariants: every hook runs the same
 //! `reconcile` (Juju coalesces and retries hooks, so no handler may assume it runs once
 //! or in order); unknown hooks and actions succeed with a debug log; bad input
-//! (config, relation data) is a status, never a failed hook. Hazards: only transient
-//! errors (tool failures, I/O, network, systemd) may fail a hook, because Juju retries
-//! failed hooks and holds the unit's other hooks meanwhile.
+//! (config, relation data) is a status, never a failed hook; every status text comes
+//! from or is listed in `status::messages`. Hazards: only transient errors (tool
+//! failures, I/O, network, systemd) may fail a hook, because Juju retries failed hooks
+//! and holds the unit's other hooks meanwhile.
 
 pub mod actions;
 pub mod peers;
@@ -18,16 +21,18 @@ pub mod workload;
 use tracing::{debug, info, warn};
 
 use crate::config::{CharmConfig, ConfigError, Mode, SharedStorage};
+use crate::host::Host;
 use crate::juju::client::{SecretOwner, SecretRef};
 use crate::juju::event::StorageHook;
 use crate::juju::{Event, Juju, Status, ToolError};
 use crate::roles::{choose_web_unit, roles_for, Roles};
 use crate::service::ServiceError;
+use crate::storage_coordinator::Volume;
 use crate::upgrade;
 use crate::web::WebError;
 use crate::worker::WorkerError;
 use peers::{bag, Peers};
-use status::Reports;
+use status::{messages as msg, Reports};
 
 /// Errors a hook can end with.
 #[derive(Debug, thiserror::Error)]
@@ -46,26 +51,16 @@ pub enum CharmError {
     Release(#[from] release::ReleaseError),
 }
 
-impl CharmError {
-    /// Whether Juju should retry the hook (exit non-zero).
-    pub fn retryable(&self) -> bool {
-        match self {
-            CharmError::Release(e) => e.retryable(),
-            _ => true,
-        }
-    }
-}
-
-/// Runs the handler for the hook or action in `juju`'s context.
-pub fn dispatch(juju: &Juju) -> Result<(), CharmError> {
+/// Runs the handler for the hook or action in `juju`'s context, acting on `host`.
+pub fn dispatch(juju: &Juju, host: &Host) -> Result<(), CharmError> {
     let event = juju.context().event.clone();
     match &event {
         Event::Unknown(name) => {
             debug!("ignoring hook {name}: nothing to do");
             Ok(())
         }
-        Event::Action(name) => run_action(juju, name),
-        Event::Stop | Event::Remove => teardown(juju),
+        Event::Action(name) => run_action(juju, host, name),
+        Event::Stop | Event::Remove => teardown(juju, host),
         Event::Storage {
             kind: StorageHook::Detaching,
             ..
@@ -73,15 +68,15 @@ pub fn dispatch(juju: &Juju) -> Result<(), CharmError> {
             info!("storage detaching: services keep running until the unit stops");
             Ok(())
         }
-        _ => reconcile(juju),
+        _ => reconcile(juju, host),
     }
 }
 
-fn run_action(juju: &Juju, name: &str) -> Result<(), CharmError> {
+fn run_action(juju: &Juju, host: &Host, name: &str) -> Result<(), CharmError> {
     match name {
         "get-admin-password" => actions::get_admin_password(juju),
-        "check-status" => actions::check_status(juju),
-        "restart-services" => actions::restart_services(juju),
+        "check-status" => actions::check_status(juju, host),
+        "restart-services" => actions::restart_services(juju, host),
         "upgrade" => upgrading::action(juju),
         other => {
             debug!("ignoring unknown action {other}");
@@ -91,34 +86,34 @@ fn run_action(juju: &Juju, name: &str) -> Result<(), CharmError> {
 }
 
 /// Unit removal: retire the worker (so Concourse forgets it) and stop web.
-fn teardown(juju: &Juju) -> Result<(), CharmError> {
+fn teardown(juju: &Juju, host: &Host) -> Result<(), CharmError> {
     let timeout = juju
         .config()
         .ok()
         .and_then(|c| CharmConfig::from_map(&c).ok())
         .map(|c| c.drain_timeout)
         .unwrap_or(std::time::Duration::from_secs(3600));
-    juju.status_set(
-        &Status::maintenance("Retiring worker and stopping services"),
-        false,
-    )?;
-    if let Err(e) = crate::worker::remove(timeout) {
-        warn!("retiring the worker: {e}");
+    juju.status_set(&msg::RETIRING.status(), false)?;
+    if let Err(e) = crate::worker::remove(host, timeout) {
+        warn!("retiring the worker: {}", crate::error_chain(&e));
     }
-    crate::web::remove()?;
+    crate::web::remove(host)?;
     // Forget this unit on the volume so its release can be pruned (best effort: the
     // storage may already be detaching).
     if let Ok(Some(root)) = release::volume_root(juju) {
         let vol = crate::storage_coordinator::Volume::new(root);
         if let Err(e) = vol.remove_unit_state(juju.unit_name()) {
-            warn!("removing this unit's state from the volume: {e}");
+            warn!(
+                "removing this unit's state from the volume: {}",
+                crate::error_chain(&e)
+            );
         }
     }
     Ok(())
 }
 
 /// Converges the unit towards its configuration. Safe to run from any hook, any number of times.
-fn reconcile(juju: &Juju) -> Result<(), CharmError> {
+fn reconcile(juju: &Juju, host: &Host) -> Result<(), CharmError> {
     let config = match CharmConfig::from_map(&juju.config()?) {
         Ok(c) => c,
         Err(errs) => return block_on_config(juju, &errs),
@@ -131,41 +126,22 @@ fn reconcile(juju: &Juju) -> Result<(), CharmError> {
     }
     let me = juju.unit_name().to_string();
     let roles = roles_for(config.mode, &me, peers.app_value(peers::WEB_UNIT));
-
     if let Some(vol) = release::open_volume(juju, &config, &mut reports)? {
         if config.shared_storage == SharedStorage::Shared {
             release::prove_sharing(&vol, &me, &mut peers, &mut reports)?;
         }
+        let unit = UnitRun {
+            juju,
+            host,
+            config: &config,
+            vol: &vol,
+            leader,
+        };
         if leader {
-            upgrading::leader(juju, &config, &vol, &mut peers, &mut reports)?;
+            upgrading::leader(juju, host, &config, &vol, &mut peers, &mut reports)?;
         }
-        let outcome = upgrading::unit(juju, &config, &vol, &mut peers, roles, &mut reports)?;
-        match (roles, outcome.running) {
-            (None, _) => reports.waiting("Waiting for the leader to assign the web unit"),
-            (Some(Roles::NONE), _) => reports.waiting("No role for this unit"),
-            (Some(_), None) => {}
-            (Some(roles), Some(mut r)) => {
-                apply_roles(juju, &config, &mut peers, roles, &r, &mut reports)?;
-                if let Some((gen, previous)) = outcome.switched {
-                    if let Some(mut back) =
-                        upgrading::verify_switch(juju, &vol, &mut peers, roles, &r, gen, previous)?
-                    {
-                        // back to the previous release: restart the roles on it
-                        let mut again = Reports::default();
-                        back.changed = true;
-                        apply_roles(juju, &config, &mut peers, roles, &back, &mut again)?;
-                        r = back;
-                    }
-                    if leader {
-                        upgrading::leader_steps(juju, &config, &vol, &mut peers, &mut reports)?;
-                    }
-                }
-                peers.write_me(&bag([(upgrade::K_VERSION, r.version.as_str())]));
-                if juju.context().event != Event::UpdateStatus || r.changed {
-                    juju.application_version_set(&r.version)?;
-                }
-            }
-        }
+        unit.run(&mut peers, roles, &mut reports)?;
+        upgrading::report_progress(juju, &config, &peers, &mut reports);
     }
     peers.flush(juju)?;
     juju.status_set(&reports.pick(), false)?;
@@ -179,27 +155,97 @@ fn reconcile(juju: &Juju) -> Result<(), CharmError> {
     Ok(())
 }
 
-fn apply_roles(
-    juju: &Juju,
-    config: &CharmConfig,
-    peers: &mut Peers,
+/// This unit's part of a reconcile once its volume is usable.
+struct UnitRun<'a> {
+    juju: &'a Juju,
+    host: &'a Host,
+    config: &'a CharmConfig,
+    vol: &'a Volume,
+    leader: bool,
+}
+
+impl UnitRun<'_> {
+    /// Runs the release the upgrade state says (switching when granted), the unit's roles
+    /// on it, and verifies a switch (going back when it failed).
+    fn run(
+        &self,
+        peers: &mut Peers,
+        roles: Option<Roles>,
+        reports: &mut Reports,
+    ) -> Result<(), CharmError> {
+        let (juju, host, config, vol) = (self.juju, self.host, self.config, self.vol);
+        let outcome = upgrading::unit(juju, host, config, vol, peers, roles, reports)?;
+        let (roles, mut r) = match (roles, outcome.running) {
+            (None, _) => {
+                reports.push(msg::WAITING_FOR_WEB_UNIT.status());
+                return Ok(());
+            }
+            (Some(Roles::NONE), _) => {
+                reports.push(msg::NO_ROLE.status());
+                return Ok(());
+            }
+            (Some(_), None) => return Ok(()),
+            (Some(roles), Some(r)) => (roles, r),
+        };
+        let role = RoleRun {
+            juju,
+            host,
+            config,
+            roles,
+        };
+        role.apply(peers, &r, reports)?;
+        let switched = outcome.switched.is_some();
+        if let Some(switch) = outcome.switched {
+            let back = upgrading::verify_switch(juju, host, vol, peers, roles, &r, switch)?;
+            if let Some(mut back) = back {
+                // back to the previous release: restart the roles on it
+                back.changed = true;
+                role.apply(peers, &back, &mut Reports::default())?;
+                r = back;
+            }
+        }
+        // Before the leader's steps: its own switch is what lets it go on in this hook.
+        peers.write_me(&bag([(upgrade::K_VERSION, r.version.as_str())]));
+        if switched && self.leader {
+            upgrading::leader_steps(juju, host, config, vol, peers, reports)?;
+        }
+        if juju.context().event != Event::UpdateStatus || r.changed {
+            juju.application_version_set(&r.version)?;
+        }
+        Ok(())
+    }
+}
+
+/// Applying this unit's roles in one hook.
+struct RoleRun<'a> {
+    juju: &'a Juju,
+    host: &'a Host,
+    config: &'a CharmConfig,
     roles: Roles,
-    r: &release::RunningRelease,
-    reports: &mut Reports,
-) -> Result<(), CharmError> {
-    let running = workload::Running {
-        version: &r.version,
-        current: &r.current,
-        changed: r.changed,
-    };
-    workload::drop_other_roles(juju, config, peers, roles)?;
-    if roles.web {
-        workload::web_role(juju, config, peers, &running, reports)?;
+}
+
+impl RoleRun<'_> {
+    /// Stops the roles the unit lost, then runs its roles on release `r`.
+    fn apply(
+        &self,
+        peers: &mut Peers,
+        r: &release::RunningRelease,
+        reports: &mut Reports,
+    ) -> Result<(), CharmError> {
+        let (juju, host, config) = (self.juju, self.host, self.config);
+        let running = workload::Running {
+            version: &r.version,
+            changed: r.changed,
+        };
+        workload::drop_other_roles(juju, host, config, peers, self.roles)?;
+        if self.roles.web {
+            workload::web_role(juju, host, config, peers, &running, reports)?;
+        }
+        if self.roles.worker {
+            workload::worker_role(juju, host, config, peers, &running, reports)?;
+        }
+        Ok(())
     }
-    if roles.worker {
-        workload::worker_role(juju, config, peers, &running, reports)?;
-    }
-    Ok(())
 }
 
 /// What only the leader does: choose the web unit, create the admin password, ask
@@ -273,15 +319,4 @@ fn block_on_config(juju: &Juju, errs: &[ConfigError]) -> Result<(), CharmError> 
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn passwords_are_random_and_plain() {
-        let a = random_password(24).unwrap();
-        let b = random_password(24).unwrap();
-        assert_eq!(a.len(), 24);
-        assert_ne!(a, b);
-        assert!(a.chars().all(|c| c.is_ascii_alphanumeric()));
-    }
-}
+mod tests;

@@ -13,10 +13,11 @@ use std::time::Duration;
 use tracing::{info, warn};
 
 use super::peers::{self, Peers};
-use super::status::Reports;
+use super::status::{messages as msg, Reports};
 use super::CharmError;
 use crate::config::{CharmConfig, SharedStorage};
 use crate::fsutil;
+use crate::host::Host;
 use crate::installer::{
     self, InstallError, InstallEvent, InstallOptions, Outcome, Source, VerifyMode,
 };
@@ -32,7 +33,7 @@ pub const LOCK_WAIT: Duration = Duration::from_secs(90);
 /// Errors of this step that fail the hook (transient install problems, pointer I/O).
 #[derive(Debug, thiserror::Error)]
 pub enum ReleaseError {
-    #[error("cannot point {link} at {target}: {source}")]
+    #[error("cannot point {link} at {target}")]
     Pointer {
         link: PathBuf,
         target: PathBuf,
@@ -45,21 +46,15 @@ pub enum ReleaseError {
     Storage(#[from] StorageError),
 }
 
-impl ReleaseError {
-    pub fn retryable(&self) -> bool {
-        true
-    }
-}
-
-/// The release the unit runs after this step.
+/// The release the unit runs after this step (behind its pointer, [`current_link`]).
 #[derive(Debug, Clone)]
 pub struct RunningRelease {
     pub version: String,
-    pub current: PathBuf,
     /// The pointer moved in this hook: services must restart.
     pub changed: bool,
 }
 
+/// The unit's pointer (a machine path): `/var/lib/concourse-ci/current`.
 pub fn current_link() -> PathBuf {
     Path::new(LOCAL_DIR).join("current")
 }
@@ -71,8 +66,8 @@ pub fn version_of_release_dir(p: &Path) -> Option<String> {
 }
 
 /// The version the unit's pointer targets, if it points at a release.
-pub fn pointer_version() -> Option<String> {
-    std::fs::read_link(current_link())
+pub fn pointer_version(host: &Host) -> Option<String> {
+    std::fs::read_link(host.paths.local(current_link()))
         .ok()
         .and_then(|p| version_of_release_dir(&p))
 }
@@ -97,9 +92,7 @@ pub fn open_volume(
     reports: &mut Reports,
 ) -> Result<Option<Volume>, CharmError> {
     let Some(root) = volume_root(juju)? else {
-        reports.blocked(format!(
-            "storage {STORAGE} is not attached; deploy with --storage {STORAGE}=<pool>,10G"
-        ));
+        reports.push(msg::STORAGE_NOT_ATTACHED.status());
         return Ok(None);
     };
     let vol = Volume::new(root);
@@ -107,10 +100,8 @@ pub fn open_volume(
     if shared && crate::storage_coordinator::fscheck::is_juju_own_storage(vol.root()) {
         // On LXD the shared directory is attached after deploy, over Juju's own storage:
         // installing now would download into a directory no other unit sees.
-        reports.blocked(format!(
-            "shared-storage=shared but {} is this unit's own Juju storage; mount the shared directory there (see docs/shared-storage.md)",
-            vol.root().display()
-        ));
+        let root = vol.root().display().to_string();
+        reports.push(msg::VOLUME_IS_OWN_STORAGE.fill(&[&root]));
         return Ok(None);
     }
     let checks = FsChecks {
@@ -130,7 +121,8 @@ pub fn open_volume(
     }
 }
 
-/// Publishes this unit's nonce and checks every peer's (DESIGN §4, shared mode only).
+/// Publishes this unit's nonce and checks every peer's (shared mode only; see
+/// docs/architecture.md#proving-sharing).
 pub fn prove_sharing(
     vol: &Volume,
     me: &str,
@@ -153,11 +145,8 @@ pub fn prove_sharing(
             vol.root().display(),
             strangers.join(", ")
         );
-        reports.blocked(format!(
-            "shared-storage=shared but {} is not shared with {}; give every unit the same directory (see docs/shared-storage.md) or set shared-storage=none",
-            vol.root().display(),
-            strangers.join(", ")
-        ));
+        let root = vol.root().display().to_string();
+        reports.push(msg::VOLUME_NOT_SHARED.fill(&[&root, &strangers.join(", ")]));
     }
     Ok(())
 }
@@ -191,6 +180,7 @@ pub enum Installed {
 /// Makes sure `version` is published on the volume, showing progress as status.
 pub fn install(
     juju: &Juju,
+    host: &Host,
     config: &CharmConfig,
     vol: &Volume,
     version: &str,
@@ -198,9 +188,9 @@ pub fn install(
     reports: &mut Reports,
 ) -> Result<Installed, CharmError> {
     if vol.is_published(version).map_err(ReleaseError::from)? {
-        if pointer_version().as_deref() != Some(version) {
-            // About to start using a release another unit installed: say so (FR-009),
-            // once, not on every hook that finds it in place.
+        if pointer_version(host).as_deref() != Some(version) {
+            // About to start using a release another unit installed: say who downloaded
+            // it, once, not on every hook that finds it in place.
             let path = vol.release_path(version).map_err(ReleaseError::from)?;
             let installed_by = installer::Manifest::read(&path)
                 .ok()
@@ -231,7 +221,7 @@ pub fn install(
         };
         // status-set is immediate: operators watch progress while the hook runs.
         if let Err(err) = juju.status_set(&status, false) {
-            warn!("status-set failed: {err}");
+            warn!("status-set failed: {}", crate::error_chain(&err));
         }
         last = msg;
     };
@@ -240,10 +230,8 @@ pub fn install(
             info!("{}", outcome.log_line(juju.unit_name(), version));
             if matches!(outcome, Outcome::Installed(_)) {
                 if let Err(e) = installer::verify_release(vol, version, VerifyMode::Quick) {
-                    reports.blocked(format!(
-                        "v{version} was installed but does not verify: {}",
-                        e.status_message()
-                    ));
+                    let why = e.status_message();
+                    reports.push(msg::INSTALLED_DOES_NOT_VERIFY.fill(&[version, &why]));
                     return Ok(Installed::NotReady);
                 }
             }
@@ -251,7 +239,7 @@ pub fn install(
         }
         Err(e) => match e.class() {
             ErrorClass::Permanent => {
-                warn!("installing v{version}: {e}");
+                warn!("installing v{version}: {}", crate::error_chain(&e));
                 reports.blocked(e.status_message());
                 Ok(Installed::NotReady)
             }
@@ -284,17 +272,25 @@ fn record_installed_version(vol: &Volume, version: &str) {
     }
     match lock.set_installed_version(version) {
         Ok(_) => info!("recorded v{version} as the installed version of the volume"),
-        Err(e) => warn!("cannot record the installed version v{version}: {e}"),
+        Err(e) => warn!(
+            "cannot record the installed version v{version}: {}",
+            crate::error_chain(&e)
+        ),
     }
 }
 
 /// Points the unit at `version` (already published) and records it on the volume.
-pub fn point_at(vol: &Volume, me: &str, version: &str) -> Result<RunningRelease, CharmError> {
+pub fn point_at(
+    host: &Host,
+    vol: &Volume,
+    me: &str,
+    version: &str,
+) -> Result<RunningRelease, CharmError> {
     let target = vol
         .release_path(version)
         .map_err(ReleaseError::from)?
         .join("concourse");
-    let link = current_link();
+    let link = host.paths.local(current_link());
     let changed =
         fsutil::replace_symlink(&target, &link).map_err(|source| ReleaseError::Pointer {
             link: link.clone(),
@@ -311,7 +307,6 @@ pub fn point_at(vol: &Volume, me: &str, version: &str) -> Result<RunningRelease,
     .map_err(ReleaseError::from)?;
     Ok(RunningRelease {
         version: version.to_string(),
-        current: link,
         changed,
     })
 }

@@ -9,37 +9,42 @@
 //! `<ep>-relation-broken` Juju may still list the relation; read relations through
 //! [`live_relations`].
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use tracing::{info, warn};
 
 use super::peers::{self, bag, Peers};
-use super::status::Reports;
+use super::release;
+use super::status::{messages as msg, Reports};
 use super::CharmError;
 use crate::config::{CharmConfig, Mode, Secret};
+use crate::host::Host;
 use crate::juju::client::SecretRef;
 use crate::juju::event::RelationHook;
-use crate::juju::{Bag, Event, Juju, RelationRef};
+use crate::juju::{Bag, Event, Juju, RelationRef, Status};
+use crate::keys;
 use crate::postgres::{self, DbInfo, DbMissing};
 use crate::roles::Roles;
+use crate::service::{self, Applied, ServiceError};
 use crate::{web, worker};
 
 pub const TSA_ENDPOINT: &str = "tsa";
 pub const FLIGHT_ENDPOINT: &str = "flight";
 pub const DB_ENDPOINT: &str = "postgresql";
 
-/// The release this unit runs, as seen by the roles.
+/// The release this unit runs (behind the unit's pointer), as seen by the roles.
 pub struct Running<'a> {
     pub version: &'a str,
-    /// The unit's pointer (`current`), e.g. `/var/lib/concourse-ci/current`.
-    pub current: &'a Path,
     /// The pointer moved in this hook: services must restart.
     pub changed: bool,
 }
 
 impl Running<'_> {
-    pub fn concourse_bin(&self) -> PathBuf {
-        self.current.join("bin/concourse")
+    /// The release's `concourse` binary, as the charm runs it.
+    pub fn concourse_bin(&self, host: &Host) -> PathBuf {
+        host.paths
+            .local(release::current_link())
+            .join("bin/concourse")
     }
 }
 
@@ -108,15 +113,12 @@ pub fn admin_password(juju: &Juju, peers: &Peers) -> Result<Option<Secret>, Char
 /// web stops authorizing it. Cheap when there is nothing to do (two file checks).
 pub fn drop_other_roles(
     juju: &Juju,
+    host: &Host,
     config: &CharmConfig,
     peers: &mut Peers,
     roles: Roles,
 ) -> Result<(), CharmError> {
-    let installed = |name: &str| {
-        Path::new(crate::service::UNIT_DIR)
-            .join(format!("{name}.service"))
-            .exists()
-    };
+    let installed = |name: &str| service::is_installed(host, name);
     // The published TSA data commits together with the port changes, so while it is in
     // our bag the ports may still be open (a hook that removed the unit file can still fail).
     let was_web = peers.me.contains_key(peers::TSA_HOST) || peers.me.contains_key(peers::WEB_IP);
@@ -129,7 +131,7 @@ pub fn drop_other_roles(
                 }
             }
         }
-        web::remove()?;
+        web::remove(host)?;
         peers.write_me(&bag([
             (peers::TSA_HOST, ""),
             (peers::TSA_PUBLIC_KEY, ""),
@@ -139,8 +141,8 @@ pub fn drop_other_roles(
     if !roles.worker {
         if installed(worker::SERVICE) {
             info!("this unit no longer runs a worker: retiring it");
-            if let Err(e) = worker::remove(config.drain_timeout) {
-                warn!("retiring the worker: {e}");
+            if let Err(e) = worker::remove(host, config.drain_timeout) {
+                warn!("retiring the worker: {}", crate::error_chain(&e));
             }
         }
         peers.write_me(&bag([(peers::WORKER_PUBLIC_KEY, "")]));
@@ -151,21 +153,13 @@ pub fn drop_other_roles(
 /// Runs (or keeps running) the web role.
 pub fn web_role(
     juju: &Juju,
+    host: &Host,
     config: &CharmConfig,
     peers: &mut Peers,
     running: &Running,
     reports: &mut Reports,
 ) -> Result<(), CharmError> {
-    let owner = web::ensure_user()?;
-    let bin = running.concourse_bin();
-    web::ensure_key(&bin, "ssh", &web::tsa_host_key(), owner)?;
-    web::ensure_key(&bin, "rsa", &web::session_signing_key(), owner)?;
-    let tsa_pub = web::read_public_key(&web::pub_path(&web::tsa_host_key())).ok_or_else(|| {
-        CharmError::Workload(format!(
-            "{} is not a valid public key; delete it so it is generated again",
-            web::pub_path(&web::tsa_host_key()).display()
-        ))
-    })?;
+    let (owner, tsa_pub) = web::ensure_keys(host, &running.concourse_bin(host))?;
     let address = unit_address(juju)?;
     let tsa_host = format!("{address}:{}", web::TSA_PORT);
     let publish = bag([
@@ -197,13 +191,13 @@ pub fn web_role(
     let db = match db_info(juju)? {
         Ok(db) => db,
         Err(missing) => {
-            stop_web_if_running()?;
-            reports.waiting(missing.status_message(juju.app_name()));
+            stop_web_if_running(host)?;
+            reports.push(db_missing(&missing, juju.app_name()));
             return Ok(());
         }
     };
     let Some(password) = admin_password(juju, peers)? else {
-        reports.waiting("Waiting for the leader to create the admin password");
+        reports.push(msg::WAITING_FOR_ADMIN_PASSWORD.status());
         return Ok(());
     };
     let external_url = config
@@ -216,26 +210,32 @@ pub fn web_role(
         db: &db,
         admin_password: &password,
     });
-    let keys_text = web::authorized_keys_text(worker_keys.iter().map(String::as_str));
-    let applied = web::apply(
-        &env,
-        &keys_text,
-        &web::unit(config, running.current),
-        owner,
-        running.changed,
-    )?;
-    if applied != web::Applied::default() {
+    let keys_text = keys::authorized_keys_text(worker_keys.iter().map(String::as_str));
+    let spec = web::unit(config, &release::current_link());
+    let applied = web::apply(host, &env, &keys_text, &spec, owner, running.changed)?;
+    if applied != Applied::default() {
         info!("web service: {applied:?}");
     }
-    reports.active(format!("Web ready (v{}) {external_url}", running.version));
+    reports.push(msg::WEB_READY.fill(&[running.version, &external_url]));
     Ok(())
 }
 
-fn stop_web_if_running() -> Result<(), CharmError> {
-    let sys = crate::service::Systemctl;
-    if sys.is_active(web::SERVICE) {
+/// The waiting status for a database that is not usable yet; `app` is this application.
+fn db_missing(missing: &DbMissing, app: &str) -> Status {
+    match missing {
+        DbMissing::NoRelation => msg::WAITING_FOR_DB_RELATION.fill(&[app]),
+        DbMissing::NoEndpoints => msg::WAITING_FOR_DB_ENDPOINTS.status(),
+        DbMissing::NoCredentials => msg::WAITING_FOR_DB_CREDENTIALS.status(),
+        DbMissing::BadEndpoints(e) => msg::DB_ENDPOINTS_UNPARSABLE.fill(&[&format!("{e:?}")]),
+    }
+}
+
+fn stop_web_if_running(host: &Host) -> Result<(), CharmError> {
+    if host.services.is_active(web::SERVICE) {
         info!("stopping web: no usable database");
-        sys.stop(web::SERVICE)?;
+        host.services
+            .stop(web::SERVICE)
+            .map_err(ServiceError::from)?;
     }
     Ok(())
 }
@@ -262,18 +262,20 @@ fn open_ports(juju: &Juju, web_port: u16) -> Result<(), CharmError> {
 /// Where this worker finds its TSA: (host:port, public key), if known yet.
 fn find_tsa(
     juju: &Juju,
+    host: &Host,
     config: &CharmConfig,
     peers: &Peers,
 ) -> Result<Option<(String, String)>, CharmError> {
     let from_bag =
         |b: &crate::juju::Databag| match (b.get(peers::TSA_HOST), b.get(peers::TSA_PUBLIC_KEY)) {
-            (Some(h), Some(k)) if !h.is_empty() && web::is_public_key(k) => {
+            (Some(h), Some(k)) if !h.is_empty() && keys::is_public_key(k) => {
                 Some((h.clone(), k.clone()))
             }
             _ => None,
         };
     Ok(match config.mode {
-        Mode::All => web::read_public_key(&web::pub_path(&web::tsa_host_key()))
+        Mode::All => keys::public_key_of(host, &web::tsa_host_key())
+            .ok()
             .map(|k| (format!("127.0.0.1:{}", web::TSA_PORT), k)),
         Mode::Auto => peers
             .app_value(peers::WEB_UNIT)
@@ -301,44 +303,31 @@ fn find_tsa(
 /// Runs (or keeps running) the worker role.
 pub fn worker_role(
     juju: &Juju,
+    host: &Host,
     config: &CharmConfig,
     peers: &mut Peers,
     running: &Running,
     reports: &mut Reports,
 ) -> Result<(), CharmError> {
-    let bin = running.concourse_bin();
-    web::ensure_key(&bin, "ssh", &worker::worker_key(), (0, 0))?;
-    let public = web::read_public_key(&web::pub_path(&worker::worker_key())).ok_or_else(|| {
-        CharmError::Workload(format!(
-            "{} is not a valid public key; delete it so it is generated again",
-            web::pub_path(&worker::worker_key()).display()
-        ))
-    })?;
+    let public = worker::ensure_key(host, &running.concourse_bin(host))?;
     let publish = bag([(peers::WORKER_PUBLIC_KEY, public.as_str())]);
     peers.write_me(&publish);
     for rel in live_relations(juju, FLIGHT_ENDPOINT)? {
         juju.relation_set(&rel, false, &publish)?;
     }
-    let Some((tsa_host, tsa_key)) = find_tsa(juju, config, peers)? else {
-        reports.waiting(match config.mode {
-            Mode::Worker => format!(
-                "Waiting for web unit's TSA key (juju integrate <web-app>:tsa {}:flight)",
-                juju.app_name()
-            ),
-            _ => "Waiting for web unit's TSA key".to_string(),
+    let Some((tsa_host, tsa_key)) = find_tsa(juju, host, config, peers)? else {
+        reports.push(match config.mode {
+            Mode::Worker => msg::WAITING_FOR_TSA_RELATION.fill(&[juju.app_name()]),
+            _ => msg::WAITING_FOR_TSA.status(),
         });
         return Ok(());
     };
     let env = worker::env(config, juju.unit_name(), &tsa_host);
-    let applied = worker::apply(
-        &env,
-        &tsa_key,
-        &worker::unit(config, running.current),
-        running.changed,
-    )?;
-    if applied != worker::Applied::default() {
+    let spec = worker::unit(config, &release::current_link());
+    let applied = worker::apply(host, &env, &tsa_key, &spec, running.changed)?;
+    if applied != Applied::default() {
         info!("worker service: {applied:?}");
     }
-    reports.active(format!("Worker ready (v{})", running.version));
+    reports.push(msg::WORKER_READY.fill(&[running.version]));
     Ok(())
 }

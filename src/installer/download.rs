@@ -299,6 +299,22 @@ pub fn error_chain(e: reqwest::Error) -> String {
     crate::error_chain(&e.without_url())
 }
 
+/// Whether `url` exists at its source: HEAD of its `.sha1` (small) answers 2xx.
+/// The error says what answered, for an operator's message.
+pub fn exists_at_source(http: &HttpOptions, url: &str) -> Result<(), String> {
+    let client = build_client(http).map_err(|e| e.to_string())?;
+    let sha1 = format!("{url}.sha1");
+    match client.head(&sha1).send() {
+        Ok(r) if r.status().is_success() => Ok(()),
+        Ok(r) => Err(format!(
+            "{} answered HTTP {}; check the version and release-url",
+            redact_url(&sha1),
+            r.status().as_u16()
+        )),
+        Err(e) => Err(format!("cannot reach {}: {e}", redact_url(&sha1))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

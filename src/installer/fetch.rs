@@ -1,11 +1,13 @@
-//! The download → verify → unpack pipeline of one attempt.
+//! The download → hash → unpack pipeline of one attempt.
 //!
 //! Owns: streaming the tarball (a kept `.partial` first, then the network tail, or the
 //! resource file) through sha1 + sha256 into `downloads/<file>.partial` while a second
-//! thread inflates and unpacks the same bytes into the staging dir, plus progress.
+//! thread inflates and unpacks the same bytes into the staging dir, plus progress and
+//! the `install.downloading` crash checkpoint (half the tarball on disk).
 //! Invariants: every byte that reaches the unpacker was first written to the partial
 //! (URL sources) and hashed; the unpacked tree is only published by the caller after the
-//! hashes match; memory stays bounded (a few chunks in flight, buffers recycled).
+//! hashes match (see `super::verify`); memory stays bounded (a few chunks in flight,
+//! buffers recycled).
 //! Hazards: on error the staging dir holds a partial tree: the caller removes it. The
 //! partial file is not fsynced (it is deleted after publication; after a crash a
 //! resumed download is still verified end to end, and a mismatch restarts from zero).
@@ -14,7 +16,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::Path;
 use std::sync::mpsc::{channel, sync_channel, Receiver, Sender, SyncSender};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use reqwest::blocking::Client;
 use sha1::Sha1;
@@ -24,6 +26,7 @@ use super::download::{redact_url, start_download, Start};
 use super::manifest::hex;
 use super::unpack::{unpack_tar_gz, UnpackLimits, Unpacked};
 use super::{InstallError, InstallEvent};
+use crate::checkpoint::checkpoint;
 use crate::storage_coordinator::{fscheck, InstallLock, ProgressMarker, StorageError, Throttle};
 
 /// Bytes per chunk handed from the download thread to the unpack thread.
@@ -207,6 +210,8 @@ enum Stop {
     UnpackerGone,
 }
 
+/// Pumps `sources` to the unpacker thread (and new network bytes to the partial file,
+/// `sink`), hashing everything; then waits for the unpack to finish.
 fn run(
     job: &mut Job<'_>,
     sources: Vec<Source<'_>>,
@@ -217,10 +222,7 @@ fn run(
 ) -> Result<Fetched, InstallError> {
     let (tx, rx) = sync_channel::<(Vec<u8>, usize)>(DEPTH);
     let (pool_tx, pool_rx) = channel::<Vec<u8>>();
-    let staging = job.staging.to_path_buf();
-    let label = job.label.to_string();
-    let limits = job.limits;
-
+    let (staging, label, limits) = (job.staging.to_path_buf(), job.label.to_string(), job.limits);
     std::thread::scope(|scope| {
         let unpacker = std::thread::Builder::new()
             .name("unpack".into())
@@ -234,71 +236,144 @@ fn run(
                 unpack_tar_gz(reader, &staging, &label, &limits)
             })
             .map_err(|e| InstallError::Internal(format!("cannot start the unpack thread: {e}")))?;
-
-        let mut sha1 = Sha1::new();
-        let mut sha256 = Sha256::new();
-        let mut size = 0u64;
-        let mut transferred = 0u64;
-        let started = crate::storage_coordinator::progress::unix_now();
-        let mut pumped: Result<(), Stop> = Ok(());
-        for mut src in sources {
-            let append = matches!(src, Source::Network(..));
-            let counts = !matches!(src, Source::Prefix(_));
-            pumped = pump(&mut src, &tx, &pool_rx, |chunk| {
-                if append {
-                    if let Some((f, p)) = sink.as_mut() {
-                        f.write_all(chunk)
-                            .map_err(|e| Stop::Failed(StorageError::io("write", p, e).into()))?;
-                    }
-                }
-                sha1.update(chunk);
-                sha256.update(chunk);
-                size += chunk.len() as u64;
-                if counts {
-                    transferred += chunk.len() as u64;
-                }
-                let on_disk = if job.from_resource {
-                    size
-                } else {
-                    size.max(offset)
-                };
-                if job.throttle.due(Instant::now(), on_disk, total) {
-                    report(job, started, on_disk, total, events);
-                }
-                Ok(())
-            });
-            if pumped.is_err() {
-                break;
-            }
-        }
+        let mut tally = Tally::new(offset, total);
+        let pumped = pump_sources(job, sources, &mut sink, &mut tally, &tx, &pool_rx, events);
         drop(tx);
-        let unpacked = match unpacker.join() {
-            Ok(r) => r,
-            Err(_) => Err(InstallError::Internal("the unpack thread panicked".into())),
-        };
-        match pumped {
+        let unpacked = unpacker
+            .join()
+            .unwrap_or_else(|_| Err(InstallError::Internal("the unpack thread panicked".into())));
+        let unpacked = match pumped {
             Err(Stop::Failed(e)) => return Err(e),
             Err(Stop::UnpackerGone) => {
                 return Err(unpacked.err().unwrap_or_else(|| {
                     InstallError::Internal("the unpacker stopped early without an error".into())
                 }))
             }
-            Ok(()) => {}
-        }
-        let unpacked = unpacked?;
+            Ok(()) => unpacked?,
+        };
         if let Some((f, p)) = sink.as_mut() {
             f.flush().map_err(|e| StorageError::io("write", p, e))?;
         }
-        report(job, started, size, total, events);
-        Ok(Fetched {
-            size,
-            sha1: hex(&sha1.finalize()),
-            sha256: hex(&sha256.finalize()),
+        report(job, tally.started, tally.size, total, events);
+        Ok(tally.finish(unpacked))
+    })
+}
+
+/// Running totals of one attempt: digests, sizes and progress.
+struct Tally {
+    sha1: Sha1,
+    sha256: Sha256,
+    /// Bytes hashed (the whole tarball so far).
+    size: u64,
+    /// Bytes received from the network or read from the resource (not the kept prefix).
+    transferred: u64,
+    /// Unix time the attempt started, for the progress marker.
+    started: u64,
+    /// Bytes already on disk before this attempt (the kept partial).
+    offset: u64,
+    total: Option<u64>,
+    midway: Midway,
+}
+
+impl Tally {
+    fn new(offset: u64, total: Option<u64>) -> Tally {
+        Tally {
+            sha1: Sha1::new(),
+            sha256: Sha256::new(),
+            size: 0,
+            transferred: 0,
+            started: crate::storage_coordinator::progress::unix_now(),
+            offset,
+            total,
+            midway: Midway::new(total),
+        }
+    }
+
+    fn add(&mut self, chunk: &[u8], counts: bool) {
+        self.sha1.update(chunk);
+        self.sha256.update(chunk);
+        self.size += chunk.len() as u64;
+        if counts {
+            self.transferred += chunk.len() as u64;
+        }
+    }
+
+    /// Bytes of the tarball on disk (read so far, for the resource).
+    fn on_disk(&self, from_resource: bool) -> u64 {
+        if from_resource {
+            self.size
+        } else {
+            self.size.max(self.offset)
+        }
+    }
+
+    fn finish(self, unpacked: Unpacked) -> Fetched {
+        Fetched {
+            size: self.size,
+            sha1: hex(&self.sha1.finalize()),
+            sha256: hex(&self.sha256.finalize()),
             unpacked,
             resumed_from: 0,
-            transferred,
-        })
-    })
+            transferred: self.transferred,
+        }
+    }
+}
+
+/// Pumps every source in order; network bytes are appended to `sink` before they are
+/// hashed and handed on. Reports progress and fires `install.downloading` midway.
+fn pump_sources(
+    job: &mut Job<'_>,
+    sources: Vec<Source<'_>>,
+    sink: &mut Option<(&mut File, &Path)>,
+    tally: &mut Tally,
+    tx: &SyncSender<(Vec<u8>, usize)>,
+    pool: &Receiver<Vec<u8>>,
+    events: &mut dyn FnMut(&InstallEvent),
+) -> Result<(), Stop> {
+    for mut src in sources {
+        let append = matches!(src, Source::Network(..));
+        let counts = !matches!(src, Source::Prefix(_));
+        pump(&mut src, tx, pool, |chunk| {
+            if append {
+                if let Some((f, p)) = sink.as_mut() {
+                    f.write_all(chunk)
+                        .map_err(|e| Stop::Failed(StorageError::io("write", p, e).into()))?;
+                }
+            }
+            tally.add(chunk, counts);
+            let on_disk = tally.on_disk(job.from_resource);
+            if job.throttle.due(Instant::now(), on_disk, tally.total) {
+                report(job, tally.started, on_disk, tally.total, events);
+            }
+            if tally.midway.reached(on_disk) {
+                checkpoint("install.downloading");
+            }
+            Ok(())
+        })?;
+    }
+    Ok(())
+}
+
+/// Fires once, when the bytes on disk first reach half the total (or the first chunk
+/// when the total is unknown): where the `install.downloading` checkpoint parks.
+struct Midway {
+    at: u64,
+    fired: bool,
+}
+
+impl Midway {
+    fn new(total: Option<u64>) -> Midway {
+        Midway {
+            at: total.map_or(1, |t| (t / 2).max(1)),
+            fired: false,
+        }
+    }
+
+    fn reached(&mut self, on_disk: u64) -> bool {
+        let now = !self.fired && on_disk >= self.at;
+        self.fired |= now;
+        now
+    }
 }
 
 fn report(
@@ -409,15 +484,21 @@ impl Read for ChannelReader {
     }
 }
 
-/// Sleeps before retry `attempt` (1-based): `base`, doubling, at most 30 s.
-pub(crate) fn retry_delay(base: Duration, attempt: u32) -> Duration {
-    base.saturating_mul(1u32 << attempt.saturating_sub(1).min(16))
-        .min(Duration::from_secs(30))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn midway_fires_once_at_half_or_at_the_first_byte() {
+        let mut m = Midway::new(Some(100));
+        assert!(!m.reached(49));
+        assert!(m.reached(60));
+        assert!(!m.reached(100), "once");
+        let mut m = Midway::new(None);
+        assert!(m.reached(1));
+        let mut m = Midway::new(Some(1));
+        assert!(m.reached(1));
+    }
 
     #[test]
     fn channel_reader_reassembles_and_recycles() {
@@ -436,14 +517,5 @@ mod tests {
         r.read_to_string(&mut s).unwrap();
         assert_eq!(s, "hello world");
         assert_eq!(prx.try_iter().count(), 2, "both buffers recycled");
-    }
-
-    #[test]
-    fn retry_delays() {
-        let b = Duration::from_secs(2);
-        assert_eq!(retry_delay(b, 1), Duration::from_secs(2));
-        assert_eq!(retry_delay(b, 2), Duration::from_secs(4));
-        assert_eq!(retry_delay(b, 10), Duration::from_secs(30));
-        assert_eq!(retry_delay(b, u32::MAX), Duration::from_secs(30));
     }
 }

@@ -99,54 +99,11 @@ pub fn parse_latest(body: &[u8]) -> Result<String, String> {
 }
 
 /// Orders two versions by semver precedence (`8.0.0-rc.1 < 8.0.0 < 8.0.1 < 10.0.0`);
-/// `None` if either is not a version.
+/// `None` if either is not a version ([`crate::config::parse_version`]).
 pub fn compare_versions(a: &str, b: &str) -> Option<Ordering> {
-    let pa = parse(a)?;
-    let pb = parse(b)?;
-    Some(pa.0.cmp(&pb.0).then_with(|| match (&pa.1, &pb.1) {
-        (None, None) => Ordering::Equal,
-        (None, Some(_)) => Ordering::Greater,
-        (Some(_), None) => Ordering::Less,
-        (Some(x), Some(y)) => compare_prerelease(x, y),
-    }))
-}
-
-fn parse(v: &str) -> Option<([u64; 3], Option<String>)> {
-    if !crate::config::is_valid_version(v) {
-        return None;
-    }
-    let (core, pre) = match v.split_once('-') {
-        Some((c, p)) => (c, Some(p.to_string())),
-        None => (v, None),
-    };
-    let mut nums = [0u64; 3];
-    for (i, part) in core.split('.').enumerate() {
-        *nums.get_mut(i)? = part.parse().ok()?;
-    }
-    Some((nums, pre))
-}
-
-fn compare_prerelease(a: &str, b: &str) -> Ordering {
-    let mut ia = a.split('.');
-    let mut ib = b.split('.');
-    loop {
-        match (ia.next(), ib.next()) {
-            (None, None) => return Ordering::Equal,
-            (None, Some(_)) => return Ordering::Less,
-            (Some(_), None) => return Ordering::Greater,
-            (Some(x), Some(y)) => {
-                let o = match (x.parse::<u64>(), y.parse::<u64>()) {
-                    (Ok(m), Ok(n)) => m.cmp(&n),
-                    (Ok(_), Err(_)) => Ordering::Less,
-                    (Err(_), Ok(_)) => Ordering::Greater,
-                    (Err(_), Err(_)) => x.cmp(y),
-                };
-                if o != Ordering::Equal {
-                    return o;
-                }
-            }
-        }
-    }
+    let a = crate::config::parse_version(a)?;
+    let b = crate::config::parse_version(b)?;
+    Some(a.cmp(&b))
 }
 
 /// The version to target when the upstream latest is `found` and the unit runs

@@ -18,9 +18,15 @@
 //!   setgid or sticky; directory modes are applied after all files are written.
 //! - The gzip stream is read to its end (trailer CRC checked, trailing garbage rejected).
 //!
+//! Shape: [`unpack_tar_gz`] feeds each entry to an `Unpacker`, which admits it (the caps:
+//! `Unpacker::admit` and the byte cap in `Unpacker::file`), checks its path and hands it
+//! to one method per kind (`dir`, `file`, `symlink`, `hard_link`; every other kind is
+//! refused by `reject`).
+//!
 //! Hazards: the caller owns the staging dir: on any error it must remove it, since a
 //! partial tree is left behind. Ownership and mtimes are not restored (the charm runs as
-//! root; nothing depends on them).
+//! root; nothing depends on them). The tarball is unpacked while it downloads, before
+//! its digest is known: everything here must hold for hostile input.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, OpenOptions};
@@ -135,37 +141,65 @@ pub fn unpack_tar_gz<R: Read>(
     label: &str,
     limits: &UnpackLimits,
 ) -> Result<Unpacked, InstallError> {
-    let bad = |e: io::Error| InstallError::BadArchive {
-        tarball: label.to_string(),
-        detail: if e.kind() == io::ErrorKind::UnexpectedEof {
-            "the archive is truncated".to_string()
-        } else {
-            e.to_string()
-        },
-    };
-    let unsafe_entry = |name: &str, reason: String| InstallError::UnsafeEntry {
-        tarball: label.to_string(),
-        entry: name.to_string(),
-        reason,
-    };
-
+    let mut u = Unpacker::new(dest, label, limits);
     let mut ar = tar::Archive::new(MultiGzDecoder::new(src));
-    let mut out = Unpacked::default();
-    let mut known_dirs: HashSet<PathBuf> = HashSet::new();
-    let mut dir_modes: Vec<(PathBuf, u32)> = Vec::new();
-    let mut files: HashMap<PathBuf, (u64, String, u32)> = HashMap::new();
-    let mut buf = vec![0u8; 256 << 10];
-    let mut count = 0u64;
+    for entry in ar.entries().map_err(|e| u.bad(e))? {
+        let mut entry = entry.map_err(|e| u.bad(e))?;
+        u.entry(&mut entry)?;
+    }
+    // Read the rest of the gzip stream: checks the trailer (CRC, size) and that nothing
+    // but tar padding follows.
+    let mut rest = ar.into_inner();
+    io::copy(&mut rest, &mut io::sink()).map_err(|e| u.bad(e))?;
+    u.finish()
+}
 
-    for entry in ar.entries().map_err(bad)? {
-        let mut entry = entry.map_err(bad)?;
-        count += 1;
-        if count > limits.max_entries {
-            return Err(InstallError::TooLarge {
-                tarball: label.to_string(),
-                detail: format!("more than {} entries", limits.max_entries),
-            });
+/// An archive entry that passed the path checks.
+struct Named {
+    /// The name as written in the archive (lossy UTF-8), for messages.
+    name: String,
+    /// The checked relative path.
+    rel: PathBuf,
+    /// Where it goes: `dest/rel`.
+    path: PathBuf,
+    /// Permission bits from the header (setuid, setgid and sticky dropped).
+    mode: u32,
+}
+
+/// The state of one unpack: what was written so far and the caps.
+struct Unpacker<'a> {
+    dest: &'a Path,
+    label: &'a str,
+    limits: &'a UnpackLimits,
+    out: Unpacked,
+    /// Directories known to be real directories created by this unpack.
+    known_dirs: HashSet<PathBuf>,
+    /// Modes of directory entries, applied last.
+    dir_modes: Vec<(PathBuf, u32)>,
+    /// Regular files written: (size, sha256, mode), the targets hard links may use.
+    files: HashMap<PathBuf, (u64, String, u32)>,
+    buf: Vec<u8>,
+    count: u64,
+}
+
+impl<'a> Unpacker<'a> {
+    fn new(dest: &'a Path, label: &'a str, limits: &'a UnpackLimits) -> Unpacker<'a> {
+        Unpacker {
+            dest,
+            label,
+            limits,
+            out: Unpacked::default(),
+            known_dirs: HashSet::new(),
+            dir_modes: Vec::new(),
+            files: HashMap::new(),
+            buf: vec![0u8; 256 << 10],
+            count: 0,
         }
+    }
+
+    /// Checks and writes one entry, by kind.
+    fn entry<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>) -> Result<(), InstallError> {
+        self.admit()?;
         let kind = entry.header().entry_type();
         if matches!(
             kind,
@@ -174,231 +208,280 @@ pub fn unpack_tar_gz<R: Read>(
                 | EntryType::GNULongName
                 | EntryType::GNULongLink
         ) {
-            continue;
+            return Ok(());
         }
         let raw = entry.path_bytes().into_owned();
         let name = String::from_utf8_lossy(&raw).into_owned();
-        let rel = relative_entry_path(&raw).map_err(|r| unsafe_entry(&name, r))?;
+        let rel = relative_entry_path(&raw).map_err(|r| self.unsafe_entry(&name, r))?;
         if rel.as_os_str().is_empty() {
-            if kind == EntryType::Directory {
-                continue;
-            }
-            return Err(unsafe_entry(&name, "it has an empty path".into()));
+            return match kind {
+                EntryType::Directory => Ok(()),
+                _ => Err(self.unsafe_entry(&name, "it has an empty path".into())),
+            };
         }
-        let rel_str = rel.to_string_lossy().into_owned();
-        let mode = entry.header().mode().unwrap_or(0o644) & 0o777;
-        let path = dest.join(&rel);
+        let e = Named {
+            path: self.dest.join(&rel),
+            mode: entry.header().mode().unwrap_or(0o644) & 0o777,
+            name,
+            rel,
+        };
+        let link = || entry.link_name_bytes().map(|t| t.into_owned());
         match kind {
-            EntryType::Directory => {
-                ensure_dirs(dest, &rel, &mut known_dirs, &mut out, &name, label)?;
-                dir_modes.push((path, mode));
-                out.entries.push(Entry::Dir {
-                    path: rel_str,
-                    mode,
-                });
-            }
+            EntryType::Directory => self.dir(&e),
             EntryType::Regular | EntryType::Continuous => {
                 let size = entry.size();
-                if out.bytes.saturating_add(size) > limits.max_bytes {
-                    return Err(InstallError::TooLarge {
-                        tarball: label.to_string(),
-                        detail: format!(
-                            "files add up to more than {} bytes (entry {name})",
-                            limits.max_bytes
-                        ),
-                    });
-                }
-                if let Some(parent) = rel.parent() {
-                    ensure_dirs(dest, parent, &mut known_dirs, &mut out, &name, label)?;
-                }
-                let mut f = OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .open(&path)
-                    .map_err(|e| create_error(e, &path, &name, label))?;
-                let mut h = Sha256::new();
-                let mut written = 0u64;
-                loop {
-                    let n = match entry.read(&mut buf) {
-                        Ok(0) => break,
-                        Ok(n) => n,
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                        Err(e) => return Err(bad(e)),
-                    };
-                    f.write_all(&buf[..n])
-                        .map_err(|e| StorageError::io("write", &path, e))?;
-                    h.update(&buf[..n]);
-                    written += n as u64;
-                }
-                if written != size {
-                    return Err(InstallError::BadArchive {
-                        tarball: label.to_string(),
-                        detail: format!("entry {name} is truncated ({written} of {size} bytes)"),
-                    });
-                }
-                f.set_permissions(fs::Permissions::from_mode(mode))
-                    .map_err(|e| StorageError::io("chmod", &path, e))?;
-                start_writeback(&f);
-                let sha = hex(&h.finalize());
-                out.bytes += size;
-                files.insert(rel.clone(), (size, sha.clone(), mode));
-                out.files.push(path);
-                out.entries.push(Entry::File {
-                    path: rel_str,
-                    size,
-                    sha256: sha,
-                    mode,
-                });
+                self.file(&e, entry, size)
             }
             EntryType::Symlink => {
-                let target = entry
-                    .link_name_bytes()
-                    .map(|t| t.into_owned())
-                    .ok_or_else(|| {
-                        unsafe_entry(&name, "it is a symlink without a target".into())
-                    })?;
-                check_symlink_target(&rel, &target).map_err(|r| unsafe_entry(&name, r))?;
-                if let Some(parent) = rel.parent() {
-                    ensure_dirs(dest, parent, &mut known_dirs, &mut out, &name, label)?;
-                }
-                let target = String::from_utf8_lossy(&target).into_owned();
-                std::os::unix::fs::symlink(&target, &path)
-                    .map_err(|e| create_error(e, &path, &name, label))?;
-                out.entries.push(Entry::Symlink {
-                    path: rel_str,
-                    target,
-                });
+                let target = link();
+                self.symlink(&e, target)
             }
             EntryType::Link => {
-                let raw_target =
-                    entry
-                        .link_name_bytes()
-                        .map(|t| t.into_owned())
-                        .ok_or_else(|| {
-                            unsafe_entry(&name, "it is a hard link without a target".into())
-                        })?;
-                let target = relative_entry_path(&raw_target).map_err(|r| {
-                    unsafe_entry(&name, format!("its hard link target is unsafe: {r}"))
-                })?;
-                let Some((size, sha, fmode)) = files.get(&target).cloned() else {
-                    return Err(unsafe_entry(
-                        &name,
-                        format!(
-                            "it is a hard link to {}, which is not a file unpacked before it",
-                            target.display()
-                        ),
-                    ));
-                };
-                if let Some(parent) = rel.parent() {
-                    ensure_dirs(dest, parent, &mut known_dirs, &mut out, &name, label)?;
-                }
-                fs::hard_link(dest.join(&target), &path)
-                    .map_err(|e| create_error(e, &path, &name, label))?;
-                out.entries.push(Entry::File {
-                    path: rel_str,
-                    size,
-                    sha256: sha,
-                    mode: fmode,
-                });
+                let target = link();
+                self.hard_link(&e, target)
             }
+            other => Err(self.reject(&e.name, other)),
+        }
+    }
+
+    /// Counts the entry against the cap (extension headers included).
+    fn admit(&mut self) -> Result<(), InstallError> {
+        self.count += 1;
+        if self.count > self.limits.max_entries {
+            return Err(self.too_large(format!("more than {} entries", self.limits.max_entries)));
+        }
+        Ok(())
+    }
+
+    fn dir(&mut self, e: &Named) -> Result<(), InstallError> {
+        self.ensure_dirs(&e.rel, &e.name)?;
+        self.dir_modes.push((e.path.clone(), e.mode));
+        self.out.entries.push(Entry::Dir {
+            path: e.rel.to_string_lossy().into_owned(),
+            mode: e.mode,
+        });
+        Ok(())
+    }
+
+    /// A regular file: created exclusively (0600 while written), copied and hashed,
+    /// then given its mode; its size must match the header.
+    fn file(&mut self, e: &Named, data: &mut impl Read, size: u64) -> Result<(), InstallError> {
+        if self.out.bytes.saturating_add(size) > self.limits.max_bytes {
+            let max = self.limits.max_bytes;
+            return Err(self.too_large(format!(
+                "files add up to more than {max} bytes (entry {})",
+                e.name
+            )));
+        }
+        self.ensure_parent(e)?;
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&e.path)
+            .map_err(|err| self.create_error(err, e))?;
+        let (written, sha) = self.copy(data, &mut f, &e.path)?;
+        if written != size {
+            return Err(InstallError::BadArchive {
+                tarball: self.label.to_string(),
+                detail: format!("entry {} is truncated ({written} of {size} bytes)", e.name),
+            });
+        }
+        f.set_permissions(fs::Permissions::from_mode(e.mode))
+            .map_err(|err| StorageError::io("chmod", &e.path, err))?;
+        start_writeback(&f);
+        self.out.bytes += size;
+        self.files
+            .insert(e.rel.clone(), (size, sha.clone(), e.mode));
+        self.out.files.push(e.path.clone());
+        self.out.entries.push(Entry::File {
+            path: e.rel.to_string_lossy().into_owned(),
+            size,
+            sha256: sha,
+            mode: e.mode,
+        });
+        Ok(())
+    }
+
+    /// Copies an entry's data into `f`; returns the bytes written and their sha256.
+    fn copy(
+        &mut self,
+        data: &mut impl Read,
+        f: &mut fs::File,
+        path: &Path,
+    ) -> Result<(u64, String), InstallError> {
+        let mut h = Sha256::new();
+        let mut written = 0u64;
+        loop {
+            let n = match data.read(&mut self.buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(self.bad(e)),
+            };
+            f.write_all(&self.buf[..n])
+                .map_err(|e| StorageError::io("write", path, e))?;
+            h.update(&self.buf[..n]);
+            written += n as u64;
+        }
+        Ok((written, hex(&h.finalize())))
+    }
+
+    /// A symlink whose target stays inside the tree ([`check_symlink_target`]).
+    fn symlink(&mut self, e: &Named, target: Option<Vec<u8>>) -> Result<(), InstallError> {
+        let target = target
+            .ok_or_else(|| self.unsafe_entry(&e.name, "it is a symlink without a target".into()))?;
+        check_symlink_target(&e.rel, &target).map_err(|r| self.unsafe_entry(&e.name, r))?;
+        self.ensure_parent(e)?;
+        let target = String::from_utf8_lossy(&target).into_owned();
+        std::os::unix::fs::symlink(&target, &e.path).map_err(|err| self.create_error(err, e))?;
+        self.out.entries.push(Entry::Symlink {
+            path: e.rel.to_string_lossy().into_owned(),
+            target,
+        });
+        Ok(())
+    }
+
+    /// A hard link to a regular file unpacked before it.
+    fn hard_link(&mut self, e: &Named, target: Option<Vec<u8>>) -> Result<(), InstallError> {
+        let raw = target.ok_or_else(|| {
+            self.unsafe_entry(&e.name, "it is a hard link without a target".into())
+        })?;
+        let target = relative_entry_path(&raw).map_err(|r| {
+            self.unsafe_entry(&e.name, format!("its hard link target is unsafe: {r}"))
+        })?;
+        let Some((size, sha256, mode)) = self.files.get(&target).cloned() else {
+            return Err(self.unsafe_entry(
+                &e.name,
+                format!(
+                    "it is a hard link to {}, which is not a file unpacked before it",
+                    target.display()
+                ),
+            ));
+        };
+        self.ensure_parent(e)?;
+        fs::hard_link(self.dest.join(&target), &e.path).map_err(|err| self.create_error(err, e))?;
+        self.out.entries.push(Entry::File {
+            path: e.rel.to_string_lossy().into_owned(),
+            size,
+            sha256,
+            mode,
+        });
+        Ok(())
+    }
+
+    /// Why an entry of another kind is refused.
+    fn reject(&self, name: &str, kind: EntryType) -> InstallError {
+        let reason = match kind {
             EntryType::Char | EntryType::Block | EntryType::Fifo => {
-                return Err(unsafe_entry(
-                    &name,
-                    "it is a device or FIFO; releases contain only files, directories and links"
-                        .into(),
-                ))
+                "it is a device or FIFO; releases contain only files, directories and links"
+                    .to_string()
             }
-            EntryType::GNUSparse => {
-                return Err(unsafe_entry(
-                    &name,
-                    "it is a sparse file (not supported)".into(),
-                ))
-            }
-            other => {
-                return Err(unsafe_entry(
-                    &name,
-                    format!(
-                        "its entry type {:?} is not supported",
-                        other.as_byte() as char
-                    ),
-                ))
-            }
+            EntryType::GNUSparse => "it is a sparse file (not supported)".to_string(),
+            other => format!(
+                "its entry type {:?} is not supported",
+                other.as_byte() as char
+            ),
+        };
+        self.unsafe_entry(name, reason)
+    }
+
+    /// Applies directory modes, deepest first (so a read-only directory never blocked
+    /// writes), and returns what was written.
+    fn finish(mut self) -> Result<Unpacked, InstallError> {
+        self.dir_modes
+            .sort_by_key(|(p, _)| std::cmp::Reverse(p.components().count()));
+        for (p, mode) in &self.dir_modes {
+            fs::set_permissions(p, fs::Permissions::from_mode(*mode))
+                .map_err(|e| StorageError::io("chmod", p, e))?;
+        }
+        Ok(self.out)
+    }
+
+    fn ensure_parent(&mut self, e: &Named) -> Result<(), InstallError> {
+        match e.rel.parent() {
+            Some(parent) => self.ensure_dirs(parent, &e.name),
+            None => Ok(()),
         }
     }
-    // Read the rest of the gzip stream: checks the trailer (CRC, size) and that nothing
-    // but tar padding follows.
-    let mut rest = ar.into_inner();
-    io::copy(&mut rest, &mut io::sink()).map_err(bad)?;
 
-    // Directory modes last (deepest first), so a read-only directory never blocked writes.
-    dir_modes.sort_by_key(|(p, _)| std::cmp::Reverse(p.components().count()));
-    for (p, mode) in dir_modes {
-        fs::set_permissions(&p, fs::Permissions::from_mode(mode))
-            .map_err(|e| StorageError::io("chmod", &p, e))?;
-    }
-    Ok(out)
-}
-
-/// Creates each missing directory of `rel_dir` under `dest`; every existing component
-/// must be a real directory (not a symlink).
-fn ensure_dirs(
-    dest: &Path,
-    rel_dir: &Path,
-    known: &mut HashSet<PathBuf>,
-    out: &mut Unpacked,
-    entry: &str,
-    label: &str,
-) -> Result<(), InstallError> {
-    let mut cur = PathBuf::new();
-    for comp in rel_dir.components() {
-        cur.push(comp);
-        if known.contains(&cur) {
-            continue;
-        }
-        let p = dest.join(&cur);
-        match fs::create_dir(&p) {
-            Ok(()) => {
-                fs::set_permissions(&p, fs::Permissions::from_mode(0o755))
-                    .map_err(|e| StorageError::io("chmod", &p, e))?;
-                out.dirs.push(p);
+    /// Creates each missing directory of `rel_dir` under `dest`; every existing
+    /// component must be a real directory (not a symlink).
+    fn ensure_dirs(&mut self, rel_dir: &Path, entry: &str) -> Result<(), InstallError> {
+        let mut cur = PathBuf::new();
+        for comp in rel_dir.components() {
+            cur.push(comp);
+            if self.known_dirs.contains(&cur) {
+                continue;
             }
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                let is_dir = fs::symlink_metadata(&p)
-                    .map(|m| m.is_dir())
-                    .unwrap_or(false);
-                if !is_dir {
-                    return Err(InstallError::UnsafeEntry {
-                        tarball: label.to_string(),
-                        entry: entry.to_string(),
-                        reason: format!(
-                            "its parent {} is not a directory (a link or file is in the way)",
-                            cur.display()
-                        ),
-                    });
+            let p = self.dest.join(&cur);
+            match fs::create_dir(&p) {
+                Ok(()) => {
+                    fs::set_permissions(&p, fs::Permissions::from_mode(0o755))
+                        .map_err(|e| StorageError::io("chmod", &p, e))?;
+                    self.out.dirs.push(p);
                 }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    let is_dir = fs::symlink_metadata(&p).is_ok_and(|m| m.is_dir());
+                    if !is_dir {
+                        return Err(self.unsafe_entry(
+                            entry,
+                            format!(
+                                "its parent {} is not a directory (a link or file is in the way)",
+                                cur.display()
+                            ),
+                        ));
+                    }
+                }
+                Err(e) => return Err(StorageError::io("create directory", &p, e).into()),
             }
-            Err(e) => return Err(StorageError::io("create directory", &p, e).into()),
+            self.known_dirs.insert(cur.clone());
         }
-        known.insert(cur.clone());
+        Ok(())
     }
-    Ok(())
-}
 
-fn create_error(e: io::Error, path: &Path, entry: &str, label: &str) -> InstallError {
-    if e.kind() == io::ErrorKind::AlreadyExists {
-        InstallError::UnsafeEntry {
-            tarball: label.to_string(),
-            entry: entry.to_string(),
-            reason: "it is a duplicate of an earlier entry".into(),
+    fn create_error(&self, e: io::Error, entry: &Named) -> InstallError {
+        if e.kind() == io::ErrorKind::AlreadyExists {
+            self.unsafe_entry(&entry.name, "it is a duplicate of an earlier entry".into())
+        } else {
+            StorageError::io("create", &entry.path, e).into()
         }
-    } else {
-        StorageError::io("create", path, e).into()
+    }
+
+    fn unsafe_entry(&self, name: &str, reason: String) -> InstallError {
+        InstallError::UnsafeEntry {
+            tarball: self.label.to_string(),
+            entry: name.to_string(),
+            reason,
+        }
+    }
+
+    fn too_large(&self, detail: String) -> InstallError {
+        InstallError::TooLarge {
+            tarball: self.label.to_string(),
+            detail,
+        }
+    }
+
+    /// A broken archive (truncated, not gzip, bad tar header, …).
+    fn bad(&self, e: io::Error) -> InstallError {
+        InstallError::BadArchive {
+            tarball: self.label.to_string(),
+            detail: if e.kind() == io::ErrorKind::UnexpectedEof {
+                "the archive is truncated".to_string()
+            } else {
+                e.to_string()
+            },
+        }
     }
 }
 
 /// Starts writing a finished file's pages back now, so the fsync before publication
 /// finds little left to do. Advisory: errors are ignored.
+///
+/// The one `unsafe` of the installer: no maintained crate wraps `sync_file_range(2)`
+/// (`nix` 0.29 and `rustix` do not), and the other ways to start writeback (fsync per
+/// file, `fadvise(DONTNEED)`) block or drop the page cache.
 fn start_writeback(f: &fs::File) {
     // SAFETY: sync_file_range on a descriptor we own; no memory is involved.
     let _ = unsafe {

@@ -2,13 +2,15 @@
 //!
 //! Owns: the exact argv of every hook tool the charm uses and the parsing of their
 //! `--format=json` output. Invariants: values Juju freezes for the hook (config,
-//! leadership once false, relation membership, remote databags, storage, network,
-//! secrets, unit state, action params) are fetched at most once per hook; own writes
-//! (`relation-set`, `state-set`) update the cache the same way Juju's local copy does
-//! (merge, empty value deletes). Hazards: `relation-set`, `state-set`, secret changes
-//! and ports are committed by Juju only if the hook exits 0; `status-set`,
-//! `juju-log`, `action-log` and `application-version-set` take effect at once.
+//! leadership, relation membership, databags, storage, network, secrets, action params)
+//! are fetched at most once per hook, through one cache keyed by the call's argv
+//! (`Juju::cached`); own writes (`relation-set`, `secret-add`) update the cache the same
+//! way Juju's local copy does (merge, empty value deletes). Hazards: `relation-set`,
+//! secret changes and ports are committed by Juju only if the hook exits 0;
+//! `status-set`, `juju-log`, `action-log` and `application-version-set` take effect at
+//! once.
 
+use std::any::Any;
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -16,7 +18,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 use super::context::{Context, RelationRef};
-use super::tools::{FailureKind, ToolError, ToolRunner};
+use super::tools::{format_argv, FailureKind, ToolError, ToolRunner};
 
 /// A databag: string keys to string values.
 pub type Databag = BTreeMap<String, String>;
@@ -159,14 +161,6 @@ impl NetworkInfo {
     }
 }
 
-/// `status-get` output for the unit.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct StatusInfo {
-    pub status: StatusKind,
-    #[serde(default)]
-    pub message: String,
-}
-
 /// `goal-state` output.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 pub struct GoalState {
@@ -220,33 +214,12 @@ pub enum SecretRef {
     Label(String),
 }
 
-#[derive(Default)]
-struct Cache {
-    config: Option<serde_json::Map<String, serde_json::Value>>,
-    leader: Option<bool>,
-    relation_ids: HashMap<String, Vec<RelationRef>>,
-    relation_list: HashMap<RelationRef, Vec<String>>,
-    remote_app: HashMap<RelationRef, Option<String>>,
-    bags: HashMap<(RelationRef, Bag), Databag>,
-    storage_list: HashMap<String, Vec<String>>,
-    storage_get: HashMap<String, StorageInfo>,
-    network: HashMap<String, NetworkInfo>,
-    secrets: HashMap<SecretRef, BTreeMap<String, String>>,
-    secret_info: HashMap<SecretRef, Option<(String, SecretInfo)>>,
-    state: Option<BTreeMap<String, String>>,
-    goal: Option<GoalState>,
-    action_params: Option<serde_json::Value>,
-    resources: HashMap<String, Option<PathBuf>>,
-    status: Option<StatusInfo>,
-    opened_ports: Option<Vec<String>>,
-}
-
 /// The charm's handle on Juju for one hook.
 pub struct Juju {
     ctx: Context,
     runner: Box<dyn ToolRunner>,
-    cache: RefCell<Cache>,
-    calls: RefCell<Vec<String>>,
+    /// Parsed answers of read-only tool calls, keyed by the call's argv.
+    cache: RefCell<HashMap<String, Box<dyn Any>>>,
 }
 
 type Result<T> = std::result::Result<T, ToolError>;
@@ -261,7 +234,6 @@ impl Juju {
             ctx,
             runner,
             cache: RefCell::default(),
-            calls: RefCell::default(),
         }
     }
 
@@ -277,84 +249,92 @@ impl Juju {
         &self.ctx.app_name
     }
 
-    /// Tool names called so far in this hook, in order (for tests and benchmarks).
-    pub fn calls(&self) -> Vec<String> {
-        self.calls.borrow().clone()
-    }
-
-    /// The primitive: runs a tool, counting the call.
+    /// The primitive: runs a tool.
     pub fn run(&self, tool: &str, args: &[String], stdin: Option<&[u8]>) -> Result<Vec<u8>> {
-        self.calls.borrow_mut().push(tool.to_string());
         self.runner.run(tool, args, stdin)
     }
 
-    fn run_json<T: serde::de::DeserializeOwned>(&self, tool: &str, args: Vec<String>) -> Result<T> {
-        let out = self.run(tool, &args, None)?;
-        parse_json(tool, &args, &out)
+    fn run_json<T: serde::de::DeserializeOwned>(&self, tool: &str, args: &[String]) -> Result<T> {
+        let out = self.run(tool, args, None)?;
+        parse_json(tool, args, &out)
+    }
+
+    /// The per-hook cache: answers `tool args` from an earlier identical call, else runs
+    /// `fetch` and keeps its value. Only for values Juju freezes for the hook.
+    fn cached<T: Clone + 'static>(
+        &self,
+        tool: &str,
+        args: &[String],
+        fetch: impl FnOnce() -> Result<T>,
+    ) -> Result<T> {
+        let key = format_argv(tool, args);
+        if let Some(v) = self
+            .cache
+            .borrow()
+            .get(&key)
+            .and_then(|b| b.downcast_ref::<T>())
+        {
+            return Ok(v.clone());
+        }
+        let v = fetch()?;
+        self.cache.borrow_mut().insert(key, Box::new(v.clone()));
+        Ok(v)
+    }
+
+    /// [`Juju::cached`] for a `--format=json` call; `null` is `T::default()`.
+    fn cached_json<T>(&self, tool: &str, args: Vec<String>) -> Result<T>
+    where
+        T: serde::de::DeserializeOwned + Clone + Default + 'static,
+    {
+        self.cached(tool, &args, || {
+            Ok(self.run_json::<Option<T>>(tool, &args)?.unwrap_or_default())
+        })
+    }
+
+    /// Replaces what the cache answers for `tool args` (own writes Juju applies locally).
+    fn remember<T: 'static>(&self, tool: &str, args: &[String], value: T) {
+        self.cache
+            .borrow_mut()
+            .insert(format_argv(tool, args), Box::new(value));
     }
 
     // ----- config and leadership -----
 
     /// All config options (set or defaulted), cached for the hook.
     pub fn config(&self) -> Result<serde_json::Map<String, serde_json::Value>> {
-        if let Some(c) = &self.cache.borrow().config {
-            return Ok(c.clone());
-        }
-        let v: Option<serde_json::Map<String, serde_json::Value>> =
-            self.run_json("config-get", vec![s("--format=json")])?;
-        let v = v.unwrap_or_default();
-        self.cache.borrow_mut().config = Some(v.clone());
-        Ok(v)
+        self.cached_json("config-get", vec![s("--format=json")])
     }
 
     /// Whether this unit leads its application. Cached for the hook.
     pub fn is_leader(&self) -> Result<bool> {
-        if let Some(l) = self.cache.borrow().leader {
-            return Ok(l);
-        }
-        let v: bool = self.run_json("is-leader", vec![s("--format=json")])?;
-        self.cache.borrow_mut().leader = Some(v);
-        Ok(v)
+        self.cached_json("is-leader", vec![s("--format=json")])
     }
 
     // ----- relations -----
 
     /// Relations on an endpoint (`relation-ids`).
     pub fn relation_ids(&self, endpoint: &str) -> Result<Vec<RelationRef>> {
-        if let Some(ids) = self.cache.borrow().relation_ids.get(endpoint) {
-            return Ok(ids.clone());
-        }
         let args = vec![s("--format=json"), s(endpoint)];
-        let raw: Option<Vec<String>> = self.run_json("relation-ids", args.clone())?;
-        let mut ids = Vec::new();
-        for r in raw.unwrap_or_default() {
-            ids.push(RelationRef::parse(&r).ok_or_else(|| ToolError::BadOutput {
-                argv: super::tools::format_argv("relation-ids", &args),
-                why: format!("relation id {r:?} is not <endpoint>:<number>"),
-            })?);
-        }
-        self.cache
-            .borrow_mut()
-            .relation_ids
-            .insert(endpoint.to_string(), ids.clone());
-        Ok(ids)
+        self.cached("relation-ids", &args, || {
+            let raw: Option<Vec<String>> = self.run_json("relation-ids", &args)?;
+            raw.unwrap_or_default()
+                .iter()
+                .map(|r| {
+                    RelationRef::parse(r).ok_or_else(|| ToolError::BadOutput {
+                        argv: format_argv("relation-ids", &args),
+                        why: format!("relation id {r:?} is not <endpoint>:<number>"),
+                    })
+                })
+                .collect()
+        })
     }
 
     /// The remote units this unit currently sees in a relation (`relation-list`).
     pub fn relation_list(&self, rel: &RelationRef) -> Result<Vec<String>> {
-        if let Some(l) = self.cache.borrow().relation_list.get(rel) {
-            return Ok(l.clone());
-        }
-        let v: Option<Vec<String>> = self.run_json(
+        self.cached_json(
             "relation-list",
             vec![s("--format=json"), s("-r"), rel.to_string()],
-        )?;
-        let v = v.unwrap_or_default();
-        self.cache
-            .borrow_mut()
-            .relation_list
-            .insert(rel.clone(), v.clone());
-        Ok(v)
+        )
     }
 
     /// The remote application of a relation (`relation-list --app`), from the hook's
@@ -365,27 +345,14 @@ impl Juju {
                 return Ok(r.remote_app.clone());
             }
         }
-        if let Some(a) = self.cache.borrow().remote_app.get(rel) {
-            return Ok(a.clone());
-        }
-        let v: Option<String> = self.run_json(
+        let app: Option<String> = self.cached_json(
             "relation-list",
             vec![s("--format=json"), s("-r"), rel.to_string(), s("--app")],
         )?;
-        let v = v.filter(|a| !a.is_empty());
-        self.cache
-            .borrow_mut()
-            .remote_app
-            .insert(rel.clone(), v.clone());
-        Ok(v)
+        Ok(app.filter(|a| !a.is_empty()))
     }
 
-    /// A whole databag (`relation-get - <unit|app>`), cached for the hook.
-    pub fn relation_get(&self, rel: &RelationRef, bag: &Bag) -> Result<Databag> {
-        let key = (rel.clone(), bag.clone());
-        if let Some(b) = self.cache.borrow().bags.get(&key) {
-            return Ok(b.clone());
-        }
+    fn relation_get_args(rel: &RelationRef, bag: &Bag) -> Vec<String> {
         let mut args = vec![s("--format=json"), s("-r"), rel.to_string()];
         let target = match bag {
             Bag::Unit(u) => u.clone(),
@@ -396,10 +363,12 @@ impl Juju {
         };
         args.push(s("-"));
         args.push(target);
-        let v: Option<Databag> = self.run_json("relation-get", args)?;
-        let v = v.unwrap_or_default();
-        self.cache.borrow_mut().bags.insert(key, v.clone());
-        Ok(v)
+        args
+    }
+
+    /// A whole databag (`relation-get - <unit|app>`), cached for the hook.
+    pub fn relation_get(&self, rel: &RelationRef, bag: &Bag) -> Result<Databag> {
+        self.cached_json("relation-get", Self::relation_get_args(rel, bag))
     }
 
     /// This unit's own databag in a relation.
@@ -421,7 +390,7 @@ impl Juju {
         } else {
             Bag::Unit(self.ctx.unit_name.clone())
         };
-        let current = self.relation_get(rel, &bag)?;
+        let mut current = self.relation_get(rel, &bag)?;
         let delta: Databag = data
             .iter()
             .filter(|(k, v)| current.get(*k).map(String::as_str).unwrap_or("") != v.as_str())
@@ -441,14 +410,12 @@ impl Juju {
             why: e.to_string(),
         })?;
         self.run("relation-set", &args, Some(&body))?;
-        let mut cache = self.cache.borrow_mut();
-        if let Some(b) = cache.bags.get_mut(&(rel.clone(), bag)) {
-            merge(b, &delta);
-        }
+        merge(&mut current, &delta);
+        self.remember("relation-get", &Self::relation_get_args(rel, &bag), current);
         Ok(())
     }
 
-    // ----- status and logging -----
+    // ----- status -----
 
     /// Sets the unit (or, for the leader, application) workload status. Immediate.
     pub fn status_set(&self, status: &Status, application: bool) -> Result<()> {
@@ -463,41 +430,7 @@ impl Juju {
             args.push(s("--"));
             args.push(status.message.clone());
         }
-        self.run("status-set", &args, None)?;
-        if !application {
-            self.cache.borrow_mut().status = Some(StatusInfo {
-                status: status.kind,
-                message: status.message.clone(),
-            });
-        }
-        Ok(())
-    }
-
-    /// The unit's current workload status (cached; reflects this hook's own status-set).
-    pub fn status_get(&self) -> Result<StatusInfo> {
-        if let Some(st) = &self.cache.borrow().status {
-            return Ok(st.clone());
-        }
-        let v: StatusInfo = self.run_json(
-            "status-get",
-            vec![
-                s("--include-data"),
-                s("--format=json"),
-                s("--application=false"),
-            ],
-        )?;
-        self.cache.borrow_mut().status = Some(v.clone());
-        Ok(v)
-    }
-
-    /// Writes one line to the unit's Juju log. Immediate.
-    pub fn juju_log(&self, level: LogLevel, message: &str) -> Result<()> {
-        self.run(
-            "juju-log",
-            &[s("--log-level"), s(level.as_str()), s("--"), s(message)],
-            None,
-        )
-        .map(drop)
+        self.run("status-set", &args, None).map(drop)
     }
 
     /// Shows the running workload version in `juju status`. Immediate.
@@ -510,12 +443,7 @@ impl Juju {
 
     /// The action's parameters (defaults already filled in by Juju).
     pub fn action_params(&self) -> Result<serde_json::Value> {
-        if let Some(p) = &self.cache.borrow().action_params {
-            return Ok(p.clone());
-        }
-        let v: serde_json::Value = self.run_json("action-get", vec![s("--format=json")])?;
-        self.cache.borrow_mut().action_params = Some(v.clone());
-        Ok(v)
+        self.cached_json("action-get", vec![s("--format=json")])
     }
 
     /// Adds results (`key=value`; dotted keys nest). Keys must be lowercase kebab-case.
@@ -543,82 +471,44 @@ impl Juju {
 
     /// Storage instance ids for a storage name.
     pub fn storage_list(&self, name: &str) -> Result<Vec<String>> {
-        if let Some(l) = self.cache.borrow().storage_list.get(name) {
-            return Ok(l.clone());
-        }
-        let v: Option<Vec<String>> =
-            self.run_json("storage-list", vec![s("--format=json"), s(name)])?;
-        let v = v.unwrap_or_default();
-        self.cache
-            .borrow_mut()
-            .storage_list
-            .insert(name.to_string(), v.clone());
-        Ok(v)
+        self.cached_json("storage-list", vec![s("--format=json"), s(name)])
     }
 
     /// Kind and location of a storage instance (`concourse-data/0`).
     pub fn storage_get(&self, id: &str) -> Result<StorageInfo> {
-        if let Some(i) = self.cache.borrow().storage_get.get(id) {
-            return Ok(i.clone());
-        }
-        let v: StorageInfo =
-            self.run_json("storage-get", vec![s("--format=json"), s("-s"), s(id)])?;
-        self.cache
-            .borrow_mut()
-            .storage_get
-            .insert(id.to_string(), v.clone());
-        Ok(v)
+        let args = vec![s("--format=json"), s("-s"), s(id)];
+        self.cached("storage-get", &args, || self.run_json("storage-get", &args))
     }
 
     /// Local path of an attached file resource, or `None` when none is attached (or
     /// the attached file is empty, the usual placeholder).
     pub fn resource_get(&self, name: &str) -> Result<Option<PathBuf>> {
-        if let Some(r) = self.cache.borrow().resources.get(name) {
-            return Ok(r.clone());
-        }
-        let found = match self.run("resource-get", &[s(name)], None) {
-            Ok(out) => {
-                let p = String::from_utf8_lossy(&out).trim().to_string();
-                let path = PathBuf::from(p);
-                let nonempty = std::fs::metadata(&path)
-                    .map(|m| m.is_file() && m.len() > 0)
-                    .unwrap_or(false);
-                (!path.as_os_str().is_empty() && nonempty).then_some(path)
+        let args = vec![s(name)];
+        self.cached("resource-get", &args, || {
+            match self.run("resource-get", &args, None) {
+                Ok(out) => {
+                    let path = PathBuf::from(String::from_utf8_lossy(&out).trim());
+                    let nonempty = std::fs::metadata(&path)
+                        .map(|m| m.is_file() && m.len() > 0)
+                        .unwrap_or(false);
+                    Ok((!path.as_os_str().is_empty() && nonempty).then_some(path))
+                }
+                Err(ToolError::Failed { code: 1, .. }) => Ok(None),
+                Err(e) => Err(e),
             }
-            Err(ToolError::Failed { code: 1, .. }) => None,
-            Err(e) => return Err(e),
-        };
-        self.cache
-            .borrow_mut()
-            .resources
-            .insert(name.to_string(), found.clone());
-        Ok(found)
+        })
     }
 
     // ----- network and ports -----
 
     /// `network-get <binding>`, cached per binding.
     pub fn network_get(&self, binding: &str) -> Result<NetworkInfo> {
-        if let Some(n) = self.cache.borrow().network.get(binding) {
-            return Ok(n.clone());
-        }
-        let v: NetworkInfo = self.run_json("network-get", vec![s("--format=json"), s(binding)])?;
-        self.cache
-            .borrow_mut()
-            .network
-            .insert(binding.to_string(), v.clone());
-        Ok(v)
+        self.cached_json("network-get", vec![s("--format=json"), s(binding)])
     }
 
     /// Ports opened by this unit (`["8080/tcp"]`), as committed before this hook.
     pub fn opened_ports(&self) -> Result<Vec<String>> {
-        if let Some(p) = &self.cache.borrow().opened_ports {
-            return Ok(p.clone());
-        }
-        let v: Option<Vec<String>> = self.run_json("opened-ports", vec![s("--format=json")])?;
-        let v = v.unwrap_or_default();
-        self.cache.borrow_mut().opened_ports = Some(v.clone());
-        Ok(v)
+        self.cached_json("opened-ports", vec![s("--format=json")])
     }
 
     /// Opens `port/proto` (committed with the hook).
@@ -637,63 +527,22 @@ impl Juju {
 
     /// `goal-state`, cached for the hook.
     pub fn goal_state(&self) -> Result<GoalState> {
-        if let Some(g) = &self.cache.borrow().goal {
-            return Ok(g.clone());
-        }
-        let v: GoalState = self.run_json("goal-state", vec![s("--format=json")])?;
-        self.cache.borrow_mut().goal = Some(v.clone());
-        Ok(v)
-    }
-
-    // ----- unit state -----
-
-    /// The unit's controller-side key/value state (reflects this hook's writes).
-    pub fn state_get(&self) -> Result<BTreeMap<String, String>> {
-        if let Some(st) = &self.cache.borrow().state {
-            return Ok(st.clone());
-        }
-        let v: Option<BTreeMap<String, String>> =
-            self.run_json("state-get", vec![s("--format=json")])?;
-        let v = v.unwrap_or_default();
-        self.cache.borrow_mut().state = Some(v.clone());
-        Ok(v)
-    }
-
-    /// Merges keys into the unit state (on stdin; committed with the hook).
-    pub fn state_set(&self, data: &BTreeMap<String, String>) -> Result<()> {
-        let current = self.state_get()?;
-        let delta: BTreeMap<String, String> = data
-            .iter()
-            .filter(|(k, v)| current.get(*k) != Some(*v))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        if delta.is_empty() {
-            return Ok(());
-        }
-        let body = serde_json::to_vec(&delta).map_err(|e| ToolError::BadOutput {
-            argv: s("state-set"),
-            why: e.to_string(),
-        })?;
-        self.run("state-set", &[s("--file"), s("-")], Some(&body))?;
-        if let Some(st) = self.cache.borrow_mut().state.as_mut() {
-            merge(st, &delta);
-        }
-        Ok(())
-    }
-
-    /// Deletes a key from the unit state.
-    pub fn state_delete(&self, key: &str) -> Result<()> {
-        if !self.state_get()?.contains_key(key) {
-            return Ok(());
-        }
-        self.run("state-delete", &[s(key)], None)?;
-        if let Some(st) = self.cache.borrow_mut().state.as_mut() {
-            st.remove(key);
-        }
-        Ok(())
+        self.cached_json("goal-state", vec![s("--format=json")])
     }
 
     // ----- secrets -----
+
+    fn secret_get_args(secret: &SecretRef, refresh: bool) -> Vec<String> {
+        let mut args = vec![s("--format=json")];
+        match secret {
+            SecretRef::Id(id) => args.push(id.clone()),
+            SecretRef::Label(l) => args.extend([s("--label"), l.clone()]),
+        }
+        if refresh {
+            args.push(s("--refresh"));
+        }
+        args
+    }
 
     /// Creates a secret. Values travel in 0600 files (`key#file=`), never in argv.
     pub fn secret_add(
@@ -727,98 +576,43 @@ impl Juju {
                 why: "no secret URI printed".into(),
             });
         }
-        let mut cache = self.cache.borrow_mut();
-        cache
-            .secrets
-            .insert(SecretRef::Id(uri.clone()), content.clone());
-        if let Some(l) = label {
-            cache
-                .secrets
-                .insert(SecretRef::Label(l.to_string()), content.clone());
+        let mut refs = vec![SecretRef::Id(uri.clone())];
+        refs.extend(label.map(|l| SecretRef::Label(l.to_string())));
+        for r in refs {
+            self.remember(
+                "secret-get",
+                &Self::secret_get_args(&r, false),
+                content.clone(),
+            );
         }
         Ok(uri)
     }
 
-    /// Reads a secret's content. Cached per reference for the hook.
+    /// Reads a secret's content (`refresh`: the latest revision, and track it). Cached
+    /// per reference for the hook.
     pub fn secret_get(
         &self,
         secret: &SecretRef,
         refresh: bool,
     ) -> Result<BTreeMap<String, String>> {
-        if let Some(c) = self.cache.borrow().secrets.get(secret) {
-            return Ok(c.clone());
-        }
-        let mut args = vec![s("--format=json")];
-        match secret {
-            SecretRef::Id(id) => args.push(id.clone()),
-            SecretRef::Label(l) => args.extend([s("--label"), l.clone()]),
-        }
-        if refresh {
-            args.push(s("--refresh"));
-        }
-        let v: Option<BTreeMap<String, String>> = self.run_json("secret-get", args)?;
-        let v = v.unwrap_or_default();
-        self.cache
-            .borrow_mut()
-            .secrets
-            .insert(secret.clone(), v.clone());
-        Ok(v)
-    }
-
-    /// Replaces a secret's content with a new revision (values in 0600 files).
-    pub fn secret_set(&self, id: &str, content: &BTreeMap<String, String>) -> Result<()> {
-        let files = SecretFiles::write(content)?;
-        let mut args = vec![s(id)];
-        args.extend(files.args());
-        self.run("secret-set", &args, None)?;
-        self.cache
-            .borrow_mut()
-            .secrets
-            .insert(SecretRef::Id(id.to_string()), content.clone());
-        Ok(())
-    }
-
-    /// Grants a secret to a relation (optionally one unit of it).
-    pub fn secret_grant(&self, id: &str, rel: &RelationRef, unit: Option<&str>) -> Result<()> {
-        let mut args = vec![s("--relation"), rel.to_string()];
-        if let Some(u) = unit {
-            args.extend([s("--unit"), s(u)]);
-        }
-        args.push(s(id));
-        self.run("secret-grant", &args, None).map(drop)
-    }
-
-    /// Secret ids owned by this unit or application.
-    pub fn secret_ids(&self) -> Result<Vec<String>> {
-        let v: Option<Vec<String>> = self.run_json("secret-ids", vec![s("--format=json")])?;
-        Ok(v.unwrap_or_default())
+        self.cached_json("secret-get", Self::secret_get_args(secret, refresh))
     }
 
     /// Metadata of an owned secret, or `None` when it does not exist.
     pub fn secret_info(&self, secret: &SecretRef) -> Result<Option<(String, SecretInfo)>> {
-        if let Some(i) = self.cache.borrow().secret_info.get(secret) {
-            return Ok(i.clone());
-        }
-        let mut args = vec![s("--format=json")];
-        match secret {
-            SecretRef::Id(id) => args.push(id.clone()),
-            SecretRef::Label(l) => args.extend([s("--label"), l.clone()]),
-        }
-        let found = match self.run_json::<BTreeMap<String, SecretInfo>>("secret-info-get", args) {
-            Ok(map) => map.into_iter().next(),
-            Err(e) if e.is(FailureKind::NotFound) => None,
-            Err(e) => return Err(e),
-        };
-        self.cache
-            .borrow_mut()
-            .secret_info
-            .insert(secret.clone(), found.clone());
-        Ok(found)
+        let args = Self::secret_get_args(secret, false);
+        self.cached("secret-info-get", &args, || {
+            match self.run_json::<BTreeMap<String, SecretInfo>>("secret-info-get", &args) {
+                Ok(map) => Ok(map.into_iter().next()),
+                Err(e) if e.is(FailureKind::NotFound) => Ok(None),
+                Err(e) => Err(e),
+            }
+        })
     }
 }
 
-/// Merges a relation-set/state-set delta the way Juju's local copy does.
-fn merge(bag: &mut BTreeMap<String, String>, delta: &BTreeMap<String, String>) {
+/// Merges a relation-set delta the way Juju's local copy does.
+pub(crate) fn merge(bag: &mut BTreeMap<String, String>, delta: &BTreeMap<String, String>) {
     for (k, v) in delta {
         if v.is_empty() {
             bag.remove(k);
@@ -834,7 +628,7 @@ fn parse_json<T: serde::de::DeserializeOwned>(
     out: &[u8],
 ) -> Result<T> {
     serde_json::from_slice(out).map_err(|e| ToolError::BadOutput {
-        argv: super::tools::format_argv(tool, args),
+        argv: format_argv(tool, args),
         why: format!("{e} in {:?}", String::from_utf8_lossy(out)),
     })
 }

@@ -127,71 +127,31 @@ impl Context {
 
     /// Builds a context from a snapshot of environment variables.
     pub fn from_vars(vars: &HashMap<String, String>) -> Result<Context, ContextError> {
-        let get = |name: &'static str| -> Option<String> {
-            vars.get(name)
-                .map(|v| v.trim().to_string())
-                .filter(|v| !v.is_empty())
-        };
-        let need = |name: &'static str| get(name).ok_or(ContextError::Missing(name));
-
-        let dispatch_path = need("JUJU_DISPATCH_PATH")?;
-        let event = Event::parse_dispatch_path(&dispatch_path)?;
-        let unit_name = need("JUJU_UNIT_NAME")?;
+        let v = Vars(vars);
+        let event = Event::parse_dispatch_path(&v.need("JUJU_DISPATCH_PATH")?)?;
+        let unit_name = v.need("JUJU_UNIT_NAME")?;
         let (app_name, unit_number) =
             split_unit_name(&unit_name).ok_or_else(|| ContextError::Malformed {
                 name: "JUJU_UNIT_NAME",
                 value: unit_name.clone(),
                 why: "expected <application>/<number>",
             })?;
-        let charm_dir = get("JUJU_CHARM_DIR")
-            .or_else(|| get("CHARM_DIR"))
+        let charm_dir = v
+            .get("JUJU_CHARM_DIR")
+            .or_else(|| v.get("CHARM_DIR"))
             .ok_or(ContextError::Missing("JUJU_CHARM_DIR"))?;
-
-        let relation = match get("JUJU_RELATION_ID") {
-            None => None,
-            Some(raw) => {
-                let relation = RelationRef::parse(&raw).ok_or(ContextError::Malformed {
-                    name: "JUJU_RELATION_ID",
-                    value: raw.clone(),
-                    why: "expected <endpoint>:<number>",
-                })?;
-                Some(RelationContext {
-                    relation,
-                    remote_unit: get("JUJU_REMOTE_UNIT"),
-                    remote_app: get("JUJU_REMOTE_APP"),
-                    departing_unit: get("JUJU_DEPARTING_UNIT"),
-                })
-            }
-        };
-        let storage = get("JUJU_STORAGE_ID").map(|id| StorageContext {
+        let relation = v.relation()?;
+        let storage = v.get("JUJU_STORAGE_ID").map(|id| StorageContext {
             id,
-            location: get("JUJU_STORAGE_LOCATION").map(PathBuf::from),
-            kind: get("JUJU_STORAGE_KIND"),
+            location: v.get("JUJU_STORAGE_LOCATION").map(PathBuf::from),
+            kind: v.get("JUJU_STORAGE_KIND"),
         });
         let action = match &event {
             Event::Action(name) => Some(ActionContext {
-                name: get("JUJU_ACTION_NAME").unwrap_or_else(|| name.clone()),
-                uuid: get("JUJU_ACTION_UUID"),
+                name: v.get("JUJU_ACTION_NAME").unwrap_or_else(|| name.clone()),
+                uuid: v.get("JUJU_ACTION_UUID"),
             }),
             _ => None,
-        };
-        let secret = match get("JUJU_SECRET_ID") {
-            None => None,
-            Some(id) => {
-                let revision = match get("JUJU_SECRET_REVISION") {
-                    None => None,
-                    Some(raw) => Some(raw.parse().map_err(|_| ContextError::Malformed {
-                        name: "JUJU_SECRET_REVISION",
-                        value: raw.clone(),
-                        why: "expected a number",
-                    })?),
-                };
-                Some(SecretContext {
-                    id,
-                    label: get("JUJU_SECRET_LABEL"),
-                    revision,
-                })
-            }
         };
         if event.needs_relation() && relation.is_none() {
             return Err(ContextError::Missing("JUJU_RELATION_ID"));
@@ -199,38 +159,84 @@ impl Context {
         if event.needs_storage() && storage.is_none() {
             return Err(ContextError::Missing("JUJU_STORAGE_ID"));
         }
-
         Ok(Context {
             event,
             app_name,
             unit_number,
             unit_name,
             charm_dir: PathBuf::from(charm_dir),
-            model_name: get("JUJU_MODEL_NAME").unwrap_or_default(),
-            model_uuid: get("JUJU_MODEL_UUID").unwrap_or_default(),
-            juju_version: get("JUJU_VERSION").unwrap_or_default(),
-            machine_id: get("JUJU_MACHINE_ID"),
+            model_name: v.get("JUJU_MODEL_NAME").unwrap_or_default(),
+            model_uuid: v.get("JUJU_MODEL_UUID").unwrap_or_default(),
+            juju_version: v.get("JUJU_VERSION").unwrap_or_default(),
+            machine_id: v.get("JUJU_MACHINE_ID"),
             relation,
             storage,
             action,
-            secret,
+            secret: v.secret()?,
             proxies: Proxies {
-                http: get("JUJU_CHARM_HTTP_PROXY"),
-                https: get("JUJU_CHARM_HTTPS_PROXY"),
-                no_proxy: get("JUJU_CHARM_NO_PROXY"),
+                http: v.get("JUJU_CHARM_HTTP_PROXY"),
+                https: v.get("JUJU_CHARM_HTTPS_PROXY"),
+                no_proxy: v.get("JUJU_CHARM_NO_PROXY"),
             },
-            debug: get("JUJU_DEBUG").is_some(),
+            debug: v.get("JUJU_DEBUG").is_some(),
         })
-    }
-
-    /// The hook's relation, if this is a relation hook.
-    pub fn relation_ref(&self) -> Option<&RelationRef> {
-        self.relation.as_ref().map(|r| &r.relation)
     }
 
     /// A short, log-friendly name for what is running (`config-changed`, `action upgrade`).
     pub fn describe(&self) -> String {
         self.event.to_string()
+    }
+}
+
+/// A snapshot of the environment: values trimmed, empty ones absent.
+struct Vars<'a>(&'a HashMap<String, String>);
+
+impl Vars<'_> {
+    fn get(&self, name: &'static str) -> Option<String> {
+        self.0
+            .get(name)
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+    }
+
+    fn need(&self, name: &'static str) -> Result<String, ContextError> {
+        self.get(name).ok_or(ContextError::Missing(name))
+    }
+
+    fn relation(&self) -> Result<Option<RelationContext>, ContextError> {
+        let Some(raw) = self.get("JUJU_RELATION_ID") else {
+            return Ok(None);
+        };
+        let relation = RelationRef::parse(&raw).ok_or(ContextError::Malformed {
+            name: "JUJU_RELATION_ID",
+            value: raw.clone(),
+            why: "expected <endpoint>:<number>",
+        })?;
+        Ok(Some(RelationContext {
+            relation,
+            remote_unit: self.get("JUJU_REMOTE_UNIT"),
+            remote_app: self.get("JUJU_REMOTE_APP"),
+            departing_unit: self.get("JUJU_DEPARTING_UNIT"),
+        }))
+    }
+
+    fn secret(&self) -> Result<Option<SecretContext>, ContextError> {
+        let Some(id) = self.get("JUJU_SECRET_ID") else {
+            return Ok(None);
+        };
+        let revision = match self.get("JUJU_SECRET_REVISION") {
+            None => None,
+            Some(raw) => Some(raw.parse().map_err(|_| ContextError::Malformed {
+                name: "JUJU_SECRET_REVISION",
+                value: raw.clone(),
+                why: "expected a number",
+            })?),
+        };
+        Ok(Some(SecretContext {
+            id,
+            label: self.get("JUJU_SECRET_LABEL"),
+            revision,
+        }))
     }
 }
 

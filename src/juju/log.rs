@@ -76,7 +76,10 @@ impl JujuLogLayer {
         ];
         if let Err(e) = self.runner.run("juju-log", &args, None) {
             if !self.failed_once.swap(true, Ordering::Relaxed) {
-                eprintln!("juju-log failed, logging to stderr only: {e}");
+                eprintln!(
+                    "juju-log failed, logging to stderr only: {}",
+                    crate::error_chain(&e)
+                );
             }
             if !self.stderr {
                 eprintln!("{} {line}", level);

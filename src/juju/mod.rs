@@ -2,11 +2,14 @@
 //!
 //! `context` reads the environment once; `event` names what Juju asked for; `tools`
 //! runs one hook tool and classifies failures; `client` offers typed, cached calls;
-//! `log` routes `tracing` events to `juju-log`.
+//! `log` routes `tracing` events to `juju-log`; `fake` (tests only) is an in-memory
+//! model answering the hook tools.
 
 pub mod client;
 pub mod context;
 pub mod event;
+#[cfg(test)]
+pub mod fake;
 pub mod log;
 pub mod tools;
 

@@ -49,7 +49,7 @@ impl std::fmt::Display for FailureKind {
 /// A failed hook-tool call. `argv` never holds secrets (see module docs).
 #[derive(Debug, thiserror::Error)]
 pub enum ToolError {
-    #[error("cannot run hook tool `{argv}`: {source}; is dispatch running inside a Juju hook?")]
+    #[error("cannot run hook tool `{argv}`; is dispatch running inside a Juju hook?")]
     Spawn {
         argv: String,
         #[source]

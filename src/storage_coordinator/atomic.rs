@@ -1,24 +1,22 @@
-//! Atomic, durable small-file writes.
+//! Atomic, durable small-file writes on the volume.
 //!
-//! Owns: the one way the charm replaces a marker or state file on the volume.
+//! Owns: replacing a marker or state file on the volume (through the crate's one
+//! atomic-write helper, `crate::fsutil::replace_file`), durable removal, and cleaning the
+//! temp files an interrupted write left.
 //! Invariants: a reader sees either the old or the new content, never a mix or an empty
-//! file: the content goes to a uniquely named temp file in the same directory (create
-//! exclusive), is fsynced, renamed over the target, then the directory is fsynced so the
-//! rename itself survives a crash. When the file already holds exactly the new bytes
-//! nothing is written (no mtime change, no fsync).
+//! file (see `crate::fsutil`). When the file already holds exactly the new bytes nothing
+//! is written (no mtime change, no fsync).
 //! Hazards: a crash may leave a `.<name>.tmp-*` file behind; they are harmless and are
 //! removed by [`remove_stale_temps`] when the owner of the directory next holds the lock.
-//! Unlike `crate::fsutil::write_if_changed` (the unit's local files), this never creates
-//! missing parent directories (a volume that is not mounted must not be recreated on the
-//! root disk) and its temp names carry a random part (units on different hosts may share
-//! a pid).
+//! Missing parent directories are never created (a volume that is not mounted must not
+//! be recreated on the root disk).
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::fs;
+use std::io;
 use std::path::Path;
 
 use super::StorageError;
+use crate::fsutil;
 
 /// What [`write_atomic`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,38 +30,12 @@ pub enum Written {
 /// Replaces `path` with `contents` atomically and durably (see the module docs).
 /// `mode` applies to a newly written file (e.g. `0o644`).
 pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<Written, StorageError> {
-    match fs::read(path) {
-        Ok(old) if old == contents => return Ok(Written::Unchanged),
-        Ok(_) => {}
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        // Unreadable old content (e.g. a directory in the way): let the rename report it.
-        Err(_) => {}
+    // Unreadable old content (e.g. a directory in the way): let the rename report it.
+    if fs::read(path).is_ok_and(|old| old == contents) {
+        return Ok(Written::Unchanged);
     }
-    let (dir, name) = split(path)?;
-    let tmp = dir.join(format!(
-        ".{name}.tmp-{}-{:08x}",
-        std::process::id(),
-        random_u32()
-    ));
-    let result = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(&tmp)
-            .map_err(|e| StorageError::io("create", &tmp, e))?;
-        f.write_all(contents)
-            .map_err(|e| StorageError::io("write", &tmp, e))?;
-        f.sync_all()
-            .map_err(|e| StorageError::io("fsync", &tmp, e))?;
-        drop(f);
-        fs::rename(&tmp, path).map_err(|e| StorageError::io("rename into place", path, e))
-    })();
-    if let Err(e) = result {
-        let _ = fs::remove_file(&tmp);
-        return Err(e);
-    }
-    fsync_dir(dir)?;
+    fsutil::replace_file(path, contents, mode, None)
+        .map_err(|e| StorageError::io("write", path, e))?;
     Ok(Written::Changed)
 }
 
@@ -71,7 +43,10 @@ pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<Written, 
 pub fn remove_durably(path: &Path) -> Result<bool, StorageError> {
     match fs::remove_file(path) {
         Ok(()) => {
-            let (dir, _) = split(path)?;
+            let dir = match path.parent() {
+                Some(d) if !d.as_os_str().is_empty() => d,
+                _ => Path::new("."),
+            };
             fsync_dir(dir)?;
             Ok(true)
         }
@@ -82,9 +57,7 @@ pub fn remove_durably(path: &Path) -> Result<bool, StorageError> {
 
 /// fsyncs a directory, making renames and creations in it durable.
 pub fn fsync_dir(dir: &Path) -> Result<(), StorageError> {
-    let f = File::open(dir).map_err(|e| StorageError::io("open directory", dir, e))?;
-    f.sync_all()
-        .map_err(|e| StorageError::io("fsync directory", dir, e))
+    fsutil::fsync_dir(dir).map_err(|e| StorageError::io("fsync directory", dir, e))
 }
 
 /// Removes `.<name>.tmp-*` files left in `dir` by interrupted [`write_atomic`] calls.
@@ -109,36 +82,6 @@ pub fn remove_stale_temps(dir: &Path) -> Result<usize, StorageError> {
         }
     }
     Ok(n)
-}
-
-fn split(path: &Path) -> Result<(&Path, String), StorageError> {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
-    match (path.parent(), name) {
-        (Some(dir), Some(name)) => {
-            let dir = if dir.as_os_str().is_empty() {
-                Path::new(".")
-            } else {
-                dir
-            };
-            Ok((dir, name))
-        }
-        _ => Err(StorageError::io(
-            "write",
-            path,
-            io::Error::new(io::ErrorKind::InvalidInput, "not a file path"),
-        )),
-    }
-}
-
-/// A random number for temp names; falls back to the clock if the CSPRNG fails
-/// (uniqueness is also guaranteed by `create_new`).
-pub(crate) fn random_u32() -> u32 {
-    getrandom::u32().unwrap_or_else(|_| {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0)
-    })
 }
 
 #[cfg(test)]

@@ -11,12 +11,13 @@
 //! `/proc/self/mountinfo`; it is only asked for when the volume must be a separate
 //! filesystem (Juju storage), not for plain directories in tests.
 
-use std::fs::{self, OpenOptions};
+use std::ffi::OsStr;
+use std::fs;
 use std::io::{self, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
 
-use super::{atomic, layout::Layout, lock, StorageError};
+use super::{layout::Layout, lock, StorageError};
 
 /// What to check.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,24 +105,18 @@ pub fn free_space(path: &Path) -> Result<(u64, u64, u64), StorageError> {
     Ok((avail, total, st.filesystem_id() as u64))
 }
 
-/// Creates, writes, fsyncs and removes a probe file: tells read-only from full from
-/// permission-denied.
+/// Name prefix of the writability probe: a temp-file name, so a probe left by a crash is
+/// swept with the other temp files by the next lock holder.
+pub const WRITE_PROBE_PREFIX: &str = ".write-probe.tmp-";
+
+/// Creates (exclusively, random name), writes, fsyncs and removes a probe file: tells
+/// read-only from full from permission-denied.
 pub fn check_writable(root: &Path) -> Result<(), StorageError> {
-    let probe: PathBuf = root.join(format!(
-        ".write-probe-{}-{:08x}",
-        std::process::id(),
-        atomic::random_u32()
-    ));
     let res = (|| -> io::Result<()> {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&probe)?;
-        f.write_all(b"probe")?;
-        f.sync_all()
+        let mut f = crate::fsutil::create_temp(root, OsStr::new(WRITE_PROBE_PREFIX))?;
+        f.as_file_mut().write_all(b"probe")?;
+        f.as_file().sync_all()
     })();
-    let _ = fs::remove_file(&probe);
     res.map_err(|e| StorageError::from_write_error(root, e))
 }
 

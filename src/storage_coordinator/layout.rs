@@ -1,5 +1,6 @@
-//! Names of everything on the release volume (DESIGN §2), and validation of the
-//! names that come from outside (unit names, versions, download file names).
+//! Names of everything on the release volume (`docs/architecture.md#volume-layout`),
+//! and validation of the names that come from outside (unit names, versions, download
+//! file names).
 //!
 //! Owns: the mapping from (version, unit, pid, file) to paths under the volume root.
 //! Invariants: every path returned stays directly under the volume root (a validated

@@ -1,8 +1,8 @@
 //! The one lock module: exclusive `flock(2)` locks with RAII guards.
 //!
-//! Owns: opening a lock file, taking `LOCK_EX` without blocking, waiting for it with a
-//! deadline and exponential backoff, and telling "busy" apart from "this filesystem
-//! cannot lock".
+//! Owns: opening a lock file, taking `LOCK_EX` without blocking (`nix::fcntl::Flock`),
+//! waiting for it with a deadline and exponential backoff, and telling "busy" apart from
+//! "this filesystem cannot lock".
 //! Invariants: an [`ExclusiveLock`] exists only while its open file description holds
 //! `LOCK_EX`; dropping it unlocks and closes. `flock` locks belong to the open file
 //! description, so two `open()`s in one process exclude each other just like two
@@ -14,58 +14,27 @@
 //! across clients only when the server supports locking (NFSv4, or v3 with lockd); a
 //! local probe cannot prove cross-host exclusion. Waiting polls with non-blocking
 //! attempts, so a waiter may lose the race to a newcomer (no fairness); that is fine
-//! for the few units of one application.
+//! for the few units of one application. `nix`'s guard panics when unlocking fails twice
+//! (possible only on a network filesystem that lost its lock server); the panic aborts
+//! the hook, the kernel releases the lock with the process, and Juju retries the hook.
 
 use std::fs::{File, OpenOptions};
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
 
 use super::StorageError;
 
-/// Delays between non-blocking attempts while waiting for a lock: `first`, then
-/// multiplied by `factor` after each attempt, never more than `max`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Backoff {
-    pub first: Duration,
-    pub factor: u32,
-    pub max: Duration,
-}
-
-impl Backoff {
-    /// 5 s, 10 s, 20 s, 30 s, 30 s …: what a hook uses while another unit downloads.
-    pub const DEFAULT: Backoff = Backoff {
-        first: Duration::from_secs(5),
-        factor: 2,
-        max: Duration::from_secs(30),
-    };
-
-    /// The delay after the `attempt`-th failed attempt (0-based).
-    pub fn delay(&self, attempt: u32) -> Duration {
-        let mut d = self.first;
-        for _ in 0..attempt {
-            d = d.saturating_mul(self.factor.max(1));
-            if d >= self.max {
-                return self.max;
-            }
-        }
-        d.min(self.max)
-    }
-}
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Backoff::DEFAULT
-    }
-}
+pub use super::backoff::Backoff;
 
 /// An exclusive `flock` on a file; unlocked when dropped (or when the process dies).
 #[derive(Debug)]
 pub struct ExclusiveLock {
-    file: File,
+    /// `None` only while dropping.
+    lock: Option<Flock<File>>,
     path: PathBuf,
 }
 
@@ -78,10 +47,14 @@ impl ExclusiveLock {
 
 impl Drop for ExclusiveLock {
     fn drop(&mut self) {
-        // Closing the descriptor releases the lock anyway; an error here can only be
-        // ignored (STYLE: no important cleanup in Drop).
-        // SAFETY: flock on a descriptor we own; no memory is involved.
-        let _ = unsafe { nix::libc::flock(self.file.as_raw_fd(), nix::libc::LOCK_UN) };
+        // Unlock explicitly so a failure is logged; closing the descriptor releases the
+        // lock anyway. `Flock`'s own drop retries the unlock and panics if that fails
+        // too (see the module hazards).
+        if let Some(lock) = self.lock.take() {
+            if let Err((_still_locked, e)) = lock.unlock() {
+                tracing::warn!("cannot unlock {}: {}", self.path.display(), e.desc());
+            }
+        }
     }
 }
 
@@ -104,26 +77,21 @@ pub fn lock_exclusive_with_deadline(
     mut on_wait: impl FnMut(Duration),
 ) -> Result<ExclusiveLock, StorageError> {
     let start = Instant::now();
-    let deadline = start.checked_add(wait);
     let mut attempt = 0u32;
     loop {
         if let Some(lock) = try_lock_exclusive(path)? {
             return Ok(lock);
         }
-        let now = Instant::now();
-        let left = match deadline {
-            Some(d) if now >= d => {
-                return Err(StorageError::LockTimeout {
-                    path: path.to_path_buf(),
-                    waited: now - start,
-                    holder: None,
-                })
-            }
-            Some(d) => d - now,
-            None => Duration::MAX,
+        let waited = start.elapsed();
+        let Some(sleep) = backoff.sleep_before(attempt, waited, wait) else {
+            return Err(StorageError::LockTimeout {
+                path: path.to_path_buf(),
+                waited,
+                holder: None,
+            });
         };
-        on_wait(now - start);
-        std::thread::sleep(backoff.delay(attempt).min(left));
+        on_wait(waited);
+        std::thread::sleep(sleep);
         attempt = attempt.saturating_add(1);
     }
 }
@@ -139,27 +107,24 @@ fn open_lock_file(path: &Path) -> Result<File, StorageError> {
         .map_err(|e| StorageError::io("open lock file", path, e))
 }
 
-fn try_lock_file(file: File, path: &Path) -> Result<Option<ExclusiveLock>, StorageError> {
+fn try_lock_file(mut file: File, path: &Path) -> Result<Option<ExclusiveLock>, StorageError> {
     loop {
-        // SAFETY: flock on a descriptor we own; no memory is involved.
-        let rc =
-            unsafe { nix::libc::flock(file.as_raw_fd(), nix::libc::LOCK_EX | nix::libc::LOCK_NB) };
-        match Errno::result(rc) {
-            Ok(_) => {
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => {
                 return Ok(Some(ExclusiveLock {
-                    file,
+                    lock: Some(lock),
                     path: path.to_path_buf(),
                 }))
             }
-            Err(Errno::EINTR) => continue,
-            Err(Errno::EWOULDBLOCK) => return Ok(None),
-            Err(e @ (Errno::ENOLCK | Errno::EOPNOTSUPP | Errno::ENOSYS | Errno::EINVAL)) => {
+            Err((f, Errno::EINTR)) => file = f,
+            Err((_, Errno::EWOULDBLOCK)) => return Ok(None),
+            Err((_, e @ (Errno::ENOLCK | Errno::EOPNOTSUPP | Errno::ENOSYS | Errno::EINVAL))) => {
                 return Err(StorageError::LockingUnsupported {
                     path: path.to_path_buf(),
                     detail: format!("flock(LOCK_EX) failed: {}", e.desc()),
                 })
             }
-            Err(e) => {
+            Err((_, e)) => {
                 return Err(StorageError::io(
                     "flock",
                     path,
@@ -191,24 +156,6 @@ pub fn probe_flock(probe_path: &Path) -> Result<(), StorageError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backoff_schedule_doubles_and_caps() {
-        let b = Backoff::DEFAULT;
-        let secs: Vec<u64> = (0..6).map(|a| b.delay(a).as_secs()).collect();
-        assert_eq!(secs, vec![5, 10, 20, 30, 30, 30]);
-        let ms = Backoff {
-            first: Duration::from_millis(1),
-            factor: 3,
-            max: Duration::from_millis(20),
-        };
-        let v: Vec<u128> = (0..5).map(|a| ms.delay(a).as_millis()).collect();
-        assert_eq!(v, vec![1, 3, 9, 20, 20]);
-        // No overflow for huge attempt numbers or factor 0.
-        assert_eq!(ms.delay(u32::MAX), Duration::from_millis(20));
-        let zero = Backoff { factor: 0, ..ms };
-        assert_eq!(zero.delay(10), Duration::from_millis(1));
-    }
 
     #[test]
     fn second_open_file_description_is_refused_until_release() {

@@ -1,11 +1,16 @@
-//! The release volume (DESIGN §2, §4): its layout, the install lock, the progress
+//! The release volume (`docs/architecture.md#volume-layout`,
+//! `docs/architecture.md#proving-sharing`): its layout, the install lock, the progress
 //! marker, per-unit state, filesystem checks and the proof of sharing.
 //!
 //! Owns: every path under the volume root and every write to the volume's markers and
 //! state files. Juju stays out: callers pass the volume root, unit names and versions,
 //! and get typed results they turn into statuses.
 //!
-//! Invariants:
+//! Modules: [`layout`] (names), [`lock`] (`flock`), [`backoff`] (the charm's one
+//! backoff policy), [`atomic`] (marker and state writes), [`progress`] (the marker and
+//! its wording), [`unit_state`], [`fscheck`] (volume checks).
+//!
+//! Invariants (see `docs/architecture.md#invariants`):
 //! - Every writer of `releases/`, `downloads/`, `.download_in_progress` and
 //!   `.installed_version` holds the exclusive `flock` on `.install.lock`; the methods that
 //!   write them live on [`InstallLock`], so holding the guard is the proof.
@@ -22,6 +27,7 @@
 //! must make shared mode refuse to run ([`StorageError::LockingUnsupported`]).
 
 pub mod atomic;
+pub mod backoff;
 pub mod fscheck;
 pub mod layout;
 pub mod lock;
@@ -36,9 +42,10 @@ use std::time::Duration;
 use nix::errno::Errno;
 
 pub use atomic::Written;
+pub use backoff::Backoff;
 pub use fscheck::{FsChecks, VolumeReport};
 pub use layout::Layout;
-pub use lock::{Backoff, ExclusiveLock};
+pub use lock::ExclusiveLock;
 pub use progress::{ProgressMarker, Throttle, WaitInfo};
 pub use unit_state::{CachedLatest, UnitState};
 
@@ -668,6 +675,25 @@ mod tests {
         assert!(c.corrupt_marker && c.dead_marker.is_none());
         assert!(!l.progress_file().exists());
         assert!(!l.partial_file("a.tgz").exists());
+    }
+
+    #[test]
+    fn write_probe_left_by_a_crash_is_swept_by_the_next_lock_holder() {
+        // The probe used to be `.write-probe-<pid>-<n>`, which no cleanup matched.
+        let (_d, v) = vol();
+        let probe = v
+            .root()
+            .join(format!("{}crashed", fscheck::WRITE_PROBE_PREFIX));
+        fs::write(&probe, b"probe").unwrap();
+        let g = v.try_lock_install().unwrap().unwrap();
+        g.clean_dead_writer(None).unwrap();
+        assert!(!probe.exists());
+        fscheck::check_writable(v.root()).unwrap();
+        assert_eq!(
+            fs::read_dir(v.root()).unwrap().count(),
+            4,
+            "only the lock file and the layout dirs: no probe left"
+        );
     }
 
     #[test]

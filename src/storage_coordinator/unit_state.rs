@@ -8,7 +8,7 @@
 //! units only read it. A missing, unreadable-as-JSON or implausible file reads as "no
 //! state" (the charm recomputes everything it records here).
 //! Hazards: on a volume that is not really shared, each unit sees only its own file;
-//! that is exactly what the nonce check (DESIGN §4) detects.
+//! that is exactly what the nonce check detects (`docs/architecture.md#proving-sharing`).
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -37,7 +37,8 @@ pub struct UnitState {
     /// Unix time (seconds) of the last hook that touched this file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub heartbeat: Option<u64>,
-    /// Proof-of-sharing nonce (DESIGN §4), also published in the peer unit databag.
+    /// Proof-of-sharing nonce (`docs/architecture.md#proving-sharing`), also published in
+    /// the peer unit databag.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nonce: Option<String>,
     /// The nonce before the last rotation: peers may still see it in a frozen

@@ -30,6 +30,7 @@ fn view<'a>(app: &'a AppUpgrade, units: &'a [UnitReport], published: bool) -> Le
         target_published: published,
         max_unavailable: 1,
         prepare_timed_out: false,
+        grant_expired: false,
     }
 }
 
@@ -41,6 +42,7 @@ fn bags_round_trip_and_tolerate_garbage() {
         target: "2.0.0".into(),
         from: "1.0.0".into(),
         grant: vec!["app/1".into(), "app/2".into()],
+        skipped: vec!["app/3".into()],
         error: "x".into(),
         rollback: true,
         release: "1.0.0".into(),
@@ -705,6 +707,7 @@ fn run_protocol(
                 target_published: published,
                 max_unavailable: max,
                 prepare_timed_out: false,
+                grant_expired: false,
             });
             match step {
                 LeaderStep::Wait(_) => {}
@@ -834,4 +837,204 @@ fn catch_up_grants_the_stray_unit_then_finishes() {
             ..
         })
     ));
+}
+
+fn failed_in(mut u: UnitReport, gen: u64, why: &str) -> UnitReport {
+    u.state = Some((gen, UnitState::Failed));
+    u.error = why.into();
+    u
+}
+
+/// Regression (issue 11.3): a stray unit that fails to catch up made the leader "roll
+/// back" every unit, web first, to the stray version.
+#[test]
+fn regression_catch_up_failure_does_not_roll_everybody_back_to_the_stray_version() {
+    let idle = AppUpgrade {
+        gen: 2,
+        release: "2.0.0".into(),
+        config_version: "2.0.0".into(),
+        ..Default::default()
+    };
+    let c = catch_up(&idle, "1.0.0");
+    assert!(c.is_catch_up());
+    let c = AppUpgrade {
+        grant: vec!["app/2".into()],
+        ..c
+    };
+    let units = [
+        unit(0, true, "2.0.0"),
+        unit(1, false, "2.0.0"),
+        failed_in(unit(2, false, "1.0.0"), 3, "v2.0.0 did not start on app/2"),
+    ];
+    match leader_step(&view(&c, &units, true)) {
+        LeaderStep::Finish(done) => {
+            assert_eq!(done.phase, Phase::Idle, "{done:?}");
+            assert_eq!(done.release, "2.0.0", "the application keeps its release");
+            assert!(!done.rollback);
+            assert!(
+                done.error.contains("app/2: v2.0.0 did not start"),
+                "{}",
+                done.error
+            );
+            assert!(done.grant.is_empty());
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn catch_up_goes_on_with_the_other_strays_when_one_fails() {
+    let c = catch_up(
+        &AppUpgrade {
+            gen: 2,
+            release: "2.0.0".into(),
+            ..Default::default()
+        },
+        "1.0.0",
+    );
+    let units = [
+        unit(0, true, "2.0.0"),
+        failed_in(unit(1, false, "1.0.0"), 3, "x"),
+        unit(2, false, "1.5.0"),
+    ];
+    match leader_step(&view(&c, &units, true)) {
+        LeaderStep::Write(n) => assert_eq!(n.grant, vec!["app/2"], "the failed unit is skipped"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_failed_catch_up_is_retried_only_when_asked() {
+    let after = AppUpgrade {
+        gen: 3,
+        release: "2.0.0".into(),
+        error: "app/2: x".into(),
+        ..Default::default()
+    };
+    let units = [
+        unit(0, true, "2.0.0"),
+        failed_in(unit(2, false, "1.0.0"), 3, "x"),
+    ];
+    assert_eq!(next_catch_up(&after, &units, false), None, "no hot loop");
+    let again = next_catch_up(&after, &units, true).unwrap();
+    assert_eq!(
+        (
+            again.phase,
+            again.gen,
+            again.from.as_str(),
+            again.error.as_str()
+        ),
+        (Phase::Complete, 4, "1.0.0", "")
+    );
+    // a unit that did not fail the last generation is caught up from any hook
+    let fresh = [unit(0, true, "2.0.0"), unit(2, false, "1.0.0")];
+    assert!(next_catch_up(&after, &fresh, false).is_some());
+    // nothing to do: everybody on the release, or an upgrade under way
+    assert_eq!(next_catch_up(&after, &[unit(0, true, "2.0.0")], true), None);
+    let busy = AppUpgrade {
+        phase: Phase::Prepare,
+        ..after
+    };
+    assert_eq!(next_catch_up(&busy, &units, true), None);
+}
+
+#[test]
+fn only_catch_up_generations_are_catch_ups() {
+    let idle = AppUpgrade {
+        gen: 1,
+        release: "1.0.0".into(),
+        ..Default::default()
+    };
+    let up = start(&idle, "2.0.0", false).unwrap();
+    assert!(!up.is_catch_up());
+    assert!(!AppUpgrade {
+        phase: Phase::Complete,
+        ..up.clone()
+    }
+    .is_catch_up());
+    let rb = AppUpgrade {
+        phase: Phase::Complete,
+        target: "1.0.0".into(),
+        from: "2.0.0".into(),
+        rollback: true,
+        ..up
+    };
+    assert!(
+        !rb.is_catch_up(),
+        "a rollback targets the release too but is not a catch-up"
+    );
+    assert!(!idle.is_catch_up());
+}
+
+/// Issue 11.6: a granted unit that never runs a hook (lost machine, planned unit that
+/// never started) must not hold the upgrade forever.
+#[test]
+fn an_expired_grant_is_skipped_and_the_upgrade_goes_on() {
+    let c = AppUpgrade {
+        phase: Phase::Complete,
+        grant: vec!["app/1".into()],
+        ..app(Phase::Complete, 3)
+    };
+    let units = [
+        unit(0, true, "2.0.0"),
+        unit(1, false, "1.0.0"),
+        unit(2, false, "1.0.0"),
+    ];
+    // before the timeout: wait
+    assert!(matches!(
+        leader_step(&view(&c, &units, true)),
+        LeaderStep::Wait(_)
+    ));
+    // after it: app/1 is skipped, its grant revoked
+    let expired = LeaderView {
+        grant_expired: true,
+        ..view(&c, &units, true)
+    };
+    let skipped = match leader_step(&expired) {
+        LeaderStep::Write(a) => a,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(skipped.skipped, vec!["app/1"]);
+    assert!(skipped.grant.is_empty());
+    let round = AppUpgrade::from_bag(&skipped.to_bag());
+    assert_eq!(round.skipped, vec!["app/1"], "skipped survives the databag");
+    // next: app/2 is granted, never app/1 again
+    match leader_step(&view(&skipped, &units, true)) {
+        LeaderStep::Write(a) => assert_eq!(a.grant, vec!["app/2"]),
+        other => panic!("{other:?}"),
+    }
+    // once the others switched: finished on the target, the skipped unit named
+    let done_units = [
+        unit(0, true, "2.0.0"),
+        unit(1, false, "1.0.0"),
+        unit(2, false, "2.0.0"),
+    ];
+    let done = match leader_step(&view(&skipped, &done_units, true)) {
+        LeaderStep::Finish(a) => a,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!((done.phase, done.release.as_str()), (Phase::Idle, "2.0.0"));
+    assert!(
+        done.error.contains("app/1 did not switch"),
+        "{}",
+        done.error
+    );
+    // it catches up when update-status asks (never from any hook: no hot loop)
+    assert_eq!(next_catch_up(&done, &done_units, false), None);
+    let c2 = next_catch_up(&done, &done_units, true).unwrap();
+    assert!(c2.is_catch_up());
+    assert!(c2.skipped.is_empty(), "a new generation skips nobody");
+    assert_eq!(
+        AppUpgrade::from_bag(&c2.to_bag()).skipped,
+        Vec::<String>::new()
+    );
+}
+
+#[test]
+fn skipped_lists_of_another_generation_read_as_empty() {
+    let mut bag = app(Phase::Complete, 5).to_bag();
+    bag.insert(K_SKIPPED.into(), "4:app/1".into());
+    assert!(AppUpgrade::from_bag(&bag).skipped.is_empty());
+    bag.insert(K_SKIPPED.into(), "5:app/1, app/2".into());
+    assert_eq!(AppUpgrade::from_bag(&bag).skipped, vec!["app/1", "app/2"]);
 }

@@ -26,7 +26,11 @@ const V: &str = "7.14.3";
 fn opts() -> InstallOptions {
     let mut o = InstallOptions::new(UNIT);
     o.retries = 0;
-    o.retry_delay = Duration::from_millis(10);
+    o.retry_backoff = Backoff {
+        first: Duration::from_millis(10),
+        factor: 2,
+        max: Duration::from_millis(50),
+    };
     o.backoff = Backoff {
         first: Duration::from_millis(10),
         factor: 2,

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use juju_sim::{Model, Volume};
+use juju_sim::{CharmSource, DeployOptions, Model, Volume};
 use libtest_mimic::{Failed, Trial};
 use release_fixtures::server::{Fault, FaultRule, ReleaseServer, RequestKind, Target};
 use release_fixtures::tarball::Variant;
@@ -230,7 +230,7 @@ fn shared_volume_downloads_once() -> TestResult {
             format!("{u} holds a local copy: {copies:?}")
         })?;
     }
-    // The volume records the version the application runs (DESIGN §2).
+    // The volume records the version the application runs (docs/architecture.md#volume-layout).
     let installed = std::fs::read_to_string(vol.join(".installed_version")).unwrap_or_default();
     ensure(installed.trim() == V1, || {
         format!(".installed_version holds {installed:?}, want {V1}")
@@ -588,29 +588,93 @@ impl ReleaseWatcher {
     }
 }
 
-/// SIGKILLs the hook process (`dispatch`) running on `unit`; returns its hook name.
-fn kill_hook(m: &Model, unit: &str) -> Result<String, Failed> {
+/// The charm with a `dispatch` that parks at a named crash checkpoint
+/// (`concourse_ci::checkpoint`): a wrapper that sets `CONCOURSE_CI_CHECKPOINT` and execs
+/// the real `dispatch` (the simulator gives hooks Juju's environment only). The
+/// checkpoint fires once: later hooks, retried or on other units, run through.
+struct ParkedCharm {
+    /// Holds the wrapper and the checkpoint markers; visible in every unit's namespace
+    /// (the target directory is not one of the simulator's private paths).
+    dir: tempfile::TempDir,
+    checkpoint: &'static str,
+}
+
+impl ParkedCharm {
+    fn new(checkpoint: &'static str) -> Result<ParkedCharm, Failed> {
+        let dir = tempfile::Builder::new()
+            .prefix("checkpoints-")
+            .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+            .map_err(|e| fail(format!("checkpoint dir: {e}")))?;
+        let wrapper = dir.path().join("dispatch");
+        let script = format!(
+            "#!/bin/sh\nCONCOURSE_CI_CHECKPOINT='{checkpoint}@{}' exec '{}' \"$@\"\n",
+            dir.path().display(),
+            env!("CARGO_BIN_EXE_dispatch")
+        );
+        std::fs::write(&wrapper, script)
+            .and_then(|()| {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755))
+            })
+            .map_err(|e| fail(format!("dispatch wrapper: {e}")))?;
+        Ok(ParkedCharm { dir, checkpoint })
+    }
+
+    fn deploy(
+        &self,
+        m: &Model,
+        n: usize,
+        config: BTreeMap<String, String>,
+    ) -> Result<Vec<String>, Failed> {
+        let source = CharmSource::dir(env!("CARGO_MANIFEST_DIR"), self.dir.path().join("dispatch"));
+        let config = config
+            .into_iter()
+            .map(|(k, v)| (k, serde_json::Value::String(v)))
+            .collect();
+        let opts = DeployOptions {
+            config,
+            storage: Volume::Shared,
+            ..DeployOptions::default()
+        };
+        m.deploy(source, APP, n, opts)
+            .map_err(|e| fail(format!("deploy: {e}")))
+    }
+
+    /// Waits for the hook that parked at the checkpoint; returns its pid.
+    fn parked_pid(&self, m: &Model) -> Result<i32, Failed> {
+        let marker = self.dir.path().join(self.checkpoint);
+        let pid = || -> Option<i32> {
+            let s = std::fs::read_to_string(&marker).ok()?;
+            s.ends_with('\n').then(|| s.trim().parse().ok())?
+        };
+        run_until(m, &format!("a hook parked at {}", self.checkpoint), |_| {
+            pid().is_some()
+        })?;
+        pid().ok_or_else(|| fail("no parked pid"))
+    }
+}
+
+/// SIGKILLs `unit`'s hook parked at `charm`'s checkpoint; returns the hook's name.
+fn kill_parked(m: &Model, unit: &str, charm: &ParkedCharm) -> Result<String, Failed> {
+    let pid = charm.parked_pid(m)?;
     let hook = m
         .running_hook(unit)
         .ok_or_else(|| fail(format!("{unit} runs no hook")))?;
-    let procs: Vec<_> = m
-        .processes(unit)
-        .into_iter()
-        .filter(|p| {
-            p.cmdline
-                .first()
-                .is_some_and(|c| c.ends_with("/charm/dispatch"))
-        })
-        .collect();
-    ensure(procs.len() == 1, || {
-        format!("{unit}: dispatch processes {procs:?}")
+    ensure(m.processes(unit).iter().any(|p| p.pid == pid), || {
+        format!(
+            "the parked pid {pid} is not {unit}'s: {:?}",
+            m.processes(unit)
+        )
     })?;
     nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(procs[0].pid),
+        nix::unistd::Pid::from_raw(pid),
         nix::sys::signal::Signal::SIGKILL,
     )
     .map_err(|e| fail(format!("kill: {e}")))?;
-    eprintln!("killed {unit}'s {} (pid {})", hook.name, procs[0].pid);
+    eprintln!(
+        "killed {unit}'s {} (pid {pid}) at {}",
+        hook.name, charm.checkpoint
+    );
     Ok(hook.name)
 }
 
@@ -638,20 +702,19 @@ fn resumed_requests(server: &ReleaseServer, version: &str) -> Vec<(u16, u64, boo
 fn sigkill_resumes() -> TestResult {
     let server = release_server(&[(V1, Variant::Normal)])?;
     let t = tarball(V1, Variant::Normal)?;
-    // Only the first request is slow (about 8 s): the resumed one runs at full speed.
+    // The first request is slow, so the bytes in flight when the hook is killed stay few
+    // (the resumed one runs at full speed); the kill itself waits for the checkpoint.
     server.add_fault(FaultRule::once(
         Target::Tarball(V1.into()),
         Fault::Throttle(256 << 10),
     ));
     let m = model()?;
-    let units = deploy(&m, APP, 1, shared(&server, V1), Volume::Shared)?;
+    let charm = ParkedCharm::new("install.downloading")?;
+    let units = charm.deploy(&m, 1, shared(&server, V1))?;
     let u = &units[0];
     let vol = m.storage_dir(u).ok_or_else(|| fail("no storage dir"))?;
     let watcher = ReleaseWatcher::start(&vol);
-    ensure(server.wait_for_bytes_served(V1, 640 << 10, LONG), || {
-        "the download never started".into()
-    })?;
-    let killed = kill_hook(&m, u)?;
+    let killed = kill_parked(&m, u, &charm)?;
     run_until(&m, "the unit running v1", |m| {
         pointer_version(m, u).as_deref() == Some(V1)
     })?;
@@ -711,14 +774,13 @@ fn waiter_takes_over() -> TestResult {
         auto_retry: false,
         ..juju_sim::ModelOptions::default()
     })?;
-    let units = deploy(&m, APP, 2, shared(&server, V1), Volume::Shared)?;
+    let charm = ParkedCharm::new("install.downloading")?;
+    let units = charm.deploy(&m, 2, shared(&server, V1))?;
     let vol = m
         .storage_dir(&units[0])
         .ok_or_else(|| fail("no storage dir"))?;
     let watcher = ReleaseWatcher::start(&vol);
-    ensure(server.wait_for_bytes_served(V1, 640 << 10, LONG), || {
-        "the download never started".into()
-    })?;
+    charm.parked_pid(&m)?;
     let holder = marker_unit(&vol).ok_or_else(|| fail("no progress marker"))?;
     let waiter = units
         .iter()
@@ -731,7 +793,7 @@ fn waiter_takes_over() -> TestResult {
             .iter()
             .any(|s| s.starts_with(&waiting))
     })?;
-    let killed = kill_hook(&m, &holder)?;
+    let killed = kill_parked(&m, &holder, &charm)?;
     run_until(&m, "the waiter running v1", |m| {
         pointer_version(m, &waiter).as_deref() == Some(V1)
     })?;

@@ -1,7 +1,10 @@
 //! Picking the one status a unit shows from what each part of the reconcile reported.
 //!
+//! Owns: [`Reports`] and, in [`messages`], the catalogue of every status text.
 //! Invariant: the most urgent report wins (blocked > maintenance > waiting > active), and
 //! among equals the first reported; every status names the version where one is known.
+
+pub mod messages;
 
 use crate::juju::{Status, StatusKind};
 
@@ -49,7 +52,7 @@ impl Reports {
     /// The status to show: the most urgent report; active ones are joined.
     pub fn pick(&self) -> Status {
         let Some(top) = self.items.iter().map(|s| rank(s.kind)).max() else {
-            return Status::waiting("Waiting for the charm to configure this unit");
+            return messages::NOTHING_REPORTED.status();
         };
         let same: Vec<&Status> = self.items.iter().filter(|s| rank(s.kind) == top).collect();
         if same[0].kind == StatusKind::Active {

@@ -1,0 +1,309 @@
+//! Upgrades on one unit's view: the `upgrade` action's refusals, and a leader alone
+//! taking every step of the protocol back to back (prepare, download, switch with its
+//! worker landed first, verification, finish), going back when the new release does not
+//! start, and failing cleanly when the target cannot be installed.
+
+use std::time::Duration;
+
+use super::*;
+
+const CURRENT: &str = "/var/lib/concourse-ci/current";
+
+/// The hooks a leader alone needs after a request: Juju does not notify a unit of its
+/// own writes, so it acknowledges `prepare` in one hook and takes the remaining steps in
+/// the next (update-status on a lone unit).
+fn two_hooks(u: &Unit) {
+    u.ok("update-status");
+    assert!(u.my_bag(u.peers)["upgrade-ack"].ends_with(":prepare"));
+    u.ok("update-status");
+}
+
+/// The version behind the unit's pointer.
+fn pointer(u: &Unit) -> String {
+    let target = std::fs::read_link(u.fake.paths.local(CURRENT)).unwrap();
+    crate::charm::release::version_of_release_dir(&target).unwrap()
+}
+
+/// A ready `mode=all` leader on V1 with V2 already published on its volume.
+fn ready_with_v2() -> Unit {
+    let u = Unit::deployed("all");
+    u.add_postgresql("db-pw");
+    u.publish(V2);
+    assert_eq!(pointer(&u), V1);
+    u
+}
+
+fn refused(u: &Unit, params: Value) -> String {
+    let a = u.action("upgrade", params);
+    assert!(a.result.is_ok(), "a refusal is not a failed hook");
+    a.action.failed.expect("the action must fail")
+}
+
+#[test]
+fn the_action_refuses_what_it_cannot_do_and_says_how() {
+    let u = Unit::deployed("all");
+    let before = u.app_bag();
+    assert!(refused(&u, json!({})).starts_with("missing parameter version"));
+    assert!(refused(&u, json!({"version": "abc"})).contains("is not a Concourse version"));
+    assert!(refused(&u, json!({"version": V1})).contains("already runs v7.14.2"));
+    let why = refused(&u, json!({"version": "7.14.1"}));
+    assert!(
+        why.contains("allow-downgrade=true") && why.contains("docs/upgrade.md"),
+        "{why}"
+    );
+    u.model.set_config(&[("log-level", json!("loud"))]);
+    assert!(refused(&u, json!({"version": V2})).starts_with("fix the configuration first"));
+    u.model.set_config(&[("log-level", json!("info"))]);
+    // without a resource, the version must exist at release-url
+    u.model.state_mut().resources.clear();
+    u.model.set_config(&[(
+        "release-url",
+        json!("http://127.0.0.1:9/v{version}/concourse-{version}.tgz"),
+    )]);
+    let why = refused(&u, json!({"version": V2}));
+    assert!(
+        why.starts_with("v7.14.3 is not available: cannot reach http://127.0.0.1:9/"),
+        "{why}"
+    );
+    assert_eq!(u.app_bag(), before, "a refused request changes nothing");
+}
+
+#[test]
+fn the_action_runs_on_the_leader_only_and_needs_peers() {
+    let u = Unit::new(1, false);
+    u.deploy();
+    let why = refused(&u, json!({"version": V2}));
+    assert_eq!(
+        why,
+        "run this on the leader: juju run concourse-ci/leader upgrade version=7.14.3"
+    );
+    let lone = Unit::new(0, true);
+    lone.model.unrelate(lone.peers);
+    lone.ok("install");
+    assert!(refused(&lone, json!({"version": V2})).starts_with("the peer relation is not up yet"));
+}
+
+#[test]
+fn a_leader_alone_upgrades_back_to_back_landing_its_worker_first() {
+    let u = ready_with_v2();
+    let a = u.action("upgrade", json!({"version": V2}));
+    assert!(a.action.failed.is_none(), "{:?}", a.action.failed);
+    assert_eq!(a.get("target"), Some(V2));
+    assert_eq!(a.get("from"), Some(V1));
+    assert!(a
+        .get("note")
+        .unwrap()
+        .contains("the version option still says 7.14.2"));
+    assert_eq!(u.app_bag()["upgrade-phase"], "prepare");
+    let (mark, t0) = (u.mark(), u.fake.clock.elapsed());
+    two_hooks(&u);
+    assert_eq!(pointer(&u), V2);
+    let app = u.app_bag();
+    assert_eq!(app["release-version"], V2);
+    assert_eq!(app["upgrade-phase"], "idle");
+    let journal = u.journal_since(mark);
+    let land = journal
+        .iter()
+        .position(|e| e == "kill main SIGUSR1 concourse-worker");
+    let restart = journal
+        .iter()
+        .position(|e| e.ends_with(" concourse-worker") && e.starts_with("start"));
+    assert!(
+        land.is_some() && land < restart,
+        "worker landed before the switch: {journal:?}"
+    );
+    assert!(
+        journal.contains(&"restart concourse-server".to_string()),
+        "{journal:?}"
+    );
+    assert!(u
+        .hook_statuses()
+        .iter()
+        .any(|s| s.message == "Draining worker for upgrade to v7.14.3"));
+    // the switch was verified after a pause, on the test clock
+    assert!(u.fake.clock.elapsed() - t0 >= Duration::from_millis(1500));
+    assert_eq!(
+        u.status().1,
+        format!("Web ready (v{V2}) http://10.1.0.10:8080; Worker ready (v{V2})")
+    );
+    assert_eq!(
+        u.app_status(),
+        (
+            "active".into(),
+            "v7.14.3 on 1 of 1 units; the version option says 7.14.2; align it with: juju config concourse-ci version=7.14.3"
+                .into()
+        )
+    );
+    assert_eq!(u.app_version(), Some(V2.to_string()));
+    assert_eq!(u.my_bag(u.peers)["version"], V2);
+    // the old release is pruned; the volume records the new one
+    assert_eq!(u.volume().published_versions().unwrap(), [V1, V2]);
+    assert_eq!(u.volume().installed_version().unwrap().as_deref(), Some(V2));
+}
+
+#[test]
+fn a_version_change_is_an_upgrade_request() {
+    let u = ready_with_v2();
+    u.model.set_config(&[("version", json!(V2))]);
+    u.ok("config-changed");
+    assert_eq!(u.app_bag()["upgrade-phase"], "prepare");
+    u.ok("update-status");
+    assert_eq!(pointer(&u), V2);
+    assert_eq!(
+        u.app_status(),
+        ("active".into(), "v7.14.3 on 1 of 1 units".into())
+    );
+    // another option later never undoes it
+    u.model.set_config(&[("log-level", json!("debug"))]);
+    u.ok("config-changed");
+    assert_eq!(pointer(&u), V2);
+}
+
+#[test]
+fn a_release_that_does_not_start_is_rolled_back() {
+    let u = ready_with_v2();
+    u.fake
+        .services
+        .state
+        .borrow_mut()
+        .crashing_versions
+        .insert(V2.into());
+    u.action("upgrade", json!({"version": V2}));
+    two_hooks(&u);
+    assert_eq!(pointer(&u), V1, "back on the previous release");
+    assert!(u.active("concourse-server") && u.active("concourse-worker"));
+    let mine = u.my_bag(u.peers);
+    assert!(mine["upgrade-state"].ends_with(":failed"), "{mine:?}");
+    assert!(
+        mine["upgrade-error"].starts_with("v7.14.3 did not start on concourse-ci/0: "),
+        "{mine:?}"
+    );
+    let (kind, message) = u.app_status();
+    assert_eq!(kind, "blocked", "{message}");
+    assert!(message.contains("running v7.14.2"), "{message}");
+    assert_eq!(u.app_version(), Some(V1.to_string()));
+}
+
+#[test]
+fn a_target_that_cannot_be_installed_fails_the_upgrade_and_keeps_running() {
+    // the attached resource holds V1 only
+    let u = Unit::deployed("all");
+    u.add_postgresql("db-pw");
+    u.action("upgrade", json!({"version": V2}));
+    let mark = u.mark();
+    two_hooks(&u);
+    assert_eq!(pointer(&u), V1);
+    let app = u.app_bag();
+    assert_eq!(app["upgrade-phase"], "failed");
+    assert!(
+        app["upgrade-error"]
+            .starts_with("concourse-ci/0: cannot install v7.14.3: the concourse-release resource"),
+        "{app:?}"
+    );
+    let (kind, message) = u.app_status();
+    assert_eq!(kind, "blocked");
+    assert!(message.starts_with("Upgrade failed: concourse-ci/0: cannot install v7.14.3"));
+    assert!(
+        message.ends_with("Fix the cause, then run: juju run <leader> upgrade version=7.14.3"),
+        "{message}"
+    );
+    assert!(u.journal_since(mark).is_empty(), "nothing was touched");
+}
+
+/// The leader used to write the version it runs after its last upgrade step of the hook,
+/// so a leader that switched itself (a lone unit, or the web unit of `auto` mode) could
+/// not go on until another hook woke it: Juju does not notify a unit of its own writes.
+#[test]
+fn regression_a_leader_that_switched_itself_goes_on_in_the_same_hook() {
+    let u = ready_with_v2();
+    u.model.set_config(&[("version", json!(V2))]);
+    u.ok("config-changed");
+    u.ok("update-status");
+    let app = u.app_bag();
+    assert_eq!(
+        (
+            app["upgrade-phase"].as_str(),
+            app["release-version"].as_str()
+        ),
+        ("idle", V2)
+    );
+    assert_eq!(
+        u.status(),
+        (
+            "active".into(),
+            format!("Web ready (v{V2}) http://10.1.0.10:8080; Worker ready (v{V2})")
+        ),
+        "no stale progress once the upgrade finished"
+    );
+}
+
+/// The leader's clock (the host's) times the prepare phase and the grants: a peer that
+/// never answers is left behind after `PREPARE_TIMEOUT`, and a granted peer that never
+/// switches is skipped after `drain-timeout` plus the margin, with a status naming it.
+#[test]
+fn the_leaders_clock_moves_past_a_silent_peer() {
+    let u = Unit::new(0, true);
+    let peer = format!("{APP}/1");
+    u.model
+        .state_mut()
+        .relations
+        .get_mut(&u.peers)
+        .unwrap()
+        .units = vec![peer.clone()];
+    u.model.set_bag(u.peers, &peer, &[("version", V1)]);
+    u.model.set_config(&[("mode", json!("auto"))]);
+    u.deploy();
+    u.add_postgresql("db-pw");
+    u.publish(V2);
+    u.action("upgrade", json!({"version": V2}));
+    u.ok("update-status");
+    u.ok("update-status");
+    assert_eq!(
+        u.app_bag()["upgrade-phase"],
+        "prepare",
+        "waiting for {peer}"
+    );
+    u.fake
+        .clock
+        .advance(crate::charm::upgrading::PREPARE_TIMEOUT + Duration::from_secs(1));
+    u.ok("update-status");
+    assert_eq!(
+        u.app_bag()["upgrade-phase"],
+        "downloading",
+        "without {peer}"
+    );
+    u.ok("update-status");
+    assert_eq!(pointer(&u), V2, "the web unit (the leader) switched first");
+    let app = u.app_bag();
+    assert_eq!(app["upgrade-phase"], "complete");
+    assert_eq!(
+        app["upgrade-grant"],
+        format!("{}:{peer}", app["upgrade-gen"])
+    );
+    u.ok("update-status");
+    assert_eq!(u.app_bag()["upgrade-phase"], "complete", "the grant holds");
+    let margin = crate::charm::upgrading::GRANT_MARGIN;
+    u.fake
+        .clock
+        .advance(Duration::from_secs(3600) + margin + Duration::from_secs(1));
+    u.ok("update-status");
+    let app = u.app_bag();
+    assert!(app["upgrade-skipped"].ends_with(&peer), "{app:?}");
+    u.ok("update-status");
+    let app = u.app_bag();
+    assert_eq!(
+        (
+            app["upgrade-phase"].as_str(),
+            app["release-version"].as_str()
+        ),
+        ("idle", V2),
+        "finished without {peer}"
+    );
+    let (kind, message) = u.app_status();
+    assert_eq!(kind, "blocked", "{message}");
+    assert!(
+        message.starts_with("v7.14.3 on 1 of 2 units; concourse-ci/1 did not switch to v7.14.3 in time and was skipped")
+            && message.ends_with("; tried again on update-status"),
+        "{message}"
+    );
+}

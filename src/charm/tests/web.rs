@@ -1,0 +1,278 @@
+//! The web role on one unit: keys, env file, unit file, ports, the TSA data it publishes,
+//! the worker keys it authorizes, and when it starts, restarts or reloads.
+//! (The `web-port` part moved from the simulator's
+//! `roles::mode_all_web_port_and_plain_postgresql_credentials`.)
+
+use super::*;
+
+const KEYS: &str = "/var/lib/concourse-web/keys";
+
+/// The leader of an `auto` deployment of one unit, with PostgreSQL: it runs web.
+fn web_unit() -> Unit {
+    let u = Unit::deployed("auto");
+    u.add_postgresql("db-pw");
+    u
+}
+
+#[test]
+fn all_mode_unit_comes_up_and_waits_for_postgresql() {
+    let u = Unit::deployed("all");
+    assert_eq!(
+        u.status(),
+        (
+            "waiting".into(),
+            "Waiting for PostgreSQL relation (juju integrate concourse-ci:postgresql postgresql)"
+                .into()
+        )
+    );
+    assert!(
+        !u.active("concourse-server"),
+        "web must wait for its database"
+    );
+    assert!(!u.exists(WEB_ENV));
+    // the ports and the TSA data are there already, for workers to find
+    let ports = u.model.state().ports.clone();
+    assert_eq!(
+        ports.into_iter().collect::<Vec<_>>(),
+        ["2222/tcp", "8080/tcp"]
+    );
+    assert_eq!(u.app_version(), Some(V1.to_string()));
+}
+
+#[test]
+fn web_gets_its_settings_from_its_env_file() {
+    let u = web_unit();
+    assert_eq!(
+        u.status(),
+        (
+            "active".into(),
+            format!("Web ready (v{V1}) http://10.1.0.10:8080")
+        )
+    );
+    let admin_id = u.app_bag()["admin-password-secret"].clone();
+    let admin = u.model.secret_content(&admin_id).unwrap()["password"].clone();
+    assert_eq!(admin.len(), 24);
+    let env = u.env(WEB_ENV);
+    for (k, v) in [
+        ("CONCOURSE_POSTGRES_HOST", "10.1.0.99"),
+        ("CONCOURSE_POSTGRES_PORT", "5432"),
+        ("CONCOURSE_POSTGRES_DATABASE", "concourse"),
+        ("CONCOURSE_POSTGRES_USER", "relation-7"),
+        ("CONCOURSE_POSTGRES_PASSWORD", "db-pw"),
+        ("CONCOURSE_EXTERNAL_URL", "http://10.1.0.10:8080"),
+        ("CONCOURSE_ADD_LOCAL_USER", &format!("admin:{admin}")),
+        ("CONCOURSE_MAIN_TEAM_LOCAL_USER", "admin"),
+        ("CONCOURSE_TSA_HOST_KEY", &format!("{KEYS}/tsa_host_key")),
+        (
+            "CONCOURSE_SESSION_SIGNING_KEY",
+            &format!("{KEYS}/session_signing_key"),
+        ),
+        (
+            "CONCOURSE_TSA_AUTHORIZED_KEYS",
+            &format!("{KEYS}/authorized_worker_keys"),
+        ),
+    ] {
+        assert_eq!(env.get(k).map(String::as_str), Some(v), "{k}");
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &str| {
+        let m = std::fs::metadata(u.fake.paths.local(p)).unwrap();
+        m.permissions().mode() & 0o777
+    };
+    assert_eq!(mode(WEB_ENV), 0o600, "the env file holds the passwords");
+    assert_eq!(mode(&format!("{KEYS}/tsa_host_key")), 0o600);
+    assert_eq!(mode(&format!("{KEYS}/tsa_host_key.pub")), 0o644);
+    let unit = u.read(WEB_UNIT_FILE);
+    assert!(unit.contains("ExecStart=/var/lib/concourse-ci/current/bin/concourse web"));
+    assert!(
+        unit.contains("User=concourse") && unit.contains("EnvironmentFile=/etc/concourse/web.env")
+    );
+    assert!(!unit.contains("AmbientCapabilities"));
+    let users = u.fake.provisioner.state.borrow().users.clone();
+    assert_eq!(
+        users,
+        [("concourse".to_string(), "/var/lib/concourse-web".into())]
+    );
+    // no worker on the web unit of an auto deployment
+    assert!(!u.exists(WORKER_UNIT_FILE));
+    assert!(u.active("concourse-server"));
+}
+
+#[test]
+fn web_publishes_its_tsa_for_workers() {
+    let u = web_unit();
+    let bag = u.my_bag(u.peers);
+    let tsa_pub = u.read(&format!("{KEYS}/tsa_host_key.pub"));
+    assert_eq!(bag["tsa-host"], "10.1.0.10:2222");
+    assert_eq!(bag["web-ip"], "10.1.0.10");
+    assert_eq!(bag["tsa-public-key"], tsa_pub.trim());
+    assert_eq!(bag["version"], V1);
+    assert_eq!(u.app_bag()["web-unit"], "concourse-ci/0");
+    // and on `tsa` to worker applications
+    let tsa = u.model.relate("tsa", "workers", &["workers/0"]);
+    u.relation_ok(tsa, "joined", Some("workers/0"));
+    let published = u.my_bag(tsa);
+    assert_eq!(published["tsa-host"], "10.1.0.10:2222");
+    assert_eq!(published["tsa-public-key"], tsa_pub.trim());
+}
+
+#[test]
+fn keys_are_generated_once() {
+    let u = web_unit();
+    let generated = u.fake.provisioner.state.borrow().keys.len();
+    assert_eq!(generated, 2, "TSA host key and session signing key");
+    let tsa_pub = u.read(&format!("{KEYS}/tsa_host_key.pub"));
+    for h in ["update-status", "config-changed", "upgrade-charm"] {
+        u.ok(h);
+    }
+    assert_eq!(u.fake.provisioner.state.borrow().keys.len(), generated);
+    assert_eq!(u.read(&format!("{KEYS}/tsa_host_key.pub")), tsa_pub);
+}
+
+#[test]
+fn a_failing_key_generator_fails_the_hook_and_starts_nothing() {
+    let u = Unit::deployed("auto");
+    std::fs::remove_dir_all(u.fake.paths.local(KEYS)).unwrap();
+    u.fake.provisioner.state.borrow_mut().fail_keygen = true;
+    let mark = u.mark();
+    let err = u.hook("config-changed").unwrap_err();
+    assert!(
+        crate::error_chain(&err).contains("generate-key failed"),
+        "{err}"
+    );
+    assert!(u.journal_since(mark).is_empty());
+    u.fake.provisioner.state.borrow_mut().fail_keygen = false;
+    u.ok("config-changed");
+    assert!(u.exists(&format!("{KEYS}/tsa_host_key.pub")));
+}
+
+#[test]
+fn nothing_restarts_when_nothing_changed() {
+    let u = web_unit();
+    let mark = u.mark();
+    for h in [
+        "update-status",
+        "config-changed",
+        "upgrade-charm",
+        "leader-elected",
+    ] {
+        u.ok(h);
+    }
+    u.model
+        .set_config(&[("upgrade-max-unavailable", json!(2)), ("tag", json!("gpu"))]);
+    u.ok("config-changed");
+    assert!(
+        u.journal_since(mark).is_empty(),
+        "{:?}",
+        u.journal_since(mark)
+    );
+}
+
+#[test]
+fn log_level_restarts_web() {
+    let u = web_unit();
+    let pid = u.fake.services.service("concourse-server").pid;
+    let mark = u.mark();
+    u.model.set_config(&[("log-level", json!("debug"))]);
+    u.ok("config-changed");
+    assert_eq!(u.env(WEB_ENV)["CONCOURSE_LOG_LEVEL"], "debug");
+    assert_eq!(
+        u.touched(mark, "concourse-server"),
+        ["restart concourse-server"]
+    );
+    assert_ne!(u.fake.services.service("concourse-server").pid, pid);
+}
+
+#[test]
+fn a_new_worker_key_is_applied_with_a_reload() {
+    let u = web_unit();
+    let pid = u.fake.services.service("concourse-server").pid;
+    let key = "ssh-ed25519 AAAAC3NzaWorkerOne concourse-ci-1";
+    u.model
+        .state_mut()
+        .relations
+        .get_mut(&u.peers)
+        .unwrap()
+        .units = vec![format!("{APP}/1")];
+    u.model
+        .set_bag(u.peers, &format!("{APP}/1"), &[("worker-public-key", key)]);
+    let mark = u.mark();
+    u.relation_ok(u.peers, "changed", Some(&format!("{APP}/1")));
+    assert_eq!(
+        u.read(&format!("{KEYS}/authorized_worker_keys")),
+        format!("{key}\n")
+    );
+    assert_eq!(
+        u.touched(mark, "concourse-server"),
+        ["reload concourse-server"]
+    );
+    assert_eq!(u.fake.services.service("concourse-server").pid, pid);
+    // a key that is not a public key is never authorized
+    u.model.set_bag(
+        u.peers,
+        &format!("{APP}/1"),
+        &[("worker-public-key", "ssh-rsa AAAA\ncommand=\"sh\" x")],
+    );
+    u.relation_ok(u.peers, "changed", Some(&format!("{APP}/1")));
+    assert_eq!(u.read(&format!("{KEYS}/authorized_worker_keys")), "");
+}
+
+#[test]
+fn web_port_moves_the_port_and_restarts_web_only() {
+    let u = Unit::deployed("all");
+    u.add_postgresql("db-pw");
+    let mark = u.mark();
+    u.model.set_config(&[("web-port", json!(80))]);
+    u.ok("config-changed");
+    let ports: Vec<String> = u.model.state().ports.iter().cloned().collect();
+    assert_eq!(ports, ["2222/tcp", "80/tcp"]);
+    assert!(u
+        .read(WEB_UNIT_FILE)
+        .contains("AmbientCapabilities=CAP_NET_BIND_SERVICE"));
+    assert_eq!(u.env(WEB_ENV)["CONCOURSE_BIND_PORT"], "80");
+    assert_eq!(
+        u.env(WEB_ENV)["CONCOURSE_EXTERNAL_URL"],
+        "http://10.1.0.10:80"
+    );
+    assert!(u
+        .touched(mark, "concourse-server")
+        .contains(&"restart concourse-server".into()));
+    assert!(u.touched(mark, "concourse-worker").is_empty());
+    assert_eq!(
+        u.status().1,
+        format!("Web ready (v{V1}) http://10.1.0.10:80; Worker ready (v{V1})")
+    );
+    u.model.set_config(&[("web-port", json!(8443))]);
+    u.ok("config-changed");
+    assert!(!u.read(WEB_UNIT_FILE).contains("AmbientCapabilities"));
+    let ports: Vec<String> = u.model.state().ports.iter().cloned().collect();
+    assert_eq!(ports, ["2222/tcp", "8443/tcp"]);
+}
+
+#[test]
+fn a_failed_hook_commits_nothing_and_the_retry_converges() {
+    let u = Unit::deployed("auto");
+    // the last call of the hook fails, after the charm wrote its request
+    u.model.state_mut().failing.insert(
+        "status-set".into(),
+        (1, "ERROR connection is shut down".into()),
+    );
+    let rel = u
+        .model
+        .relate("postgresql", "postgresql", &["postgresql/0"]);
+    let err = u.relation_hook(rel, "created", None).unwrap_err();
+    assert!(crate::error_chain(&err).contains("status-set"));
+    assert!(u
+        .model
+        .state()
+        .calls
+        .iter()
+        .any(|c| c.starts_with("relation-set -r postgresql:")));
+    assert!(
+        u.model.bag(rel, APP).is_empty(),
+        "the request was rolled back"
+    );
+    u.model.state_mut().failing.clear();
+    u.relation_ok(rel, "created", None);
+    assert_eq!(u.model.bag(rel, APP)["database"], "concourse");
+}

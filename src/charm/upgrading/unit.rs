@@ -1,0 +1,222 @@
+//! A unit's part of an upgrade: acknowledging phases, switching when granted (landing its
+//! worker first), verifying the switch and going back when the new release does not run.
+//!
+//! Owns: the unit databag's upgrade keys (`upgrade-ack`, `upgrade-state`,
+//! `upgrade-error`) and which release the unit points at. Invariants: the pointer moves
+//! only to a published release that verified; a unit without a grant keeps what it runs.
+
+use std::time::Duration;
+
+use tracing::{info, warn};
+
+use super::super::peers::{self, Peers};
+use super::super::release::{self, Installed, RunningRelease};
+use super::super::status::{messages as msg, Reports};
+use super::super::CharmError;
+use super::reports_of;
+use crate::config::CharmConfig;
+use crate::host::Host;
+use crate::installer::{self, VerifyMode};
+use crate::juju::Juju;
+use crate::roles::Roles;
+use crate::storage_coordinator::Volume;
+use crate::upgrade::{self, AppUpgrade, UnitReport, UnitState, UnitView};
+use crate::{web, worker};
+
+/// Shows where a running upgrade is, as of the end of this hook's steps.
+pub fn report_progress(juju: &Juju, config: &CharmConfig, peers: &Peers, reports: &mut Reports) {
+    let app = AppUpgrade::from_bag(&peers.app);
+    let progress = upgrade::progress(&app, &reports_of(juju, config, peers));
+    if app.phase.running() && !progress.is_empty() {
+        reports.maintenance(progress);
+    }
+}
+
+/// What the unit runs now, and whether it switched in this hook (for verification).
+pub struct UnitOutcome {
+    pub running: Option<RunningRelease>,
+    /// Set when this hook switched to a new version for an upgrade.
+    pub switched: Option<Switch>,
+}
+
+/// A switch to another release made in this hook for upgrade generation `gen`.
+#[derive(Debug, Clone)]
+pub struct Switch {
+    pub gen: u64,
+    /// The version the unit ran before, if any.
+    pub previous: Option<String>,
+}
+
+/// The unit's part: acknowledge phases, switch when granted, otherwise run the app's release.
+pub fn unit(
+    juju: &Juju,
+    host: &Host,
+    config: &CharmConfig,
+    vol: &Volume,
+    peers: &mut Peers,
+    roles: Option<Roles>,
+    reports: &mut Reports,
+) -> Result<UnitOutcome, CharmError> {
+    let me = juju.unit_name().to_string();
+    let app = AppUpgrade::from_bag(&peers.app);
+    let running = release::pointer_version(host).filter(|v| vol.is_published(v).unwrap_or(false));
+    let me_report = UnitReport::from_bag(&me, roles.map(|r| r.web).unwrap_or(false), &peers.me);
+    let step = upgrade::unit_step(&UnitView {
+        app: &app,
+        me: &me_report,
+        running: running.as_deref(),
+        volume_ok: true,
+    });
+    if let Some((gen, phase)) = step.ack {
+        peers.write_me(&peers::bag([(upgrade::K_ACK, format!("{gen}:{phase}"))]));
+    }
+    let switch_gen = step.switch_to.is_some().then_some(app.gen);
+    let Some(version) = version_to_run(step.switch_to, &running, &app, config) else {
+        reports.push(msg::WAITING_FOR_VERSION.status());
+        return keep(host, vol, &me, None);
+    };
+    let set_installed = version == app.release;
+    if let Installed::NotReady =
+        release::install(juju, host, config, vol, &version, set_installed, reports)?
+    {
+        if let Some(gen) = switch_gen {
+            report_failure(peers, gen, &format!("cannot install v{version} on {me}"));
+        }
+        return keep(host, vol, &me, running.as_deref());
+    }
+    let previous = running;
+    if let Some(gen) = switch_gen.filter(|_| previous.as_deref() != Some(version.as_str())) {
+        if let Err(e) = installer::verify_release(vol, &version, VerifyMode::Quick) {
+            let why = format!("v{version} does not verify on {me}: {}", e.status_message());
+            report_failure(peers, gen, &why);
+            return keep(host, vol, &me, previous.as_deref());
+        }
+        if previous.is_some() && roles.is_some_and(|r| r.worker) {
+            land_worker(juju, host, config, &version)?;
+        }
+    }
+    let now_running = release::point_at(host, vol, &me, &version)?;
+    let switched = match switch_gen {
+        Some(gen) if now_running.changed => Some(Switch { gen, previous }),
+        _ => None,
+    };
+    Ok(UnitOutcome {
+        running: Some(now_running),
+        switched,
+    })
+}
+
+/// Which version to run now: the granted target, else what runs (a unit on another
+/// version than the application's switches only when granted: the leader starts a
+/// catch-up generation for it), else the application's, else the pinned one.
+fn version_to_run(
+    target: Option<String>,
+    running: &Option<String>,
+    app: &AppUpgrade,
+    config: &CharmConfig,
+) -> Option<String> {
+    target
+        .or_else(|| running.clone())
+        .or_else(|| (!app.release.is_empty()).then(|| app.release.clone()))
+        .or_else(|| config.version.clone())
+}
+
+/// The unit keeps running `version` (if any), without a switch.
+fn keep(
+    host: &Host,
+    vol: &Volume,
+    me: &str,
+    version: Option<&str>,
+) -> Result<UnitOutcome, CharmError> {
+    let running = match version {
+        Some(v) => Some(release::point_at(host, vol, me, v)?),
+        None => None,
+    };
+    Ok(UnitOutcome {
+        running,
+        switched: None,
+    })
+}
+
+/// Lands the worker before switching (SIGUSR1; escalates after drain-timeout).
+fn land_worker(
+    juju: &Juju,
+    host: &Host,
+    config: &CharmConfig,
+    version: &str,
+) -> Result<(), CharmError> {
+    if !host.services.is_active(worker::SERVICE) {
+        return Ok(());
+    }
+    juju.status_set(&msg::DRAINING_FOR_UPGRADE.fill(&[version]), false)?;
+    match worker::drain(host, "SIGUSR1", "land", config.drain_timeout) {
+        Ok(()) => info!("worker landed for the upgrade to v{version}"),
+        Err(e) => warn!("{}; switching to v{version} anyway", crate::error_chain(&e)),
+    }
+    Ok(())
+}
+
+fn report_failure(peers: &mut Peers, gen: u64, reason: &str) {
+    warn!("upgrade generation {gen} failed here: {reason}");
+    peers.write_me(&peers::bag([
+        (
+            upgrade::K_STATE,
+            format!("{gen}:{}", UnitState::Failed.as_str()),
+        ),
+        (upgrade::K_ERROR, reason.to_string()),
+    ]));
+}
+
+/// After the roles restarted on a switched release: check it really runs; go back if not.
+pub fn verify_switch(
+    juju: &Juju,
+    host: &Host,
+    vol: &Volume,
+    peers: &mut Peers,
+    roles: Roles,
+    running: &RunningRelease,
+    switch: Switch,
+) -> Result<Option<RunningRelease>, CharmError> {
+    let Switch { gen, previous } = switch;
+    let me = juju.unit_name().to_string();
+    let mut problems = Vec::new();
+    if let Err(e) = installer::verify_release(vol, &running.version, VerifyMode::Quick) {
+        problems.push(e.status_message());
+    }
+    // Give a crashing service a moment to show it.
+    host.clock.sleep(Duration::from_millis(1500));
+    // A web unit still waiting for its database has no service to check yet.
+    for (has_role, service, env_file) in [
+        (roles.web, web::SERVICE, web::ENV_FILE),
+        (roles.worker, worker::SERVICE, worker::ENV_FILE),
+    ] {
+        let configured = host.paths.local(env_file).exists();
+        if has_role && configured && !host.services.is_active(service) {
+            problems.push(format!("{service} is not running"));
+        }
+    }
+    if problems.is_empty() {
+        info!("{me} switched to v{} (generation {gen})", running.version);
+        peers.write_me(&peers::bag([
+            (
+                upgrade::K_STATE,
+                format!("{gen}:{}", UnitState::Switched.as_str()),
+            ),
+            (upgrade::K_ERROR, String::new()),
+        ]));
+        return Ok(None);
+    }
+    let reason = format!(
+        "v{} did not start on {me}: {}",
+        running.version,
+        problems.join("; ")
+    );
+    report_failure(peers, gen, &reason);
+    match previous {
+        Some(prev) => {
+            warn!("going back to v{prev}");
+            Ok(Some(release::point_at(host, vol, &me, &prev)?))
+        }
+        None => Ok(None),
+    }
+}
