@@ -11,7 +11,7 @@
 //! Invariants: validation reports *all* bad options, in config.yaml order, each naming
 //! the option, the bad value (never for secret options) and the fix; a `CharmConfig`
 //! only exists when every option is valid. The messages are quoted in
-//! docs/troubleshooting.md (checked by `tests/docs.rs`): change both together.
+//! docs/troubleshooting.md (checked by `tests/it/docs.rs`): change both together.
 //!
 //! Hazards: `github-token` is a secret; its `Debug` is redacted and it never appears in
 //! an error.

@@ -5,7 +5,7 @@
 //! compose (installer and volume errors, configuration errors, upgrade progress) are listed
 //! with the text those modules produce, and the tests below render them to prove it.
 //! Invariants: docs/troubleshooting.md has one heading per entry, `` `<kind>: <text>` `` with
-//! each `{name}` written `<name>` (checked by tests/docs.rs), and every status the in-process
+//! each `{name}` written `<name>` (checked by tests/it/docs.rs), and every status the in-process
 //! scenarios see matches an entry ([`find`]). Hazards: a new status needs an entry here and
 //! a heading in the docs; `<…>` outside braces is literal text of the message itself.
 
