@@ -546,125 +546,138 @@ fn next_grant(pending: &[&UnitReport], max: usize) -> Vec<String> {
 
 /// Decides the leader's next step from a snapshot.
 pub fn leader_step(v: &LeaderView) -> LeaderStep {
+    match v.app.phase {
+        Phase::Idle | Phase::Failed => LeaderStep::Wait(String::new()),
+        Phase::Prepare | Phase::Downloading => before_switching(v),
+        Phase::Complete if v.app.is_catch_up() => catching_up(v),
+        Phase::Complete => switching(v),
+    }
+}
+
+/// Phases prepare and downloading: acknowledgements, then one download, then grants.
+fn before_switching(v: &LeaderView) -> LeaderStep {
     let app = v.app;
     let gen = app.gen;
-    match app.phase {
-        Phase::Idle | Phase::Failed => LeaderStep::Wait(String::new()),
-        Phase::Prepare | Phase::Downloading => {
-            if let Some(bad) = v.units.iter().find(|u| u.failed(gen)) {
-                return LeaderStep::Write(AppUpgrade {
-                    phase: Phase::Failed,
-                    grant: Vec::new(),
-                    error: format!("{}: {}", bad.name, or_unknown(&bad.error)),
-                    ..app.clone()
-                });
-            }
-            if app.phase == Phase::Prepare {
-                let missing: Vec<&str> = v
-                    .units
-                    .iter()
-                    .filter(|u| !u.acked(gen, Phase::Prepare))
-                    .map(|u| u.name.as_str())
-                    .collect();
-                if missing.is_empty() || v.prepare_timed_out {
-                    return LeaderStep::Write(AppUpgrade {
-                        phase: Phase::Downloading,
-                        ..app.clone()
-                    });
-                }
-                return LeaderStep::Wait(format!(
-                    "waiting for {} to acknowledge the upgrade",
-                    missing.join(", ")
-                ));
-            }
-            if !v.target_published {
-                return LeaderStep::Download;
-            }
-            let pending: Vec<&UnitReport> = ordered(v.units)
-                .into_iter()
-                .filter(|u| !u.on(&app.target))
-                .collect();
-            LeaderStep::Write(AppUpgrade {
-                phase: Phase::Complete,
-                grant: next_grant(&pending, v.max_unavailable),
-                ..app.clone()
-            })
-        }
-        Phase::Complete if app.is_catch_up() => {
-            // Only the stray units take part; one that fails stays on its version and is
-            // marked failed (never a rollback of everybody to a stray version).
-            let failed: Vec<&UnitReport> = v.units.iter().filter(|u| u.failed(gen)).collect();
-            let pending: Vec<&UnitReport> = pending_on(app, v.units, &app.target)
-                .into_iter()
-                .filter(|u| !u.failed(gen))
-                .collect();
-            if pending.is_empty() {
-                let mut problems: Vec<String> = failed
-                    .iter()
-                    .map(|u| format!("catch-up failed on {}: {}", u.name, or_unknown(&u.error)))
-                    .collect();
-                problems.extend(skipped_note(app));
-                return LeaderStep::Finish(AppUpgrade {
-                    phase: Phase::Idle,
-                    grant: Vec::new(),
-                    error: problems.join("; "),
-                    ..app.clone()
-                });
-            }
-            grant_step(v, &pending)
-        }
-        Phase::Complete => {
-            if let Some(bad) = v.units.iter().find(|u| u.failed(gen)) {
-                let error = format!("{}: {}", bad.name, or_unknown(&bad.error));
-                if app.rollback {
-                    return LeaderStep::Write(AppUpgrade {
-                        phase: Phase::Failed,
-                        grant: Vec::new(),
-                        error: format!("rollback to v{} failed on {error}", app.target),
-                        rollback: false,
-                        ..app.clone()
-                    });
-                }
-                // Roll back every unit to `from` with the same protocol.
-                let pending: Vec<&UnitReport> = ordered(v.units)
-                    .into_iter()
-                    .filter(|u| !u.on(&app.from))
-                    .collect();
-                return LeaderStep::Write(AppUpgrade {
-                    phase: Phase::Complete,
-                    gen: gen + 1,
-                    target: app.from.clone(),
-                    from: app.target.clone(),
-                    grant: next_grant(&pending, v.max_unavailable),
-                    skipped: Vec::new(),
-                    error: format!("upgrade to v{} failed on {error}", app.target),
-                    rollback: true,
-                    ..app.clone()
-                });
-            }
-            let pending = pending_on(app, v.units, &app.target);
-            if pending.is_empty() {
-                return LeaderStep::Finish(if app.rollback {
-                    AppUpgrade {
-                        phase: Phase::Failed,
-                        grant: Vec::new(),
-                        rollback: false,
-                        release: app.target.clone(),
-                        ..app.clone()
-                    }
-                } else {
-                    AppUpgrade {
-                        phase: Phase::Idle,
-                        grant: Vec::new(),
-                        error: skipped_note(app).unwrap_or_default(),
-                        release: app.target.clone(),
-                        ..app.clone()
-                    }
-                });
-            }
-            grant_step(v, &pending)
-        }
+    if let Some(bad) = v.units.iter().find(|u| u.failed(gen)) {
+        return LeaderStep::Write(AppUpgrade {
+            phase: Phase::Failed,
+            grant: Vec::new(),
+            error: format!("{}: {}", bad.name, or_unknown(&bad.error)),
+            ..app.clone()
+        });
     }
+    if app.phase == Phase::Prepare {
+        let missing: Vec<&str> = v
+            .units
+            .iter()
+            .filter(|u| !u.acked(gen, Phase::Prepare))
+            .map(|u| u.name.as_str())
+            .collect();
+        if missing.is_empty() || v.prepare_timed_out {
+            return LeaderStep::Write(AppUpgrade {
+                phase: Phase::Downloading,
+                ..app.clone()
+            });
+        }
+        return LeaderStep::Wait(format!(
+            "waiting for {} to acknowledge the upgrade",
+            missing.join(", ")
+        ));
+    }
+    if !v.target_published {
+        return LeaderStep::Download;
+    }
+    let pending: Vec<&UnitReport> = ordered(v.units)
+        .into_iter()
+        .filter(|u| !u.on(&app.target))
+        .collect();
+    LeaderStep::Write(AppUpgrade {
+        phase: Phase::Complete,
+        grant: next_grant(&pending, v.max_unavailable),
+        ..app.clone()
+    })
+}
+
+/// A catch-up generation in phase complete.
+fn catching_up(v: &LeaderView) -> LeaderStep {
+    let app = v.app;
+    let gen = app.gen;
+    // Only the stray units take part; one that fails stays on its version and is
+    // marked failed (never a rollback of everybody to a stray version).
+    let failed: Vec<&UnitReport> = v.units.iter().filter(|u| u.failed(gen)).collect();
+    let pending: Vec<&UnitReport> = pending_on(app, v.units, &app.target)
+        .into_iter()
+        .filter(|u| !u.failed(gen))
+        .collect();
+    if pending.is_empty() {
+        let mut problems: Vec<String> = failed
+            .iter()
+            .map(|u| format!("catch-up failed on {}: {}", u.name, or_unknown(&u.error)))
+            .collect();
+        problems.extend(skipped_note(app));
+        return LeaderStep::Finish(AppUpgrade {
+            phase: Phase::Idle,
+            grant: Vec::new(),
+            error: problems.join("; "),
+            ..app.clone()
+        });
+    }
+    grant_step(v, &pending)
+}
+
+/// Phase complete of an upgrade or a rollback: grants, failure and rollback, the end.
+fn switching(v: &LeaderView) -> LeaderStep {
+    let app = v.app;
+    let gen = app.gen;
+    if let Some(bad) = v.units.iter().find(|u| u.failed(gen)) {
+        let error = format!("{}: {}", bad.name, or_unknown(&bad.error));
+        if app.rollback {
+            return LeaderStep::Write(AppUpgrade {
+                phase: Phase::Failed,
+                grant: Vec::new(),
+                error: format!("rollback to v{} failed on {error}", app.target),
+                rollback: false,
+                ..app.clone()
+            });
+        }
+        // Roll back every unit to `from` with the same protocol.
+        let pending: Vec<&UnitReport> = ordered(v.units)
+            .into_iter()
+            .filter(|u| !u.on(&app.from))
+            .collect();
+        return LeaderStep::Write(AppUpgrade {
+            phase: Phase::Complete,
+            gen: gen + 1,
+            target: app.from.clone(),
+            from: app.target.clone(),
+            grant: next_grant(&pending, v.max_unavailable),
+            skipped: Vec::new(),
+            error: format!("upgrade to v{} failed on {error}", app.target),
+            rollback: true,
+            ..app.clone()
+        });
+    }
+    let pending = pending_on(app, v.units, &app.target);
+    if pending.is_empty() {
+        return LeaderStep::Finish(if app.rollback {
+            AppUpgrade {
+                phase: Phase::Failed,
+                grant: Vec::new(),
+                rollback: false,
+                release: app.target.clone(),
+                ..app.clone()
+            }
+        } else {
+            AppUpgrade {
+                phase: Phase::Idle,
+                grant: Vec::new(),
+                error: skipped_note(app).unwrap_or_default(),
+                release: app.target.clone(),
+                ..app.clone()
+            }
+        });
+    }
+    grant_step(v, &pending)
 }
 
 /// Members not on `version` yet, in grant order, without the units skipped this generation.

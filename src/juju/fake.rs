@@ -228,24 +228,16 @@ impl Model {
 
     /// Adds a secret another application owns and shares with us; returns its id.
     pub fn add_foreign_secret(&self, content: &[(&str, &str)]) -> String {
-        let id = format!("secret:foreign{}", self.next_id());
-        let bag = content
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        self.0.borrow_mut().secrets.insert(
-            id.clone(),
-            Secret {
-                revisions: vec![bag],
-                ..Secret::default()
-            },
-        );
-        id
+        self.insert_secret("foreign", None, content)
     }
 
     /// Adds a secret this application owns (created by an earlier leader); returns its id.
     pub fn add_own_secret(&self, content: &[(&str, &str)]) -> String {
-        let id = format!("secret:own{}", self.next_id());
+        self.insert_secret("own", Some("application"), content)
+    }
+
+    fn insert_secret(&self, prefix: &str, owner: Option<&str>, content: &[(&str, &str)]) -> String {
+        let id = format!("secret:{prefix}{}", self.next_id());
         let bag = content
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -253,7 +245,7 @@ impl Model {
         self.0.borrow_mut().secrets.insert(
             id.clone(),
             Secret {
-                owner: Some("application".into()),
+                owner: owner.map(String::from),
                 revisions: vec![bag],
                 ..Secret::default()
             },

@@ -252,23 +252,11 @@ impl Volume {
 
     /// Published versions, sorted by name (staging and trash dirs excluded).
     pub fn published_versions(&self) -> Result<Vec<String>, StorageError> {
-        let dir = self.layout.releases_dir();
-        let entries = match fs::read_dir(&dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(StorageError::io("list", &dir, e)),
-        };
-        let mut out = Vec::new();
-        for entry in entries {
-            let entry = entry.map_err(|e| StorageError::io("list", &dir, e))?;
-            let Ok(name) = entry.file_name().into_string() else {
-                continue;
-            };
-            let is_dir = entry.file_type().map(|t| t.is_dir()).unwrap_or(false);
-            if is_dir && layout::is_valid_version(&name) {
-                out.push(name);
-            }
-        }
+        let mut out: Vec<String> = list_dir(&self.layout.releases_dir())?
+            .into_iter()
+            .filter(|(name, _, t)| t.is_some_and(|t| t.is_dir()) && layout::is_valid_version(name))
+            .map(|(name, _, _)| name)
+            .collect();
         out.sort();
         Ok(out)
     }
@@ -398,18 +386,8 @@ impl Volume {
 
     /// Every readable unit state on the volume, as `(unit name, state)`, sorted.
     pub fn unit_states(&self) -> Result<Vec<(String, UnitState)>, StorageError> {
-        let dir = self.layout.units_dir();
-        let entries = match fs::read_dir(&dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(StorageError::io("list", &dir, e)),
-        };
         let mut out = Vec::new();
-        for entry in entries {
-            let entry = entry.map_err(|e| StorageError::io("list", &dir, e))?;
-            let Ok(name) = entry.file_name().into_string() else {
-                continue;
-            };
+        for (name, _, _) in list_dir(&self.layout.units_dir())? {
             let Some((app, num)) = name.rsplit_once('-') else {
                 continue;
             };
@@ -524,7 +502,8 @@ impl InstallLock<'_> {
             }
         }
         let keep = keep_partial.map(|f| l.partial_file(f));
-        for (_, path, is_file) in list_dir(&l.downloads_dir())? {
+        for (_, path, kind) in list_dir(&l.downloads_dir())? {
+            let is_file = kind.is_some_and(|t| t.is_file());
             if Some(&path) == keep.as_ref() && is_file {
                 let len = fs::metadata(&path)
                     .map_err(|e| StorageError::io("stat", &path, e))?
@@ -542,8 +521,8 @@ impl InstallLock<'_> {
     }
 }
 
-/// `(name, path, is regular file)` of each entry; empty when `dir` is missing.
-fn list_dir(dir: &Path) -> Result<Vec<(String, PathBuf, bool)>, StorageError> {
+/// `(name, path, file type)` of each entry; empty when `dir` is missing.
+fn list_dir(dir: &Path) -> Result<Vec<(String, PathBuf, Option<fs::FileType>)>, StorageError> {
     let entries = match fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -553,8 +532,7 @@ fn list_dir(dir: &Path) -> Result<Vec<(String, PathBuf, bool)>, StorageError> {
     for entry in entries {
         let entry = entry.map_err(|e| StorageError::io("list", dir, e))?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        let is_file = entry.file_type().map(|t| t.is_file()).unwrap_or(false);
-        out.push((name, entry.path(), is_file));
+        out.push((name, entry.path(), entry.file_type().ok()));
     }
     Ok(out)
 }
