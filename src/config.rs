@@ -207,16 +207,61 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
     Some(Duration::from_secs(total))
 }
 
-/// Checks an http(s) URL; `{version}` placeholders are allowed.
+/// `http://<host>:<port>`, with an IPv6 address in brackets.
+pub fn http_url(host: &str, port: u16) -> String {
+    format!("http://{}", host_port(host, port))
+}
+
+/// `<host>:<port>` (Go's `net.JoinHostPort`): an IPv6 address goes in brackets.
+pub fn host_port(host: &str, port: u16) -> String {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    if bare.contains(':') {
+        format!("[{bare}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+/// A URL as messages may show it: no user info, query or fragment (they may hold a
+/// token or a signature); `{version}` kept.
+pub fn shown_url(raw: &str) -> String {
+    let probe = raw.replace("{version}", "0.0.0.0.0");
+    match reqwest::Url::parse(&probe) {
+        Ok(mut u) if matches!(u.scheme(), "http" | "https") => {
+            let _ = u.set_username("");
+            let _ = u.set_password(None);
+            u.set_query(None);
+            u.set_fragment(None);
+            u.to_string().replace("0.0.0.0.0", "{version}")
+        }
+        // Not an http(s) URL (`user:token@host` parses with scheme `user`): drop
+        // whatever could be user info, a query or a fragment.
+        _ => {
+            let (scheme, rest) = raw.split_once("://").unwrap_or(("", raw));
+            let rest = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+            let rest = rest.split(['?', '#']).next().unwrap_or_default();
+            if scheme.is_empty() {
+                rest.to_string()
+            } else {
+                format!("{scheme}://{rest}")
+            }
+        }
+    }
+}
+
+/// Checks an http(s) URL; `{version}` placeholders are allowed. Problems quote the URL
+/// through [`shown_url`].
 fn check_url(raw: &str) -> Result<(), String> {
+    let shown = shown_url(raw);
     let probe = raw.replace("{version}", "0.0.0");
-    let url = reqwest::Url::parse(&probe).map_err(|e| format!("{raw:?} is not a URL ({e})"))?;
+    let url = reqwest::Url::parse(&probe).map_err(|e| format!("{shown:?} is not a URL ({e})"))?;
     match url.scheme() {
         "http" | "https" => {}
-        other => return Err(format!("{raw:?} uses scheme {other:?}")),
+        // The scheme is not quoted: in `user:token@host` it is the user name.
+        _ => return Err(format!("{shown:?} is not an http(s) URL")),
     }
     if url.host_str().is_none_or(str::is_empty) {
-        return Err(format!("{raw:?} has no host"));
+        return Err(format!("{shown:?} has no host"));
     }
     Ok(())
 }
@@ -304,10 +349,31 @@ impl Errors {
         self.0.push(ConfigError::new(option, problem, fix));
     }
 
-    /// A string option's value, or `default` when unset or (reported) of the wrong type.
+    /// A string option's value, or `default` when unset, (reported) of the wrong type or
+    /// (reported) holding a control character: a newline in a value would end up in an
+    /// env file or a status line. The value is never echoed (it may be a secret).
     fn text(&mut self, option: &'static str, raw: Opt<String>, default: &str) -> String {
+        self.text_allowing(option, raw, default, &[])
+    }
+
+    /// [`Errors::text`], allowing the control characters in `allowed` (a PEM's newlines).
+    fn text_allowing(
+        &mut self,
+        option: &'static str,
+        raw: Opt<String>,
+        default: &str,
+        allowed: &[char],
+    ) -> String {
         match raw {
             Opt::Unset => default.to_string(),
+            Opt::Set(s) if s.chars().any(|c| c.is_control() && !allowed.contains(&c)) => {
+                self.add(
+                    option,
+                    "the value contains a control character (a newline, tab or escape)",
+                    "set it again without control characters",
+                );
+                default.to_string()
+            }
             Opt::Set(s) => s,
             Opt::WrongType(p) => {
                 self.add(option, p, "set a string value");
@@ -416,7 +482,7 @@ fn release_api_url(raw: Opt<String>, errs: &mut Errors) -> String {
 fn github_token(raw: Opt<String>, errs: &mut Errors) -> Secret {
     match raw {
         Opt::Unset => Secret::default(),
-        Opt::Set(t) => Secret(t),
+        Opt::Set(t) => Secret(errs.text("github-token", Opt::Set(t), "")),
         Opt::WrongType(_) => {
             errs.add("github-token", "expected a string", "set a token string");
             Secret::default()
@@ -440,7 +506,7 @@ fn external_url(raw: Opt<String>, errs: &mut Errors) -> Option<String> {
         Ok(()) => {
             errs.add(
                 "external-url",
-                format!("{url:?} contains a placeholder"),
+                format!("{:?} contains a placeholder", shown_url(&url)),
                 "use a URL such as https://ci.example.com",
             );
             None
@@ -765,5 +831,82 @@ mod tests {
         ] {
             assert_eq!(parse_duration(bad), None, "{bad}");
         }
+    }
+    #[test]
+    fn external_url_with_an_embedded_newline_is_refused() {
+        // Url::parse drops tabs and newlines, so this used to pass and be written to
+        // web.env with the newline in it.
+        let errs = CharmConfig::from_map(&map(json!({
+            "external-url": "https://ci.example.com/\nCONCOURSE_EVIL=1"
+        })))
+        .unwrap_err();
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!(errs[0].option, "external-url");
+        assert!(errs[0].problem.contains("control character"), "{errs:?}");
+    }
+
+    #[test]
+    fn control_characters_are_refused_in_every_string_option() {
+        for (option, good) in [
+            ("mode", "auto"),
+            ("version", "7.14.3"),
+            ("shared-storage", "none"),
+            ("release-url", "https://m.example/{version}/c.tgz"),
+            ("release-api-url", "https://api.example/latest"),
+            ("github-token", "ghp_abc"),
+            ("external-url", "https://ci.example.com"),
+            ("log-level", "info"),
+            ("drain-timeout", "1h"),
+            ("tag", "gpu"),
+            ("initial-admin-username", "admin"),
+        ] {
+            for bad in ["\n", "\r", "\u{1b}[2J", "\0", "\t"] {
+                let value = format!("{}{bad}x{}", &good[..1], &good[1..]);
+                let mut m = Map::new();
+                m.insert(option.to_string(), json!(value));
+                let errs = CharmConfig::from_map(&m).unwrap_err();
+                assert_eq!(errs.len(), 1, "{option}={value:?}: {errs:?}");
+                assert_eq!(errs[0].option, option);
+                assert!(
+                    errs[0].problem.contains("control character"),
+                    "{option}: {errs:?}"
+                );
+                if option == "github-token" {
+                    assert!(!errs[0].to_string().contains("ghp"), "{errs:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn release_url_credentials_never_reach_the_status() {
+        for url in [
+            "ftp://mirror-user:s3cr3t-token@mirror.example/{version}/c.tgz?sig=s3cr3t-sig",
+            "https://mirror-user:s3cr3t-token@mirror.example/c.tgz?sig=s3cr3t-sig",
+            "mirror-user:s3cr3t-token@mirror.example/{version}?sig=s3cr3t-sig",
+        ] {
+            for option in ["release-url", "release-api-url", "external-url"] {
+                let mut m = Map::new();
+                m.insert(option.into(), json!(url));
+                let Err(errs) = CharmConfig::from_map(&m) else {
+                    continue;
+                };
+                for e in &errs {
+                    let msg = e.status_message();
+                    assert!(!msg.contains("s3cr3t"), "{option}: {msg}");
+                    assert!(!msg.contains("mirror-user"), "{option}: {msg}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn ipv6_addresses_are_bracketed_in_urls_and_host_ports() {
+        assert_eq!(http_url("fd42::5", 8080), "http://[fd42::5]:8080");
+        assert_eq!(host_port("fd42::5", 2222), "[fd42::5]:2222");
+        assert_eq!(host_port("[fd42::5]", 2222), "[fd42::5]:2222");
+        assert_eq!(http_url("10.0.0.5", 8080), "http://10.0.0.5:8080");
+        assert_eq!(host_port("ci.example.com", 2222), "ci.example.com:2222");
+        reqwest::Url::parse(&http_url("fd42::5", 8080)).unwrap();
     }
 }

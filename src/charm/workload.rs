@@ -161,7 +161,7 @@ pub fn web_role(
 ) -> Result<(), CharmError> {
     let (owner, tsa_pub) = web::ensure_keys(host, &running.concourse_bin(host))?;
     let address = unit_address(juju)?;
-    let tsa_host = format!("{address}:{}", web::TSA_PORT);
+    let tsa_host = crate::config::host_port(&address, web::TSA_PORT);
     let publish = bag([
         (peers::TSA_HOST, tsa_host.as_str()),
         (peers::TSA_PUBLIC_KEY, tsa_pub.as_str()),
@@ -203,7 +203,7 @@ pub fn web_role(
     let external_url = config
         .external_url
         .clone()
-        .unwrap_or_else(|| format!("http://{address}:{}", config.web_port));
+        .unwrap_or_else(|| crate::config::http_url(&address, config.web_port));
     let env = web::env(&web::WebInputs {
         config,
         external_url: &external_url,

@@ -117,6 +117,28 @@ fn web_publishes_its_tsa_for_workers() {
 }
 
 #[test]
+fn ipv6_unit_address_is_bracketed_in_the_external_url_and_tsa_host() {
+    let u = Unit::new(0, true);
+    u.model.state_mut().address = "fd42:7e6e::10".into();
+    u.model.set_config(&[("mode", json!("auto"))]);
+    u.deploy();
+    u.add_postgresql("db-pw");
+    assert_eq!(
+        u.env(WEB_ENV)["CONCOURSE_EXTERNAL_URL"],
+        "http://[fd42:7e6e::10]:8080"
+    );
+    let bag = u.my_bag(u.peers);
+    assert_eq!(bag["tsa-host"], "[fd42:7e6e::10]:2222");
+    assert_eq!(
+        u.status(),
+        (
+            "active".into(),
+            format!("Web ready (v{V1}) http://[fd42:7e6e::10]:8080")
+        )
+    );
+}
+
+#[test]
 fn keys_are_generated_once() {
     let u = web_unit();
     let generated = u.fake.provisioner.state.borrow().keys.len();
