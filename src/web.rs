@@ -125,17 +125,32 @@ pub fn unit(config: &CharmConfig, current: &Path) -> UnitSpec {
 
 /// Creates the service user and the web keys (TSA host key, session signing key) if
 /// missing, with the release's `concourse` at `concourse` (a local path); returns the
-/// service user's owner and the TSA's public key.
+/// owner of the files web reads (root, with the service user's group) and the TSA's
+/// public key.
 pub fn ensure_keys(host: &Host, concourse: &Path) -> Result<(Owner, String), WebError> {
-    let owner = host.provisioner.ensure_user(USER, Path::new(HOME))?;
-    keys::ensure_key(host, concourse, KeyKind::Ssh, &tsa_host_key(), owner)?;
-    keys::ensure_key(host, concourse, KeyKind::Rsa, &session_signing_key(), owner)?;
+    let service = host.provisioner.ensure_user(USER, Path::new(HOME))?;
+    // Root's files, readable by the service's group (see crate::keys).
+    let owner = (host.provisioner.charm_owner().0, service.1);
+    keys::ensure_key(
+        host,
+        concourse,
+        KeyKind::Ssh,
+        &tsa_host_key(),
+        Some(owner.1),
+    )?;
+    keys::ensure_key(
+        host,
+        concourse,
+        KeyKind::Rsa,
+        &session_signing_key(),
+        Some(owner.1),
+    )?;
     let tsa_pub = keys::public_key_of(host, &tsa_host_key())?;
     Ok((owner, tsa_pub))
 }
 
 /// Writes the env file and the authorized worker keys, then (re)starts web, or reloads
-/// it when only the worker keys changed. `owner` owns the keys (the service user).
+/// it when only the worker keys changed. `owner` owns the keys (root, the service's group).
 pub fn apply(
     host: &Host,
     env_vars: &BTreeMap<String, String>,

@@ -111,8 +111,7 @@ pub fn unit(config: &CharmConfig, current: &Path) -> UnitSpec {
 /// Creates the worker key if missing, with the release's `concourse` at `concourse` (a
 /// local path); returns its public half.
 pub fn ensure_key(host: &Host, concourse: &Path) -> Result<String, WorkerError> {
-    let root = host.provisioner.charm_owner();
-    keys::ensure_key(host, concourse, KeyKind::Ssh, &worker_key(), root)?;
+    keys::ensure_key(host, concourse, KeyKind::Ssh, &worker_key(), None)?;
     Ok(keys::public_key_of(host, &worker_key())?)
 }
 

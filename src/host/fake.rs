@@ -291,6 +291,11 @@ pub struct ProvisionState {
     pub keys: Vec<(PathBuf, &'static str)>,
     /// Make `generate-key` fail.
     pub fail_keygen: bool,
+    /// The service users' (uid, gid) instead of the current user (tests that check
+    /// ownership, as root).
+    pub service_user: Option<Owner>,
+    /// The directory each key was generated in: (path, owner uid, mode), seen at the time.
+    pub key_dirs: Vec<(PathBuf, u32, u32)>,
 }
 
 /// Users are the current user; keys are unique test strings in the generator's format.
@@ -312,7 +317,7 @@ impl Provisioner for FakeProvisioner {
         if !st.users.iter().any(|(u, _)| u == name) {
             st.users.push((name.to_string(), home.to_path_buf()));
         }
-        Ok(current_user())
+        Ok(st.service_user.unwrap_or_else(current_user))
     }
 
     fn charm_owner(&self) -> Owner {
@@ -343,6 +348,12 @@ impl Provisioner for FakeProvisioner {
             std::fs::write(crate::keys::pub_path(dest), public).map_err(io)?;
         }
         st.keys.push((dest.to_path_buf(), kind.as_str()));
+        if let Some(dir) = dest.parent() {
+            use std::os::unix::fs::MetadataExt;
+            let m = std::fs::symlink_metadata(dir).map_err(io)?;
+            st.key_dirs
+                .push((dir.to_path_buf(), m.uid(), m.mode() & 0o7777));
+        }
         Ok(())
     }
 }

@@ -80,7 +80,8 @@ fn web_gets_its_settings_from_its_env_file() {
         m.permissions().mode() & 0o777
     };
     assert_eq!(mode(WEB_ENV), 0o600, "the env file holds the passwords");
-    assert_eq!(mode(&format!("{KEYS}/tsa_host_key")), 0o600);
+    // root's, readable by the service's group
+    assert_eq!(mode(&format!("{KEYS}/tsa_host_key")), 0o640);
     assert_eq!(mode(&format!("{KEYS}/tsa_host_key.pub")), 0o644);
     let unit = u.read(WEB_UNIT_FILE);
     assert!(unit.contains("ExecStart=/var/lib/concourse-ci/current/bin/concourse web"));
@@ -136,6 +137,85 @@ fn ipv6_unit_address_is_bracketed_in_the_external_url_and_tsa_host() {
             format!("Web ready (v{V1}) http://[fd42:7e6e::10]:8080")
         )
     );
+}
+
+/// Runs `sh -c <script>` as `nobody` (uid and gid 65534); whether it succeeded.
+fn as_nobody(script: &str) -> bool {
+    use std::os::unix::process::CommandExt;
+    std::process::Command::new("sh")
+        .args(["-c", script])
+        .uid(65534)
+        .gid(65534)
+        .status()
+        .unwrap()
+        .success()
+}
+
+/// Needs root (real chown to another user), as the simulator tier does.
+#[test]
+fn web_keys_dir_is_not_given_to_the_service_user() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let u = Unit::new(0, true);
+    u.fake.provisioner.state.borrow_mut().service_user = Some((65534, 65534));
+    // let the service user reach the keys, as on a machine
+    std::fs::set_permissions(u._root.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    u.model.set_config(&[("mode", json!("auto"))]);
+    u.deploy();
+    u.add_postgresql("db-pw");
+    let keys = u.fake.paths.local(KEYS);
+    let md = |p: &std::path::Path| std::fs::symlink_metadata(p).unwrap();
+    for dir in [keys.clone(), u.fake.paths.local("/var/lib/concourse-web")] {
+        let m = md(&dir);
+        assert_eq!(m.uid(), 0, "{} belongs to root", dir.display());
+        assert_eq!(
+            m.mode() & 0o022,
+            0,
+            "{} is writable by root only",
+            dir.display()
+        );
+    }
+    for (name, mode) in [
+        ("tsa_host_key", 0o640),
+        ("session_signing_key", 0o640),
+        ("tsa_host_key.pub", 0o644),
+        ("authorized_worker_keys", 0o644),
+    ] {
+        let m = md(&keys.join(name));
+        assert_eq!((m.uid(), m.gid()), (0, 65534), "{name}");
+        assert_eq!(m.mode() & 0o7777, mode, "{name}");
+    }
+    // The service user reads its keys, and cannot plant a link where root writes.
+    let k = keys.display();
+    assert!(as_nobody(&format!(
+        "cat {k}/tsa_host_key {k}/session_signing_key >/dev/null"
+    )));
+    assert!(!as_nobody(&format!(
+        "ln -s /etc/passwd {k}/.authorized_worker_keys.tmp-planted"
+    )));
+    assert!(!as_nobody(&format!("mv {k}/authorized_worker_keys {k}/x")));
+    // generate-key wrote into a private directory of root's, not into a directory the
+    // service user could write.
+    let dirs = u.fake.provisioner.state.borrow().key_dirs.clone();
+    assert_eq!(dirs.len(), 2);
+    for (dir, uid, mode) in dirs {
+        assert_eq!((uid, mode), (0, 0o700), "{}", dir.display());
+    }
+    // A keys directory an older charm gave to the service user, where that user planted
+    // a link at a key's name: taken back, and the link's target is left alone.
+    let victim = u._root.path().join("victim");
+    std::fs::write(&victim, b"precious").unwrap();
+    std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::os::unix::fs::chown(&keys, Some(65534), Some(65534)).unwrap();
+    let planted = keys.join("session_signing_key");
+    std::fs::remove_file(&planted).unwrap();
+    std::os::unix::fs::symlink(&victim, &planted).unwrap();
+    std::os::unix::fs::lchown(&planted, Some(65534), Some(65534)).unwrap();
+    u.ok("config-changed");
+    let v = md(&victim);
+    assert_eq!((v.uid(), v.gid(), v.mode() & 0o777), (0, 0, 0o600));
+    assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+    assert_eq!(md(&keys).uid(), 0);
+    assert!(md(&planted).is_file(), "the link was replaced by a key");
 }
 
 #[test]
