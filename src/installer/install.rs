@@ -133,6 +133,9 @@ fn install_locked(
         unpack_factor: opts.unpack_factor,
         throttle: Throttle::new(opts.progress_percent, opts.progress_interval),
         from_resource: matches!(source, Source::Resource(_)),
+        max_download: opts
+            .max_download
+            .unwrap_or_else(|| download_cap(lock.volume())),
     };
     // Tell waiting units who works on what before the first byte arrives.
     let kept = match source {
@@ -321,6 +324,19 @@ fn manifest(version: &str, unit: &str, tarball: &TarballInfo, fetched: &Fetched)
         tarball: tarball.clone(),
         entries: fetched.unpacked.entries.clone(),
     }
+}
+
+/// Three times the largest tarball installed on the volume so far (MANIFEST), else
+/// [`super::DEFAULT_MAX_DOWNLOAD`].
+fn download_cap(volume: &Volume) -> u64 {
+    let largest = volume
+        .published_versions()
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|v| Manifest::read(&volume.layout().release_dir(v)).ok())
+        .map(|m| m.tarball.size)
+        .max();
+    largest.map_or(super::DEFAULT_MAX_DOWNLOAD, |s| s.saturating_mul(3))
 }
 
 fn installed_by(release: &Path) -> Option<String> {

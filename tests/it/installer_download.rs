@@ -783,3 +783,25 @@ fn latest_version_lookup_sends_the_token_only_when_set() {
     let err = latest_version(&c.release_api_url, &c.github_token, &http).unwrap_err();
     assert_eq!(err.class(), ErrorClass::Transient, "{err}");
 }
+
+#[test]
+fn a_download_without_content_length_is_capped() {
+    // Without a Content-Length nothing bounded a download: a server (or a proxy) could
+    // fill the volume.
+    let e = env();
+    let t = e.published(V);
+    e.server
+        .set_fault(Target::Tarball(V.into()), Fault::NoContentLength);
+    let mut o = opts();
+    o.max_download = Some(t.size / 2);
+    let err = e.install(V, &o).unwrap_err();
+    assert!(
+        matches!(&err, InstallError::TooLarge { detail, .. } if detail.contains("without a Content-Length")),
+        "{err}"
+    );
+    assert_eq!(err.class(), ErrorClass::Permanent);
+    assert_failed_cleanly(&e, &err, &[]);
+    // With a cap it fits under, the same server is fine.
+    o.max_download = Some(t.size * 3);
+    e.install(V, &o).unwrap();
+}
