@@ -132,7 +132,15 @@ pub struct CharmConfig {
     pub shared_storage: SharedStorage,
     pub release_url: String,
     pub release_api_url: String,
+    /// Deprecated plain token; [`CharmConfig::github_token_secret`] wins when both are set.
     pub github_token: Secret,
+    /// URI (`secret:…`) of a user secret with key `token`, read with `secret-get`.
+    pub github_token_secret: Option<String>,
+    /// Pinned sha256 of the release tarball, per version (`release-sha256`). When any
+    /// is set, every version needs one.
+    pub release_sha256: std::collections::BTreeMap<String, String>,
+    /// Extra CA certificates (PEM) to trust for downloads (`release-ca`).
+    pub release_ca: Option<String>,
     pub web_port: u16,
     pub external_url: Option<String>,
     pub log_level: LogLevel,
@@ -327,6 +335,9 @@ struct RawConfig {
     release_url: Opt<String>,
     release_api_url: Opt<String>,
     github_token: Opt<String>,
+    github_token_secret: Opt<String>,
+    release_sha256: Opt<String>,
+    release_ca: Opt<String>,
     web_port: Opt<i64>,
     external_url: Opt<String>,
     log_level: Opt<String>,
@@ -490,6 +501,76 @@ fn github_token(raw: Opt<String>, errs: &mut Errors) -> Secret {
     }
 }
 
+/// A Juju secret URI (`secret:<id>`, as `juju add-secret` prints it), or unset.
+fn github_token_secret(raw: Opt<String>, errs: &mut Errors) -> Option<String> {
+    let uri = errs.text("github-token-secret", raw, "");
+    if uri.is_empty() {
+        return None;
+    }
+    let id = uri.strip_prefix("secret:").unwrap_or_default();
+    let id = id
+        .strip_prefix("//")
+        .map_or(id, |rest| rest.rsplit('/').next().unwrap_or(""));
+    if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        errs.add(
+            "github-token-secret",
+            "is not a secret URI",
+            "juju add-secret github-token token=<token>, juju grant-secret github-token <app>, then set the secret:<id> it printed",
+        );
+        return None;
+    }
+    Some(uri)
+}
+
+/// `<version>=<sha256>[,<version>=<sha256>…]`.
+fn release_sha256(
+    raw: Opt<String>,
+    errs: &mut Errors,
+) -> std::collections::BTreeMap<String, String> {
+    let text = errs.text("release-sha256", raw, "");
+    let mut out = std::collections::BTreeMap::new();
+    for item in text.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        let parsed = item.split_once('=').and_then(|(v, h)| {
+            let (v, h) = (v.trim().trim_start_matches('v'), h.trim());
+            let hex = h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit());
+            (is_valid_version(v) && hex).then(|| (v.to_string(), h.to_ascii_lowercase()))
+        });
+        match parsed {
+            Some((v, h)) => {
+                out.insert(v, h);
+            }
+            None => {
+                let shown: String = item.chars().take(80).collect();
+                errs.add(
+                    "release-sha256",
+                    format!("{shown:?} is not <version>=<sha256>"),
+                    "list the tarballs' digests as 7.14.3=<64 hex digits>, comma-separated",
+                );
+            }
+        }
+    }
+    out
+}
+
+/// PEM certificates (newlines allowed); must hold at least one certificate.
+fn release_ca(raw: Opt<String>, errs: &mut Errors) -> Option<String> {
+    let pem = errs.text_allowing("release-ca", raw, "", &['\n', '\r']);
+    if pem.is_empty() {
+        return None;
+    }
+    match crate::installer::download::parse_ca_bundle(&pem) {
+        Ok(_) => Some(pem),
+        Err(_) => {
+            errs.add(
+                "release-ca",
+                "holds no PEM certificate",
+                "set it to the CA certificate(s) in PEM: juju config <app> release-ca=@ca.pem",
+            );
+            None
+        }
+    }
+}
+
 fn web_port(raw: Opt<i64>, errs: &mut Errors) -> u16 {
     let fix = "use a port between 1 and 65535";
     let port = errs.int("web-port", raw, 8080, 1..=65535, (fix, fix));
@@ -619,6 +700,9 @@ impl CharmConfig {
             release_url: release_url(raw.release_url, &mut errs),
             release_api_url: release_api_url(raw.release_api_url, &mut errs),
             github_token: github_token(raw.github_token, &mut errs),
+            github_token_secret: github_token_secret(raw.github_token_secret, &mut errs),
+            release_sha256: release_sha256(raw.release_sha256, &mut errs),
+            release_ca: release_ca(raw.release_ca, &mut errs),
             web_port: web_port(raw.web_port, &mut errs),
             external_url: external_url(raw.external_url, &mut errs),
             log_level: log_level(raw.log_level, &mut errs),
@@ -640,6 +724,25 @@ impl CharmConfig {
     /// The download URL of a version.
     pub fn release_url_for(&self, version: &str) -> String {
         self.release_url.replace("{version}", version)
+    }
+
+    /// The pinned sha256 of `version`'s tarball: `Ok(None)` when nothing is pinned,
+    /// `Err` when other versions are pinned but not this one (pins are all or nothing).
+    pub fn pinned_sha256(&self, version: &str) -> Result<Option<&str>, String> {
+        if self.release_sha256.is_empty() {
+            return Ok(None);
+        }
+        self.release_sha256
+            .get(version)
+            .map(|h| Some(h.as_str()))
+            .ok_or_else(|| version.to_string())
+    }
+
+    /// Whether `release-url` downloads over plain http.
+    pub fn release_url_is_plain_http(&self) -> bool {
+        self.release_url
+            .get(..7)
+            .is_some_and(|s| s.eq_ignore_ascii_case("http://"))
     }
 }
 
@@ -765,7 +868,7 @@ mod tests {
             .keys()
             .map(|k| k.as_str().unwrap().to_string())
             .collect();
-        assert_eq!(options.len(), 13, "{options:?}");
+        assert_eq!(options.len(), 16, "{options:?}");
         // A wrong type for every option at once: every one is reported, in order.
         let all_wrong: Map<String, Value> =
             options.iter().map(|o| (o.clone(), json!([1]))).collect();
@@ -908,5 +1011,76 @@ mod tests {
         assert_eq!(http_url("10.0.0.5", 8080), "http://10.0.0.5:8080");
         assert_eq!(host_port("ci.example.com", 2222), "ci.example.com:2222");
         reqwest::Url::parse(&http_url("fd42::5", 8080)).unwrap();
+    }
+
+    #[test]
+    fn release_sha256_pins_are_all_or_nothing() {
+        let h1 = "a".repeat(64);
+        let h2 = "B".repeat(64);
+        let c = CharmConfig::from_map(&map(json!({
+            "release-sha256": format!(" 7.14.3={h1}, v7.14.2 = {h2} ")
+        })))
+        .unwrap();
+        assert_eq!(c.pinned_sha256("7.14.3"), Ok(Some(h1.as_str())));
+        assert_eq!(c.pinned_sha256("7.14.2"), Ok(Some("b".repeat(64).as_str())));
+        assert_eq!(c.pinned_sha256("8.0.0"), Err("8.0.0".to_string()));
+        let none = CharmConfig::from_map(&Map::new()).unwrap();
+        assert_eq!(none.pinned_sha256("8.0.0"), Ok(None));
+        for bad in [
+            "7.14.3".to_string(),
+            "7.14.3=abc".to_string(),
+            format!("latest={h1}"),
+            format!("7.14.3:{h1}"),
+        ] {
+            let errs = CharmConfig::from_map(&map(json!({ "release-sha256": bad }))).unwrap_err();
+            assert_eq!(errs[0].option, "release-sha256", "{bad}");
+        }
+    }
+
+    #[test]
+    fn release_ca_takes_pem_with_newlines_only() {
+        let errs =
+            CharmConfig::from_map(&map(json!({"release-ca": "not a certificate"}))).unwrap_err();
+        assert_eq!(errs[0].option, "release-ca");
+        assert!(errs[0].fix.contains("PEM"), "{errs:?}");
+        let front = release_fixtures::tls::TlsFront::start("127.0.0.1:9".parse().unwrap()).unwrap();
+        let c = CharmConfig::from_map(&map(json!({"release-ca": front.ca_pem()}))).unwrap();
+        assert_eq!(c.release_ca.as_deref(), Some(front.ca_pem().trim()));
+        let tabbed = front.ca_pem().replace('\n', "\n\t");
+        let errs = CharmConfig::from_map(&map(json!({"release-ca": tabbed}))).unwrap_err();
+        assert!(errs[0].problem.contains("control character"), "{errs:?}");
+    }
+
+    #[test]
+    fn github_token_secret_is_a_secret_uri() {
+        for ok in [
+            "secret:cs2ejb6mp25c76kp6f8g",
+            "secret://model-uuid/cs2ejb6mp25c76kp6f8g",
+        ] {
+            let c = CharmConfig::from_map(&map(json!({"github-token-secret": ok}))).unwrap();
+            assert_eq!(c.github_token_secret.as_deref(), Some(ok));
+        }
+        for bad in ["ghp_plaintoken", "secret:", "secret:a b"] {
+            let errs =
+                CharmConfig::from_map(&map(json!({"github-token-secret": bad}))).unwrap_err();
+            assert_eq!(errs[0].option, "github-token-secret");
+            assert!(!errs[0].to_string().contains("ghp_"), "{errs:?}");
+            assert!(errs[0].fix.contains("juju grant-secret"), "{errs:?}");
+        }
+    }
+
+    #[test]
+    fn plain_http_release_urls_are_recognised() {
+        let c = |u: &str| {
+            CharmConfig::from_map(&map(json!({"release-url": u})))
+                .unwrap()
+                .release_url_is_plain_http()
+        };
+        assert!(c("http://mirror/{version}/c.tgz"));
+        assert!(c("HTTP://mirror/{version}/c.tgz"));
+        assert!(!c("https://mirror/{version}/c.tgz"));
+        assert!(!CharmConfig::from_map(&Map::new())
+            .unwrap()
+            .release_url_is_plain_http());
     }
 }

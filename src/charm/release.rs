@@ -15,12 +15,13 @@ use tracing::{info, warn};
 use super::peers::{self, Peers};
 use super::status::{messages as msg, Reports};
 use super::CharmError;
-use crate::config::{CharmConfig, SharedStorage};
+use crate::config::{CharmConfig, Secret, SharedStorage};
 use crate::fsutil;
 use crate::host::Host;
 use crate::installer::{
     self, InstallError, InstallEvent, InstallOptions, Outcome, Source, VerifyMode,
 };
+use crate::juju::client::SecretRef;
 use crate::juju::{Juju, Status};
 use crate::storage_coordinator::{ErrorClass, FsChecks, StorageError, Volume};
 
@@ -187,6 +188,7 @@ pub fn install(
     set_installed_version: bool,
     reports: &mut Reports,
 ) -> Result<Installed, CharmError> {
+    note_plain_http(juju, config, version, reports)?;
     if vol.is_published(version).map_err(ReleaseError::from)? {
         if pointer_version(host).as_deref() != Some(version) {
             // About to start using a release another unit installed: say who downloaded
@@ -206,6 +208,14 @@ pub fn install(
     let source = source_for(juju, config, version)?;
     let mut opts = install_options(juju);
     opts.set_installed_version = set_installed_version;
+    opts.http.extra_ca_pem = config.release_ca.clone();
+    match config.pinned_sha256(version) {
+        Ok(pin) => opts.expected_sha256 = pin.map(str::to_string),
+        Err(_) => {
+            reports.push(msg::RELEASE_SHA256_MISSING.fill(&[version, version]));
+            return Ok(Installed::NotReady);
+        }
+    }
     let mut last = String::new();
     let mut on_event = |e: &InstallEvent| {
         let Some(msg) = e.status_message() else {
@@ -253,6 +263,57 @@ pub fn install(
             }
         },
     }
+}
+
+/// The token for the latest-release lookup: the `token` key of the user secret that
+/// `github-token-secret` names (latest revision), else the deprecated plain
+/// `github-token`. `Err` is the status saying why the secret cannot be read.
+pub fn github_token(
+    juju: &Juju,
+    config: &CharmConfig,
+) -> Result<Result<Secret, Status>, CharmError> {
+    let Some(uri) = &config.github_token_secret else {
+        if !config.github_token.is_empty() {
+            warn!(
+                "github-token is deprecated: keep the token in a Juju secret (github-token-secret)"
+            );
+        }
+        return Ok(Ok(config.github_token.clone()));
+    };
+    let content = match juju.secret_get(&SecretRef::Id(uri.clone()), true) {
+        Ok(c) => c,
+        Err(e) if e.kind().is_some() => {
+            let why = e.kind().map(|k| k.to_string()).unwrap_or_default();
+            return Ok(Err(msg::GITHUB_TOKEN_SECRET_UNREADABLE.fill(&[
+                uri,
+                &why,
+                juju.app_name(),
+            ])));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    Ok(match content.get("token").filter(|t| !t.is_empty()) {
+        Some(t) => Ok(Secret::new(t.clone())),
+        None => Err(msg::GITHUB_TOKEN_SECRET_NO_TOKEN.fill(&[uri])),
+    })
+}
+
+/// Warns (a note on the active status) when `version` comes from a plain http
+/// `release-url` without a pinned sha256: its `.sha1` comes from the same server, so it
+/// only guards against corruption. Asks for the resource only then.
+fn note_plain_http(
+    juju: &Juju,
+    config: &CharmConfig,
+    version: &str,
+    reports: &mut Reports,
+) -> Result<(), CharmError> {
+    if !config.release_url_is_plain_http() || matches!(config.pinned_sha256(version), Ok(Some(_))) {
+        return Ok(());
+    }
+    if juju.resource_get(RESOURCE)?.is_none() {
+        reports.note(msg::RELEASE_URL_PLAIN_HTTP.text);
+    }
+    Ok(())
 }
 
 /// Records `version` in `.installed_version` when the volume has none yet: a release

@@ -22,6 +22,12 @@ pub enum InstallError {
     InvalidUrl { url: String, reason: String },
     #[error("the proxy setting {which} is not a valid URL; fix the model's juju-http-proxy/juju-https-proxy")]
     InvalidProxy { which: &'static str },
+    #[error("TLS verification of {url} failed ({detail}); if a proxy inspects TLS, set release-ca to its CA certificate (PEM), else fix the mirror's certificate")]
+    Tls { url: String, detail: String },
+    #[error("{url}: {detail}; refusing to leave https: fix the mirror, or set release-url to where it redirects")]
+    RedirectRefused { url: String, detail: String },
+    #[error("release-ca holds no usable CA certificate ({detail}); set it to the PEM certificate of the mirror's or proxy's CA")]
+    InvalidCa { detail: String },
     #[error("{}", http_message(url, *status))]
     Http { url: String, status: u16 },
     #[error("download of {url} failed: {detail}; will retry")]

@@ -321,9 +321,10 @@ fn is_kebab(s: &str) -> bool {
         })
 }
 
-/// A value the docs leave to the reader: `<version>`, `$V2`, `"${VERSION}"`.
+/// A value the docs leave to the reader: `<version>`, `$V2`, `"${VERSION}"`, or a file
+/// (`juju config` reads `key=@path` from the file).
 fn is_placeholder(v: &str) -> bool {
-    v.contains('$') || v.contains('<') || v.contains('`') || v.contains('…')
+    v.contains('$') || v.contains('<') || v.contains('`') || v.contains('…') || v.starts_with('@')
 }
 
 // ---------------------------------------------------------------------------------------

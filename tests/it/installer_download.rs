@@ -774,7 +774,7 @@ fn latest_version_lookup_sends_the_token_only_when_set() {
     let err = latest_version(&c.release_api_url, &c.github_token, &http).unwrap_err();
     assert_eq!(err.class(), ErrorClass::Permanent);
     assert!(
-        err.to_string().contains("github-token was rejected"),
+        err.to_string().contains("GitHub token was rejected"),
         "{err}"
     );
     assert!(!err.to_string().contains("ghp_secret"));
@@ -804,4 +804,62 @@ fn a_download_without_content_length_is_capped() {
     // With a cap it fits under, the same server is fine.
     o.max_download = Some(t.size * 3);
     e.install(V, &o).unwrap();
+}
+
+/// The release server behind an HTTPS front with its own CA.
+fn https_env() -> (Env, release_fixtures::tls::TlsFront) {
+    let e = env();
+    let front = release_fixtures::tls::TlsFront::start(e.server.addr()).unwrap();
+    (e, front)
+}
+
+#[test]
+fn an_https_mirror_signed_by_release_ca_installs() {
+    let (e, front) = https_env();
+    e.published(V);
+    let mut o = opts();
+    o.http.extra_ca_pem = Some(front.ca_pem().to_string());
+    let url = Source::Url(front.url_of(&e.server.tarball_url(V)));
+    let out = ensure_release(&e.vol, V, &url, &o, &mut |_| {}).unwrap();
+    assert!(matches!(out, Outcome::Installed(_)), "{out:?}");
+}
+
+#[test]
+fn an_untrusted_certificate_is_a_permanent_tls_error_naming_release_ca() {
+    let (e, front) = https_env();
+    e.published(V);
+    let url = Source::Url(front.url_of(&e.server.tarball_url(V)));
+    let err = ensure_release(&e.vol, V, &url, &opts(), &mut |_| {}).unwrap_err();
+    let msg = err.to_string();
+    assert_eq!(err.class(), ErrorClass::Permanent, "{msg}");
+    assert!(msg.contains("TLS") && msg.contains("release-ca"), "{msg}");
+    assert!(msg.contains("127.0.0.1"), "{msg}");
+    assert_failed_cleanly(&e, &err, &[]);
+    assert!(support::tarball_requests(&e.server, V).is_empty());
+}
+
+#[test]
+fn an_https_to_http_redirect_is_refused() {
+    // The front serves https; the server's redirect points at its own plain http URL.
+    let (e, front) = https_env();
+    e.published(V);
+    e.server
+        .set_fault(Target::Tarball(V.into()), Fault::Redirect(302));
+    let mut o = opts();
+    o.http.extra_ca_pem = Some(front.ca_pem().to_string());
+    let url = Source::Url(front.url_of(&e.server.tarball_url(V)));
+    let err = ensure_release(&e.vol, V, &url, &o, &mut |_| {}).unwrap_err();
+    let msg = err.to_string();
+    assert_eq!(err.class(), ErrorClass::Permanent, "{msg}");
+    assert!(msg.contains("redirect") && msg.contains("http://"), "{msg}");
+    assert_failed_cleanly(&e, &err, &[]);
+    // Nothing was fetched from the plain http location.
+    assert!(
+        !e.server
+            .requests()
+            .iter()
+            .any(|r| r.path.starts_with("/redirected/")),
+        "{:?}",
+        e.server.requests()
+    );
 }

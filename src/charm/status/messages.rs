@@ -230,6 +230,21 @@ pub const APP_UNITS_BEHIND: Message =
     blocked("v{version} on {n} of {m} units; {problem}; tried again on update-status");
 pub const APP_DOWNGRADE_REFUSED: Message = blocked("version={option} is older than the running v{version}: not downgrading; set version={version} or run: juju run {app}/leader upgrade version={option} allow-downgrade=true");
 
+// ----- Trust: the mirror, the volume, keys and secrets -----
+pub const RELEASE_URL_PLAIN_HTTP: Message = active("release-url is plain http, so a tampered download is caught only by a .sha1 from the same server: use https, or pin the tarball with release-sha256");
+pub const RELEASE_SHA256_MISSING: Message = blocked("release-sha256 pins no digest for v{version}; add {version}=<sha256> to release-sha256 (pins are all or nothing)");
+pub const TLS_VERIFICATION_FAILED: Message = blocked("TLS verification of {url} failed ({detail}); if a proxy inspects TLS, set release-ca to its CA certificate (PEM), else fix the mirror's certificate");
+pub const REDIRECT_REFUSED: Message = blocked(
+    "{url}: {detail}; refusing to leave https: fix the mirror, or set release-url to where it redirects",
+);
+pub const GITHUB_TOKEN_SECRET_UNREADABLE: Message = blocked(
+    "cannot read the github-token-secret {uri} ({why}); grant it: juju grant-secret <secret> {app}",
+);
+pub const GITHUB_TOKEN_SECRET_NO_TOKEN: Message = blocked(
+    "the github-token-secret {uri} has no key token; juju update-secret <secret> token=<token>",
+);
+pub const RELEASE_CA_INVALID: Message = blocked("release-ca holds no usable CA certificate ({detail}); set it to the PEM certificate of the mirror's or proxy's CA");
+
 /// Every entry, in the order of docs/troubleshooting.md.
 pub const ALL: &[Message] = &[
     INVALID_OPTION,
@@ -305,6 +320,13 @@ pub const ALL: &[Message] = &[
     APP_READY_OPTION_STALE,
     APP_UNITS_BEHIND,
     APP_DOWNGRADE_REFUSED,
+    RELEASE_URL_PLAIN_HTTP,
+    RELEASE_SHA256_MISSING,
+    TLS_VERIFICATION_FAILED,
+    REDIRECT_REFUSED,
+    RELEASE_CA_INVALID,
+    GITHUB_TOKEN_SECRET_UNREADABLE,
+    GITHUB_TOKEN_SECRET_NO_TOKEN,
 ];
 
 /// The entry a status (`kind` as `status-set` spells it) is an instance of. When several

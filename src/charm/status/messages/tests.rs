@@ -444,3 +444,48 @@ fn upgrade_progress_and_notes() {
     };
     is(APP_DOWNGRADE_REFUSED, StatusKind::Blocked, &note.text("ci"));
 }
+
+#[test]
+fn trust_messages() {
+    let b = StatusKind::Blocked;
+    let url = || "https://mirror.example/concourse-7.14.3-linux-amd64.tgz".to_string();
+    is(
+        TLS_VERIFICATION_FAILED,
+        b,
+        &InstallError::Tls {
+            url: url(),
+            detail: "invalid peer certificate: UnknownIssuer".into(),
+        }
+        .status_message(),
+    );
+    let refused = crate::installer::download::RedirectRefused::Downgrade {
+        to: "http://mirror.example/x".into(),
+    };
+    is(
+        REDIRECT_REFUSED,
+        b,
+        &InstallError::RedirectRefused {
+            url: url(),
+            detail: refused.to_string(),
+        }
+        .status_message(),
+    );
+    is(
+        RELEASE_CA_INVALID,
+        b,
+        &InstallError::InvalidCa {
+            detail: "no CERTIFICATE block found".into(),
+        }
+        .status_message(),
+    );
+    is(
+        RELEASE_SHA256_MISSING,
+        b,
+        &RELEASE_SHA256_MISSING.fill(&["8.0.0", "8.0.0"]).message,
+    );
+    is(
+        RELEASE_URL_PLAIN_HTTP,
+        StatusKind::Active,
+        RELEASE_URL_PLAIN_HTTP.text,
+    );
+}
