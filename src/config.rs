@@ -74,8 +74,11 @@ impl LogLevel {
 pub struct Secret(String);
 
 impl Secret {
+    /// A secret value; registered so that no message shows it (`juju::tools::scrub`).
     pub fn new(s: impl Into<String>) -> Secret {
-        Secret(s.into())
+        let s = s.into();
+        crate::juju::tools::register_secret(&s);
+        Secret(s)
     }
     pub fn expose(&self) -> &str {
         &self.0
@@ -493,7 +496,7 @@ fn release_api_url(raw: Opt<String>, errs: &mut Errors) -> String {
 fn github_token(raw: Opt<String>, errs: &mut Errors) -> Secret {
     match raw {
         Opt::Unset => Secret::default(),
-        Opt::Set(t) => Secret(errs.text("github-token", Opt::Set(t), "")),
+        Opt::Set(t) => Secret::new(errs.text("github-token", Opt::Set(t), "")),
         Opt::WrongType(_) => {
             errs.add("github-token", "expected a string", "set a token string");
             Secret::default()
