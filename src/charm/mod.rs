@@ -12,6 +12,7 @@
 //! and holds the unit's other hooks meanwhile.
 
 pub mod actions;
+pub mod failure;
 pub mod peers;
 pub mod release;
 pub mod status;
@@ -68,7 +69,7 @@ pub fn dispatch(juju: &Juju, host: &Host) -> Result<(), CharmError> {
             info!("storage detaching: services keep running until the unit stops");
             Ok(())
         }
-        _ => reconcile(juju, host),
+        _ => failure::settle(juju, reconcile(juju, host)),
     }
 }
 

@@ -243,6 +243,23 @@ pub const GITHUB_TOKEN_SECRET_UNREADABLE: Message = blocked(
 pub const GITHUB_TOKEN_SECRET_NO_TOKEN: Message = blocked(
     "the github-token-secret {uri} has no key token; juju update-secret <secret> token=<token>",
 );
+pub const KEY_INVALID: Message =
+    blocked("{path} is not a valid public key; delete it so it is generated again");
+pub const KEY_NOT_WRITTEN: Message =
+    blocked("{path} was not written by generate-key; check the release's concourse binary");
+pub const KEYGEN_FAILED: Message = blocked(
+    "cannot generate {path}: {error}; check that the release's concourse runs on this machine",
+);
+pub const USER_CREATE_FAILED: Message =
+    blocked("cannot create the {user} system user: {why}; check useradd on the unit");
+pub const LOCAL_DISK_FULL: Message =
+    blocked("no space left on {path}; free space on the unit's disk");
+pub const LOCAL_READ_ONLY: Message =
+    blocked("{path} is on a read-only filesystem; remount it read-write");
+pub const INVALID_VERSION: Message =
+    blocked("{version} is not a Concourse version (expected e.g. 7.14.3)");
+pub const INVALID_UNIT_NAME: Message =
+    blocked("{unit} is not a Juju unit name (expected <application>/<number>)");
 pub const RELEASE_CA_INVALID: Message = blocked("release-ca holds no usable CA certificate ({detail}); set it to the PEM certificate of the mirror's or proxy's CA");
 
 /// Every entry, in the order of docs/troubleshooting.md.
@@ -327,6 +344,14 @@ pub const ALL: &[Message] = &[
     RELEASE_CA_INVALID,
     GITHUB_TOKEN_SECRET_UNREADABLE,
     GITHUB_TOKEN_SECRET_NO_TOKEN,
+    KEY_INVALID,
+    KEY_NOT_WRITTEN,
+    KEYGEN_FAILED,
+    USER_CREATE_FAILED,
+    LOCAL_DISK_FULL,
+    LOCAL_READ_ONLY,
+    INVALID_VERSION,
+    INVALID_UNIT_NAME,
 ];
 
 /// The entry a status (`kind` as `status-set` spells it) is an instance of. When several

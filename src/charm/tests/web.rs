@@ -231,21 +231,45 @@ fn keys_are_generated_once() {
     assert_eq!(u.read(&format!("{KEYS}/tsa_host_key.pub")), tsa_pub);
 }
 
+/// It used to fail the hook, retried forever although every run fails the same way.
 #[test]
-fn a_failing_key_generator_fails_the_hook_and_starts_nothing() {
+fn a_key_generator_that_fails_blocks_naming_the_fix_and_starts_nothing() {
     let u = Unit::deployed("auto");
     std::fs::remove_dir_all(u.fake.paths.local(KEYS)).unwrap();
     u.fake.provisioner.state.borrow_mut().fail_keygen = true;
     let mark = u.mark();
-    let err = u.hook("config-changed").unwrap_err();
+    u.ok("config-changed");
+    let (kind, message) = u.status();
+    assert_eq!(kind, "blocked");
     assert!(
-        crate::error_chain(&err).contains("generate-key failed"),
-        "{err}"
+        message.starts_with("cannot generate /var/lib/concourse-web/keys/tsa_host_key: ")
+            && message.contains("generate-key failed")
+            && message.ends_with("; check that the release's concourse runs on this machine"),
+        "{message}"
     );
     assert!(u.journal_since(mark).is_empty());
     u.fake.provisioner.state.borrow_mut().fail_keygen = false;
     u.ok("config-changed");
     assert!(u.exists(&format!("{KEYS}/tsa_host_key.pub")));
+}
+
+/// An invalid `.pub` file failed every hook; it blocks, naming the file and the fix.
+#[test]
+fn an_invalid_public_key_blocks_naming_the_file() {
+    let u = web_unit();
+    let pubfile = format!("{KEYS}/tsa_host_key.pub");
+    std::fs::write(u.fake.paths.local(&pubfile), "not a key\n").unwrap();
+    u.ok("update-status");
+    assert_eq!(
+        u.status(),
+        (
+            "blocked".into(),
+            format!("{pubfile} is not a valid public key; delete it so it is generated again")
+        )
+    );
+    std::fs::remove_file(u.fake.paths.local(&pubfile)).unwrap();
+    u.ok("update-status");
+    assert_eq!(u.status().0, "active");
 }
 
 #[test]

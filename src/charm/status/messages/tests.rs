@@ -489,3 +489,89 @@ fn trust_messages() {
         RELEASE_URL_PLAIN_HTTP.text,
     );
 }
+
+#[test]
+fn permanent_hook_errors() {
+    use crate::charm::release::ReleaseError;
+    use crate::charm::CharmError;
+    use crate::host::ProvisionError;
+    use crate::keys::KeyError;
+    use crate::web::WebError;
+    let b = StatusKind::Blocked;
+    let key = || PathBuf::from("/var/lib/concourse-web/keys/tsa_host_key");
+    let os = std::io::Error::from_raw_os_error;
+    let cases: Vec<(Message, CharmError)> = vec![
+        (
+            KEY_INVALID,
+            WebError::Key(KeyError::Invalid { path: key() }).into(),
+        ),
+        (
+            KEY_NOT_WRITTEN,
+            WebError::Key(KeyError::Missing { path: key() }).into(),
+        ),
+        (
+            KEYGEN_FAILED,
+            WebError::Key(KeyError::Generate {
+                path: key(),
+                source: ProvisionError::KeyGen {
+                    path: "/var/lib/concourse-ci/current/bin/concourse".into(),
+                    stderr: "exec format error".into(),
+                },
+            })
+            .into(),
+        ),
+        (
+            KEYGEN_FAILED,
+            WebError::Key(KeyError::Generate {
+                path: key(),
+                source: ProvisionError::Spawn {
+                    path: "/var/lib/concourse-ci/current/bin/concourse".into(),
+                    source: os(nix::libc::ENOEXEC),
+                },
+            })
+            .into(),
+        ),
+        (
+            USER_CREATE_FAILED,
+            WebError::User(ProvisionError::User {
+                user: "concourse".into(),
+                why: "useradd: cannot lock /etc/passwd".into(),
+            })
+            .into(),
+        ),
+        (
+            LOCAL_DISK_FULL,
+            crate::service::ServiceError::Write {
+                path: "/etc/concourse/web.env".into(),
+                source: os(nix::libc::ENOSPC),
+            }
+            .into(),
+        ),
+        (
+            LOCAL_READ_ONLY,
+            ReleaseError::Pointer {
+                link: "/var/lib/concourse-ci/current".into(),
+                target: "/v/releases/7.14.3/concourse".into(),
+                source: os(nix::libc::EROFS),
+            }
+            .into(),
+        ),
+        (
+            INVALID_VERSION,
+            ReleaseError::Storage(StorageError::InvalidVersion {
+                version: "../7.14.3".into(),
+            })
+            .into(),
+        ),
+        (
+            INVALID_UNIT_NAME,
+            ReleaseError::Storage(StorageError::InvalidUnitName {
+                unit: "concourse-ci".into(),
+            })
+            .into(),
+        ),
+    ];
+    for (want, e) in cases {
+        is(want, b, &e.permanent_cause().unwrap());
+    }
+}
