@@ -30,8 +30,25 @@ use crate::worker::WorkerError;
 impl CharmError {
     /// How the hook should end with this error.
     pub fn class(&self) -> ErrorClass {
-        self.permanent_cause()
-            .map_or(ErrorClass::Transient, |_| ErrorClass::Permanent)
+        if self.waiting_for().is_some() {
+            ErrorClass::Waiting
+        } else if self.permanent_cause().is_some() {
+            ErrorClass::Permanent
+        } else {
+            ErrorClass::Transient
+        }
+    }
+
+    /// The status text of an error that only waits for another unit (`None`: not one).
+    pub fn waiting_for(&self) -> Option<String> {
+        match self {
+            CharmError::Release(ReleaseError::Untrusted { version }) => Some(
+                super::status::messages::WAITING_FOR_RELEASE_DIGESTS
+                    .fill(&[version])
+                    .message,
+            ),
+            _ => None,
+        }
     }
 
     /// The status text of a permanent error (its cause and fix), `None` when transient.
@@ -57,6 +74,7 @@ impl CharmError {
             CharmError::Release(ReleaseError::Pointer { link, source, .. }) => {
                 local_io(link, source)
             }
+            CharmError::Release(e @ ReleaseError::Changed { .. }) => Some(e.to_string()),
             _ => None,
         }
     }
@@ -111,6 +129,10 @@ pub fn settle(juju: &Juju, result: Result<(), CharmError>) -> Result<(), CharmEr
     let Err(e) = result else {
         return Ok(());
     };
+    if let Some(why) = e.waiting_for() {
+        juju.status_set(&Status::waiting(why), false)?;
+        return Ok(());
+    }
     let Some(cause) = e.permanent_cause() else {
         return Err(e);
     };

@@ -142,6 +142,9 @@ fn reconcile(juju: &Juju, host: &Host) -> Result<(), CharmError> {
             upgrading::leader(juju, host, &config, &vol, &mut peers, &mut reports)?;
         }
         unit.run(&mut peers, roles, &mut reports)?;
+        if leader {
+            release::publish_digests(host, &vol, &mut peers);
+        }
         upgrading::report_progress(juju, &config, &peers, &mut reports);
     }
     peers.flush(juju)?;

@@ -85,6 +85,14 @@ pub enum InstallError {
     ReleaseCorrupt { path: PathBuf, detail: String },
     #[error("{path} --version {detail}")]
     BinaryFailed { path: PathBuf, detail: String },
+    #[error("{path} --version did not finish within {secs}s; will retry")]
+    BinaryTimeout { path: PathBuf, secs: u64 },
+    #[error("v{version} was installed but does not verify: {detail}")]
+    Unverified { version: String, detail: String },
+    /// A failure remembered from an earlier attempt with the same source and digests
+    /// (`crate::storage_coordinator::FailureRecord`): its message as it was.
+    #[error("{message}")]
+    Remembered { message: String },
     #[error("latest release lookup at {url} failed: {detail}")]
     Latest {
         url: String,
@@ -122,6 +130,7 @@ impl InstallError {
             Latest {
                 permanent: false, ..
             }
+            | BinaryTimeout { .. }
             | Internal(_) => ErrorClass::Transient,
             _ => ErrorClass::Permanent,
         }
@@ -137,6 +146,17 @@ impl InstallError {
             }
             e => e.to_string(),
         }
+    }
+
+    /// A failure of the tarball itself, worth remembering so that the same tarball is
+    /// not fetched again (`crate::storage_coordinator::FailureRecord`).
+    pub(crate) fn is_about_the_tarball(&self) -> bool {
+        self.is_content_error()
+            || matches!(
+                self,
+                InstallError::ChecksumMismatch { .. }
+                    | InstallError::ResourceVersionMismatch { .. }
+            )
     }
 
     /// A problem with the tarball's content (as opposed to its transport).

@@ -14,6 +14,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::mpsc::{channel, sync_channel, Receiver, Sender, SyncSender};
 use std::time::Instant;
@@ -81,6 +82,7 @@ pub(crate) fn fetch_url(
         .write(true)
         .create(true)
         .truncate(false)
+        .mode(0o644)
         .open(partial)
         .map_err(|e| StorageError::io("open", partial, e))?;
     let mut have = file

@@ -44,6 +44,7 @@ pub mod prune;
 mod publish;
 pub mod report;
 mod retry;
+pub mod trust;
 pub mod unpack;
 pub mod verify;
 
@@ -60,7 +61,7 @@ pub use manifest::{Manifest, TarballInfo, VerifyMode};
 pub use prune::{prune_releases, PruneReport};
 pub use report::{InstallEvent, InstallReport, Outcome};
 pub use unpack::UnpackLimits;
-pub use verify::{verify_release, verify_release_with_timeout, VerifyReport};
+pub use verify::{ensure_verified, verify_release, verify_release_with_timeout, VerifyReport};
 
 /// The download cap without a `Content-Length` and without an earlier install to compare
 /// with: three times 1 GiB (a release tarball is a few hundred MiB).

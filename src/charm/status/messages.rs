@@ -260,6 +260,16 @@ pub const INVALID_VERSION: Message =
     blocked("{version} is not a Concourse version (expected e.g. 7.14.3)");
 pub const INVALID_UNIT_NAME: Message =
     blocked("{unit} is not a Juju unit name (expected <application>/<number>)");
+pub const WAITING_FOR_RELEASE_DIGESTS: Message =
+    waiting("Waiting for the leader to record the digests of v{version}");
+pub const RELEASE_CHANGED: Message = blocked(
+    "v{version} on the volume changed after it was verified ({what}); remove {path} to reinstall it",
+);
+pub const VERSION_TIMEOUT: Message =
+    maintenance("{path} --version did not finish within {secs}s; will retry");
+pub const VOLUME_ROOT_SQUASHED: Message = blocked("files created on {path} belong to uid {uid}, not to the charm (root): the volume squashes root (NFS root_squash?), so others could replace what root runs; export it with no_root_squash to the units only, or set shared-storage=none (see docs/shared-storage.md)");
+pub const VOLUME_FOREIGN_OWNER: Message = blocked("{path} on the volume belongs to uid {uid}, not root: its owner could change what root runs; chown -R root:root the volume (see docs/shared-storage.md)");
+pub const VOLUME_WRITABLE_BY_OTHERS: Message = blocked("{path} on the volume is writable by group or others (mode {mode}); run chmod -R go-w on the volume (see docs/shared-storage.md)");
 pub const RELEASE_CA_INVALID: Message = blocked("release-ca holds no usable CA certificate ({detail}); set it to the PEM certificate of the mirror's or proxy's CA");
 
 /// Every entry, in the order of docs/troubleshooting.md.
@@ -352,6 +362,12 @@ pub const ALL: &[Message] = &[
     LOCAL_READ_ONLY,
     INVALID_VERSION,
     INVALID_UNIT_NAME,
+    WAITING_FOR_RELEASE_DIGESTS,
+    RELEASE_CHANGED,
+    VERSION_TIMEOUT,
+    VOLUME_ROOT_SQUASHED,
+    VOLUME_FOREIGN_OWNER,
+    VOLUME_WRITABLE_BY_OTHERS,
 ];
 
 /// The entry a status (`kind` as `status-set` spells it) is an instance of. When several

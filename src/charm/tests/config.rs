@@ -234,3 +234,36 @@ fn an_ungranted_github_token_secret_blocks_naming_grant_secret() {
         "no lookup without the token"
     );
 }
+
+/// Root runs the release from the volume: a volume others can write (or that belongs to
+/// someone else) was used as it was.
+#[test]
+fn a_volume_others_can_write_is_refused_naming_the_fix() {
+    use std::os::unix::fs::PermissionsExt;
+    let u = Unit::deployed("all");
+    u.add_postgresql("db-pw");
+    assert_eq!(u.status().0, "active");
+    let releases = u.volume.path().join("releases");
+    std::fs::set_permissions(&releases, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let mark = u.mark();
+    u.model.set_config(&[("log-level", json!("debug"))]);
+    u.ok("config-changed");
+    assert_eq!(
+        u.status(),
+        (
+            "blocked".into(),
+            format!(
+                "{} on the volume is writable by group or others (mode 777); run chmod -R go-w on the volume (see docs/shared-storage.md)",
+                releases.display()
+            )
+        )
+    );
+    assert!(
+        u.journal_since(mark).is_empty(),
+        "{:?}",
+        u.journal_since(mark)
+    );
+    std::fs::set_permissions(&releases, std::fs::Permissions::from_mode(0o755)).unwrap();
+    u.ok("update-status");
+    assert_eq!(u.status().0, "active");
+}

@@ -12,6 +12,7 @@ mod config;
 mod postgres;
 mod roles;
 mod teardown;
+mod trust;
 mod upgrade;
 mod web;
 mod worker;

@@ -575,3 +575,67 @@ fn permanent_hook_errors() {
         is(want, b, &e.permanent_cause().unwrap());
     }
 }
+
+#[test]
+fn volume_trust_and_release_trust() {
+    use crate::charm::release::ReleaseError;
+    let b = StatusKind::Blocked;
+    let p = || PathBuf::from("/var/lib/concourse");
+    for (want, e) in [
+        (
+            VOLUME_ROOT_SQUASHED,
+            StorageError::RootSquashed {
+                path: p(),
+                uid: 65534,
+            },
+        ),
+        (
+            VOLUME_FOREIGN_OWNER,
+            StorageError::ForeignOwner {
+                path: p().join("releases"),
+                uid: 65534,
+            },
+        ),
+        (
+            VOLUME_WRITABLE_BY_OTHERS,
+            StorageError::WritableByOthers {
+                path: p().join("releases"),
+                mode: 0o1777,
+            },
+        ),
+    ] {
+        is(want, b, &e.to_string());
+    }
+    let changed = ReleaseError::Changed {
+        version: "7.14.3".into(),
+        what: "concourse/bin/concourse has changed".into(),
+        path: p().join("releases/7.14.3"),
+    };
+    is(RELEASE_CHANGED, b, &changed.to_string());
+    let untrusted = crate::charm::CharmError::Release(ReleaseError::Untrusted {
+        version: "7.14.3".into(),
+    });
+    is(
+        WAITING_FOR_RELEASE_DIGESTS,
+        StatusKind::Waiting,
+        &untrusted.waiting_for().unwrap(),
+    );
+    is(
+        VERSION_TIMEOUT,
+        StatusKind::Maintenance,
+        &InstallError::BinaryTimeout {
+            path: p().join("releases/7.14.3/concourse/bin/concourse"),
+            secs: 10,
+        }
+        .status_message(),
+    );
+    is(
+        INSTALLED_DOES_NOT_VERIFY,
+        b,
+        &InstallError::Unverified {
+            version: "7.14.3".into(),
+            detail: "concourse --version printed \"x\", expected 7.14.3".into(),
+        }
+        .status_message(),
+    );
+}
