@@ -141,7 +141,12 @@ pub fn check_writable(root: &Path) -> Result<u32, StorageError> {
 pub fn check_tree(root: &Path, owner: u32) -> Result<(), StorageError> {
     let mut stack = vec![root.to_path_buf()];
     while let Some(p) = stack.pop() {
-        let m = fs::symlink_metadata(&p).map_err(|e| StorageError::io("stat", &p, e))?;
+        let m = match fs::symlink_metadata(&p) {
+            Ok(m) => m,
+            // Removed meanwhile by another unit (its probe or temp file, a staging dir).
+            Err(e) if e.kind() == io::ErrorKind::NotFound && p != root => continue,
+            Err(e) => return Err(StorageError::io("stat", &p, e)),
+        };
         if m.file_type().is_symlink() {
             continue;
         }
@@ -158,7 +163,11 @@ pub fn check_tree(root: &Path, owner: u32) -> Result<(), StorageError> {
             });
         }
         if m.is_dir() {
-            let entries = fs::read_dir(&p).map_err(|e| StorageError::io("list", &p, e))?;
+            let entries = match fs::read_dir(&p) {
+                Ok(e) => e,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(StorageError::io("list", &p, e)),
+            };
             for e in entries {
                 match e {
                     Ok(e) => stack.push(e.path()),
