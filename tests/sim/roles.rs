@@ -49,8 +49,7 @@ fn address(app_index: u32, unit: &str) -> String {
 }
 
 /// The note an active status carries here: the simulator's release server is plain http.
-const PLAIN_HTTP_NOTE: &str =
-    concourse_ci::charm::status::messages::RELEASE_URL_PLAIN_HTTP.text;
+const PLAIN_HTTP_NOTE: &str = concourse_ci::charm::status::messages::RELEASE_URL_PLAIN_HTTP.text;
 
 fn web_ready(addr: &str, port: u16) -> String {
     format!("Web ready (v{V1}) http://{addr}:{port}; {PLAIN_HTTP_NOTE}")

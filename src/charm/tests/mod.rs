@@ -361,6 +361,46 @@ fn tmp() -> tempfile::TempDir {
     tempfile::tempdir().unwrap()
 }
 
+/// Issue 12's scan, in-process: under the volume and every directory the charm writes as
+/// root, everything belongs to the charm's user (root on a machine, this process's user
+/// here) and nothing is writable by "other". Returns how many entries it saw.
+pub fn assert_root_owned(u: &Unit) -> usize {
+    use std::os::unix::fs::MetadataExt;
+    let me = nix::unistd::geteuid().as_raw();
+    let mut roots: Vec<PathBuf> = [
+        "/var/lib/concourse-ci",
+        "/var/lib/concourse-web",
+        "/var/lib/concourse-worker",
+        "/etc/concourse",
+        "/etc/systemd/system",
+    ]
+    .iter()
+    .map(|d| u.fake.paths.local(d))
+    .collect();
+    roots.push(u.volume.path().to_path_buf());
+    let mut seen = 0;
+    while let Some(p) = roots.pop() {
+        let Ok(md) = p.symlink_metadata() else {
+            continue;
+        };
+        if md.file_type().is_symlink() {
+            continue;
+        }
+        seen += 1;
+        assert!(
+            md.uid() == me && md.mode() & 0o002 == 0,
+            "{} is not root's alone (uid {}, mode {:o})",
+            p.display(),
+            md.uid(),
+            md.mode() & 0o7777
+        );
+        if md.is_dir() {
+            roots.extend(std::fs::read_dir(&p).unwrap().flatten().map(|e| e.path()));
+        }
+    }
+    seen
+}
+
 /// Every status the charm sets is one the catalogue (and so the operator docs) knows.
 fn assert_catalogued(s: &StatusRecord) {
     assert!(

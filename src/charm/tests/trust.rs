@@ -58,6 +58,7 @@ fn a_release_that_failed_verification_is_never_used_by_a_later_hook() {
         assert_eq!(pointer_target(&u), None, "{h}: the unit points at it");
         assert!(!u.active("concourse-server") && !u.active("concourse-worker"));
     }
+    assert_root_owned(&u);
 }
 
 #[test]
@@ -89,6 +90,7 @@ fn a_binary_changed_on_the_volume_after_verification_is_never_started() {
         )),
         "{message}"
     );
+    assert_root_owned(&u);
 }
 
 /// The digests the leader would publish for `version` on `u`'s volume (from MANIFEST).
