@@ -158,3 +158,78 @@ fn a_non_leader_runs_a_release_another_unit_installed_only_with_the_leaders_dige
     assert!(pointer_target(&u).is_some(), "{:?}", u.status());
     assert!(u.exists(WORKER_UNIT_FILE));
 }
+
+fn sha256_of(path: &Path) -> String {
+    use sha2::Digest;
+    crate::installer::manifest::hex(&sha2::Sha256::digest(std::fs::read(path).unwrap()))
+}
+
+/// `release-sha256` pins the tarball (the resource too); pins are all or nothing.
+#[test]
+fn release_sha256_pins_are_required_to_match() {
+    let u = Unit::new(0, true);
+    let tarball = u.model.state().resources["concourse-release"].clone();
+    let good = sha256_of(&tarball);
+    let wrong = "0".repeat(64);
+    u.model.set_config(&[
+        ("mode", json!("all")),
+        ("release-sha256", json!(format!("{V1}={wrong}"))),
+    ]);
+    u.deploy();
+    let (kind, message) = u.status();
+    assert_eq!(kind, "blocked");
+    assert!(
+        message.starts_with(&format!(
+            "checksum mismatch for concourse-{V1}-linux-amd64.tgz (sha256 expected {wrong}, got {good})"
+        )),
+        "{message}"
+    );
+    assert_eq!(pointer_target(&u), None);
+    u.model
+        .set_config(&[("release-sha256", json!(format!("{V2}={good}")))]);
+    u.ok("config-changed");
+    assert_eq!(
+        u.status(),
+        (
+            "blocked".into(),
+            format!("release-sha256 pins no digest for v{V1}; add {V1}=<sha256> to release-sha256 (pins are all or nothing)")
+        )
+    );
+    u.model
+        .set_config(&[("release-sha256", json!(format!("{V2}={wrong},{V1}={good}")))]);
+    u.ok("config-changed");
+    assert!(pointer_target(&u).is_some(), "{:?}", u.status());
+}
+
+/// A plain http release-url without a pin is noted on the active status.
+#[test]
+fn a_plain_http_release_url_is_noted_on_the_active_status() {
+    let server = release_fixtures::ReleaseServer::start().unwrap();
+    let dir = tmp();
+    let cache = release_fixtures::TarballCache::new(dir.path()).unwrap();
+    let t = cache
+        .get(&release_fixtures::ReleaseSpec::new(
+            V1,
+            1 << 20,
+            release_fixtures::Variant::Normal,
+        ))
+        .unwrap();
+    server.register(t.clone());
+    let u = Unit::new(0, true);
+    u.model.state_mut().resources.clear();
+    u.model.set_config(&[
+        ("mode", json!("all")),
+        ("release-url", json!(server.release_url_template())),
+    ]);
+    u.deploy();
+    u.add_postgresql("db-pw");
+    let note = crate::charm::status::messages::RELEASE_URL_PLAIN_HTTP.text;
+    let (kind, message) = u.status();
+    assert_eq!(kind, "active", "{message}");
+    assert!(message.ends_with(&format!("; {note}")), "{message}");
+    // Pinned: no note.
+    u.model
+        .set_config(&[("release-sha256", json!(format!("{V1}={}", t.sha256_hex)))]);
+    u.ok("config-changed");
+    assert!(!u.status().1.contains(note), "{:?}", u.status());
+}
