@@ -146,6 +146,10 @@ pub fn restart_services(juju: &Juju, host: &Host) -> Result<(), CharmError> {
     let timeout = config
         .map(|c| c.drain_timeout)
         .unwrap_or(Duration::from_secs(3600));
+    if let Err(why) = release::check_running_release(juju, host)? {
+        juju.action_fail(&format!("not restarting: {why}"))?;
+        return Ok(());
+    }
     let sys = &host.services;
     let mut done = Vec::new();
     if sys.is_active(worker::SERVICE) {

@@ -391,6 +391,15 @@ pub fn check_before_use(host: &Host, vol: &Volume, version: &str) -> Result<(), 
     })
 }
 
+/// Checks the release the unit's pointer targets (see [`check_before_use`]) before
+/// something restarts its services outside a reconcile (an action); `Err` says why not.
+pub fn check_running_release(juju: &Juju, host: &Host) -> Result<Result<(), String>, CharmError> {
+    let (Some(version), Some(root)) = (pointer_version(host), volume_root(juju)?) else {
+        return Ok(Ok(()));
+    };
+    Ok(check_before_use(host, &Volume::new(root), &version).map_err(|e| e.to_string()))
+}
+
 /// The leader publishes the digests of every published release it trusts (and drops
 /// those of pruned ones) in the peer app data, for the other units to hold their
 /// releases to.

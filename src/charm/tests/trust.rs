@@ -233,3 +233,30 @@ fn a_plain_http_release_url_is_noted_on_the_active_status() {
     u.ok("config-changed");
     assert!(!u.status().1.contains(note), "{:?}", u.status());
 }
+
+/// The restart-services action started the services from a release nobody checked.
+#[test]
+fn restart_services_does_not_run_a_changed_binary() {
+    let u = Unit::deployed("all");
+    u.add_postgresql("db-pw");
+    let bin = u
+        .volume
+        .path()
+        .join(format!("releases/{V1}/concourse/bin/concourse"));
+    std::fs::write(&bin, "#!/bin/sh\necho planted\n").unwrap();
+    let mark = u.mark();
+    let run = u.action("restart-services", json!({}));
+    run.result.unwrap();
+    let failed = run.action.failed.clone().unwrap_or_default();
+    assert!(
+        failed.starts_with("not restarting: ")
+            && failed.contains("concourse/bin/concourse has changed"),
+        "{failed:?}"
+    );
+    assert!(
+        u.touched(mark, "concourse-server").is_empty()
+            && u.touched(mark, "concourse-worker").is_empty(),
+        "{:?}",
+        u.journal_since(mark)
+    );
+}
