@@ -98,7 +98,10 @@ pub fn replace_symlink(target: &Path, link: &Path) -> io::Result<bool> {
 /// there as root, nobody else may).
 fn create_dirs(dir: &Path) -> io::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
-    fs::DirBuilder::new().recursive(true).mode(0o755).create(dir)
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(dir)
 }
 
 /// fsyncs a directory, making renames and creations in it durable.

@@ -194,13 +194,12 @@ fn ensure_root_dir(dir: &Path, owner: Owner) -> Result<(), KeyError> {
     Ok(())
 }
 
-/// Gives an existing directory `owner` and drops group/other write, without following
-/// a symlink.
+/// Gives an existing directory `owner` and mode 0755 (the service user passes through,
+/// only root writes), without following a symlink.
 fn fix_dir(dir: &Path, owner: Owner) -> Result<(), KeyError> {
     let f = open_nofollow(dir, true).map_err(io_error(dir))?;
     std::os::unix::fs::fchown(&f, Some(owner.0), Some(owner.1)).map_err(io_error(dir))?;
-    let mode = f.metadata().map_err(io_error(dir))?.mode() & 0o7777 & !0o022;
-    f.set_permissions(std::fs::Permissions::from_mode(mode))
+    f.set_permissions(std::fs::Permissions::from_mode(0o755))
         .map_err(io_error(dir))
 }
 
