@@ -186,7 +186,7 @@ fn ensure_root_dir(dir: &Path, owner: Owner) -> Result<(), KeyError> {
     if let Some(parent) = dir.parent() {
         // The service's home: root's too (web needs no write access to it).
         if std::fs::symlink_metadata(parent)
-            .is_ok_and(|m| m.uid() != owner.0 || m.mode() & 0o022 != 0)
+            .is_ok_and(|m| m.uid() != owner.0 || m.mode() & 0o7777 != 0o755)
         {
             fix_dir(parent, owner)?;
         }
