@@ -209,12 +209,23 @@ pub(crate) struct Attempt {
 }
 
 impl Attempt {
-    fn new(identity: &str, sha1: Option<&str>, pin: Option<&str>) -> Attempt {
-        Attempt {
+    /// The attempt at the source `identity`, unless it failed before just so.
+    fn start(
+        job: &fetch::Job<'_>,
+        identity: &str,
+        sha1: Option<&str>,
+        opts: &InstallOptions,
+    ) -> Result<Attempt, InstallError> {
+        let a = Attempt {
             source: hex(&Sha256::digest(identity.as_bytes())),
             sha1: sha1.map(str::to_string),
-            sha256: pin.map(|p| p.to_ascii_lowercase()),
-        }
+            sha256: opts
+                .expected_sha256
+                .as_ref()
+                .map(|p| p.to_ascii_lowercase()),
+        };
+        a.remembered(job.lock, job.version)?;
+        Ok(a)
     }
 
     /// The failure an earlier attempt at the same tarball ended with, if any: it is not
@@ -294,13 +305,12 @@ fn fetch_from_url(
     download::parse_url(url)?;
     let client = download::build_client(&opts.http)?;
     let sha1 = download::fetch_sha1(&client, url)?;
-    let a = Attempt::new(
+    *attempt = Some(Attempt::start(
+        job,
         &format!("url:{url}"),
         Some(&sha1),
-        opts.expected_sha256.as_deref(),
-    );
-    a.remembered(job.lock, job.version)?;
-    *attempt = Some(a);
+        opts,
+    )?);
     let want = Expected {
         file: job.label,
         origin: url,
@@ -381,13 +391,8 @@ fn fetch_from_resource(
     let stamp = fs::metadata(path)
         .map(|m| format!("{}:{}:{}", m.len(), m.mtime(), m.mtime_nsec()))
         .unwrap_or_default();
-    let a = Attempt::new(
-        &format!("resource:{}:{stamp}", path.display()),
-        None,
-        opts.expected_sha256.as_deref(),
-    );
-    a.remembered(job.lock, job.version)?;
-    *attempt = Some(a);
+    let identity = format!("resource:{}:{stamp}", path.display());
+    *attempt = Some(Attempt::start(job, &identity, None, opts)?);
     fresh_staging(job.staging)?;
     let f = fetch::fetch_resource(job, path, events)?;
     checkpoint("install.downloaded");
