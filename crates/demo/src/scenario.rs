@@ -100,54 +100,61 @@ pub struct Summary {
 
 impl Summary {
     pub fn text(&self) -> String {
-        let downloads: Vec<String> = self
+        let per_version: Vec<String> = self
             .downloads
             .iter()
             .map(|(v, n)| format!("v{v}: {n}"))
             .collect();
-        let volumes = match self.usage.volumes.len() {
-            1 if self.usage.volumes[0].0 == "shared" => "1 shared volume".to_string(),
-            n => format!("{n} volumes ({} release copies)", self.usage.copies()),
+        let shared = matches!(self.usage.volumes.as_slice(), [(l, _)] if l == "shared");
+        let volumes = if shared {
+            "1 shared volume".to_string()
+        } else {
+            let n = self.usage.volumes.len();
+            format!("{n} volumes ({} release copies)", self.usage.copies())
         };
-        let width = "  downloads  ".len();
-        [
+        let kept = self.usage.versions_kept();
+        let pad = " ".repeat("  downloads  ".len());
+        let mut lines = vec![
             "\nSummary".to_string(),
             format!(
                 "  units      {} of {} active on v{TO}, {} of {} run it (read from /proc)",
                 self.active_on_target, self.units, self.running_target, self.units
             ),
-            format!("  downloads  {} (release server log)", downloads.join(", ")),
             format!(
-                "  joined     {} with {} downloads",
-                self.joined.0, self.joined.1
+                "  downloads  {} (release server log)",
+                per_version.join(", ")
             ),
             format!(
-                "  volume     {} on {volumes} for {} versions kept",
-                mib(self.usage.bytes),
-                self.usage.versions_kept(),
+                "  joined     {} after {}",
+                self.joined.0,
+                downloads(self.joined.1)
             ),
             format!(
-                "{:width$}= {:.2}x the release ({}) per version kept",
-                "",
+                "  volume     {} on {volumes} for {kept} versions kept",
+                mib(self.usage.bytes)
+            ),
+            format!(
+                "{pad}= {:.2}x the release ({}) per version kept",
                 self.usage.ratio(self.release_bytes),
                 mib(self.release_bytes)
             ),
-            format!(
-                "{:width$}(one copy per unit: {} units x {} x {} = {})",
-                "",
+        ];
+        if shared {
+            let copies = self.units as u64 * self.release_bytes * kept as u64;
+            lines.push(format!(
+                "{pad}(one copy per unit: {} units x {} x {kept} = {})",
                 self.units,
                 mib(self.release_bytes),
-                self.usage.versions_kept(),
-                mib(self.units as u64 * self.release_bytes * self.usage.versions_kept() as u64)
-            ),
-            format!(
-                "  took       {:.1} s, {} hooks run, {} failed",
-                self.elapsed.as_secs_f64(),
-                self.hooks,
-                self.failed_hooks
-            ),
-        ]
-        .join("\n")
+                mib(copies)
+            ));
+        }
+        lines.push(format!(
+            "  took       {:.1} s, {} hooks run, {} failed",
+            self.elapsed.as_secs_f64(),
+            self.hooks,
+            self.failed_hooks
+        ));
+        lines.join("\n")
     }
 }
 
@@ -526,9 +533,13 @@ impl Demo {
             &[
                 format!("$ juju run {APP}/leader upgrade version={TO}"),
                 format!(
-                    "The leader ({leader}) downloads v{TO} once; web switches first, then \
-                     each worker lands (its fake Concourse takes {LAND_DELAY} s, as if \
-                     finishing a build) and switches."
+                    "{} web switches first, then each worker lands (its fake Concourse \
+                     takes {LAND_DELAY} s, as if finishing a build) and switches.",
+                    if self.opts.shared {
+                        format!("The leader ({leader}) downloads v{TO} once;")
+                    } else {
+                        format!("Each unit downloads v{TO} to its own volume;")
+                    }
                 ),
             ],
         );
@@ -558,7 +569,11 @@ impl Demo {
             "add a unit",
             &[
                 format!("$ juju add-unit {APP}"),
-                format!("The new unit finds v{TO} on the volume and downloads nothing."),
+                if self.opts.shared {
+                    format!("The new unit finds v{TO} on the volume and downloads nothing.")
+                } else {
+                    format!("The new unit has a volume of its own: it downloads v{TO}.")
+                },
             ],
         );
         let before = self.last.total_downloads();
@@ -572,7 +587,7 @@ impl Demo {
         self.note(
             "unit",
             Some(unit.clone()),
-            format!("joined: runs v{TO} from the volume after {extra} downloads"),
+            format!("joined: runs v{TO}, after {}", downloads(extra)),
         );
         self.show_table(&snap);
         Ok((unit, extra))
@@ -616,6 +631,15 @@ impl Demo {
             Some(w) => wrap(text, w, 2).join("\n"),
             None => text.to_string(),
         }
+    }
+}
+
+/// `no download`, `1 download`, `2 downloads`.
+fn downloads(n: usize) -> String {
+    match n {
+        0 => "no download".into(),
+        1 => "1 download".into(),
+        n => format!("{n} downloads"),
     }
 }
 
