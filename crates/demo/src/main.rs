@@ -144,7 +144,10 @@ fn finish(demo: &mut Demo, opts: &Options, result: Result<Summary, DemoError>) -
         }
         Err(e) => {
             text.push(format!("demo failed: {e}"));
-            text.push(demo.last_table(None));
+            // a terminal still shows the live table; elsewhere show how things stood
+            if demo.display.mode() != display::Mode::Live {
+                text.push(demo.last_table(None));
+            }
             ExitCode::FAILURE
         }
     };
