@@ -72,6 +72,14 @@ fn paths(o: &Options) -> Paths {
     }
 }
 
+/// `path` relative to the current directory when it is below it (shorter to read).
+fn shown(path: &Path) -> &Path {
+    std::env::current_dir()
+        .ok()
+        .and_then(|cwd| path.strip_prefix(cwd).ok())
+        .unwrap_or(path)
+}
+
 fn run(opts: Options, paths: &Paths, stop: Arc<AtomicBool>) -> ExitCode {
     let start = Instant::now();
     let mut display = Display::new(opts.quiet);
@@ -80,9 +88,9 @@ fn run(opts: Options, paths: &Paths, stop: Arc<AtomicBool>) -> ExitCode {
         return ExitCode::from(2);
     }
     display.print(&format!(
-        "Generating releases v{FROM} and v{TO} ({} MiB each; cached in {})",
+        "Release tarballs v{FROM} and v{TO}: {} MiB each, generated once into {}",
         opts.release_mib,
-        paths.cache.display()
+        shown(&paths.cache).display()
     ));
     let tarballs = match scenario::tarballs(&paths.cache, opts.release_mib) {
         Ok(t) => t,
@@ -103,7 +111,7 @@ fn run(opts: Options, paths: &Paths, stop: Arc<AtomicBool>) -> ExitCode {
          (process-level, per-unit mount namespaces), next to PostgreSQL (played by the \
          simulator) and a release server on 127.0.0.1 serving v{FROM} and v{TO}. \
          Ctrl-C stops and cleans up.",
-        paths.dispatch.display(),
+        shown(&paths.dispatch).display(),
         opts.units
     );
     let intro = demo.paragraph(&intro);

@@ -229,11 +229,9 @@ impl Tracker {
         let empty = Snapshot::default();
         let prev = self.prev.take().unwrap_or(empty);
         let mut out = Out(Vec::new());
-        // in the order things happen when several show up in one look: a worker lands,
-        // then a release is downloaded, the phase moves on, units switch
-        for (unit, l) in logs {
-            self.log_changes(unit, l, &mut out);
-        }
+        // in the order things happen when several show up in one look: a release is
+        // downloaded, the leader moves the phase on and grants, a worker lands, it stops
+        // and runs the new version
         for (v, n) in &now.downloads {
             let before = prev.downloads.get(v).copied().unwrap_or(0);
             if *n > before {
@@ -243,6 +241,9 @@ impl Tracker {
             }
         }
         upgrade_changes(&prev, now, &mut out);
+        for (unit, l) in logs {
+            self.log_changes(unit, l, &mut out);
+        }
         unit_changes(&prev, now, &mut out);
         app_changes(&prev, now, &mut out);
         self.prev = Some(now.clone());
