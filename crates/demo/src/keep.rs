@@ -22,7 +22,7 @@ use crate::observe::Event;
 /// Errors of this module.
 #[derive(Debug, thiserror::Error)]
 pub enum KeepError {
-    #[error("cannot write {path}: {source}; choose another --keep directory")]
+    #[error("cannot write {path}; choose another --keep directory")]
     Write {
         path: PathBuf,
         source: std::io::Error,

@@ -32,7 +32,7 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Err(e) => {
-            eprintln!("demo: {e}\n\n{}", args::USAGE);
+            eprintln!("demo: {}\n\n{}", chain(&e), args::USAGE);
             return ExitCode::from(2);
         }
     };
@@ -72,6 +72,18 @@ fn paths(o: &Options) -> Paths {
     }
 }
 
+/// An error and its sources, `outer: inner: …` (each message leaves its source out).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
 /// `path` relative to the current directory when it is below it (shorter to read).
 fn shown(path: &Path) -> &Path {
     std::env::current_dir()
@@ -84,7 +96,7 @@ fn run(opts: Options, paths: &Paths, stop: Arc<AtomicBool>) -> ExitCode {
     let start = Instant::now();
     let mut display = Display::new(opts.quiet);
     if let Err(e) = scenario::preflight(paths) {
-        eprintln!("demo: {e}");
+        eprintln!("demo: {}", chain(&e));
         return ExitCode::from(2);
     }
     display.print(&format!(
@@ -95,14 +107,14 @@ fn run(opts: Options, paths: &Paths, stop: Arc<AtomicBool>) -> ExitCode {
     let tarballs = match scenario::tarballs(&paths.cache, opts.release_mib) {
         Ok(t) => t,
         Err(e) => {
-            eprintln!("demo: {e}");
+            eprintln!("demo: {}", chain(&e));
             return ExitCode::FAILURE;
         }
     };
     let mut demo = match Demo::new(opts.clone(), display, tarballs, stop.clone(), start) {
         Ok(d) => d,
         Err(e) => {
-            eprintln!("demo: {e}");
+            eprintln!("demo: {}", chain(&e));
             return ExitCode::FAILURE;
         }
     };
@@ -151,7 +163,7 @@ fn finish(demo: &mut Demo, opts: &Options, result: Result<Summary, DemoError>) -
             ExitCode::from(130)
         }
         Err(e) => {
-            text.push(format!("demo failed: {e}"));
+            text.push(format!("demo failed: {}", chain(e)));
             // a terminal still shows the live table; elsewhere show how things stood
             if demo.display.mode() != display::Mode::Live {
                 text.push(demo.last_table(None));
@@ -161,7 +173,7 @@ fn finish(demo: &mut Demo, opts: &Options, result: Result<Summary, DemoError>) -
     };
     match kept {
         Some((Ok(()), dir)) => text.push(kept_text(&dir, opts.keep.is_some())),
-        Some((Err(e), _)) => text.push(format!("Could not keep the logs: {e}")),
+        Some((Err(e), _)) => text.push(format!("Could not keep the logs: {}", chain(&e))),
         None => {}
     }
     demo.display.always(&text.join("\n"));

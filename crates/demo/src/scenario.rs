@@ -58,15 +58,15 @@ pub enum DemoError {
     NoDispatch(PathBuf),
     #[error("no metadata.yaml in {0}: pass the repository with --charm-dir")]
     NoCharm(PathBuf),
-    #[error("generating the v{version} tarball in {dir}: {source}")]
+    #[error("generating the v{version} tarball in {dir}")]
     Tarball {
         version: String,
         dir: PathBuf,
         source: release_fixtures::tarball::TarballError,
     },
-    #[error("starting the release server: {0}")]
+    #[error("starting the release server")]
     Server(#[from] release_fixtures::server::ReleaseError),
-    #[error("the Juju simulator: {0}")]
+    #[error("the Juju simulator")]
     Sim(#[from] juju_sim::SimError),
     #[error("interrupted")]
     Interrupted,
