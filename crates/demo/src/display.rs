@@ -119,14 +119,7 @@ impl Display {
             return;
         }
         let (w, h) = Display::size();
-        let mut lines = table(snap, Some(w - 1));
-        lines.push(String::new());
-        lines.push(cut(footer, w - 1));
-        if lines.len() > h - 1 {
-            let hidden = lines.len() - (h - 2);
-            lines.truncate(h - 2);
-            lines.push(format!("… {hidden} more lines: make the terminal taller"));
-        }
+        let lines = region(snap, footer, w, h);
         if lines == self.last && self.drawn > 0 {
             return;
         }
@@ -183,6 +176,24 @@ impl Display {
     pub fn width(&self) -> Option<usize> {
         (self.mode == Mode::Live).then(|| Display::size().0 - 1)
     }
+}
+
+/// The live region for a `w` x `h` terminal: the table and the footer, every line shorter
+/// than `w` and at most `h - 1` lines (table rows give way first; the footer stays).
+pub fn region(snap: &Snapshot, footer: &str, w: usize, h: usize) -> Vec<String> {
+    let mut lines = table(snap, Some(w - 1));
+    let room = h.saturating_sub(1 + FOOTER_LINES).max(1);
+    if lines.len() > room {
+        let hidden = lines.len() - (room - 1);
+        lines.truncate(room - 1);
+        lines.push(cut(
+            &format!("… {hidden} more lines: make the terminal taller"),
+            w - 1,
+        ));
+    }
+    lines.push(String::new());
+    lines.push(cut(footer, w - 1));
+    lines
 }
 
 fn write_out(s: &str) {
@@ -351,6 +362,37 @@ mod tests {
         assert!(table(&snapshot(3), None)
             .iter()
             .any(|l| l.ends_with("a long message")));
+    }
+
+    #[test]
+    fn region_fits_the_terminal_and_keeps_the_footer() {
+        let footer = "act 2/3 | upgrade phase complete | downloads 7.14.3 x1, 8.0.0 x1 | 12 s";
+        for (w, h, units) in [
+            (80, 24, 4),
+            (80, 24, 12),
+            (40, 10, 12),
+            (120, 40, 13),
+            (20, 5, 3),
+        ] {
+            let lines = region(&snapshot(units), footer, w, h);
+            assert!(
+                lines.len() < h,
+                "{w}x{h}, {units} units: {} lines",
+                lines.len()
+            );
+            assert!(
+                lines.iter().all(|l| l.chars().count() < w),
+                "{w}x{h}: {lines:#?}"
+            );
+            assert!(lines.last().unwrap().starts_with("act 2/3"), "{lines:#?}");
+        }
+        let small = region(&snapshot(12), footer, 80, 10);
+        assert!(small.iter().any(|l| l.contains("more lines")), "{small:#?}");
+        let all = region(&snapshot(12), footer, 80, 24);
+        assert!(
+            all.iter().any(|l| l.starts_with("concourse-ci/11")),
+            "{all:#?}"
+        );
     }
 
     #[test]

@@ -229,6 +229,11 @@ fn ctrl_c_mid_upgrade_stops_everything_and_removes_the_model() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(rest.contains("Interrupted"), "{rest}");
+    // not a terminal: one line per change, no escape codes
+    assert!(!seen.iter().any(|l| l.contains('\x1b')) && !rest.contains('\x1b'));
+    assert!(seen
+        .iter()
+        .any(|l| l.contains("now runs web v7.14.3 (by /proc)")));
     assert!(
         rest.contains("Stopped every process of the model"),
         "{rest}"
