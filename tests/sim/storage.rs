@@ -597,23 +597,28 @@ impl ReleaseWatcher {
 /// the real `dispatch` (the simulator gives hooks Juju's environment only). The
 /// checkpoint fires once: later hooks, retried or on other units, run through.
 struct ParkedCharm {
-    /// Holds the wrapper and the checkpoint markers; visible in every unit's namespace
-    /// (the target directory is not one of the simulator's private paths).
+    /// Holds the wrapper, a copy of the real `dispatch` and the checkpoint markers. It
+    /// lives in the model's run directory, the one host directory every unit sees at the
+    /// same path (the target directory may be under a path that is private to each unit,
+    /// such as /tmp when the repository is cloned there).
     dir: tempfile::TempDir,
     checkpoint: &'static str,
 }
 
 impl ParkedCharm {
-    fn new(checkpoint: &'static str) -> Result<ParkedCharm, Failed> {
+    fn new(m: &Model, checkpoint: &'static str) -> Result<ParkedCharm, Failed> {
         let dir = tempfile::Builder::new()
             .prefix("checkpoints-")
-            .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+            .tempdir_in(m.run_dir())
             .map_err(|e| fail(format!("checkpoint dir: {e}")))?;
+        let real = dir.path().join("dispatch.real");
+        std::fs::copy(env!("CARGO_BIN_EXE_dispatch"), &real)
+            .map_err(|e| fail(format!("copying dispatch: {e}")))?;
         let wrapper = dir.path().join("dispatch");
         let script = format!(
             "#!/bin/sh\nCONCOURSE_CI_CHECKPOINT='{checkpoint}@{}' exec '{}' \"$@\"\n",
             dir.path().display(),
-            env!("CARGO_BIN_EXE_dispatch")
+            real.display()
         );
         std::fs::write(&wrapper, script)
             .and_then(|()| {
@@ -713,7 +718,7 @@ fn sigkill_resumes() -> TestResult {
         Fault::Throttle(256 << 10),
     ));
     let m = model()?;
-    let charm = ParkedCharm::new("install.downloading")?;
+    let charm = ParkedCharm::new(&m, "install.downloading")?;
     let units = charm.deploy(&m, 1, shared(&server, V1))?;
     let u = &units[0];
     let vol = m.storage_dir(u).ok_or_else(|| fail("no storage dir"))?;
@@ -778,7 +783,7 @@ fn waiter_takes_over() -> TestResult {
         auto_retry: false,
         ..juju_sim::ModelOptions::default()
     })?;
-    let charm = ParkedCharm::new("install.downloading")?;
+    let charm = ParkedCharm::new(&m, "install.downloading")?;
     let units = charm.deploy(&m, 2, shared(&server, V1))?;
     let vol = m
         .storage_dir(&units[0])
