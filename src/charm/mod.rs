@@ -235,7 +235,6 @@ impl RoleRun<'_> {
         let (juju, host, config) = (self.juju, self.host, self.config);
         let running = workload::Running {
             version: &r.version,
-            changed: r.changed,
         };
         workload::drop_other_roles(juju, host, config, peers, self.roles)?;
         if self.roles.web {

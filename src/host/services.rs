@@ -60,6 +60,8 @@ pub trait ServiceManager {
     fn kill(&self, unit: &str, whom: KillWhom, signal: &str) -> Result<(), ManagerError>;
     /// Whether the unit is active (a missing unit is simply inactive).
     fn is_active(&self, unit: &str) -> bool;
+    /// Whether the unit is enabled (started at boot).
+    fn is_enabled(&self, unit: &str) -> bool;
     /// The unit's main PID, if it runs.
     fn main_pid(&self, unit: &str) -> Option<u32>;
     /// Whether systemd reports the loaded unit older than its file (`NeedDaemonReload`).
@@ -135,6 +137,14 @@ impl ServiceManager for Systemctl {
     fn is_active(&self, unit: &str) -> bool {
         Command::new("systemctl")
             .args(["is-active", "--quiet", unit])
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    }
+
+    fn is_enabled(&self, unit: &str) -> bool {
+        Command::new("systemctl")
+            .args(["is-enabled", "--quiet", unit])
             .status()
             .map(|s| s.success())
             .unwrap_or(false)

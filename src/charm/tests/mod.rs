@@ -10,6 +10,7 @@
 mod actions;
 mod config;
 mod postgres;
+mod restarts;
 mod roles;
 mod teardown;
 mod upgrade;
