@@ -45,6 +45,11 @@ impl Reports {
         self.push(Status::active(m));
     }
 
+    /// Adds `other`'s reports after these.
+    pub fn append(&mut self, other: Reports) {
+        self.items.extend(other.items);
+    }
+
     pub fn has_blocking(&self) -> bool {
         self.items.iter().any(|s| s.kind == StatusKind::Blocked)
     }

@@ -136,22 +136,26 @@ pub fn leader_steps(
                 return Ok(());
             }
             LeaderStep::Download => {
-                match release::install(juju, host, config, vol, &app.target, false, reports)? {
-                    Installed::Ready => continue,
-                    Installed::NotReady if !reports.has_blocking() => {
-                        // Waiting (another unit holds the volume): try again later.
-                        return Ok(());
-                    }
-                    Installed::NotReady => {
-                        // The status says why (blocked: bad checksum, 404, …): fail the
-                        // upgrade, keeping the reason for the application status.
+                // Only the install's own reports say whether it failed: another part of
+                // the reconcile may be blocked for reasons of its own.
+                let mut install = Reports::default();
+                let installed =
+                    release::install(juju, host, config, vol, &app.target, false, &mut install)?;
+                let blocked = install.has_blocking().then(|| install.pick().message);
+                reports.append(install);
+                match (installed, blocked) {
+                    (Installed::Ready, _) => continue,
+                    // Waiting (another unit holds the volume): try again later.
+                    (Installed::NotReady, None) => return Ok(()),
+                    (Installed::NotReady, Some(why)) => {
+                        // Blocked (bad checksum, 404, …): fail the upgrade, keeping the
+                        // reason for the application status.
                         let failed = AppUpgrade {
                             phase: Phase::Failed,
                             error: format!(
-                                "{}: cannot install v{}: {}",
+                                "{}: cannot install v{}: {why}",
                                 juju.unit_name(),
-                                app.target,
-                                reports.pick().message
+                                app.target
                             ),
                             grant: Vec::new(),
                             ..app

@@ -77,10 +77,21 @@ pub fn unit(
         return keep(host, vol, &me, None);
     };
     let set_installed = version == app.release;
-    if let Installed::NotReady =
-        release::install(juju, host, config, vol, &version, set_installed, reports)?
-    {
-        if let Some(gen) = switch_gen {
+    let mut install = Reports::default();
+    let installed = release::install(
+        juju,
+        host,
+        config,
+        vol,
+        &version,
+        set_installed,
+        &mut install,
+    )?;
+    let blocked = install.has_blocking();
+    reports.append(install);
+    if let Installed::NotReady = installed {
+        // A wait (another unit holds the volume) is tried again in a later hook.
+        if let Some(gen) = switch_gen.filter(|_| blocked) {
             report_failure(peers, gen, &format!("cannot install v{version} on {me}"));
         }
         return keep(host, vol, &me, running.as_deref());
