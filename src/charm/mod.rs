@@ -141,6 +141,13 @@ fn reconcile(juju: &Juju, host: &Host) -> Result<(), CharmError> {
             upgrading::leader(juju, host, &config, &vol, &mut peers, &mut reports)?;
         }
         unit.run(&mut peers, roles, &mut reports)?;
+        // One writer per volume: the leader for a shared one, every unit for its own.
+        let shared = config.shared_storage == SharedStorage::Shared;
+        if leader || !shared {
+            let app = upgrade::AppUpgrade::from_bag(&peers.app);
+            let pointer = release::pointer_version(host);
+            release::tidy_volume(&vol, &app, shared, pointer.as_deref(), &mut reports);
+        }
         upgrading::report_progress(juju, &config, &peers, &mut reports);
     }
     peers.flush(juju)?;

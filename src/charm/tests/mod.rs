@@ -13,6 +13,7 @@ mod postgres;
 mod restarts;
 mod roles;
 mod teardown;
+mod tidy;
 mod upgrade;
 mod web;
 mod worker;
