@@ -9,6 +9,7 @@
 
 mod actions;
 mod config;
+mod faults;
 mod postgres;
 mod restarts;
 mod roles;
