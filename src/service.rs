@@ -249,17 +249,18 @@ pub fn apply_service(
     }
     let unit_change = spec.install(host)?;
     let sys = &host.services;
-    if unit_change.written() || sys.needs_daemon_reload(&spec.name) {
+    let status = sys.status(&spec.name);
+    if unit_change.written() || status.needs_daemon_reload {
         sys.daemon_reload()?;
     }
-    if unit_change.written() || !sys.is_enabled(&spec.name) {
+    if unit_change.written() || !status.enabled {
         sys.enable(&spec.name)?;
     }
     let wanted = StartedWith::of(host, spec, files, reads);
     let record = started_record_path(&spec.name);
     let recorded = Recorded::read(host, &record);
     let mut applied = Applied::default();
-    match decide(sys.is_active(&spec.name), &recorded, &wanted) {
+    match decide(status.active, &recorded, &wanted) {
         Decision::Keep => {}
         Decision::Adopt => info!(
             "{}: adopting the running service (no record of what an older charm started it with)",

@@ -22,7 +22,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::{
     Clock, Host, KeyKind, KillWhom, ManagerError, Owner, Paths, ProvisionError, Provisioner,
-    ServiceManager,
+    ServiceManager, UnitStatus,
 };
 use crate::service::UNIT_DIR;
 
@@ -282,8 +282,13 @@ impl ServiceManager for Services {
         self.service(unit).active
     }
 
-    fn is_enabled(&self, unit: &str) -> bool {
-        self.service(unit).enabled
+    fn status(&self, unit: &str) -> UnitStatus {
+        let svc = self.service(unit);
+        UnitStatus {
+            active: svc.active,
+            enabled: svc.enabled,
+            needs_daemon_reload: self.needs_daemon_reload(unit),
+        }
     }
 
     fn main_pid(&self, unit: &str) -> Option<u32> {
