@@ -132,7 +132,7 @@ fn wait_done_within(m: &Model, version: &str, phase: &str, timeout: Duration) ->
     .map_err(|e| fail(format!("waiting for {what}: {e}")))
 }
 
-fn fake_log(m: &Model, u: &str) -> Vec<Record> {
+pub(crate) fn fake_log(m: &Model, u: &str) -> Vec<Record> {
     m.read_file(u, "/var/log/fake-concourse.log")
         .map(|b| parse_log(&b))
         .unwrap_or_default()
@@ -190,7 +190,7 @@ fn runs_from_volume(m: &Model, units: &[String], version: &str) -> TestResult {
 }
 
 /// No worker was ever stopped without landing, and at most `max` were down at once.
-fn workers_landed_one_at_a_time(m: &Model, units: &[String], max: usize) -> TestResult {
+pub(crate) fn workers_landed_one_at_a_time(m: &Model, units: &[String], max: usize) -> TestResult {
     // (time, +1 down / -1 up) for every worker landing and restart.
     let mut events: Vec<(f64, i32)> = Vec::new();
     for u in units {
@@ -450,7 +450,7 @@ fn single_unit(notify: bool) -> TestResult {
 /// The version each of the unit's Concourse processes really executes, read from /proc:
 /// bash keeps the script it runs open on fd 255, and the kernel names the file it
 /// resolved (`…/releases/<version>/concourse/bin/concourse`), whatever symlink started it.
-fn proc_versions(m: &Model, unit: &str) -> Vec<String> {
+pub(crate) fn proc_versions(m: &Model, unit: &str) -> Vec<String> {
     m.processes(unit)
         .iter()
         .filter(|p| p.cmdline.iter().any(|a| a == "web" || a == "worker"))

@@ -30,7 +30,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// What the faulted tool call or the killed process does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum FaultKind {
     /// The call fails (`ERROR connection is shut down`, exit 1) and has no effect; the
     /// charm goes on as it decides.
@@ -80,6 +80,8 @@ pub struct FaultHit {
     pub context_id: String,
     /// Whether the fault struck (false: the hook ended before it could).
     pub fired: bool,
+    /// Tool calls the hook had made before the fault struck, or in all when it missed.
+    pub calls: usize,
     /// `call 12 (status-set) failed`, `killed at call 12 (relation-get)`, `killed at
     /// checkpoint install.staged`, `missed: the hook made 9 calls`.
     pub what: String,
@@ -208,6 +210,7 @@ pub fn at_tool_call(
         hook: ctx.hook_name.clone(),
         context_id: ctx.id.clone(),
         fired: true,
+        calls: n - 1,
         what,
     });
     Some(kind)
@@ -288,6 +291,7 @@ pub fn after_hook(w: &mut World, ctx: &HookContext, watch: Option<&Watch>) -> St
                         hook: ctx.hook_name.clone(),
                         context_id: ctx.id.clone(),
                         fired: false,
+                        calls: ctx.tool_calls.len(),
                         what: format!("missed: the hook made {} calls", ctx.tool_calls.len()),
                     });
                 }
@@ -302,6 +306,7 @@ pub fn after_hook(w: &mut World, ctx: &HookContext, watch: Option<&Watch>) -> St
                         hook: ctx.hook_name.clone(),
                         context_id: ctx.id.clone(),
                         fired: true,
+                        calls: ctx.tool_calls.len(),
                         what: format!("killed at checkpoint {name}"),
                     });
                     a.fired.push(name);
