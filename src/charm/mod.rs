@@ -204,9 +204,8 @@ impl UnitRun<'_> {
         let switched = outcome.switched.is_some();
         if let Some(switch) = outcome.switched {
             let back = upgrading::verify_switch(juju, host, vol, peers, roles, &r, switch)?;
-            if let Some(mut back) = back {
+            if let Some(back) = back {
                 // back to the previous release: restart the roles on it
-                back.changed = true;
                 role.apply(peers, &back, &mut Reports::default())?;
                 r = back;
             }
@@ -216,11 +215,29 @@ impl UnitRun<'_> {
         if switched && self.leader {
             upgrading::leader_steps(juju, host, config, vol, peers, reports)?;
         }
-        if juju.context().event != Event::UpdateStatus || r.changed {
-            juju.application_version_set(&r.version)?;
-        }
-        Ok(())
+        set_app_version(juju, self.host, &r.version)
     }
+}
+
+/// Tells Juju the version this unit runs: in every hook but `update-status`, and in that
+/// one too when the unit's record of what Juju was last told differs (a hook that
+/// switched and died before telling it, retried as `update-status`).
+fn set_app_version(juju: &Juju, host: &Host, version: &str) -> Result<(), CharmError> {
+    let record = host
+        .paths
+        .local(std::path::Path::new(release::LOCAL_DIR).join("application-version"));
+    let told = std::fs::read_to_string(&record).ok();
+    if juju.context().event == Event::UpdateStatus && told.as_deref() == Some(version) {
+        return Ok(());
+    }
+    juju.application_version_set(version)?;
+    if let Err(e) = crate::fsutil::write_if_changed(&record, version.as_bytes(), 0o644, None) {
+        warn!(
+            "cannot record the application version in {}: {e}",
+            record.display()
+        );
+    }
+    Ok(())
 }
 
 /// Applying this unit's roles in one hook.

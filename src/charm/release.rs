@@ -47,11 +47,11 @@ pub enum ReleaseError {
 }
 
 /// The release the unit runs after this step (behind its pointer, [`current_link`]).
+/// Whether the pointer moved in this hook is not part of it: services follow what they
+/// were started with (`service::apply_service`), whichever hook moved it.
 #[derive(Debug, Clone)]
 pub struct RunningRelease {
     pub version: String,
-    /// The pointer moved in this hook: services must restart.
-    pub changed: bool,
 }
 
 /// The unit's pointer (a machine path): `/var/lib/concourse-ci/current`.
@@ -391,6 +391,5 @@ pub fn point_at(
     .map_err(ReleaseError::from)?;
     Ok(RunningRelease {
         version: version.to_string(),
-        changed,
     })
 }

@@ -95,3 +95,33 @@ fn a_peer_without_a_readable_bag_is_an_empty_peer() {
         .insert(argv, (1, "ERROR permission denied".into()));
     u.ok("update-status");
 }
+
+/// The application version was told to Juju in `update-status` only when the pointer
+/// moved in that very hook: a switch in `update-status` that failed at
+/// `application-version-set` was retried as `update-status`, found the pointer already
+/// moved, and left `juju status` showing the old version.
+#[test]
+fn regression_the_application_version_follows_a_retried_switch() {
+    let u = Unit::deployed("all");
+    u.add_postgresql("db-pw");
+    u.publish(V2);
+    u.action("upgrade", json!({"version": V2}));
+    u.ok("update-status");
+    u.model.state_mut().failing.insert(
+        "application-version-set".into(),
+        (1, "ERROR connection is shut down".into()),
+    );
+    assert!(u.hook("update-status").is_err());
+    assert_eq!(u.app_version(), Some(V1.to_string()));
+    u.model.state_mut().failing.clear();
+    u.ok("update-status");
+    assert_eq!(u.app_version(), Some(V2.to_string()));
+    // and once Juju knows it, update-status does not tell it again
+    u.ok("update-status");
+    assert!(!u
+        .model
+        .state()
+        .calls
+        .iter()
+        .any(|c| c.starts_with("application-version-set")));
+}
