@@ -1313,9 +1313,10 @@ impl Model {
     // ----- fault injection (see `crate::faults`) -----
 
     /// Arms `fault` for the hooks and actions of `unit` for which `when` holds (checked
-    /// under the model lock as each one's context is prepared). A tool-call fault is used
-    /// up by the first such hook; a checkpoint fault applies to each until all its
-    /// checkpoints fired. Returns the fault's id.
+    /// under the model lock as each one's context is prepared, so `when` reads the
+    /// [`HookStart`] it is given and never calls back into the model). A tool-call fault
+    /// is used up by the first such hook; a checkpoint fault applies to each until all
+    /// its checkpoints fired. Returns the fault's id.
     pub fn arm_fault(
         &self,
         unit: &str,
