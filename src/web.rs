@@ -17,7 +17,8 @@ use crate::host::{Host, KeyKind, Owner, ProvisionError};
 use crate::keys::{self, KeyError};
 use crate::postgres::DbInfo;
 use crate::service::{
-    self, apply_service, render_env, Applied, ManagedFile, OnChange, ServiceError, UnitSpec,
+    self, apply_service, render_env, Applied, ManagedFile, OnChange, ReadFile, ServiceError,
+    UnitSpec,
 };
 
 pub const SERVICE: &str = "concourse-server";
@@ -150,14 +151,14 @@ pub fn ensure_keys(host: &Host, concourse: &Path) -> Result<(Owner, String), Web
 }
 
 /// Writes the env file and the authorized worker keys, then (re)starts web, or reloads
-/// it when only the worker keys changed. `owner` owns the keys (root, the service's group).
+/// it when only the worker keys differ from what it runs. `owner` owns the keys (root,
+/// the service's group).
 pub fn apply(
     host: &Host,
     env_vars: &BTreeMap<String, String>,
     authorized_keys: &str,
     spec: &UnitSpec,
     owner: Owner,
-    release_changed: bool,
 ) -> Result<Applied, WebError> {
     let files = [
         ManagedFile {
@@ -175,7 +176,11 @@ pub fn apply(
             on_change: OnChange::Reload,
         },
     ];
-    Ok(apply_service(host, spec, &files, release_changed)?)
+    let keys = [tsa_host_key(), session_signing_key()].map(|path| ReadFile {
+        path,
+        on_change: OnChange::Restart,
+    });
+    Ok(apply_service(host, spec, &files, &keys)?)
 }
 
 /// Stops web and removes its service (unit removal, role change).

@@ -16,7 +16,8 @@ use crate::config::CharmConfig;
 use crate::host::{Host, KeyKind, KillWhom};
 use crate::keys::{self, KeyError};
 use crate::service::{
-    self, apply_service, render_env, Applied, ManagedFile, OnChange, ServiceError, UnitSpec,
+    self, apply_service, render_env, Applied, ManagedFile, OnChange, ReadFile, ServiceError,
+    UnitSpec,
 };
 
 pub const SERVICE: &str = "concourse-worker";
@@ -122,7 +123,6 @@ pub fn apply(
     env_vars: &BTreeMap<String, String>,
     tsa_key: &str,
     spec: &UnitSpec,
-    release_changed: bool,
 ) -> Result<Applied, WorkerError> {
     let work = host.paths.local(work_dir());
     std::fs::create_dir_all(&work).map_err(|source| WorkerError::Write { path: work, source })?;
@@ -143,7 +143,11 @@ pub fn apply(
             on_change: OnChange::Restart,
         },
     ];
-    Ok(apply_service(host, spec, &files, release_changed)?)
+    let key = [ReadFile {
+        path: worker_key(),
+        on_change: OnChange::Restart,
+    }];
+    Ok(apply_service(host, spec, &files, &key)?)
 }
 
 /// Signals the worker's main process (`SIGUSR1` land, `SIGUSR2` retire) and waits for

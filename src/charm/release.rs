@@ -67,11 +67,11 @@ pub fn trust_store_path() -> PathBuf {
 }
 
 /// The release the unit runs after this step (behind its pointer, [`current_link`]).
+/// Whether the pointer moved in this hook is not part of it: services follow what they
+/// were started with (`service::apply_service`), whichever hook moved it.
 #[derive(Debug, Clone)]
 pub struct RunningRelease {
     pub version: String,
-    /// The pointer moved in this hook: services must restart.
-    pub changed: bool,
 }
 
 /// The unit's pointer (a machine path): `/var/lib/concourse-ci/current`.
@@ -525,6 +525,90 @@ fn record_installed_version(vol: &Volume, version: &str) {
     }
 }
 
+/// Keeps a volume tidy once an upgrade is over (phase idle or failed), level-triggered
+/// in every hook so that what a failed or killed hook left undone is done by a later
+/// one: `.installed_version` names the application's release (on a per-unit volume only
+/// once this unit runs it), and published releases other than the release, the previous
+/// one and the target are removed unless a unit records it runs them (see
+/// `installer::prune_releases`). The caller picks who tidies: the leader for a shared
+/// volume, every unit for its own. Never waits for the lock: when another unit holds
+/// it, a later hook tidies. Errors are reported and tried again in the next hook.
+pub fn tidy_volume(
+    vol: &Volume,
+    app: &crate::upgrade::AppUpgrade,
+    shared: bool,
+    pointer: Option<&str>,
+    reports: &mut Reports,
+) {
+    use crate::upgrade::Phase;
+    if !matches!(app.phase, Phase::Idle | Phase::Failed) || app.release.is_empty() {
+        return;
+    }
+    let record = shared || pointer == Some(app.release.as_str());
+    let keep: Vec<&str> = [&app.release, &app.from, &app.target]
+        .into_iter()
+        .map(String::as_str)
+        .filter(|v| !v.is_empty())
+        .collect();
+    let done = record_release(vol, &app.release, record).and_then(|()| {
+        if !has_prunable(vol, &keep)? {
+            return Ok(());
+        }
+        let report = installer::prune_releases(vol, &keep, Duration::ZERO, &Backoff::DEFAULT)?;
+        if !report.removed.is_empty() {
+            info!("removed unused releases {}", report.removed.join(", "));
+        }
+        Ok(())
+    });
+    match done {
+        Ok(()) => {}
+        Err(e) => match e.class() {
+            ErrorClass::Waiting => info!("the volume is busy: tidying it in a later hook"),
+            class => {
+                warn!(
+                    "tidying {}: {}",
+                    vol.root().display(),
+                    crate::error_chain(&e)
+                );
+                match class {
+                    ErrorClass::Permanent => reports.blocked(e.status_message()),
+                    _ => reports.maintenance(e.status_message()),
+                }
+            }
+        },
+    }
+}
+
+/// Records `release` in `.installed_version` when `record` and it says otherwise.
+fn record_release(vol: &Volume, release: &str, record: bool) -> Result<(), InstallError> {
+    if !record || vol.installed_version()?.as_deref() == Some(release) {
+        return Ok(());
+    }
+    let Some(lock) = vol.try_lock_install()? else {
+        return Err(StorageError::LockTimeout {
+            path: vol.layout().lock_file(),
+            waited: Duration::ZERO,
+            holder: None,
+        }
+        .into());
+    };
+    lock.set_installed_version(release)?;
+    info!("recorded v{release} as the installed version of the volume");
+    Ok(())
+}
+
+/// Whether prune would remove anything (read without the lock; prune decides again under it).
+fn has_prunable(vol: &Volume, keep: &[&str]) -> Result<bool, InstallError> {
+    let mut kept: Vec<String> = keep.iter().map(|v| v.to_string()).collect();
+    kept.extend(vol.installed_version()?);
+    kept.extend(
+        vol.unit_states()?
+            .into_iter()
+            .filter_map(|(_, s)| s.running_version),
+    );
+    Ok(vol.published_versions()?.iter().any(|v| !kept.contains(v)))
+}
+
 /// Points the unit at `version` (already published) and records it on the volume.
 pub fn point_at(
     host: &Host,
@@ -554,6 +638,5 @@ pub fn point_at(
     .map_err(ReleaseError::from)?;
     Ok(RunningRelease {
         version: version.to_string(),
-        changed,
     })
 }

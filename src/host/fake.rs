@@ -10,6 +10,9 @@
 //! has `ExecReload=`; `kill --kill-whom=main` needs a main process; `start` of an active
 //! service does nothing. A worker's main process exits on SIGUSR1 (land) and SIGUSR2
 //! (retire) unless the test says it ignores them; SIGHUP (web's reload) keeps it running.
+//! A started process records the binary it runs, resolved through the unit's pointer at
+//! start (what `/proc/<pid>/exe` says), and a test can make any call fail
+//! (`ServicesState::failing`) the way a failed systemd job does.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, BTreeSet};
@@ -19,7 +22,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::{
     Clock, Host, KeyKind, KillWhom, ManagerError, Owner, Paths, ProvisionError, Provisioner,
-    ServiceManager,
+    ServiceManager, UnitStatus,
 };
 use crate::service::UNIT_DIR;
 
@@ -31,6 +34,11 @@ pub struct Service {
     pub enabled: bool,
     /// The unit file text systemd loaded (at the last daemon-reload or first start).
     pub loaded: Option<String>,
+    /// The binary the running process executes, resolved through the unit's pointer at
+    /// its start (as the kernel resolves `ExecStart=`; `/proc/<pid>/exe`).
+    pub exe: Option<PathBuf>,
+    /// What the process read from its `EnvironmentFile=`s when it started.
+    pub environment: Option<String>,
 }
 
 #[derive(Debug, Default)]
@@ -45,6 +53,9 @@ pub struct ServicesState {
     pub crashing_versions: BTreeSet<String>,
     /// Services whose main process ignores SIGUSR1/SIGUSR2 (it never lands).
     pub ignore_drain: BTreeSet<String>,
+    /// Calls that fail while listed (`restart concourse-server`, `daemon-reload`), as
+    /// `systemctl` does when a job fails or the manager is busy; the call has no effect.
+    pub failing: BTreeSet<String>,
     next_pid: u32,
 }
 
@@ -74,20 +85,43 @@ impl Services {
         }
     }
 
-    /// Whether the binary a unit text starts is in a release that crashes.
-    fn runs_crashing_release(&self, text: &str) -> bool {
-        let Some(exec) = text.lines().find_map(|l| l.strip_prefix("ExecStart=")) else {
-            return false;
-        };
+    /// The binary a unit text starts, resolved through symlinks; `None` when it is
+    /// missing (systemd cannot exec it).
+    fn exe_of(&self, text: &str) -> Option<PathBuf> {
+        let exec = text.lines().find_map(|l| l.strip_prefix("ExecStart="))?;
         let bin = exec.split_whitespace().next().unwrap_or_default();
-        let Ok(real) = std::fs::canonicalize(self.paths.local(bin)) else {
-            return true; // systemd cannot exec a missing binary
+        std::fs::canonicalize(self.paths.local(bin)).ok()
+    }
+
+    /// The text of the unit's `EnvironmentFile=`s now, as a starting process reads them.
+    fn environment_of(&self, text: &str) -> String {
+        text.lines()
+            .filter_map(|l| l.strip_prefix("EnvironmentFile="))
+            .filter_map(|f| std::fs::read_to_string(self.paths.local(f)).ok())
+            .collect()
+    }
+
+    /// Whether the binary `exe` is missing or in a release that crashes.
+    fn crashes(&self, exe: Option<&Path>) -> bool {
+        let Some(real) = exe else {
+            return true;
         };
         let real = real.display().to_string();
         let st = self.state.borrow();
         st.crashing_versions
             .iter()
             .any(|v| real.contains(&format!("/releases/{v}/")))
+    }
+
+    /// Logs a call; fails it when the test lists it in `failing`.
+    fn call(&self, entry: String, unit: &str) -> Result<(), ManagerError> {
+        let refused = self.state.borrow().failing.contains(&entry);
+        self.log(entry.clone());
+        if refused {
+            let msg = format!("Job for {unit}.service failed (test: `{entry}` is failing).");
+            return Err(failed(&entry, unit, &msg));
+        }
+        Ok(())
     }
 
     fn unit_text(&self, unit: &str) -> Option<String> {
@@ -126,7 +160,9 @@ impl Services {
             ));
         };
         let loaded = self.service(unit).loaded.unwrap_or(text);
-        let release_crashes = self.runs_crashing_release(&loaded);
+        let exe = self.exe_of(&loaded);
+        let environment = self.environment_of(&loaded);
+        let release_crashes = self.crashes(exe.as_deref());
         let mut st = self.state.borrow_mut();
         st.next_pid += 1;
         let pid = 1000 + st.next_pid;
@@ -135,13 +171,15 @@ impl Services {
         svc.loaded = Some(loaded);
         svc.active = !crashes;
         svc.pid = (!crashes).then_some(pid);
+        svc.exe = if crashes { None } else { exe };
+        svc.environment = (!crashes).then_some(environment);
         Ok(())
     }
 }
 
 impl ServiceManager for Services {
     fn daemon_reload(&self) -> Result<(), ManagerError> {
-        self.log("daemon-reload".into());
+        self.call("daemon-reload".into(), "")?;
         let names: Vec<String> = self.state.borrow().services.keys().cloned().collect();
         for n in names {
             let text = self.unit_text(&n);
@@ -174,7 +212,7 @@ impl ServiceManager for Services {
     }
 
     fn start(&self, unit: &str) -> Result<(), ManagerError> {
-        self.log(format!("start {unit}"));
+        self.call(format!("start {unit}"), unit)?;
         if self.is_active(unit) {
             return Ok(());
         }
@@ -191,17 +229,19 @@ impl ServiceManager for Services {
         if let Some(s) = self.state.borrow_mut().services.get_mut(unit) {
             s.active = false;
             s.pid = None;
+            s.exe = None;
+            s.environment = None;
         }
         Ok(())
     }
 
     fn restart(&self, unit: &str) -> Result<(), ManagerError> {
-        self.log(format!("restart {unit}"));
+        self.call(format!("restart {unit}"), unit)?;
         self.launch("restart", unit)
     }
 
     fn reload(&self, unit: &str) -> Result<(), ManagerError> {
-        self.log(format!("reload {unit}"));
+        self.call(format!("reload {unit}"), unit)?;
         let svc = self.service(unit);
         if !svc.active {
             let msg = format!("{unit}.service is not active, cannot reload.");
@@ -231,6 +271,8 @@ impl ServiceManager for Services {
             if let Some(s) = self.state.borrow_mut().services.get_mut(unit) {
                 s.active = false;
                 s.pid = None;
+                s.exe = None;
+                s.environment = None;
             }
         }
         Ok(())
@@ -238,6 +280,15 @@ impl ServiceManager for Services {
 
     fn is_active(&self, unit: &str) -> bool {
         self.service(unit).active
+    }
+
+    fn status(&self, unit: &str) -> UnitStatus {
+        let svc = self.service(unit);
+        UnitStatus {
+            active: svc.active,
+            enabled: svc.enabled,
+            needs_daemon_reload: self.needs_daemon_reload(unit),
+        }
     }
 
     fn main_pid(&self, unit: &str) -> Option<u32> {

@@ -22,7 +22,7 @@ pub mod services;
 pub use clock::{Clock, SystemClock};
 pub use paths::Paths;
 pub use provision::{KeyKind, Owner, ProvisionError, Provisioner, System};
-pub use services::{KillWhom, ManagerError, ServiceManager, Systemctl};
+pub use services::{KillWhom, ManagerError, ServiceManager, Systemctl, UnitStatus};
 
 /// Everything the charm touches on the machine besides Juju and the volume.
 pub struct Host {

@@ -96,7 +96,8 @@ pub struct State {
     pub calls: Vec<String>,
     /// Every tool call since the model was made: (argv, stdin).
     pub history: Vec<(String, String)>,
-    /// Tools that fail while listed (exit code, stderr), as when the controller is away.
+    /// Tools (by name) or single calls (by whole argv, as `calls` records them) that fail
+    /// while listed (exit code, stderr), as when the controller is away.
     pub failing: BTreeMap<String, (i32, String)>,
     hook: String,
     pending: Pending,
@@ -432,7 +433,8 @@ fn bag_json(bag: &Databag) -> Value {
 
 impl State {
     fn answer(&mut self, tool: &str, args: &[String], stdin: Option<&[u8]>) -> Out {
-        if let Some(fault) = self.failing.get(tool) {
+        let argv = format_argv(tool, args);
+        if let Some(fault) = self.failing.get(tool).or(self.failing.get(&argv)) {
             return Err(fault.clone());
         }
         match tool {

@@ -6,6 +6,7 @@
 //! (multicall): `main` hands over to them before running any test.
 
 mod common;
+mod faults;
 mod lifecycle;
 mod roles;
 mod storage;
@@ -24,5 +25,6 @@ fn main() {
     trials.extend(storage::trials());
     trials.extend(upgrade::trials());
     trials.extend(upgrade::bench_trials());
+    trials.extend(faults::trials());
     libtest_mimic::run(&args, trials).exit();
 }

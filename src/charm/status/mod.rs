@@ -56,6 +56,14 @@ impl Reports {
         }
     }
 
+    /// Adds `other`'s reports (and notes) after these.
+    pub fn append(&mut self, other: Reports) {
+        self.items.extend(other.items);
+        for n in other.notes {
+            self.note(n);
+        }
+    }
+
     pub fn has_blocking(&self) -> bool {
         self.items.iter().any(|s| s.kind == StatusKind::Blocked)
     }

@@ -9,9 +9,12 @@
 
 mod actions;
 mod config;
+mod faults;
 mod postgres;
+mod restarts;
 mod roles;
 mod teardown;
+mod tidy;
 mod trust;
 mod upgrade;
 mod web;
@@ -190,6 +193,32 @@ impl Unit {
             &mut |_| {},
         )
         .unwrap();
+    }
+
+    /// The digests the leader would publish for `versions` on this unit's volume (from
+    /// each MANIFEST), as the `release-digests` app value.
+    pub fn leader_digests_json(&self, versions: &[&str]) -> String {
+        let digests: std::collections::BTreeMap<String, _> = versions
+            .iter()
+            .map(|v| {
+                let m = crate::installer::Manifest::read(&self.volume().layout().release_dir(v))
+                    .unwrap();
+                let d = crate::installer::trust::ExecDigests::from_entries(
+                    &m.entries,
+                    &m.tarball.sha256,
+                );
+                (v.to_string(), d)
+            })
+            .collect();
+        serde_json::to_string(&digests).unwrap()
+    }
+
+    /// Writes the leader's digests of `versions` into the app databag (a non-leader runs
+    /// a release another unit installed only with them).
+    pub fn trust_leader_digests(&self, versions: &[&str]) {
+        let json = self.leader_digests_json(versions);
+        self.model
+            .set_bag(self.peers, APP, &[("release-digests", json.as_str())]);
     }
 
     fn run(

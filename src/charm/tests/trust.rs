@@ -95,13 +95,7 @@ fn a_binary_changed_on_the_volume_after_verification_is_never_started() {
 
 /// The digests the leader would publish for `version` on `u`'s volume (from MANIFEST).
 fn leader_digests_json(u: &Unit, version: &str) -> String {
-    let m = crate::installer::Manifest::read(&u.volume().layout().release_dir(version)).unwrap();
-    let d = crate::installer::trust::ExecDigests::from_entries(&m.entries, &m.tarball.sha256);
-    serde_json::to_string(&std::collections::BTreeMap::from([(
-        version.to_string(),
-        d,
-    )]))
-    .unwrap()
+    u.leader_digests_json(&[version])
 }
 
 #[test]
