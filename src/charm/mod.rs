@@ -15,6 +15,7 @@ pub mod actions;
 pub mod failure;
 pub mod peers;
 pub mod release;
+pub mod settled;
 pub mod status;
 pub mod upgrading;
 pub mod workload;
@@ -50,11 +51,17 @@ pub enum CharmError {
     Workload(String),
     #[error("installing the release failed")]
     Release(#[from] release::ReleaseError),
+    #[error("forgetting the settled state failed")]
+    Settled(#[from] settled::SettledError),
 }
 
 /// Runs the handler for the hook or action in `juju`'s context, acting on `host`.
 pub fn dispatch(juju: &Juju, host: &Host) -> Result<(), CharmError> {
     let event = juju.context().event.clone();
+    // Anything but update-status may change what the unit should be: settled no more.
+    if !matches!(event, Event::Unknown(_) | Event::UpdateStatus) {
+        settled::forget(host)?;
+    }
     match &event {
         Event::Unknown(name) => {
             debug!("ignoring hook {name}: nothing to do");
@@ -69,8 +76,20 @@ pub fn dispatch(juju: &Juju, host: &Host) -> Result<(), CharmError> {
             info!("storage detaching: services keep running until the unit stops");
             Ok(())
         }
+        Event::UpdateStatus => failure::settle(juju, reconcile_unless_settled(juju, host)),
         _ => failure::settle(juju, reconcile(juju, host)),
     }
+}
+
+/// `update-status`: nothing to do when the unit is as its last full reconcile left it
+/// (`settled`); otherwise a full reconcile.
+fn reconcile_unless_settled(juju: &Juju, host: &Host) -> Result<(), CharmError> {
+    if settled::holds(juju, host)? {
+        debug!("settled: nothing to do");
+        return Ok(());
+    }
+    settled::forget(host)?;
+    reconcile(juju, host)
 }
 
 fn run_action(juju: &Juju, host: &Host, name: &str) -> Result<(), CharmError> {
@@ -127,43 +146,145 @@ fn reconcile(juju: &Juju, host: &Host) -> Result<(), CharmError> {
     }
     let me = juju.unit_name().to_string();
     let roles = roles_for(config.mode, &me, peers.app_value(peers::WEB_UNIT));
-    if let Some(vol) = release::open_volume(juju, &config, &mut reports)? {
+    let mut tidied = None;
+    let vol = release::open_volume(juju, &config, &mut reports)?;
+    if let Some(vol) = &vol {
         if config.shared_storage == SharedStorage::Shared {
-            release::prove_sharing(&vol, &me, &mut peers, &mut reports)?;
+            release::prove_sharing(vol, &me, &mut peers, &mut reports)?;
         }
         let unit = UnitRun {
             juju,
             host,
             config: &config,
-            vol: &vol,
+            vol,
             leader,
         };
         if leader {
-            upgrading::leader(juju, host, &config, &vol, &mut peers, &mut reports)?;
+            upgrading::leader(juju, host, &config, vol, &mut peers, &mut reports)?;
         }
         unit.run(&mut peers, roles, &mut reports)?;
         if leader {
-            release::publish_digests(host, &vol, &mut peers);
+            release::publish_digests(host, vol, &mut peers);
         }
         // One writer per volume: the leader for a shared one, every unit for its own.
         let shared = config.shared_storage == SharedStorage::Shared;
         if leader || !shared {
             let app = upgrade::AppUpgrade::from_bag(&peers.app);
             let pointer = release::pointer_version(host);
-            release::tidy_volume(&vol, &app, shared, pointer.as_deref(), &mut reports);
+            tidied = Some(release::tidy_volume(
+                vol,
+                &app,
+                shared,
+                pointer.as_deref(),
+                &mut reports,
+            ));
         }
         upgrading::report_progress(juju, &config, &peers, &mut reports);
     }
     peers.flush(juju)?;
-    juju.status_set(&reports.pick(), false)?;
+    let unit_status = reports.pick();
+    juju.status_set(&unit_status, false)?;
+    let mut app_status = None;
     if leader && peers.rel.is_some() {
         let app = upgrade::AppUpgrade::from_bag(&peers.app);
         let units = upgrading::reports_of(juju, &config, &peers);
         let status =
             upgrading::app_status(&app, &units, config.version.as_deref(), juju.app_name());
         juju.status_set(&status, true)?;
+        app_status = Some(status);
+    }
+    let ending = Ending {
+        leader,
+        config: &config,
+        peers: &peers,
+        roles,
+        unit_status: &unit_status,
+        app_status: app_status.as_ref(),
+        tidied,
+    };
+    if let Some(vol) = &vol {
+        if let Some(rec) = ending.settled(juju, host, vol)? {
+            settled::record(host, &rec);
+        }
     }
     Ok(())
+}
+
+/// How a full reconcile ended, as far as settling goes.
+struct Ending<'a> {
+    leader: bool,
+    config: &'a CharmConfig,
+    peers: &'a Peers,
+    roles: Option<Roles>,
+    unit_status: &'a Status,
+    app_status: Option<&'a Status>,
+    /// Whether the volume is tidy, when this unit tidies it.
+    tidied: Option<bool>,
+}
+
+impl Ending<'_> {
+    /// The settled record when the unit has nothing pending: active (and the application
+    /// too, on the leader), the upgrade idle without error, the volume tidy, the unit on
+    /// the application's release and every role's service running. `None` otherwise.
+    fn settled(
+        &self,
+        juju: &Juju,
+        host: &Host,
+        vol: &Volume,
+    ) -> Result<Option<settled::Settled>, CharmError> {
+        use crate::juju::StatusKind::Active;
+        let app = upgrade::AppUpgrade::from_bag(&self.peers.app);
+        let quiet = self.unit_status.kind == Active
+            && self.app_status.is_none_or(|s| s.kind == Active)
+            && app.phase == upgrade::Phase::Idle
+            && app.error.is_empty()
+            && self.tidied != Some(false);
+        let pointer = release::pointer_version(host);
+        let (Some(roles), Some(release), true) = (self.roles, pointer, quiet) else {
+            return Ok(None);
+        };
+        if release != app.release || roles == Roles::NONE {
+            return Ok(None);
+        }
+        let services: Vec<String> = [
+            (roles.web, crate::web::SERVICE),
+            (roles.worker, crate::worker::SERVICE),
+        ]
+        .into_iter()
+        .filter(|(has, _)| *has)
+        .map(|(_, s)| s.to_string())
+        .collect();
+        if !services.iter().all(|s| host.services.is_active(s)) {
+            return Ok(None);
+        }
+        let recheck_at = match (&self.config.version, self.leader) {
+            (None, true) => {
+                let state = vol.read_unit_state(juju.unit_name()).ok().flatten();
+                let Some(cache) = state.and_then(|s| s.latest) else {
+                    return Ok(None);
+                };
+                Some(cache.checked_at + crate::installer::LATEST_CACHE_TTL.as_secs())
+            }
+            _ => None,
+        };
+        let key_dirs: Vec<std::path::PathBuf> = [
+            (roles.web, crate::web::keys_dir()),
+            (roles.worker, crate::worker::keys_dir()),
+        ]
+        .into_iter()
+        .filter_map(|(has, d)| has.then_some(d))
+        .collect();
+        Ok(Some(settled::Settled {
+            keys: settled::key_digests(host, &key_dirs),
+            key_dirs,
+            inputs: settled::inputs_hash(&juju.config()?, self.leader)?,
+            volume: vol.root().to_path_buf(),
+            release,
+            tidier: self.tidied.is_some(),
+            services,
+            recheck_at,
+        }))
+    }
 }
 
 /// This unit's part of a reconcile once its volume is usable.
@@ -227,10 +348,8 @@ impl UnitRun<'_> {
 /// one too when the unit's record of what Juju was last told differs (a hook that
 /// switched and died before telling it, retried as `update-status`).
 fn set_app_version(juju: &Juju, host: &Host, version: &str) -> Result<(), CharmError> {
-    let record = host
-        .paths
-        .local(std::path::Path::new(release::LOCAL_DIR).join("application-version"));
-    let told = std::fs::read_to_string(&record).ok();
+    let record = app_version_record(host);
+    let told = told_version(host);
     if juju.context().event == Event::UpdateStatus && told.as_deref() == Some(version) {
         return Ok(());
     }
@@ -242,6 +361,16 @@ fn set_app_version(juju: &Juju, host: &Host, version: &str) -> Result<(), CharmE
         );
     }
     Ok(())
+}
+
+fn app_version_record(host: &Host) -> std::path::PathBuf {
+    host.paths
+        .local(std::path::Path::new(release::LOCAL_DIR).join("application-version"))
+}
+
+/// The workload version this unit last told Juju, per its record.
+fn told_version(host: &Host) -> Option<String> {
+    std::fs::read_to_string(app_version_record(host)).ok()
 }
 
 /// Applying this unit's roles in one hook.
