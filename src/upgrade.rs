@@ -11,7 +11,8 @@
 //! `upgrade-error`, `upgrade-rollback`, `release-version` (what every unit runs
 //! when no upgrade is under way) and `config-version` (the version the configuration
 //! asked for when the leader last acted on it: the `version` option, or the latest
-//! release when the option is empty). Unit databag: `version` (running), `upgrade-ack`
+//! release when the option is empty), `upgrade-progress` (the leader's [`progress`]
+//! line as of its last write). Unit databag: `version` (running), `upgrade-ack`
 //! (`<gen>:<phase>`), `upgrade-state` (`<gen>:ready|switched|failed`), `upgrade-error`.
 //!
 //! Invariants: the generation only grows; a grant names units of the current
@@ -106,6 +107,9 @@ pub const K_ERROR: &str = "upgrade-error";
 pub const K_ROLLBACK: &str = "upgrade-rollback";
 pub const K_RELEASE: &str = "release-version";
 pub const K_CONFIG_VERSION: &str = "config-version";
+/// The leader's line on where the upgrade is ([`progress`]), written only with another
+/// change of the app databag: non-leaders show it without reading every unit's databag.
+pub const K_PROGRESS: &str = "upgrade-progress";
 pub const K_VERSION: &str = "version";
 pub const K_ACK: &str = "upgrade-ack";
 pub const K_STATE: &str = "upgrade-state";

@@ -140,7 +140,7 @@ fn reconcile(juju: &Juju, host: &Host) -> Result<(), CharmError> {
     };
     let mut reports = Reports::default();
     let leader = juju.is_leader()?;
-    let mut peers = Peers::read(juju)?;
+    let mut peers = read_peers(juju, &config, leader)?;
     if leader {
         leader_duties(juju, &config, &mut peers)?;
     }
@@ -179,7 +179,10 @@ fn reconcile(juju: &Juju, host: &Host) -> Result<(), CharmError> {
                 &mut reports,
             ));
         }
-        upgrading::report_progress(juju, &config, &peers, &mut reports);
+        if leader {
+            upgrading::publish_progress(juju, &config, &mut peers);
+        }
+        upgrading::report_progress(juju, &config, &peers, leader, &mut reports);
     }
     peers.flush(juju)?;
     let unit_status = reports.pick();
@@ -285,6 +288,41 @@ impl Ending<'_> {
             recheck_at,
         }))
     }
+}
+
+/// The peer relation as this unit needs it (docs/scale.md#who-reads-what): the leader
+/// reads every member's databag; a non-leader reads the app's, its own, and only the
+/// members' it uses: the web unit's (a worker in `auto` mode needs its TSA), every one
+/// when it runs web for them (their worker keys: the web unit in `auto` mode, every unit
+/// in `mode=all`), and in shared mode those whose state is not on this unit's volume yet
+/// (proving sharing needs their nonce).
+fn read_peers(juju: &Juju, config: &CharmConfig, leader: bool) -> Result<Peers, CharmError> {
+    if leader {
+        return Ok(Peers::read(juju)?);
+    }
+    let mut peers = Peers::read_members(juju, false)?;
+    let me = juju.unit_name();
+    let web = peers.app_value(peers::WEB_UNIT).map(str::to_string);
+    let all = match config.mode {
+        Mode::All => true,
+        Mode::Auto => web.as_deref() == Some(me),
+        Mode::Web | Mode::Worker => false,
+    };
+    let mut wanted: Vec<String> = if all {
+        peers.names.clone()
+    } else {
+        web.into_iter().collect()
+    };
+    if config.shared_storage == SharedStorage::Shared {
+        if let Some(root) = release::volume_root(juju)? {
+            let vol = Volume::new(root);
+            let proven =
+                |u: &str| matches!(vol.read_unit_state(u), Ok(Some(s)) if s.nonce.is_some());
+            wanted.extend(peers.names.iter().filter(|u| !proven(u)).cloned());
+        }
+    }
+    peers.read_bags(juju, &wanted)?;
+    Ok(peers)
 }
 
 /// This unit's part of a reconcile once its volume is usable.

@@ -6,7 +6,8 @@
 //! and of grants. The finish only writes the final state: recording the installed
 //! version and pruning follow from it in every hook (`release::tidy_volume`).
 //! Invariants: at most eight steps per hook; a step that other units must see ends the
-//! hook's steps.
+//! hook's steps (going from prepare to downloading is not one: the leader downloads in
+//! the same hook, so units see phase complete next unless the download must wait).
 
 use std::path::Path;
 use std::time::Duration;
@@ -174,7 +175,11 @@ pub fn leader_steps(
                     next.grant.join(", ")
                 );
                 peers.write_app(&next.to_bag());
-                if !peers.others.is_empty() {
+                // Downloading needs no other unit's reaction: the leader downloads now
+                // (a wait for the volume leaves the phase for the units to see and
+                // acknowledge, which wakes the leader again).
+                let download_next = app.phase == Phase::Prepare && next.phase == Phase::Downloading;
+                if !peers.others.is_empty() && !download_next {
                     return Ok(());
                 }
             }

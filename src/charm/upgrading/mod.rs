@@ -20,7 +20,7 @@ mod unit;
 
 pub use action::action;
 pub use leader::{leader, leader_steps, GRANT_MARGIN, PREPARE_TIMEOUT};
-pub use unit::{report_progress, unit, verify_switch, Switch, UnitOutcome};
+pub use unit::{publish_progress, report_progress, unit, verify_switch, Switch, UnitOutcome};
 
 use super::peers::{self, Peers};
 use super::status::messages as msg;
