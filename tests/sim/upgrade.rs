@@ -732,6 +732,7 @@ struct Point {
     others: Vec<usize>,
 }
 
+#[allow(clippy::disallowed_methods)] // benchmark knob, not the charm's environment
 fn bench() -> TestResult {
     let sizes: Vec<usize> = std::env::var("UPGRADE_BENCH_UNITS")
         .unwrap_or_else(|_| "3,5,10,20,40".into())
