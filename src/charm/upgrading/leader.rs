@@ -60,7 +60,8 @@ pub fn leader(
         Event::UpdateStatus | Event::ConfigChanged | Event::UpgradeCharm
     );
     match upgrade::config_request(&app, &wanted, config.version.is_none()) {
-        ConfigRequest::Write(next) => {
+        ConfigRequest::Write(mut next) => {
+            super::name_ackers(juju, config, peers, &app, &mut next)?;
             if app.release.is_empty() {
                 info!("the application will run v{wanted}");
             } else if next.gen != app.gen {
@@ -82,7 +83,8 @@ pub fn leader(
             info!("the configuration asks for v{requested}, older than the running v{running}: not downgrading")
         }
         ConfigRequest::Seen => {
-            if let Some(next) = upgrade::retry_failed(&app).filter(|_| retry_now) {
+            if let Some(mut next) = upgrade::retry_failed(&app).filter(|_| retry_now) {
+                super::name_ackers(juju, config, peers, &app, &mut next)?;
                 info!(
                     "retrying the failed upgrade to v{} (generation {})",
                     next.target, next.gen
