@@ -58,6 +58,7 @@ pub enum CharmError {
 /// Runs the handler for the hook or action in `juju`'s context, acting on `host`.
 pub fn dispatch(juju: &Juju, host: &Host) -> Result<(), CharmError> {
     let event = juju.context().event.clone();
+    juju.record_statuses_in(host.paths.local(release::LOCAL_DIR).join("told"));
     // Anything but update-status may change what the unit should be: settled no more.
     if !matches!(event, Event::Unknown(_) | Event::UpdateStatus) {
         settled::forget(host)?;
@@ -186,14 +187,14 @@ fn reconcile(juju: &Juju, host: &Host) -> Result<(), CharmError> {
     }
     peers.flush(juju)?;
     let unit_status = reports.pick();
-    juju.status_set(&unit_status, false)?;
+    juju.status_set_if_changed(&unit_status, false)?;
     let mut app_status = None;
     if leader && peers.rel.is_some() {
         let app = upgrade::AppUpgrade::from_bag(&peers.app);
         let units = upgrading::reports_of(juju, &config, &peers);
         let status =
             upgrading::app_status(&app, &units, config.version.as_deref(), juju.app_name());
-        juju.status_set(&status, true)?;
+        juju.status_set_if_changed(&status, true)?;
         app_status = Some(status);
     }
     let ending = Ending {
@@ -382,13 +383,13 @@ impl UnitRun<'_> {
     }
 }
 
-/// Tells Juju the version this unit runs: in every hook but `update-status`, and in that
-/// one too when the unit's record of what Juju was last told differs (a hook that
-/// switched and died before telling it, retried as `update-status`).
+/// Tells Juju the version this unit runs when the unit's record of what Juju was last
+/// told differs (the first hook, a switch, a hook that switched and died before telling
+/// it). The version is not transactional: Juju keeps it from the call on.
 fn set_app_version(juju: &Juju, host: &Host, version: &str) -> Result<(), CharmError> {
     let record = app_version_record(host);
     let told = told_version(host);
-    if juju.context().event == Event::UpdateStatus && told.as_deref() == Some(version) {
+    if told.as_deref() == Some(version) {
         return Ok(());
     }
     juju.application_version_set(version)?;

@@ -25,9 +25,9 @@ fn calls(u: &Unit) -> Vec<String> {
     u.model.state().calls.clone()
 }
 
-/// The last hook was a full reconcile: it set the unit's status.
+/// The last hook was a full reconcile: it read the model's relations.
 fn reconciled(u: &Unit) -> bool {
-    calls(u).iter().any(|c| c.starts_with("status-set"))
+    calls(u).iter().any(|c| c.starts_with("relation-ids"))
 }
 
 #[test]
@@ -39,6 +39,7 @@ fn a_settled_update_status_makes_at_most_four_calls() {
         let c = calls(&u);
         assert!(c.len() <= 4, "{} calls: {c:?}", c.len());
         assert!(!reconciled(&u), "{c:?}");
+        assert!(!c.iter().any(|c| c.starts_with("status-set")), "{c:?}");
     }
     assert!(u.journal_since(mark).is_empty(), "no service touched");
     assert!(u.hook_statuses().is_empty());
@@ -155,7 +156,7 @@ fn lost_leadership_ends_the_settled_state() {
 fn a_failed_hook_leaves_the_unit_unsettled() {
     let u = settled_unit();
     u.model.state_mut().failing.insert(
-        "status-set".into(),
+        "storage-get".into(),
         (1, "ERROR connection is shut down".into()),
     );
     assert!(u.hook("config-changed").is_err());
@@ -186,4 +187,25 @@ fn a_volume_that_needs_tidying_ends_the_settled_state() {
     u.ok("update-status");
     assert!(reconciled(&u));
     assert_eq!(u.volume().installed_version().unwrap().as_deref(), Some(V1));
+}
+
+/// A full reconcile tells Juju a status or the application version only when it differs
+/// from what the unit's record says Juju shows; a status told by a hook that died before
+/// recording it is told again.
+#[test]
+fn a_full_reconcile_tells_juju_only_what_changed() {
+    let u = settled_unit();
+    u.ok("config-changed");
+    assert!(reconciled(&u));
+    let told = |u: &Unit| {
+        calls(u)
+            .into_iter()
+            .filter(|c| c.starts_with("status-set") || c.starts_with("application-version-set"))
+            .collect::<Vec<_>>()
+    };
+    assert!(told(&u).is_empty(), "{:?}", told(&u));
+    std::fs::remove_file(u.fake.paths.local("/var/lib/concourse-ci/told/unit-status")).unwrap();
+    u.ok("config-changed");
+    assert_eq!(told(&u).len(), 1, "{:?}", told(&u));
+    assert!(told(&u)[0].starts_with("status-set --application=False active"));
 }
