@@ -59,6 +59,17 @@ pub enum CharmError {
 pub fn dispatch(juju: &Juju, host: &Host) -> Result<(), CharmError> {
     let event = juju.context().event.clone();
     juju.record_statuses_in(host.paths.local(release::LOCAL_DIR).join("told"));
+    if matches!(
+        event,
+        Event::Install
+            | Event::Start
+            | Event::Stop
+            | Event::Remove
+            | Event::LeaderElected
+            | Event::UpgradeCharm
+    ) {
+        juju.forget_told_statuses();
+    }
     // Anything but update-status may change what the unit should be: settled no more.
     if !matches!(event, Event::Unknown(_) | Event::UpdateStatus) {
         settled::forget(host)?;

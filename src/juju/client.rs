@@ -263,6 +263,17 @@ impl Juju {
         *self.status_dir.borrow_mut() = Some(dir);
     }
 
+    /// Forgets what Juju was told: for the hooks before which Juju sets the unit's status
+    /// itself (install, stop, remove; and start, which Juju ends with `unknown` when the
+    /// charm set none) and when leadership may have passed through another unit.
+    pub fn forget_told_statuses(&self) {
+        for application in [false, true] {
+            if let Some(r) = self.status_record(application) {
+                let _ = std::fs::remove_file(r);
+            }
+        }
+    }
+
     fn status_record(&self, application: bool) -> Option<PathBuf> {
         let name = if application {
             "app-status"

@@ -209,3 +209,19 @@ fn a_full_reconcile_tells_juju_only_what_changed() {
     assert_eq!(told(&u).len(), 1, "{:?}", told(&u));
     assert!(told(&u)[0].starts_with("status-set --application=False active"));
 }
+
+/// Found by the simulator: Juju sets the unit's status itself before `install` (and
+/// `stop`, `remove`; `start` ends with `unknown` when the charm set none), so a unit whose
+/// record said Juju showed its status already stayed `installing charm software`.
+#[test]
+fn regression_juju_sets_the_status_of_install_itself() {
+    let u = settled_unit();
+    let (kind, message) = u.status();
+    u.model.state_mut().unit_status.push(StatusRecord {
+        hook: "install".into(),
+        kind: "maintenance".into(),
+        message: "installing charm software".into(),
+    });
+    u.ok("install");
+    assert_eq!(u.status(), (kind, message));
+}
