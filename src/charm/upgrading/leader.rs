@@ -177,11 +177,7 @@ pub fn leader_steps(
                     next.grant.join(", ")
                 );
                 peers.write_app(&next.to_bag());
-                // Downloading needs no other unit's reaction: the leader downloads now
-                // (a wait for the volume leaves the phase for the units to see and
-                // acknowledge, which wakes the leader again).
-                let download_next = app.phase == Phase::Prepare && next.phase == Phase::Downloading;
-                if !peers.others.is_empty() && !download_next {
+                if !peers.others.is_empty() && others_must_react(&app, &next) {
                     return Ok(());
                 }
             }
@@ -198,6 +194,13 @@ pub fn leader_steps(
         }
     }
     Ok(())
+}
+
+/// Whether the step from `app` to `next` needs other units to react in their own hooks.
+/// Downloading needs none: the leader downloads in the same hook (a wait for the volume
+/// leaves the phase for the units to see and acknowledge, which wakes the leader again).
+fn others_must_react(app: &AppUpgrade, next: &AppUpgrade) -> bool {
+    !(app.phase == Phase::Prepare && next.phase == Phase::Downloading)
 }
 
 /// The leader's own clock for the prepare phase (kept on local disk, per generation).
