@@ -323,7 +323,11 @@ pub fn worker_role(
         });
         return Ok(());
     };
-    let env = worker::env(config, juju.unit_name(), &tsa_host);
+    let mut env = worker::env(config, juju.unit_name(), &tsa_host);
+    env.extend(crate::proxy::worker_env(&crate::proxy::effective(
+        &juju.context().proxies,
+        &config.proxy,
+    )));
     let spec = worker::unit(config, &release::current_link());
     let applied = worker::apply(host, &env, &tsa_key, &spec)?;
     if applied != Applied::default() {

@@ -112,6 +112,7 @@ const OUTSIDE_NAMES: &[&str] = &[
     "show-unit",
     "juju-http-proxy",
     "juju-https-proxy",
+    "juju-no-proxy",
     "update-status-hook-interval",
     // Concourse commands and services
     "land-worker",

@@ -13,6 +13,7 @@ mod faults;
 mod postgres;
 mod restarts;
 mod roles;
+mod runtime;
 mod teardown;
 mod tidy;
 mod trust;
