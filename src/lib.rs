@@ -6,6 +6,7 @@
 pub mod charm;
 pub mod checkpoint;
 pub mod config;
+pub mod cos;
 pub mod fsutil;
 pub mod host;
 pub mod installer;

@@ -98,6 +98,23 @@ pub fn env(i: &WebInputs) -> BTreeMap<String, String> {
     m
 }
 
+/// Concourse's Prometheus endpoint (`atc/metric/emitter/prometheus.go`: enabled when both
+/// variables are non-empty; no default port). `bind_ip` is `None` while no relation
+/// wants metrics: the variables are left out and the endpoint is off.
+pub fn metrics_env(bind_ip: Option<&str>, port: u16) -> BTreeMap<String, String> {
+    bind_ip
+        .map(|ip| {
+            BTreeMap::from([
+                ("CONCOURSE_PROMETHEUS_BIND_IP".to_string(), ip.to_string()),
+                (
+                    "CONCOURSE_PROMETHEUS_BIND_PORT".to_string(),
+                    port.to_string(),
+                ),
+            ])
+        })
+        .unwrap_or_default()
+}
+
 /// The web systemd unit, running the release behind `current` (the unit's pointer).
 pub fn unit(config: &CharmConfig, current: &Path) -> UnitSpec {
     let mut extra = vec![

@@ -13,6 +13,7 @@
 
 pub mod actions;
 pub mod failure;
+pub mod observe;
 pub mod peers;
 pub mod release;
 pub mod status;
@@ -154,6 +155,7 @@ fn reconcile(juju: &Juju, host: &Host) -> Result<(), CharmError> {
         }
         upgrading::report_progress(juju, &config, &peers, &mut reports);
     }
+    observe::publish(juju, &config, leader, roles.unwrap_or_default())?;
     peers.flush(juju)?;
     juju.status_set(&reports.pick(), false)?;
     if leader && peers.rel.is_some() {

@@ -187,7 +187,11 @@ pub fn web_role(
             }
         }
     }
-    open_ports(juju, config.web_port)?;
+    open_ports(
+        juju,
+        config.web_port,
+        &super::observe::metrics_ports(juju, config)?,
+    )?;
 
     let db = match db_info(juju)? {
         Ok(db) => db,
@@ -205,12 +209,16 @@ pub fn web_role(
         .external_url
         .clone()
         .unwrap_or_else(|| crate::config::http_url(&address, config.web_port));
-    let env = web::env(&web::WebInputs {
+    let mut env = web::env(&web::WebInputs {
         config,
         external_url: &external_url,
         db: &db,
         admin_password: &password,
     });
+    env.extend(web::metrics_env(
+        super::observe::metrics_bind(juju, &address)?.as_deref(),
+        config.metrics_port,
+    ));
     let keys_text = keys::authorized_keys_text(worker_keys.iter().map(String::as_str));
     let spec = web::unit(config, &release::current_link());
     let applied = web::apply(host, &env, &keys_text, &spec, owner)?;
@@ -241,9 +249,10 @@ fn stop_web_if_running(host: &Host) -> Result<(), CharmError> {
     Ok(())
 }
 
-/// Opens the web and TSA ports and closes other TCP ports this unit opened.
-fn open_ports(juju: &Juju, web_port: u16) -> Result<(), CharmError> {
-    let wanted = [web_port, web::TSA_PORT];
+/// Opens the web and TSA ports (and `extra`) and closes other TCP ports this unit opened.
+fn open_ports(juju: &Juju, web_port: u16, extra: &[u16]) -> Result<(), CharmError> {
+    let mut wanted = vec![web_port, web::TSA_PORT];
+    wanted.extend_from_slice(extra);
     let opened = juju.opened_ports()?;
     for p in &opened {
         if let Some(port) = p.strip_suffix("/tcp").and_then(|n| n.parse::<u16>().ok()) {

@@ -350,6 +350,11 @@ impl Model {
             ("JUJU_DISPATCH_PATH", dispatch.to_string()),
             ("JUJU_UNIT_NAME", st.unit.clone()),
             ("JUJU_CHARM_DIR", "/var/lib/juju/charm".into()),
+            ("JUJU_MODEL_NAME", "test-model".into()),
+            (
+                "JUJU_MODEL_UUID",
+                "00000000-0000-4000-8000-000000000000".into(),
+            ),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))

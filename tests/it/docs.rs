@@ -113,6 +113,9 @@ const OUTSIDE_NAMES: &[&str] = &[
     "juju-http-proxy",
     "juju-https-proxy",
     "juju-no-proxy",
+    // COS charms (docs/observability.md)
+    "opentelemetry-collector",
+    "grafana-agent",
     "update-status-hook-interval",
     // Concourse commands and services
     "land-worker",

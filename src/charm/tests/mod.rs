@@ -10,6 +10,7 @@
 mod actions;
 mod config;
 mod faults;
+mod metrics;
 mod postgres;
 mod restarts;
 mod roles;
