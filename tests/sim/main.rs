@@ -8,6 +8,7 @@
 mod common;
 mod faults;
 mod lifecycle;
+mod observe;
 mod roles;
 mod storage;
 mod upgrade;
@@ -21,6 +22,7 @@ fn main() {
     let mut trials: Vec<Trial> = Vec::new();
     trials.extend(common::trials());
     trials.extend(lifecycle::trials());
+    trials.extend(observe::trials());
     trials.extend(roles::trials());
     trials.extend(storage::trials());
     trials.extend(upgrade::trials());
