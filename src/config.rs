@@ -160,6 +160,8 @@ pub struct CharmConfig {
     pub proxy: ProxyOptions,
     /// Concourse web's Prometheus port (`metrics-port`), served while a metrics relation is up.
     pub metrics_port: u16,
+    /// Web's HTTPS port (`tls-port`), served while a certificate from `certificates` is in use.
+    pub tls_port: u16,
 }
 
 /// Parses a Concourse version (`7.14.3`, `8.0.0-rc.1`; callers strip a leading `v`) by
@@ -730,6 +732,7 @@ impl CharmConfig {
             worker_runtime: WorkerRuntime::default(),
             proxy: ProxyOptions::default(),
             metrics_port: 0,
+            tls_port: 0,
         };
         // After the options above, so errors keep config.yaml's order.
         observe::apply(raw.observe, &mut config, &mut errs);
@@ -887,7 +890,7 @@ mod tests {
             .keys()
             .map(|k| k.as_str().unwrap().to_string())
             .collect();
-        assert_eq!(options.len(), 16 + 8, "{options:?}");
+        assert_eq!(options.len(), 16 + 9, "{options:?}");
         // A wrong type for every option at once: every one is reported, in order.
         let all_wrong: Map<String, Value> =
             options.iter().map(|o| (o.clone(), json!([1]))).collect();

@@ -17,6 +17,7 @@ pub mod proxy;
 pub mod roles;
 pub mod service;
 pub mod storage_coordinator;
+pub mod tls;
 pub mod upgrade;
 pub mod web;
 pub mod worker;

@@ -115,6 +115,26 @@ pub fn metrics_env(bind_ip: Option<&str>, port: u16) -> BTreeMap<String, String>
         .unwrap_or_default()
 }
 
+/// HTTPS with the certificate from `certificates` (`atc/atccmd/command.go`: TLS needs
+/// `CONCOURSE_TLS_BIND_PORT`, the cert and key files, and an https external URL; the
+/// plain port then redirects to it). Nothing while no certificate is in use.
+pub fn tls_env(
+    tls: Option<&crate::charm::certificates::ServedTls>,
+    port: u16,
+) -> BTreeMap<String, String> {
+    let Some(t) = tls else {
+        return BTreeMap::new();
+    };
+    BTreeMap::from([
+        ("CONCOURSE_TLS_BIND_PORT".to_string(), port.to_string()),
+        (
+            "CONCOURSE_TLS_CERT".to_string(),
+            t.cert.display().to_string(),
+        ),
+        ("CONCOURSE_TLS_KEY".to_string(), t.key.display().to_string()),
+    ])
+}
+
 /// The web systemd unit, running the release behind `current` (the unit's pointer).
 pub fn unit(config: &CharmConfig, current: &Path) -> UnitSpec {
     let mut extra = vec![
@@ -122,7 +142,7 @@ pub fn unit(config: &CharmConfig, current: &Path) -> UnitSpec {
         ("RestartSec".to_string(), "5".to_string()),
         ("LimitNOFILE".to_string(), "65536".to_string()),
     ];
-    if config.web_port < 1024 {
+    if config.web_port < 1024 || config.tls_port < 1024 {
         extra.push(("AmbientCapabilities".into(), "CAP_NET_BIND_SERVICE".into()));
     }
     UnitSpec {
@@ -197,7 +217,22 @@ pub fn apply(
         path,
         on_change: OnChange::Restart,
     });
-    Ok(apply_service(host, spec, &files, &keys)?)
+    Ok(apply_service(
+        host,
+        spec,
+        &files,
+        &[keys.as_slice(), &tls_reads()].concat(),
+    )?)
+}
+
+/// Web reloads its TLS certificate and key on SIGHUP (`atc/tls/runner.go`,
+/// `signal.Notify(..., syscall.SIGHUP)`): a renewed certificate is applied with a reload.
+/// (The key alone is unused until a certificate for it is written.)
+fn tls_reads() -> [ReadFile; 1] {
+    [ReadFile {
+        path: crate::charm::certificates::cert_path(),
+        on_change: OnChange::Reload,
+    }]
 }
 
 /// Stops web and removes its service (unit removal, role change).

@@ -12,6 +12,7 @@
 //! and holds the unit's other hooks meanwhile.
 
 pub mod actions;
+pub mod certificates;
 pub mod failure;
 pub mod observe;
 pub mod peers;

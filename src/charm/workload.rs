@@ -187,11 +187,10 @@ pub fn web_role(
             }
         }
     }
-    open_ports(
-        juju,
-        config.web_port,
-        &super::observe::metrics_ports(juju, config)?,
-    )?;
+    let tls = super::certificates::web_tls(juju, host, config, owner, reports)?;
+    let mut extra_ports = super::observe::metrics_ports(juju, config)?;
+    extra_ports.extend(tls.as_ref().map(|_| config.tls_port));
+    open_ports(juju, config.web_port, &extra_ports)?;
 
     let db = match db_info(juju)? {
         Ok(db) => db,
@@ -205,16 +204,20 @@ pub fn web_role(
         reports.push(msg::WAITING_FOR_ADMIN_PASSWORD.status());
         return Ok(());
     };
-    let external_url = config
-        .external_url
-        .clone()
-        .unwrap_or_else(|| crate::config::http_url(&address, config.web_port));
+    let external_url = config.external_url.clone().unwrap_or_else(|| match &tls {
+        Some(_) => format!(
+            "https://{}",
+            crate::config::host_port(&address, config.tls_port)
+        ),
+        None => crate::config::http_url(&address, config.web_port),
+    });
     let mut env = web::env(&web::WebInputs {
         config,
         external_url: &external_url,
         db: &db,
         admin_password: &password,
     });
+    env.extend(web::tls_env(tls.as_ref(), config.tls_port));
     env.extend(web::metrics_env(
         super::observe::metrics_bind(juju, &address)?.as_deref(),
         config.metrics_port,

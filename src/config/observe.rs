@@ -2,7 +2,7 @@
 //!
 //! Owns: parsing and validating `baggageclaim-driver`, `containerd-dns-server`,
 //! `containerd-dns-proxy`, `worker-max-containers`, `http-proxy`, `https-proxy`,
-//! `no-proxy` and `metrics-port`, and the cross-option port check (`web-port` against
+//! `no-proxy`, `metrics-port` and `tls-port`, and the cross-option port check (`web-port` against
 //! the worker's own ports in `mode=all` and against `metrics-port`).
 //!
 //! Invariants: as in the parent module, each validator reports its own problems and
@@ -92,6 +92,7 @@ pub(super) struct Raw {
     https_proxy: Opt<String>,
     no_proxy: Opt<String>,
     metrics_port: Opt<i64>,
+    tls_port: Opt<i64>,
 }
 
 /// Validates this block into `config`, then checks the ports against each other.
@@ -118,7 +119,9 @@ pub(super) fn apply(raw: Raw, config: &mut super::CharmConfig, errs: &mut Errors
     config.worker_runtime = runtime;
     config.proxy = proxy;
     config.metrics_port = u16::try_from(port).unwrap_or(9391);
-    check_ports(config.mode, config.web_port, config.metrics_port, errs);
+    let tls = errs.int("tls-port", raw.tls_port, 8443, 1..=65535, (fix, fix));
+    config.tls_port = u16::try_from(tls).unwrap_or(8443);
+    check_ports(config, errs);
 }
 
 fn driver(raw: Opt<String>, errs: &mut Errors) -> BaggageclaimDriver {
@@ -219,39 +222,48 @@ fn no_proxy(raw: Opt<String>, errs: &mut Errors) -> Option<String> {
     (!items.is_empty()).then(|| items.join(","))
 }
 
-/// `web-port` must not be a port something else on the same unit binds: the TSA and the
-/// metrics port always, and the worker's own ports when web and worker share the unit.
-fn check_ports(mode: Mode, web_port: u16, metrics_port: u16, errs: &mut Errors) {
-    let tsa = crate::web::TSA_PORT;
-    let shared_with_worker = mode == Mode::All;
+/// Web's ports (`web-port`, `metrics-port`, `tls-port`) must differ from each other
+/// (tls-port from web-port: when TLS is on) and from what else binds on the unit: the TSA always, the worker's own ports when web
+/// and worker share the unit (`mode=all`).
+fn check_ports(c: &super::CharmConfig, errs: &mut Errors) {
     let taken = |p: u16| -> Option<&'static str> {
-        if p == tsa {
+        if p == crate::web::TSA_PORT {
             Some("the TSA's port")
-        } else if shared_with_worker && WORKER_PORTS.contains(&p) {
+        } else if c.mode == Mode::All && WORKER_PORTS.contains(&p) {
             Some("a port the worker binds in mode=all")
         } else {
             None
         }
     };
-    if let Some(what) = taken(web_port) {
-        errs.add(
-            "web-port",
-            format!("{web_port} is {what} (2222, 7776, 7777, 7787, 7788, 8888 are taken)"),
-            "choose another port, e.g. 8080",
-        );
-    }
-    if metrics_port == web_port {
-        errs.add(
+    let list = "2222, 7776, 7777, 7787, 7788, 8888 are taken";
+    let ports = [
+        ("web-port", c.web_port, None, "8080"),
+        (
             "metrics-port",
-            format!("{metrics_port} is web-port too"),
-            "choose another port, e.g. 9391",
-        );
-    } else if let Some(what) = taken(metrics_port) {
-        errs.add(
-            "metrics-port",
-            format!("{metrics_port} is {what} (2222, 7776, 7777, 7787, 7788, 8888 are taken)"),
-            "choose another port, e.g. 9391",
-        );
+            c.metrics_port,
+            Some(("web-port", c.web_port)),
+            "9391",
+        ),
+        // tls-port = web-port is checked only when a certificate is in use
+        // (charm::certificates), so web-port=8443 deployments stay valid without TLS.
+        ("tls-port", c.tls_port, None, "8443"),
+    ];
+    for (option, port, other, example) in ports {
+        let clash = match other {
+            Some((name, p)) if p == port => Some(format!("{port} is {name} too")),
+            _ => taken(port).map(|what| format!("{port} is {what} ({list})")),
+        };
+        let clash = clash.or_else(|| {
+            (option == "tls-port" && port == c.metrics_port)
+                .then(|| format!("{port} is metrics-port too"))
+        });
+        if let Some(problem) = clash {
+            errs.add(
+                option,
+                problem,
+                format!("choose another port, e.g. {example}"),
+            );
+        }
     }
 }
 
@@ -277,6 +289,7 @@ mod tests {
         assert_eq!(c.worker_runtime.max_containers, 250);
         assert_eq!(c.proxy, ProxyOptions::default());
         assert_eq!(c.metrics_port, 9391);
+        assert_eq!(c.tls_port, 8443);
     }
 
     #[test]
@@ -334,5 +347,10 @@ mod tests {
         assert_eq!(errs[0].option, "metrics-port");
         let errs = parse(json!({"mode": "all", "metrics-port": 8888})).unwrap_err();
         assert_eq!(errs[0].option, "metrics-port");
+        let errs = parse(json!({"tls-port": 9391})).unwrap_err();
+        assert_eq!(errs[0].option, "tls-port");
+        let errs = parse(json!({"tls-port": 2222})).unwrap_err();
+        assert_eq!(errs[0].to_string(), "config option tls-port: 2222 is the TSA's port (2222, 7776, 7777, 7787, 7788, 8888 are taken); fix: choose another port, e.g. 8443");
+        parse(json!({"web-port": 8443})).unwrap();
     }
 }

@@ -116,6 +116,8 @@ const OUTSIDE_NAMES: &[&str] = &[
     // COS charms (docs/observability.md)
     "opentelemetry-collector",
     "grafana-agent",
+    // a tls-certificates provider (docs/tls.md)
+    "self-signed-certificates",
     "update-status-hook-interval",
     // Concourse commands and services
     "land-worker",

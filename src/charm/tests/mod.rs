@@ -17,6 +17,7 @@ mod roles;
 mod runtime;
 mod teardown;
 mod tidy;
+mod tls;
 mod trust;
 mod upgrade;
 mod web;
