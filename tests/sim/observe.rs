@@ -294,5 +294,6 @@ fn played_counterparts() -> TestResult {
     ensure(open == ["2222/tcp", "8080/tcp"], || {
         format!("ports left open: {open:?}")
     })?;
-    no_failed_hooks(m, &d.units)
+    no_failed_hooks(m, &d.units)?;
+    no_duplicate_tool_calls(m, &d.units)
 }
