@@ -23,7 +23,7 @@ use serde::{Deserialize, Deserializer};
 use serde_json::{Map, Value};
 
 mod observe;
-pub use observe::{BaggageclaimDriver, ProxyOptions, WorkerRuntime, WORKER_PORTS};
+pub use observe::{BaggageclaimDriver, Placement, ProxyOptions, WorkerRuntime, WORKER_PORTS};
 
 /// Role selection (`mode`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -162,6 +162,8 @@ pub struct CharmConfig {
     pub metrics_port: u16,
     /// Web's HTTPS port (`tls-port`), served while a certificate from `certificates` is in use.
     pub tls_port: u16,
+    /// How web places containers on workers and the per-worker limits.
+    pub placement: Placement,
 }
 
 /// Parses a Concourse version (`7.14.3`, `8.0.0-rc.1`; callers strip a leading `v`) by
@@ -733,6 +735,7 @@ impl CharmConfig {
             proxy: ProxyOptions::default(),
             metrics_port: 0,
             tls_port: 0,
+            placement: Placement::default(),
         };
         // After the options above, so errors keep config.yaml's order.
         observe::apply(raw.observe, &mut config, &mut errs);
@@ -890,7 +893,7 @@ mod tests {
             .keys()
             .map(|k| k.as_str().unwrap().to_string())
             .collect();
-        assert_eq!(options.len(), 16 + 9, "{options:?}");
+        assert_eq!(options.len(), 16 + 13, "{options:?}");
         // A wrong type for every option at once: every one is reported, in order.
         let all_wrong: Map<String, Value> =
             options.iter().map(|o| (o.clone(), json!([1]))).collect();

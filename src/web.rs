@@ -115,6 +115,34 @@ pub fn metrics_env(bind_ip: Option<&str>, port: u16) -> BTreeMap<String, String>
         .unwrap_or_default()
 }
 
+/// Container placement and the per-worker limits (`atc/worker/placement.go`); only
+/// what differs from Concourse's defaults, so a default deployment's env is unchanged.
+pub fn placement_env(p: &crate::config::Placement) -> BTreeMap<String, String> {
+    let mut m = BTreeMap::new();
+    if *p != crate::config::Placement::default() {
+        m.insert(
+            "CONCOURSE_CONTAINER_PLACEMENT_STRATEGY".to_string(),
+            p.strategies.join(","),
+        );
+    }
+    for (k, v) in [
+        (
+            "CONCOURSE_MAX_ACTIVE_CONTAINERS_PER_WORKER",
+            p.max_active_containers,
+        ),
+        (
+            "CONCOURSE_MAX_ACTIVE_VOLUMES_PER_WORKER",
+            p.max_active_volumes,
+        ),
+        ("CONCOURSE_MAX_ACTIVE_TASKS_PER_WORKER", p.max_active_tasks),
+    ] {
+        if v > 0 {
+            m.insert(k.to_string(), v.to_string());
+        }
+    }
+    m
+}
+
 /// HTTPS with the certificate from `certificates` (`atc/atccmd/command.go`: TLS needs
 /// `CONCOURSE_TLS_BIND_PORT`, the cert and key files, and an https external URL; the
 /// plain port then redirects to it). Nothing while no certificate is in use.

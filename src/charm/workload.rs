@@ -218,6 +218,7 @@ pub fn web_role(
         admin_password: &password,
     });
     env.extend(web::tls_env(tls.as_ref(), config.tls_port));
+    env.extend(web::placement_env(&config.placement));
     env.extend(web::metrics_env(
         super::observe::metrics_bind(juju, &address)?.as_deref(),
         config.metrics_port,

@@ -2,7 +2,8 @@
 //!
 //! Owns: parsing and validating `baggageclaim-driver`, `containerd-dns-server`,
 //! `containerd-dns-proxy`, `worker-max-containers`, `http-proxy`, `https-proxy`,
-//! `no-proxy`, `metrics-port` and `tls-port`, and the cross-option port check (`web-port` against
+//! `no-proxy`, `metrics-port`, `tls-port`, `container-placement-strategy` and the
+//! `max-active-*-per-worker` limits, and the cross-option port check (`web-port` against
 //! the worker's own ports in `mode=all` and against `metrics-port`).
 //!
 //! Invariants: as in the parent module, each validator reports its own problems and
@@ -60,6 +61,39 @@ pub struct WorkerRuntime {
     pub max_containers: u32,
 }
 
+/// How web places containers on workers, and the per-worker limits that go with it
+/// (`atc/worker/placement.go`: a `max-active-*` limit acts only with its `limit-active-*`
+/// strategy; 0 is no limit).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placement {
+    /// `CONCOURSE_CONTAINER_PLACEMENT_STRATEGY`, applied in order.
+    pub strategies: Vec<String>,
+    pub max_active_containers: u32,
+    pub max_active_volumes: u32,
+    pub max_active_tasks: u32,
+}
+
+impl Default for Placement {
+    fn default() -> Self {
+        Placement {
+            strategies: vec!["volume-locality".into()],
+            max_active_containers: 0,
+            max_active_volumes: 0,
+            max_active_tasks: 0,
+        }
+    }
+}
+
+/// The choices of `--container-placement-strategy` (`atc/worker/placement.go`).
+const STRATEGIES: [&str; 6] = [
+    "volume-locality",
+    "random",
+    "fewest-build-containers",
+    "limit-active-tasks",
+    "limit-active-containers",
+    "limit-active-volumes",
+];
+
 /// Proxy options; each overrides the model's `juju-*-proxy` setting when set.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ProxyOptions {
@@ -93,6 +127,10 @@ pub(super) struct Raw {
     no_proxy: Opt<String>,
     metrics_port: Opt<i64>,
     tls_port: Opt<i64>,
+    container_placement_strategy: Opt<String>,
+    max_active_containers_per_worker: Opt<i64>,
+    max_active_volumes_per_worker: Opt<i64>,
+    max_active_tasks_per_worker: Opt<i64>,
 }
 
 /// Validates this block into `config`, then checks the ports against each other.
@@ -121,7 +159,64 @@ pub(super) fn apply(raw: Raw, config: &mut super::CharmConfig, errs: &mut Errors
     config.metrics_port = u16::try_from(port).unwrap_or(9391);
     let tls = errs.int("tls-port", raw.tls_port, 8443, 1..=65535, (fix, fix));
     config.tls_port = u16::try_from(tls).unwrap_or(8443);
+    let limits = [
+        raw.max_active_containers_per_worker,
+        raw.max_active_volumes_per_worker,
+        raw.max_active_tasks_per_worker,
+    ];
+    config.placement = placement(raw.container_placement_strategy, limits, errs);
     check_ports(config, errs);
+}
+
+/// `strategy`, then the limits for containers, volumes and tasks.
+fn placement(strategy: Opt<String>, limits: [Opt<i64>; 3], errs: &mut Errors) -> Placement {
+    let text = errs.text("container-placement-strategy", strategy, "volume-locality");
+    let mut strategies: Vec<String> = Vec::new();
+    for s in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        if !STRATEGIES.contains(&s) {
+            let shown: String = s.chars().take(40).collect();
+            errs.add(
+                "container-placement-strategy",
+                format!("{shown:?} is not a placement strategy"),
+                "list some of volume-locality, random, fewest-build-containers, limit-active-tasks, limit-active-containers, limit-active-volumes, comma-separated, in order",
+            );
+        } else if !strategies.iter().any(|x| x == s) {
+            strategies.push(s.to_string());
+        }
+    }
+    if strategies.is_empty() {
+        strategies.push("volume-locality".into());
+    }
+    let [containers, volumes, tasks] = limits;
+    let mut limit = |option: &'static str, value: Opt<i64>, strategy: &str| -> u32 {
+        let fixes = (
+            "use a number between 0 (no limit) and 100000",
+            "use a whole number >= 0",
+        );
+        let n = errs.int(option, value, 0, 0..=100_000, fixes);
+        if n > 0 && !strategies.iter().any(|s| s == strategy) {
+            errs.add(
+                option,
+                format!("{n} has no effect without {strategy} in container-placement-strategy"),
+                format!("add {strategy} to container-placement-strategy, or set 0"),
+            );
+        }
+        u32::try_from(n).unwrap_or(0)
+    };
+    Placement {
+        max_active_containers: limit(
+            "max-active-containers-per-worker",
+            containers,
+            "limit-active-containers",
+        ),
+        max_active_volumes: limit(
+            "max-active-volumes-per-worker",
+            volumes,
+            "limit-active-volumes",
+        ),
+        max_active_tasks: limit("max-active-tasks-per-worker", tasks, "limit-active-tasks"),
+        strategies,
+    }
 }
 
 fn driver(raw: Opt<String>, errs: &mut Errors) -> BaggageclaimDriver {
@@ -331,6 +426,25 @@ mod tests {
             ]
         );
         assert!(errs.iter().all(|e| !e.to_string().contains("hunter2")));
+    }
+
+    #[test]
+    fn placement_limits_need_their_strategy() {
+        let c = parse(json!({
+            "container-placement-strategy": "volume-locality, limit-active-volumes",
+            "max-active-volumes-per-worker": 500
+        }))
+        .unwrap();
+        assert_eq!(
+            c.placement.strategies,
+            ["volume-locality", "limit-active-volumes"]
+        );
+        assert_eq!(c.placement.max_active_volumes, 500);
+        let errs = parse(json!({"max-active-containers-per-worker": 10})).unwrap_err();
+        assert_eq!(errs[0].to_string(), "config option max-active-containers-per-worker: 10 has no effect without limit-active-containers in container-placement-strategy; fix: add limit-active-containers to container-placement-strategy, or set 0");
+        let errs = parse(json!({"container-placement-strategy": "nearest"})).unwrap_err();
+        assert_eq!(errs[0].option, "container-placement-strategy");
+        assert_eq!(parse(json!({})).unwrap().placement, Placement::default());
     }
 
     #[test]

@@ -116,6 +116,12 @@ const OUTSIDE_NAMES: &[&str] = &[
     // COS charms (docs/observability.md)
     "opentelemetry-collector",
     "grafana-agent",
+    // Concourse's container placement strategies (README)
+    "volume-locality",
+    "fewest-build-containers",
+    "limit-active-tasks",
+    "limit-active-containers",
+    "limit-active-volumes",
     // a tls-certificates provider (docs/tls.md)
     "self-signed-certificates",
     "update-status-hook-interval",

@@ -258,3 +258,30 @@ fn release_files(version: &str, path: &Path) -> Vec<(String, Vec<u8>)> {
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+#[test]
+fn placement_limits_reach_web_and_restart_only_it() {
+    let u = all_in_one();
+    // Concourse's defaults add nothing to web's env (no restart on a charm upgrade).
+    assert!(!u
+        .env(WEB_ENV)
+        .keys()
+        .any(|k| k.contains("PLACEMENT") || k.contains("MAX_ACTIVE")));
+    let mark = u.mark();
+    u.model.set_config(&[
+        (
+            "container-placement-strategy",
+            json!("limit-active-volumes,volume-locality"),
+        ),
+        ("max-active-volumes-per-worker", json!(400)),
+    ]);
+    u.ok("config-changed");
+    let env = u.env(WEB_ENV);
+    assert_eq!(
+        env["CONCOURSE_CONTAINER_PLACEMENT_STRATEGY"],
+        "limit-active-volumes,volume-locality"
+    );
+    assert_eq!(env["CONCOURSE_MAX_ACTIVE_VOLUMES_PER_WORKER"], "400");
+    assert_eq!(u.touched(mark, WEB), ["restart concourse-server"]);
+    assert!(u.touched(mark, WORKER).is_empty());
+}
