@@ -25,6 +25,7 @@ use crate::config::CharmConfig;
 use crate::fsutil::{self, Owner};
 use crate::host::Host;
 use crate::juju::{Bag, Juju};
+use crate::roles::Roles;
 use crate::tls::{self, Request};
 
 pub const ENDPOINT: &str = "certificates";
@@ -128,6 +129,20 @@ fn stop_serving(host: &Host) -> Result<(), CharmError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(io_err("remove", &path, e)),
     }
+}
+
+/// A unit whose roles are known and exclude web asks for no certificate and serves none
+/// (it may have lost the role). Cheap when there is nothing to withdraw.
+pub fn withdraw_unless_web(juju: &Juju, host: &Host, roles: Roles) -> Result<(), CharmError> {
+    if roles.web {
+        return Ok(());
+    }
+    for rel in live_relations(juju, ENDPOINT)? {
+        let mut data = crate::juju::Databag::new();
+        data.insert(CSR_KEY.into(), String::new());
+        juju.relation_set(&rel, false, &data)?;
+    }
+    stop_serving(host)
 }
 
 /// Requests, renews and installs web's certificate; returns the files to serve HTTPS

@@ -157,6 +157,9 @@ fn reconcile(juju: &Juju, host: &Host) -> Result<(), CharmError> {
         upgrading::report_progress(juju, &config, &peers, &mut reports);
     }
     observe::publish(juju, &config, leader, roles.unwrap_or_default())?;
+    if let Some(roles) = roles {
+        certificates::withdraw_unless_web(juju, host, roles)?;
+    }
     peers.flush(juju)?;
     juju.status_set(&reports.pick(), false)?;
     if leader && peers.rel.is_some() {

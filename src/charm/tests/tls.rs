@@ -235,6 +235,17 @@ fn tls_port_on_web_port_keeps_tls_off_and_says_why() {
 }
 
 #[test]
+fn a_unit_that_loses_web_withdraws_its_request() {
+    let u = all_in_one();
+    let (rel, _) = with_https(&u);
+    u.model.set_config(&[("mode", json!("worker"))]);
+    u.ok("config-changed");
+    assert!(!u.my_bag(rel).contains_key("certificate_signing_requests"));
+    assert!(!u.exists(CERT));
+    assert!(!u.exists(WEB_UNIT_FILE));
+}
+
+#[test]
 fn removing_the_relation_turns_tls_off_with_one_restart() {
     let u = all_in_one();
     let (rel, _) = with_https(&u);
