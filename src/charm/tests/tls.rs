@@ -262,3 +262,23 @@ fn removing_the_relation_turns_tls_off_with_one_restart() {
     u.ok("update-status");
     assert_eq!(u.touched(mark, WEB), ["restart concourse-server"]);
 }
+
+#[test]
+fn ipv6_units_ask_for_an_ip_san_and_serve_a_bracketed_https_url() {
+    let u = Unit::new(0, true);
+    u.model.state_mut().address = "fd42::10".into();
+    u.model.set_config(&[("mode", json!("all"))]);
+    u.deploy();
+    u.add_postgresql("db-pw");
+    let (rel, _) = with_https(&u);
+    let csr = rcgen::CertificateSigningRequestParams::from_pem(&csrs(&u, rel)[0]).unwrap();
+    let ip: std::net::IpAddr = "fd42::10".parse().unwrap();
+    assert!(csr
+        .params
+        .subject_alt_names
+        .contains(&rcgen::SanType::IpAddress(ip)));
+    assert_eq!(
+        u.env(WEB_ENV)["CONCOURSE_EXTERNAL_URL"],
+        "https://[fd42::10]:8443"
+    );
+}
