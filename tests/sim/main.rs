@@ -15,6 +15,7 @@ use libtest_mimic::{Arguments, Trial};
 
 fn main() {
     juju_sim::multicall::register("systemctl", fake_systemd::main);
+    juju_sim::multicall::register("journalctl", fake_systemd::journalctl::main);
     juju_sim::multicall::run_if_tool();
     let args = Arguments::from_args();
     let mut trials: Vec<Trial> = Vec::new();

@@ -153,7 +153,7 @@ fn auto_mode_settings_and_restarts() -> TestResult {
         config(&server, &[("version", V1)]),
         Volume::Shared,
     )?;
-    let pg = PostgresOptions::default();
+    let pg = played(&m, PostgresOptions::default());
     with_postgresql(&m, APP, pg.clone())?;
     settle(&m)?;
     let web = web_unit(&m, APP).ok_or_else(|| fail(format!("no web-unit\n{}", m.dump())))?;
@@ -170,7 +170,7 @@ fn auto_mode_settings_and_restarts() -> TestResult {
     let admin = admin_password(&m).ok_or_else(|| fail("no admin-password secret"))?;
     let w = wait_start(&m, &web, "web")?;
     for (k, v) in [
-        ("CONCOURSE_POSTGRES_HOST", pg.host.as_str()),
+        ("CONCOURSE_POSTGRES_HOST", pg.endpoint_host().as_str()),
         ("CONCOURSE_POSTGRES_PORT", "5432"),
         ("CONCOURSE_POSTGRES_USER", pg.username.as_str()),
         ("CONCOURSE_POSTGRES_PASSWORD", pg.password.as_str()),
@@ -393,7 +393,7 @@ fn auto_mode_leadership_removal_actions() -> TestResult {
         config(&server, &[("version", V1)]),
         Volume::Shared,
     )?;
-    let pg = PostgresOptions::default();
+    let pg = played(&m, PostgresOptions::default());
     with_postgresql(&m, APP, pg.clone())?;
     settle(&m)?;
     let web = web_unit(&m, APP).ok_or_else(|| fail(format!("no web-unit\n{}", m.dump())))?;
@@ -519,7 +519,7 @@ fn web_and_worker_apps() -> TestResult {
         config(&server, &[("version", V1), ("mode", "worker")]),
         Volume::Shared,
     )?;
-    let pg = PostgresOptions::default();
+    let pg = played(&m, PostgresOptions::default());
     with_postgresql(&m, "web", pg.clone())?;
     settle(&m)?;
     let web = &webs[0];
