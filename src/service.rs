@@ -102,6 +102,15 @@ impl UnitSpec {
         s
     }
 
+    /// Whether installing this unit would change more than its stop settings (so a running
+    /// service would restart for it).
+    pub fn would_restart(&self, host: &Host) -> bool {
+        match std::fs::read_to_string(host.paths.local(self.path())) {
+            Ok(old) => without_stop_settings(&old) != without_stop_settings(&self.render()),
+            Err(_) => true,
+        }
+    }
+
     /// Writes the unit file if it changed; says whether the running service must restart
     /// for it (see [`UnitChange`]).
     pub fn install(&self, host: &Host) -> Result<UnitChange, ServiceError> {
@@ -129,9 +138,9 @@ impl UnitSpec {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UnitChange {
     Unchanged,
-    /// Only settings systemd reads when it stops the service (`TimeoutStopSec=`,
-    /// `KillSignal=`, `KillMode=`): a daemon-reload applies them, a restart is not needed
-    /// (restarting a worker for a new drain-timeout would land it for nothing).
+    /// Only settings systemd reads when it stops the service ([`STOP_SETTINGS`]): a
+    /// daemon-reload applies them, a restart is not needed (restarting a worker for a new
+    /// drain-timeout would land it for nothing).
     StopSettingsOnly,
     /// The service must restart to apply it.
     Changed,
@@ -148,14 +157,23 @@ impl UnitChange {
     }
 }
 
+/// The settings systemd reads only when it stops a service (`src/core/service.c`,
+/// `service_enter_signal` and `service_dispatch_timer`).
+pub const STOP_SETTINGS: [&str; 8] = [
+    "TimeoutStopSec=",
+    "KillSignal=",
+    "KillMode=",
+    "TimeoutStopFailureMode=",
+    "WatchdogSignal=",
+    "TimeoutAbortSec=",
+    "SendSIGKILL=",
+    "FinalKillSignal=",
+];
+
 /// The unit text without the lines only used when stopping.
 fn without_stop_settings(text: &str) -> Vec<&str> {
     text.lines()
-        .filter(|l| {
-            !["TimeoutStopSec=", "KillSignal=", "KillMode="]
-                .iter()
-                .any(|k| l.trim_start().starts_with(k))
-        })
+        .filter(|l| !STOP_SETTINGS.iter().any(|k| l.trim_start().starts_with(k)))
         .collect()
 }
 

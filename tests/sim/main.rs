@@ -6,6 +6,7 @@
 //! (multicall): `main` hands over to them before running any test.
 
 mod common;
+mod drain;
 mod lifecycle;
 mod roles;
 mod storage;
@@ -20,6 +21,7 @@ fn main() {
     let args = Arguments::from_args();
     let mut trials: Vec<Trial> = Vec::new();
     trials.extend(common::trials());
+    trials.extend(drain::trials());
     trials.extend(lifecycle::trials());
     trials.extend(roles::trials());
     trials.extend(storage::trials());

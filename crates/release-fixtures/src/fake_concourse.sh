@@ -438,7 +438,7 @@ load(); $SIG{HUP} = sub { $reload = 1 };
 my $srv; for (1..40) { $srv = IO::Socket::UNIX->new(Type => SOCK_STREAM, Local => "\0$name",
   Listen => 64) and last; select(undef, undef, undef, 0.05) }
 $srv or die "listen tcp 0.0.0.0: bind: address already in use\n";
-open(my $r, ">", $ready); close $r;
+open(my $r, ">", $ready) or die "cannot write $ready: $!\n"; close $r;
 my $sel = IO::Select->new($srv);
 while (1) {
   exit 0 if getppid() != $ppid;
@@ -480,13 +480,14 @@ run_web() {
     fp="$(key_fingerprint "${CONCOURSE_TSA_HOST_KEY:-}.pub")"
     if [ -z "$fp" ]; then fp="$(key_fingerprint "${CONCOURSE_TSA_HOST_KEY:-/dev/null}")"; fi
     name="fake-concourse-tsa/${CONCOURSE_TSA_BIND_PORT:-2222}/$fp"
-    ready="$RUN_DIR/web.tsa.$$"
+    # web may not write $RUN_DIR (it runs as its own user): the handshake lives in /tmp
+    ready="${TMPDIR:-/tmp}/fake-concourse-tsa.$$"
     # Phases A-C (flags, shared flags, RunCommand.Runner: DB open and migrations): no
     # handler yet, so SIGHUP, SIGINT and SIGTERM kill web; SIGUSR1/2 are never handled.
     ON_HUP=web_killed_early ON_INT=web_killed_early ON_TERM=web_killed_early
     trap_signals
     mkdir -p -- "$RUN_DIR" 2>/dev/null
-    printf '%s\n' "$$" >"$RUN_DIR/web.pid" 2>/dev/null
+    { printf '%s\n' "$$" >"$RUN_DIR/web.pid"; } 2>/dev/null
     record "start"
     echo "fake concourse web $FAKE_VERSION running as pid $$"
     lager "atc" "atc.cmd.start"
@@ -556,7 +557,7 @@ while (1) {
 # connection, false when every TSA host is unreachable or refuses the key.
 register() {
     local hosts="${CONCOURSE_TSA_HOST:-127.0.0.1:2222}" h answer out
-    out="$RUN_DIR/worker.conn.$$"
+    out="${TMPDIR:-/tmp}/fake-concourse-conn.$$"
     for h in ${hosts//,/ }; do
         if [ -e "$RUN_DIR/tsa-unreachable" ]; then return 1; fi
         rm -f -- "$out"
@@ -665,7 +666,7 @@ run_worker() {
     ON_HUP=worker_killed ON_INT=worker_killed ON_TERM=worker_killed
     trap_signals
     mkdir -p -- "$RUN_DIR" 2>/dev/null
-    printf '%s\n' "$$" >"$RUN_DIR/worker.pid" 2>/dev/null
+    { printf '%s\n' "$$" >"$RUN_DIR/worker.pid"; } 2>/dev/null
     record "start"
     echo "fake concourse worker $FAKE_VERSION running as pid $$"
     control startup-delay 0
