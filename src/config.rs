@@ -74,8 +74,11 @@ impl LogLevel {
 pub struct Secret(String);
 
 impl Secret {
+    /// A secret value; registered so that no message shows it (`juju::tools::scrub`).
     pub fn new(s: impl Into<String>) -> Secret {
-        Secret(s.into())
+        let s = s.into();
+        crate::juju::tools::register_secret(&s);
+        Secret(s)
     }
     pub fn expose(&self) -> &str {
         &self.0
@@ -132,7 +135,15 @@ pub struct CharmConfig {
     pub shared_storage: SharedStorage,
     pub release_url: String,
     pub release_api_url: String,
+    /// Deprecated plain token; [`CharmConfig::github_token_secret`] wins when both are set.
     pub github_token: Secret,
+    /// URI (`secret:…`) of a user secret with key `token`, read with `secret-get`.
+    pub github_token_secret: Option<String>,
+    /// Pinned sha256 of the release tarball, per version (`release-sha256`). When any
+    /// is set, every version needs one.
+    pub release_sha256: std::collections::BTreeMap<String, String>,
+    /// Extra CA certificates (PEM) to trust for downloads (`release-ca`).
+    pub release_ca: Option<String>,
     pub web_port: u16,
     pub external_url: Option<String>,
     pub log_level: LogLevel,
@@ -207,16 +218,61 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
     Some(Duration::from_secs(total))
 }
 
-/// Checks an http(s) URL; `{version}` placeholders are allowed.
+/// `http://<host>:<port>`, with an IPv6 address in brackets.
+pub fn http_url(host: &str, port: u16) -> String {
+    format!("http://{}", host_port(host, port))
+}
+
+/// `<host>:<port>` (Go's `net.JoinHostPort`): an IPv6 address goes in brackets.
+pub fn host_port(host: &str, port: u16) -> String {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    if bare.contains(':') {
+        format!("[{bare}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+/// A URL as messages may show it: no user info, query or fragment (they may hold a
+/// token or a signature); `{version}` kept.
+pub fn shown_url(raw: &str) -> String {
+    let probe = raw.replace("{version}", "0.0.0.0.0");
+    match reqwest::Url::parse(&probe) {
+        Ok(mut u) if matches!(u.scheme(), "http" | "https") => {
+            let _ = u.set_username("");
+            let _ = u.set_password(None);
+            u.set_query(None);
+            u.set_fragment(None);
+            u.to_string().replace("0.0.0.0.0", "{version}")
+        }
+        // Not an http(s) URL (`user:token@host` parses with scheme `user`): drop
+        // whatever could be user info, a query or a fragment.
+        _ => {
+            let (scheme, rest) = raw.split_once("://").unwrap_or(("", raw));
+            let rest = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+            let rest = rest.split(['?', '#']).next().unwrap_or_default();
+            if scheme.is_empty() {
+                rest.to_string()
+            } else {
+                format!("{scheme}://{rest}")
+            }
+        }
+    }
+}
+
+/// Checks an http(s) URL; `{version}` placeholders are allowed. Problems quote the URL
+/// through [`shown_url`].
 fn check_url(raw: &str) -> Result<(), String> {
+    let shown = shown_url(raw);
     let probe = raw.replace("{version}", "0.0.0");
-    let url = reqwest::Url::parse(&probe).map_err(|e| format!("{raw:?} is not a URL ({e})"))?;
+    let url = reqwest::Url::parse(&probe).map_err(|e| format!("{shown:?} is not a URL ({e})"))?;
     match url.scheme() {
         "http" | "https" => {}
-        other => return Err(format!("{raw:?} uses scheme {other:?}")),
+        // The scheme is not quoted: in `user:token@host` it is the user name.
+        _ => return Err(format!("{shown:?} is not an http(s) URL")),
     }
     if url.host_str().is_none_or(str::is_empty) {
-        return Err(format!("{raw:?} has no host"));
+        return Err(format!("{shown:?} has no host"));
     }
     Ok(())
 }
@@ -282,6 +338,9 @@ struct RawConfig {
     release_url: Opt<String>,
     release_api_url: Opt<String>,
     github_token: Opt<String>,
+    github_token_secret: Opt<String>,
+    release_sha256: Opt<String>,
+    release_ca: Opt<String>,
     web_port: Opt<i64>,
     external_url: Opt<String>,
     log_level: Opt<String>,
@@ -304,10 +363,31 @@ impl Errors {
         self.0.push(ConfigError::new(option, problem, fix));
     }
 
-    /// A string option's value, or `default` when unset or (reported) of the wrong type.
+    /// A string option's value, or `default` when unset, (reported) of the wrong type or
+    /// (reported) holding a control character: a newline in a value would end up in an
+    /// env file or a status line. The value is never echoed (it may be a secret).
     fn text(&mut self, option: &'static str, raw: Opt<String>, default: &str) -> String {
+        self.text_allowing(option, raw, default, &[])
+    }
+
+    /// [`Errors::text`], allowing the control characters in `allowed` (a PEM's newlines).
+    fn text_allowing(
+        &mut self,
+        option: &'static str,
+        raw: Opt<String>,
+        default: &str,
+        allowed: &[char],
+    ) -> String {
         match raw {
             Opt::Unset => default.to_string(),
+            Opt::Set(s) if s.chars().any(|c| c.is_control() && !allowed.contains(&c)) => {
+                self.add(
+                    option,
+                    "the value contains a control character (a newline, tab or escape)",
+                    "set it again without control characters",
+                );
+                default.to_string()
+            }
             Opt::Set(s) => s,
             Opt::WrongType(p) => {
                 self.add(option, p, "set a string value");
@@ -416,10 +496,80 @@ fn release_api_url(raw: Opt<String>, errs: &mut Errors) -> String {
 fn github_token(raw: Opt<String>, errs: &mut Errors) -> Secret {
     match raw {
         Opt::Unset => Secret::default(),
-        Opt::Set(t) => Secret(t),
+        Opt::Set(t) => Secret::new(errs.text("github-token", Opt::Set(t), "")),
         Opt::WrongType(_) => {
             errs.add("github-token", "expected a string", "set a token string");
             Secret::default()
+        }
+    }
+}
+
+/// A Juju secret URI (`secret:<id>`, as `juju add-secret` prints it), or unset.
+fn github_token_secret(raw: Opt<String>, errs: &mut Errors) -> Option<String> {
+    let uri = errs.text("github-token-secret", raw, "");
+    if uri.is_empty() {
+        return None;
+    }
+    let id = uri.strip_prefix("secret:").unwrap_or_default();
+    let id = id
+        .strip_prefix("//")
+        .map_or(id, |rest| rest.rsplit('/').next().unwrap_or(""));
+    if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        errs.add(
+            "github-token-secret",
+            "is not a secret URI",
+            "juju add-secret github-token token=<token>, juju grant-secret github-token <app>, then set the secret:<id> it printed",
+        );
+        return None;
+    }
+    Some(uri)
+}
+
+/// `<version>=<sha256>[,<version>=<sha256>…]`.
+fn release_sha256(
+    raw: Opt<String>,
+    errs: &mut Errors,
+) -> std::collections::BTreeMap<String, String> {
+    let text = errs.text("release-sha256", raw, "");
+    let mut out = std::collections::BTreeMap::new();
+    for item in text.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        let parsed = item.split_once('=').and_then(|(v, h)| {
+            let (v, h) = (v.trim().trim_start_matches('v'), h.trim());
+            let hex = h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit());
+            (is_valid_version(v) && hex).then(|| (v.to_string(), h.to_ascii_lowercase()))
+        });
+        match parsed {
+            Some((v, h)) => {
+                out.insert(v, h);
+            }
+            None => {
+                let shown: String = item.chars().take(80).collect();
+                errs.add(
+                    "release-sha256",
+                    format!("{shown:?} is not <version>=<sha256>"),
+                    "list the tarballs' digests as 7.14.3=<64 hex digits>, comma-separated",
+                );
+            }
+        }
+    }
+    out
+}
+
+/// PEM certificates (newlines allowed); must hold at least one certificate.
+fn release_ca(raw: Opt<String>, errs: &mut Errors) -> Option<String> {
+    let pem = errs.text_allowing("release-ca", raw, "", &['\n', '\r']);
+    if pem.is_empty() {
+        return None;
+    }
+    match crate::installer::download::parse_ca_bundle(&pem) {
+        Ok(_) => Some(pem),
+        Err(_) => {
+            errs.add(
+                "release-ca",
+                "holds no PEM certificate",
+                "set it to the CA certificate(s) in PEM: juju config <app> release-ca=@ca.pem",
+            );
+            None
         }
     }
 }
@@ -440,7 +590,7 @@ fn external_url(raw: Opt<String>, errs: &mut Errors) -> Option<String> {
         Ok(()) => {
             errs.add(
                 "external-url",
-                format!("{url:?} contains a placeholder"),
+                format!("{:?} contains a placeholder", shown_url(&url)),
                 "use a URL such as https://ci.example.com",
             );
             None
@@ -553,6 +703,9 @@ impl CharmConfig {
             release_url: release_url(raw.release_url, &mut errs),
             release_api_url: release_api_url(raw.release_api_url, &mut errs),
             github_token: github_token(raw.github_token, &mut errs),
+            github_token_secret: github_token_secret(raw.github_token_secret, &mut errs),
+            release_sha256: release_sha256(raw.release_sha256, &mut errs),
+            release_ca: release_ca(raw.release_ca, &mut errs),
             web_port: web_port(raw.web_port, &mut errs),
             external_url: external_url(raw.external_url, &mut errs),
             log_level: log_level(raw.log_level, &mut errs),
@@ -574,6 +727,25 @@ impl CharmConfig {
     /// The download URL of a version.
     pub fn release_url_for(&self, version: &str) -> String {
         self.release_url.replace("{version}", version)
+    }
+
+    /// The pinned sha256 of `version`'s tarball: `Ok(None)` when nothing is pinned,
+    /// `Err` when other versions are pinned but not this one (pins are all or nothing).
+    pub fn pinned_sha256(&self, version: &str) -> Result<Option<&str>, String> {
+        if self.release_sha256.is_empty() {
+            return Ok(None);
+        }
+        self.release_sha256
+            .get(version)
+            .map(|h| Some(h.as_str()))
+            .ok_or_else(|| version.to_string())
+    }
+
+    /// Whether `release-url` downloads over plain http.
+    pub fn release_url_is_plain_http(&self) -> bool {
+        self.release_url
+            .get(..7)
+            .is_some_and(|s| s.eq_ignore_ascii_case("http://"))
     }
 }
 
@@ -699,7 +871,7 @@ mod tests {
             .keys()
             .map(|k| k.as_str().unwrap().to_string())
             .collect();
-        assert_eq!(options.len(), 13, "{options:?}");
+        assert_eq!(options.len(), 16, "{options:?}");
         // A wrong type for every option at once: every one is reported, in order.
         let all_wrong: Map<String, Value> =
             options.iter().map(|o| (o.clone(), json!([1]))).collect();
@@ -765,5 +937,153 @@ mod tests {
         ] {
             assert_eq!(parse_duration(bad), None, "{bad}");
         }
+    }
+    #[test]
+    fn external_url_with_an_embedded_newline_is_refused() {
+        // Url::parse drops tabs and newlines, so this used to pass and be written to
+        // web.env with the newline in it.
+        let errs = CharmConfig::from_map(&map(json!({
+            "external-url": "https://ci.example.com/\nCONCOURSE_EVIL=1"
+        })))
+        .unwrap_err();
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!(errs[0].option, "external-url");
+        assert!(errs[0].problem.contains("control character"), "{errs:?}");
+    }
+
+    #[test]
+    fn control_characters_are_refused_in_every_string_option() {
+        for (option, good) in [
+            ("mode", "auto"),
+            ("version", "7.14.3"),
+            ("shared-storage", "none"),
+            ("release-url", "https://m.example/{version}/c.tgz"),
+            ("release-api-url", "https://api.example/latest"),
+            ("github-token", "ghp_abc"),
+            ("external-url", "https://ci.example.com"),
+            ("log-level", "info"),
+            ("drain-timeout", "1h"),
+            ("tag", "gpu"),
+            ("initial-admin-username", "admin"),
+        ] {
+            for bad in ["\n", "\r", "\u{1b}[2J", "\0", "\t"] {
+                let value = format!("{}{bad}x{}", &good[..1], &good[1..]);
+                let mut m = Map::new();
+                m.insert(option.to_string(), json!(value));
+                let errs = CharmConfig::from_map(&m).unwrap_err();
+                assert_eq!(errs.len(), 1, "{option}={value:?}: {errs:?}");
+                assert_eq!(errs[0].option, option);
+                assert!(
+                    errs[0].problem.contains("control character"),
+                    "{option}: {errs:?}"
+                );
+                if option == "github-token" {
+                    assert!(!errs[0].to_string().contains("ghp"), "{errs:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn release_url_credentials_never_reach_the_status() {
+        for url in [
+            "ftp://mirror-user:s3cr3t-token@mirror.example/{version}/c.tgz?sig=s3cr3t-sig",
+            "https://mirror-user:s3cr3t-token@mirror.example/c.tgz?sig=s3cr3t-sig",
+            "mirror-user:s3cr3t-token@mirror.example/{version}?sig=s3cr3t-sig",
+        ] {
+            for option in ["release-url", "release-api-url", "external-url"] {
+                let mut m = Map::new();
+                m.insert(option.into(), json!(url));
+                let Err(errs) = CharmConfig::from_map(&m) else {
+                    continue;
+                };
+                for e in &errs {
+                    let msg = e.status_message();
+                    assert!(!msg.contains("s3cr3t"), "{option}: {msg}");
+                    assert!(!msg.contains("mirror-user"), "{option}: {msg}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn ipv6_addresses_are_bracketed_in_urls_and_host_ports() {
+        assert_eq!(http_url("fd42::5", 8080), "http://[fd42::5]:8080");
+        assert_eq!(host_port("fd42::5", 2222), "[fd42::5]:2222");
+        assert_eq!(host_port("[fd42::5]", 2222), "[fd42::5]:2222");
+        assert_eq!(http_url("10.0.0.5", 8080), "http://10.0.0.5:8080");
+        assert_eq!(host_port("ci.example.com", 2222), "ci.example.com:2222");
+        reqwest::Url::parse(&http_url("fd42::5", 8080)).unwrap();
+    }
+
+    #[test]
+    fn release_sha256_pins_are_all_or_nothing() {
+        let h1 = "a".repeat(64);
+        let h2 = "B".repeat(64);
+        let c = CharmConfig::from_map(&map(json!({
+            "release-sha256": format!(" 7.14.3={h1}, v7.14.2 = {h2} ")
+        })))
+        .unwrap();
+        assert_eq!(c.pinned_sha256("7.14.3"), Ok(Some(h1.as_str())));
+        assert_eq!(c.pinned_sha256("7.14.2"), Ok(Some("b".repeat(64).as_str())));
+        assert_eq!(c.pinned_sha256("8.0.0"), Err("8.0.0".to_string()));
+        let none = CharmConfig::from_map(&Map::new()).unwrap();
+        assert_eq!(none.pinned_sha256("8.0.0"), Ok(None));
+        for bad in [
+            "7.14.3".to_string(),
+            "7.14.3=abc".to_string(),
+            format!("latest={h1}"),
+            format!("7.14.3:{h1}"),
+        ] {
+            let errs = CharmConfig::from_map(&map(json!({ "release-sha256": bad }))).unwrap_err();
+            assert_eq!(errs[0].option, "release-sha256", "{bad}");
+        }
+    }
+
+    #[test]
+    fn release_ca_takes_pem_with_newlines_only() {
+        let errs =
+            CharmConfig::from_map(&map(json!({"release-ca": "not a certificate"}))).unwrap_err();
+        assert_eq!(errs[0].option, "release-ca");
+        assert!(errs[0].fix.contains("PEM"), "{errs:?}");
+        let front = release_fixtures::tls::TlsFront::start("127.0.0.1:9".parse().unwrap()).unwrap();
+        let c = CharmConfig::from_map(&map(json!({"release-ca": front.ca_pem()}))).unwrap();
+        assert_eq!(c.release_ca.as_deref(), Some(front.ca_pem().trim()));
+        let tabbed = front.ca_pem().replace('\n', "\n\t");
+        let errs = CharmConfig::from_map(&map(json!({"release-ca": tabbed}))).unwrap_err();
+        assert!(errs[0].problem.contains("control character"), "{errs:?}");
+    }
+
+    #[test]
+    fn github_token_secret_is_a_secret_uri() {
+        for ok in [
+            "secret:cs2ejb6mp25c76kp6f8g",
+            "secret://model-uuid/cs2ejb6mp25c76kp6f8g",
+        ] {
+            let c = CharmConfig::from_map(&map(json!({"github-token-secret": ok}))).unwrap();
+            assert_eq!(c.github_token_secret.as_deref(), Some(ok));
+        }
+        for bad in ["ghp_plaintoken", "secret:", "secret:a b"] {
+            let errs =
+                CharmConfig::from_map(&map(json!({"github-token-secret": bad}))).unwrap_err();
+            assert_eq!(errs[0].option, "github-token-secret");
+            assert!(!errs[0].to_string().contains("ghp_"), "{errs:?}");
+            assert!(errs[0].fix.contains("juju grant-secret"), "{errs:?}");
+        }
+    }
+
+    #[test]
+    fn plain_http_release_urls_are_recognised() {
+        let c = |u: &str| {
+            CharmConfig::from_map(&map(json!({"release-url": u})))
+                .unwrap()
+                .release_url_is_plain_http()
+        };
+        assert!(c("http://mirror/{version}/c.tgz"));
+        assert!(c("HTTP://mirror/{version}/c.tgz"));
+        assert!(!c("https://mirror/{version}/c.tgz"));
+        assert!(!CharmConfig::from_map(&Map::new())
+            .unwrap()
+            .release_url_is_plain_http());
     }
 }

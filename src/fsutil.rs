@@ -51,7 +51,7 @@ pub fn write_if_changed(
         }
     }
     let (dir, _) = split(path)?;
-    fs::create_dir_all(dir)?;
+    create_dirs(dir)?;
     replace_file(path, content, mode, owner)?;
     Ok(true)
 }
@@ -86,12 +86,22 @@ pub fn replace_symlink(target: &Path, link: &Path) -> io::Result<bool> {
         return Ok(false);
     }
     let (dir, name) = split(link)?;
-    fs::create_dir_all(dir)?;
+    create_dirs(dir)?;
     let prefix = temp_prefix(name);
     let tmp = temp_builder(&prefix).make_in(dir, |p| std::os::unix::fs::symlink(target, p))?;
     tmp.persist(link).map_err(|e| e.error)?;
     fsync_dir(dir)?;
     Ok(true)
+}
+
+/// Creates `dir` and its missing parents 0755 (whatever the umask: the charm writes
+/// there as root, nobody else may).
+fn create_dirs(dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(dir)
 }
 
 /// fsyncs a directory, making renames and creations in it durable.

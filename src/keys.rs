@@ -4,15 +4,21 @@
 //! Owns: the key files under the roles' `keys` directories (paths are machine paths,
 //! mapped through [`Paths::local`](crate::host::Paths::local) for I/O). Invariants: a key
 //! is generated once (by the release's `concourse generate-key`) and never rotated by a
-//! reconcile; a new key appears with one rename, private key 0600 and public key 0644,
-//! both owned by the given owner; public keys from other units are used only after
-//! [`is_public_key`] accepted them. Hazards: the keys directory of web belongs to the
-//! service user, and generation stages in a temporary directory inside it.
+//! reconcile; every key file belongs to root (the charm's owner) and appears with one
+//! atomic write (`fsutil::replace_file`): the private key 0600, or 0640 with the service
+//! user's group when the service runs as that user (web), the public key 0644; the keys
+//! directory and the one above it belong to root and are writable by root only, so the
+//! service user can plant nothing where root writes (a key directory left to the service
+//! user by an older charm is taken back, and its files re-owned without following links);
+//! `generate-key` writes into a fresh 0700 directory of root's; public keys from other
+//! units are used only after [`is_public_key`] accepted them. Hazards: generation runs a
+//! binary from the release volume as root: callers verify the release first.
 
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use crate::host::{Host, KeyKind, Owner, ProvisionError};
+use crate::fsutil;
+use crate::host::{Host, KeyKind, Owner, Paths, ProvisionError, Provisioner};
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
@@ -75,53 +81,151 @@ pub fn authorized_keys_text<'a>(keys: impl IntoIterator<Item = &'a str>) -> Stri
 }
 
 /// Generates the key at machine path `key` with `concourse` (a local path) unless it is
-/// there; returns whether it generated one.
+/// there; returns whether it generated one. The key files belong to the charm's owner
+/// (root); `readers` is the group that may read the private key (the service user's
+/// group, for web), `None` for nobody else. See the module docs for the directory.
 pub fn ensure_key(
     host: &Host,
     concourse: &Path,
     kind: KeyKind,
     key: &Path,
-    owner: Owner,
+    readers: Option<u32>,
 ) -> Result<bool, KeyError> {
-    let path = host.paths.local(key);
-    let io = |p: &Path| {
-        let path = p.to_path_buf();
-        move |source| KeyError::Io { path, source }
-    };
-    let have_pub = kind != KeyKind::Ssh || pub_path(&path).exists();
-    if std::fs::metadata(&path).is_ok_and(|m| m.len() > 0) && have_pub {
+    ensure_key_with(
+        &host.paths,
+        host.provisioner.as_ref(),
+        concourse,
+        kind,
+        key,
+        readers,
+    )
+}
+
+/// [`ensure_key`] with the host's parts it uses.
+pub fn ensure_key_with(
+    paths: &Paths,
+    provisioner: &dyn Provisioner,
+    concourse: &Path,
+    kind: KeyKind,
+    key: &Path,
+    readers: Option<u32>,
+) -> Result<bool, KeyError> {
+    let path = paths.local(key);
+    let (uid, root_gid) = provisioner.charm_owner();
+    let owner = (uid, readers.unwrap_or(root_gid));
+    let private_mode = if readers.is_some() { 0o640 } else { 0o600 };
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    ensure_root_dir(dir, (uid, root_gid))?;
+    let pub_file = pub_path(&path);
+    if is_regular_nonempty(&path) && (kind != KeyKind::Ssh || is_regular_nonempty(&pub_file)) {
+        // Kept; written by an older charm maybe, with other owners and modes.
+        fix_file(&path, owner, private_mode)?;
+        if kind == KeyKind::Ssh {
+            fix_file(&pub_file, owner, 0o644)?;
+        }
         return Ok(false);
     }
-    let dir = path.parent().unwrap_or(Path::new("/"));
-    std::fs::create_dir_all(dir).map_err(io(dir))?;
-    std::os::unix::fs::chown(dir, Some(owner.0), Some(owner.1)).map_err(io(dir))?;
+    // Generated in a private (0700) directory of our own inside the root-owned keys
+    // directory, then copied into place with the charm's one atomic write.
     let staging = tempfile::Builder::new()
         .prefix(".keygen")
+        .permissions(std::fs::Permissions::from_mode(0o700))
         .tempdir_in(dir)
-        .map_err(io(dir))?;
+        .map_err(io_error(dir))?;
     let tmp = staging.path().join("key");
-    host.provisioner
+    provisioner
         .generate_key(concourse, kind, &tmp)
         .map_err(|source| KeyError::Generate {
             path: key.to_path_buf(),
             source,
         })?;
-    if !tmp.exists() {
-        return Err(KeyError::Missing {
+    let read = |p: &Path| match std::fs::read(p) {
+        Ok(b) if !b.is_empty() => Ok(b),
+        _ => Err(KeyError::Missing {
             path: key.to_path_buf(),
-        });
-    }
-    let fix = |p: &Path, mode: u32| -> Result<(), KeyError> {
-        std::os::unix::fs::chown(p, Some(owner.0), Some(owner.1)).map_err(io(p))?;
-        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).map_err(io(p))
+        }),
     };
-    fix(&tmp, 0o600)?;
+    let private = read(&tmp)?;
     if kind == KeyKind::Ssh {
-        fix(&pub_path(&tmp), 0o644)?;
-        std::fs::rename(pub_path(&tmp), pub_path(&path)).map_err(io(&path))?;
+        let public = read(&pub_path(&tmp))?;
+        fsutil::replace_file(&pub_file, &public, 0o644, Some(owner))
+            .map_err(io_error(&pub_file))?;
     }
-    std::fs::rename(&tmp, &path).map_err(io(&path))?;
+    fsutil::replace_file(&path, &private, private_mode, Some(owner)).map_err(io_error(&path))?;
     Ok(true)
+}
+
+fn io_error(p: &Path) -> impl FnOnce(std::io::Error) -> KeyError {
+    let path = p.to_path_buf();
+    move |source| KeyError::Io { path, source }
+}
+
+/// Whether `p` is a non-empty regular file (a symlink is not).
+fn is_regular_nonempty(p: &Path) -> bool {
+    std::fs::symlink_metadata(p).is_ok_and(|m| m.is_file() && m.len() > 0)
+}
+
+/// Makes `dir` (and a missing parent) a real directory owned by `owner`, not writable by
+/// group or others, so nobody else can plant a file or link where root writes. A symlink
+/// in its place is removed.
+fn ensure_root_dir(dir: &Path, owner: Owner) -> Result<(), KeyError> {
+    if let Some(parent) = dir.parent() {
+        std::fs::create_dir_all(parent).map_err(io_error(parent))?;
+    }
+    match std::fs::symlink_metadata(dir) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => std::fs::remove_file(dir).map_err(io_error(dir))?,
+        Err(_) => {}
+    }
+    match std::fs::create_dir(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(io_error(dir)(e)),
+    }
+    fix_dir(dir, owner)?;
+    if let Some(parent) = dir.parent() {
+        // The service's home: root's too (web needs no write access to it).
+        if std::fs::symlink_metadata(parent)
+            .is_ok_and(|m| m.uid() != owner.0 || m.mode() & 0o7777 != 0o755)
+        {
+            fix_dir(parent, owner)?;
+        }
+    }
+    Ok(())
+}
+
+/// Gives an existing directory `owner` and mode 0755 (the service user passes through,
+/// only root writes), without following a symlink.
+fn fix_dir(dir: &Path, owner: Owner) -> Result<(), KeyError> {
+    let f = open_nofollow(dir, true).map_err(io_error(dir))?;
+    std::os::unix::fs::fchown(&f, Some(owner.0), Some(owner.1)).map_err(io_error(dir))?;
+    f.set_permissions(std::fs::Permissions::from_mode(0o755))
+        .map_err(io_error(dir))
+}
+
+/// Gives an existing key file `owner` and `mode`, without following a symlink.
+fn fix_file(p: &Path, owner: Owner, mode: u32) -> Result<(), KeyError> {
+    let f = open_nofollow(p, false).map_err(io_error(p))?;
+    let m = f.metadata().map_err(io_error(p))?;
+    if (m.uid(), m.gid()) != owner {
+        std::os::unix::fs::fchown(&f, Some(owner.0), Some(owner.1)).map_err(io_error(p))?;
+    }
+    if m.mode() & 0o7777 != mode {
+        f.set_permissions(std::fs::Permissions::from_mode(mode))
+            .map_err(io_error(p))?;
+    }
+    Ok(())
+}
+
+fn open_nofollow(p: &Path, dir: bool) -> std::io::Result<std::fs::File> {
+    let mut flags = nix::libc::O_NOFOLLOW;
+    if dir {
+        flags |= nix::libc::O_DIRECTORY;
+    }
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(flags)
+        .open(p)
 }
 
 /// The public half of the SSH key at machine path `key`, checked.

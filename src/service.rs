@@ -2,17 +2,26 @@
 //!
 //! Owns: the text of `concourse-server.service` and `concourse-worker.service`, and
 //! [`apply_service`], the one way a role's files reach the machine and its service is
-//! (re)started. Invariants: unit and env files are written only when their content changes
-//! (`fsutil::write_if_changed`), `daemon-reload` runs only after a unit file changed, and
-//! a service is restarted only when one of its own inputs changed (the caller passes
-//! whether the release changed; a unit-file change of stop-time settings alone is not
-//! one); a file that only needs a reload (`ExecReload=`) never restarts the service.
-//! Hazards: `stop` of a worker lands it (`KillSignal=SIGUSR1`) and can take up to
-//! `drain-timeout`; retiring uses SIGUSR2 explicitly.
+//! (re)started, with the record of what each service was started with
+//! (`/var/lib/concourse-ci/started/<service>.json`, [`StartedWith`]).
+//! Invariants: level-triggered: every hook compares what a service was started with
+//! (release binary, unit text, env file, keys) with what should run, so a hook that
+//! failed half-way is finished by its retry; the record is written only after the
+//! (re)start succeeded and emptied before it starts; unit and env files are written only
+//! when their content changes (`fsutil::write_if_changed`); systemd re-reads units when a
+//! file changed or it reports `NeedDaemonReload`; a change of stop-time settings alone
+//! (`TimeoutStopSec=`, `KillSignal=`, `KillMode=`) is a daemon-reload, never a restart; an
+//! input that only needs a reload (`ExecReload=`) never restarts the service.
+//! Hazards: `stop` and `restart` of a worker land it (`KillSignal=SIGUSR1`) and can take up
+//! to `drain-timeout`; retiring uses SIGUSR2 explicitly. A unit set up by a charm revision
+//! that recorded nothing has its running services adopted as they are.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+use tracing::info;
 
 use crate::fsutil::{self, Owner};
 use crate::host::{Host, ManagerError};
@@ -224,6 +233,14 @@ pub struct ManagedFile {
     pub on_change: OnChange,
 }
 
+/// A file a service reads that [`apply_service`] does not write (a key generated once).
+#[derive(Debug, Clone)]
+pub struct ReadFile {
+    /// The machine path.
+    pub path: PathBuf,
+    pub on_change: OnChange,
+}
+
 /// What [`apply_service`] did to the service.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Applied {
@@ -232,43 +249,265 @@ pub struct Applied {
     pub reloaded: bool,
 }
 
-/// Writes a service's files and unit, then starts, restarts or reloads it as needed.
-/// `release_changed` is true when the unit's pointer moved to another release.
+/// Writes a service's files and unit, then brings the service to what should run:
+/// starts it when it is not active, restarts it when it was started with another
+/// release, unit or restart input than these, reloads it when only a reload input
+/// differs, and otherwise leaves it alone (see [`StartedWith`]). Systemd re-reads the
+/// unit when the file changed or it reports `NeedDaemonReload`. A reload waits for
+/// `ready_to_reload` (web dies on an early SIGHUP): when it says no, nothing is recorded
+/// and a later hook reloads.
 pub fn apply_service(
     host: &Host,
     spec: &UnitSpec,
     files: &[ManagedFile],
-    release_changed: bool,
+    reads: &[ReadFile],
+    ready_to_reload: &dyn Fn() -> bool,
 ) -> Result<Applied, ServiceError> {
-    let (mut restart, mut reload) = (release_changed, false);
     for f in files {
         let path = host.paths.local(&f.path);
-        let changed = fsutil::write_if_changed(&path, &f.content, f.mode, Some(f.owner))
+        fsutil::write_if_changed(&path, &f.content, f.mode, Some(f.owner))
             .map_err(|source| ServiceError::Write { path, source })?;
-        match f.on_change {
-            OnChange::Restart => restart |= changed,
-            OnChange::Reload => reload |= changed,
-        }
     }
     let unit_change = spec.install(host)?;
-    restart |= unit_change.needs_restart();
     let sys = &host.services;
-    if unit_change.written() {
+    let status = sys.status(&spec.name);
+    if unit_change.written() || status.needs_daemon_reload {
         sys.daemon_reload()?;
+    }
+    if unit_change.written() || !status.enabled {
         sys.enable(&spec.name)?;
     }
+    let wanted = StartedWith::of(host, spec, files, reads);
+    let record = started_record_path(&spec.name);
+    let recorded = Recorded::read(host, &record);
     let mut applied = Applied::default();
-    if !sys.is_active(&spec.name) {
-        sys.start(&spec.name)?;
-        applied.started = true;
-    } else if restart {
-        sys.restart(&spec.name)?;
-        applied.restarted = true;
-    } else if reload {
-        sys.reload(&spec.name)?;
-        applied.reloaded = true;
+    match decide(status.active, &recorded, &wanted) {
+        Decision::Keep => {}
+        Decision::Adopt => info!(
+            "{}: adopting the running service (no record of what an older charm started it with)",
+            spec.name
+        ),
+        Decision::Start => {
+            forget(host, &record)?;
+            sys.start(&spec.name)?;
+            applied.started = true;
+        }
+        Decision::Restart(why) => {
+            info!("restarting {}: {why}", spec.name);
+            forget(host, &record)?;
+            sys.restart(&spec.name)?;
+            applied.restarted = true;
+        }
+        Decision::Reload if !ready_to_reload() => return Ok(applied),
+        Decision::Reload => {
+            sys.reload(&spec.name)?;
+            applied.reloaded = true;
+        }
+    }
+    if recorded.as_ref() != Some(&wanted) {
+        remember(host, &record, &wanted)?;
     }
     Ok(applied)
+}
+
+/// Whether a running service would be restarted by [`apply_service`] with these inputs
+/// (no side effects), so a caller can prepare it (a worker lands first).
+pub fn restart_pending(
+    host: &Host,
+    spec: &UnitSpec,
+    files: &[ManagedFile],
+    reads: &[ReadFile],
+) -> bool {
+    let wanted = StartedWith::of(host, spec, files, reads);
+    let recorded = Recorded::read(host, &started_record_path(&spec.name));
+    matches!(decide(true, &recorded, &wanted), Decision::Restart(_))
+}
+
+/// Where the records of what each service was started with live (the unit's own disk).
+pub const STARTED_DIR: &str = "/var/lib/concourse-ci/started";
+
+/// The record of what `service` was started with (a machine path).
+pub fn started_record_path(service: &str) -> PathBuf {
+    Path::new(STARTED_DIR).join(format!("{service}.json"))
+}
+
+/// The binary a service was started with, per its record (`None`: not recorded).
+pub fn started_binary(host: &Host, service: &str) -> Option<PathBuf> {
+    match Recorded::read(host, &started_record_path(service)) {
+        Recorded::Known(s) => Some(PathBuf::from(s.binary)),
+        _ => None,
+    }
+}
+
+/// What a service was started with, as digests: written after a successful (re)start or
+/// reload, compared with what should run in every hook. Digests only: the env file holds
+/// secrets.
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub struct StartedWith {
+    /// The binary `ExecStart=` runs, resolved through the unit's pointer (the release).
+    pub binary: String,
+    /// sha256 of the unit text without the settings only read when stopping.
+    pub unit: String,
+    /// sha256 of each input whose change needs a restart (env file, keys), by path.
+    pub restart: BTreeMap<String, String>,
+    /// sha256 of each input the service reloads (the TSA's authorized keys), by path.
+    pub reload: BTreeMap<String, String>,
+}
+
+impl StartedWith {
+    /// What should run now: the files as written, the keys as on disk, the pointer as
+    /// it resolves.
+    fn of(host: &Host, spec: &UnitSpec, files: &[ManagedFile], reads: &[ReadFile]) -> StartedWith {
+        let bin = spec
+            .exec_start
+            .split_whitespace()
+            .next()
+            .unwrap_or_default();
+        let binary = std::fs::canonicalize(host.paths.local(bin))
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        let mut s = StartedWith {
+            binary,
+            unit: digest(&[without_stop_settings(&spec.render()).join("\n").as_bytes()]),
+            ..StartedWith::default()
+        };
+        let mut add = |path: &Path, on_change: OnChange, d: String| {
+            let key = path.display().to_string();
+            match on_change {
+                OnChange::Restart => s.restart.insert(key, d),
+                OnChange::Reload => s.reload.insert(key, d),
+            };
+        };
+        for f in files {
+            let meta = format!("{:o}:{}:{}", f.mode, f.owner.0, f.owner.1);
+            add(&f.path, f.on_change, digest(&[meta.as_bytes(), &f.content]));
+        }
+        for r in reads {
+            let content = std::fs::read(host.paths.local(&r.path)).unwrap_or_default();
+            add(&r.path, r.on_change, digest(&[&content]));
+        }
+        s
+    }
+
+    /// What differs from `wanted` that needs a restart, for the log.
+    fn restart_reasons(&self, wanted: &StartedWith) -> Vec<String> {
+        let mut why = Vec::new();
+        if self.binary != wanted.binary {
+            why.push(format!("it runs {}", wanted.binary));
+        }
+        if self.unit != wanted.unit {
+            why.push("its unit file changed".to_string());
+        }
+        let keys = wanted.restart.keys().chain(self.restart.keys());
+        let mut changed: Vec<&String> = keys
+            .filter(|k| self.restart.get(*k) != wanted.restart.get(*k))
+            .collect();
+        changed.dedup();
+        if !changed.is_empty() {
+            let names: Vec<&str> = changed.iter().map(|k| k.as_str()).collect();
+            why.push(format!("{} changed", names.join(", ")));
+        }
+        why
+    }
+}
+
+fn digest(parts: &[&[u8]]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update((p.len() as u64).to_le_bytes());
+        h.update(p);
+    }
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// What the unit's disk says a service was started with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Recorded {
+    /// No record: the service was set up by a charm revision that did not record.
+    Legacy,
+    /// An empty (or unreadable) record: a (re)start was under way and did not finish.
+    Missing,
+    Known(StartedWith),
+}
+
+impl Recorded {
+    fn read(host: &Host, record: &Path) -> Recorded {
+        match std::fs::read(host.paths.local(record)) {
+            Ok(b) => serde_json::from_slice(&b).map_or(Recorded::Missing, Recorded::Known),
+            Err(_) => Recorded::Legacy,
+        }
+    }
+
+    fn as_ref(&self) -> Option<&StartedWith> {
+        match self {
+            Recorded::Known(s) => Some(s),
+            _ => None,
+        }
+    }
+}
+
+/// What to do with a service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Decision {
+    Keep,
+    /// Record what should run as what runs, touching nothing (see [`Recorded::Legacy`]).
+    Adopt,
+    Start,
+    /// Restart, saying why.
+    Restart(String),
+    Reload,
+}
+
+/// Pure: compares what runs with what should run.
+fn decide(active: bool, recorded: &Recorded, wanted: &StartedWith) -> Decision {
+    let was = match recorded {
+        _ if !active => return Decision::Start,
+        Recorded::Legacy => return Decision::Adopt,
+        Recorded::Missing => {
+            return Decision::Restart("no record of what it was started with".into())
+        }
+        Recorded::Known(was) => was,
+    };
+    let why = was.restart_reasons(wanted);
+    if !why.is_empty() {
+        Decision::Restart(why.join("; "))
+    } else if was.reload != wanted.reload {
+        Decision::Reload
+    } else {
+        Decision::Keep
+    }
+}
+
+/// Empties the record before a (re)start: a start that is interrupted leaves it empty,
+/// so the next hook restarts.
+fn forget(host: &Host, record: &Path) -> Result<(), ServiceError> {
+    write_record(host, record, b"")
+}
+
+/// Records what a service was started with.
+fn remember(host: &Host, record: &Path, with: &StartedWith) -> Result<(), ServiceError> {
+    let json = serde_json::to_vec_pretty(with).unwrap_or_default();
+    write_record(host, record, &json)
+}
+
+/// Writes a record (temp + fsync + rename; 0600 root).
+fn write_record(host: &Host, record: &Path, content: &[u8]) -> Result<(), ServiceError> {
+    let path = host.paths.local(record);
+    fsutil::write_if_changed(&path, content, 0o600, None)
+        .map(drop)
+        .map_err(|source| ServiceError::Write { path, source })
+}
+
+/// Removes a service's record (its unit is uninstalled).
+fn remove_record(host: &Host, service: &str) -> Result<(), ServiceError> {
+    let path = host.paths.local(started_record_path(service));
+    match std::fs::remove_file(&path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(ServiceError::Write { path, source: e })
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Disables a service and removes its unit file (the service is already stopped).
@@ -281,7 +520,7 @@ pub fn uninstall(host: &Host, name: &str) -> Result<(), ServiceError> {
         let _ = std::fs::remove_file(&path);
         host.services.daemon_reload()?;
     }
-    Ok(())
+    remove_record(host, name)
 }
 
 /// Whether a service's unit file is installed.

@@ -784,9 +784,13 @@ pub fn unit_step(v: &UnitView) -> UnitStep {
         step.refuse = Some("the release volume is not usable on this unit".into());
         return step;
     }
+    // A granted unit switches until it both runs the target and reported it: a switch
+    // hook that failed after the pointer moved is done again (restart, verification) by
+    // its retry, which finds the pointer already on the target.
+    let done = v.running == Some(app.target.as_str()) && v.me.on(&app.target);
     if app.phase == Phase::Complete
         && app.grant.contains(&v.me.name)
-        && v.running != Some(app.target.as_str())
+        && !done
         && !v.me.failed(app.gen)
     {
         step.switch_to = Some(app.target.clone());

@@ -3,32 +3,32 @@
 //!
 //! Owns: `/var/lib/concourse-web` (home of user `concourse`; keys in `keys/`),
 //! `/etc/concourse/web.env` (0600 root: the database and admin passwords live only here),
-//! `concourse-server.service` and [`KEYS_LOADED`]. Invariants: keys are generated once and
+//! and `concourse-server.service`. Invariants: keys are generated once and
 //! never rotated by a reconcile; the service restarts only when its unit file (beyond stop
 //! settings), env file or release changed; new worker keys are applied with a reload
 //! (SIGHUP), never a restart, and only once web's TSA listens: before that SIGHUP kills
 //! web (Go's default; `tsa/tsacmd/command.go` installs the handler after the database
 //! is open and migrated), and web reads the keys file when its TSA starts anyway. Which
-//! keys the running web has is recorded per main pid, so a reload missed by a failed hook
-//! happens in a later one. Web never starts a release that supports an older schema than
-//! the database has ([`prepare_switch`]). Hazards: never log env values; the env file is
-//! the only place secrets are written.
+//! keys the running web has is in its started record (`service::StartedWith`), so a
+//! reload missed by a failed hook or a starting web happens in a later one. Web never
+//! starts a release that supports an older schema than the database has
+//! ([`prepare_switch`]). Hazards: never log env values; the env file is the only place
+//! secrets are written.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use sha2::{Digest, Sha256};
 use tracing::{info, warn};
 
 use crate::config::{CharmConfig, Secret};
-use crate::fsutil;
 use crate::host::{DbEnv, Host, KeyKind, Owner, ProvisionError};
 use crate::keys::{self, KeyError};
 use crate::postgres::DbInfo;
 use crate::readiness::{self, Wait};
 use crate::service::{
-    self, apply_service, render_env, Applied, ManagedFile, OnChange, ServiceError, UnitSpec,
+    self, apply_service, render_env, Applied, ManagedFile, OnChange, ReadFile, ServiceError,
+    UnitSpec,
 };
 
 pub const SERVICE: &str = "concourse-server";
@@ -36,8 +36,6 @@ pub const HOME: &str = "/var/lib/concourse-web";
 pub const ENV_FILE: &str = "/etc/concourse/web.env";
 pub const USER: &str = "concourse";
 pub const TSA_PORT: u16 = 2222;
-/// `<main pid> <sha256 of the authorized worker keys>` of the running web.
-pub const KEYS_LOADED: &str = "/var/lib/concourse-ci/web-worker-keys.loaded";
 /// How long a hook waits for a starting web before it leaves a reload to a later hook.
 pub const RELOAD_WAIT: Duration = Duration::from_secs(10);
 
@@ -160,93 +158,80 @@ pub fn unit(config: &CharmConfig, current: &Path) -> UnitSpec {
 
 /// Creates the service user and the web keys (TSA host key, session signing key) if
 /// missing, with the release's `concourse` at `concourse` (a local path); returns the
-/// service user's owner and the TSA's public key.
+/// owner of the files web reads (root, with the service user's group) and the TSA's
+/// public key.
 pub fn ensure_keys(host: &Host, concourse: &Path) -> Result<(Owner, String), WebError> {
-    let owner = host.provisioner.ensure_user(USER, Path::new(HOME))?;
-    keys::ensure_key(host, concourse, KeyKind::Ssh, &tsa_host_key(), owner)?;
-    keys::ensure_key(host, concourse, KeyKind::Rsa, &session_signing_key(), owner)?;
+    let service = host.provisioner.ensure_user(USER, Path::new(HOME))?;
+    // Root's files, readable by the service's group (see crate::keys).
+    let owner = (host.provisioner.charm_owner().0, service.1);
+    keys::ensure_key(
+        host,
+        concourse,
+        KeyKind::Ssh,
+        &tsa_host_key(),
+        Some(owner.1),
+    )?;
+    keys::ensure_key(
+        host,
+        concourse,
+        KeyKind::Rsa,
+        &session_signing_key(),
+        Some(owner.1),
+    )?;
     let tsa_pub = keys::public_key_of(host, &tsa_host_key())?;
     Ok((owner, tsa_pub))
 }
 
 /// Writes the env file and the authorized worker keys, then (re)starts web, or reloads
-/// it when only the worker keys changed (once its TSA listens, see the module docs).
-/// `owner` owns the keys (the service user); `observable`: web logs its readiness.
+/// it when only the worker keys differ from what it runs, once its TSA listens (see the
+/// module docs; a reload not done yet is done by a later hook). `owner` owns the keys
+/// (root, the service's group); `observable`: web logs its readiness.
 pub fn apply(
     host: &Host,
     env_vars: &BTreeMap<String, String>,
     authorized_keys: &str,
     spec: &UnitSpec,
     owner: Owner,
-    release_changed: bool,
     observable: bool,
 ) -> Result<Applied, WebError> {
-    let keys_path = host.paths.local(authorized_worker_keys());
-    fsutil::write_if_changed(&keys_path, authorized_keys.as_bytes(), 0o644, Some(owner)).map_err(
-        |source| WebError::Write {
-            path: keys_path,
-            source,
+    let files = [
+        ManagedFile {
+            path: PathBuf::from(ENV_FILE),
+            content: render_env(env_vars).into_bytes(),
+            mode: 0o600,
+            owner: host.provisioner.charm_owner(),
+            on_change: OnChange::Restart,
         },
-    )?;
-    let files = [ManagedFile {
-        path: PathBuf::from(ENV_FILE),
-        content: render_env(env_vars).into_bytes(),
-        mode: 0o600,
-        owner: host.provisioner.charm_owner(),
+        ManagedFile {
+            path: authorized_worker_keys(),
+            content: authorized_keys.as_bytes().to_vec(),
+            mode: 0o644,
+            owner,
+            on_change: OnChange::Reload,
+        },
+    ];
+    let keys = [tsa_host_key(), session_signing_key()].map(|path| ReadFile {
+        path,
         on_change: OnChange::Restart,
-    }];
-    let mut applied = apply_service(host, spec, &files, release_changed)?;
-    sync_worker_keys(host, authorized_keys, &mut applied, observable)?;
-    Ok(applied)
-}
-
-/// Makes the running web use `keys`: a web (re)started in this hook read them as it
-/// started; one that runs with others is reloaded once its TSA listens.
-fn sync_worker_keys(
-    host: &Host,
-    keys: &str,
-    applied: &mut Applied,
-    observable: bool,
-) -> Result<(), WebError> {
-    let Some(pid) = host.services.main_pid(SERVICE) else {
-        return Ok(());
-    };
-    let want = format!("{pid} {:x}\n", Sha256::digest(keys.as_bytes()));
-    let record = host.paths.local(KEYS_LOADED);
-    let loaded = std::fs::read_to_string(&record).unwrap_or_default();
-    if !(applied.started || applied.restarted) && loaded != want {
-        if observable && !tsa_listens(host)? {
-            info!("web is starting: its worker keys are reloaded once its TSA listens");
-            return Ok(());
-        }
-        host.services.reload(SERVICE).map_err(ServiceError::from)?;
-        applied.reloaded = true;
-    }
-    if let Some(dir) = record.parent() {
-        std::fs::create_dir_all(dir).map_err(|source| WebError::Write {
-            path: dir.to_path_buf(),
-            source,
-        })?;
-    }
-    fsutil::write_if_changed(&record, want.as_bytes(), 0o644, None).map_err(|source| {
-        WebError::Write {
-            path: record.clone(),
-            source,
-        }
-    })?;
-    Ok(())
+    });
+    let ready = || !observable || tsa_listens(host);
+    Ok(apply_service(host, spec, &files, &keys, &ready)?)
 }
 
 /// Whether web's TSA listens, waiting up to [`RELOAD_WAIT`] for a starting web.
-fn tsa_listens(host: &Host) -> Result<bool, WebError> {
+fn tsa_listens(host: &Host) -> bool {
     match readiness::wait(host, SERVICE, readiness::web_listening, RELOAD_WAIT) {
-        Ok(w) => Ok(w == Wait::Ready),
+        Ok(Wait::Ready) => true,
+        Ok(_) => {
+            info!("web is starting: its worker keys are reloaded once its TSA listens");
+            false
+        }
         Err(e) => {
             warn!(
                 "cannot tell whether web's TSA listens ({}); not reloading it now",
                 crate::error_chain(&e)
             );
-            Ok(false)
+            false
         }
     }
 }

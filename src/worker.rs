@@ -41,7 +41,8 @@ use crate::host::{Host, KeyKind};
 use crate::keys::{self, KeyError};
 use crate::readiness::{self, Wait};
 use crate::service::{
-    self, apply_service, render_env, Applied, ManagedFile, OnChange, ServiceError, UnitSpec,
+    self, apply_service, render_env, restart_pending, Applied, ManagedFile, OnChange, ReadFile,
+    ServiceError, UnitSpec,
 };
 
 pub const SERVICE: &str = "concourse-worker";
@@ -147,8 +148,7 @@ pub fn unit(config: &CharmConfig, current: &Path) -> UnitSpec {
 /// Creates the worker key if missing, with the release's `concourse` at `concourse` (a
 /// local path); returns its public half.
 pub fn ensure_key(host: &Host, concourse: &Path) -> Result<String, WorkerError> {
-    let root = host.provisioner.charm_owner();
-    keys::ensure_key(host, concourse, KeyKind::Ssh, &worker_key(), root)?;
+    keys::ensure_key(host, concourse, KeyKind::Ssh, &worker_key(), None)?;
     Ok(keys::public_key_of(host, &worker_key())?)
 }
 
@@ -178,7 +178,6 @@ pub fn apply(
     env_vars: &BTreeMap<String, String>,
     tsa_key: &str,
     spec: &UnitSpec,
-    release_changed: bool,
     ready: ReadyWait,
 ) -> Result<Applied, WorkerError> {
     let work = host.paths.local(work_dir());
@@ -200,10 +199,11 @@ pub fn apply(
             on_change: OnChange::Restart,
         },
     ];
-    let restart_due = release_changed
-        || files.iter().any(|f| differs(host, &f.path, &f.content))
-        || spec.would_restart(host);
-    if restart_due && host.services.is_active(SERVICE) {
+    let key = [ReadFile {
+        path: worker_key(),
+        on_change: OnChange::Restart,
+    }];
+    if host.services.is_active(SERVICE) && restart_pending(host, spec, &files, &key) {
         // A worker whose TSA moved (web left) cannot register again before it restarts:
         // land it if it is registered now, without waiting.
         let moved = tsa_moved(host, &files[0].content, env_vars);
@@ -214,7 +214,7 @@ pub fn apply(
         drain(host, Drain::Land, ready)?;
     }
     set_stop_override(host, None)?;
-    Ok(apply_service(host, spec, &files, release_changed)?)
+    Ok(apply_service(host, spec, &files, &key, &|| true)?)
 }
 
 /// Whether the worker's TSA (its host or key) is not the one it runs with.

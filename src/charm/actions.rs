@@ -144,6 +144,10 @@ pub fn restart_services(juju: &Juju, host: &Host) -> Result<(), CharmError> {
     let ready = CharmConfig::from_map(&juju.config()?)
         .map(|c| worker::ReadyWait::from_config(&c))
         .unwrap_or_default();
+    if let Err(why) = release::check_running_release(juju, host)? {
+        juju.action_fail(&format!("not restarting: {why}"))?;
+        return Ok(());
+    }
     let sys = &host.services;
     let mut done = Vec::new();
     if sys.is_active(worker::SERVICE) {

@@ -12,6 +12,7 @@
 //! and holds the unit's other hooks meanwhile.
 
 pub mod actions;
+pub mod failure;
 pub mod peers;
 pub mod release;
 pub mod status;
@@ -68,7 +69,7 @@ pub fn dispatch(juju: &Juju, host: &Host) -> Result<(), CharmError> {
             info!("storage detaching: services keep running until the unit stops");
             Ok(())
         }
-        _ => reconcile(juju, host),
+        _ => failure::settle(juju, reconcile(juju, host)),
     }
 }
 
@@ -141,6 +142,16 @@ fn reconcile(juju: &Juju, host: &Host) -> Result<(), CharmError> {
             upgrading::leader(juju, host, &config, &vol, &mut peers, &mut reports)?;
         }
         unit.run(&mut peers, roles, &mut reports)?;
+        if leader {
+            release::publish_digests(host, &vol, &mut peers);
+        }
+        // One writer per volume: the leader for a shared one, every unit for its own.
+        let shared = config.shared_storage == SharedStorage::Shared;
+        if leader || !shared {
+            let app = upgrade::AppUpgrade::from_bag(&peers.app);
+            let pointer = release::pointer_version(host);
+            release::tidy_volume(&vol, &app, shared, pointer.as_deref(), &mut reports);
+        }
         upgrading::report_progress(juju, &config, &peers, &mut reports);
     }
     peers.flush(juju)?;
@@ -197,9 +208,8 @@ impl UnitRun<'_> {
         let switched = outcome.switched.is_some();
         if let Some(switch) = outcome.switched {
             let back = upgrading::verify_switch(juju, host, config, vol, peers, roles, &r, switch)?;
-            if let Some(mut back) = back {
+            if let Some(back) = back {
                 // back to the previous release: restart the roles on it
-                back.changed = true;
                 role.apply(peers, &back, &mut Reports::default())?;
                 r = back;
             }
@@ -209,11 +219,29 @@ impl UnitRun<'_> {
         if switched && self.leader {
             upgrading::leader_steps(juju, host, config, vol, peers, reports)?;
         }
-        if juju.context().event != Event::UpdateStatus || r.changed {
-            juju.application_version_set(&r.version)?;
-        }
-        Ok(())
+        set_app_version(juju, self.host, &r.version)
     }
+}
+
+/// Tells Juju the version this unit runs: in every hook but `update-status`, and in that
+/// one too when the unit's record of what Juju was last told differs (a hook that
+/// switched and died before telling it, retried as `update-status`).
+fn set_app_version(juju: &Juju, host: &Host, version: &str) -> Result<(), CharmError> {
+    let record = host
+        .paths
+        .local(std::path::Path::new(release::LOCAL_DIR).join("application-version"));
+    let told = std::fs::read_to_string(&record).ok();
+    if juju.context().event == Event::UpdateStatus && told.as_deref() == Some(version) {
+        return Ok(());
+    }
+    juju.application_version_set(version)?;
+    if let Err(e) = crate::fsutil::write_if_changed(&record, version.as_bytes(), 0o644, None) {
+        warn!(
+            "cannot record the application version in {}: {e}",
+            record.display()
+        );
+    }
+    Ok(())
 }
 
 /// Applying this unit's roles in one hook.
@@ -235,7 +263,6 @@ impl RoleRun<'_> {
         let (juju, host, config) = (self.juju, self.host, self.config);
         let running = workload::Running {
             version: &r.version,
-            changed: r.changed,
         };
         workload::drop_other_roles(juju, host, config, peers, self.roles)?;
         if self.roles.web {

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::juju::{Bag, Databag, Juju, RelationRef, ToolError};
+use crate::juju::{Bag, Databag, FailureKind, Juju, RelationRef, ToolError};
 
 pub const ENDPOINT: &str = "peers";
 /// App key: the unit that runs web in `auto` mode.
@@ -60,10 +60,13 @@ impl Peers {
         }
         let mut others = BTreeMap::new();
         for u in names.into_iter().filter(|u| !dying(u)) {
-            // A planned unit that has not joined yet may have no readable databag.
+            // A planned unit that has not joined yet has no databag this unit may read
+            // (`permission denied`); any other failure (the agent lost its controller
+            // connection) fails the hook: an empty bag would read as a peer without its
+            // TSA or key.
             let bag = match juju.relation_get(&rel, &Bag::Unit(u.clone())) {
                 Ok(b) => b,
-                Err(e) if e.kind().is_some() => Databag::new(),
+                Err(e) if e.is(FailureKind::PermissionDenied) => Databag::new(),
                 Err(e) => return Err(e),
             };
             others.insert(u, bag);

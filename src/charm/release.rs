@@ -7,6 +7,7 @@
 //! release untouched; permanent problems are `blocked` statuses (exit 0), transient ones fail
 //! the hook so Juju retries.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -15,14 +16,14 @@ use tracing::{info, warn};
 use super::peers::{self, Peers};
 use super::status::{messages as msg, Reports};
 use super::CharmError;
-use crate::config::{CharmConfig, SharedStorage};
+use crate::config::{CharmConfig, Secret, SharedStorage};
 use crate::fsutil;
 use crate::host::Host;
-use crate::installer::{
-    self, InstallError, InstallEvent, InstallOptions, Outcome, Source, VerifyMode,
-};
+use crate::installer::trust::{self, ExecDigests, TrustSource, TrustStore};
+use crate::installer::{self, InstallError, InstallEvent, InstallOptions, Outcome, Source};
+use crate::juju::client::SecretRef;
 use crate::juju::{Juju, Status};
-use crate::storage_coordinator::{ErrorClass, FsChecks, StorageError, Volume};
+use crate::storage_coordinator::{Backoff, ErrorClass, FsChecks, StorageError, Volume};
 
 pub const STORAGE: &str = "concourse-data";
 pub const RESOURCE: &str = "concourse-release";
@@ -44,14 +45,33 @@ pub enum ReleaseError {
     Install(#[from] InstallError),
     #[error(transparent)]
     Storage(#[from] StorageError),
+    /// Nothing trusted for this install of the version yet: wait for the leader.
+    #[error("no trusted digests for v{version} yet")]
+    Untrusted { version: String },
+    /// An executable of the release differs from its trusted digest.
+    #[error("v{version} on the volume changed after it was verified ({what}); remove {path} to reinstall it")]
+    Changed {
+        version: String,
+        what: String,
+        path: PathBuf,
+    },
+}
+
+/// App key: the digests of each published release's executables, as the leader trusts
+/// them (JSON: version → `installer::trust::ExecDigests`).
+pub const RELEASE_DIGESTS: &str = "release-digests";
+
+/// The unit's store of trusted digests (a machine path).
+pub fn trust_store_path() -> PathBuf {
+    Path::new(LOCAL_DIR).join("trusted-digests.json")
 }
 
 /// The release the unit runs after this step (behind its pointer, [`current_link`]).
+/// Whether the pointer moved in this hook is not part of it: services follow what they
+/// were started with (`service::apply_service`), whichever hook moved it.
 #[derive(Debug, Clone)]
 pub struct RunningRelease {
     pub version: String,
-    /// The pointer moved in this hook: services must restart.
-    pub changed: bool,
 }
 
 /// The unit's pointer (a machine path): `/var/lib/concourse-ci/current`.
@@ -108,6 +128,8 @@ pub fn open_volume(
         require_mount_point: shared,
         needed_bytes: 0,
         probe_flock: shared,
+        // Root runs what is on the volume: it must be the charm's (root's) alone.
+        owner: Some(nix::unistd::geteuid().as_raw()),
     };
     match vol.check(&checks).and_then(|_| vol.ensure_layout()) {
         Ok(()) => Ok(Some(vol)),
@@ -187,6 +209,7 @@ pub fn install(
     set_installed_version: bool,
     reports: &mut Reports,
 ) -> Result<Installed, CharmError> {
+    note_plain_http(juju, config, version, reports)?;
     if vol.is_published(version).map_err(ReleaseError::from)? {
         if pointer_version(host).as_deref() != Some(version) {
             // About to start using a release another unit installed: say who downloaded
@@ -201,11 +224,19 @@ pub fn install(
         if set_installed_version {
             record_installed_version(vol, version);
         }
-        return Ok(Installed::Ready);
+        return trust_release(juju, host, vol, version, reports);
     }
     let source = source_for(juju, config, version)?;
     let mut opts = install_options(juju);
     opts.set_installed_version = set_installed_version;
+    opts.http.extra_ca_pem = config.release_ca.clone();
+    match config.pinned_sha256(version) {
+        Ok(pin) => opts.expected_sha256 = pin.map(str::to_string),
+        Err(_) => {
+            reports.push(msg::RELEASE_SHA256_MISSING.fill(&[version, version]));
+            return Ok(Installed::NotReady);
+        }
+    }
     let mut last = String::new();
     let mut on_event = |e: &InstallEvent| {
         let Some(msg) = e.status_message() else {
@@ -228,31 +259,246 @@ pub fn install(
     match installer::ensure_release(vol, version, &source, &opts, &mut on_event) {
         Ok(outcome) => {
             info!("{}", outcome.log_line(juju.unit_name(), version));
-            if matches!(outcome, Outcome::Installed(_)) {
-                if let Err(e) = installer::verify_release(vol, version, VerifyMode::Quick) {
-                    let why = e.status_message();
-                    reports.push(msg::INSTALLED_DOES_NOT_VERIFY.fill(&[version, &why]));
-                    return Ok(Installed::NotReady);
-                }
+            if let Outcome::Installed(report) = &outcome {
+                // Digests from the tarball this unit just verified: its own to trust.
+                let path = host.paths.local(trust_store_path());
+                let mut store = TrustStore::load(&path);
+                store.trust(version, report.exec.clone(), TrustSource::Installed);
+                save_store(&store, &path);
             }
-            Ok(Installed::Ready)
+            trust_release(juju, host, vol, version, reports)
         }
-        Err(e) => match e.class() {
-            ErrorClass::Permanent => {
-                warn!("installing v{version}: {}", crate::error_chain(&e));
-                reports.blocked(e.status_message());
-                Ok(Installed::NotReady)
-            }
-            ErrorClass::Waiting => {
-                reports.waiting(e.status_message());
-                Ok(Installed::NotReady)
-            }
-            ErrorClass::Transient => {
-                juju.status_set(&Status::maintenance(e.status_message()), false)?;
-                Err(ReleaseError::Install(e).into())
-            }
-        },
+        Err(e) => install_failed(juju, version, e, reports),
     }
+}
+
+/// The status (or the failed hook) for an install error.
+fn install_failed(
+    juju: &Juju,
+    version: &str,
+    e: InstallError,
+    reports: &mut Reports,
+) -> Result<Installed, CharmError> {
+    match e.class() {
+        ErrorClass::Permanent => {
+            warn!("installing v{version}: {}", crate::error_chain(&e));
+            reports.blocked(e.status_message());
+            Ok(Installed::NotReady)
+        }
+        ErrorClass::Waiting => {
+            reports.waiting(e.status_message());
+            Ok(Installed::NotReady)
+        }
+        ErrorClass::Transient => {
+            juju.status_set(&Status::maintenance(e.status_message()), false)?;
+            Err(ReleaseError::Install(e).into())
+        }
+    }
+}
+
+/// A published release is ready for this unit once it verified (the record on the
+/// volume, `installer::ensure_verified`) and its executables match digests this unit
+/// trusts: its own from the tarball, else the leader's from the peer app data; the leader
+/// adopts a release it finds (MANIFEST's digests, checked against the files). A
+/// non-leader without digests waits for the leader.
+fn trust_release(
+    juju: &Juju,
+    host: &Host,
+    vol: &Volume,
+    version: &str,
+    reports: &mut Reports,
+) -> Result<Installed, CharmError> {
+    let unit = juju.unit_name();
+    if let Err(e) = installer::ensure_verified(vol, version, unit, LOCK_WAIT, &Backoff::DEFAULT) {
+        return install_failed(juju, version, e, reports);
+    }
+    let release = vol.release_path(version).map_err(ReleaseError::from)?;
+    let manifest = match installer::Manifest::read(&release) {
+        Ok(m) => m,
+        Err(e) => return install_failed(juju, version, e, reports),
+    };
+    let path = host.paths.local(trust_store_path());
+    let mut store = TrustStore::load(&path);
+    if let Some(d) = leader_digests(juju)?.remove(version) {
+        store.trust(version, d, TrustSource::Leader);
+    }
+    let tarball = &manifest.tarball.sha256;
+    if store.digests_for(version, tarball).is_none() && juju.is_leader()? {
+        let adopted = ExecDigests::from_entries(&manifest.entries, tarball);
+        store.trust(version, adopted, TrustSource::Leader);
+    }
+    let Some(want) = store.digests_for(version, tarball).cloned() else {
+        reports.push(msg::WAITING_FOR_RELEASE_DIGESTS.fill(&[version]));
+        return Ok(Installed::NotReady);
+    };
+    let checked = trust::check_release(&release, &want, &mut store.hashes);
+    store.retain(
+        &vol.published_versions().unwrap_or_default(),
+        &vol.layout().releases_dir(),
+    );
+    save_store(&store, &path);
+    match checked {
+        Ok(()) => Ok(Installed::Ready),
+        Err(what) => {
+            let e = ReleaseError::Changed {
+                version: version.to_string(),
+                what,
+                path: release,
+            };
+            warn!("{e}");
+            reports.blocked(e.to_string());
+            Ok(Installed::NotReady)
+        }
+    }
+}
+
+/// The digests the leader published (an empty map when none or unreadable).
+fn leader_digests(juju: &Juju) -> Result<BTreeMap<String, ExecDigests>, CharmError> {
+    let Some(rel) = juju.relation_ids(peers::ENDPOINT)?.into_iter().next() else {
+        return Ok(BTreeMap::new());
+    };
+    let bag = juju.own_app_bag(&rel)?;
+    Ok(bag
+        .get(RELEASE_DIGESTS)
+        .and_then(|j| serde_json::from_str(j).ok())
+        .unwrap_or_default())
+}
+
+fn save_store(store: &TrustStore, path: &Path) {
+    if let Err(e) = store.save(path) {
+        warn!("cannot write {}: {e}", path.display());
+    }
+}
+
+/// Before the unit points at (and so runs) `version`: its executables must match the
+/// digests this unit trusts for it (see [`trust_release`]).
+pub fn check_before_use(host: &Host, vol: &Volume, version: &str) -> Result<(), ReleaseError> {
+    let release = vol.release_path(version)?;
+    let tarball = installer::Manifest::read(&release)?.tarball.sha256;
+    let path = host.paths.local(trust_store_path());
+    let mut store = TrustStore::load(&path);
+    let Some(want) = store.digests_for(version, &tarball).cloned() else {
+        return Err(ReleaseError::Untrusted {
+            version: version.to_string(),
+        });
+    };
+    let checked = trust::check_release(&release, &want, &mut store.hashes);
+    save_store(&store, &path);
+    checked.map_err(|what| ReleaseError::Changed {
+        version: version.to_string(),
+        what,
+        path: release,
+    })
+}
+
+/// Checks the release the unit's pointer targets (see [`check_before_use`]) before
+/// something restarts its services outside a reconcile (an action); `Err` says why not.
+pub fn check_running_release(juju: &Juju, host: &Host) -> Result<Result<(), String>, CharmError> {
+    let (Some(version), Some(root)) = (pointer_version(host), volume_root(juju)?) else {
+        return Ok(Ok(()));
+    };
+    Ok(check_before_use(host, &Volume::new(root), &version).map_err(|e| e.to_string()))
+}
+
+/// The leader publishes the digests of every published release it trusts (and drops
+/// those of pruned ones) in the peer app data, for the other units to hold their
+/// releases to.
+pub fn publish_digests(host: &Host, vol: &Volume, peers: &mut Peers) {
+    if peers.rel.is_none() {
+        return;
+    }
+    let store = TrustStore::load(&host.paths.local(trust_store_path()));
+    let mut out: BTreeMap<String, ExecDigests> = BTreeMap::new();
+    for v in vol.published_versions().unwrap_or_default() {
+        let verified = vol
+            .read_verification(&v)
+            .ok()
+            .flatten()
+            .is_some_and(|r| r.ok);
+        let Ok(m) = installer::Manifest::read(&vol.layout().release_dir(&v)) else {
+            continue;
+        };
+        if let Some(d) = store
+            .digests_for(&v, &m.tarball.sha256)
+            .filter(|_| verified)
+        {
+            out.insert(v, d.clone());
+        }
+    }
+    let json = serde_json::to_string(&out).unwrap_or_default();
+    let current = peers.app_value(RELEASE_DIGESTS).unwrap_or("{}");
+    if json != current && !(out.is_empty() && current == "{}") {
+        info!(
+            "publishing the digests of v{}",
+            out.keys().cloned().collect::<Vec<_>>().join(", v")
+        );
+        peers.write_app(&peers::bag([(RELEASE_DIGESTS, json.as_str())]));
+    }
+}
+
+/// Forgets a remembered install failure of `version` (the `upgrade` action asks for it
+/// again), when the volume is not busy.
+pub fn forget_install_failure(juju: &Juju, version: &str) {
+    let Ok(Some(root)) = volume_root(juju) else {
+        return;
+    };
+    let vol = Volume::new(root);
+    if let Ok(Some(lock)) = vol.try_lock_install() {
+        if let Ok(true) = lock.clear_failure(version) {
+            info!("forgot the failed install of v{version}: the next attempt downloads it again");
+        }
+    }
+}
+
+/// The token for the latest-release lookup: the `token` key of the user secret that
+/// `github-token-secret` names (latest revision), else the deprecated plain
+/// `github-token`. `Err` is the status saying why the secret cannot be read.
+pub fn github_token(
+    juju: &Juju,
+    config: &CharmConfig,
+) -> Result<Result<Secret, Status>, CharmError> {
+    let Some(uri) = &config.github_token_secret else {
+        if !config.github_token.is_empty() {
+            warn!(
+                "github-token is deprecated: keep the token in a Juju secret (github-token-secret)"
+            );
+        }
+        return Ok(Ok(config.github_token.clone()));
+    };
+    let content = match juju.secret_get(&SecretRef::Id(uri.clone()), true) {
+        Ok(c) => c,
+        Err(e) if e.kind().is_some() => {
+            let why = e.kind().map(|k| k.to_string()).unwrap_or_default();
+            return Ok(Err(msg::GITHUB_TOKEN_SECRET_UNREADABLE.fill(&[
+                uri,
+                &why,
+                juju.app_name(),
+            ])));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    Ok(match content.get("token").filter(|t| !t.is_empty()) {
+        Some(t) => Ok(Secret::new(t.clone())),
+        None => Err(msg::GITHUB_TOKEN_SECRET_NO_TOKEN.fill(&[uri])),
+    })
+}
+
+/// Warns (a note on the active status) when `version` comes from a plain http
+/// `release-url` without a pinned sha256: its `.sha1` comes from the same server, so it
+/// only guards against corruption. Asks for the resource only then.
+fn note_plain_http(
+    juju: &Juju,
+    config: &CharmConfig,
+    version: &str,
+    reports: &mut Reports,
+) -> Result<(), CharmError> {
+    if !config.release_url_is_plain_http() || matches!(config.pinned_sha256(version), Ok(Some(_))) {
+        return Ok(());
+    }
+    if juju.resource_get(RESOURCE)?.is_none() {
+        reports.note(msg::RELEASE_URL_PLAIN_HTTP.text);
+    }
+    Ok(())
 }
 
 /// Records `version` in `.installed_version` when the volume has none yet: a release
@@ -279,6 +525,90 @@ fn record_installed_version(vol: &Volume, version: &str) {
     }
 }
 
+/// Keeps a volume tidy once an upgrade is over (phase idle or failed), level-triggered
+/// in every hook so that what a failed or killed hook left undone is done by a later
+/// one: `.installed_version` names the application's release (on a per-unit volume only
+/// once this unit runs it), and published releases other than the release, the previous
+/// one and the target are removed unless a unit records it runs them (see
+/// `installer::prune_releases`). The caller picks who tidies: the leader for a shared
+/// volume, every unit for its own. Never waits for the lock: when another unit holds
+/// it, a later hook tidies. Errors are reported and tried again in the next hook.
+pub fn tidy_volume(
+    vol: &Volume,
+    app: &crate::upgrade::AppUpgrade,
+    shared: bool,
+    pointer: Option<&str>,
+    reports: &mut Reports,
+) {
+    use crate::upgrade::Phase;
+    if !matches!(app.phase, Phase::Idle | Phase::Failed) || app.release.is_empty() {
+        return;
+    }
+    let record = shared || pointer == Some(app.release.as_str());
+    let keep: Vec<&str> = [&app.release, &app.from, &app.target]
+        .into_iter()
+        .map(String::as_str)
+        .filter(|v| !v.is_empty())
+        .collect();
+    let done = record_release(vol, &app.release, record).and_then(|()| {
+        if !has_prunable(vol, &keep)? {
+            return Ok(());
+        }
+        let report = installer::prune_releases(vol, &keep, Duration::ZERO, &Backoff::DEFAULT)?;
+        if !report.removed.is_empty() {
+            info!("removed unused releases {}", report.removed.join(", "));
+        }
+        Ok(())
+    });
+    match done {
+        Ok(()) => {}
+        Err(e) => match e.class() {
+            ErrorClass::Waiting => info!("the volume is busy: tidying it in a later hook"),
+            class => {
+                warn!(
+                    "tidying {}: {}",
+                    vol.root().display(),
+                    crate::error_chain(&e)
+                );
+                match class {
+                    ErrorClass::Permanent => reports.blocked(e.status_message()),
+                    _ => reports.maintenance(e.status_message()),
+                }
+            }
+        },
+    }
+}
+
+/// Records `release` in `.installed_version` when `record` and it says otherwise.
+fn record_release(vol: &Volume, release: &str, record: bool) -> Result<(), InstallError> {
+    if !record || vol.installed_version()?.as_deref() == Some(release) {
+        return Ok(());
+    }
+    let Some(lock) = vol.try_lock_install()? else {
+        return Err(StorageError::LockTimeout {
+            path: vol.layout().lock_file(),
+            waited: Duration::ZERO,
+            holder: None,
+        }
+        .into());
+    };
+    lock.set_installed_version(release)?;
+    info!("recorded v{release} as the installed version of the volume");
+    Ok(())
+}
+
+/// Whether prune would remove anything (read without the lock; prune decides again under it).
+fn has_prunable(vol: &Volume, keep: &[&str]) -> Result<bool, InstallError> {
+    let mut kept: Vec<String> = keep.iter().map(|v| v.to_string()).collect();
+    kept.extend(vol.installed_version()?);
+    kept.extend(
+        vol.unit_states()?
+            .into_iter()
+            .filter_map(|(_, s)| s.running_version),
+    );
+    Ok(vol.published_versions()?.iter().any(|v| !kept.contains(v)))
+}
+
 /// Points the unit at `version` (already published) and records it on the volume.
 pub fn point_at(
     host: &Host,
@@ -286,6 +616,7 @@ pub fn point_at(
     me: &str,
     version: &str,
 ) -> Result<RunningRelease, CharmError> {
+    check_before_use(host, vol, version)?;
     let target = vol
         .release_path(version)
         .map_err(ReleaseError::from)?
@@ -307,6 +638,5 @@ pub fn point_at(
     .map_err(ReleaseError::from)?;
     Ok(RunningRelease {
         version: version.to_string(),
-        changed,
     })
 }

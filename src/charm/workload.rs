@@ -3,7 +3,8 @@
 //! Owns: what the unit publishes for other units (TSA host and key, worker key) on
 //! `peers`, `tsa` and `flight`, what it reads from them and from `postgresql`, the admin
 //! password secret, ports, and stopping the roles a unit no longer has. Invariants: each
-//! role's service restarts only when its own inputs change; a unit waits (status) rather
+//! role's service restarts only when what it runs differs from its own inputs
+//! (level-triggered, `service::apply_service`); a unit waits (status) rather
 //! than starting a half-configured service; a unit runs no service of a role it lost;
 //! secret values are read into memory and written only to the 0600 env files. Hazard: in
 //! `<ep>-relation-broken` Juju may still list the relation; read relations through
@@ -32,11 +33,11 @@ pub const TSA_ENDPOINT: &str = "tsa";
 pub const FLIGHT_ENDPOINT: &str = "flight";
 pub const DB_ENDPOINT: &str = "postgresql";
 
-/// The release this unit runs (behind the unit's pointer), as seen by the roles.
+/// The release this unit runs (behind the unit's pointer), as seen by the roles. A
+/// service restarts when what it runs differs from it (`service::apply_service`), not
+/// because the pointer moved in this hook.
 pub struct Running<'a> {
     pub version: &'a str,
-    /// The pointer moved in this hook: services must restart.
-    pub changed: bool,
 }
 
 impl Running<'_> {
@@ -171,7 +172,7 @@ pub fn web_role(
 ) -> Result<(), CharmError> {
     let (owner, tsa_pub) = web::ensure_keys(host, &running.concourse_bin(host))?;
     let address = unit_address(juju)?;
-    let tsa_host = format!("{address}:{}", web::TSA_PORT);
+    let tsa_host = crate::config::host_port(&address, web::TSA_PORT);
     let publish = bag([
         (peers::TSA_HOST, tsa_host.as_str()),
         (peers::TSA_PUBLIC_KEY, tsa_pub.as_str()),
@@ -213,7 +214,7 @@ pub fn web_role(
     let external_url = config
         .external_url
         .clone()
-        .unwrap_or_else(|| format!("http://{address}:{}", config.web_port));
+        .unwrap_or_else(|| crate::config::http_url(&address, config.web_port));
     let env = web::env(&web::WebInputs {
         config,
         external_url: &external_url,
@@ -223,15 +224,7 @@ pub fn web_role(
     let keys_text = keys::authorized_keys_text(worker_keys.iter().map(String::as_str));
     let spec = web::unit(config, &release::current_link());
     let observable = crate::readiness::observable(config.log_level);
-    let applied = web::apply(
-        host,
-        &env,
-        &keys_text,
-        &spec,
-        owner,
-        running.changed,
-        observable,
-    )?;
+    let applied = web::apply(host, &env, &keys_text, &spec, owner, observable)?;
     if applied != Applied::default() {
         info!("web service: {applied:?}");
     }
@@ -344,7 +337,7 @@ pub fn worker_role(
     let env = worker::env(config, juju.unit_name(), &tsa_host);
     let spec = worker::unit(config, &release::current_link());
     let ready = worker::ReadyWait::from_config(config);
-    let applied = worker::apply(host, &env, &tsa_key, &spec, running.changed, ready)?;
+    let applied = worker::apply(host, &env, &tsa_key, &spec, ready)?;
     if applied != Applied::default() {
         info!("worker service: {applied:?}");
     }

@@ -20,7 +20,10 @@
 //! (`ready_after`), or never (`never_ready`); before that SIGHUP kills web and SIGUSR1/2
 //! are lost on a worker; a ready worker exits on SIGUSR1/SIGUSR2 unless it ignores drains;
 //! a ready web reloads on SIGHUP; SIGTERM ends both. Web migrates the database up when it
-//! starts and runs on a newer schema without complaint, which is recorded.
+//! starts and runs on a newer schema without complaint, which is recorded. A started
+//! process records the binary it runs, resolved through the unit's pointer at start (what
+//! `/proc/<pid>/exe` says), and the environment it read; a test can make any call fail
+//! (`ServicesState::failing`) the way a failed systemd job does.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, BTreeSet};
@@ -30,7 +33,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::{
     Clock, DbEnv, Host, Journal, JournalError, KeyKind, KillWhom, ManagerError, MigrateError,
-    Migrator, Owner, Paths, ProvisionError, Provisioner, ServiceManager,
+    Migrator, Owner, Paths, ProvisionError, Provisioner, ServiceManager, UnitStatus,
 };
 use crate::service::UNIT_DIR;
 
@@ -47,6 +50,11 @@ pub struct Service {
     pub ready_at: Option<Duration>,
     /// The release version the main process runs (from `ExecStart=` through the pointer).
     pub version: Option<String>,
+    /// The binary the running process executes, resolved through the unit's pointer at
+    /// its start (as the kernel resolves `ExecStart=`; `/proc/<pid>/exe`).
+    pub exe: Option<PathBuf>,
+    /// What the process read from its `EnvironmentFile=`s when it started.
+    pub environment: Option<String>,
 }
 
 /// The database as the fake `concourse migrate` and web see it.
@@ -96,6 +104,9 @@ pub struct ServicesState {
     /// How long after starting a service's process logs its readiness (default: at once).
     pub ready_after: BTreeMap<String, Duration>,
     pub db: FakeDb,
+    /// Calls that fail while listed (`restart concourse-server`, `daemon-reload`), as
+    /// `systemctl` does when a job fails or the manager is busy; the call has no effect.
+    pub failing: BTreeSet<String>,
     next_pid: u32,
 }
 
@@ -154,20 +165,40 @@ impl Services {
         }
     }
 
-    /// The release version the binary a unit text starts belongs to: Err when systemd
-    /// cannot exec it.
-    fn release_of(&self, text: &str) -> Result<Option<String>, ()> {
-        let Some(exec) = text.lines().find_map(|l| l.strip_prefix("ExecStart=")) else {
-            return Ok(None);
-        };
+    /// The binary a unit text starts, resolved through symlinks; `None` when it is
+    /// missing (systemd cannot exec it).
+    fn exe_of(&self, text: &str) -> Option<PathBuf> {
+        let exec = text.lines().find_map(|l| l.strip_prefix("ExecStart="))?;
         let bin = exec.split_whitespace().next().unwrap_or_default();
-        let real = std::fs::canonicalize(self.paths.local(bin)).map_err(drop)?;
+        std::fs::canonicalize(self.paths.local(bin)).ok()
+    }
+
+    /// The text of the unit's `EnvironmentFile=`s now, as a starting process reads them.
+    fn environment_of(&self, text: &str) -> String {
+        text.lines()
+            .filter_map(|l| l.strip_prefix("EnvironmentFile="))
+            .filter_map(|f| std::fs::read_to_string(self.paths.local(f)).ok())
+            .collect()
+    }
+
+    /// The release version a resolved binary belongs to (`…/releases/<version>/…`).
+    fn version_of(real: &Path) -> Option<String> {
         let real = real.display().to_string();
-        Ok(real
-            .split("/releases/")
+        real.split("/releases/")
             .nth(1)
             .and_then(|r| r.split('/').next())
-            .map(str::to_string))
+            .map(str::to_string)
+    }
+
+    /// Logs a call; fails it when the test lists it in `failing`.
+    fn call(&self, entry: String, unit: &str) -> Result<(), ManagerError> {
+        let refused = self.state.borrow().failing.contains(&entry);
+        self.log(entry.clone());
+        if refused {
+            let msg = format!("Job for {unit}.service failed (test: `{entry}` is failing).");
+            return Err(failed(&entry, unit, &msg));
+        }
+        Ok(())
     }
 
     /// The unit file and its drop-ins, as systemd loads them.
@@ -199,6 +230,8 @@ impl Services {
         if let Some(s) = self.state.borrow_mut().services.get_mut(unit) {
             s.active = false;
             s.pid = None;
+            s.exe = None;
+            s.environment = None;
         }
     }
 
@@ -255,13 +288,14 @@ impl Services {
             ));
         };
         let loaded = self.service(unit).loaded.unwrap_or(text);
-        let release = self.release_of(&loaded);
+        let exe = self.exe_of(&loaded);
+        let environment = self.environment_of(&loaded);
+        let version = exe.as_deref().and_then(Self::version_of);
         let now = self.clock.elapsed();
         let mut st = self.state.borrow_mut();
         st.next_pid += 1;
         let pid = 1000 + st.next_pid;
-        let version = release.clone().ok().flatten();
-        let crashes = release.is_err()
+        let crashes = exe.is_none()
             || st.crash_on_start.contains(unit)
             || version.as_ref().is_some_and(|v| {
                 st.crashing_versions.contains(v)
@@ -280,6 +314,8 @@ impl Services {
         svc.pid = (!crashes).then_some(pid);
         svc.ready_at = ready_at;
         svc.version = version;
+        svc.exe = if crashes { None } else { exe };
+        svc.environment = (!crashes).then_some(environment);
         Ok(())
     }
 
@@ -320,7 +356,7 @@ fn web_migrates(db: &mut FakeDb, version: &str) {
 
 impl ServiceManager for Services {
     fn daemon_reload(&self) -> Result<(), ManagerError> {
-        self.log("daemon-reload".into());
+        self.call("daemon-reload".into(), "")?;
         let names: Vec<String> = self.state.borrow().services.keys().cloned().collect();
         for n in names {
             let text = self.unit_text(&n);
@@ -353,7 +389,7 @@ impl ServiceManager for Services {
     }
 
     fn start(&self, unit: &str) -> Result<(), ManagerError> {
-        self.log(format!("start {unit}"));
+        self.call(format!("start {unit}"), unit)?;
         if self.is_active(unit) {
             return Ok(());
         }
@@ -374,7 +410,7 @@ impl ServiceManager for Services {
     }
 
     fn restart(&self, unit: &str) -> Result<(), ManagerError> {
-        self.log(format!("restart {unit}"));
+        self.call(format!("restart {unit}"), unit)?;
         if self.is_active(unit) {
             self.stop_process(unit);
         }
@@ -382,7 +418,7 @@ impl ServiceManager for Services {
     }
 
     fn reload(&self, unit: &str) -> Result<(), ManagerError> {
-        self.log(format!("reload {unit}"));
+        self.call(format!("reload {unit}"), unit)?;
         let svc = self.service(unit);
         if !svc.active {
             let msg = format!("{unit}.service is not active, cannot reload.");
@@ -415,6 +451,15 @@ impl ServiceManager for Services {
 
     fn is_active(&self, unit: &str) -> bool {
         self.service(unit).active
+    }
+
+    fn status(&self, unit: &str) -> UnitStatus {
+        let svc = self.service(unit);
+        UnitStatus {
+            active: svc.active,
+            enabled: svc.enabled,
+            needs_daemon_reload: self.needs_daemon_reload(unit),
+        }
     }
 
     fn main_pid(&self, unit: &str) -> Option<u32> {
@@ -468,6 +513,11 @@ pub struct ProvisionState {
     pub keys: Vec<(PathBuf, &'static str)>,
     /// Make `generate-key` fail.
     pub fail_keygen: bool,
+    /// The service users' (uid, gid) instead of the current user (tests that check
+    /// ownership, as root).
+    pub service_user: Option<Owner>,
+    /// The directory each key was generated in: (path, owner uid, mode), seen at the time.
+    pub key_dirs: Vec<(PathBuf, u32, u32)>,
 }
 
 /// Users are the current user; keys are unique test strings in the generator's format.
@@ -489,7 +539,7 @@ impl Provisioner for FakeProvisioner {
         if !st.users.iter().any(|(u, _)| u == name) {
             st.users.push((name.to_string(), home.to_path_buf()));
         }
-        Ok(current_user())
+        Ok(st.service_user.unwrap_or_else(current_user))
     }
 
     fn charm_owner(&self) -> Owner {
@@ -520,6 +570,12 @@ impl Provisioner for FakeProvisioner {
             std::fs::write(crate::keys::pub_path(dest), public).map_err(io)?;
         }
         st.keys.push((dest.to_path_buf(), kind.as_str()));
+        if let Some(dir) = dest.parent() {
+            use std::os::unix::fs::MetadataExt;
+            let m = std::fs::symlink_metadata(dir).map_err(io)?;
+            st.key_dirs
+                .push((dir.to_path_buf(), m.uid(), m.mode() & 0o7777));
+        }
         Ok(())
     }
 }

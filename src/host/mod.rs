@@ -27,7 +27,7 @@ pub use journal::{Journal, JournalError, Journalctl};
 pub use migrate::{ConcourseMigrate, DbEnv, MigrateError, Migrator};
 pub use paths::Paths;
 pub use provision::{KeyKind, Owner, ProvisionError, Provisioner, System};
-pub use services::{KillWhom, ManagerError, ServiceManager, Systemctl};
+pub use services::{KillWhom, ManagerError, ServiceManager, Systemctl, UnitStatus};
 
 /// Everything the charm touches on the machine besides Juju and the volume.
 pub struct Host {

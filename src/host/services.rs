@@ -45,6 +45,17 @@ impl KillWhom {
     }
 }
 
+/// What systemd says of a unit, read in one call.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UnitStatus {
+    /// `ActiveState` is `active` (or `reloading`), as `systemctl is-active` counts it.
+    pub active: bool,
+    /// `UnitFileState` is `enabled`.
+    pub enabled: bool,
+    /// `NeedDaemonReload`: the unit file changed since systemd loaded it.
+    pub needs_daemon_reload: bool,
+}
+
 /// What the charm asks of systemd. `unit` is a service name without `.service`.
 pub trait ServiceManager {
     /// Re-reads unit files after one changed.
@@ -60,6 +71,8 @@ pub trait ServiceManager {
     fn kill(&self, unit: &str, whom: KillWhom, signal: &str) -> Result<(), ManagerError>;
     /// Whether the unit is active (a missing unit is simply inactive).
     fn is_active(&self, unit: &str) -> bool;
+    /// Active, enabled and loaded state in one call (a missing unit: all false).
+    fn status(&self, unit: &str) -> UnitStatus;
     /// The unit's main PID, if it runs.
     fn main_pid(&self, unit: &str) -> Option<u32>;
     /// Whether systemd reports the loaded unit older than its file (`NeedDaemonReload`).
@@ -138,6 +151,23 @@ impl ServiceManager for Systemctl {
             .status()
             .map(|s| s.success())
             .unwrap_or(false)
+    }
+
+    fn status(&self, unit: &str) -> UnitStatus {
+        let props = "ActiveState,UnitFileState,NeedDaemonReload";
+        let Ok(out) = self.run(&["show", "-p", props, unit]) else {
+            return UnitStatus::default();
+        };
+        let value = |k: &str| {
+            out.lines()
+                .find_map(|l| l.strip_prefix(k)?.strip_prefix('='))
+                .unwrap_or_default()
+        };
+        UnitStatus {
+            active: matches!(value("ActiveState"), "active" | "reloading"),
+            enabled: value("UnitFileState") == "enabled",
+            needs_daemon_reload: value("NeedDaemonReload") == "yes",
+        }
     }
 
     fn main_pid(&self, unit: &str) -> Option<u32> {

@@ -3,10 +3,13 @@
 //!
 //! Owns: building the one `reqwest` blocking client from explicit settings, mapping
 //! HTTP statuses and transport failures to [`InstallError`], and the Range protocol.
-//! Invariants: TLS certificates are always verified (rustls, webpki roots); proxies come
-//! only from the caller (Juju's `JUJU_CHARM_*_PROXY` values), never from the process
-//! environment; a resumed download continues only on `206` whose `Content-Range` starts
-//! exactly at the bytes we have, otherwise it restarts from zero.
+//! Invariants: TLS certificates are always verified (rustls) against the system's CA
+//! store, the bundled webpki roots and the operator's `release-ca`; a certificate that
+//! does not verify is a permanent error naming `release-ca`; a redirect never leaves
+//! https for http (at most 10 redirects); proxies come only from the caller (Juju's
+//! `JUJU_CHARM_*_PROXY` values), never from the process environment; a resumed download
+//! continues only on `206` whose `Content-Range` starts exactly at the bytes we have,
+//! otherwise it restarts from zero.
 //! Hazards: URLs may carry credentials (user info, signed queries) and proxy URLs may
 //! carry passwords: messages use [`redact_url`] and never print proxy values.
 
@@ -33,6 +36,9 @@ pub struct HttpOptions {
     /// `JUJU_CHARM_NO_PROXY` (comma-separated hosts, domains, CIDRs).
     pub no_proxy: Option<String>,
     pub user_agent: String,
+    /// CA certificates (PEM) trusted besides the system's and the bundled ones
+    /// (`release-ca`: a TLS-inspecting proxy, a private mirror).
+    pub extra_ca_pem: Option<String>,
 }
 
 impl Default for HttpOptions {
@@ -44,8 +50,35 @@ impl Default for HttpOptions {
             https_proxy: None,
             no_proxy: None,
             user_agent: concat!("concourse-ci-charm/", env!("CARGO_PKG_VERSION")).to_string(),
+            extra_ca_pem: None,
         }
     }
+}
+
+/// How many redirects a request may follow.
+pub const MAX_REDIRECTS: usize = 10;
+
+/// Whether a redirect from the chain `previous` (the first URL first) to `next` may be
+/// followed: never from https back to http, at most [`MAX_REDIRECTS`].
+pub fn check_redirect(previous: &[Url], next: &Url) -> Result<(), RedirectRefused> {
+    if previous.iter().any(|u| u.scheme() == "https") && next.scheme() != "https" {
+        return Err(RedirectRefused::Downgrade {
+            to: redact_url(next.as_str()),
+        });
+    }
+    if previous.len() > MAX_REDIRECTS {
+        return Err(RedirectRefused::TooMany);
+    }
+    Ok(())
+}
+
+/// Why a redirect was not followed (the error inside reqwest's redirect error).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RedirectRefused {
+    #[error("redirect from https to the plain http URL {to}")]
+    Downgrade { to: String },
+    #[error("more than {MAX_REDIRECTS} redirects")]
+    TooMany,
 }
 
 /// Builds the blocking client: verified TLS, explicit proxies only, timeouts, redirects.
@@ -61,7 +94,22 @@ pub fn build_client(http: &HttpOptions) -> Result<Client, InstallError> {
         .connect_timeout(http.connect_timeout)
         .timeout(http.read_timeout)
         .user_agent(http.user_agent.clone())
-        .https_only(false);
+        .https_only(false)
+        .redirect(reqwest::redirect::Policy::custom(
+            |attempt| match check_redirect(attempt.previous(), attempt.url()) {
+                Ok(()) => attempt.follow(),
+                Err(refused) => attempt.error(refused),
+            },
+        ));
+    if let Some(pem) = http
+        .extra_ca_pem
+        .as_deref()
+        .filter(|p| !p.trim().is_empty())
+    {
+        for cert in parse_ca_bundle(pem)? {
+            b = b.add_root_certificate(cert);
+        }
+    }
     let proxies: [(&'static str, &Option<String>, bool); 2] = [
         ("JUJU_CHARM_HTTP_PROXY", &http.http_proxy, false),
         ("JUJU_CHARM_HTTPS_PROXY", &http.https_proxy, true),
@@ -81,6 +129,90 @@ pub fn build_client(http: &HttpOptions) -> Result<Client, InstallError> {
         url: String::new(),
         detail: format!("cannot build the HTTP client: {}", error_chain(e)),
     })
+}
+
+/// The certificates of a PEM bundle (`release-ca`); at least one.
+pub fn parse_ca_bundle(pem: &str) -> Result<Vec<reqwest::Certificate>, InstallError> {
+    let invalid = |detail: String| InstallError::InvalidCa { detail };
+    let certs = reqwest::Certificate::from_pem_bundle(pem.as_bytes())
+        .map_err(|e| invalid(error_chain(e)))?;
+    if certs.is_empty() {
+        return Err(invalid("no CERTIFICATE block found".into()));
+    }
+    Ok(certs)
+}
+
+/// A request that failed before any HTTP status, as the installer reports it.
+pub(crate) enum SendFailure {
+    /// The server's certificate did not verify.
+    Tls(String),
+    /// A redirect was refused.
+    Redirect(RedirectRefused),
+    /// Anything else (connection refused, timeout, reset, …): may pass.
+    Other(String),
+}
+
+impl SendFailure {
+    pub(crate) fn of(e: reqwest::Error) -> SendFailure {
+        let e = e.without_url();
+        if let Some(r) = find_in_chain::<RedirectRefused>(&e) {
+            return SendFailure::Redirect(r.clone());
+        }
+        if let Some(t) = find_in_chain::<rustls::Error>(&e) {
+            if matches!(
+                t,
+                rustls::Error::InvalidCertificate(_)
+                    | rustls::Error::NoCertificatesPresented
+                    | rustls::Error::UnsupportedNameType
+            ) {
+                return SendFailure::Tls(t.to_string());
+            }
+        }
+        SendFailure::Other(crate::error_chain(&e))
+    }
+
+    /// The installer's error for a request to `url` (shown redacted); `other` builds the
+    /// one for a failure that may pass.
+    pub(crate) fn into_error(
+        self,
+        url: &str,
+        other: impl FnOnce(String) -> InstallError,
+    ) -> InstallError {
+        match self {
+            SendFailure::Tls(detail) => InstallError::Tls {
+                url: redact_url(url),
+                detail,
+            },
+            SendFailure::Redirect(r) => InstallError::RedirectRefused {
+                url: redact_url(url),
+                detail: r.to_string(),
+            },
+            SendFailure::Other(detail) => other(detail),
+        }
+    }
+}
+
+/// The first error of type `T` in `e`'s chain, looking inside `io::Error`s too (whose
+/// `source` skips the error they wrap).
+fn find_in_chain<'a, T: std::error::Error + 'static>(
+    e: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a T> {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(t) = err.downcast_ref::<T>() {
+            return Some(t);
+        }
+        if let Some(inner) = err
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            if let Some(t) = find_in_chain::<T>(inner) {
+                return Some(t);
+            }
+        }
+        cur = err.source();
+    }
+    None
 }
 
 /// `scheme://host[:port]/path`: no user info, query or fragment (they may be secret).
@@ -146,14 +278,13 @@ pub fn parse_sha1_file(text: &str) -> Option<String> {
 pub fn fetch_sha1(client: &Client, tarball_url: &str) -> Result<String, InstallError> {
     let url = sha1_url(tarball_url)?;
     let shown = redact_url(&url);
-    let resp = client
-        .get(&url)
-        .send()
-        .map_err(|e| InstallError::ChecksumUnavailable {
+    let resp = client.get(&url).send().map_err(|e| {
+        SendFailure::of(e).into_error(&url, |detail| InstallError::ChecksumUnavailable {
             url: shown.clone(),
-            detail: error_chain(e),
+            detail,
             status: None,
-        })?;
+        })
+    })?;
     let status = resp.status();
     if !status.is_success() {
         return Err(InstallError::ChecksumUnavailable {
@@ -196,9 +327,11 @@ pub fn start_download(client: &Client, url: &str, have: u64) -> Result<Start, In
     if have > 0 {
         req = req.header(RANGE, format!("bytes={have}-"));
     }
-    let resp = req.send().map_err(|e| InstallError::Network {
-        url: shown.clone(),
-        detail: error_chain(e),
+    let resp = req.send().map_err(|e| {
+        SendFailure::of(e).into_error(url, |detail| InstallError::Network {
+            url: shown.clone(),
+            detail,
+        })
     })?;
     let status = resp.status();
     match status {
@@ -405,6 +538,43 @@ mod tests {
             assert_eq!(p(bad), None, "{bad}");
         }
         assert_eq!(parse_content_range(None), None);
+    }
+
+    #[test]
+    fn redirects_never_leave_https() {
+        let u = |s: &str| Url::parse(s).unwrap();
+        let ok = |prev: &[&str], next: &str| {
+            let prev: Vec<Url> = prev.iter().map(|p| u(p)).collect();
+            check_redirect(&prev, &u(next))
+        };
+        assert_eq!(ok(&["https://a/x"], "https://b/y"), Ok(()));
+        assert_eq!(ok(&["http://a/x"], "https://b/y"), Ok(()));
+        assert_eq!(ok(&["http://a/x"], "http://b/y"), Ok(()));
+        for prev in [&["https://a/x"][..], &["http://a/x", "https://b/y"][..]] {
+            assert_eq!(
+                ok(prev, "http://user:pw@c/z?sig=1"),
+                Err(RedirectRefused::Downgrade {
+                    to: "http://c/z".into()
+                })
+            );
+        }
+        let many: Vec<&str> = std::iter::repeat_n("https://a/x", MAX_REDIRECTS + 1).collect();
+        assert_eq!(ok(&many, "https://a/y"), Err(RedirectRefused::TooMany));
+    }
+
+    #[test]
+    fn ca_bundles() {
+        assert!(matches!(
+            parse_ca_bundle("not a certificate"),
+            Err(InstallError::InvalidCa { .. })
+        ));
+        assert!(matches!(
+            parse_ca_bundle(""),
+            Err(InstallError::InvalidCa { .. })
+        ));
+        // A real one: the test CA of the TLS front.
+        let front = release_fixtures::tls::TlsFront::start("127.0.0.1:9".parse().unwrap()).unwrap();
+        assert_eq!(parse_ca_bundle(front.ca_pem()).unwrap().len(), 1);
     }
 
     #[test]

@@ -22,6 +22,12 @@ pub enum InstallError {
     InvalidUrl { url: String, reason: String },
     #[error("the proxy setting {which} is not a valid URL; fix the model's juju-http-proxy/juju-https-proxy")]
     InvalidProxy { which: &'static str },
+    #[error("TLS verification of {url} failed ({detail}); if a proxy inspects TLS, set release-ca to its CA certificate (PEM), else fix the mirror's certificate")]
+    Tls { url: String, detail: String },
+    #[error("{url}: {detail}; refusing to leave https: fix the mirror, or set release-url to where it redirects")]
+    RedirectRefused { url: String, detail: String },
+    #[error("release-ca holds no usable CA certificate ({detail}); set it to the PEM certificate of the mirror's or proxy's CA")]
+    InvalidCa { detail: String },
     #[error("{}", http_message(url, *status))]
     Http { url: String, status: u16 },
     #[error("download of {url} failed: {detail}; will retry")]
@@ -79,6 +85,14 @@ pub enum InstallError {
     ReleaseCorrupt { path: PathBuf, detail: String },
     #[error("{path} --version {detail}")]
     BinaryFailed { path: PathBuf, detail: String },
+    #[error("{path} --version did not finish within {secs}s; will retry")]
+    BinaryTimeout { path: PathBuf, secs: u64 },
+    #[error("v{version} was installed but does not verify: {detail}")]
+    Unverified { version: String, detail: String },
+    /// A failure remembered from an earlier attempt with the same source and digests
+    /// (`crate::storage_coordinator::FailureRecord`): its message as it was.
+    #[error("{message}")]
+    Remembered { message: String },
     #[error("latest release lookup at {url} failed: {detail}")]
     Latest {
         url: String,
@@ -116,6 +130,7 @@ impl InstallError {
             Latest {
                 permanent: false, ..
             }
+            | BinaryTimeout { .. }
             | Internal(_) => ErrorClass::Transient,
             _ => ErrorClass::Permanent,
         }
@@ -131,6 +146,17 @@ impl InstallError {
             }
             e => e.to_string(),
         }
+    }
+
+    /// A failure of the tarball itself, worth remembering so that the same tarball is
+    /// not fetched again (`crate::storage_coordinator::FailureRecord`).
+    pub(crate) fn is_about_the_tarball(&self) -> bool {
+        self.is_content_error()
+            || matches!(
+                self,
+                InstallError::ChecksumMismatch { .. }
+                    | InstallError::ResourceVersionMismatch { .. }
+            )
     }
 
     /// A problem with the tarball's content (as opposed to its transport).

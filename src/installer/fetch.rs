@@ -14,6 +14,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::mpsc::{channel, sync_channel, Receiver, Sender, SyncSender};
 use std::time::Instant;
@@ -60,6 +61,8 @@ pub(crate) struct Job<'a> {
     pub unpack_factor: f64,
     pub throttle: Throttle,
     pub from_resource: bool,
+    /// The most a download without a `Content-Length` may bring.
+    pub max_download: u64,
 }
 
 /// Downloads `url` (resuming `partial` unless `from_zero`) and unpacks it into the
@@ -79,6 +82,7 @@ pub(crate) fn fetch_url(
         .write(true)
         .create(true)
         .truncate(false)
+        .mode(0o644)
         .open(partial)
         .map_err(|e| StorageError::io("open", partial, e))?;
     let mut have = file
@@ -117,12 +121,15 @@ pub(crate) fn fetch_url(
     if let Some(resp) = body.as_mut() {
         sources.push(Source::Network(resp, shown.clone()));
     }
+    let cap = match total {
+        Some(t) => Cap::ContentLength(t),
+        None => Cap::NoContentLength(job.max_download),
+    };
     let r = run(
         job,
         sources,
         Some((&mut file, partial)),
-        offset,
-        total,
+        (offset, total, cap),
         events,
     )?;
     if let Some(total) = total {
@@ -162,8 +169,7 @@ pub(crate) fn fetch_resource(
         job,
         vec![Source::Resource(f, path)],
         None,
-        0,
-        Some(size),
+        (0, Some(size), Cap::ContentLength(size)),
         events,
     )?;
     if r.size != size {
@@ -203,6 +209,35 @@ enum Source<'a> {
     Resource(File, &'a Path),
 }
 
+/// The most bytes an attempt may bring (the whole tarball, a kept partial included).
+#[derive(Debug, Clone, Copy)]
+enum Cap {
+    /// What the server announced (or the resource's size).
+    ContentLength(u64),
+    /// A cap of our own: the server did not say.
+    NoContentLength(u64),
+}
+
+impl Cap {
+    /// The error when `size` bytes passed the cap.
+    fn exceeded(self, label: &str, size: u64) -> Option<InstallError> {
+        let detail = match self {
+            Cap::ContentLength(max) if size > max => {
+                format!("more than the {max} bytes announced (Content-Length or file size)")
+            }
+            Cap::NoContentLength(max) if size > max => format!(
+                "the download passed {} without a Content-Length; at most 3 times the expected size is allowed",
+                crate::storage_coordinator::fmt_bytes(max)
+            ),
+            _ => return None,
+        };
+        Some(InstallError::TooLarge {
+            tarball: label.to_string(),
+            detail,
+        })
+    }
+}
+
 /// Why pumping stopped early.
 enum Stop {
     Failed(InstallError),
@@ -216,8 +251,7 @@ fn run(
     job: &mut Job<'_>,
     sources: Vec<Source<'_>>,
     mut sink: Option<(&mut File, &Path)>,
-    offset: u64,
-    total: Option<u64>,
+    (offset, total, cap): (u64, Option<u64>, Cap),
     events: &mut dyn FnMut(&InstallEvent),
 ) -> Result<Fetched, InstallError> {
     let (tx, rx) = sync_channel::<(Vec<u8>, usize)>(DEPTH);
@@ -236,7 +270,7 @@ fn run(
                 unpack_tar_gz(reader, &staging, &label, &limits)
             })
             .map_err(|e| InstallError::Internal(format!("cannot start the unpack thread: {e}")))?;
-        let mut tally = Tally::new(offset, total);
+        let mut tally = Tally::new(offset, total, cap);
         let pumped = pump_sources(job, sources, &mut sink, &mut tally, &tx, &pool_rx, events);
         drop(tx);
         let unpacked = unpacker
@@ -272,11 +306,12 @@ struct Tally {
     /// Bytes already on disk before this attempt (the kept partial).
     offset: u64,
     total: Option<u64>,
+    cap: Cap,
     midway: Midway,
 }
 
 impl Tally {
-    fn new(offset: u64, total: Option<u64>) -> Tally {
+    fn new(offset: u64, total: Option<u64>, cap: Cap) -> Tally {
         Tally {
             sha1: Sha1::new(),
             sha256: Sha256::new(),
@@ -285,6 +320,7 @@ impl Tally {
             started: crate::storage_coordinator::progress::unix_now(),
             offset,
             total,
+            cap,
             midway: Midway::new(total),
         }
     }
@@ -334,6 +370,12 @@ fn pump_sources(
         let append = matches!(src, Source::Network(..));
         let counts = !matches!(src, Source::Prefix(_));
         pump(&mut src, tx, pool, |chunk| {
+            if let Some(e) = tally
+                .cap
+                .exceeded(job.label, tally.size + chunk.len() as u64)
+            {
+                return Err(Stop::Failed(e));
+            }
             if append {
                 if let Some((f, p)) = sink.as_mut() {
                     f.write_all(chunk)

@@ -15,16 +15,19 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use super::fetch::{self, Fetched};
-use super::manifest::{Manifest, TarballInfo};
+use super::manifest::{hex, Manifest, TarballInfo};
 use super::publish::{fresh_staging, publish};
 use super::retry::{self, Failure, Next, RetryState};
+use super::trust::ExecDigests;
 use super::verify::{self, Expected};
 use super::{download, InstallError, InstallEvent, InstallOptions, InstallReport, Outcome, Source};
 use crate::checkpoint::checkpoint;
 use crate::storage_coordinator::{
-    atomic, layout, progress::unix_now, remove_tree, Cleanup, InstallLock, ProgressMarker,
-    StorageError, Throttle, Volume,
+    atomic, layout, progress::unix_now, remove_tree, Cleanup, FailureRecord, InstallLock,
+    ProgressMarker, StorageError, Throttle, Volume,
 };
+use sha2::{Digest, Sha256};
+use std::os::unix::fs::MetadataExt;
 
 /// Makes sure `releases/<version>` exists on `volume`, downloading it at most once per
 /// volume however many units call this at the same time. See the module docs for the
@@ -133,6 +136,9 @@ fn install_locked(
         unpack_factor: opts.unpack_factor,
         throttle: Throttle::new(opts.progress_percent, opts.progress_interval),
         from_resource: matches!(source, Source::Resource(_)),
+        max_download: opts
+            .max_download
+            .unwrap_or_else(|| download_cap(lock.volume())),
     };
     // Tell waiting units who works on what before the first byte arrives.
     let kept = match source {
@@ -140,16 +146,21 @@ fn install_locked(
         Source::Resource(_) => 0,
     };
     lock.write_progress(&ProgressMarker::new(version, &opts.unit, kept, None))?;
-    let (fetched, origin, attempts) = match source {
-        Source::Url(url) => {
-            let (f, attempts) = fetch_from_url(&mut job, url, opts, events)?;
-            (f, download::redact_url(url), attempts)
+    let mut attempt: Option<Attempt> = None;
+    let fetched = match source {
+        Source::Url(url) => fetch_from_url(&mut job, url, opts, &mut attempt, events)
+            .map(|(f, n)| (f, download::redact_url(url), n)),
+        Source::Resource(path) => fetch_from_resource(&mut job, path, opts, &mut attempt, events)
+            .map(|f| (f, format!("resource:{}", path.display()), 1)),
+    };
+    let (fetched, origin, attempts) = match fetched {
+        Ok(f) => f,
+        Err(e) => {
+            if let Some(a) = attempt.filter(|_| e.is_about_the_tarball()) {
+                remember_failure(lock, version, &opts.unit, a, &e);
+            }
+            return Err(e);
         }
-        Source::Resource(path) => (
-            fetch_from_resource(&mut job, path, opts, events)?,
-            format!("resource:{}", path.display()),
-            1,
-        ),
     };
     events(&InstallEvent::Publishing {
         version: version.to_string(),
@@ -164,6 +175,9 @@ fn install_locked(
     let manifest = manifest(version, &opts.unit, &tarball, &fetched);
     publish(staging, &release, &fetched.unpacked, &manifest)?;
     checkpoint("install.published");
+    let exec = ExecDigests::from_entries(&fetched.unpacked.entries, &fetched.sha256);
+    lock.clear_failure(version)?;
+    verify::verify_published(lock, version, &opts.unit, &exec)?;
     after_publish(
         lock,
         version,
@@ -182,7 +196,77 @@ fn install_locked(
         waited: Duration::ZERO,
         elapsed: Duration::ZERO,
         cleanup: Cleanup::default(),
+        exec,
     })
+}
+
+/// What an attempt fetched from: the source's identity (a hash: a URL may hold
+/// credentials) and the digests the tarball had to have.
+pub(crate) struct Attempt {
+    source: String,
+    sha1: Option<String>,
+    sha256: Option<String>,
+}
+
+impl Attempt {
+    /// The attempt at the source `identity`, unless it failed before just so.
+    fn start(
+        job: &fetch::Job<'_>,
+        identity: &str,
+        sha1: Option<&str>,
+        opts: &InstallOptions,
+    ) -> Result<Attempt, InstallError> {
+        let a = Attempt {
+            source: hex(&Sha256::digest(identity.as_bytes())),
+            sha1: sha1.map(str::to_string),
+            sha256: opts
+                .expected_sha256
+                .as_ref()
+                .map(|p| p.to_ascii_lowercase()),
+        };
+        a.remembered(job.lock, job.version)?;
+        Ok(a)
+    }
+
+    /// The failure an earlier attempt at the same tarball ended with, if any: it is not
+    /// fetched again (only the cheap `.sha1` was).
+    fn remembered(&self, lock: &InstallLock<'_>, version: &str) -> Result<(), InstallError> {
+        match lock.volume().read_failure(version)? {
+            Some(r)
+                if r.same_attempt(&self.source, self.sha1.as_deref(), self.sha256.as_deref()) =>
+            {
+                tracing::info!(
+                    "not fetching v{version} again: it failed before with the same source and checksum ({})",
+                    r.message
+                );
+                Err(InstallError::Remembered { message: r.message })
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Records that `attempt` failed with `e` (best effort: a failure to record only means
+/// the next hook tries again).
+fn remember_failure(
+    lock: &InstallLock<'_>,
+    version: &str,
+    unit: &str,
+    a: Attempt,
+    e: &InstallError,
+) {
+    let r = FailureRecord {
+        version: version.to_string(),
+        source: a.source,
+        sha1: a.sha1,
+        sha256: a.sha256,
+        message: e.status_message(),
+        by: unit.to_string(),
+        at: unix_now(),
+    };
+    if let Err(err) = lock.write_failure(&r) {
+        tracing::warn!("cannot remember the failed install of v{version}: {err}");
+    }
 }
 
 /// Records `.installed_version` (when asked) and removes the partial download of
@@ -215,11 +299,18 @@ fn fetch_from_url(
     job: &mut fetch::Job<'_>,
     url: &str,
     opts: &InstallOptions,
+    attempt: &mut Option<Attempt>,
     events: &mut dyn FnMut(&InstallEvent),
 ) -> Result<(Fetched, u32), InstallError> {
     download::parse_url(url)?;
     let client = download::build_client(&opts.http)?;
     let sha1 = download::fetch_sha1(&client, url)?;
+    *attempt = Some(Attempt::start(
+        job,
+        &format!("url:{url}"),
+        Some(&sha1),
+        opts,
+    )?);
     let want = Expected {
         file: job.label,
         origin: url,
@@ -293,8 +384,15 @@ fn fetch_from_resource(
     job: &mut fetch::Job<'_>,
     path: &Path,
     opts: &InstallOptions,
+    attempt: &mut Option<Attempt>,
     events: &mut dyn FnMut(&InstallEvent),
 ) -> Result<Fetched, InstallError> {
+    // A new resource is a new file: its size or modification time differs.
+    let stamp = fs::metadata(path)
+        .map(|m| format!("{}:{}:{}", m.len(), m.mtime(), m.mtime_nsec()))
+        .unwrap_or_default();
+    let identity = format!("resource:{}:{stamp}", path.display());
+    *attempt = Some(Attempt::start(job, &identity, None, opts)?);
     fresh_staging(job.staging)?;
     let f = fetch::fetch_resource(job, path, events)?;
     checkpoint("install.downloaded");
@@ -321,6 +419,19 @@ fn manifest(version: &str, unit: &str, tarball: &TarballInfo, fetched: &Fetched)
         tarball: tarball.clone(),
         entries: fetched.unpacked.entries.clone(),
     }
+}
+
+/// Three times the largest tarball installed on the volume so far (MANIFEST), else
+/// [`super::DEFAULT_MAX_DOWNLOAD`].
+fn download_cap(volume: &Volume) -> u64 {
+    let largest = volume
+        .published_versions()
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|v| Manifest::read(&volume.layout().release_dir(v)).ok())
+        .map(|m| m.tarball.size)
+        .max();
+    largest.map_or(super::DEFAULT_MAX_DOWNLOAD, |s| s.saturating_mul(3))
 }
 
 fn installed_by(release: &Path) -> Option<String> {

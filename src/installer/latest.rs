@@ -54,16 +54,16 @@ pub fn latest_version(
         .is_some_and(|v| v.trim() == "0");
     match status {
         200 => {}
-        401 => return Err(err("HTTP 401: github-token was rejected; fix or clear github-token".into(), true)),
+        401 => return Err(err("HTTP 401: the GitHub token was rejected; fix or clear github-token-secret (or github-token)".into(), true)),
         403 | 429 if rate_limited || status == 429 => {
             return Err(err(
                 format!(
-                    "HTTP {status}: GitHub API rate limit reached; set github-token, pin version, or wait"
+                    "HTTP {status}: GitHub API rate limit reached; set github-token-secret, pin version, or wait"
                 ),
                 false,
             ))
         }
-        403 => return Err(err("HTTP 403: access denied; check github-token".into(), true)),
+        403 => return Err(err("HTTP 403: access denied; check github-token-secret".into(), true)),
         404 => return Err(err("HTTP 404: no such releases endpoint; check release-api-url".into(), true)),
         s => {
             return Err(err(

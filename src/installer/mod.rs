@@ -44,6 +44,7 @@ pub mod prune;
 mod publish;
 pub mod report;
 mod retry;
+pub mod trust;
 pub mod unpack;
 pub mod verify;
 
@@ -60,7 +61,11 @@ pub use manifest::{Manifest, TarballInfo, VerifyMode};
 pub use prune::{prune_releases, PruneReport};
 pub use report::{InstallEvent, InstallReport, Outcome};
 pub use unpack::UnpackLimits;
-pub use verify::{verify_release, verify_release_with_timeout, VerifyReport};
+pub use verify::{ensure_verified, verify_release, verify_release_with_timeout, VerifyReport};
+
+/// The download cap without a `Content-Length` and without an earlier install to compare
+/// with: three times 1 GiB (a release tarball is a few hundred MiB).
+pub const DEFAULT_MAX_DOWNLOAD: u64 = 3 << 30;
 
 /// Where the release tarball comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,6 +96,10 @@ pub struct InstallOptions {
     /// (the download plus 1.2 x its size).
     pub unpack_factor: f64,
     pub limits: UnpackLimits,
+    /// The most a download may bring when the server does not say its size
+    /// (`Content-Length`); `None`: three times the largest tarball installed on the volume
+    /// before, or [`DEFAULT_MAX_DOWNLOAD`].
+    pub max_download: Option<u64>,
     /// Write `.installed_version` after publishing.
     pub set_installed_version: bool,
     /// Report progress every this many percent…
@@ -111,6 +120,7 @@ impl InstallOptions {
             expected_sha256: None,
             unpack_factor: 1.2,
             limits: UnpackLimits::default(),
+            max_download: None,
             set_installed_version: false,
             progress_percent: 1,
             progress_interval: Duration::from_secs(2),

@@ -65,6 +65,7 @@ pub fn prune_releases(
         atomic::fsync_dir(&volume.layout().releases_dir())?;
         checkpoint("prune.unpublished");
         remove_tree(&trash)?;
+        lock.clear_records(&v)?;
         report.removed.push(v);
     }
     drop(lock);

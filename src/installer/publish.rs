@@ -13,6 +13,7 @@
 
 use std::fs;
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use super::manifest::Manifest;
@@ -24,7 +25,15 @@ use crate::storage_coordinator::{atomic, layout, remove_tree, StorageError};
 /// Replaces whatever is at `staging` (a previous attempt's tree) with an empty dir.
 pub(crate) fn fresh_staging(staging: &Path) -> Result<(), InstallError> {
     remove_tree(staging)?;
-    fs::create_dir(staging).map_err(|e| StorageError::io("create directory", staging, e))?;
+    // Becomes releases/<version>: 0755 whatever the umask (crate::storage_coordinator
+    // refuses a volume tree writable by group or others).
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        fs::DirBuilder::new()
+            .mode(0o755)
+            .create(staging)
+            .map_err(|e| StorageError::io("create directory", staging, e))?;
+    }
     Ok(())
 }
 
@@ -68,6 +77,7 @@ fn write_manifest(staging: &Path, manifest: &Manifest) -> Result<(), InstallErro
     let mut f = fs::OpenOptions::new()
         .write(true)
         .create_new(true)
+        .mode(0o644)
         .open(&path)
         .map_err(|e| StorageError::io("create", &path, e))?;
     f.write_all(&manifest.to_json())

@@ -149,6 +149,8 @@ pub struct InstallReport {
     pub waited: Duration,
     pub elapsed: Duration,
     pub cleanup: Cleanup,
+    /// The digests of the release's executables, from the verified tarball.
+    pub exec: super::trust::ExecDigests,
 }
 
 #[cfg(test)]

@@ -13,9 +13,20 @@
 //! - A symlink target is relative, and after its leading `..` components (which may climb
 //!   at most to the tree root) contains only normal names. By induction every accepted
 //!   link resolves inside the tree, even through other links.
-//! - Total file bytes and the entry count are capped before anything is written.
-//! - Modes keep the permission bits (exec bits matter: `bin/concourse`), never setuid,
-//!   setgid or sticky; directory modes are applied after all files are written.
+//! - Parsing is bounded whatever the input: entries are read raw, so an extension header
+//!   (GNU long name or link, PAX records) is refused by its declared size before a byte of
+//!   it is read ([`UnpackLimits::max_extension_bytes`]); total file bytes and the entry
+//!   count are capped before anything is written; the whole inflated stream is capped
+//!   ([`UnpackLimits::max_inflated_bytes`], a gzip bomb stops there); at most
+//!   [`MAX_TRAILING_BYTES`] may follow the end of the archive.
+//! - Extension headers apply as GNU tar and PAX define them (PAX `path`/`linkpath`,
+//!   GNU long names); a PAX `size` must equal the header's (the stream is framed by the
+//!   header), PAX sparse files are refused.
+//! - Modes keep the permission bits (exec bits matter: `bin/concourse`) without group or
+//!   other write, never setuid, setgid or sticky; directory modes are applied after all
+//!   files are written. Root runs these files: nobody else may change them.
+//! - A path the filesystem cannot hold (`ENAMETOOLONG`) is an unsafe entry (permanent),
+//!   never an I/O error to retry.
 //! - The gzip stream is read to its end (trailer CRC checked, trailing garbage rejected).
 //!
 //! Shape: [`unpack_tar_gz`] feeds each entry to an `Unpacker`, which admits it (the caps:
@@ -40,6 +51,11 @@ use sha2::{Digest, Sha256};
 use tar::EntryType;
 
 use super::manifest::{hex, Entry};
+
+/// Longest path the kernel takes (`PATH_MAX`, with its NUL).
+const PATH_MAX: usize = 4096;
+/// Why an entry whose path the filesystem cannot hold is refused.
+const TOO_LONG: &str = "its path is too long for this filesystem (ENAMETOOLONG)";
 use super::InstallError;
 use crate::storage_coordinator::StorageError;
 
@@ -48,15 +64,26 @@ use crate::storage_coordinator::StorageError;
 pub struct UnpackLimits {
     /// Sum of the sizes of regular files.
     pub max_bytes: u64,
-    /// Number of tar entries.
+    /// Number of tar entries (extension headers included).
     pub max_entries: u64,
+    /// Size of one extension header (GNU long name or link, PAX records): they are read
+    /// into memory.
+    pub max_extension_bytes: u64,
+    /// The whole inflated stream: files, headers, padding and anything after the end.
+    pub max_inflated_bytes: u64,
 }
+
+/// Inflated bytes allowed after the tar end-of-archive blocks (GNU tar pads to 10 KiB
+/// records; other writers use more, never megabytes).
+pub const MAX_TRAILING_BYTES: u64 = 1 << 20;
 
 impl Default for UnpackLimits {
     fn default() -> Self {
         UnpackLimits {
             max_bytes: 16 << 30,
             max_entries: 100_000,
+            max_extension_bytes: 64 << 10,
+            max_inflated_bytes: 17 << 30,
         }
     }
 }
@@ -142,16 +169,98 @@ pub fn unpack_tar_gz<R: Read>(
     limits: &UnpackLimits,
 ) -> Result<Unpacked, InstallError> {
     let mut u = Unpacker::new(dest, label, limits);
-    let mut ar = tar::Archive::new(MultiGzDecoder::new(src));
-    for entry in ar.entries().map_err(|e| u.bad(e))? {
+    let inflated = Capped::new(MultiGzDecoder::new(src), limits.max_inflated_bytes);
+    let mut ar = tar::Archive::new(inflated);
+    // Raw entries: the extension headers come to us unread, so their size is checked
+    // before a byte of them is read (tar would read each one whole into memory).
+    let mut ext = Extensions::default();
+    for entry in ar.entries().map_err(|e| u.bad(e))?.raw(true) {
         let mut entry = entry.map_err(|e| u.bad(e))?;
-        u.entry(&mut entry)?;
+        u.admit()?;
+        match entry.header().entry_type() {
+            EntryType::GNULongName => ext.long_name = Some(u.extension(&mut entry, true)?),
+            EntryType::GNULongLink => ext.long_link = Some(u.extension(&mut entry, true)?),
+            EntryType::XHeader => ext.pax = Some(u.extension(&mut entry, false)?),
+            EntryType::XGlobalHeader => drop(u.extension(&mut entry, false)?),
+            _ => u.entry(&mut entry, std::mem::take(&mut ext))?,
+        }
     }
-    // Read the rest of the gzip stream: checks the trailer (CRC, size) and that nothing
-    // but tar padding follows.
+    if ext != Extensions::default() {
+        return Err(u.bad(io::Error::other(
+            "an extension header at the end describes no entry",
+        )));
+    }
+    // Read the rest of the gzip stream: checks the trailer (CRC, size); a little tar
+    // padding may follow, never more than MAX_TRAILING_BYTES.
     let mut rest = ar.into_inner();
-    io::copy(&mut rest, &mut io::sink()).map_err(|e| u.bad(e))?;
+    let trailing = io::copy(
+        &mut (&mut rest).take(MAX_TRAILING_BYTES + 1),
+        &mut io::sink(),
+    )
+    .map_err(|e| u.bad(e))?;
+    if trailing > MAX_TRAILING_BYTES {
+        return Err(u.too_large(format!(
+            "more than {MAX_TRAILING_BYTES} bytes of data after the end of the archive"
+        )));
+    }
     u.finish()
+}
+
+/// The extension headers read for the next entry.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Extensions {
+    long_name: Option<Vec<u8>>,
+    long_link: Option<Vec<u8>>,
+    pax: Option<Vec<u8>>,
+}
+
+/// A reader that fails once more than `max` bytes came through (the inflated stream:
+/// a gzip bomb stops here).
+struct Capped<R> {
+    inner: R,
+    left: u64,
+    max: u64,
+}
+
+impl<R> Capped<R> {
+    fn new(inner: R, max: u64) -> Capped<R> {
+        Capped {
+            inner,
+            left: max,
+            max,
+        }
+    }
+}
+
+/// The error [`Capped`] fails with; recognised by [`Unpacker::bad`].
+#[derive(Debug)]
+struct InflatedTooLarge(u64);
+
+impl std::fmt::Display for InflatedTooLarge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the archive inflates to more than {} bytes", self.0)
+    }
+}
+
+impl std::error::Error for InflatedTooLarge {}
+
+impl<R: Read> Read for Capped<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.left == 0 {
+            // One byte more than allowed, or the end: only the inner reader knows.
+            let mut probe = [0u8; 1];
+            return match self.inner.read(&mut probe)? {
+                0 => Ok(0),
+                _ => Err(io::Error::other(InflatedTooLarge(self.max))),
+            };
+        }
+        let want = buf
+            .len()
+            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        let n = self.inner.read(&mut buf[..want])?;
+        self.left -= n as u64;
+        Ok(n)
+    }
 }
 
 /// An archive entry that passed the path checks.
@@ -197,20 +306,85 @@ impl<'a> Unpacker<'a> {
         }
     }
 
-    /// Checks and writes one entry, by kind.
-    fn entry<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>) -> Result<(), InstallError> {
-        self.admit()?;
-        let kind = entry.header().entry_type();
-        if matches!(
-            kind,
-            EntryType::XGlobalHeader
-                | EntryType::XHeader
-                | EntryType::GNULongName
-                | EntryType::GNULongLink
-        ) {
-            return Ok(());
+    /// Reads an extension header's content (a GNU long name or link: `name`, trailing
+    /// NULs dropped; PAX records otherwise), refusing one over the cap before reading.
+    fn extension<R: Read>(
+        &mut self,
+        entry: &mut tar::Entry<'_, R>,
+        name: bool,
+    ) -> Result<Vec<u8>, InstallError> {
+        let size = entry.size();
+        let max = self.limits.max_extension_bytes;
+        if size > max {
+            return Err(self.too_large(format!(
+                "an extension header ({:?}) of {size} bytes; at most {max} are allowed",
+                entry.header().entry_type()
+            )));
         }
-        let raw = entry.path_bytes().into_owned();
+        let mut data = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+        entry.read_to_end(&mut data).map_err(|e| self.bad(e))?;
+        if name {
+            while data.last() == Some(&0) {
+                data.pop();
+            }
+        }
+        Ok(data)
+    }
+
+    /// The entry's path and link target, with its extension headers applied: PAX
+    /// `path`/`linkpath` over GNU long names over the header. A PAX `size` must agree with
+    /// the header (raw entries are framed by the header's size), and PAX sparse files are
+    /// refused like GNU ones.
+    fn names<R: Read>(
+        &self,
+        entry: &tar::Entry<'_, R>,
+        ext: Extensions,
+    ) -> Result<(Vec<u8>, Option<Vec<u8>>), InstallError> {
+        let mut path = ext
+            .long_name
+            .unwrap_or_else(|| entry.path_bytes().into_owned());
+        let mut link = ext
+            .long_link
+            .or_else(|| entry.link_name_bytes().map(|l| l.into_owned()));
+        let shown = |p: &[u8]| {
+            String::from_utf8_lossy(p)
+                .chars()
+                .take(200)
+                .collect::<String>()
+        };
+        if let Some(records) = &ext.pax {
+            for r in tar::PaxExtensions::new(records) {
+                let r = r.map_err(|e| self.bad(e))?;
+                match r.key_bytes() {
+                    b"path" => path = r.value_bytes().to_vec(),
+                    b"linkpath" => link = Some(r.value_bytes().to_vec()),
+                    b"size" if r.value().ok() != Some(entry.size().to_string().as_str()) => {
+                        return Err(self.unsafe_entry(
+                            &shown(&path),
+                            "its PAX size disagrees with its header".into(),
+                        ))
+                    }
+                    k if k.starts_with(b"GNU.sparse.") => {
+                        return Err(self.unsafe_entry(
+                            &shown(&path),
+                            "it is a sparse file (not supported)".into(),
+                        ))
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok((path, link))
+    }
+
+    /// Checks and writes one entry, by kind, with the extension headers read before it.
+    fn entry<R: Read>(
+        &mut self,
+        entry: &mut tar::Entry<'_, R>,
+        ext: Extensions,
+    ) -> Result<(), InstallError> {
+        let kind = entry.header().entry_type();
+        let (raw, link) = self.names(entry, ext)?;
         let name = String::from_utf8_lossy(&raw).into_owned();
         let rel = relative_entry_path(&raw).map_err(|r| self.unsafe_entry(&name, r))?;
         if rel.as_os_str().is_empty() {
@@ -219,13 +393,17 @@ impl<'a> Unpacker<'a> {
                 _ => Err(self.unsafe_entry(&name, "it has an empty path".into())),
             };
         }
+        let path = self.dest.join(&rel);
+        if path.as_os_str().len() >= PATH_MAX {
+            return Err(self.unsafe_entry(&name, TOO_LONG.into()));
+        }
         let e = Named {
-            path: self.dest.join(&rel),
-            mode: entry.header().mode().unwrap_or(0o644) & 0o777,
+            path,
+            mode: entry.header().mode().unwrap_or(0o644) & 0o777 & !0o022,
             name,
             rel,
         };
-        let link = || entry.link_name_bytes().map(|t| t.into_owned());
+        let link = || link.clone();
         match kind {
             EntryType::Directory => self.dir(&e),
             EntryType::Regular | EntryType::Continuous => {
@@ -433,6 +611,9 @@ impl<'a> Unpacker<'a> {
                         ));
                     }
                 }
+                Err(e) if e.raw_os_error() == Some(nix::libc::ENAMETOOLONG) => {
+                    return Err(self.unsafe_entry(entry, TOO_LONG.into()))
+                }
                 Err(e) => return Err(StorageError::io("create directory", &p, e).into()),
             }
             self.known_dirs.insert(cur.clone());
@@ -443,6 +624,8 @@ impl<'a> Unpacker<'a> {
     fn create_error(&self, e: io::Error, entry: &Named) -> InstallError {
         if e.kind() == io::ErrorKind::AlreadyExists {
             self.unsafe_entry(&entry.name, "it is a duplicate of an earlier entry".into())
+        } else if e.raw_os_error() == Some(nix::libc::ENAMETOOLONG) {
+            self.unsafe_entry(&entry.name, TOO_LONG.into())
         } else {
             StorageError::io("create", &entry.path, e).into()
         }
@@ -463,8 +646,15 @@ impl<'a> Unpacker<'a> {
         }
     }
 
-    /// A broken archive (truncated, not gzip, bad tar header, …).
+    /// A broken archive (truncated, not gzip, bad tar header, …), or one that inflates
+    /// past the cap.
     fn bad(&self, e: io::Error) -> InstallError {
+        if let Some(big) = e
+            .get_ref()
+            .and_then(|i| i.downcast_ref::<InflatedTooLarge>())
+        {
+            return self.too_large(big.to_string());
+        }
         InstallError::BadArchive {
             tarball: self.label.to_string(),
             detail: if e.kind() == io::ErrorKind::UnexpectedEof {
@@ -704,6 +894,7 @@ mod tests {
             &UnpackLimits {
                 max_bytes: 999,
                 max_entries: 10,
+                ..UnpackLimits::default()
             },
         );
         assert!(matches!(r, Err(InstallError::TooLarge { .. })), "{r:?}");
@@ -716,6 +907,7 @@ mod tests {
             &UnpackLimits {
                 max_bytes: 1,
                 max_entries: 3,
+                ..UnpackLimits::default()
             },
         );
         assert!(matches!(r, Err(InstallError::TooLarge { .. })), "{r:?}");
@@ -736,5 +928,228 @@ mod tests {
         c[n - 8] ^= 0xff;
         let (_d, r) = unpack(&c);
         assert!(matches!(r, Err(InstallError::BadArchive { .. })), "{r:?}");
+    }
+
+    /// Counts the bytes an unpack reads from its source.
+    struct Counting<R> {
+        inner: R,
+        read: std::rc::Rc<std::cell::Cell<u64>>,
+    }
+
+    impl<R: Read> Read for Counting<R> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = self.inner.read(buf)?;
+            self.read.set(self.read.get() + n as u64);
+            Ok(n)
+        }
+    }
+
+    /// Unpacks `bytes`, returning the result and how many bytes of them were read.
+    fn unpack_counted(
+        bytes: &[u8],
+        limits: &UnpackLimits,
+    ) -> (Result<Unpacked, InstallError>, u64) {
+        let d = tempfile::tempdir().unwrap();
+        let read = std::rc::Rc::new(std::cell::Cell::new(0));
+        let src = Counting {
+            inner: bytes,
+            read: read.clone(),
+        };
+        let r = unpack_tar_gz(src, d.path(), "t.tgz", limits);
+        (r, read.get())
+    }
+
+    /// A tar (gzip without compression, so bytes read = bytes inflated) with an
+    /// extension member of `kind` declaring `size` bytes of `fill`, then a file.
+    fn with_extension(kind: EntryType, size: u64) -> Vec<u8> {
+        let mut b = tar::Builder::new(GzEncoder::new(Vec::new(), Compression::none()));
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(kind);
+        h.set_size(size);
+        h.set_mode(0o644);
+        h.as_gnu_mut().unwrap().name[..13].copy_from_slice(b"././@LongLink");
+        h.set_cksum();
+        b.append(&h, io::repeat(b'a').take(size)).unwrap();
+        let mut f = tar::Header::new_gnu();
+        f.set_size(1);
+        f.set_mode(0o644);
+        b.append_data(&mut f, "concourse/x", &b"x"[..]).unwrap();
+        b.into_inner().unwrap().finish().unwrap()
+    }
+
+    #[test]
+    fn world_writable_modes_are_masked_on_unpack() {
+        let bytes = tgz(&[
+            E::Dir("concourse/", 0o777),
+            E::Dir("concourse/bin/", 0o775),
+            E::File("concourse/bin/concourse", b"#!/bin/sh\n", 0o777),
+            E::File("concourse/data", b"d", 0o666),
+            E::File("concourse/sticky", b"s", 0o1777),
+        ]);
+        let (d, r) = unpack(&bytes);
+        let u = r.unwrap();
+        let s = d.path().join("stage/concourse");
+        let mode = |p: &str| fs::metadata(s.join(p)).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode(""), 0o755);
+        assert_eq!(mode("bin"), 0o755);
+        assert_eq!(mode("bin/concourse"), 0o755);
+        assert_eq!(mode("data"), 0o644);
+        assert_eq!(mode("sticky"), 0o755);
+        assert!(
+            u.entries.iter().all(|e| match e {
+                Entry::File { mode, .. } | Entry::Dir { mode, .. } => mode & 0o022 == 0,
+                Entry::Symlink { .. } => true,
+            }),
+            "MANIFEST records the masked modes"
+        );
+    }
+
+    #[test]
+    fn a_huge_gnu_long_name_fails_at_its_header_without_being_read() {
+        // tar reads a long-name member whole into memory: one such header could take all
+        // of it.
+        for kind in [
+            EntryType::GNULongName,
+            EntryType::GNULongLink,
+            EntryType::XHeader,
+            EntryType::XGlobalHeader,
+        ] {
+            let bytes = with_extension(kind, 64 << 20);
+            let (r, read) = unpack_counted(&bytes, &UnpackLimits::default());
+            assert!(
+                matches!(&r, Err(InstallError::TooLarge { detail, .. }) if detail.contains("extension header")),
+                "{kind:?}: {r:?}"
+            );
+            assert!(
+                read < 4 << 20,
+                "{kind:?}: read {read} bytes of a 64 MiB header"
+            );
+        }
+    }
+
+    #[test]
+    fn data_after_the_end_of_the_archive_is_bounded() {
+        // The tar end, then 32 MiB more in the same gzip stream: it used to be drained to
+        // the end (any size) to check the trailer.
+        let mut b = tar::Builder::new(Vec::new());
+        let mut f = tar::Header::new_gnu();
+        f.set_size(1);
+        f.set_mode(0o644);
+        b.append_data(&mut f, "concourse/x", &b"x"[..]).unwrap();
+        let mut raw = b.into_inner().unwrap();
+        raw.extend(std::iter::repeat_n(0u8, 32 << 20));
+        let mut gz = GzEncoder::new(Vec::new(), Compression::none());
+        gz.write_all(&raw).unwrap();
+        let bytes = gz.finish().unwrap();
+        let (r, read) = unpack_counted(&bytes, &UnpackLimits::default());
+        assert!(
+            matches!(&r, Err(InstallError::TooLarge { detail, .. }) if detail.contains("after the end")),
+            "{r:?}"
+        );
+        assert!(read < 4 << 20, "read {read} bytes");
+        // Ordinary padding (GNU tar pads to 10 KiB records) is fine.
+        let (_d, r) = unpack(&tgz(&[E::File("concourse/y", b"y", 0o644)]));
+        r.unwrap();
+    }
+
+    #[test]
+    fn a_path_too_long_for_the_filesystem_is_an_unsafe_entry_not_an_io_error() {
+        // Every component is short enough, the whole is not (with the staging path in
+        // front): ENAMETOOLONG used to be an I/O error, retried forever.
+        let name: String = (0..20).map(|i| format!("{i:0>203}/")).collect::<String>() + "f";
+        let mut b = tar::Builder::new(GzEncoder::new(Vec::new(), Compression::fast()));
+        let mut h = tar::Header::new_gnu();
+        h.set_size(1);
+        h.set_mode(0o644);
+        b.append_data(&mut h, &name, &b"x"[..]).unwrap();
+        let bytes = b.into_inner().unwrap().finish().unwrap();
+        let (_d, r) = unpack(&bytes);
+        match r {
+            Err(e @ InstallError::UnsafeEntry { .. }) => {
+                assert!(
+                    e.to_string().contains("too long"),
+                    "{}",
+                    &e.to_string()[..100]
+                );
+                assert_eq!(e.class(), crate::storage_coordinator::ErrorClass::Permanent);
+            }
+            Err(e) => panic!("{}", &e.to_string()[..300]),
+            Ok(_) => panic!("unpacked"),
+        }
+    }
+
+    #[test]
+    fn long_names_and_pax_paths_still_unpack() {
+        let long = format!("concourse/{}/file", "d".repeat(150));
+        let link = format!("concourse/{}/link", "l".repeat(120));
+        let target = format!("../{}/file", "d".repeat(150));
+        let mut b = tar::Builder::new(GzEncoder::new(Vec::new(), Compression::fast()));
+        let mut h = tar::Header::new_gnu();
+        h.set_size(4);
+        h.set_mode(0o644);
+        b.append_data(&mut h, &long, &b"data"[..]).unwrap(); // GNU long name
+        let mut s = tar::Header::new_gnu();
+        s.set_entry_type(EntryType::Symlink);
+        s.set_size(0);
+        b.append_link(&mut s, &link, &target).unwrap(); // long name and long link
+        b.append_pax_extensions([("path", "concourse/pax-named".as_bytes())])
+            .unwrap();
+        let mut p = tar::Header::new_ustar();
+        p.set_size(3);
+        p.set_mode(0o600);
+        p.set_path("concourse/placeholder").unwrap();
+        p.set_cksum();
+        b.append(&p, &b"pax"[..]).unwrap();
+        let bytes = b.into_inner().unwrap().finish().unwrap();
+        let (d, r) = unpack(&bytes);
+        r.unwrap();
+        let s = d.path().join("stage");
+        assert_eq!(fs::read(s.join(&long)).unwrap(), b"data");
+        assert_eq!(fs::read(s.join(&link)).unwrap(), b"data");
+        assert_eq!(fs::read(s.join("concourse/pax-named")).unwrap(), b"pax");
+        assert!(!s.join("concourse/placeholder").exists());
+    }
+
+    #[test]
+    fn a_pax_size_that_disagrees_with_the_header_is_refused() {
+        let mut b = tar::Builder::new(GzEncoder::new(Vec::new(), Compression::fast()));
+        b.append_pax_extensions([("size", "3".as_bytes())]).unwrap();
+        let mut h = tar::Header::new_ustar();
+        h.set_size(512);
+        h.set_mode(0o644);
+        h.set_path("concourse/x").unwrap();
+        h.set_cksum();
+        b.append(&h, &[0u8; 512][..]).unwrap();
+        let bytes = b.into_inner().unwrap().finish().unwrap();
+        let (_d, r) = unpack(&bytes);
+        assert!(
+            matches!(&r, Err(InstallError::UnsafeEntry { reason, .. }) if reason.contains("PAX size")),
+            "{r:?}"
+        );
+    }
+
+    #[test]
+    fn the_inflated_stream_is_capped() {
+        // Many small files within the file-byte cap, past the stream cap (headers and
+        // padding count there too).
+        let files: Vec<(String, Vec<u8>)> = (0..64)
+            .map(|i| (format!("concourse/f{i}"), vec![1u8; 1000]))
+            .collect();
+        let entries: Vec<E> = files
+            .iter()
+            .map(|(n, d)| E::File(n.as_str(), d.as_slice(), 0o644))
+            .collect();
+        let bytes = tgz(&entries);
+        let limits = UnpackLimits {
+            max_inflated_bytes: 32 << 10,
+            ..UnpackLimits::default()
+        };
+        let (r, _) = unpack_counted(&bytes, &limits);
+        assert!(
+            matches!(&r, Err(InstallError::TooLarge { detail, .. }) if detail.contains("inflates to more than 32768 bytes")),
+            "{r:?}"
+        );
+        let (r, _) = unpack_counted(&bytes, &UnpackLimits::default());
+        assert_eq!(r.unwrap().files.len(), 64);
     }
 }

@@ -1,9 +1,11 @@
 //! Verification: is this the release it claims to be?
 //!
 //! Owns: comparing a downloaded tarball's digests with the expected ones
-//! (`check_tarball`), asking an attached resource's binary which version it is, and
+//! (`check_tarball`), asking an attached resource's binary which version it is,
 //! checking an installed release ([`verify_release`]: MANIFEST against the tree, then
-//! `concourse --version`).
+//! `concourse --version`), and the verification record of each published release
+//! (`verify_published` right after publication, [`ensure_verified`] for a release found
+//! on the volume): a release is used only once a record says it verified.
 //! Invariants: a digest comparison is case-insensitive and fails closed; the binary runs
 //! with an empty environment (only a fixed `PATH`), no stdin, bounded output and a time
 //! limit, and is killed when it overstays.
@@ -18,8 +20,128 @@ use std::time::{Duration, Instant};
 use super::download;
 use super::fetch::Fetched;
 use super::manifest::{Manifest, VerifyMode};
+use super::trust::{check_release, ExecDigests, HashCache};
 use super::InstallError;
-use crate::storage_coordinator::{layout, Volume};
+use crate::storage_coordinator::{
+    layout, progress::unix_now, Backoff, InstallLock, VerifyRecord, Volume,
+};
+
+/// How long `concourse --version` may take.
+const VERSION_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Verifies a release right after this unit published it (holding `lock`): its
+/// executables against the digests from the tarball, then `--version`. Records the
+/// result; a definite failure is [`InstallError::Unverified`], a slow binary is
+/// transient and not recorded.
+pub(crate) fn verify_published(
+    lock: &InstallLock<'_>,
+    version: &str,
+    unit: &str,
+    exec: &ExecDigests,
+) -> Result<(), InstallError> {
+    let release = lock.volume().release_path(version)?;
+    let failure = match check_release(&release, exec, &mut HashCache::default()) {
+        Err(what) => Some(what),
+        Ok(()) => version_failure(&release, version)?,
+    };
+    record(lock, version, unit, &exec.tarball, failure)
+}
+
+/// Makes sure a published release has an ok verification record for the install it
+/// holds: returns at once when it has one; verifies it under the lock when there is
+/// none (a release published by an older charm: MANIFEST against the tree, its
+/// executables against MANIFEST, `--version`). [`InstallError::Unverified`] when it
+/// failed, now or before.
+pub fn ensure_verified(
+    volume: &Volume,
+    version: &str,
+    unit: &str,
+    wait: Duration,
+    backoff: &Backoff,
+) -> Result<(), InstallError> {
+    let release = volume.release_path(version)?;
+    let m = Manifest::read(&release)?;
+    if let Some(done) = recorded(volume, version, &m)? {
+        return done;
+    }
+    let lock = match volume.try_lock_install()? {
+        Some(l) => l,
+        None => volume.lock_install(version, wait, backoff, |_| {})?,
+    };
+    if let Some(done) = recorded(volume, version, &m)? {
+        return done;
+    }
+    let exec = ExecDigests::from_entries(&m.entries, &m.tarball.sha256);
+    let failure =
+        match verify_release_with_timeout(volume, version, VerifyMode::Quick, VERSION_TIMEOUT) {
+            Ok(_) => check_release(&release, &exec, &mut HashCache::default()).err(),
+            Err(e @ (InstallError::BinaryTimeout { .. } | InstallError::Storage(_))) => {
+                return Err(e)
+            }
+            Err(e) => Some(e.status_message()),
+        };
+    record(&lock, version, unit, &m.tarball.sha256, failure)
+}
+
+/// The recorded verification of `version` for the install `m` describes, if any.
+fn recorded(
+    volume: &Volume,
+    version: &str,
+    m: &Manifest,
+) -> Result<Option<Result<(), InstallError>>, InstallError> {
+    Ok(volume
+        .read_verification(version)?
+        .filter(|r| r.tarball_sha256 == m.tarball.sha256)
+        .map(|r| {
+            if r.ok {
+                Ok(())
+            } else {
+                Err(InstallError::Unverified {
+                    version: version.to_string(),
+                    detail: r.detail,
+                })
+            }
+        }))
+}
+
+/// Why `--version` of the release does not say `version` (`None`: it does).
+fn version_failure(release: &Path, version: &str) -> Result<Option<String>, InstallError> {
+    let bin = release.join("concourse/bin/concourse");
+    match run_version(&bin, VERSION_TIMEOUT) {
+        Ok(p) if p == version || p.strip_prefix('v') == Some(version) => Ok(None),
+        Ok(p) => Ok(Some(format!(
+            "concourse --version printed {:?}, expected {version}",
+            p.chars().take(80).collect::<String>()
+        ))),
+        Err(e @ InstallError::BinaryTimeout { .. }) => Err(e),
+        Err(e) => Ok(Some(e.to_string())),
+    }
+}
+
+/// Writes the verification record and turns a failure into [`InstallError::Unverified`].
+fn record(
+    lock: &InstallLock<'_>,
+    version: &str,
+    unit: &str,
+    tarball_sha256: &str,
+    failure: Option<String>,
+) -> Result<(), InstallError> {
+    lock.write_verification(&VerifyRecord {
+        version: version.to_string(),
+        ok: failure.is_none(),
+        detail: failure.clone().unwrap_or_default(),
+        tarball_sha256: tarball_sha256.to_string(),
+        by: unit.to_string(),
+        at: unix_now(),
+    })?;
+    match failure {
+        None => Ok(()),
+        Some(detail) => Err(InstallError::Unverified {
+            version: version.to_string(),
+            detail,
+        }),
+    }
+}
 
 /// A release check's findings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -174,10 +296,10 @@ pub(crate) fn run_version(bin: &Path, timeout: Duration) -> Result<String, Insta
             Ok(None) if Instant::now() >= deadline => {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(failed(format!(
-                    "did not finish within {}s",
-                    timeout.as_secs()
-                )));
+                return Err(InstallError::BinaryTimeout {
+                    path: bin.to_path_buf(),
+                    secs: timeout.as_secs(),
+                });
             }
             Ok(None) => std::thread::sleep(Duration::from_millis(10)),
             Err(e) => return Err(failed(format!("cannot wait: {e}"))),

@@ -251,7 +251,9 @@ impl Juju {
 
     /// The primitive: runs a tool.
     pub fn run(&self, tool: &str, args: &[String], stdin: Option<&[u8]>) -> Result<Vec<u8>> {
-        self.runner.run(tool, args, stdin)
+        self.runner
+            .run(tool, args, stdin)
+            .map_err(|e| e.redacted(&[]))
     }
 
     fn run_json<T: serde::de::DeserializeOwned>(&self, tool: &str, args: &[String]) -> Result<T> {
@@ -428,7 +430,7 @@ impl Juju {
         ];
         if !status.message.is_empty() {
             args.push(s("--"));
-            args.push(status.message.clone());
+            args.push(super::tools::scrub(&status.message));
         }
         self.run("status-set", &args, None).map(drop)
     }
@@ -452,7 +454,11 @@ impl Juju {
             return Ok(());
         }
         let args: Vec<String> = results.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        self.run("action-set", &args, None).map(drop)
+        // The values may be a secret (get-admin-password): never in the error.
+        let values: Vec<&str> = results.values().map(String::as_str).collect();
+        self.run("action-set", &args, None)
+            .map(drop)
+            .map_err(|e| e.redacted(&values))
     }
 
     /// Marks the action failed; buffered changes still commit if the process exits 0.

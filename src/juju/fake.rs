@@ -96,7 +96,8 @@ pub struct State {
     pub calls: Vec<String>,
     /// Every tool call since the model was made: (argv, stdin).
     pub history: Vec<(String, String)>,
-    /// Tools that fail while listed (exit code, stderr), as when the controller is away.
+    /// Tools (by name) or single calls (by whole argv, as `calls` records them) that fail
+    /// while listed (exit code, stderr), as when the controller is away.
     pub failing: BTreeMap<String, (i32, String)>,
     hook: String,
     pending: Pending,
@@ -133,6 +134,25 @@ fn config_defaults() -> Map<String, Value> {
     out
 }
 
+/// Juju's check of a `secret` option's value (`secretC.Coerce` in juju's
+/// `internal/charm/config.go`): a string, empty, or a URL whose scheme is `secret`.
+fn check_secret_option(key: &str, v: &Value) -> Result<(), String> {
+    let yaml: serde_yaml::Value =
+        serde_yaml::from_str(include_str!("../../config.yaml")).expect("config.yaml is YAML");
+    if yaml["options"][key]["type"].as_str() != Some("secret") {
+        return Ok(());
+    }
+    match v.as_str() {
+        Some("") => Ok(()),
+        Some(s) => match reqwest::Url::parse(s) {
+            Ok(u) if u.scheme() == "secret" => Ok(()),
+            Ok(u) => Err(format!("secret URI scheme {:?} not valid", u.scheme())),
+            Err(_) => Err("secret URI scheme missing not valid".into()),
+        },
+        None => Err(format!("option {key:?} expected secret, got {v}")),
+    }
+}
+
 impl Model {
     /// A model where `unit` (e.g. `concourse-ci/0`) runs alone with config.yaml's defaults.
     pub fn new(unit: &str) -> Model {
@@ -161,10 +181,14 @@ impl Model {
         st.next_id
     }
 
-    /// Sets config options (as `juju config` does).
+    /// Sets config options (as `juju config` does). Like Juju, refuses (here: panics on)
+    /// a value of a `secret` option that is not a secret URI.
     pub fn set_config(&self, pairs: &[(&str, Value)]) {
         let mut st = self.0.borrow_mut();
         for (k, v) in pairs {
+            if let Err(e) = check_secret_option(k, v) {
+                panic!("juju config {k}={v}: {e}");
+            }
             st.config.insert(k.to_string(), v.clone());
         }
     }
@@ -409,7 +433,8 @@ fn bag_json(bag: &Databag) -> Value {
 
 impl State {
     fn answer(&mut self, tool: &str, args: &[String], stdin: Option<&[u8]>) -> Out {
-        if let Some(fault) = self.failing.get(tool) {
+        let argv = format_argv(tool, args);
+        if let Some(fault) = self.failing.get(tool).or(self.failing.get(&argv)) {
             return Err(fault.clone());
         }
         match tool {

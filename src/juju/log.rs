@@ -58,6 +58,7 @@ impl JujuLogLayer {
     }
 
     fn emit(&self, level: &Level, line: &str) {
+        let line = &super::tools::scrub(line);
         if self.stderr {
             eprintln!("{} {line}", level);
         }
@@ -200,5 +201,21 @@ mod tests {
         });
         // exactly one juju-log attempt per event; the inner error event was swallowed
         assert_eq!(rec.0.lock().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn an_error_chain_holding_a_secret_is_logged_without_it() {
+        let pw = crate::config::Secret::new("db-pw-in-a-chain-7c1e");
+        let rec = Rec::default();
+        let layer = JujuLogLayer::new(Box::new(rec.clone()), "u/0", Level::INFO, false);
+        let sub = tracing_subscriber::registry().with(layer);
+        tracing::subscriber::with_default(sub, || {
+            tracing::error!("hook failed: cannot connect: password {}", pw.expose());
+        });
+        let calls = rec.0.lock().unwrap().clone();
+        assert_eq!(
+            calls[0][4],
+            "[u/0] hook failed: cannot connect: password <redacted>"
+        );
     }
 }

@@ -1,14 +1,54 @@
 //! The hook-tool primitive: run one tool, keep everything needed to explain a failure.
 //!
-//! Owns: spawning hook tools (`ProcessRunner`), the `ToolError` type, and the one
-//! function that maps Juju's exit codes and stderr text to error kinds (`classify`).
+//! Owns: spawning hook tools (`ProcessRunner`), the `ToolError` type, the one function
+//! that maps Juju's exit codes and stderr text to error kinds (`classify`), and the
+//! process's register of secret values ([`register_secret`], [`scrub`]).
 //! Invariants: no shell is involved (argv is passed as is); bulk data and secrets go
-//! on stdin or in 0600 files, never in argv, because `ToolError` keeps argv for logs.
+//! on stdin or in 0600 files, never in argv, because `ToolError` keeps argv for logs;
+//! the one exception (`action-set` of the admin password: Juju takes results only as
+//! arguments) redacts its values in its errors ([`ToolError::redacted`]); every value
+//! registered as secret is replaced by `<redacted>` in tool errors, `juju-log` lines and
+//! statuses ([`scrub`]), whatever path carried it there.
 //! Hazards: hook tools only work while the hook runs; never call them from a process
 //! that may outlive the hook.
 
 use std::io::Write;
 use std::process::{Command, Stdio};
+use std::sync::Mutex;
+
+/// What replaces a secret in messages.
+pub const REDACTED: &str = "<redacted>";
+
+/// Secret values this process has seen (`config::Secret::new` registers them).
+static SECRETS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// Shortest value registered: shorter ones would redact ordinary words.
+const MIN_SECRET_LEN: usize = 6;
+
+/// Registers a secret value so that [`scrub`] removes it from messages.
+pub fn register_secret(value: &str) {
+    if value.len() < MIN_SECRET_LEN {
+        return;
+    }
+    let mut s = SECRETS.lock().unwrap_or_else(|p| p.into_inner());
+    if !s.iter().any(|v| v == value) {
+        s.push(value.to_string());
+        // Longest first, so a secret containing another is replaced whole.
+        s.sort_by_key(|v| std::cmp::Reverse(v.len()));
+    }
+}
+
+/// `text` with every registered secret replaced by [`REDACTED`].
+pub fn scrub(text: &str) -> String {
+    let secrets = SECRETS.lock().unwrap_or_else(|p| p.into_inner());
+    let mut out = text.to_string();
+    for s in secrets.iter() {
+        if out.contains(s.as_str()) {
+            out = out.replace(s.as_str(), REDACTED);
+        }
+    }
+    out
+}
 
 /// What kind of refusal a failed tool call was, from Juju's exit code and stderr.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,6 +117,39 @@ impl ToolError {
 
     pub fn is(&self, kind: FailureKind) -> bool {
         self.kind() == Some(kind)
+    }
+
+    /// The error with `values` (and every registered secret) replaced by [`REDACTED`] in
+    /// its argv and stderr: for tools that had to take a secret as an argument.
+    pub fn redacted(self, values: &[&str]) -> ToolError {
+        let clean = |s: String| {
+            let mut s = scrub(&s);
+            for v in values.iter().filter(|v| v.len() >= MIN_SECRET_LEN) {
+                s = s.replace(v, REDACTED);
+            }
+            s
+        };
+        match self {
+            ToolError::Spawn { argv, source } => ToolError::Spawn {
+                argv: clean(argv),
+                source,
+            },
+            ToolError::Failed {
+                argv,
+                code,
+                stderr,
+                kind,
+            } => ToolError::Failed {
+                argv: clean(argv),
+                code,
+                stderr: clean(stderr),
+                kind,
+            },
+            ToolError::BadOutput { argv, why } => ToolError::BadOutput {
+                argv: clean(argv),
+                why: clean(why),
+            },
+        }
     }
 }
 
@@ -203,6 +276,26 @@ mod tests {
         for (code, stderr, kind) in cases {
             assert_eq!(classify(code, stderr), kind, "{stderr}");
         }
+    }
+
+    #[test]
+    fn registered_secrets_and_given_values_are_redacted() {
+        register_secret("s3cret-registered");
+        register_secret("tiny");
+        assert_eq!(scrub("a s3cret-registered b tiny"), "a <redacted> b tiny");
+        let e = ToolError::Failed {
+            argv: "action-set password=hunter22 other=s3cret-registered".into(),
+            code: 1,
+            stderr: "ERROR bad password=hunter22".into(),
+            kind: FailureKind::Refused,
+        }
+        .redacted(&["hunter22"]);
+        let text = e.to_string();
+        assert!(
+            !text.contains("hunter22") && !text.contains("s3cret-registered"),
+            "{text}"
+        );
+        assert!(text.contains("action-set password=<redacted>"), "{text}");
     }
 
     #[test]

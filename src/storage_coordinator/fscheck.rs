@@ -2,7 +2,8 @@
 //! to do.
 //!
 //! Owns: "is the volume there, a directory (a mount point when asked), writable, big
-//! enough, and does it enforce `flock`?"
+//! enough, root's alone (a new file is root's, nothing belongs to another or is
+//! writable by group or others: root runs what is on it), and does it enforce `flock`?"
 //! Invariants: checks only read, except the writability probe (creates and removes one
 //! exclusive temp file) and the `flock` probe (locks `.flock-probe`, never the install
 //! lock, so a check never makes an installer wait).
@@ -28,6 +29,10 @@ pub struct FsChecks {
     pub needed_bytes: u64,
     /// Probe that `flock` is enforced (needed before any shared install).
     pub probe_flock: bool,
+    /// The uid that must own the volume: a new file must belong to it, and nothing on the
+    /// volume may belong to another or be writable by group or others (the charm's
+    /// euid, root; `None`: not checked).
+    pub owner: Option<u32>,
 }
 
 /// What the checks found.
@@ -75,7 +80,16 @@ pub fn check_volume(root: &Path, checks: &FsChecks) -> Result<VolumeReport, Stor
             path: root.to_path_buf(),
         });
     }
-    check_writable(root)?;
+    let probe_uid = check_writable(root)?;
+    if let Some(owner) = checks.owner {
+        if probe_uid != owner {
+            return Err(StorageError::RootSquashed {
+                path: root.to_path_buf(),
+                uid: probe_uid,
+            });
+        }
+        check_tree(root, owner)?;
+    }
     let (available_bytes, total_bytes, fs_id) = free_space(root)?;
     if available_bytes < checks.needed_bytes {
         return Err(StorageError::NoSpace {
@@ -110,14 +124,61 @@ pub fn free_space(path: &Path) -> Result<(u64, u64, u64), StorageError> {
 pub const WRITE_PROBE_PREFIX: &str = ".write-probe.tmp-";
 
 /// Creates (exclusively, random name), writes, fsyncs and removes a probe file: tells
-/// read-only from full from permission-denied.
-pub fn check_writable(root: &Path) -> Result<(), StorageError> {
-    let res = (|| -> io::Result<()> {
+/// read-only from full from permission-denied. Returns the uid the filesystem gave the
+/// new file (another than ours when it squashes root).
+pub fn check_writable(root: &Path) -> Result<u32, StorageError> {
+    let res = (|| -> io::Result<u32> {
         let mut f = crate::fsutil::create_temp(root, OsStr::new(WRITE_PROBE_PREFIX))?;
         f.as_file_mut().write_all(b"probe")?;
-        f.as_file().sync_all()
+        f.as_file().sync_all()?;
+        Ok(f.as_file().metadata()?.uid())
     })();
     res.map_err(|e| StorageError::from_write_error(root, e))
+}
+
+/// Walks the volume (without following links): every directory and file must belong to
+/// `owner` and be writable by it alone. The first offender is the error.
+pub fn check_tree(root: &Path, owner: u32) -> Result<(), StorageError> {
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        let m = match fs::symlink_metadata(&p) {
+            Ok(m) => m,
+            // Removed meanwhile by another unit (its probe or temp file, a staging dir).
+            Err(e) if e.kind() == io::ErrorKind::NotFound && p != root => continue,
+            Err(e) => return Err(StorageError::io("stat", &p, e)),
+        };
+        if m.file_type().is_symlink() {
+            continue;
+        }
+        if m.uid() != owner {
+            return Err(StorageError::ForeignOwner {
+                path: p,
+                uid: m.uid(),
+            });
+        }
+        if m.mode() & 0o022 != 0 {
+            return Err(StorageError::WritableByOthers {
+                path: p,
+                mode: m.mode() & 0o7777,
+            });
+        }
+        if m.is_dir() {
+            let entries = match fs::read_dir(&p) {
+                Ok(e) => e,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(StorageError::io("list", &p, e)),
+            };
+            for e in entries {
+                match e {
+                    Ok(e) => stack.push(e.path()),
+                    // Removed meanwhile (a temp file): nothing to check.
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(StorageError::io("list", &p, e)),
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Whether `path` is a mount point, per `/proc/self/mountinfo` (falls back to comparing
@@ -248,6 +309,7 @@ mod tests {
                 require_mount_point: false,
                 needed_bytes: 1,
                 probe_flock: true,
+                owner: None,
             },
         )
         .unwrap();
@@ -259,6 +321,7 @@ mod tests {
                 require_mount_point: true,
                 needed_bytes: 0,
                 probe_flock: false,
+                owner: None,
             },
         )
         .unwrap_err();
@@ -274,6 +337,7 @@ mod tests {
             require_mount_point: false,
             needed_bytes: 0,
             probe_flock: false,
+            owner: None,
         };
         let err = check_volume(&dir.path().join("nope"), &none).unwrap_err();
         assert!(matches!(err, StorageError::VolumeMissing { .. }));

@@ -35,6 +35,11 @@ pub const TRASH_PREFIX: &str = ".trash-";
 pub const PARTIAL_SUFFIX: &str = ".partial";
 /// Completion marker and inventory inside a published release.
 pub const MANIFEST_FILE: &str = "MANIFEST";
+/// The verification result of each published release (`<version>.json`).
+pub const VERIFIED_DIR: &str = "verified";
+/// Remembered install failures (`<version>.json`): the tarball is not fetched again
+/// until its source or expected digest changes.
+pub const FAILED_DIR: &str = "failed";
 
 /// Is `unit` a Juju unit name (`<application>/<number>`)?
 ///
@@ -136,6 +141,20 @@ impl Layout {
     }
     pub fn unit_state_file(&self, unit: &str) -> PathBuf {
         self.unit_dir(unit).join(UNIT_STATE_FILE)
+    }
+    pub fn verified_dir(&self) -> PathBuf {
+        self.root.join(VERIFIED_DIR)
+    }
+    /// `verified/<version>.json`; `version` must satisfy [`is_valid_version`].
+    pub fn verified_file(&self, version: &str) -> PathBuf {
+        self.verified_dir().join(format!("{version}.json"))
+    }
+    pub fn failed_dir(&self) -> PathBuf {
+        self.root.join(FAILED_DIR)
+    }
+    /// `failed/<version>.json`; `version` must satisfy [`is_valid_version`].
+    pub fn failed_file(&self, version: &str) -> PathBuf {
+        self.failed_dir().join(format!("{version}.json"))
     }
 }
 

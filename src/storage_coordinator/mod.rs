@@ -32,6 +32,7 @@ pub mod fscheck;
 pub mod layout;
 pub mod lock;
 pub mod progress;
+pub mod records;
 pub mod unit_state;
 
 use std::fs;
@@ -47,6 +48,7 @@ pub use fscheck::{FsChecks, VolumeReport};
 pub use layout::Layout;
 pub use lock::ExclusiveLock;
 pub use progress::{ProgressMarker, Throttle, WaitInfo};
+pub use records::{FailureRecord, VerifyRecord};
 pub use unit_state::{CachedLatest, UnitState};
 
 /// How the charm should react to an error.
@@ -102,6 +104,12 @@ pub enum StorageError {
     },
     #[error("the operating system's random number generator failed: {0}")]
     Entropy(String),
+    #[error("files created on {path} belong to uid {uid}, not to the charm (root): the volume squashes root (NFS root_squash?), so others could replace what root runs; export it with no_root_squash to the units only, or set shared-storage=none (see docs/shared-storage.md)")]
+    RootSquashed { path: PathBuf, uid: u32 },
+    #[error("{path} on the volume belongs to uid {uid}, not root: its owner could change what root runs; chown -R root:root the volume (see docs/shared-storage.md)")]
+    ForeignOwner { path: PathBuf, uid: u32 },
+    #[error("{path} on the volume is writable by group or others (mode {mode:o}); run chmod -R go-w on the volume (see docs/shared-storage.md)")]
+    WritableByOthers { path: PathBuf, mode: u32 },
 }
 
 impl StorageError {
@@ -197,22 +205,33 @@ impl Volume {
         fscheck::check_volume(self.root(), checks)
     }
 
-    /// Creates `downloads/`, `releases/` and `units/` (0755) if missing. The root itself
-    /// must exist (it is the mount).
+    /// Creates `downloads/`, `releases/`, `units/`, `verified/` and `failed/` (0755,
+    /// whatever the umask) if missing. The root itself must exist (it is the mount).
     pub fn ensure_layout(&self) -> Result<(), StorageError> {
         self.check_root()?;
         for dir in [
             self.layout.downloads_dir(),
             self.layout.releases_dir(),
             self.layout.units_dir(),
+            self.layout.verified_dir(),
+            self.layout.failed_dir(),
         ] {
-            match fs::create_dir(&dir) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(StorageError::io("create directory", &dir, e)),
-            }
+            create_dir_0755(&dir)?;
         }
         Ok(())
+    }
+
+    /// The verification record of `version`; `None` when absent or unreadable (a
+    /// corrupt record counts as absent: the release is verified again).
+    pub fn read_verification(&self, version: &str) -> Result<Option<VerifyRecord>, StorageError> {
+        check_version(version)?;
+        Ok(read_record(&self.layout.verified_file(version)))
+    }
+
+    /// The remembered install failure of `version`, if any.
+    pub fn read_failure(&self, version: &str) -> Result<Option<FailureRecord>, StorageError> {
+        check_version(version)?;
+        Ok(read_record(&self.layout.failed_file(version)))
     }
 
     /// The root exists and is a directory.
@@ -352,12 +371,7 @@ impl Volume {
         // Never create_dir_all: a missing (unmounted) volume must not be recreated on
         // the root disk.
         self.ensure_layout()?;
-        let dir = self.layout.unit_dir(unit);
-        match fs::create_dir(&dir) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(StorageError::io("create directory", &dir, e)),
-        }
+        create_dir_0755(&self.layout.unit_dir(unit))?;
         atomic::write_atomic(&self.layout.unit_state_file(unit), &state.to_json(), 0o644)
     }
 
@@ -465,6 +479,36 @@ impl InstallLock<'_> {
         atomic::remove_durably(&self.volume.layout.progress_file())
     }
 
+    /// Records the verification result of a published release.
+    pub fn write_verification(&self, r: &VerifyRecord) -> Result<Written, StorageError> {
+        check_version(&r.version)?;
+        self.volume.ensure_layout()?;
+        let path = self.volume.layout.verified_file(&r.version);
+        atomic::write_atomic(&path, &records::to_json(r), 0o644)
+    }
+
+    /// Remembers an install failure (replacing an older one of the version).
+    pub fn write_failure(&self, r: &FailureRecord) -> Result<Written, StorageError> {
+        check_version(&r.version)?;
+        self.volume.ensure_layout()?;
+        let path = self.volume.layout.failed_file(&r.version);
+        atomic::write_atomic(&path, &records::to_json(r), 0o644)
+    }
+
+    /// Forgets the install failure of `version` (it installed, or an action asks).
+    pub fn clear_failure(&self, version: &str) -> Result<bool, StorageError> {
+        check_version(version)?;
+        atomic::remove_durably(&self.volume.layout.failed_file(version))
+    }
+
+    /// Removes every record of `version` (its release was pruned).
+    pub fn clear_records(&self, version: &str) -> Result<(), StorageError> {
+        check_version(version)?;
+        atomic::remove_durably(&self.volume.layout.verified_file(version))?;
+        self.clear_failure(version)?;
+        Ok(())
+    }
+
     /// Records the version the application targets (`.installed_version`).
     pub fn set_installed_version(&self, version: &str) -> Result<Written, StorageError> {
         check_version(version)?;
@@ -491,7 +535,9 @@ impl InstallLock<'_> {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(StorageError::io("read", &l.progress_file(), e)),
         }
-        atomic::remove_stale_temps(l.root())?;
+        for dir in [l.root().to_path_buf(), l.verified_dir(), l.failed_dir()] {
+            atomic::remove_stale_temps(&dir)?;
+        }
         let releases = l.releases_dir();
         for (name, path, _) in list_dir(&releases)? {
             if name.starts_with(layout::STAGING_PREFIX) || name.starts_with(layout::TRASH_PREFIX) {
@@ -518,6 +564,27 @@ impl InstallLock<'_> {
             }
         }
         Ok(c)
+    }
+}
+
+/// A JSON record, `None` when absent or unparsable.
+fn read_record<T: serde::de::DeserializeOwned>(path: &Path) -> Option<T> {
+    let bytes = fs::read(path).ok()?;
+    let r = serde_json::from_slice(&bytes).ok();
+    if r.is_none() {
+        tracing::warn!("ignoring the unreadable record {}", path.display());
+    }
+    r
+}
+
+/// Creates a directory 0755 (an existing one is fine); the umask can only make it
+/// stricter.
+pub(crate) fn create_dir_0755(dir: &Path) -> Result<(), StorageError> {
+    use std::os::unix::fs::DirBuilderExt;
+    match fs::DirBuilder::new().mode(0o755).create(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(StorageError::io("create directory", dir, e)),
     }
 }
 
@@ -669,7 +736,7 @@ mod tests {
         fscheck::check_writable(v.root()).unwrap();
         assert_eq!(
             fs::read_dir(v.root()).unwrap().count(),
-            4,
+            6,
             "only the lock file and the layout dirs: no probe left"
         );
     }

@@ -619,6 +619,31 @@ fn unit_steps_for_every_phase_role_and_grant() {
     }
 }
 
+/// A switch hook that failed after the pointer moved left the unit on the target
+/// without reporting it: its retry switches again (restart and verification), from the
+/// version it last reported.
+#[test]
+fn a_granted_unit_on_the_target_that_did_not_report_it_switches_again() {
+    let mut a = app(Phase::Complete, 3);
+    let me = unit(1, false, "1.0.0");
+    a.grant = vec![me.name.clone()];
+    let s = unit_step(&UnitView {
+        app: &a,
+        me: &me,
+        running: Some("2.0.0"),
+        volume_ok: true,
+    });
+    assert_eq!(s.switch_to.as_deref(), Some("2.0.0"));
+    let reported = unit(1, false, "2.0.0");
+    let s = unit_step(&UnitView {
+        app: &a,
+        me: &reported,
+        running: Some("2.0.0"),
+        volume_ok: true,
+    });
+    assert_eq!(s.switch_to, None, "switched and reported");
+}
+
 #[test]
 fn unit_without_volume_refuses_prepare_once() {
     let a = app(Phase::Prepare, 3);

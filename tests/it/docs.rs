@@ -176,6 +176,7 @@ fn databag_keys() -> Vec<&'static str> {
         peers::WEB_IP,
         peers::WORKER_PUBLIC_KEY,
         peers::CONCOURSE_VERSION,
+        concourse_ci::charm::release::RELEASE_DIGESTS,
         upgrade::K_PHASE,
         upgrade::K_GEN,
         upgrade::K_TARGET,
@@ -321,9 +322,10 @@ fn is_kebab(s: &str) -> bool {
         })
 }
 
-/// A value the docs leave to the reader: `<version>`, `$V2`, `"${VERSION}"`.
+/// A value the docs leave to the reader: `<version>`, `$V2`, `"${VERSION}"`, or a file
+/// (`juju config` reads `key=@path` from the file).
 fn is_placeholder(v: &str) -> bool {
-    v.contains('$') || v.contains('<') || v.contains('`') || v.contains('…')
+    v.contains('$') || v.contains('<') || v.contains('`') || v.contains('…') || v.starts_with('@')
 }
 
 // ---------------------------------------------------------------------------------------

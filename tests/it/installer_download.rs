@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use concourse_ci::config::CharmConfig;
 use concourse_ci::installer::{
-    self, ensure_release, latest_version, prune_releases, verify_release, InstallError,
-    InstallEvent, InstallOptions, Outcome, Source, VerifyMode,
+    self, ensure_release, ensure_verified, latest_version, prune_releases, verify_release,
+    InstallError, InstallEvent, InstallOptions, Outcome, Source, VerifyMode,
 };
 use concourse_ci::storage_coordinator::{Backoff, ErrorClass, ProgressMarker, Volume};
 use support::{
@@ -177,7 +177,29 @@ fn verify_detects_a_tampered_release_and_a_wrong_or_broken_binary() {
 
     e.server
         .register(tarball("7.14.4", 1 << 20, Variant::WrongVersion));
-    e.install("7.14.4", &opts()).unwrap();
+    // The install itself verifies and records the failure on the volume...
+    let err = e.install("7.14.4", &opts()).unwrap_err();
+    assert!(
+        matches!(&err, InstallError::Unverified { detail, .. } if detail.contains("printed \"0.0.0-dev\", expected 7.14.4")),
+        "{err}"
+    );
+    assert_eq!(err.class(), ErrorClass::Permanent);
+    // ...so that no later hook or unit uses it (it used to be used from the next hook).
+    assert!(matches!(
+        e.install("7.14.4", &opts()).unwrap(),
+        Outcome::AlreadyPresent { .. }
+    ));
+    let later = ensure_verified(
+        &e.vol,
+        "7.14.4",
+        "concourse-ci/1",
+        Duration::ZERO,
+        &Backoff::DEFAULT,
+    )
+    .unwrap_err();
+    assert!(matches!(later, InstallError::Unverified { .. }), "{later}");
+    let record = e.vol.read_verification("7.14.4").unwrap().unwrap();
+    assert!(!record.ok && record.by == UNIT, "{record:?}");
     let err = verify_release(&e.vol, "7.14.4", VerifyMode::Quick).unwrap_err();
     assert!(matches!(err, InstallError::BinaryFailed { .. }), "{err}");
     assert!(
@@ -188,7 +210,8 @@ fn verify_detects_a_tampered_release_and_a_wrong_or_broken_binary() {
 
     e.server
         .register(tarball("7.14.5", 1 << 20, Variant::BrokenBinary));
-    e.install("7.14.5", &opts()).unwrap();
+    let err = e.install("7.14.5", &opts()).unwrap_err();
+    assert!(matches!(err, InstallError::Unverified { .. }), "{err}");
     let err = verify_release(&e.vol, "7.14.5", VerifyMode::Quick).unwrap_err();
     assert!(matches!(err, InstallError::BinaryFailed { .. }), "{err}");
 
@@ -774,7 +797,7 @@ fn latest_version_lookup_sends_the_token_only_when_set() {
     let err = latest_version(&c.release_api_url, &c.github_token, &http).unwrap_err();
     assert_eq!(err.class(), ErrorClass::Permanent);
     assert!(
-        err.to_string().contains("github-token was rejected"),
+        err.to_string().contains("GitHub token was rejected"),
         "{err}"
     );
     assert!(!err.to_string().contains("ghp_secret"));
@@ -782,4 +805,166 @@ fn latest_version_lookup_sends_the_token_only_when_set() {
         .add_fault(FaultRule::once(Target::GithubLatest, Fault::Status(502)));
     let err = latest_version(&c.release_api_url, &c.github_token, &http).unwrap_err();
     assert_eq!(err.class(), ErrorClass::Transient, "{err}");
+}
+
+#[test]
+fn a_download_without_content_length_is_capped() {
+    // Without a Content-Length nothing bounded a download: a server (or a proxy) could
+    // fill the volume.
+    let e = env();
+    let t = e.published(V);
+    e.server
+        .set_fault(Target::Tarball(V.into()), Fault::NoContentLength);
+    let mut o = opts();
+    o.max_download = Some(t.size / 2);
+    let err = e.install(V, &o).unwrap_err();
+    assert!(
+        matches!(&err, InstallError::TooLarge { detail, .. } if detail.contains("without a Content-Length")),
+        "{err}"
+    );
+    assert_eq!(err.class(), ErrorClass::Permanent);
+    assert_failed_cleanly(&e, &err, &[]);
+    // Remembered: the same tarball is not fetched again...
+    let requests = support::tarball_requests(&e.server, V).len();
+    let again = e.install(V, &o).unwrap_err();
+    assert_eq!(again.status_message(), err.status_message());
+    assert_eq!(support::tarball_requests(&e.server, V).len(), requests);
+    // ...until something asks for it again (the upgrade action forgets the failure);
+    // with a cap it fits under, the same server is fine.
+    let lock = e.vol.try_lock_install().unwrap().unwrap();
+    assert!(lock.clear_failure(V).unwrap());
+    drop(lock);
+    o.max_download = Some(t.size * 3);
+    e.install(V, &o).unwrap();
+}
+
+/// The release server behind an HTTPS front with its own CA.
+fn https_env() -> (Env, release_fixtures::tls::TlsFront) {
+    let e = env();
+    let front = release_fixtures::tls::TlsFront::start(e.server.addr()).unwrap();
+    (e, front)
+}
+
+#[test]
+fn an_https_mirror_signed_by_release_ca_installs() {
+    let (e, front) = https_env();
+    e.published(V);
+    let mut o = opts();
+    o.http.extra_ca_pem = Some(front.ca_pem().to_string());
+    let url = Source::Url(front.url_of(&e.server.tarball_url(V)));
+    let out = ensure_release(&e.vol, V, &url, &o, &mut |_| {}).unwrap();
+    assert!(matches!(out, Outcome::Installed(_)), "{out:?}");
+}
+
+#[test]
+fn an_untrusted_certificate_is_a_permanent_tls_error_naming_release_ca() {
+    let (e, front) = https_env();
+    e.published(V);
+    let url = Source::Url(front.url_of(&e.server.tarball_url(V)));
+    let err = ensure_release(&e.vol, V, &url, &opts(), &mut |_| {}).unwrap_err();
+    let msg = err.to_string();
+    assert_eq!(err.class(), ErrorClass::Permanent, "{msg}");
+    assert!(msg.contains("TLS") && msg.contains("release-ca"), "{msg}");
+    assert!(msg.contains("127.0.0.1"), "{msg}");
+    assert_failed_cleanly(&e, &err, &[]);
+    assert!(support::tarball_requests(&e.server, V).is_empty());
+}
+
+#[test]
+fn an_https_to_http_redirect_is_refused() {
+    // The front serves https; the server's redirect points at its own plain http URL.
+    let (e, front) = https_env();
+    e.published(V);
+    e.server
+        .set_fault(Target::Tarball(V.into()), Fault::Redirect(302));
+    let mut o = opts();
+    o.http.extra_ca_pem = Some(front.ca_pem().to_string());
+    let url = Source::Url(front.url_of(&e.server.tarball_url(V)));
+    let err = ensure_release(&e.vol, V, &url, &o, &mut |_| {}).unwrap_err();
+    let msg = err.to_string();
+    assert_eq!(err.class(), ErrorClass::Permanent, "{msg}");
+    assert!(msg.contains("redirect") && msg.contains("http://"), "{msg}");
+    assert_failed_cleanly(&e, &err, &[]);
+    // Nothing was fetched from the plain http location.
+    assert!(
+        !e.server
+            .requests()
+            .iter()
+            .any(|r| r.path.starts_with("/redirected/")),
+        "{:?}",
+        e.server.requests()
+    );
+}
+
+/// Issue 11 point 5: after a checksum failure every hook of every unit downloaded the
+/// whole tarball again; now only the `.sha1` is fetched until it (or the source) changes.
+#[test]
+fn a_wrong_sha1_is_not_downloaded_again_until_the_sha1_changes() {
+    let e = env();
+    e.published(V);
+    let id = e.server.set_fault(Target::Sha1(V.into()), Fault::WrongSha1);
+    let first = e.install(V, &opts()).unwrap_err();
+    assert!(
+        matches!(first, InstallError::ChecksumMismatch { .. }),
+        "{first}"
+    );
+    assert_eq!(tarball_requests(&e.server, V).len(), 1);
+    let sha1s = support::sha1_requests(&e.server, V).len();
+    for unit in ["concourse-ci/0", "concourse-ci/1", "concourse-ci/2"] {
+        let mut o = opts();
+        o.unit = unit.into();
+        let again = e.install(V, &o).unwrap_err();
+        assert_eq!(again.status_message(), first.status_message());
+        assert_eq!(again.class(), ErrorClass::Permanent);
+    }
+    assert_eq!(tarball_requests(&e.server, V).len(), 1, "not fetched again");
+    assert_eq!(support::sha1_requests(&e.server, V).len(), sha1s + 3);
+    let record = e.vol.read_failure(V).unwrap().unwrap();
+    assert!(
+        !record.source.contains("127.0.0.1"),
+        "a hash, not the URL: {record:?}"
+    );
+    // Another release-url is another source: fetched again.
+    let other = Source::Url(format!("{}?mirror=2", e.server.tarball_url(V)));
+    ensure_release(&e.vol, V, &other, &opts(), &mut |_| {}).unwrap_err();
+    assert_eq!(tarball_requests(&e.server, V).len(), 2);
+    // The mirror fixes its .sha1: downloaded and installed, the failure forgotten.
+    e.server.remove_fault(id);
+    e.install(V, &opts()).unwrap();
+    assert_eq!(tarball_requests(&e.server, V).len(), 3);
+    assert_eq!(e.vol.read_failure(V).unwrap(), None);
+}
+
+#[test]
+fn an_unsafe_resource_is_not_read_again_until_it_changes() {
+    let e = env();
+    let bad = tarball(V, 1 << 20, Variant::DotDotEntry);
+    let res = e.tmp.path().join("concourse.tgz");
+    fs::copy(&bad.path, &res).unwrap();
+    let read = |e: &Env| {
+        let mut bytes = 0;
+        let r = ensure_release(
+            &e.vol,
+            V,
+            &Source::Resource(res.clone()),
+            &opts(),
+            &mut |ev| {
+                if let InstallEvent::Downloading { bytes: b, .. } = ev {
+                    bytes = bytes.max(*b);
+                }
+            },
+        );
+        (r, bytes)
+    };
+    let (r, bytes) = read(&e);
+    assert!(matches!(r, Err(InstallError::UnsafeEntry { .. })), "{r:?}");
+    assert!(bytes > 0);
+    let (r, bytes) = read(&e);
+    assert!(matches!(r, Err(InstallError::Remembered { .. })), "{r:?}");
+    assert_eq!(bytes, 0, "the resource was not read again");
+    // A new resource (juju attach-resource) is read.
+    let good = tarball(V, 1 << 20, Variant::Normal);
+    fs::copy(&good.path, &res).unwrap();
+    let (r, _) = read(&e);
+    assert!(matches!(r, Ok(Outcome::Installed(_))), "{r:?}");
 }

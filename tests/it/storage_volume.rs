@@ -58,6 +58,7 @@ fn read_only_volume_is_blocked_keeps_the_running_release_and_recovers() {
         require_mount_point: true,
         needed_bytes: 0,
         probe_flock: false,
+        owner: None,
     };
     let e = vol.check(&checks).unwrap_err();
     assert!(matches!(e, StorageError::ReadOnly { .. }), "{e}");
@@ -140,6 +141,7 @@ fn volume_checks_on_a_real_mount() {
             require_mount_point: true,
             needed_bytes: 8 << 20,
             probe_flock: true,
+            owner: None,
         })
         .unwrap();
     assert!(r.is_mount_point);
@@ -152,6 +154,7 @@ fn volume_checks_on_a_real_mount() {
             require_mount_point: true,
             needed_bytes: 32 << 20,
             probe_flock: true,
+            owner: None,
         })
         .unwrap_err();
     assert!(matches!(e, StorageError::NoSpace { .. }), "{e}");
@@ -162,6 +165,7 @@ fn volume_checks_on_a_real_mount() {
             require_mount_point: true,
             needed_bytes: 0,
             probe_flock: false,
+            owner: None,
         })
         .unwrap_err();
     assert!(matches!(e, StorageError::NotAMountPoint { .. }), "{e}");
@@ -196,4 +200,51 @@ fn missing_volume_is_blocked_with_a_clear_message() {
             .contains("not-mounted does not exist; attach"),
         "{err}"
     );
+}
+
+/// The volume root squashes (a new file is not the charm's), or others can write what
+/// root runs: refused, naming the offender. Real files, modes and owners (as root).
+#[test]
+fn a_volume_that_squashes_root_or_that_others_can_write_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let fs_ = Tmpfs::mount("8m");
+    let vol = Volume::new(fs_.path());
+    vol.ensure_layout().unwrap();
+    let me = nix::unistd::geteuid().as_raw();
+    let checks = |owner: u32| FsChecks {
+        require_mount_point: true,
+        needed_bytes: 0,
+        probe_flock: false,
+        owner: Some(owner),
+    };
+    vol.check(&checks(me)).unwrap();
+    // A filesystem that gives the charm's new files to someone else (NFS root_squash
+    // gives root's to nobody): here, the charm expecting uid 4242 gets files of `me`.
+    let e = vol.check(&checks(4242)).unwrap_err();
+    assert!(
+        matches!(e, StorageError::RootSquashed { uid, .. } if uid == me),
+        "{e}"
+    );
+    assert!(e.to_string().contains("no_root_squash"), "{e}");
+    assert_eq!(e.class(), ErrorClass::Permanent);
+    // A release file others can write.
+    let bin = fs_.path().join("releases/7.14.3/concourse/bin");
+    fs::create_dir_all(&bin).unwrap();
+    fs::write(bin.join("concourse"), b"#!/bin/sh\n").unwrap();
+    fs::set_permissions(bin.join("concourse"), fs::Permissions::from_mode(0o757)).unwrap();
+    let e = vol.check(&checks(me)).unwrap_err();
+    assert!(
+        matches!(&e, StorageError::WritableByOthers { path, mode: 0o757 } if *path == bin.join("concourse")),
+        "{e}"
+    );
+    fs::set_permissions(bin.join("concourse"), fs::Permissions::from_mode(0o755)).unwrap();
+    // One that belongs to nobody.
+    std::os::unix::fs::chown(&bin, Some(65534), Some(65534)).unwrap();
+    let e = vol.check(&checks(me)).unwrap_err();
+    assert!(
+        matches!(&e, StorageError::ForeignOwner { path, uid: 65534 } if *path == bin),
+        "{e}"
+    );
+    std::os::unix::fs::chown(&bin, Some(me), Some(0)).unwrap();
+    vol.check(&checks(me)).unwrap();
 }

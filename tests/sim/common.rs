@@ -519,7 +519,9 @@ pub fn private_key_secrets(m: &Model, unit: &str) -> SecretValues {
     out
 }
 
-/// Scans everything a secret must never reach, on every listed unit (removed units too):
+/// Issue 12's acceptance scan, on every listed unit (removed units too): no secret
+/// anywhere (below), then [`assert_root_owned`]. Scans everything a secret must never
+/// reach:
 /// unit and application statuses (whole history), juju-log records, hook stdout/stderr,
 /// every hook-tool argv (except `action-set` in `get-admin-password`, the one way Juju
 /// offers to return a value), every relation databag (except the provider's own bag of
@@ -616,7 +618,76 @@ pub fn assert_no_secret_leaks(
             );
         }
     }
-    ensure(leaks.is_empty(), || format!("secrets leaked: {leaks:#?}"))
+    ensure(leaks.is_empty(), || format!("secrets leaked: {leaks:#?}"))?;
+    assert_root_owned(m, units)
+}
+
+/// The directories each unit's charm writes as root (the volume comes on top).
+pub const ROOT_DIRS: [&str; 5] = [
+    "/var/lib/concourse-ci",
+    "/var/lib/concourse-web",
+    "/var/lib/concourse-worker",
+    "/etc/concourse",
+    "/etc/systemd/system",
+];
+
+/// Issue 12's scan of owners and modes: under the volume and every directory the charm
+/// writes as root ([`ROOT_DIRS`]), on every listed unit, nothing belongs to another user
+/// and nothing is writable by "other" (links are not followed; their own mode means
+/// nothing).
+pub fn assert_root_owned(m: &Model, units: &[String]) -> TestResult {
+    let mut bad: Vec<String> = Vec::new();
+    let mut seen = 0;
+    for u in units {
+        let mut roots: Vec<std::path::PathBuf> =
+            ROOT_DIRS.iter().map(|d| unit_file(m, u, d)).collect();
+        roots.extend(m.storage_dir(u));
+        for root in roots {
+            let (n, found) = not_roots(&root);
+            seen += n;
+            bad.extend(found.into_iter().map(|p| format!("{u}: {p}")));
+        }
+    }
+    ensure(seen >= 20 * units.len().min(1), || {
+        format!("the owner scan saw only {seen} entries: is it looking in the right place?")
+    })?;
+    bad.sort();
+    bad.dedup();
+    ensure(bad.is_empty(), || {
+        format!("files not root's alone: {bad:#?}")
+    })
+}
+
+/// (entries seen, entries under `root` owned by a uid other than 0 or writable by
+/// "other").
+fn not_roots(root: &std::path::Path) -> (usize, Vec<String>) {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = Vec::new();
+    let mut seen = 0;
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        let Ok(md) = p.symlink_metadata() else {
+            continue;
+        };
+        if md.file_type().is_symlink() {
+            continue;
+        }
+        seen += 1;
+        if md.uid() != 0 || md.mode() & 0o002 != 0 {
+            out.push(format!(
+                "{} (uid {}, mode {:o})",
+                p.display(),
+                md.uid(),
+                md.mode() & 0o7777
+            ));
+        }
+        if md.is_dir() {
+            if let Ok(rd) = std::fs::read_dir(&p) {
+                stack.extend(rd.flatten().map(|e| e.path()));
+            }
+        }
+    }
+    (seen, out)
 }
 
 /// Regular files under `root` whose mode lets "other" read them, with their content.

@@ -7,6 +7,7 @@
 
 mod common;
 mod drain;
+mod faults;
 mod lifecycle;
 mod roles;
 mod storage;
@@ -27,5 +28,6 @@ fn main() {
     trials.extend(storage::trials());
     trials.extend(upgrade::trials());
     trials.extend(upgrade::bench_trials());
+    trials.extend(faults::trials());
     libtest_mimic::run(&args, trials).exit();
 }

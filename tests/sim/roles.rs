@@ -48,12 +48,15 @@ fn address(app_index: u32, unit: &str) -> String {
     format!("127.0.{}.{}", app_index + 1, n + 1)
 }
 
+/// The note an active status carries here: the simulator's release server is plain http.
+const PLAIN_HTTP_NOTE: &str = concourse_ci::charm::status::messages::RELEASE_URL_PLAIN_HTTP.text;
+
 fn web_ready(addr: &str, port: u16) -> String {
-    format!("Web ready (v{V1}) http://{addr}:{port}")
+    format!("Web ready (v{V1}) http://{addr}:{port}; {PLAIN_HTTP_NOTE}")
 }
 
 fn worker_ready() -> String {
-    format!("Worker ready (v{V1})")
+    format!("Worker ready (v{V1}); {PLAIN_HTTP_NOTE}")
 }
 
 /// The unit recorded as `web-unit` in the peer app databag.
@@ -616,7 +619,7 @@ fn web_and_worker_apps() -> TestResult {
 }
 
 fn both_ready(addr: &str, port: u16) -> String {
-    format!("{}; {}", web_ready(addr, port), worker_ready())
+    format!("Web ready (v{V1}) http://{addr}:{port}; {}", worker_ready())
 }
 
 /// Worker events of a unit since `since`.

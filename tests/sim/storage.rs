@@ -65,6 +65,10 @@ pub fn trials() -> Vec<Trial> {
         trial("storage::upgrade_fault::volume_full", || {
             fault_on_upgrade(&VOLUME_FULL, 1)
         }),
+        trial(
+            "storage::wrong_sha1_for_60s_3_units_downloads_at_most_3_times",
+            wrong_sha1_for_a_minute,
+        ),
         trial("storage::volume_missing_blocks", volume_missing),
         trial(
             "storage::resource_installs_without_network",
@@ -593,23 +597,28 @@ impl ReleaseWatcher {
 /// the real `dispatch` (the simulator gives hooks Juju's environment only). The
 /// checkpoint fires once: later hooks, retried or on other units, run through.
 struct ParkedCharm {
-    /// Holds the wrapper and the checkpoint markers; visible in every unit's namespace
-    /// (the target directory is not one of the simulator's private paths).
+    /// Holds the wrapper, a copy of the real `dispatch` and the checkpoint markers. It
+    /// lives in the model's run directory, the one host directory every unit sees at the
+    /// same path (the target directory may be under a path that is private to each unit,
+    /// such as /tmp when the repository is cloned there).
     dir: tempfile::TempDir,
     checkpoint: &'static str,
 }
 
 impl ParkedCharm {
-    fn new(checkpoint: &'static str) -> Result<ParkedCharm, Failed> {
+    fn new(m: &Model, checkpoint: &'static str) -> Result<ParkedCharm, Failed> {
         let dir = tempfile::Builder::new()
             .prefix("checkpoints-")
-            .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+            .tempdir_in(m.run_dir())
             .map_err(|e| fail(format!("checkpoint dir: {e}")))?;
+        let real = dir.path().join("dispatch.real");
+        std::fs::copy(env!("CARGO_BIN_EXE_dispatch"), &real)
+            .map_err(|e| fail(format!("copying dispatch: {e}")))?;
         let wrapper = dir.path().join("dispatch");
         let script = format!(
             "#!/bin/sh\nCONCOURSE_CI_CHECKPOINT='{checkpoint}@{}' exec '{}' \"$@\"\n",
             dir.path().display(),
-            env!("CARGO_BIN_EXE_dispatch")
+            real.display()
         );
         std::fs::write(&wrapper, script)
             .and_then(|()| {
@@ -709,7 +718,7 @@ fn sigkill_resumes() -> TestResult {
         Fault::Throttle(256 << 10),
     ));
     let m = model()?;
-    let charm = ParkedCharm::new("install.downloading")?;
+    let charm = ParkedCharm::new(&m, "install.downloading")?;
     let units = charm.deploy(&m, 1, shared(&server, V1))?;
     let u = &units[0];
     let vol = m.storage_dir(u).ok_or_else(|| fail("no storage dir"))?;
@@ -774,7 +783,7 @@ fn waiter_takes_over() -> TestResult {
         auto_retry: false,
         ..juju_sim::ModelOptions::default()
     })?;
-    let charm = ParkedCharm::new("install.downloading")?;
+    let charm = ParkedCharm::new(&m, "install.downloading")?;
     let units = charm.deploy(&m, 2, shared(&server, V1))?;
     let vol = m
         .storage_dir(&units[0])
@@ -1084,6 +1093,55 @@ fn fault_on_upgrade(case: &UpgradeFault, n: usize) -> TestResult {
         no_failed_hooks(&m, &units)?;
     }
     no_duplicate_tool_calls(&m, &units)
+}
+
+/// Issue 11's acceptance: a wrong `.sha1` kept for 60 s with 3 units on a shared volume
+/// causes at most 3 tarball downloads in total (it was one per hook per unit: the units
+/// only fetch the `.sha1` again); once the mirror is fixed the units install and run the
+/// release with one more download; then issue 12's scan (secrets, owners, modes) over the
+/// whole life, failures included.
+fn wrong_sha1_for_a_minute() -> TestResult {
+    let server = release_server(&[(V1, Variant::Normal)])?;
+    server.set_fault(Target::Sha1(V1.into()), Fault::WrongSha1);
+    let m = model_with(juju_sim::ModelOptions {
+        update_status_interval: Some(Duration::from_secs(2)),
+        retry_backoff_max: Duration::from_secs(1),
+        ..juju_sim::ModelOptions::default()
+    })?;
+    let units = deploy(&m, APP, 3, shared(&server, V1), Volume::Shared)?;
+    relate_postgresql(&m, APP)?;
+    run_until(&m, "every unit blocked on the checksum", |m| {
+        units.iter().all(|u| {
+            let s = m.unit_status(u);
+            s.status == "blocked" && s.message.starts_with("checksum mismatch for ")
+        })
+    })?;
+    let hooks_before: usize = units.iter().map(|u| m.hooks(u).len()).sum();
+    std::thread::sleep(Duration::from_secs(60));
+    let hooks = units.iter().map(|u| m.hooks(u).len()).sum::<usize>() - hooks_before;
+    let gets = tarball_gets(&server, V1);
+    eprintln!("{gets} tarball downloads and {hooks} hooks in the minute of the wrong .sha1");
+    ensure(hooks >= 30, || format!("only {hooks} hooks ran in 60 s"))?;
+    ensure(gets <= 3, || {
+        format!("{gets} tarball downloads while the .sha1 was wrong (at most 3)")
+    })?;
+    server.clear_faults();
+    run_until(&m, "the units running v1", |m| {
+        units
+            .iter()
+            .all(|u| m.unit_status(u).status == "active" && runs_from_volume(m, u, V1).is_ok())
+    })?;
+    let more = tarball_gets(&server, V1) - gets;
+    ensure((1..=2).contains(&more), || {
+        format!("{more} downloads once the .sha1 was fixed")
+    })?;
+    no_failed_hooks(&m, &units)?;
+    let mut secrets: SecretValues = Vec::new();
+    secrets.extend(admin_password(&m).map(|p| ("admin password".to_string(), p)));
+    for u in &units {
+        secrets.extend(private_key_secrets(&m, u));
+    }
+    assert_no_secret_leaks(&m, &[APP], &units, &secrets)
 }
 
 /// A tmpfs that holds V1 and its download (2.2 x a 2 MiB tarball) but not V2 beside it.

@@ -52,6 +52,10 @@ pub fn trials() -> Vec<Trial> {
         "upgrade::story_pinned_deployment_upgraded_by_action",
         story_pinned_action,
     ));
+    v.push(trial(
+        "upgrade::regression_a_lock_wait_is_not_an_upgrade_failure",
+        lock_wait_is_no_failure,
+    ));
     v
 }
 
@@ -128,7 +132,7 @@ fn wait_done_within(m: &Model, version: &str, phase: &str, timeout: Duration) ->
     .map_err(|e| fail(format!("waiting for {what}: {e}")))
 }
 
-fn fake_log(m: &Model, u: &str) -> Vec<Record> {
+pub(crate) fn fake_log(m: &Model, u: &str) -> Vec<Record> {
     m.read_file(u, "/var/log/fake-concourse.log")
         .map(|b| parse_log(&b))
         .unwrap_or_default()
@@ -186,7 +190,7 @@ fn runs_from_volume(m: &Model, units: &[String], version: &str) -> TestResult {
 }
 
 /// No worker was ever stopped without landing, and at most `max` were down at once.
-fn workers_landed_one_at_a_time(m: &Model, units: &[String], max: usize) -> TestResult {
+pub(crate) fn workers_landed_one_at_a_time(m: &Model, units: &[String], max: usize) -> TestResult {
     // (time, +1 down / -1 up) for every worker landing and restart.
     let mut events: Vec<(f64, i32)> = Vec::new();
     for u in units {
@@ -446,7 +450,7 @@ fn single_unit(notify: bool) -> TestResult {
 /// The version each of the unit's Concourse processes really executes, read from /proc:
 /// bash keeps the script it runs open on fd 255, and the kernel names the file it
 /// resolved (`…/releases/<version>/concourse/bin/concourse`), whatever symlink started it.
-fn proc_versions(m: &Model, unit: &str) -> Vec<String> {
+pub(crate) fn proc_versions(m: &Model, unit: &str) -> Vec<String> {
     m.processes(unit)
         .iter()
         .filter(|p| p.cmdline.iter().any(|a| a == "web" || a == "worker"))
@@ -578,6 +582,73 @@ fn story_pinned_action() -> TestResult {
         )
     })?;
     no_failed_hooks(&m, &units)
+}
+
+/// Issue 11 point 6: a leader whose download waited for the volume lock (another unit
+/// holds it) while something unrelated blocked the unit (here `shared-storage=shared` on
+/// volumes that are not shared) read that blocked status as the download's failure and
+/// failed the upgrade. The wait is the installer's (`LOCK_WAIT`, 90 s).
+fn lock_wait_is_no_failure() -> TestResult {
+    let server = release_server(&[(V1, Variant::Normal), (V2, Variant::Normal)])?;
+    server.set_github_latest(Some(V1));
+    let m = model_notify(true)?;
+    let units = deploy(
+        &m,
+        APP,
+        2,
+        config(&server, &[("shared-storage", "shared")]),
+        Volume::FakeShared,
+    )?;
+    relate_postgresql(&m, APP)?;
+    let lead = leader(&m)?;
+    run_until(&m, "every unit blocked (not shared) and running V1", |m| {
+        units.iter().all(|u| {
+            m.unit_status(u).message.contains("is not shared with")
+                && proc_versions(m, u).iter().any(|v| v == V1)
+        })
+    })?;
+    // another unit holds the leader's volume: the test takes its lock
+    let vol = m.storage_dir(&lead).ok_or_else(|| fail("no storage dir"))?;
+    let lock = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(vol.join(".install.lock"))
+        .map_err(|e| fail(format!("opening the lock: {e}")))?;
+    nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusiveNonblock)
+        .map_err(|(_, e)| fail(format!("taking the lock: {e}")))
+        .and_then(|held| {
+            let t0 = m.now();
+            m.config(APP, [("version", V2)])
+                .map_err(|e| fail(e.to_string()))?;
+            run_until_within(&m, "the leader's download waited for the lock", |m| {
+                m.hooks(&lead).iter().any(|h| {
+                    h.started >= t0 && h.committed() && h.duration > Duration::from_secs(80)
+                })
+            })?;
+            let rel = peers_rel(&m)?;
+            ensure(app_phase(&m, rel) == "downloading", || {
+                format!("a lock wait failed the upgrade:\n{}", app_history(&m))
+            })?;
+            drop(held);
+            Ok(())
+        })?;
+    let rel = peers_rel(&m)?;
+    let what = format!("every unit reports v{V2}");
+    m.run_until_named(&what, LONG, |m| {
+        app_phase(m, rel) == "idle"
+            && units
+                .iter()
+                .all(|u| unit_version(m, rel, u).as_deref() == Some(V2))
+    })
+    .map_err(|e| fail(format!("{what}: {e}")))?;
+    all_run_by_proc(&m, &units, V2)
+}
+
+/// Like [`run_until`], with room for a 90 s lock wait.
+fn run_until_within(m: &Model, what: &str, pred: impl Fn(&Model) -> bool) -> TestResult {
+    m.run_until_named(what, Duration::from_secs(240), pred)
+        .map_err(|e| fail(format!("waiting for {what}: {e}")))
 }
 
 fn refusals() -> TestResult {

@@ -5,6 +5,8 @@
 //! - `check-charm FILE [--max-glibc X.Y]`: check a .charm the way Juju will read it.
 //! - `hooks`: regenerate `hooks/` symlinks from metadata.yaml.
 //! - `test [cargo test args]`: install test prerequisites, then run the whole suite.
+//! - `demo [demo args]`: build the release `dispatch` (as `pack` does) and the demo
+//!   (`crates/demo`), then run the demo in this process's place.
 //! - `bench-hook [--runs N]`: time a no-op update-status hook against stub hook tools.
 
 mod bench;
@@ -22,8 +24,9 @@ fn main() -> ExitCode {
         Some("hooks") => pack::write_hooks(&root()).map(|n| println!("wrote {n} hook symlinks")),
         Some("test") => run_tests(&args[1..]),
         Some("bench-hook") => bench::run(&args[1..]),
+        Some("demo") => run_demo(&args[1..]),
         _ => Err(
-            "usage: cargo xtask pack [--out FILE] | check-charm FILE [--max-glibc X.Y] | hooks | test [ARGS] | bench-hook [--runs N]"
+            "usage: cargo xtask pack [--out FILE] | check-charm FILE [--max-glibc X.Y] | hooks | test [ARGS] | bench-hook [--runs N] | demo [--help]"
                 .to_string(),
         ),
     };
@@ -112,4 +115,32 @@ fn run_tests(extra: &[String]) -> Result<(), String> {
             .args(["test", "--workspace", "--locked"])
             .args(extra),
     )
+}
+
+/// `cargo xtask demo`: the README's "see it work" command. Builds the release `dispatch`
+/// exactly as `pack` does (the binary the .charm ships) and the demo, then replaces this
+/// process with the demo, so Ctrl-C reaches the demo alone (it cleans up) and its exit
+/// code is the command's. The demo is its own crate so that `pack` never builds the
+/// simulator and the release server.
+fn run_demo(extra: &[String]) -> Result<(), String> {
+    use std::os::unix::process::CommandExt;
+    let root = root();
+    let dispatch = pack::build_dispatch(&root)?;
+    let demo = pack::cargo_build_bin(&root, &["--locked", "--package", "demo"], "demo")?;
+    // <target>/debug/demo -> <target>/demo-tarballs
+    let cache = demo
+        .parent()
+        .and_then(Path::parent)
+        .map(|t| t.join("demo-tarballs"))
+        .ok_or_else(|| format!("unexpected demo path {}", demo.display()))?;
+    let err = Command::new(&demo)
+        .arg("--dispatch")
+        .arg(&dispatch)
+        .arg("--charm-dir")
+        .arg(&root)
+        .arg("--cache")
+        .arg(&cache)
+        .args(extra)
+        .exec();
+    Err(format!("cannot run {}: {err}", demo.display()))
 }

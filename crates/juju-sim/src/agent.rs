@@ -4,7 +4,8 @@
 //!
 //! Owns: [`Shared`] (the model lock and its condition variable), the agent loop
 //! ([`spawn_agent`]), hook process execution, the failure/retry bookkeeping, and
-//! [`ToolServer`].
+//! [`ToolServer`]; it applies the faults of `crate::faults` where they strike (a tool call
+//! served, a hook process waited for).
 //!
 //! Invariants:
 //! * one operation at a time per unit; units run concurrently;
@@ -20,6 +21,7 @@
 //! holding the pipes: output is collected for 100 ms after exit, like Juju.
 
 use crate::context::{self, HookContext, UnitEnv};
+use crate::faults::{self, Watch};
 use crate::machine::Machine;
 use crate::model::{
     self, app_of, ActionStatus, AgentStatus, FailedOp, Life, Outcome, ToolCall, World,
@@ -163,11 +165,20 @@ fn serve_connection(shared: &Shared, unit: &str, mut stream: UnixStream) {
             let ctx = w.units.get_mut(unit).and_then(|u| u.running.take());
             let result = match ctx {
                 Some(mut ctx) if ctx.id == req.context_id => {
-                    let r = tools::run(&mut w, &mut ctx, &req.args, stdin.as_deref(), &caller);
+                    let fault = faults::at_tool_call(&mut w, &ctx, &req.args, pid);
+                    let r = match fault {
+                        Some(_) => ToolResult::Done {
+                            out: vec![],
+                            err: faults::SHUT_DOWN.as_bytes().to_vec(),
+                            code: 1,
+                        },
+                        None => tools::run(&mut w, &mut ctx, &req.args, stdin.as_deref(), &caller),
+                    };
                     if let ToolResult::Done { code, .. } = &r {
                         ctx.tool_calls.push(ToolCall {
                             args: req.args.clone(),
                             code: *code,
+                            fault,
                             stdin_len: stdin.as_ref().map(Vec::len),
                             elapsed: t0.elapsed(),
                         });
@@ -276,9 +287,9 @@ fn agent_main(shared: &Arc<Shared>, unit: &str, machine: &Machine, uenv: &UnitEn
             }
         };
         shared.notify();
-        let Some(job) = job else { break };
+        let Some(mut job) = job else { break };
         let result = match swap_charm(uenv, &job.charm_files) {
-            Ok(()) => run_process(uenv, &job.env, &job.name, job.timeout),
+            Ok(()) => run_process(uenv, &job.env, &job.name, job.timeout, job.watch.as_mut()),
             Err(e) => ProcessResult {
                 exit: Exit::SpawnFailed(format!("swapping charm files: {e}")),
                 stdout: String::new(),
@@ -286,7 +297,7 @@ fn agent_main(shared: &Arc<Shared>, unit: &str, machine: &Machine, uenv: &UnitEn
             },
         };
         let mut w = shared.lock();
-        finish(&mut w, unit, result);
+        finish(&mut w, unit, result, job.watch.as_ref());
         drop(w);
         shared.notify();
     }
@@ -320,6 +331,8 @@ struct Job {
     timeout: Duration,
     /// Charm files to put in place first (upgrade-charm): (relative path, staged host path).
     charm_files: Vec<(std::path::PathBuf, std::path::PathBuf)>,
+    /// Checkpoints where an injected fault kills the process.
+    watch: Option<Watch>,
 }
 
 /// Replace the unit's charm files (in the unit's view; the agent thread is in it).
@@ -349,7 +362,8 @@ fn begin(w: &mut World, unit: &str, op: Op, uenv: &UnitEnv) -> Job {
             a.status = ActionStatus::Running;
         }
     }
-    let ctx = context::prepare(w, unit, &op, uenv);
+    let mut ctx = context::prepare(w, unit, &op, uenv);
+    let watch = faults::attach(w, &mut ctx);
     let name = ctx.hook_name.clone();
     if let Op::Hook(h) = &op {
         let juju_status = match h.kind {
@@ -385,6 +399,7 @@ fn begin(w: &mut World, unit: &str, op: Op, uenv: &UnitEnv) -> Job {
         name,
         timeout,
         charm_files,
+        watch,
     }
 }
 
@@ -409,6 +424,7 @@ fn run_process(
     env: &BTreeMap<String, String>,
     hook: &str,
     timeout: Duration,
+    watch: Option<&mut Watch>,
 ) -> ProcessResult {
     let dispatch = format!("{}/dispatch", uenv.charm_dir);
     let mut program = dispatch.clone();
@@ -474,9 +490,9 @@ fn run_process(
     std::thread::spawn(move || {
         let _ = exit_tx.send(child.wait());
     });
-    let status = match exit_rx.recv_timeout(timeout) {
-        Ok(s) => Some(s),
-        Err(_) => {
+    let status = match wait_watching(&exit_rx, timeout, watch) {
+        Some(s) => Some(s),
+        None => {
             let _ = nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(pid),
                 nix::sys::signal::Signal::SIGKILL,
@@ -512,6 +528,30 @@ fn run_process(
     }
 }
 
+/// Waits for the hook's exit up to `timeout` (`None`: timed out), killing it where it
+/// parks at a watched checkpoint meanwhile.
+fn wait_watching<T>(
+    exit: &mpsc::Receiver<T>,
+    timeout: Duration,
+    watch: Option<&mut Watch>,
+) -> Option<T> {
+    let Some(watch) = watch else {
+        return exit.recv_timeout(timeout).ok();
+    };
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match exit.recv_timeout(left.min(Duration::from_millis(10))) {
+            Ok(s) => return Some(s),
+            Err(mpsc::RecvTimeoutError::Disconnected) => return None,
+            Err(mpsc::RecvTimeoutError::Timeout) if left.is_zero() => return None,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                watch.poll();
+            }
+        }
+    }
+}
+
 /// Retry delay after `attempts` failures.
 pub fn backoff(w: &World, attempts: u32) -> Duration {
     let factor = 1u32 << attempts.saturating_sub(1).min(16);
@@ -519,13 +559,14 @@ pub fn backoff(w: &World, attempts: u32) -> Duration {
 }
 
 /// Finish the running operation of `unit`: commit or discard, record, update statuses.
-fn finish(w: &mut World, unit: &str, result: ProcessResult) {
+fn finish(w: &mut World, unit: &str, result: ProcessResult, watch: Option<&Watch>) {
     let Some(ctx) = w.units.get_mut(unit).and_then(|u| {
         u.running_name = None;
         u.running.take()
     }) else {
         return;
     };
+    let fault_summary = faults::after_hook(w, &ctx, watch);
     let outcome = match &result.exit {
         Exit::Code(0) | Exit::NoHandler => match model::commit(w, unit, &ctx) {
             Ok(()) => Outcome::Committed,
@@ -595,6 +636,7 @@ fn finish(w: &mut World, unit: &str, result: ProcessResult) {
             None => AgentStatus::Idle,
         };
         let mut rec = ctx.record(outcome, result.stdout, result.stderr);
+        rec.faults = fault_summary;
         match &result.exit {
             Exit::SpawnFailed(e) => rec.stderr.push_str(e),
             Exit::Signal(sig) => rec.stderr.push_str(&format!("(killed by signal {sig})")),

@@ -303,8 +303,19 @@ impl Charm {
             msg,
         };
         match (opt.kind.as_str(), v) {
-            ("string" | "secret", Value::String(s)) => Ok(Value::String(s)),
-            ("string" | "secret", other) => Ok(Value::String(match other {
+            // Juju's `secretC.Coerce` (juju `internal/charm/config.go`): empty, or a URL
+            // whose scheme is `secret`.
+            ("secret", Value::String(s)) => match s.split_once(':') {
+                _ if s.is_empty() => Ok(Value::String(s)),
+                Some(("secret", rest)) if !rest.is_empty() => Ok(Value::String(s)),
+                Some((scheme, _)) if !scheme.is_empty() && !scheme.contains('/') => {
+                    Err(bad(format!("secret URI scheme {scheme:?} not valid")))
+                }
+                _ => Err(bad("secret URI scheme missing not valid".into())),
+            },
+            ("secret", other) => Err(bad(format!("expected secret, got {other}"))),
+            ("string", Value::String(s)) => Ok(Value::String(s)),
+            ("string", other) => Ok(Value::String(match other {
                 Value::Number(n) => n.to_string(),
                 Value::Bool(b) => b.to_string(),
                 o => return Err(bad(format!("expected string, got {o}"))),
@@ -384,5 +395,54 @@ impl Charm {
             }
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_secret_option_takes_only_secret_uris() {
+        let charm = Charm {
+            name: "c".into(),
+            endpoints: Vec::new(),
+            storage: Vec::new(),
+            resources: Vec::new(),
+            options: BTreeMap::from([(
+                "token".to_string(),
+                ConfigOption {
+                    kind: "secret".into(),
+                    default: None,
+                },
+            )]),
+            actions: BTreeMap::new(),
+            source: CharmSource::dir("/nonexistent", "/nonexistent/dispatch"),
+            files: Vec::new(),
+        };
+        for ok in [
+            "",
+            "secret:cs2ejb6mp25c76kp6f8g",
+            "secret://m/cs2ejb6mp25c76kp6f8g",
+        ] {
+            assert_eq!(
+                charm.coerce("token", Value::String(ok.into())).unwrap(),
+                Value::String(ok.into())
+            );
+        }
+        for bad in [
+            Value::String("ghp_plaintoken".into()),
+            Value::String("https://example.com/x".into()),
+            Value::String("secret:".into()),
+            Value::Bool(true),
+        ] {
+            assert!(
+                matches!(
+                    charm.coerce("token", bad.clone()),
+                    Err(CharmError::BadValue { .. })
+                ),
+                "{bad}"
+            );
+        }
     }
 }

@@ -163,6 +163,7 @@ impl HookContext {
             tool_calls: self.tool_calls.clone(),
             stdout,
             stderr,
+            faults: String::new(),
         }
     }
 }

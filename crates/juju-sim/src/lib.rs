@@ -25,12 +25,14 @@
 //!
 //! Modules: `sim` (the test API), `model` (controller state and commits), `resolver` (what a
 //! unit runs next), `context` (one hook's snapshots and buffers), `tools` (hook tools),
-//! `agent` (unit threads, processes, tool server), `machine` (mount namespaces), `charm`
+//! `agent` (unit threads, processes, tool server), `faults` (failing tool calls, killed
+//! hooks), `machine` (mount namespaces), `charm`
 //! (metadata), `postgres` (fake provider), `multicall` / `wire` / `flags` / `format`.
 
 pub mod agent;
 pub mod charm;
 pub mod context;
+pub mod faults;
 pub mod flags;
 pub mod format;
 pub mod machine;
@@ -43,6 +45,7 @@ pub mod tools;
 pub mod wire;
 
 pub use charm::CharmSource;
+pub use faults::{Fault, FaultHit, FaultKind, FaultRecord, HookStart};
 pub use model::{
     ActionStatus, AgentStatus, Bag, BagChange, HookRecord, LogRecord, ModelOptions, Outcome,
     StatusRecord, Volume,

@@ -95,6 +95,8 @@ pub enum AgentStatus {
 pub struct ToolCall {
     pub args: Vec<String>,
     pub code: i32,
+    /// The fault injected at this call (`crate::faults`), if any.
+    pub fault: Option<crate::faults::FaultKind>,
     pub stdin_len: Option<usize>,
     pub elapsed: Duration,
 }
@@ -126,6 +128,8 @@ pub struct HookRecord {
     pub tool_calls: Vec<ToolCall>,
     pub stdout: String,
     pub stderr: String,
+    /// What injected faults did to this hook (`crate::faults`); empty when none applied.
+    pub faults: String,
 }
 
 impl HookRecord {
@@ -499,6 +503,9 @@ pub struct World {
     pub next_machine: u32,
     pub next_storage: BTreeMap<String, u32>,
     pub next_context: u64,
+    /// Armed faults (`crate::faults`), in the order they were armed.
+    pub faults: Vec<crate::faults::Armed>,
+    pub next_fault: u64,
 }
 
 /// The three address keys every unit databag starts with.
@@ -547,6 +554,8 @@ impl World {
             next_machine: 0,
             next_storage: BTreeMap::new(),
             next_context: 1,
+            faults: Vec::new(),
+            next_fault: 1,
         }
     }
 

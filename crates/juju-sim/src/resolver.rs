@@ -507,6 +507,7 @@ mod tests {
             tool_calls: vec![],
             stdout: String::new(),
             stderr: String::new(),
+            faults: String::new(),
         }
     }
 

@@ -14,6 +14,7 @@
 use crate::agent::{self, Shared};
 use crate::charm::{Charm, CharmError, CharmSource, Role};
 use crate::context::UnitEnv;
+use crate::faults::{self, Fault, FaultRecord, HookStart};
 use crate::machine::{self, Machine, MachineError, MachineSpec, ProcessInfo, Seed, StorageMount};
 use crate::model::{
     app_of, ActionRecord, ActionStatus, AgentStatus, App, Bag, BagChange, Data, HookRecord, Life,
@@ -1308,6 +1309,70 @@ impl Model {
     pub fn dump(&self) -> String {
         dump_world(&self.shared.lock())
     }
+
+    // ----- fault injection (see `crate::faults`) -----
+
+    /// Arms `fault` for the hooks and actions of `unit` for which `when` holds (checked
+    /// under the model lock as each one's context is prepared, so `when` reads the
+    /// [`HookStart`] it is given and never calls back into the model). A tool-call fault
+    /// is used up by the first such hook; a checkpoint fault applies to each until all
+    /// its checkpoints fired. Returns the fault's id.
+    pub fn arm_fault(
+        &self,
+        unit: &str,
+        fault: Fault,
+        when: impl Fn(&HookStart) -> bool + Send + Sync + 'static,
+    ) -> Result<u64, SimError> {
+        let mut w = self.shared.lock();
+        if !w.units.contains_key(unit) {
+            return Err(SimError::UnknownUnit(unit.into()));
+        }
+        let id = w.next_fault;
+        w.next_fault += 1;
+        let dir = self.run_dir.join("faults").join(id.to_string());
+        if matches!(fault, Fault::Checkpoint { .. }) {
+            std::fs::create_dir_all(&dir).map_err(io("creating", &dir))?;
+        }
+        w.faults.push(faults::Armed {
+            record: FaultRecord {
+                id,
+                unit: unit.into(),
+                fault,
+                done: false,
+                hits: Vec::new(),
+            },
+            when: Arc::new(when),
+            dir,
+            fired: Vec::new(),
+            active_in: None,
+        });
+        drop(w);
+        self.shared.notify();
+        Ok(id)
+    }
+
+    /// What became of an armed fault.
+    pub fn fault(&self, id: u64) -> Option<FaultRecord> {
+        let w = self.shared.lock();
+        w.faults
+            .iter()
+            .find(|a| a.record.id == id)
+            .map(|a| a.record.clone())
+    }
+
+    /// Every fault armed in the model, in order.
+    pub fn faults(&self) -> Vec<FaultRecord> {
+        let w = self.shared.lock();
+        w.faults.iter().map(|a| a.record.clone()).collect()
+    }
+
+    /// Withdraws a fault that has not struck yet (a hook it is attached to keeps it).
+    pub fn disarm(&self, id: u64) {
+        let mut w = self.shared.lock();
+        if let Some(a) = w.faults.iter_mut().find(|a| a.record.id == id) {
+            a.record.done = true;
+        }
+    }
 }
 
 /// Identity of a new unit.
@@ -1444,6 +1509,9 @@ fn dump_world(w: &World) -> String {
                     .cloned()
                     .unwrap_or_default()
             );
+            if !h.faults.is_empty() {
+                let _ = writeln!(s, "      {}", h.faults);
+            }
             if !h.committed() && !h.stderr.is_empty() {
                 for line in h
                     .stderr

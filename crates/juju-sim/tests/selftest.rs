@@ -1392,6 +1392,172 @@ site-relation-changed)
     Ok(())
 }
 
+/// Injected faults: the Nth tool call of a hook fails like a call whose agent lost its
+/// controller connection, or the hook is killed there or where the charm parks at a named
+/// checkpoint; Juju runs the hook again and the retry commits.
+fn fault_injection() -> R {
+    use juju_sim::{Fault, FaultKind};
+    let charm = TestCharm::new(
+        r#"config-changed)
+  n=$(config-get n)
+  status-set maintenance "one $n" || exit 1
+  status-set maintenance "two $n" || exit 1
+  relation-set -r "$(peers_id)" k="v$n" || exit 1
+  spec="${CKPT:-}"
+  if [ -n "$spec" ] && ( set -o noclobber; echo $$ > "${spec##*@}/point" ) 2>/dev/null; then
+    while :; do sleep 1; done
+  fi
+  status-set active "done $n" || exit 1
+  ;;
+"#,
+    );
+    let m = Model::new(opts())?;
+    let u = deploy(&m, &charm, 1, Volume::Shared)?.remove(0);
+    m.settle(LONG)?;
+    let rel = m.relation_id("app:peers").expect("peers");
+    let k = |m: &Model| m.databag(rel, &u).data.get("k").cloned();
+    let config_changed = |h: &juju_sim::HookStart| h.hook == "config-changed";
+    let last_config_changed = |m: &Model, n: usize| {
+        let hooks: Vec<_> = m
+            .hooks(&u)
+            .into_iter()
+            .filter(|h| h.name == "config-changed")
+            .collect();
+        hooks[hooks.len() - n..].to_vec()
+    };
+
+    // the second call fails; the charm gives up; the retry commits
+    let fail = m.arm_fault(
+        &u,
+        Fault::ToolCall {
+            n: 2,
+            kind: FaultKind::Fail,
+        },
+        config_changed,
+    )?;
+    m.config("app", [("n", 2)])?;
+    m.settle(LONG)?;
+    let [failed, retry] = &last_config_changed(&m, 2)[..] else {
+        unreachable!()
+    };
+    assert_eq!(failed.exit_code(), Some(1));
+    assert_eq!(failed.tool_calls.len(), 2);
+    let call = &failed.tool_calls[1];
+    assert_eq!((call.args[0].as_str(), call.code), ("status-set", 1));
+    assert_eq!(call.fault, Some(FaultKind::Fail));
+    assert!(
+        retry.committed() && retry.tool_calls.len() == 6,
+        "{retry:?}"
+    );
+    assert_eq!(k(&m).as_deref(), Some("v2"));
+    let rec = m.fault(fail).expect("fault");
+    assert!(
+        rec.done && rec.hits.len() == 1 && rec.hits[0].fired,
+        "{rec:?}"
+    );
+    assert_eq!(rec.hits[0].what, "call 2 (status-set) failed");
+    assert_eq!(rec.hits[0].context_id, failed.context_id);
+    assert_eq!(
+        failed.faults,
+        format!("fault {fail}: call 2 (status-set) failed")
+    );
+
+    // killed at the fifth call (relation-set): nothing of it committed, the status set
+    // before it stays
+    let killed = m.arm_fault(
+        &u,
+        Fault::ToolCall {
+            n: 5,
+            kind: FaultKind::Kill,
+        },
+        config_changed,
+    )?;
+    m.config("app", [("n", 3)])?;
+    m.run_until(LONG, |m| m.fault(killed).is_some_and(|f| f.done))?;
+    let ctx = m.fault(killed).expect("fault").hits[0].context_id.clone();
+    let hook = |m: &Model| m.hooks(&u).into_iter().find(|h| h.context_id == ctx);
+    m.run_until(LONG, |m| hook(m).is_some())?;
+    let h = hook(&m).expect("hook");
+    assert_eq!(h.outcome, juju_sim::Outcome::Failed { exit_code: None });
+    assert!(h.stderr.contains("(killed by signal 9)"), "{}", h.stderr);
+    m.settle(LONG)?;
+    assert_eq!(k(&m).as_deref(), Some("v3"));
+    // what the killed hook did: the calls before the fifth; none of its writes
+    let end = h.started + h.duration;
+    let at = |msg: &str| {
+        m.status_history(&u)
+            .into_iter()
+            .find(|s| s.message == msg)
+            .map(|s| s.at)
+    };
+    assert!(at("two 3").is_some_and(|t| t < end));
+    assert!(at("done 3").is_some_and(|t| t > end));
+    assert_eq!(h.tool_calls.len(), 5);
+    assert_eq!(h.tool_calls[4].fault, Some(FaultKind::Kill));
+    let v3 = m
+        .bag_history(rel)
+        .into_iter()
+        .find(|c| c.data.get("k").map(String::as_str) == Some("v3"))
+        .expect("v3 committed");
+    assert!(v3.at > end, "committed by the retry");
+    assert_eq!(
+        m.fault(killed).expect("fault").hits[0].what,
+        "killed at call 5 (relation-set)"
+    );
+
+    // a call the hook never makes: missed, the hook runs through
+    let missed = m.arm_fault(
+        &u,
+        Fault::ToolCall {
+            n: 50,
+            kind: FaultKind::Kill,
+        },
+        config_changed,
+    )?;
+    m.config("app", [("n", 4)])?;
+    m.settle(LONG)?;
+    let rec = m.fault(missed).expect("fault");
+    assert!(rec.done && !rec.hits[0].fired, "{rec:?}");
+    assert_eq!(rec.hits[0].what, "missed: the hook made 6 calls");
+    assert_eq!(k(&m).as_deref(), Some("v4"));
+
+    // parked at a checkpoint: killed there; the retry passes it (it fired once)
+    let parked = m.arm_fault(
+        &u,
+        Fault::Checkpoint {
+            var: "CKPT".into(),
+            names: vec!["point".into()],
+        },
+        config_changed,
+    )?;
+    let never = m.arm_fault(
+        &u,
+        Fault::ToolCall {
+            n: 1,
+            kind: FaultKind::Fail,
+        },
+        |h| h.hook == "no-such-hook",
+    )?;
+    m.config("app", [("n", 5)])?;
+    m.settle(LONG)?;
+    let [killed, retry] = &last_config_changed(&m, 2)[..] else {
+        unreachable!()
+    };
+    assert_eq!(
+        killed.outcome,
+        juju_sim::Outcome::Failed { exit_code: None }
+    );
+    assert!(retry.committed());
+    assert_eq!(k(&m).as_deref(), Some("v5"));
+    let rec = m.fault(parked).expect("fault");
+    assert!(rec.done, "{rec:?}");
+    assert_eq!(rec.hits[0].what, "killed at checkpoint point");
+    assert_eq!(rec.hits[0].context_id, killed.context_id);
+    let rec = m.fault(never).expect("fault");
+    assert!(!rec.done && rec.hits.is_empty(), "{rec:?}");
+    Ok(())
+}
+
 fn main() {
     juju_sim::multicall::register("sim-echo", sim_echo);
     juju_sim::multicall::run_if_tool();
@@ -1433,6 +1599,7 @@ fn main() {
             registered_tools_and_late_calls,
         ),
         ("refresh_runs_upgrade_charm", refresh_runs_upgrade_charm),
+        ("fault_injection", fault_injection),
         (
             "cross_app_secret_grant_and_permissions",
             cross_app_secret_grant_and_permissions,

@@ -3,6 +3,7 @@
 //! - [`server`]: a local HTTP release server on 127.0.0.1 with fault injection (status codes,
 //!   cuts mid-body, throttling, delays, wrong checksums, substituted tarballs, GitHub rate
 //!   limits) and a request log;
+//! - [`tls`]: an HTTPS front for that server, with a throwaway CA;
 //! - [`github`]: the fake GitHub "latest release" API the server answers;
 //! - [`tarball`]: generated `concourse-<version>-linux-amd64.tgz` files with the real layout,
 //!   hostile variants, and a cache shared between test processes;
@@ -21,6 +22,7 @@ pub mod fake_concourse;
 pub mod github;
 pub mod server;
 pub mod tarball;
+pub mod tls;
 
 pub use server::{Fault, FaultRule, ReleaseServer, RequestKind, RequestRecord, Target};
 pub use tarball::{ReleaseSpec, Tarball, TarballCache, Variant};

@@ -11,7 +11,8 @@
 //! Protocol: `GET` and `HEAD` (others: 405); `Range` is parsed by `http-range-header`: one
 //! satisfiable range gives 206 with `Content-Range`, an unsatisfiable one 416 with
 //! `Content-Range: bytes */<size>`, a malformed or multi-range header is ignored (200, as
-//! RFC 9110 allows). Every response has `Content-Length` and `connection: close` (one
+//! RFC 9110 allows). Every response has `Content-Length` (unless [`Fault::NoContentLength`])
+//! and `connection: close` (one
 //! request per connection). Requests hyper cannot parse get its 4xx answer and are not logged.
 //!
 //! Invariants:
@@ -96,6 +97,9 @@ pub enum Fault {
     /// Ignore `Range` and answer 200 with the whole body, like a server or proxy without
     /// range support.
     IgnoreRange,
+    /// Send the body without `Content-Length` (chunked), as a server or proxy that does not
+    /// know the size.
+    NoContentLength,
     /// Answer with this redirect status (301, 302, 307, 308) and a `Location` on this server
     /// under [`REDIRECTED_PREFIX`], where the same file is served (as GitHub redirects release
     /// downloads to its object store). Requests already under the prefix are not redirected.
@@ -893,7 +897,8 @@ async fn handle(
         };
         StreamBody::new(futures_util::stream::unfold(stream, BodyStream::step)).boxed()
     };
-    into_response(status, resp.headers, len, body)
+    let announced = (!faults.contains(&Fault::NoContentLength)).then_some(len);
+    into_response(status, resp.headers, announced, body)
 }
 
 /// Applies `Range` to a 200 answer of a release file: `(status, first byte, length)`, with
@@ -919,11 +924,12 @@ fn apply_range(resp: &mut Resp, range: Option<&str>, faults: &[Fault]) -> (u16, 
     }
 }
 
-/// The hyper response: status, headers (names are lowercase constants), `Content-Length`.
+/// The hyper response: status, headers (names are lowercase constants), `Content-Length`
+/// when `len` is given (else hyper sends the body chunked).
 fn into_response(
     status: u16,
     headers: Vec<(&'static str, String)>,
-    len: u64,
+    len: Option<u64>,
     body: HttpBody,
 ) -> Response<HttpBody> {
     let mut response = Response::new(body);
@@ -934,7 +940,9 @@ fn into_response(
             h.append(HeaderName::from_static(name), v);
         }
     }
-    h.insert(hyper::header::CONTENT_LENGTH, HeaderValue::from(len));
+    if let Some(len) = len {
+        h.insert(hyper::header::CONTENT_LENGTH, HeaderValue::from(len));
+    }
     h.insert(
         hyper::header::SERVER,
         HeaderValue::from_static("release-fixtures"),

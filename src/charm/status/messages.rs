@@ -231,6 +231,48 @@ pub const APP_UNITS_BEHIND: Message =
     blocked("v{version} on {n} of {m} units; {problem}; tried again on update-status");
 pub const APP_DOWNGRADE_REFUSED: Message = blocked("version={option} is older than the running v{version}: not downgrading; set version={version} or run: juju run {app}/leader upgrade version={option} allow-downgrade=true");
 
+// ----- Trust: the mirror, the volume, keys and secrets -----
+pub const RELEASE_URL_PLAIN_HTTP: Message = active("release-url is plain http, so a tampered download is caught only by a .sha1 from the same server: use https, or pin the tarball with release-sha256");
+pub const RELEASE_SHA256_MISSING: Message = blocked("release-sha256 pins no digest for v{version}; add {version}=<sha256> to release-sha256 (pins are all or nothing)");
+pub const TLS_VERIFICATION_FAILED: Message = blocked("TLS verification of {url} failed ({detail}); if a proxy inspects TLS, set release-ca to its CA certificate (PEM), else fix the mirror's certificate");
+pub const REDIRECT_REFUSED: Message = blocked(
+    "{url}: {detail}; refusing to leave https: fix the mirror, or set release-url to where it redirects",
+);
+pub const GITHUB_TOKEN_SECRET_UNREADABLE: Message = blocked(
+    "cannot read the github-token-secret {uri} ({why}); grant it: juju grant-secret <secret> {app}",
+);
+pub const GITHUB_TOKEN_SECRET_NO_TOKEN: Message = blocked(
+    "the github-token-secret {uri} has no key token; juju update-secret <secret> token=<token>",
+);
+pub const KEY_INVALID: Message =
+    blocked("{path} is not a valid public key; delete it so it is generated again");
+pub const KEY_NOT_WRITTEN: Message =
+    blocked("{path} was not written by generate-key; check the release's concourse binary");
+pub const KEYGEN_FAILED: Message = blocked(
+    "cannot generate {path}: {error}; check that the release's concourse runs on this machine",
+);
+pub const USER_CREATE_FAILED: Message =
+    blocked("cannot create the {user} system user: {why}; check useradd on the unit");
+pub const LOCAL_DISK_FULL: Message =
+    blocked("no space left on {path}; free space on the unit's disk");
+pub const LOCAL_READ_ONLY: Message =
+    blocked("{path} is on a read-only filesystem; remount it read-write");
+pub const INVALID_VERSION: Message =
+    blocked("{version} is not a Concourse version (expected e.g. 7.14.3)");
+pub const INVALID_UNIT_NAME: Message =
+    blocked("{unit} is not a Juju unit name (expected <application>/<number>)");
+pub const WAITING_FOR_RELEASE_DIGESTS: Message =
+    waiting("Waiting for the leader to record the digests of v{version}");
+pub const RELEASE_CHANGED: Message = blocked(
+    "v{version} on the volume changed after it was verified ({what}); remove {path} to reinstall it",
+);
+pub const VERSION_TIMEOUT: Message =
+    maintenance("{path} --version did not finish within {secs}s; will retry");
+pub const VOLUME_ROOT_SQUASHED: Message = blocked("files created on {path} belong to uid {uid}, not to the charm (root): the volume squashes root (NFS root_squash?), so others could replace what root runs; export it with no_root_squash to the units only, or set shared-storage=none (see docs/shared-storage.md)");
+pub const VOLUME_FOREIGN_OWNER: Message = blocked("{path} on the volume belongs to uid {uid}, not root: its owner could change what root runs; chown -R root:root the volume (see docs/shared-storage.md)");
+pub const VOLUME_WRITABLE_BY_OTHERS: Message = blocked("{path} on the volume is writable by group or others (mode {mode}); run chmod -R go-w on the volume (see docs/shared-storage.md)");
+pub const RELEASE_CA_INVALID: Message = blocked("release-ca holds no usable CA certificate ({detail}); set it to the PEM certificate of the mirror's or proxy's CA");
+
 /// Every entry, in the order of docs/troubleshooting.md.
 pub const ALL: &[Message] = &[
     INVALID_OPTION,
@@ -307,6 +349,27 @@ pub const ALL: &[Message] = &[
     APP_READY_OPTION_STALE,
     APP_UNITS_BEHIND,
     APP_DOWNGRADE_REFUSED,
+    RELEASE_URL_PLAIN_HTTP,
+    RELEASE_SHA256_MISSING,
+    TLS_VERIFICATION_FAILED,
+    REDIRECT_REFUSED,
+    RELEASE_CA_INVALID,
+    GITHUB_TOKEN_SECRET_UNREADABLE,
+    GITHUB_TOKEN_SECRET_NO_TOKEN,
+    KEY_INVALID,
+    KEY_NOT_WRITTEN,
+    KEYGEN_FAILED,
+    USER_CREATE_FAILED,
+    LOCAL_DISK_FULL,
+    LOCAL_READ_ONLY,
+    INVALID_VERSION,
+    INVALID_UNIT_NAME,
+    WAITING_FOR_RELEASE_DIGESTS,
+    RELEASE_CHANGED,
+    VERSION_TIMEOUT,
+    VOLUME_ROOT_SQUASHED,
+    VOLUME_FOREIGN_OWNER,
+    VOLUME_WRITABLE_BY_OTHERS,
 ];
 
 /// The entry a status (`kind` as `status-set` spells it) is an instance of. When several

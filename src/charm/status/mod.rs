@@ -2,7 +2,8 @@
 //!
 //! Owns: [`Reports`] and, in [`messages`], the catalogue of every status text.
 //! Invariant: the most urgent report wins (blocked > maintenance > waiting > active), and
-//! among equals the first reported; every status names the version where one is known.
+//! among equals the first reported; every status names the version where one is known;
+//! notes (warnings about a working unit) are appended to an active status only.
 
 pub mod messages;
 
@@ -12,6 +13,8 @@ use crate::juju::{Status, StatusKind};
 #[derive(Debug, Default)]
 pub struct Reports {
     items: Vec<Status>,
+    /// Warnings shown after an active status (`; `-joined), never instead of another.
+    notes: Vec<String>,
 }
 
 fn rank(k: StatusKind) -> u8 {
@@ -45,6 +48,22 @@ impl Reports {
         self.push(Status::active(m));
     }
 
+    /// A warning about a working unit, shown at the end of its active status.
+    pub fn note(&mut self, m: impl Into<String>) {
+        let m = m.into();
+        if !self.notes.contains(&m) {
+            self.notes.push(m);
+        }
+    }
+
+    /// Adds `other`'s reports (and notes) after these.
+    pub fn append(&mut self, other: Reports) {
+        self.items.extend(other.items);
+        for n in other.notes {
+            self.note(n);
+        }
+    }
+
     pub fn has_blocking(&self) -> bool {
         self.items.iter().any(|s| s.kind == StatusKind::Blocked)
     }
@@ -59,6 +78,7 @@ impl Reports {
             let msg = same
                 .iter()
                 .map(|s| s.message.as_str())
+                .chain(self.notes.iter().map(String::as_str))
                 .collect::<Vec<_>>()
                 .join("; ");
             return Status::active(msg);
@@ -80,6 +100,12 @@ mod tests {
         assert_eq!(
             r.pick().message,
             "Web ready (v1.0.0) http://x:8080; Worker ready (v1.0.0)"
+        );
+        r.note("careful");
+        r.note("careful");
+        assert_eq!(
+            r.pick().message,
+            "Web ready (v1.0.0) http://x:8080; Worker ready (v1.0.0); careful"
         );
         r.waiting("Waiting for PostgreSQL");
         r.waiting("second");

@@ -105,3 +105,31 @@ fn restart_services_with_nothing_running_fails_with_advice() {
         "{why}"
     );
 }
+
+/// action-set carries the admin password in its argv (Juju takes no other way); when it
+/// failed, the error kept that argv, and main logged the error chain through juju-log.
+#[test]
+fn a_failing_action_set_keeps_the_admin_password_out_of_the_error() {
+    let u = Unit::deployed("all");
+    let admin_id = u.app_bag()["admin-password-secret"].clone();
+    let admin = u.model.secret_content(&admin_id).unwrap()["password"].clone();
+    u.model.state_mut().failing.insert(
+        "action-set".into(),
+        (
+            1,
+            format!("ERROR cannot set password={admin}: connection is shut down"),
+        ),
+    );
+    let run = u.action("get-admin-password", json!({}));
+    let err = run.result.expect_err("action-set failed");
+    let chain = crate::error_chain(&err);
+    assert!(chain.contains("action-set"), "{chain}");
+    assert!(
+        !chain.contains(&admin),
+        "the password in the error: {chain}"
+    );
+    assert!(
+        !format!("{err:?}").contains(&admin),
+        "the password in {err:?}"
+    );
+}

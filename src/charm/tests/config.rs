@@ -169,3 +169,101 @@ fn a_non_leader_without_a_version_waits_for_the_leader() {
         )
     );
 }
+
+/// A leader that looks up the latest release at a local GitHub endpoint.
+fn latest_lookup_unit(server: &release_fixtures::ReleaseServer, token_secret: &str) -> Unit {
+    let u = Unit::new(0, true);
+    u.model.set_config(&[
+        ("version", json!("")),
+        ("release-api-url", json!(server.github_api_url())),
+        ("github-token-secret", json!(token_secret)),
+    ]);
+    u
+}
+
+#[test]
+fn the_github_token_comes_from_a_granted_juju_secret() {
+    let server = release_fixtures::ReleaseServer::start().unwrap();
+    server.set_github_latest(Some(V1));
+    let u = latest_lookup_unit(&server, "");
+    // A user secret granted to the application reads like one another owner shares.
+    let granted = u
+        .model
+        .add_foreign_secret(&[("token", "ghp_from_the_secret")]);
+    u.model
+        .set_config(&[("github-token-secret", json!(granted))]);
+    u.deploy();
+    let auth: Vec<Option<String>> = server
+        .github_requests()
+        .into_iter()
+        .map(|r| r.authorization)
+        .collect();
+    assert_eq!(auth, [Some("Bearer ghp_from_the_secret".to_string())]);
+    assert_eq!(u.status().0, "waiting", "{:?}", u.status());
+    let leaks: Vec<String> = u
+        .logs
+        .lines()
+        .into_iter()
+        .filter(|l| l.contains("ghp_"))
+        .collect();
+    assert!(leaks.is_empty(), "{leaks:?}");
+}
+
+#[test]
+#[should_panic(expected = "secret URI scheme")]
+fn juju_refuses_a_plain_token_in_the_secret_option() {
+    let u = Unit::new(0, true);
+    u.model
+        .set_config(&[("github-token-secret", json!("ghp_plaintoken"))]);
+}
+
+#[test]
+fn an_ungranted_github_token_secret_blocks_naming_grant_secret() {
+    let server = release_fixtures::ReleaseServer::start().unwrap();
+    let u = latest_lookup_unit(&server, "secret:cs2ejb6mp25c76kp6f8g");
+    u.deploy();
+    let (kind, message) = u.status();
+    assert_eq!(kind, "blocked");
+    assert!(
+        message.starts_with("cannot read the github-token-secret secret:cs2ejb6mp25c76kp6f8g (")
+            && message.ends_with("grant it: juju grant-secret <secret> concourse-ci"),
+        "{message}"
+    );
+    assert!(
+        server.github_requests().is_empty(),
+        "no lookup without the token"
+    );
+}
+
+/// Root runs the release from the volume: a volume others can write (or that belongs to
+/// someone else) was used as it was.
+#[test]
+fn a_volume_others_can_write_is_refused_naming_the_fix() {
+    use std::os::unix::fs::PermissionsExt;
+    let u = Unit::deployed("all");
+    u.add_postgresql("db-pw");
+    assert_eq!(u.status().0, "active");
+    let releases = u.volume.path().join("releases");
+    std::fs::set_permissions(&releases, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let mark = u.mark();
+    u.model.set_config(&[("log-level", json!("debug"))]);
+    u.ok("config-changed");
+    assert_eq!(
+        u.status(),
+        (
+            "blocked".into(),
+            format!(
+                "{} on the volume is writable by group or others (mode 777); run chmod -R go-w on the volume (see docs/shared-storage.md)",
+                releases.display()
+            )
+        )
+    );
+    assert!(
+        u.journal_since(mark).is_empty(),
+        "{:?}",
+        u.journal_since(mark)
+    );
+    std::fs::set_permissions(&releases, std::fs::Permissions::from_mode(0o755)).unwrap();
+    u.ok("update-status");
+    assert_eq!(u.status().0, "active");
+}

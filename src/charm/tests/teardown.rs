@@ -156,6 +156,7 @@ fn no_secret_in_statuses_logs_or_tool_argv() {
     for a in ["check-status", "restart-services", "get-admin-password"] {
         u.action(a, json!({"verbose": true}));
     }
+    assert!(assert_root_owned(&u) > 20, "the owner scan saw too little");
     u.ok("stop");
     let admin_id = u.app_bag()["admin-password-secret"].clone();
     let admin = u.model.secret_content(&admin_id).unwrap()["password"].clone();

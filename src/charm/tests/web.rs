@@ -82,7 +82,8 @@ fn web_gets_its_settings_from_its_env_file() {
         m.permissions().mode() & 0o777
     };
     assert_eq!(mode(WEB_ENV), 0o600, "the env file holds the passwords");
-    assert_eq!(mode(&format!("{KEYS}/tsa_host_key")), 0o600);
+    // root's, readable by the service's group
+    assert_eq!(mode(&format!("{KEYS}/tsa_host_key")), 0o640);
     assert_eq!(mode(&format!("{KEYS}/tsa_host_key.pub")), 0o644);
     let unit = u.read(WEB_UNIT_FILE);
     assert!(unit.contains("ExecStart=/var/lib/concourse-ci/current/bin/concourse web"));
@@ -119,6 +120,107 @@ fn web_publishes_its_tsa_for_workers() {
 }
 
 #[test]
+fn ipv6_unit_address_is_bracketed_in_the_external_url_and_tsa_host() {
+    let u = Unit::new(0, true);
+    u.model.state_mut().address = "fd42:7e6e::10".into();
+    u.model.set_config(&[("mode", json!("auto"))]);
+    u.deploy();
+    u.add_postgresql("db-pw");
+    assert_eq!(
+        u.env(WEB_ENV)["CONCOURSE_EXTERNAL_URL"],
+        "http://[fd42:7e6e::10]:8080"
+    );
+    let bag = u.my_bag(u.peers);
+    assert_eq!(bag["tsa-host"], "[fd42:7e6e::10]:2222");
+    assert_eq!(
+        u.status(),
+        (
+            "active".into(),
+            format!("Web ready (v{V1}) http://[fd42:7e6e::10]:8080")
+        )
+    );
+}
+
+/// Runs `sh -c <script>` as `nobody` (uid and gid 65534); whether it succeeded.
+fn as_nobody(script: &str) -> bool {
+    use std::os::unix::process::CommandExt;
+    std::process::Command::new("sh")
+        .args(["-c", script])
+        .uid(65534)
+        .gid(65534)
+        .status()
+        .unwrap()
+        .success()
+}
+
+/// Needs root (real chown to another user), as the simulator tier does.
+#[test]
+fn web_keys_dir_is_not_given_to_the_service_user() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let u = Unit::new(0, true);
+    u.fake.provisioner.state.borrow_mut().service_user = Some((65534, 65534));
+    // let the service user reach the keys, as on a machine
+    std::fs::set_permissions(u._root.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    u.model.set_config(&[("mode", json!("auto"))]);
+    u.deploy();
+    u.add_postgresql("db-pw");
+    let keys = u.fake.paths.local(KEYS);
+    let md = |p: &std::path::Path| std::fs::symlink_metadata(p).unwrap();
+    for dir in [keys.clone(), u.fake.paths.local("/var/lib/concourse-web")] {
+        let m = md(&dir);
+        assert_eq!(m.uid(), 0, "{} belongs to root", dir.display());
+        assert_eq!(
+            m.mode() & 0o022,
+            0,
+            "{} is writable by root only",
+            dir.display()
+        );
+    }
+    for (name, mode) in [
+        ("tsa_host_key", 0o640),
+        ("session_signing_key", 0o640),
+        ("tsa_host_key.pub", 0o644),
+        ("authorized_worker_keys", 0o644),
+    ] {
+        let m = md(&keys.join(name));
+        assert_eq!((m.uid(), m.gid()), (0, 65534), "{name}");
+        assert_eq!(m.mode() & 0o7777, mode, "{name}");
+    }
+    // The service user reads its keys, and cannot plant a link where root writes.
+    let k = keys.display();
+    assert!(as_nobody(&format!(
+        "cat {k}/tsa_host_key {k}/session_signing_key >/dev/null"
+    )));
+    assert!(!as_nobody(&format!(
+        "ln -s /etc/passwd {k}/.authorized_worker_keys.tmp-planted"
+    )));
+    assert!(!as_nobody(&format!("mv {k}/authorized_worker_keys {k}/x")));
+    // generate-key wrote into a private directory of root's, not into a directory the
+    // service user could write.
+    let dirs = u.fake.provisioner.state.borrow().key_dirs.clone();
+    assert_eq!(dirs.len(), 2);
+    for (dir, uid, mode) in dirs {
+        assert_eq!((uid, mode), (0, 0o700), "{}", dir.display());
+    }
+    // A keys directory an older charm gave to the service user, where that user planted
+    // a link at a key's name: taken back, and the link's target is left alone.
+    let victim = u._root.path().join("victim");
+    std::fs::write(&victim, b"precious").unwrap();
+    std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::os::unix::fs::chown(&keys, Some(65534), Some(65534)).unwrap();
+    let planted = keys.join("session_signing_key");
+    std::fs::remove_file(&planted).unwrap();
+    std::os::unix::fs::symlink(&victim, &planted).unwrap();
+    std::os::unix::fs::lchown(&planted, Some(65534), Some(65534)).unwrap();
+    u.ok("config-changed");
+    let v = md(&victim);
+    assert_eq!((v.uid(), v.gid(), v.mode() & 0o777), (0, 0, 0o600));
+    assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+    assert_eq!(md(&keys).uid(), 0);
+    assert!(md(&planted).is_file(), "the link was replaced by a key");
+}
+
+#[test]
 fn keys_are_generated_once() {
     let u = web_unit();
     let generated = u.fake.provisioner.state.borrow().keys.len();
@@ -131,21 +233,45 @@ fn keys_are_generated_once() {
     assert_eq!(u.read(&format!("{KEYS}/tsa_host_key.pub")), tsa_pub);
 }
 
+/// It used to fail the hook, retried forever although every run fails the same way.
 #[test]
-fn a_failing_key_generator_fails_the_hook_and_starts_nothing() {
+fn a_key_generator_that_fails_blocks_naming_the_fix_and_starts_nothing() {
     let u = Unit::deployed("auto");
     std::fs::remove_dir_all(u.fake.paths.local(KEYS)).unwrap();
     u.fake.provisioner.state.borrow_mut().fail_keygen = true;
     let mark = u.mark();
-    let err = u.hook("config-changed").unwrap_err();
+    u.ok("config-changed");
+    let (kind, message) = u.status();
+    assert_eq!(kind, "blocked");
     assert!(
-        crate::error_chain(&err).contains("generate-key failed"),
-        "{err}"
+        message.starts_with("cannot generate /var/lib/concourse-web/keys/tsa_host_key: ")
+            && message.contains("generate-key failed")
+            && message.ends_with("; check that the release's concourse runs on this machine"),
+        "{message}"
     );
     assert!(u.journal_since(mark).is_empty());
     u.fake.provisioner.state.borrow_mut().fail_keygen = false;
     u.ok("config-changed");
     assert!(u.exists(&format!("{KEYS}/tsa_host_key.pub")));
+}
+
+/// An invalid `.pub` file failed every hook; it blocks, naming the file and the fix.
+#[test]
+fn an_invalid_public_key_blocks_naming_the_file() {
+    let u = web_unit();
+    let pubfile = format!("{KEYS}/tsa_host_key.pub");
+    std::fs::write(u.fake.paths.local(&pubfile), "not a key\n").unwrap();
+    u.ok("update-status");
+    assert_eq!(
+        u.status(),
+        (
+            "blocked".into(),
+            format!("{pubfile} is not a valid public key; delete it so it is generated again")
+        )
+    );
+    std::fs::remove_file(u.fake.paths.local(&pubfile)).unwrap();
+    u.ok("update-status");
+    assert_eq!(u.status().0, "active");
 }
 
 #[test]

@@ -87,6 +87,7 @@ fn run(juju: &Juju) -> Result<Result<(), Refusal>, CharmError> {
     if let Err(why) = available(juju, &config, version)? {
         return Ok(Err(why));
     }
+    release::forget_install_failure(juju, version);
     peers.write_app(&next.to_bag());
     peers.flush(juju)?;
     report_started(juju, &config, &next)?;
@@ -136,7 +137,8 @@ fn available(
         return Ok(Ok(()));
     }
     let url = config.release_url_for(version);
-    let http = release::install_options(juju).http;
+    let mut http = release::install_options(juju).http;
+    http.extra_ca_pem = config.release_ca.clone();
     Ok(crate::installer::download::exists_at_source(&http, &url)
         .map_err(|why| format!("v{version} is not available: {why}")))
 }

@@ -30,8 +30,20 @@ pub fn desired_version(
     let me = juju.unit_name();
     let state = vol.read_unit_state(me).ok().flatten().unwrap_or_default();
     let running = (!app.release.is_empty()).then_some(app.release.as_str());
-    let http = release::install_options(juju).http;
-    let lookup = || installer::latest_version(&config.release_api_url, &config.github_token, &http);
+    let mut http = release::install_options(juju).http;
+    http.extra_ca_pem = config.release_ca.clone();
+    let token = match release::github_token(juju, config) {
+        Ok(Ok(t)) => t,
+        Ok(Err(status)) => {
+            reports.push(status);
+            return None;
+        }
+        Err(e) => {
+            warn!("reading the GitHub token: {}", crate::error_chain(&e));
+            crate::config::Secret::default()
+        }
+    };
+    let lookup = || installer::latest_version(&config.release_api_url, &token, &http);
     match installer::resolve_latest(
         state.latest.as_ref(),
         host.clock.unix_now(),

@@ -2,9 +2,11 @@
 //! units, and taking the protocol's steps until one needs other units to react.
 //!
 //! Owns: the app databag's upgrade keys (through `crate::upgrade`'s decisions), the
-//! download of a target by the leader, the finish (recording the installed version,
-//! pruning), and the leader's local clock of the prepare phase. Invariants: at most eight
-//! steps per hook; a step that other units must see ends the hook's steps.
+//! download of a target by the leader, and the leader's local clock of the prepare phase
+//! and of grants. The finish only writes the final state: recording the installed
+//! version and pruning follow from it in every hook (`release::tidy_volume`).
+//! Invariants: at most eight steps per hook; a step that other units must see ends the
+//! hook's steps.
 
 use std::path::Path;
 use std::time::Duration;
@@ -19,9 +21,8 @@ use super::desired::desired_version;
 use super::reports_of;
 use crate::config::CharmConfig;
 use crate::host::Host;
-use crate::installer;
 use crate::juju::{Event, Juju};
-use crate::storage_coordinator::{Backoff, Volume};
+use crate::storage_coordinator::Volume;
 use crate::upgrade::{self, AppUpgrade, ConfigRequest, LeaderStep, LeaderView, Phase};
 
 /// How long units have to acknowledge `prepare` before the leader goes on without them.
@@ -136,22 +137,26 @@ pub fn leader_steps(
                 return Ok(());
             }
             LeaderStep::Download => {
-                match release::install(juju, host, config, vol, &app.target, false, reports)? {
-                    Installed::Ready => continue,
-                    Installed::NotReady if !reports.has_blocking() => {
-                        // Waiting (another unit holds the volume): try again later.
-                        return Ok(());
-                    }
-                    Installed::NotReady => {
-                        // The status says why (blocked: bad checksum, 404, …): fail the
-                        // upgrade, keeping the reason for the application status.
+                // Only the install's own reports say whether it failed: another part of
+                // the reconcile may be blocked for reasons of its own.
+                let mut install = Reports::default();
+                let installed =
+                    release::install(juju, host, config, vol, &app.target, false, &mut install)?;
+                let blocked = install.has_blocking().then(|| install.pick().message);
+                reports.append(install);
+                match (installed, blocked) {
+                    (Installed::Ready, _) => continue,
+                    // Waiting (another unit holds the volume): try again later.
+                    (Installed::NotReady, None) => return Ok(()),
+                    (Installed::NotReady, Some(why)) => {
+                        // Blocked (bad checksum, 404, …): fail the upgrade, keeping the
+                        // reason for the application status.
                         let failed = AppUpgrade {
                             phase: Phase::Failed,
                             error: format!(
-                                "{}: cannot install v{}: {}",
+                                "{}: cannot install v{}: {why}",
                                 juju.unit_name(),
-                                app.target,
-                                reports.pick().message
+                                app.target
                             ),
                             grant: Vec::new(),
                             ..app
@@ -178,53 +183,14 @@ pub fn leader_steps(
                     "upgrade generation {} finished: {} (release v{})",
                     done.gen, done.phase, done.release
                 );
+                // Recording the installed version and pruning follow from the idle
+                // state in every hook (`release::tidy_volume`), so they are retried.
                 peers.write_app(&done.to_bag());
-                finish(vol, &done);
                 return Ok(());
             }
         }
     }
     Ok(())
-}
-
-/// After the last unit switched: record the installed version and prune old releases.
-fn finish(vol: &Volume, done: &AppUpgrade) {
-    let lock = match vol.try_lock_install() {
-        Ok(Some(l)) => Some(l),
-        Ok(None) => vol
-            .lock_install(
-                "(recording the installed version)",
-                release::LOCK_WAIT,
-                &Backoff::DEFAULT,
-                |_| {},
-            )
-            .ok(),
-        Err(e) => {
-            warn!(
-                "cannot lock the volume to record v{}: {}",
-                done.release,
-                crate::error_chain(&e)
-            );
-            None
-        }
-    };
-    if let Some(lock) = lock {
-        if let Err(e) = lock.set_installed_version(&done.release) {
-            warn!(
-                "cannot record the installed version: {}",
-                crate::error_chain(&e)
-            );
-        }
-    }
-    let keep: Vec<&str> = [done.release.as_str(), done.from.as_str()]
-        .into_iter()
-        .filter(|v| !v.is_empty())
-        .collect();
-    match installer::prune_releases(vol, &keep, release::LOCK_WAIT, &Backoff::DEFAULT) {
-        Ok(r) if !r.removed.is_empty() => info!("removed unused releases {}", r.removed.join(", ")),
-        Ok(_) => {}
-        Err(e) => warn!("pruning releases: {}", crate::error_chain(&e)),
-    }
 }
 
 /// The leader's own clock for the prepare phase (kept on local disk, per generation).

@@ -39,14 +39,15 @@ pub fn report_progress(juju: &Juju, config: &CharmConfig, peers: &Peers, reports
     }
 }
 
-/// What the unit runs now, and whether it switched in this hook (for verification).
+/// What the unit runs now, and whether it is switching (for verification).
 pub struct UnitOutcome {
     pub running: Option<RunningRelease>,
-    /// Set when this hook switched to a new version for an upgrade.
+    /// Set while the unit holds a grant and has not reported the switch: in the hook that
+    /// moves the pointer, and in the retries of a hook that failed after it moved.
     pub switched: Option<Switch>,
 }
 
-/// A switch to another release made in this hook for upgrade generation `gen`.
+/// A switch to another release for upgrade generation `gen`, to verify in this hook.
 #[derive(Debug, Clone)]
 pub struct Switch {
     pub gen: u64,
@@ -83,15 +84,31 @@ pub fn unit(
         return keep(host, vol, &me, None);
     };
     let set_installed = version == app.release;
-    if let Installed::NotReady =
-        release::install(juju, host, config, vol, &version, set_installed, reports)?
-    {
-        if let Some(gen) = switch_gen {
+    let mut install = Reports::default();
+    let installed = release::install(
+        juju,
+        host,
+        config,
+        vol,
+        &version,
+        set_installed,
+        &mut install,
+    )?;
+    let blocked = install.has_blocking();
+    reports.append(install);
+    if let Installed::NotReady = installed {
+        // A wait (another unit holds the volume) is tried again in a later hook.
+        if let Some(gen) = switch_gen.filter(|_| blocked) {
             report_failure(peers, gen, &format!("cannot install v{version} on {me}"));
         }
         return keep(host, vol, &me, running.as_deref());
     }
-    let previous = running;
+    // A retried switch finds the pointer already on the target: what the unit ran before
+    // is the version it last reported.
+    let previous = match running {
+        Some(r) if switch_gen.is_some() && r == version => me_report.version.clone(),
+        other => other,
+    };
     if let Some(gen) = switch_gen.filter(|_| previous.as_deref() != Some(version.as_str())) {
         if let Err(e) = installer::verify_release(vol, &version, VerifyMode::Quick) {
             let why = format!("v{version} does not verify on {me}: {}", e.status_message());
@@ -105,15 +122,17 @@ pub fn unit(
                 return keep(host, vol, &me, Some(prev));
             }
         }
-        if previous.is_some() && roles.is_some_and(|r| r.worker) {
+        if previous.is_some()
+            && roles.is_some_and(|r| r.worker)
+            && !worker_runs(host, vol, &version)
+        {
             land_worker(juju, host, config, &version)?;
         }
     }
     let now_running = release::point_at(host, vol, &me, &version)?;
-    let switched = match switch_gen {
-        Some(gen) if now_running.changed => Some(Switch { gen, previous }),
-        _ => None,
-    };
+    // Verified in every hook until the unit reports the switch (level-triggered: a
+    // retried switch hook verifies too).
+    let switched = switch_gen.map(|gen| Switch { gen, previous });
     Ok(UnitOutcome {
         running: Some(now_running),
         switched,
@@ -150,6 +169,20 @@ fn keep(
         running,
         switched: None,
     })
+}
+
+/// Whether the worker runs `version` already (a retried switch that started it).
+fn worker_runs(host: &Host, vol: &Volume, version: &str) -> bool {
+    let Some(dir) = vol
+        .release_path(version)
+        .ok()
+        .and_then(|d| std::fs::canonicalize(d).ok())
+    else {
+        return false;
+    };
+    host.services.is_active(worker::SERVICE)
+        && crate::service::started_binary(host, worker::SERVICE)
+            .is_some_and(|b| b.starts_with(&dir))
 }
 
 /// Lands the worker before switching: once it registered, through its unit's stop

@@ -444,3 +444,198 @@ fn upgrade_progress_and_notes() {
     };
     is(APP_DOWNGRADE_REFUSED, StatusKind::Blocked, &note.text("ci"));
 }
+
+#[test]
+fn trust_messages() {
+    let b = StatusKind::Blocked;
+    let url = || "https://mirror.example/concourse-7.14.3-linux-amd64.tgz".to_string();
+    is(
+        TLS_VERIFICATION_FAILED,
+        b,
+        &InstallError::Tls {
+            url: url(),
+            detail: "invalid peer certificate: UnknownIssuer".into(),
+        }
+        .status_message(),
+    );
+    let refused = crate::installer::download::RedirectRefused::Downgrade {
+        to: "http://mirror.example/x".into(),
+    };
+    is(
+        REDIRECT_REFUSED,
+        b,
+        &InstallError::RedirectRefused {
+            url: url(),
+            detail: refused.to_string(),
+        }
+        .status_message(),
+    );
+    is(
+        RELEASE_CA_INVALID,
+        b,
+        &InstallError::InvalidCa {
+            detail: "no CERTIFICATE block found".into(),
+        }
+        .status_message(),
+    );
+    is(
+        RELEASE_SHA256_MISSING,
+        b,
+        &RELEASE_SHA256_MISSING.fill(&["8.0.0", "8.0.0"]).message,
+    );
+    is(
+        RELEASE_URL_PLAIN_HTTP,
+        StatusKind::Active,
+        RELEASE_URL_PLAIN_HTTP.text,
+    );
+}
+
+#[test]
+fn permanent_hook_errors() {
+    use crate::charm::release::ReleaseError;
+    use crate::charm::CharmError;
+    use crate::host::ProvisionError;
+    use crate::keys::KeyError;
+    use crate::web::WebError;
+    let b = StatusKind::Blocked;
+    let key = || PathBuf::from("/var/lib/concourse-web/keys/tsa_host_key");
+    let os = std::io::Error::from_raw_os_error;
+    let cases: Vec<(Message, CharmError)> = vec![
+        (
+            KEY_INVALID,
+            WebError::Key(KeyError::Invalid { path: key() }).into(),
+        ),
+        (
+            KEY_NOT_WRITTEN,
+            WebError::Key(KeyError::Missing { path: key() }).into(),
+        ),
+        (
+            KEYGEN_FAILED,
+            WebError::Key(KeyError::Generate {
+                path: key(),
+                source: ProvisionError::KeyGen {
+                    path: "/var/lib/concourse-ci/current/bin/concourse".into(),
+                    stderr: "exec format error".into(),
+                },
+            })
+            .into(),
+        ),
+        (
+            KEYGEN_FAILED,
+            WebError::Key(KeyError::Generate {
+                path: key(),
+                source: ProvisionError::Spawn {
+                    path: "/var/lib/concourse-ci/current/bin/concourse".into(),
+                    source: os(nix::libc::ENOEXEC),
+                },
+            })
+            .into(),
+        ),
+        (
+            USER_CREATE_FAILED,
+            WebError::User(ProvisionError::User {
+                user: "concourse".into(),
+                why: "useradd: cannot lock /etc/passwd".into(),
+            })
+            .into(),
+        ),
+        (
+            LOCAL_DISK_FULL,
+            crate::service::ServiceError::Write {
+                path: "/etc/concourse/web.env".into(),
+                source: os(nix::libc::ENOSPC),
+            }
+            .into(),
+        ),
+        (
+            LOCAL_READ_ONLY,
+            ReleaseError::Pointer {
+                link: "/var/lib/concourse-ci/current".into(),
+                target: "/v/releases/7.14.3/concourse".into(),
+                source: os(nix::libc::EROFS),
+            }
+            .into(),
+        ),
+        (
+            INVALID_VERSION,
+            ReleaseError::Storage(StorageError::InvalidVersion {
+                version: "../7.14.3".into(),
+            })
+            .into(),
+        ),
+        (
+            INVALID_UNIT_NAME,
+            ReleaseError::Storage(StorageError::InvalidUnitName {
+                unit: "concourse-ci".into(),
+            })
+            .into(),
+        ),
+    ];
+    for (want, e) in cases {
+        is(want, b, &e.permanent_cause().unwrap());
+    }
+}
+
+#[test]
+fn volume_trust_and_release_trust() {
+    use crate::charm::release::ReleaseError;
+    let b = StatusKind::Blocked;
+    let p = || PathBuf::from("/var/lib/concourse");
+    for (want, e) in [
+        (
+            VOLUME_ROOT_SQUASHED,
+            StorageError::RootSquashed {
+                path: p(),
+                uid: 65534,
+            },
+        ),
+        (
+            VOLUME_FOREIGN_OWNER,
+            StorageError::ForeignOwner {
+                path: p().join("releases"),
+                uid: 65534,
+            },
+        ),
+        (
+            VOLUME_WRITABLE_BY_OTHERS,
+            StorageError::WritableByOthers {
+                path: p().join("releases"),
+                mode: 0o1777,
+            },
+        ),
+    ] {
+        is(want, b, &e.to_string());
+    }
+    let changed = ReleaseError::Changed {
+        version: "7.14.3".into(),
+        what: "concourse/bin/concourse has changed".into(),
+        path: p().join("releases/7.14.3"),
+    };
+    is(RELEASE_CHANGED, b, &changed.to_string());
+    let untrusted = crate::charm::CharmError::Release(ReleaseError::Untrusted {
+        version: "7.14.3".into(),
+    });
+    is(
+        WAITING_FOR_RELEASE_DIGESTS,
+        StatusKind::Waiting,
+        &untrusted.waiting_for().unwrap(),
+    );
+    is(
+        VERSION_TIMEOUT,
+        StatusKind::Maintenance,
+        &InstallError::BinaryTimeout {
+            path: p().join("releases/7.14.3/concourse/bin/concourse"),
+            secs: 10,
+        }
+        .status_message(),
+    );
+    is(
+        INSTALLED_DOES_NOT_VERIFY,
+        b,
+        &InstallError::Unverified {
+            version: "7.14.3".into(),
+            detail: "concourse --version printed \"x\", expected 7.14.3".into(),
+        }
+        .status_message(),
+    );
+}
