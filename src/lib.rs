@@ -14,6 +14,7 @@ pub mod juju;
 pub mod keys;
 pub mod postgres;
 pub mod proxy;
+pub mod readiness;
 pub mod roles;
 pub mod service;
 pub mod storage_coordinator;

@@ -11,6 +11,8 @@ use super::*;
 
 const WEB: &str = "concourse-server";
 const WORKER: &str = "concourse-worker";
+/// A worker restart: landed through its unit's stop, then started.
+const WORKER_RESTART: [&str; 2] = ["stop concourse-worker", "start concourse-worker"];
 
 /// A ready `mode=all` leader with PostgreSQL: web and worker both run.
 fn all_in_one() -> Unit {
@@ -47,7 +49,7 @@ fn runtime_options_reach_the_worker_and_restart_only_it() {
     assert_eq!(env["CONCOURSE_CONTAINERD_DNS_SERVER"], "10.1.0.2,fd42::53");
     assert_eq!(env["CONCOURSE_CONTAINERD_DNS_PROXY_ENABLE"], "true");
     assert_eq!(env["CONCOURSE_CONTAINERD_MAX_CONTAINERS"], "0");
-    assert_eq!(u.touched(mark, WORKER), ["restart concourse-worker"]);
+    assert_eq!(u.touched(mark, WORKER), WORKER_RESTART);
     assert!(
         u.touched(mark, WEB).is_empty(),
         "{:?}",
@@ -118,7 +120,7 @@ fn the_model_s_proxies_reach_the_worker_and_options_override_them() {
     let env = u.env(WORKER_ENV);
     assert_eq!(env["https_proxy"], "http://user:pw@mine.internal:8080");
     assert_eq!(env["http_proxy"], "http://squid.internal:3128");
-    assert_eq!(u.touched(mark, WORKER), ["restart concourse-worker"]);
+    assert_eq!(u.touched(mark, WORKER), WORKER_RESTART);
     assert!(u.touched(mark, WEB).is_empty());
     assert!(u.logs.lines().iter().all(|l| !l.contains("user:pw")));
 
@@ -128,7 +130,7 @@ fn the_model_s_proxies_reach_the_worker_and_options_override_them() {
     u.model.set_config(&[("https-proxy", json!(""))]);
     u.ok("config-changed");
     assert!(!u.env(WORKER_ENV).keys().any(|k| k.ends_with("_proxy")));
-    assert_eq!(u.touched(mark, WORKER), ["restart concourse-worker"]);
+    assert_eq!(u.touched(mark, WORKER), WORKER_RESTART);
     assert!(u.touched(mark, WEB).is_empty());
     // nothing changes: nothing restarts
     let mark = u.mark();
