@@ -10,11 +10,14 @@
 mod actions;
 mod config;
 mod faults;
+mod metrics;
 mod postgres;
 mod restarts;
 mod roles;
+mod runtime;
 mod teardown;
 mod tidy;
+mod tls;
 mod trust;
 mod upgrade;
 mod web;
