@@ -12,7 +12,9 @@
 //! and holds the unit's other hooks meanwhile.
 
 pub mod actions;
+pub mod certificates;
 pub mod failure;
+pub mod observe;
 pub mod peers;
 pub mod release;
 pub mod settled;
@@ -119,14 +121,14 @@ fn run_action(juju: &Juju, host: &Host, name: &str) -> Result<(), CharmError> {
 
 /// Unit removal: retire the worker (so Concourse forgets it) and stop web.
 fn teardown(juju: &Juju, host: &Host) -> Result<(), CharmError> {
-    let timeout = juju
+    let ready = juju
         .config()
         .ok()
         .and_then(|c| CharmConfig::from_map(&c).ok())
-        .map(|c| c.drain_timeout)
-        .unwrap_or(std::time::Duration::from_secs(3600));
+        .map(|c| crate::worker::ReadyWait::from_config(&c))
+        .unwrap_or_default();
     juju.status_set(&msg::RETIRING.status(), false)?;
-    if let Err(e) = crate::worker::remove(host, timeout) {
+    if let Err(e) = crate::worker::remove(host, ready) {
         warn!("retiring the worker: {}", crate::error_chain(&e));
     }
     crate::web::remove(host)?;
@@ -195,6 +197,10 @@ fn reconcile(juju: &Juju, host: &Host) -> Result<(), CharmError> {
             upgrading::publish_progress(juju, &config, &mut peers);
         }
         upgrading::report_progress(juju, &config, &peers, leader, &mut reports);
+    }
+    observe::publish(juju, &config, leader, roles.unwrap_or_default())?;
+    if let Some(roles) = roles {
+        certificates::withdraw_unless_web(juju, host, roles)?;
     }
     peers.flush(juju)?;
     let unit_status = reports.pick();
@@ -272,7 +278,7 @@ impl Ending<'_> {
         if !services.iter().all(|s| host.services.is_active(s)) {
             return Ok(None);
         }
-        let recheck_at = match (&self.config.version, self.leader) {
+        let latest_due = match (&self.config.version, self.leader) {
             (None, true) => {
                 let state = vol.read_unit_state(juju.unit_name()).ok().flatten();
                 let Some(cache) = state.and_then(|s| s.latest) else {
@@ -282,6 +288,10 @@ impl Ending<'_> {
             }
             _ => None,
         };
+        let Ok(certificate_due) = settled::certificate_due(host) else {
+            return Ok(None);
+        };
+        let recheck_at = latest_due.into_iter().chain(certificate_due).min();
         let key_dirs: Vec<std::path::PathBuf> = [
             (roles.web, crate::web::keys_dir()),
             (roles.worker, crate::worker::keys_dir()),
@@ -378,7 +388,7 @@ impl UnitRun<'_> {
         role.apply(peers, &r, reports)?;
         let switched = outcome.switched.is_some();
         if let Some(switch) = outcome.switched {
-            let back = upgrading::verify_switch(juju, host, vol, peers, roles, &r, switch)?;
+            let back = upgrading::verify_switch(juju, host, config, vol, peers, roles, &r, switch)?;
             if let Some(back) = back {
                 // back to the previous release: restart the roles on it
                 role.apply(peers, &back, &mut Reports::default())?;

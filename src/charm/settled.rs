@@ -4,13 +4,13 @@
 //!
 //! Owns: `/var/lib/concourse-ci/settled.json` (0600): a hash of the inputs the reconcile
 //! acted on (the charm build, the configuration, leadership), the volume and the release
-//! the unit runs, the services it left running, when the leader's next latest-release
-//! lookup is due.
+//! the unit runs, the services it left running, the digests of its key files, and when
+//! the leader's next latest-release lookup or the renewal of web's certificate is due.
 //! Invariants: the record is removed before any other hook or a full reconcile does
 //! anything, and written only at the end of a successful full reconcile that left the
 //! unit active with nothing pending (idle upgrade, tidy volume, every role's service
-//! running from the release the pointer targets). A killed or failed hook therefore leaves no record, and its retry (or the
-//! next `update-status`) reconciles in full.
+//! running from the release the pointer targets). A killed or failed hook therefore
+//! leaves no record, and its retry (or the next `update-status`) reconciles in full.
 //! Hazards: the check is level-triggered: it compares what runs with what the record says
 //! should run (pointer, services and the binaries they were started with), never "what
 //! changed"; Juju runs a hook for every change of configuration, relation data, secrets,
@@ -60,7 +60,8 @@ pub struct Settled {
     /// checks keys before use; a changed key file needs it).
     pub key_dirs: Vec<PathBuf>,
     pub keys: BTreeMap<String, String>,
-    /// Unix time (this unit's clock) of the leader's next latest-release lookup.
+    /// Unix time (this unit's clock) of the leader's next latest-release lookup or of the
+    /// renewal of web's certificate, whichever comes first.
     #[serde(default)]
     pub recheck_at: Option<u64>,
 }
@@ -199,4 +200,20 @@ pub fn key_digests(host: &Host, dirs: &[PathBuf]) -> BTreeMap<String, String> {
         }
     }
     out
+}
+
+/// When the certificate web serves is due for renewal (unix seconds; `Ok(None)`: none
+/// is served), so that `update-status` renews it then; `Err` when it cannot be read.
+pub fn certificate_due(host: &Host) -> Result<Option<u64>, ()> {
+    let path = host.paths.local(super::certificates::cert_path());
+    let pem = match std::fs::read_to_string(&path) {
+        Ok(p) => p,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(_) => return Err(()),
+    };
+    let c = crate::tls::cert_info(&pem).ok_or(())?;
+    let life = (c.not_after - c.not_before).max(0);
+    Ok(Some(
+        u64::try_from(c.not_before + life * 9 / 10).unwrap_or(0),
+    ))
 }

@@ -124,6 +124,16 @@ pub fn drop_other_roles(
     // our bag the ports may still be open (a hook that removed the unit file can still fail).
     let was_web = peers.me.contains_key(peers::TSA_HOST) || peers.me.contains_key(peers::WEB_IP);
     if !roles.web && (was_web || installed(web::SERVICE)) {
+        if roles.worker && host.services.is_active(worker::SERVICE) {
+            // Its worker is registered with this web's TSA (mode=all): it lands while
+            // that TSA still runs; afterwards it could not.
+            info!("landing the worker before its TSA (this unit's web) goes");
+            worker::drain(
+                host,
+                worker::Drain::Land,
+                worker::ReadyWait::from_config(config),
+            )?;
+        }
         info!("this unit no longer runs web: stopping and removing it");
         for p in juju.opened_ports()? {
             if let Some((port, proto)) = p.split_once('/') {
@@ -142,7 +152,7 @@ pub fn drop_other_roles(
     if !roles.worker {
         if installed(worker::SERVICE) {
             info!("this unit no longer runs a worker: retiring it");
-            if let Err(e) = worker::remove(host, config.drain_timeout) {
+            if let Err(e) = worker::remove(host, worker::ReadyWait::from_config(config)) {
                 warn!("retiring the worker: {}", crate::error_chain(&e));
             }
         }
@@ -187,7 +197,10 @@ pub fn web_role(
             }
         }
     }
-    open_ports(juju, config.web_port)?;
+    let tls = super::certificates::web_tls(juju, host, config, owner, reports)?;
+    let mut extra_ports = super::observe::metrics_ports(juju, config)?;
+    extra_ports.extend(tls.as_ref().map(|_| config.tls_port));
+    open_ports(juju, config.web_port, &extra_ports)?;
 
     let db = match db_info(juju)? {
         Ok(db) => db,
@@ -201,19 +214,29 @@ pub fn web_role(
         reports.push(msg::WAITING_FOR_ADMIN_PASSWORD.status());
         return Ok(());
     };
-    let external_url = config
-        .external_url
-        .clone()
-        .unwrap_or_else(|| crate::config::http_url(&address, config.web_port));
-    let env = web::env(&web::WebInputs {
+    let external_url = config.external_url.clone().unwrap_or_else(|| match &tls {
+        Some(_) => format!(
+            "https://{}",
+            crate::config::host_port(&address, config.tls_port)
+        ),
+        None => crate::config::http_url(&address, config.web_port),
+    });
+    let mut env = web::env(&web::WebInputs {
         config,
         external_url: &external_url,
         db: &db,
         admin_password: &password,
     });
+    env.extend(web::tls_env(tls.as_ref(), config.tls_port));
+    env.extend(web::placement_env(&config.placement));
+    env.extend(web::metrics_env(
+        super::observe::metrics_bind(juju, &address)?.as_deref(),
+        config.metrics_port,
+    ));
     let keys_text = keys::authorized_keys_text(worker_keys.iter().map(String::as_str));
     let spec = web::unit(config, &release::current_link());
-    let applied = web::apply(host, &env, &keys_text, &spec, owner)?;
+    let observable = crate::readiness::observable(config.log_level);
+    let applied = web::apply(host, &env, &keys_text, &spec, owner, observable)?;
     if applied != Applied::default() {
         info!("web service: {applied:?}");
     }
@@ -241,9 +264,10 @@ fn stop_web_if_running(host: &Host) -> Result<(), CharmError> {
     Ok(())
 }
 
-/// Opens the web and TSA ports and closes other TCP ports this unit opened.
-fn open_ports(juju: &Juju, web_port: u16) -> Result<(), CharmError> {
-    let wanted = [web_port, web::TSA_PORT];
+/// Opens the web and TSA ports (and `extra`) and closes other TCP ports this unit opened.
+fn open_ports(juju: &Juju, web_port: u16, extra: &[u16]) -> Result<(), CharmError> {
+    let mut wanted = vec![web_port, web::TSA_PORT];
+    wanted.extend_from_slice(extra);
     let opened = juju.opened_ports()?;
     for p in &opened {
         if let Some(port) = p.strip_suffix("/tcp").and_then(|n| n.parse::<u16>().ok()) {
@@ -323,9 +347,14 @@ pub fn worker_role(
         });
         return Ok(());
     };
-    let env = worker::env(config, juju.unit_name(), &tsa_host);
+    let mut env = worker::env(config, juju.unit_name(), &tsa_host);
+    env.extend(crate::proxy::worker_env(&crate::proxy::effective(
+        &juju.context().proxies,
+        &config.proxy,
+    )));
     let spec = worker::unit(config, &release::current_link());
-    let applied = worker::apply(host, &env, &tsa_key, &spec)?;
+    let ready = worker::ReadyWait::from_config(config);
+    let applied = worker::apply(host, &env, &tsa_key, &spec, ready)?;
     if applied != Applied::default() {
         info!("worker service: {applied:?}");
     }

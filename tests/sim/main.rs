@@ -6,8 +6,10 @@
 //! (multicall): `main` hands over to them before running any test.
 
 mod common;
+mod drain;
 mod faults;
 mod lifecycle;
+mod observe;
 mod roles;
 mod storage;
 mod upgrade;
@@ -16,11 +18,14 @@ use libtest_mimic::{Arguments, Trial};
 
 fn main() {
     juju_sim::multicall::register("systemctl", fake_systemd::main);
+    juju_sim::multicall::register("journalctl", fake_systemd::journalctl::main);
     juju_sim::multicall::run_if_tool();
     let args = Arguments::from_args();
     let mut trials: Vec<Trial> = Vec::new();
     trials.extend(common::trials());
+    trials.extend(drain::trials());
     trials.extend(lifecycle::trials());
+    trials.extend(observe::trials());
     trials.extend(roles::trials());
     trials.extend(storage::trials());
     trials.extend(upgrade::trials());

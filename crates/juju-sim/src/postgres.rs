@@ -7,6 +7,13 @@
 //! `password`, `uris`) granted to the relation, or as plain `username`, `password`, `uris`
 //! fields.
 //!
+//! With [`PostgresOptions::data_dir`] the database is *played*: the directory (visible at the
+//! same path in every unit, e.g. under the model's run directory) stands for the server, the
+//! way libpq and pgx read a host starting with `/` as a Unix socket directory. The provider
+//! creates it with the socket file `.s.PGSQL.<port>` and answers with it as the endpoint's
+//! host; the fake `concourse` keeps its migration history there, shared by every unit
+//! (`release_fixtures::fake_concourse`). Removing the socket file takes the database down.
+//!
 //! Invariants: it answers a relation once (then only when the test rotates the password); by
 //! default only after the requirer's app databag names a `database`, like the real charm.
 
@@ -36,6 +43,35 @@ pub struct PostgresOptions {
     pub username: String,
     pub password: String,
     pub version: String,
+    /// Play the database in this directory (see the module docs); `None`: answer with
+    /// `host`, a server nobody runs.
+    pub data_dir: Option<std::path::PathBuf>,
+}
+
+impl PostgresOptions {
+    /// The host the provider answers with: the played database's directory, or `host`.
+    pub fn endpoint_host(&self) -> String {
+        match &self.data_dir {
+            Some(d) => d.display().to_string(),
+            None => self.host.clone(),
+        }
+    }
+
+    /// Creates the played database's directory (world-writable and sticky, like `/tmp`:
+    /// web runs as its own user) and its socket file.
+    pub fn prepare(&self) -> std::io::Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        let Some(dir) = &self.data_dir else {
+            return Ok(());
+        };
+        std::fs::create_dir_all(dir)?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o1777))?;
+        let socket = dir.join(format!(".s.PGSQL.{}", self.port));
+        if !socket.exists() {
+            std::fs::write(socket, "")?;
+        }
+        Ok(())
+    }
 }
 
 impl Default for PostgresOptions {
@@ -49,6 +85,7 @@ impl Default for PostgresOptions {
             username: "relation_id_user".into(),
             password: "s3cr3t-pw".into(),
             version: "16.6".into(),
+            data_dir: None,
         }
     }
 }
@@ -61,7 +98,10 @@ fn credentials(o: &PostgresOptions, db: &str) -> Data {
             "uris",
             format!(
                 "postgresql://{}:{}@{}:{}/{db}",
-                o.username, o.password, o.host, o.port
+                o.username,
+                o.password,
+                o.endpoint_host(),
+                o.port
             ),
         ),
     ]
@@ -75,10 +115,9 @@ pub fn react(w: &mut World) {
     let scripted: Vec<(String, PostgresOptions)> = w
         .apps
         .values()
-        .filter_map(|a| {
-            a.scripted
-                .as_ref()
-                .map(|Scripted::Postgres(o)| (a.name.clone(), o.clone()))
+        .filter_map(|a| match &a.scripted {
+            Some(Scripted::Postgres(o)) => Some((a.name.clone(), o.clone())),
+            _ => None,
         })
         .collect();
     for (app, opts) in scripted {
@@ -100,12 +139,13 @@ pub fn react(w: &mut World) {
                 (None, None) if opts.answer_without_request => "postgres".into(),
                 (None, None) => continue,
             };
+            if opts.prepare().is_err() {
+                continue;
+            }
+            let host = opts.endpoint_host();
             let mut data: Data = [
-                ("endpoints", format!("{}:{}", opts.host, opts.port)),
-                (
-                    "read-only-endpoints",
-                    format!("{}:{}", opts.host, opts.port),
-                ),
+                ("endpoints", format!("{host}:{}", opts.port)),
+                ("read-only-endpoints", format!("{host}:{}", opts.port)),
                 ("database", db.clone()),
                 ("version", opts.version.clone()),
             ]

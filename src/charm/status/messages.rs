@@ -213,6 +213,7 @@ pub const UPGRADE_SWITCHING_WEB: Message = maintenance("Upgrading to v{version}:
 pub const UPGRADE_SWITCHING_WORKERS: Message =
     maintenance("Upgrading to v{version}: waiting for {n} of {m} workers");
 pub const DRAINING_FOR_UPGRADE: Message = maintenance("Draining worker for upgrade to v{version}");
+pub const WEB_HELD: Message = blocked("Web stays on v{version}: {reason}");
 pub const ROLLBACK_SWITCHING_WEB: Message =
     maintenance("Rolling back to v{version}: switching web");
 pub const ROLLBACK_SWITCHING_WORKERS: Message =
@@ -336,6 +337,7 @@ pub const ALL: &[Message] = &[
     UPGRADE_SWITCHING_WEB,
     UPGRADE_SWITCHING_WORKERS,
     DRAINING_FOR_UPGRADE,
+    WEB_HELD,
     ROLLBACK_SWITCHING_WEB,
     ROLLBACK_SWITCHING_WORKERS,
     APP_UPGRADING,
@@ -368,7 +370,20 @@ pub const ALL: &[Message] = &[
     VOLUME_ROOT_SQUASHED,
     VOLUME_FOREIGN_OWNER,
     VOLUME_WRITABLE_BY_OTHERS,
+    TLS_WAITING_FOR_CERTIFICATE,
+    TLS_EXTERNAL_URL_NOT_HTTPS,
+    TLS_PORT_IS_WEB_PORT,
 ];
+
+// ----- Observability and TLS (notes on the active status) -----
+pub const TLS_WAITING_FOR_CERTIFICATE: Message =
+    active("waiting for a TLS certificate from {app}; web serves http until it arrives");
+pub const TLS_PORT_IS_WEB_PORT: Message = active(
+    "a TLS certificate is ready but tls-port {port} is web-port too: set another tls-port to serve it",
+);
+pub const TLS_EXTERNAL_URL_NOT_HTTPS: Message = active(
+    "a TLS certificate is ready but external-url is not https: set an https external-url to serve it",
+);
 
 /// The entry a status (`kind` as `status-set` spells it) is an instance of. When several
 /// match, the one with the most literal text.
