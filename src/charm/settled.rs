@@ -204,7 +204,7 @@ pub fn key_digests(host: &Host, dirs: &[PathBuf]) -> BTreeMap<String, String> {
 
 /// When the certificate web serves is due for renewal (unix seconds; `Ok(None)`: none
 /// is served), so that `update-status` renews it then; `Err` when it cannot be read.
-pub fn certificate_due(host: &Host) -> Result<Option<u64>, ()> {
+pub(super) fn certificate_due(host: &Host) -> Result<Option<u64>, ()> {
     let path = host.paths.local(super::certificates::cert_path());
     let pem = match std::fs::read_to_string(&path) {
         Ok(p) => p,
