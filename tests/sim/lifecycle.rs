@@ -65,8 +65,8 @@ fn settled_units() -> TestResult {
 }
 
 /// The most hook-tool calls one hook of a 3-unit deploy with PostgreSQL may make
-/// (measured: 33).
-const BUDGET_DEPLOY: usize = 36;
+/// (measured: 33, 36 with the COS, TLS and proxy reads of issue 15).
+const BUDGET_DEPLOY: usize = 40;
 
 fn three_units() -> TestResult {
     let server = release_server(&[(V1, Variant::Normal)])?;
