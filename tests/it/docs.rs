@@ -149,6 +149,7 @@ const OUTSIDE_NAMES: &[&str] = &[
     "status-set",
     "relation-get",
     "relation-list",
+    "relation-ids",
     "goal-state",
     "application-version-set",
     "bench-hook",
