@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::config::{CharmConfig, Secret};
-use crate::host::{Host, KeyKind, Owner, ProvisionError};
+use crate::host::{Host, Owner, ProvisionError};
 use crate::keys::{self, KeyError};
 use crate::postgres::DbInfo;
 use crate::service::{
@@ -55,6 +55,8 @@ pub fn authorized_worker_keys() -> PathBuf {
 pub struct WebInputs<'a> {
     pub config: &'a CharmConfig,
     pub external_url: &'a str,
+    /// This unit's address, for the other web units (`CONCOURSE_PEER_ADDRESS`).
+    pub peer_address: &'a str,
     pub db: &'a DbInfo,
     pub admin_password: &'a Secret,
 }
@@ -69,6 +71,9 @@ pub fn env(i: &WebInputs) -> BTreeMap<String, String> {
     set("CONCOURSE_BIND_PORT", c.web_port.to_string());
     set("CONCOURSE_LOG_LEVEL", c.log_level.as_str().into());
     set("CONCOURSE_EXTERNAL_URL", i.external_url.into());
+    // Other web nodes reach this one here for forwarded worker connections
+    // (cmd/concourse/web.go, --peer-address; the default 127.0.0.1 only works alone).
+    set("CONCOURSE_PEER_ADDRESS", i.peer_address.into());
     set("CONCOURSE_TSA_BIND_PORT", TSA_PORT.to_string());
     set(
         "CONCOURSE_TSA_HOST_KEY",
@@ -124,30 +129,26 @@ pub fn unit(config: &CharmConfig, current: &Path) -> UnitSpec {
     }
 }
 
-/// Creates the service user and the web keys (TSA host key, session signing key) if
-/// missing, with the release's `concourse` at `concourse` (a local path); returns the
-/// owner of the files web reads (root, with the service user's group) and the TSA's
-/// public key.
-pub fn ensure_keys(host: &Host, concourse: &Path) -> Result<(Owner, String), WebError> {
+/// Creates the service user and writes the web keys every web unit shares (TSA host
+/// key, session signing key) when they differ; returns the owner of the files web reads
+/// (root, with the service user's group).
+pub fn install_keys(host: &Host, shared: &keys::WebKeys) -> Result<Owner, WebError> {
     let service = host.provisioner.ensure_user(USER, Path::new(HOME))?;
     // Root's files, readable by the service's group (see crate::keys).
     let owner = (host.provisioner.charm_owner().0, service.1);
-    keys::ensure_key(
-        host,
-        concourse,
-        KeyKind::Ssh,
+    shared.install(
+        &host.paths,
+        host.provisioner.as_ref(),
         &tsa_host_key(),
-        Some(owner.1),
-    )?;
-    keys::ensure_key(
-        host,
-        concourse,
-        KeyKind::Rsa,
         &session_signing_key(),
-        Some(owner.1),
+        owner.1,
     )?;
-    let tsa_pub = keys::public_key_of(host, &tsa_host_key())?;
-    Ok((owner, tsa_pub))
+    Ok(owner)
+}
+
+/// The keys a web unit generated for itself before they were shared (an older charm).
+pub fn local_keys(host: &Host) -> Option<keys::WebKeys> {
+    keys::WebKeys::from_files(&host.paths, &tsa_host_key(), &session_signing_key())
 }
 
 /// Writes the env file and the authorized worker keys, then (re)starts web, or reloads
@@ -220,6 +221,7 @@ mod tests {
         let e = env(&WebInputs {
             config: &c,
             external_url: "http://10.0.0.5:8080",
+            peer_address: "10.0.0.5",
             db: &db,
             admin_password: &pw,
         });
@@ -228,6 +230,7 @@ mod tests {
         assert_eq!(e["CONCOURSE_ADD_LOCAL_USER"], "admin:admin-pw");
         assert_eq!(e["CONCOURSE_EXTERNAL_URL"], "http://10.0.0.5:8080");
         assert_eq!(e["CONCOURSE_BIND_PORT"], "8080");
+        assert_eq!(e["CONCOURSE_PEER_ADDRESS"], "10.0.0.5");
         assert_eq!(e["CONCOURSE_LOG_LEVEL"], "info");
     }
 

@@ -20,9 +20,9 @@ use super::status::{messages as msg, Reports};
 use super::CharmError;
 use crate::config::{CharmConfig, Mode, Secret};
 use crate::host::Host;
-use crate::juju::client::SecretRef;
+use crate::juju::client::{SecretOwner, SecretRef};
 use crate::juju::event::RelationHook;
-use crate::juju::{Bag, Event, Juju, RelationRef, Status};
+use crate::juju::{Bag, Event, FailureKind, Juju, RelationRef, Status};
 use crate::keys;
 use crate::postgres::{self, DbInfo, DbMissing};
 use crate::roles::Roles;
@@ -151,6 +151,78 @@ pub fn drop_other_roles(
     Ok(())
 }
 
+/// Peer app key: id of the app-owned secret holding the web keys every web unit shares.
+pub const WEB_KEYS_SECRET: &str = "web-keys-secret";
+/// The label of that secret (the leader's own name for it).
+pub const WEB_KEYS_LABEL: &str = "web-keys";
+
+/// The web keys every web unit shares, from the app secret the leader creates: seeded
+/// from this unit's own keys when it ran web before they were shared (its workers keep
+/// trusting it), else generated with the release's `concourse`. `None` on a non-leader
+/// until the leader has created the secret. A secret that disappeared or holds no valid
+/// keys is replaced by the leader.
+pub fn shared_web_keys(
+    juju: &Juju,
+    host: &Host,
+    peers: &mut Peers,
+    running: &Running,
+) -> Result<Option<keys::WebKeys>, CharmError> {
+    let leader = juju.is_leader()?;
+    if let Some(id) = peers.app_value(WEB_KEYS_SECRET) {
+        // Never rotated (a new secret replaces one without valid keys): the revision
+        // this unit tracks is the one; a secret created earlier in this hook is read
+        // from the client's cache.
+        match juju.secret_get(&SecretRef::Id(id.to_string()), false) {
+            Ok(content) => match keys::WebKeys::from_content(&content) {
+                Some(k) => return Ok(Some(k)),
+                None => warn!("the web keys secret {id} holds no valid keys"),
+            },
+            Err(e) if leader && e.is(FailureKind::NotFound) => {
+                warn!("the web keys secret {id} is gone: creating another")
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    // Without the peer relation the secret's id could not be recorded.
+    if !leader || peers.rel.is_none() {
+        return Ok(None);
+    }
+    // A secret an earlier hook created but whose id did not reach the app data.
+    let labelled = juju.secret_info(&SecretRef::Label(WEB_KEYS_LABEL.into()))?;
+    if let Some((id, _)) = &labelled {
+        // secret-info-get names the secret by its bare id
+        let id = match id.starts_with("secret:") {
+            true => id.clone(),
+            false => format!("secret:{id}"),
+        };
+        let content = juju.secret_get(&SecretRef::Id(id.clone()), false)?;
+        if let Some(k) = keys::WebKeys::from_content(&content) {
+            peers.write_app(&bag([(WEB_KEYS_SECRET, id.as_str())]));
+            return Ok(Some(k));
+        }
+    }
+    let shared = match web::local_keys(host) {
+        Some(k) => k,
+        None => keys::WebKeys::generate(
+            &host.paths,
+            host.provisioner.as_ref(),
+            &running.concourse_bin(host),
+            std::path::Path::new(release::LOCAL_DIR),
+        )
+        .map_err(web::WebError::from)?,
+    };
+    let id = juju.secret_add(
+        &shared.content(),
+        // the label is taken by a secret without valid keys: the new one goes without
+        labelled.is_none().then_some(WEB_KEYS_LABEL),
+        SecretOwner::Application,
+        Some("Concourse TSA host key and session signing key, shared by every web unit"),
+    )?;
+    info!("created the web keys secret {id}");
+    peers.write_app(&bag([(WEB_KEYS_SECRET, id.as_str())]));
+    Ok(Some(shared))
+}
+
 /// Runs (or keeps running) the web role.
 pub fn web_role(
     juju: &Juju,
@@ -160,7 +232,12 @@ pub fn web_role(
     running: &Running,
     reports: &mut Reports,
 ) -> Result<(), CharmError> {
-    let (owner, tsa_pub) = web::ensure_keys(host, &running.concourse_bin(host))?;
+    let Some(shared) = shared_web_keys(juju, host, peers, running)? else {
+        reports.push(msg::WAITING_FOR_WEB_KEYS.status());
+        return Ok(());
+    };
+    let owner = web::install_keys(host, &shared)?;
+    let tsa_pub = shared.tsa_public_key;
     let address = unit_address(juju)?;
     let tsa_host = crate::config::host_port(&address, web::TSA_PORT);
     let publish = bag([
@@ -208,6 +285,7 @@ pub fn web_role(
     let env = web::env(&web::WebInputs {
         config,
         external_url: &external_url,
+        peer_address: &address,
         db: &db,
         admin_password: &password,
     });
@@ -260,45 +338,63 @@ fn open_ports(juju: &Juju, web_port: u16) -> Result<(), CharmError> {
     Ok(())
 }
 
-/// Where this worker finds its TSA: (host:port, public key), if known yet.
-fn find_tsa(
-    juju: &Juju,
-    host: &Host,
-    config: &CharmConfig,
-    peers: &Peers,
-) -> Result<Option<(String, String)>, CharmError> {
-    let from_bag =
-        |b: &crate::juju::Databag| match (b.get(peers::TSA_HOST), b.get(peers::TSA_PUBLIC_KEY)) {
-            (Some(h), Some(k)) if !h.is_empty() && keys::is_public_key(k) => {
-                Some((h.clone(), k.clone()))
+/// Every TSA a worker can register with: each web unit's `host:port`, and the public
+/// keys those TSAs present (one in the normal case, since web units share their keys).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Tsas {
+    pub hosts: Vec<String>,
+    pub keys: Vec<String>,
+}
+
+impl Tsas {
+    fn add(&mut self, b: &crate::juju::Databag) {
+        if let (Some(h), Some(k)) = (b.get(peers::TSA_HOST), b.get(peers::TSA_PUBLIC_KEY)) {
+            if !h.is_empty() && !h.contains([',', '\n']) && keys::is_public_key(k) {
+                self.hosts.push(h.clone());
+                self.keys.push(k.trim().to_string());
             }
-            _ => None,
-        };
-    Ok(match config.mode {
-        Mode::All => keys::public_key_of(host, &web::tsa_host_key())
-            .ok()
-            .map(|k| (format!("127.0.0.1:{}", web::TSA_PORT), k)),
-        Mode::Auto => peers
-            .app_value(peers::WEB_UNIT)
-            .and_then(|w| peers.others.get(w))
-            .and_then(from_bag),
+        }
+    }
+
+    /// Sorted and unique, so the worker's files do not change with the reading order.
+    fn tidy(mut self) -> Option<Tsas> {
+        for v in [&mut self.hosts, &mut self.keys] {
+            v.sort();
+            v.dedup();
+        }
+        (!self.hosts.is_empty()).then_some(self)
+    }
+}
+
+/// Where this worker finds its TSAs, if known yet: every web unit of the application
+/// (`all`: every unit; `auto`: the web unit) or of the related web applications
+/// (`worker`). Concourse's worker takes a list (`CONCOURSE_TSA_HOST`, worker/tsa_config.go)
+/// and registers through any of them; its public key file may hold several keys.
+fn find_tsa(juju: &Juju, config: &CharmConfig, peers: &Peers) -> Result<Option<Tsas>, CharmError> {
+    let mut t = Tsas::default();
+    match config.mode {
+        Mode::All => {
+            t.add(&peers.me);
+            peers.others.values().for_each(|b| t.add(b));
+        }
+        Mode::Auto => {
+            if let Some(b) = peers
+                .app_value(peers::WEB_UNIT)
+                .and_then(|w| peers.others.get(w))
+            {
+                t.add(b);
+            }
+        }
         Mode::Worker => {
-            let mut found = None;
             for rel in live_relations(juju, FLIGHT_ENDPOINT)? {
                 for u in juju.relation_list(&rel)? {
-                    if let Some(t) = from_bag(&juju.relation_get(&rel, &Bag::Unit(u))?) {
-                        found = Some(t);
-                        break;
-                    }
-                }
-                if found.is_some() {
-                    break;
+                    t.add(&juju.relation_get(&rel, &Bag::Unit(u))?);
                 }
             }
-            found
         }
-        Mode::Web => None,
-    })
+        Mode::Web => {}
+    }
+    Ok(t.tidy())
 }
 
 /// Runs (or keeps running) the worker role.
@@ -316,16 +412,20 @@ pub fn worker_role(
     for rel in live_relations(juju, FLIGHT_ENDPOINT)? {
         juju.relation_set(&rel, false, &publish)?;
     }
-    let Some((tsa_host, tsa_key)) = find_tsa(juju, host, config, peers)? else {
+    if config.mode == Mode::Auto && juju.is_leader()? {
+        // The web unit may not be the leader: the leader shares the web keys anyway.
+        shared_web_keys(juju, host, peers, running)?;
+    }
+    let Some(tsas) = find_tsa(juju, config, peers)? else {
         reports.push(match config.mode {
             Mode::Worker => msg::WAITING_FOR_TSA_RELATION.fill(&[juju.app_name()]),
             _ => msg::WAITING_FOR_TSA.status(),
         });
         return Ok(());
     };
-    let env = worker::env(config, juju.unit_name(), &tsa_host);
+    let env = worker::env(config, juju.unit_name(), &tsas.hosts.join(","));
     let spec = worker::unit(config, &release::current_link());
-    let applied = worker::apply(host, &env, &tsa_key, &spec)?;
+    let applied = worker::apply(host, &env, &tsas.keys.join("\n"), &spec)?;
     if applied != Applied::default() {
         info!("worker service: {applied:?}");
     }

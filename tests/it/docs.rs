@@ -176,6 +176,7 @@ fn databag_keys() -> Vec<&'static str> {
         peers::WEB_IP,
         peers::WORKER_PUBLIC_KEY,
         peers::CONCOURSE_VERSION,
+        concourse_ci::charm::workload::WEB_KEYS_SECRET,
         concourse_ci::charm::release::RELEASE_DIGESTS,
         upgrade::K_PHASE,
         upgrade::K_GEN,

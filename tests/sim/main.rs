@@ -10,6 +10,7 @@ mod faults;
 mod lifecycle;
 mod roles;
 mod storage;
+mod teams;
 mod upgrade;
 
 use libtest_mimic::{Arguments, Trial};
@@ -24,6 +25,7 @@ fn main() {
     trials.extend(roles::trials());
     trials.extend(storage::trials());
     trials.extend(upgrade::trials());
+    trials.extend(teams::trials());
     trials.extend(upgrade::bench_trials());
     trials.extend(faults::trials());
     libtest_mimic::run(&args, trials).exit();

@@ -197,6 +197,7 @@ pub const DB_ENDPOINTS_UNPARSABLE: Message =
     waiting("PostgreSQL endpoints {value} cannot be parsed");
 pub const WAITING_FOR_ADMIN_PASSWORD: Message =
     waiting("Waiting for the leader to create the admin password");
+pub const WAITING_FOR_WEB_KEYS: Message = waiting("Waiting for the leader to share the web keys");
 pub const WAITING_FOR_TSA: Message = waiting("Waiting for web unit's TSA key");
 pub const WAITING_FOR_TSA_RELATION: Message =
     waiting("Waiting for web unit's TSA key (juju integrate <web-app>:tsa {app}:flight)");
@@ -327,6 +328,7 @@ pub const ALL: &[Message] = &[
     WAITING_FOR_DB_CREDENTIALS,
     DB_ENDPOINTS_UNPARSABLE,
     WAITING_FOR_ADMIN_PASSWORD,
+    WAITING_FOR_WEB_KEYS,
     WAITING_FOR_TSA,
     WAITING_FOR_TSA_RELATION,
     RETIRING,
