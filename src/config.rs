@@ -108,7 +108,7 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    fn new(
+    pub fn new(
         option: &'static str,
         problem: impl Into<String>,
         fix: impl Into<String>,
@@ -151,6 +151,8 @@ pub struct CharmConfig {
     pub upgrade_max_unavailable: u32,
     pub tags: Vec<String>,
     pub initial_admin_username: String,
+    /// Authentication, credentials, encryption, housekeeping (issue 14; `crate::web_options`).
+    pub web_options: crate::web_options::WebOptions,
 }
 
 /// Parses a Concourse version (`7.14.3`, `8.0.0-rc.1`; callers strip a leading `v`) by
@@ -716,7 +718,13 @@ impl CharmConfig {
             ),
             tags: tags(raw.tag, &mut errs),
             initial_admin_username: initial_admin_username(raw.initial_admin_username, &mut errs),
+            web_options: Default::default(),
         };
+        let mut config = config;
+        match crate::web_options::WebOptions::parse(map, &config.initial_admin_username) {
+            Ok(w) => config.web_options = w,
+            Err(e) => errs.0.extend(e),
+        }
         if errs.0.is_empty() {
             Ok(config)
         } else {
@@ -871,7 +879,7 @@ mod tests {
             .keys()
             .map(|k| k.as_str().unwrap().to_string())
             .collect();
-        assert_eq!(options.len(), 16, "{options:?}");
+        assert_eq!(options.len(), 98, "{options:?}");
         // A wrong type for every option at once: every one is reported, in order.
         let all_wrong: Map<String, Value> =
             options.iter().map(|o| (o.clone(), json!([1]))).collect();

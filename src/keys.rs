@@ -244,6 +244,9 @@ pub fn public_key_of(host: &Host, key: &Path) -> Result<String, KeyError> {
 pub const K_TSA_HOST_KEY: &str = "tsa-host-key";
 pub const K_TSA_PUBLIC_KEY: &str = "tsa-public-key";
 pub const K_SESSION_SIGNING_KEY: &str = "session-signing-key";
+/// The key Concourse encrypts credentials at rest with (`CONCOURSE_ENCRYPTION_KEY`, an
+/// AES key of 16, 24 or 32 bytes: concourse/flag `cipher.go`, `aes.NewCipher`).
+pub const K_ENCRYPTION_KEY: &str = "encryption-key";
 
 /// The TSA host key and session signing key every web unit of the application uses.
 /// Concourse derives its OAuth client secrets from the signing key and rewrites them in
@@ -254,6 +257,28 @@ pub struct WebKeys {
     pub tsa_host_key: Secret,
     pub tsa_public_key: String,
     pub session_signing_key: Secret,
+    pub encryption_key: Secret,
+}
+
+/// A random key of 32 letters and digits (an AES-256 key as Concourse reads it: the
+/// bytes of the string) from the OS CSPRNG.
+pub fn random_encryption_key() -> Result<Secret, KeyError> {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut out = String::with_capacity(32);
+    let mut buf = [0u8; 64];
+    while out.len() < 32 {
+        getrandom::fill(&mut buf).map_err(|e| KeyError::Io {
+            path: PathBuf::from("getrandom"),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        // 248 = 4 * 62: rejection sampling keeps the distribution uniform
+        for b in buf.iter().filter(|b| **b < 248) {
+            if out.len() < 32 {
+                out.push(ALPHABET[*b as usize % ALPHABET.len()] as char);
+            }
+        }
+    }
+    Ok(Secret::new(out))
 }
 
 /// A PEM block (what `generate-key` writes), without NUL bytes.
@@ -267,10 +292,14 @@ impl WebKeys {
         let host = c.get(K_TSA_HOST_KEY).filter(|k| looks_like_pem(k))?;
         let public = c.get(K_TSA_PUBLIC_KEY).map(|k| k.trim())?;
         let session = c.get(K_SESSION_SIGNING_KEY).filter(|k| looks_like_pem(k))?;
+        let encryption = c.get(K_ENCRYPTION_KEY).filter(|k| {
+            matches!(k.len(), 16 | 24 | 32) && !k.contains(',') && !k.chars().any(char::is_control)
+        })?;
         is_public_key(public).then(|| WebKeys {
             tsa_host_key: Secret::new(host.clone()),
             tsa_public_key: public.to_string(),
             session_signing_key: Secret::new(session.clone()),
+            encryption_key: Secret::new(encryption.clone()),
         })
     }
 
@@ -280,6 +309,7 @@ impl WebKeys {
             (K_TSA_HOST_KEY, self.tsa_host_key.expose()),
             (K_TSA_PUBLIC_KEY, self.tsa_public_key.as_str()),
             (K_SESSION_SIGNING_KEY, self.session_signing_key.expose()),
+            (K_ENCRYPTION_KEY, self.encryption_key.expose()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -300,6 +330,10 @@ impl WebKeys {
             (K_TSA_HOST_KEY, read(tsa)?),
             (K_TSA_PUBLIC_KEY, read(&pub_path(tsa))?),
             (K_SESSION_SIGNING_KEY, read(session)?),
+            (
+                K_ENCRYPTION_KEY,
+                random_encryption_key().ok()?.expose().to_string(),
+            ),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
@@ -344,6 +378,10 @@ impl WebKeys {
             (K_TSA_HOST_KEY, read(&tsa)?),
             (K_TSA_PUBLIC_KEY, read(&pub_path(&tsa))?),
             (K_SESSION_SIGNING_KEY, read(&session)?),
+            (
+                K_ENCRYPTION_KEY,
+                random_encryption_key()?.expose().to_string(),
+            ),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))

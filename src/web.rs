@@ -50,6 +50,12 @@ pub fn session_signing_key() -> PathBuf {
 pub fn authorized_worker_keys() -> PathBuf {
     keys_dir().join("authorized_worker_keys")
 }
+/// CA certificates web reads (the PostgreSQL CA, the connectors' and Vault's): root's,
+/// 0644 (certificates are public; only root writes them).
+pub fn ca_dir() -> PathBuf {
+    Path::new("/etc/concourse/ca").to_path_buf()
+}
+pub const PG_CA_FILE: &str = "postgresql-ca.pem";
 
 /// Everything the web env file is made of.
 pub struct WebInputs<'a> {
@@ -92,6 +98,10 @@ pub fn env(i: &WebInputs) -> BTreeMap<String, String> {
     set("CONCOURSE_POSTGRES_DATABASE", i.db.database.clone());
     set("CONCOURSE_POSTGRES_USER", i.db.user.clone());
     set("CONCOURSE_POSTGRES_PASSWORD", i.db.password.expose().into());
+    m.extend(crate::postgres::tls_env(i.db, &ca_dir().join(PG_CA_FILE)));
+    let mut set = |k: &str, v: String| {
+        m.insert(k.to_string(), v);
+    };
     set(
         "CONCOURSE_ADD_LOCAL_USER",
         format!("{}:{}", c.initial_admin_username, i.admin_password.expose()),
@@ -100,6 +110,26 @@ pub fn env(i: &WebInputs) -> BTreeMap<String, String> {
         "CONCOURSE_MAIN_TEAM_LOCAL_USER",
         c.initial_admin_username.clone(),
     );
+    m
+}
+
+/// The web variables of the options of issue 14 (`crate::web_options`), with the values
+/// of the Juju secrets they name, and the encryption key: the operator's
+/// (`encryption-key`) or the one the leader generated in the shared secret.
+pub fn options_env(
+    config: &CharmConfig,
+    secrets: &BTreeMap<&'static str, Secret>,
+    shared: &keys::WebKeys,
+    admin_password: &Secret,
+) -> BTreeMap<String, String> {
+    let mut m = config.web_options.env(
+        secrets,
+        &ca_dir(),
+        &config.initial_admin_username,
+        admin_password,
+    );
+    m.entry("CONCOURSE_ENCRYPTION_KEY".to_string())
+        .or_insert_with(|| shared.encryption_key.expose().to_string());
     m
 }
 
@@ -158,10 +188,11 @@ pub fn apply(
     host: &Host,
     env_vars: &BTreeMap<String, String>,
     authorized_keys: &str,
+    ca_files: &[(String, String)],
     spec: &UnitSpec,
     owner: Owner,
 ) -> Result<Applied, WebError> {
-    let files = [
+    let mut files = vec![
         ManagedFile {
             path: PathBuf::from(ENV_FILE),
             content: render_env(env_vars).into_bytes(),
@@ -177,6 +208,14 @@ pub fn apply(
             on_change: OnChange::Reload,
         },
     ];
+    let root = host.provisioner.charm_owner();
+    files.extend(ca_files.iter().map(|(name, pem)| ManagedFile {
+        path: ca_dir().join(name),
+        content: pem.as_bytes().to_vec(),
+        mode: 0o644,
+        owner: root,
+        on_change: OnChange::Restart,
+    }));
     let keys = [tsa_host_key(), session_signing_key()].map(|path| ReadFile {
         path,
         on_change: OnChange::Restart,
@@ -210,6 +249,7 @@ mod tests {
             database: "concourse".into(),
             user: "relation-5".into(),
             password: Secret::new("db-pw"),
+            tls: None,
         }
     }
 

@@ -88,11 +88,61 @@ pub fn db_info(juju: &Juju) -> Result<Result<DbInfo, DbMissing>, CharmError> {
     let app_bag = juju.relation_get(&rel, &Bag::App(remote_app))?;
     // --refresh: always the provider's latest credentials. Without it secret-get returns
     // the revision this unit tracks, so a rotated password (secret-changed) was never seen.
-    let secret = match app_bag.get("secret-user").filter(|s| !s.is_empty()) {
-        Some(id) => Some(juju.secret_get(&SecretRef::Id(id.clone()), true)?),
-        None => None,
+    let read = |key: &str| -> Result<Option<crate::juju::Databag>, CharmError> {
+        match app_bag.get(key).filter(|s| !s.is_empty()) {
+            Some(id) => Ok(Some(juju.secret_get(&SecretRef::Id(id.clone()), true)?)),
+            None => Ok(None),
+        }
     };
-    Ok(postgres::db_info(&app_bag, secret.as_ref()))
+    let (user, tls) = (read("secret-user")?, read("secret-tls")?);
+    Ok(postgres::db_info(&app_bag, user.as_ref(), tls.as_ref()))
+}
+
+/// The values of the Juju secrets the options name (`secret` options of
+/// `crate::web_options`), read with `--refresh` so that a new revision reaches web (one
+/// restart, through its env file). `Err` is the blocked status saying what to fix.
+fn option_secrets(
+    juju: &Juju,
+    config: &CharmConfig,
+) -> Result<Result<std::collections::BTreeMap<&'static str, Secret>, Status>, CharmError> {
+    let mut out = std::collections::BTreeMap::new();
+    for (option, uri, key) in config.web_options.secrets() {
+        let content = match juju.secret_get(&SecretRef::Id(uri.clone()), true) {
+            Ok(c) => c,
+            Err(e) if e.kind().is_some() => {
+                let why = e.kind().map(|k| k.to_string()).unwrap_or_default();
+                let app = juju.app_name();
+                return Ok(Err(
+                    msg::OPTION_SECRET_UNREADABLE.fill(&[option, &uri, &why, app])
+                ));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let Some(value) = content.get(key).map(|v| v.trim()).filter(|v| !v.is_empty()) else {
+            return Ok(Err(
+                msg::OPTION_SECRET_NO_KEY.fill(&[option, &uri, key, key])
+            ));
+        };
+        let checked = match option {
+            "extra-local-users" => crate::web_options::local_users(value),
+            "encryption-key" | "old-encryption-key" if !matches!(value.len(), 16 | 24 | 32) => {
+                Err("an encryption key is 16, 24 or 32 characters".into())
+            }
+            _ if value.chars().any(char::is_control) => Err("it holds a newline".into()),
+            _ => Ok(value.to_string()),
+        };
+        match checked {
+            Ok(v) => {
+                out.insert(option, Secret::new(v));
+            }
+            Err(problem) => {
+                return Ok(Err(
+                    msg::OPTION_SECRET_INVALID.fill(&[option, &uri, &problem, key])
+                ))
+            }
+        }
+    }
+    Ok(Ok(out))
 }
 
 /// The admin password from the app secret the leader created.
@@ -237,7 +287,7 @@ pub fn web_role(
         return Ok(());
     };
     let owner = web::install_keys(host, &shared)?;
-    let tsa_pub = shared.tsa_public_key;
+    let tsa_pub = shared.tsa_public_key.clone();
     let address = unit_address(juju)?;
     let tsa_host = crate::config::host_port(&address, web::TSA_PORT);
     let publish = bag([
@@ -268,6 +318,12 @@ pub fn web_role(
 
     let db = match db_info(juju)? {
         Ok(db) => db,
+        Err(DbMissing::NoEndpoints) if host.services.is_active(web::SERVICE) => {
+            // No primary for a moment (a failover, data_platform_libs withdraws the key):
+            // web keeps running with its last settings rather than going down with it.
+            reports.push(msg::DB_NO_ENDPOINTS_WEB_RUNNING.status());
+            return Ok(());
+        }
         Err(missing) => {
             stop_web_if_running(host)?;
             reports.push(db_missing(&missing, juju.app_name()));
@@ -282,16 +338,28 @@ pub fn web_role(
         .external_url
         .clone()
         .unwrap_or_else(|| crate::config::http_url(&address, config.web_port));
-    let env = web::env(&web::WebInputs {
+    let secrets = match option_secrets(juju, config)? {
+        Ok(s) => s,
+        Err(status) => {
+            reports.push(status);
+            return Ok(());
+        }
+    };
+    let mut env = web::env(&web::WebInputs {
         config,
         external_url: &external_url,
         peer_address: &address,
         db: &db,
         admin_password: &password,
     });
+    env.extend(web::options_env(config, &secrets, &shared, &password));
+    let mut ca_files = config.web_options.pem_files();
+    if let Some(Some(ca)) = &db.tls {
+        ca_files.push((web::PG_CA_FILE.to_string(), format!("{}\n", ca.trim())));
+    }
     let keys_text = keys::authorized_keys_text(worker_keys.iter().map(String::as_str));
     let spec = web::unit(config, &release::current_link());
-    let applied = web::apply(host, &env, &keys_text, &spec, owner)?;
+    let applied = web::apply(host, &env, &keys_text, &ca_files, &spec, owner)?;
     if applied != Applied::default() {
         info!("web service: {applied:?}");
     }
@@ -423,7 +491,9 @@ pub fn worker_role(
         });
         return Ok(());
     };
-    let env = worker::env(config, juju.unit_name(), &tsas.hosts.join(","));
+    let mut env = worker::env(config, juju.unit_name(), &tsas.hosts.join(","));
+    // the escape hatch, checked against the variables `concourse worker` defines
+    env.extend(config.web_options.extra_worker_env.clone());
     let spec = worker::unit(config, &release::current_link());
     let applied = worker::apply(host, &env, &tsas.keys.join("\n"), &spec)?;
     if applied != Applied::default() {

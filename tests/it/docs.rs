@@ -113,6 +113,15 @@ const OUTSIDE_NAMES: &[&str] = &[
     "juju-http-proxy",
     "juju-https-proxy",
     "update-status-hook-interval",
+    // issue 14: the shared secret's label, relation fields, Concourse and Python-charm names
+    "web-keys",
+    "vault-kv",
+    "tls-ca",
+    "secret-tls",
+    "extra-web-flags",
+    "vault-enable-kv-mount-cache",
+    "volume-locality",
+    "client-secret",
     // Concourse commands and services
     "land-worker",
     "retire-worker",
@@ -274,6 +283,10 @@ impl Charm {
         };
         if is_placeholder(value) {
             return Ok(());
+        }
+        // issue 14's options go together (connectors): each is checked on its own here
+        if let Some(r) = concourse_ci::web_options::check_alone(key, value) {
+            return r.map_err(|e| format!("`{key}={value}` is rejected by the charm: {e}"));
         }
         let mut map = Map::new();
         for (name, (_, default)) in &self.options {

@@ -48,6 +48,7 @@ pub const SHARED_TSA_KEY: &str =
 pub const SHARED_TSA_PUB: &str = "ssh-rsa AAAAB3NzaSharedTsa shared";
 pub const SHARED_SESSION_KEY: &str =
     "-----BEGIN RSA PRIVATE KEY-----\nshared-session\n-----END RSA PRIVATE KEY-----\n";
+pub const SHARED_ENCRYPTION_KEY: &str = "0123456789abcdefSharedEncryption";
 pub const WORKER_UNIT_FILE: &str = "/etc/systemd/system/concourse-worker.service";
 
 /// A release tarball with the real layout whose `bin/concourse` is a shell script that
@@ -367,6 +368,7 @@ impl Unit {
             ("tsa-host-key", SHARED_TSA_KEY),
             ("tsa-public-key", SHARED_TSA_PUB),
             ("session-signing-key", SHARED_SESSION_KEY),
+            ("encryption-key", SHARED_ENCRYPTION_KEY),
         ]);
         self.model
             .set_bag(self.peers, APP, &[("web-keys-secret", &id)]);

@@ -201,3 +201,162 @@ fn all_mode_workers_list_every_units_tsa() {
         "10.1.0.10:2222,10.1.0.11:2222,10.1.0.12:2222"
     );
 }
+
+/// A connector's client secret comes from the Juju secret its option names; a new
+/// revision reaches web with one restart, and an unreadable secret blocks naming the fix.
+#[test]
+fn a_connector_secret_reaches_web_and_its_rotation_restarts_web_once() {
+    let u = Unit::deployed("all");
+    u.add_postgresql("db-pw");
+    let id = u
+        .model
+        .add_foreign_secret(&[("client-secret", "gh-secret-1")]);
+    u.model.set_config(&[
+        ("github-client-id", json!("gh-id")),
+        ("github-client-secret", json!(id)),
+        ("main-team-github-org", json!("acme")),
+    ]);
+    u.ok("config-changed");
+    assert_eq!(u.status().0, "active", "{:?}", u.status());
+    let env = u.env(WEB_ENV);
+    assert_eq!(env["CONCOURSE_GITHUB_CLIENT_ID"], "gh-id");
+    assert_eq!(env["CONCOURSE_GITHUB_CLIENT_SECRET"], "gh-secret-1");
+    assert_eq!(env["CONCOURSE_MAIN_TEAM_GITHUB_ORG"], "acme");
+    assert_eq!(env["CONCOURSE_MAIN_TEAM_LOCAL_USER"], "admin");
+    let mark = u.mark();
+    u.model
+        .rotate_secret(&id, &[("client-secret", "gh-secret-2")]);
+    u.ok("secret-changed");
+    assert_eq!(
+        u.env(WEB_ENV)["CONCOURSE_GITHUB_CLIENT_SECRET"],
+        "gh-secret-2"
+    );
+    assert_eq!(
+        u.touched(mark, "concourse-server").len(),
+        1,
+        "{:?}",
+        u.journal_since(mark)
+    );
+    assert!(u.touched(mark, "concourse-worker").is_empty());
+    assert!(!u.logs.lines().iter().any(|l| l.contains("gh-secret")));
+    // a key missing from the secret: blocked, web keeps what it runs
+    u.model.rotate_secret(&id, &[("token", "x")]);
+    u.ok("secret-changed");
+    assert_eq!(
+        u.status(),
+        (
+            "blocked".into(),
+            format!("the github-client-secret secret {id} has no key client-secret; juju update-secret <secret> client-secret=<value>")
+        )
+    );
+    assert!(u.active("concourse-server"));
+}
+
+#[test]
+fn half_a_connector_is_blocked_naming_the_option() {
+    let u = Unit::deployed("all");
+    u.model.set_config(&[("oidc-client-id", json!("x"))]);
+    u.ok("config-changed");
+    let (kind, message) = u.status();
+    assert_eq!(kind, "blocked");
+    assert!(
+        message.starts_with(
+            "invalid oidc-client-id: the oidc connector also needs oidc-issuer, oidc-client-secret"
+        ),
+        "{message}"
+    );
+}
+
+/// Encryption at rest: the generated key by default, the operator's key and the old key
+/// for a rotation from user secrets.
+#[test]
+fn encryption_keys_come_from_secrets() {
+    let u = Unit::deployed("web");
+    u.add_postgresql("db-pw");
+    let shared = u.app_bag()["web-keys-secret"].clone();
+    let generated = u.model.secret_content(&shared).unwrap()["encryption-key"].clone();
+    assert_eq!(generated.len(), 32);
+    assert_eq!(u.env(WEB_ENV)["CONCOURSE_ENCRYPTION_KEY"], generated);
+    let new = u
+        .model
+        .add_foreign_secret(&[("key", "fedcba9876543210fedcba9876543210")]);
+    let old = u.model.add_foreign_secret(&[("key", generated.as_str())]);
+    u.model.set_config(&[
+        ("encryption-key", json!(new)),
+        ("old-encryption-key", json!(old)),
+    ]);
+    u.ok("config-changed");
+    let env = u.env(WEB_ENV);
+    assert_eq!(
+        env["CONCOURSE_ENCRYPTION_KEY"],
+        "fedcba9876543210fedcba9876543210"
+    );
+    assert_eq!(env["CONCOURSE_OLD_ENCRYPTION_KEY"], generated);
+    let short = u.model.add_foreign_secret(&[("key", "too-short")]);
+    u.model.set_config(&[("encryption-key", json!(short))]);
+    u.ok("config-changed");
+    assert_eq!(u.status().0, "blocked");
+    assert!(u.status().1.contains("16, 24 or 32"), "{:?}", u.status());
+}
+
+/// PostgreSQL with TLS: the CA from `secret-tls` is written root's and readable, web
+/// verifies the server; endpoints withdrawn for a moment do not stop web.
+#[test]
+fn postgresql_tls_and_endpoints_withdrawn_for_a_moment() {
+    let u = Unit::deployed("web");
+    let rel = u.add_postgresql("db-pw");
+    let ca = "-----BEGIN CERTIFICATE-----\nMIIBpgCA\n-----END CERTIFICATE-----";
+    let tls = u
+        .model
+        .add_foreign_secret(&[("tls", "True"), ("tls-ca", ca)]);
+    u.model
+        .set_bag(rel, "postgresql", &[("secret-tls", tls.as_str())]);
+    u.relation_ok(rel, "changed", Some("postgresql/0"));
+    let env = u.env(WEB_ENV);
+    assert_eq!(env["CONCOURSE_POSTGRES_SSLMODE"], "verify-full");
+    let path = "/etc/concourse/ca/postgresql-ca.pem";
+    assert_eq!(env["CONCOURSE_POSTGRES_CA_CERT"], path);
+    assert_eq!(u.read(path).trim(), ca);
+    use std::os::unix::fs::PermissionsExt;
+    let md = std::fs::metadata(u.fake.paths.local(path)).unwrap();
+    assert_eq!(md.permissions().mode() & 0o777, 0o644);
+    // no primary for a moment: web keeps running
+    let mark = u.mark();
+    u.model.set_bag(rel, "postgresql", &[("endpoints", "")]);
+    u.relation_ok(rel, "changed", Some("postgresql/0"));
+    assert_eq!(u.status().0, "waiting");
+    assert!(u.active("concourse-server"));
+    assert!(u.touched(mark, "concourse-server").is_empty());
+    u.model
+        .set_bag(rel, "postgresql", &[("endpoints", "10.1.0.99:5432")]);
+    u.relation_ok(rel, "changed", Some("postgresql/0"));
+    assert_eq!(u.status().0, "active");
+}
+
+#[test]
+fn the_escape_hatch_accepts_a_real_variable_and_blocks_a_typo() {
+    let u = Unit::deployed("all");
+    u.add_postgresql("db-pw");
+    u.model.set_config(&[
+        ("extra-web-env", json!("CONCOURSE_ENABLE_ACROSS_STEP=true")),
+        (
+            "extra-worker-env",
+            json!("CONCOURSE_BAGGAGECLAIM_DRIVER=overlay"),
+        ),
+    ]);
+    u.ok("config-changed");
+    assert_eq!(u.env(WEB_ENV)["CONCOURSE_ENABLE_ACROSS_STEP"], "true");
+    assert_eq!(
+        u.env(WORKER_ENV)["CONCOURSE_BAGGAGECLAIM_DRIVER"],
+        "overlay"
+    );
+    u.model
+        .set_config(&[("extra-web-env", json!("CONCOURSE_ENABLE_ACROSS_STEPS=true"))]);
+    u.ok("config-changed");
+    let (kind, message) = u.status();
+    assert_eq!(kind, "blocked");
+    assert!(
+        message.contains("concourse web defines no CONCOURSE_ENABLE_ACROSS_STEPS"),
+        "{message}"
+    );
+}
