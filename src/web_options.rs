@@ -544,7 +544,12 @@ pub fn check_alone(option: &str, value: &str) -> Option<Result<(), String>> {
         _ => return None,
     };
     let mut errs = Vec::new();
-    parse_extra_env("extra-web-env", command, Some(&v), &mut errs);
+    let name = if command == "web" {
+        "extra-web-env"
+    } else {
+        "extra-worker-env"
+    };
+    parse_extra_env(name, command, Some(&v), &mut errs);
     Some(errs.first().map_or(Ok(()), |e| Err(e.to_string())))
 }
 
@@ -690,10 +695,6 @@ impl WebOptions {
                     format!("add {admin}, set extra-local-users, or map main-team members through a connector"),
                 ));
             }
-        }
-        if self.is_set("old-encryption-key") && !self.is_set("encryption-key") {
-            // Rotating away from the generated key is allowed: the generated key is the
-            // old one then; see docs/auth.md.
         }
         if self.is_set("vault-url")
             && !self.is_set("vault-client-token")

@@ -296,24 +296,7 @@ pub fn web_role(
         (peers::WEB_IP, address.as_str()),
         (peers::CONCOURSE_VERSION, running.version),
     ]);
-    peers.write_me(&publish);
-    let mut worker_keys: Vec<String> = peers
-        .others
-        .values()
-        .chain(std::iter::once(&peers.me))
-        .filter_map(|b| b.get(peers::WORKER_PUBLIC_KEY).cloned())
-        .collect();
-    for rel in live_relations(juju, TSA_ENDPOINT)? {
-        juju.relation_set(&rel, false, &publish)?;
-        for u in juju.relation_list(&rel)? {
-            if let Some(k) = juju
-                .relation_get(&rel, &Bag::Unit(u))?
-                .get(peers::WORKER_PUBLIC_KEY)
-            {
-                worker_keys.push(k.clone());
-            }
-        }
-    }
+    let worker_keys = publish_tsa(juju, peers, &publish)?;
     open_ports(juju, config.web_port)?;
 
     let db = match db_info(juju)? {
@@ -365,6 +348,34 @@ pub fn web_role(
     }
     reports.push(msg::WEB_READY.fill(&[running.version, &external_url]));
     Ok(())
+}
+
+/// Publishes this web unit's TSA (`publish`) on `peers` and every `tsa` relation; returns
+/// the worker keys web authorizes (peers' and related workers').
+fn publish_tsa(
+    juju: &Juju,
+    peers: &mut Peers,
+    publish: &crate::juju::Databag,
+) -> Result<Vec<String>, CharmError> {
+    peers.write_me(publish);
+    let mut worker_keys: Vec<String> = peers
+        .others
+        .values()
+        .chain(std::iter::once(&peers.me))
+        .filter_map(|b| b.get(peers::WORKER_PUBLIC_KEY).cloned())
+        .collect();
+    for rel in live_relations(juju, TSA_ENDPOINT)? {
+        juju.relation_set(&rel, false, publish)?;
+        for u in juju.relation_list(&rel)? {
+            if let Some(k) = juju
+                .relation_get(&rel, &Bag::Unit(u))?
+                .get(peers::WORKER_PUBLIC_KEY)
+            {
+                worker_keys.push(k.clone());
+            }
+        }
+    }
+    Ok(worker_keys)
 }
 
 /// The waiting status for a database that is not usable yet; `app` is this application.

@@ -122,6 +122,7 @@ const OUTSIDE_NAMES: &[&str] = &[
     "vault-enable-kv-mount-cache",
     "volume-locality",
     "client-secret",
+    "verify-full",
     // Concourse commands and services
     "land-worker",
     "retire-worker",
