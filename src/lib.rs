@@ -17,6 +17,7 @@ pub mod roles;
 pub mod service;
 pub mod storage_coordinator;
 pub mod upgrade;
+pub mod vault;
 pub mod web;
 pub mod web_options;
 pub mod worker;

@@ -145,6 +145,84 @@ fn option_secrets(
     Ok(Ok(out))
 }
 
+/// Where this unit keeps its `vault-kv` nonce (stable for the unit's life: Vault keys
+/// its credentials by it).
+const VAULT_NONCE_FILE: &str = "/var/lib/concourse-ci/vault-kv-nonce";
+
+/// This unit's `vault-kv` nonce, made once (32 hex digits from the OS CSPRNG).
+fn vault_nonce(host: &Host) -> Result<String, CharmError> {
+    let path = host.paths.local(VAULT_NONCE_FILE);
+    if let Ok(n) = std::fs::read_to_string(&path) {
+        let n = n.trim();
+        if n.len() == 32 && n.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Ok(n.to_string());
+        }
+    }
+    let mut raw = [0u8; 16];
+    getrandom::fill(&mut raw).map_err(|e| CharmError::Workload(format!("no randomness: {e}")))?;
+    let nonce: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+    crate::fsutil::write_if_changed(&path, nonce.as_bytes(), 0o600, None)
+        .map_err(|e| CharmError::Workload(format!("cannot write {}: {e}", path.display())))?;
+    Ok(nonce)
+}
+
+/// The `vault-kv` relation, requirer side (`crate::vault`): asks for credentials (the
+/// leader the mount suffix, this unit its nonce and subnets) and returns the web
+/// variables and the CA once Vault answered for this unit. Without the relation, or
+/// before the answer, web runs without it.
+fn vault_kv(juju: &Juju, host: &Host) -> Result<Option<VaultAnswer>, CharmError> {
+    let Some(rel) = live_relations(juju, crate::vault::ENDPOINT)?
+        .into_iter()
+        .next()
+    else {
+        return Ok(None);
+    };
+    if juju.is_leader()? {
+        juju.relation_set(
+            &rel,
+            true,
+            &bag([("mount_suffix", crate::vault::MOUNT_SUFFIX)]),
+        )?;
+    }
+    let nonce = vault_nonce(host)?;
+    let net = juju.network_get(crate::vault::ENDPOINT)?;
+    let cidr = net
+        .bind_addresses
+        .first()
+        .and_then(|b| b.addresses.first())
+        .map(|a| a.cidr.as_str());
+    let egress = crate::vault::egress_subnet(&net.egress_subnets, cidr);
+    juju.relation_set(
+        &rel,
+        false,
+        &bag([
+            ("egress_subnet", egress.as_str()),
+            ("nonce", nonce.as_str()),
+        ]),
+    )?;
+    let Some(remote) = juju.relation_remote_app(&rel)? else {
+        return Ok(None);
+    };
+    let app = juju.relation_get(&rel, &Bag::App(remote))?;
+    let Some(kv) = crate::vault::provider_data(&app, &nonce) else {
+        return Ok(None);
+    };
+    let creds = juju.secret_get(&SecretRef::Id(kv.credentials_secret.clone()), true)?;
+    let (Some(role), Some(secret)) = (creds.get("role-id"), creds.get("role-secret-id")) else {
+        warn!("Vault's credentials secret has no role-id/role-secret-id yet");
+        return Ok(None);
+    };
+    let secret = Secret::new(secret.clone());
+    let ca_file = web::ca_dir().join(VAULT_KV_CA_FILE);
+    let env = crate::vault::env(&kv, role, secret.expose(), &ca_file);
+    Ok(Some((env, kv.ca_certificate)))
+}
+
+const VAULT_KV_CA_FILE: &str = "vault-kv-ca.pem";
+
+/// The web variables Vault's answer gives, and its CA certificate.
+type VaultAnswer = (std::collections::BTreeMap<String, String>, String);
+
 /// The admin password from the app secret the leader created.
 pub fn admin_password(juju: &Juju, peers: &Peers) -> Result<Option<Secret>, CharmError> {
     let Some(id) = peers.app_value(peers::ADMIN_SECRET) else {
@@ -335,8 +413,13 @@ pub fn web_role(
         db: &db,
         admin_password: &password,
     });
-    env.extend(web::options_env(config, &secrets, &shared, &password));
     let mut ca_files = config.web_options.pem_files();
+    if let Some((vault_env, ca)) = vault_kv(juju, host)? {
+        // the relation's Vault; the vault-* options, set below, win over it
+        env.extend(vault_env);
+        ca_files.push((VAULT_KV_CA_FILE.to_string(), ca));
+    }
+    env.extend(web::options_env(config, &secrets, &shared, &password));
     if let Some(Some(ca)) = &db.tls {
         ca_files.push((web::PG_CA_FILE.to_string(), format!("{}\n", ca.trim())));
     }

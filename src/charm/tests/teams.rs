@@ -360,3 +360,64 @@ fn the_escape_hatch_accepts_a_real_variable_and_blocks_a_typo() {
         "{message}"
     );
 }
+
+/// `vault-kv` as the Vault charm speaks it: the leader asks for the mount, the unit sends
+/// a stable nonce and its subnets, and once Vault answered for that nonce web logs in
+/// with the unit's AppRole through the CA Vault published.
+#[test]
+fn vault_kv_gives_web_approle_credentials() {
+    let u = Unit::deployed("all");
+    u.add_postgresql("db-pw");
+    let rel = u.model.relate("vault-kv", "vault", &["vault/0"]);
+    u.relation_ok(rel, "joined", Some("vault/0"));
+    assert_eq!(u.model.bag(rel, APP)["mount_suffix"], "concourse");
+    let mine = u.my_bag(rel);
+    let nonce = mine["nonce"].clone();
+    assert_eq!(nonce.len(), 32);
+    assert!(!mine["egress_subnet"].is_empty());
+    assert!(
+        !u.env(WEB_ENV).contains_key("CONCOURSE_VAULT_URL"),
+        "not before Vault answered"
+    );
+    let creds = u
+        .model
+        .add_foreign_secret(&[("role-id", "role-1"), ("role-secret-id", "sid-1")]);
+    let ca = "-----BEGIN CERTIFICATE-----\nMIIBvault\n-----END CERTIFICATE-----";
+    let credentials = format!("{{\"{nonce}\": \"{creds}\"}}");
+    u.model.set_bag(
+        rel,
+        "vault",
+        &[
+            ("vault_url", "https://10.1.0.50:8200"),
+            ("ca_certificate", ca),
+            ("mount", "charm-concourse-ci-concourse"),
+            ("credentials", credentials.as_str()),
+        ],
+    );
+    u.relation_ok(rel, "changed", Some("vault/0"));
+    let env = u.env(WEB_ENV);
+    assert_eq!(env["CONCOURSE_VAULT_URL"], "https://10.1.0.50:8200");
+    assert_eq!(env["CONCOURSE_VAULT_AUTH_BACKEND"], "approle");
+    assert_eq!(
+        env["CONCOURSE_VAULT_AUTH_PARAM"],
+        "role_id:role-1,secret_id:sid-1"
+    );
+    assert_eq!(
+        env["CONCOURSE_VAULT_PATH_PREFIX"],
+        "/charm-concourse-ci-concourse"
+    );
+    assert_eq!(u.read(&env["CONCOURSE_VAULT_CA_CERT"]).trim(), ca);
+    assert_eq!(u.my_bag(rel)["nonce"], nonce, "the nonce is stable");
+    // Vault issued a new secret id (the unit's subnets changed): one web restart
+    let mark = u.mark();
+    u.model.rotate_secret(
+        &creds,
+        &[("role-id", "role-1"), ("role-secret-id", "sid-2")],
+    );
+    u.ok("secret-changed");
+    assert_eq!(
+        u.env(WEB_ENV)["CONCOURSE_VAULT_AUTH_PARAM"],
+        "role_id:role-1,secret_id:sid-2"
+    );
+    assert_eq!(u.touched(mark, "concourse-server").len(), 1);
+}
