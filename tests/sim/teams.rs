@@ -13,10 +13,16 @@ use release_fixtures::tarball::Variant;
 use crate::common::*;
 
 pub fn trials() -> Vec<Trial> {
-    vec![trial(
-        "teams::three_web_units_share_keys_and_every_worker_knows_every_tsa",
-        three_web_units,
-    )]
+    vec![
+        trial(
+            "teams::three_web_units_share_keys_and_every_worker_knows_every_tsa",
+            three_web_units,
+        ),
+        trial(
+            "teams::postgresql_over_tls_and_endpoints_withdrawn_without_stopping_web",
+            postgresql_tls,
+        ),
+    ]
 }
 
 fn read(m: &Model, unit: &str, path: &str) -> Result<String, libtest_mimic::Failed> {
@@ -30,6 +36,10 @@ fn started_env(
     unit: &str,
     sub: &str,
 ) -> Result<std::collections::BTreeMap<String, String>, libtest_mimic::Failed> {
+    // the fake binary logs its start a moment after systemctl returned
+    let _ = m.run_until(std::time::Duration::from_secs(10), |m| {
+        last_start(m, unit, sub).is_some()
+    });
     last_start(m, unit, sub)
         .map(|r| r.env)
         .ok_or_else(|| fail(format!("{unit}: concourse {sub} never started")))
@@ -148,5 +158,60 @@ fn three_web_units() -> TestResult {
     for u in &units {
         secrets.extend(private_key_secrets(&m, u));
     }
+    for s in m.secrets() {
+        if let Some(k) = s.revisions.last().and_then(|r| r.get("encryption-key")) {
+            secrets.push(("encryption key".into(), k.clone()));
+        }
+    }
     assert_no_secret_leaks(&m, &["web", "workers", "all"], &units, &secrets)
+}
+
+const PG_CA: &str =
+    "-----BEGIN CERTIFICATE-----\nMIIBsimulatedPostgresCA\n-----END CERTIFICATE-----";
+
+/// PostgreSQL with TLS on: web verifies the server against the CA from `secret-tls`; the
+/// provider withdrawing its endpoints (no primary for a moment) does not stop or restart
+/// web, and their return settles the unit without a restart.
+fn postgresql_tls() -> TestResult {
+    let d = deploy_with(DeploySpec {
+        units: 1,
+        config: &[("mode", "all"), ("version", V1)],
+        releases: &[(V1, Variant::Normal)],
+        postgres: Some(PostgresOptions {
+            tls_ca: Some(PG_CA.into()),
+            ..PostgresOptions::default()
+        }),
+        ..DeploySpec::default()
+    })?;
+    let (m, unit) = (&d.model, &d.units[0]);
+    let env = started_env(m, unit, "web")?;
+    ensure(
+        env.get("CONCOURSE_POSTGRES_SSLMODE").map(String::as_str) == Some("verify-full"),
+        || format!("sslmode {:?}", env.get("CONCOURSE_POSTGRES_SSLMODE")),
+    )?;
+    let ca_path = env
+        .get("CONCOURSE_POSTGRES_CA_CERT")
+        .cloned()
+        .unwrap_or_default();
+    ensure(read(m, unit, &ca_path)?.trim() == PG_CA, || {
+        format!("{ca_path} does not hold the provider's CA")
+    })?;
+    let pid = service_pid(m, unit, "web").ok_or_else(|| fail("web is not running"))?;
+    let mark = quiet_mark(m, &[APP_NAME]);
+    m.postgres_set_endpoints("postgresql", None);
+    let msg = concourse_ci::charm::status::messages::DB_NO_ENDPOINTS_WEB_RUNNING.text;
+    run_until(m, "the unit to report withdrawn endpoints", |m| {
+        m.unit_status(unit).message.starts_with(msg)
+    })?;
+    m.postgres_set_endpoints("postgresql", Some("127.0.200.1:5432"));
+    run_until(m, "the unit to be active again", |m| {
+        m.unit_status(unit).status == "active"
+    })?;
+    settle(m)?;
+    let d2 = disturbances(m, unit, "concourse-server", mark);
+    ensure(
+        service_pid(m, unit, "web") == Some(pid) && d2.is_empty(),
+        || format!("web was disturbed while the endpoints were away: {d2:?}"),
+    )?;
+    no_failed_hooks(m, &d.units)
 }
