@@ -13,6 +13,7 @@ pub mod installer;
 pub mod juju;
 pub mod keys;
 pub mod postgres;
+pub mod readiness;
 pub mod roles;
 pub mod service;
 pub mod storage_coordinator;

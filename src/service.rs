@@ -111,6 +111,15 @@ impl UnitSpec {
         s
     }
 
+    /// Whether installing this unit would change more than its stop settings (so a running
+    /// service would restart for it).
+    pub fn would_restart(&self, host: &Host) -> bool {
+        match std::fs::read_to_string(host.paths.local(self.path())) {
+            Ok(old) => without_stop_settings(&old) != without_stop_settings(&self.render()),
+            Err(_) => true,
+        }
+    }
+
     /// Writes the unit file if it changed; says whether the running service must restart
     /// for it (see [`UnitChange`]).
     pub fn install(&self, host: &Host) -> Result<UnitChange, ServiceError> {
@@ -138,9 +147,9 @@ impl UnitSpec {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UnitChange {
     Unchanged,
-    /// Only settings systemd reads when it stops the service (`TimeoutStopSec=`,
-    /// `KillSignal=`, `KillMode=`): a daemon-reload applies them, a restart is not needed
-    /// (restarting a worker for a new drain-timeout would land it for nothing).
+    /// Only settings systemd reads when it stops the service ([`STOP_SETTINGS`]): a
+    /// daemon-reload applies them, a restart is not needed (restarting a worker for a new
+    /// drain-timeout would land it for nothing).
     StopSettingsOnly,
     /// The service must restart to apply it.
     Changed,
@@ -157,14 +166,23 @@ impl UnitChange {
     }
 }
 
+/// The settings systemd reads only when it stops a service (`src/core/service.c`,
+/// `service_enter_signal` and `service_dispatch_timer`).
+pub const STOP_SETTINGS: [&str; 8] = [
+    "TimeoutStopSec=",
+    "KillSignal=",
+    "KillMode=",
+    "TimeoutStopFailureMode=",
+    "WatchdogSignal=",
+    "TimeoutAbortSec=",
+    "SendSIGKILL=",
+    "FinalKillSignal=",
+];
+
 /// The unit text without the lines only used when stopping.
 fn without_stop_settings(text: &str) -> Vec<&str> {
     text.lines()
-        .filter(|l| {
-            !["TimeoutStopSec=", "KillSignal=", "KillMode="]
-                .iter()
-                .any(|k| l.trim_start().starts_with(k))
-        })
+        .filter(|l| !STOP_SETTINGS.iter().any(|k| l.trim_start().starts_with(k)))
         .collect()
 }
 
@@ -235,12 +253,15 @@ pub struct Applied {
 /// starts it when it is not active, restarts it when it was started with another
 /// release, unit or restart input than these, reloads it when only a reload input
 /// differs, and otherwise leaves it alone (see [`StartedWith`]). Systemd re-reads the
-/// unit when the file changed or it reports `NeedDaemonReload`.
+/// unit when the file changed or it reports `NeedDaemonReload`. A reload waits for
+/// `ready_to_reload` (web dies on an early SIGHUP): when it says no, nothing is recorded
+/// and a later hook reloads.
 pub fn apply_service(
     host: &Host,
     spec: &UnitSpec,
     files: &[ManagedFile],
     reads: &[ReadFile],
+    ready_to_reload: &dyn Fn() -> bool,
 ) -> Result<Applied, ServiceError> {
     for f in files {
         let path = host.paths.local(&f.path);
@@ -277,6 +298,7 @@ pub fn apply_service(
             sys.restart(&spec.name)?;
             applied.restarted = true;
         }
+        Decision::Reload if !ready_to_reload() => return Ok(applied),
         Decision::Reload => {
             sys.reload(&spec.name)?;
             applied.reloaded = true;
@@ -286,6 +308,19 @@ pub fn apply_service(
         remember(host, &record, &wanted)?;
     }
     Ok(applied)
+}
+
+/// Whether a running service would be restarted by [`apply_service`] with these inputs
+/// (no side effects), so a caller can prepare it (a worker lands first).
+pub fn restart_pending(
+    host: &Host,
+    spec: &UnitSpec,
+    files: &[ManagedFile],
+    reads: &[ReadFile],
+) -> bool {
+    let wanted = StartedWith::of(host, spec, files, reads);
+    let recorded = Recorded::read(host, &started_record_path(&spec.name));
+    matches!(decide(true, &recorded, &wanted), Decision::Restart(_))
 }
 
 /// Where the records of what each service was started with live (the unit's own disk).

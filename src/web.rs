@@ -1,21 +1,31 @@
-//! The Concourse web role: its env file, systemd unit, keys and service lifecycle.
+//! The Concourse web role: its env file, systemd unit, keys, service lifecycle and the
+//! database schema it runs against.
 //!
 //! Owns: `/var/lib/concourse-web` (home of user `concourse`; keys in `keys/`),
-//! `/etc/concourse/web.env` (0600 root: the database and admin passwords live only here)
-//! and `concourse-server.service`. Invariants: keys are generated once and never rotated
-//! by a reconcile; the service restarts only when its unit file (beyond stop settings),
-//! env file or release changed; new worker keys are applied with a reload (SIGHUP), never
-//! a restart. Hazards: never log env values; the env file is the only place secrets are
-//! written.
+//! `/etc/concourse/web.env` (0600 root: the database and admin passwords live only here),
+//! and `concourse-server.service`. Invariants: keys are generated once and
+//! never rotated by a reconcile; the service restarts only when its unit file (beyond stop
+//! settings), env file or release changed; new worker keys are applied with a reload
+//! (SIGHUP), never a restart, and only once web's TSA listens: before that SIGHUP kills
+//! web (Go's default; `tsa/tsacmd/command.go` installs the handler after the database
+//! is open and migrated), and web reads the keys file when its TSA starts anyway. Which
+//! keys the running web has is in its started record (`service::StartedWith`), so a
+//! reload missed by a failed hook or a starting web happens in a later one. Web never
+//! starts a release that supports an older schema than the database has
+//! ([`prepare_switch`]). Hazards: never log env values; the env file is the only place
+//! secrets are written.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use tracing::{info, warn};
+
 use crate::config::{CharmConfig, Secret};
-use crate::host::{Host, Owner, ProvisionError};
+use crate::host::{DbEnv, Host, Owner, ProvisionError};
 use crate::keys::{self, KeyError};
 use crate::postgres::DbInfo;
+use crate::readiness::{self, Wait};
 use crate::service::{
     self, apply_service, render_env, Applied, ManagedFile, OnChange, ReadFile, ServiceError,
     UnitSpec,
@@ -26,6 +36,8 @@ pub const HOME: &str = "/var/lib/concourse-web";
 pub const ENV_FILE: &str = "/etc/concourse/web.env";
 pub const USER: &str = "concourse";
 pub const TSA_PORT: u16 = 2222;
+/// How long a hook waits for a starting web before it leaves a reload to a later hook.
+pub const RELOAD_WAIT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum WebError {
@@ -35,6 +47,12 @@ pub enum WebError {
     Key(#[from] KeyError),
     #[error(transparent)]
     Service(#[from] ServiceError),
+    #[error("cannot write {path}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Paths of the web keys.
@@ -70,7 +88,7 @@ pub struct WebInputs<'a> {
 /// The web env file's variables.
 pub fn env(i: &WebInputs) -> BTreeMap<String, String> {
     let c = i.config;
-    let mut m = BTreeMap::new();
+    let mut m = db_env(i.db).0;
     let mut set = |k: &str, v: String| {
         m.insert(k.to_string(), v);
     };
@@ -93,15 +111,6 @@ pub fn env(i: &WebInputs) -> BTreeMap<String, String> {
         "CONCOURSE_SESSION_SIGNING_KEY",
         session_signing_key().display().to_string(),
     );
-    set("CONCOURSE_POSTGRES_HOST", i.db.host.clone());
-    set("CONCOURSE_POSTGRES_PORT", i.db.port.to_string());
-    set("CONCOURSE_POSTGRES_DATABASE", i.db.database.clone());
-    set("CONCOURSE_POSTGRES_USER", i.db.user.clone());
-    set("CONCOURSE_POSTGRES_PASSWORD", i.db.password.expose().into());
-    m.extend(crate::postgres::tls_env(i.db, &ca_dir().join(PG_CA_FILE)));
-    let mut set = |k: &str, v: String| {
-        m.insert(k.to_string(), v);
-    };
     set(
         "CONCOURSE_ADD_LOCAL_USER",
         format!("{}:{}", c.initial_admin_username, i.admin_password.expose()),
@@ -131,6 +140,26 @@ pub fn options_env(
     m.entry("CONCOURSE_ENCRYPTION_KEY".to_string())
         .or_insert_with(|| shared.encryption_key.expose().to_string());
     m
+}
+
+/// The database settings of web and `concourse migrate` (`CONCOURSE_POSTGRES_*`).
+pub fn db_env(db: &DbInfo) -> DbEnv {
+    DbEnv(
+        [
+            ("CONCOURSE_POSTGRES_HOST", db.host.clone()),
+            ("CONCOURSE_POSTGRES_PORT", db.port.to_string()),
+            ("CONCOURSE_POSTGRES_DATABASE", db.database.clone()),
+            ("CONCOURSE_POSTGRES_USER", db.user.clone()),
+            (
+                "CONCOURSE_POSTGRES_PASSWORD",
+                db.password.expose().to_string(),
+            ),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .chain(crate::postgres::tls_env(db, &ca_dir().join(PG_CA_FILE)))
+        .collect(),
+    )
 }
 
 /// The web systemd unit, running the release behind `current` (the unit's pointer).
@@ -182,8 +211,9 @@ pub fn local_keys(host: &Host) -> Option<keys::WebKeys> {
 }
 
 /// Writes the env file and the authorized worker keys, then (re)starts web, or reloads
-/// it when only the worker keys differ from what it runs. `owner` owns the keys (root,
-/// the service's group).
+/// it when only the worker keys differ from what it runs, once its TSA listens (see the
+/// module docs; a reload not done yet is done by a later hook). `owner` owns the keys
+/// (root, the service's group); `observable`: web logs its readiness.
 pub fn apply(
     host: &Host,
     env_vars: &BTreeMap<String, String>,
@@ -191,6 +221,7 @@ pub fn apply(
     ca_files: &[(String, String)],
     spec: &UnitSpec,
     owner: Owner,
+    observable: bool,
 ) -> Result<Applied, WebError> {
     let mut files = vec![
         ManagedFile {
@@ -220,7 +251,122 @@ pub fn apply(
         path,
         on_change: OnChange::Restart,
     });
-    Ok(apply_service(host, spec, &files, &keys)?)
+    let ready = || !observable || tsa_listens(host);
+    Ok(apply_service(host, spec, &files, &keys, &ready)?)
+}
+
+/// Whether web's TSA listens, waiting up to [`RELOAD_WAIT`] for a starting web.
+fn tsa_listens(host: &Host) -> bool {
+    match readiness::wait(host, SERVICE, readiness::web_listening, RELOAD_WAIT) {
+        Ok(Wait::Ready) => true,
+        Ok(_) => {
+            info!("web is starting: its worker keys are reloaded once its TSA listens");
+            false
+        }
+        Err(e) => {
+            warn!(
+                "cannot tell whether web's TSA listens ({}); not reloading it now",
+                crate::error_chain(&e)
+            );
+            false
+        }
+    }
+}
+
+/// Whether web may switch releases now (see [`prepare_switch`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SchemaGate {
+    Proceed,
+    /// Web must stay on the release it runs, for this reason.
+    Hold(String),
+}
+
+/// Prepares the database for web switching from release `from` to release `to` (their
+/// `concourse` binaries and versions). Web does not refuse a schema newer than it supports
+/// (`atc/db/migration/migration.go`: `Migrate` knows no newer down migration and returns
+/// nil), so before an older release runs, `from`'s binary, which knows the newer
+/// migrations, migrates the database down to what `to` supports, with web stopped.
+/// Holds web on `from` when that cannot be done or checked. `db`: the database settings,
+/// when there is a database.
+pub fn prepare_switch(
+    host: &Host,
+    db: Option<&DbEnv>,
+    from: (&str, &Path),
+    to: (&str, &Path),
+) -> Result<SchemaGate, WebError> {
+    let m = &host.migrator;
+    let from_schema = match m.supported(from.1) {
+        Ok(v) => v,
+        Err(e) => {
+            // A binary that cannot even say this never migrated anything.
+            warn!(
+                "v{} cannot tell its schema ({e}): it migrated nothing",
+                from.0
+            );
+            return Ok(SchemaGate::Proceed);
+        }
+    };
+    let to_schema = match m.supported(to.1) {
+        Ok(v) => v,
+        Err(e) => return Ok(hold(format!("v{} cannot tell its schema: {e}", to.0))),
+    };
+    let Some(db) = db.filter(|_| to_schema < from_schema) else {
+        return Ok(SchemaGate::Proceed);
+    };
+    let was_active = host.services.is_active(SERVICE);
+    if was_active {
+        host.services.stop(SERVICE).map_err(ServiceError::from)?;
+    }
+    let gate = migrate_down(host, db, from, to, to_schema);
+    if let SchemaGate::Hold(reason) = &gate {
+        warn!("web cannot switch: {reason}");
+        if was_active {
+            // back on the release it runs (the pointer did not move)
+            host.services.start(SERVICE).map_err(ServiceError::from)?;
+        }
+    }
+    Ok(gate)
+}
+
+/// With web stopped: the database down to `to_schema` with `from`'s binary, checked.
+fn migrate_down(
+    host: &Host,
+    db: &DbEnv,
+    from: (&str, &Path),
+    to: (&str, &Path),
+    to_schema: u64,
+) -> SchemaGate {
+    let m = &host.migrator;
+    let unreadable = |e| SchemaGate::Hold(format!("cannot read the database schema: {e}"));
+    let current = match m.current(from.1, db) {
+        Ok(v) => v,
+        Err(e) => return unreadable(e),
+    };
+    if current <= to_schema {
+        return SchemaGate::Proceed;
+    }
+    info!(
+        "migrating the database down from schema {current} to {to_schema} (v{}) with v{}",
+        to.0, from.0
+    );
+    if let Err(e) = m.migrate_to(from.1, db, to_schema) {
+        return SchemaGate::Hold(format!(
+            "migrating the database down to schema {to_schema} for v{} failed: {e}",
+            to.0
+        ));
+    }
+    match m.current(from.1, db) {
+        Ok(v) if v <= to_schema => SchemaGate::Proceed,
+        Ok(v) => SchemaGate::Hold(format!(
+            "the database is still at schema {v} after migrating down to {to_schema}"
+        )),
+        Err(e) => unreadable(e),
+    }
+}
+
+fn hold(reason: String) -> SchemaGate {
+    warn!("web cannot switch: {reason}");
+    SchemaGate::Hold(reason)
 }
 
 /// Stops web and removes its service (unit removal, role change).

@@ -6,7 +6,6 @@
 //! a secret other than the one the action exists to show.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use super::peers::{self, Peers};
 use super::{release, CharmError};
@@ -142,10 +141,9 @@ pub fn check_status(juju: &Juju, host: &Host) -> Result<(), CharmError> {
 
 /// `restart-services`: restarts this unit's services; a worker is landed first.
 pub fn restart_services(juju: &Juju, host: &Host) -> Result<(), CharmError> {
-    let config = CharmConfig::from_map(&juju.config()?).ok();
-    let timeout = config
-        .map(|c| c.drain_timeout)
-        .unwrap_or(Duration::from_secs(3600));
+    let ready = CharmConfig::from_map(&juju.config()?)
+        .map(|c| worker::ReadyWait::from_config(&c))
+        .unwrap_or_default();
     if let Err(why) = release::check_running_release(juju, host)? {
         juju.action_fail(&format!("not restarting: {why}"))?;
         return Ok(());
@@ -154,10 +152,10 @@ pub fn restart_services(juju: &Juju, host: &Host) -> Result<(), CharmError> {
     let mut done = Vec::new();
     if sys.is_active(worker::SERVICE) {
         juju.action_log("landing the worker")?;
-        if let Err(e) = worker::drain(host, "SIGUSR1", "land", timeout) {
+        if let Err(e) = worker::drain(host, worker::Drain::Land, ready) {
             juju.action_log(&crate::error_chain(&e))?;
         }
-        sys.start(worker::SERVICE).map_err(ServiceError::from)?;
+        worker::start(host)?;
         done.push("worker");
     }
     if sys.is_active(web::SERVICE) {

@@ -88,14 +88,14 @@ fn run_action(juju: &Juju, host: &Host, name: &str) -> Result<(), CharmError> {
 
 /// Unit removal: retire the worker (so Concourse forgets it) and stop web.
 fn teardown(juju: &Juju, host: &Host) -> Result<(), CharmError> {
-    let timeout = juju
+    let ready = juju
         .config()
         .ok()
         .and_then(|c| CharmConfig::from_map(&c).ok())
-        .map(|c| c.drain_timeout)
-        .unwrap_or(std::time::Duration::from_secs(3600));
+        .map(|c| crate::worker::ReadyWait::from_config(&c))
+        .unwrap_or_default();
     juju.status_set(&msg::RETIRING.status(), false)?;
-    if let Err(e) = crate::worker::remove(host, timeout) {
+    if let Err(e) = crate::worker::remove(host, ready) {
         warn!("retiring the worker: {}", crate::error_chain(&e));
     }
     crate::web::remove(host)?;
@@ -207,7 +207,7 @@ impl UnitRun<'_> {
         role.apply(peers, &r, reports)?;
         let switched = outcome.switched.is_some();
         if let Some(switch) = outcome.switched {
-            let back = upgrading::verify_switch(juju, host, vol, peers, roles, &r, switch)?;
+            let back = upgrading::verify_switch(juju, host, config, vol, peers, roles, &r, switch)?;
             if let Some(back) = back {
                 // back to the previous release: restart the roles on it
                 role.apply(peers, &back, &mut Reports::default())?;

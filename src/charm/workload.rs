@@ -252,6 +252,16 @@ pub fn drop_other_roles(
     // our bag the ports may still be open (a hook that removed the unit file can still fail).
     let was_web = peers.me.contains_key(peers::TSA_HOST) || peers.me.contains_key(peers::WEB_IP);
     if !roles.web && (was_web || installed(web::SERVICE)) {
+        if roles.worker && host.services.is_active(worker::SERVICE) {
+            // Its worker is registered with this web's TSA (mode=all): it lands while
+            // that TSA still runs; afterwards it could not.
+            info!("landing the worker before its TSA (this unit's web) goes");
+            worker::drain(
+                host,
+                worker::Drain::Land,
+                worker::ReadyWait::from_config(config),
+            )?;
+        }
         info!("this unit no longer runs web: stopping and removing it");
         for p in juju.opened_ports()? {
             if let Some((port, proto)) = p.split_once('/') {
@@ -270,7 +280,7 @@ pub fn drop_other_roles(
     if !roles.worker {
         if installed(worker::SERVICE) {
             info!("this unit no longer runs a worker: retiring it");
-            if let Err(e) = worker::remove(host, config.drain_timeout) {
+            if let Err(e) = worker::remove(host, worker::ReadyWait::from_config(config)) {
                 warn!("retiring the worker: {}", crate::error_chain(&e));
             }
         }
@@ -425,7 +435,8 @@ pub fn web_role(
     }
     let keys_text = keys::authorized_keys_text(worker_keys.iter().map(String::as_str));
     let spec = web::unit(config, &release::current_link());
-    let applied = web::apply(host, &env, &keys_text, &ca_files, &spec, owner)?;
+    let observable = crate::readiness::observable(config.log_level);
+    let applied = web::apply(host, &env, &keys_text, &ca_files, &spec, owner, observable)?;
     if applied != Applied::default() {
         info!("web service: {applied:?}");
     }
@@ -589,7 +600,8 @@ pub fn worker_role(
     // the escape hatch, checked against the variables `concourse worker` defines
     env.extend(config.web_options.extra_worker_env.clone());
     let spec = worker::unit(config, &release::current_link());
-    let applied = worker::apply(host, &env, &tsas.keys.join("\n"), &spec)?;
+    let ready = worker::ReadyWait::from_config(config);
+    let applied = worker::apply(host, &env, &tsas.keys.join("\n"), &spec, ready)?;
     if applied != Applied::default() {
         info!("worker service: {applied:?}");
     }

@@ -1,17 +1,28 @@
 //! Test doubles of the host (tests only): a recording service manager that behaves like
-//! systemd towards the charm, a clock that sleeps by moving time on, and a provisioner
-//! that makes test keys and uses the current user.
+//! systemd towards the charm and like Concourse towards its signals, the journal of what
+//! its processes logged, a database schema as `concourse migrate` reports it, a clock that
+//! sleeps by moving time on, and a provisioner that makes test keys and uses the current
+//! user.
 //!
-//! Owns: [`Services`], [`FakeClock`], [`FakeProvisioner`] and [`FakeHost`], which builds a
-//! [`Host`] over a temporary root from them. Invariants, as systemd has them
-//! (`src/systemctl/systemctl-start-unit.c`, `systemctl-kill.c` in systemd): a service
-//! starts only when its unit file exists; a changed unit file keeps the loaded definition
-//! until `daemon-reload` (`NeedDaemonReload`); `reload` needs an active service whose unit
-//! has `ExecReload=`; `kill --kill-whom=main` needs a main process; `start` of an active
-//! service does nothing. A worker's main process exits on SIGUSR1 (land) and SIGUSR2
-//! (retire) unless the test says it ignores them; SIGHUP (web's reload) keeps it running.
-//! A started process records the binary it runs, resolved through the unit's pointer at
-//! start (what `/proc/<pid>/exe` says), and a test can make any call fail
+//! Owns: [`Services`], [`FakeJournal`], [`FakeMigrator`], [`FakeClock`],
+//! [`FakeProvisioner`] and [`FakeHost`], which builds a [`Host`] over a temporary root from
+//! them. Invariants, as systemd has them (`src/systemctl/systemctl-start-unit.c`,
+//! `systemctl-kill.c`, `src/core/service.c` in systemd): a service starts only when its
+//! unit file exists; a changed unit file or drop-in keeps the loaded definition until
+//! `daemon-reload` (`NeedDaemonReload`); `reload` needs an active service whose unit has
+//! `ExecReload=`; `kill --kill-whom=main` needs a main process; `start` of an active
+//! service does nothing; `stop` sends `KillSignal=` and, when the process stays, moves the
+//! clock by `TimeoutStopSec=` and escalates (`TimeoutStopFailureMode=abort`:
+//! `WatchdogSignal=`, then after `TimeoutAbortSec=` SIGKILL) to the main process
+//! (`KillMode=process`) or all (`escalate main|all <signal> <unit>` in the journal).
+//! As Concourse (concourse/concourse v7.14.3): a process is ready ([`Services`] logs
+//! `tsa.listening` for web, `beacon.registered` for a worker) at start, or later
+//! (`ready_after`), or never (`never_ready`); before that SIGHUP kills web and SIGUSR1/2
+//! are lost on a worker; a ready worker exits on SIGUSR1/SIGUSR2 unless it ignores drains;
+//! a ready web reloads on SIGHUP; SIGTERM ends both. Web migrates the database up when it
+//! starts and runs on a newer schema without complaint, which is recorded. A started
+//! process records the binary it runs, resolved through the unit's pointer at start (what
+//! `/proc/<pid>/exe` says), and the environment it read; a test can make any call fail
 //! (`ServicesState::failing`) the way a failed systemd job does.
 
 use std::cell::{Cell, RefCell};
@@ -21,8 +32,8 @@ use std::rc::Rc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::{
-    Clock, Host, KeyKind, KillWhom, ManagerError, Owner, Paths, ProvisionError, Provisioner,
-    ServiceManager, UnitStatus,
+    Clock, DbEnv, Host, Journal, JournalError, KeyKind, KillWhom, ManagerError, MigrateError,
+    Migrator, Owner, Paths, ProvisionError, Provisioner, ServiceManager, UnitStatus,
 };
 use crate::service::UNIT_DIR;
 
@@ -32,13 +43,44 @@ pub struct Service {
     pub active: bool,
     pub pid: Option<u32>,
     pub enabled: bool,
-    /// The unit file text systemd loaded (at the last daemon-reload or first start).
+    /// The unit text (file and drop-ins) systemd loaded (at the last daemon-reload or
+    /// first start).
     pub loaded: Option<String>,
+    /// When the main process logs its readiness line (fake clock), if ever.
+    pub ready_at: Option<Duration>,
+    /// The release version the main process runs (from `ExecStart=` through the pointer).
+    pub version: Option<String>,
     /// The binary the running process executes, resolved through the unit's pointer at
     /// its start (as the kernel resolves `ExecStart=`; `/proc/<pid>/exe`).
     pub exe: Option<PathBuf>,
     /// What the process read from its `EnvironmentFile=`s when it started.
     pub environment: Option<String>,
+}
+
+/// The database as the fake `concourse migrate` and web see it.
+#[derive(Debug, Default)]
+pub struct FakeDb {
+    /// The schema version; None: no migration history yet.
+    pub schema: Option<u64>,
+    /// `--current-db-version` fails (the database is unreachable).
+    pub unreachable: bool,
+    /// `--migrate-db-to-version` fails.
+    pub migrate_fails: bool,
+    /// The supported schema of each version (default: the fake concourse's).
+    pub supported: BTreeMap<String, u64>,
+    /// Versions whose binary cannot run `migrate` at all.
+    pub broken: BTreeSet<String>,
+    /// Web starts on a schema newer than its version supports: (version, schema).
+    pub newer_schema_starts: Vec<(String, u64)>,
+}
+
+impl FakeDb {
+    pub fn supported_by(&self, version: &str) -> u64 {
+        self.supported
+            .get(version)
+            .copied()
+            .unwrap_or_else(|| release_fixtures::fake_concourse::schema_version(version))
+    }
 }
 
 #[derive(Debug, Default)]
@@ -51,8 +93,17 @@ pub struct ServicesState {
     /// Releases (versions) whose binary dies right after it starts: the service's
     /// `ExecStart=` is resolved through the unit's pointer, as systemd would run it.
     pub crashing_versions: BTreeSet<String>,
+    /// (service, version): that service dies right after it starts on that release.
+    pub crashes: BTreeSet<(String, String)>,
     /// Services whose main process ignores SIGUSR1/SIGUSR2 (it never lands).
     pub ignore_drain: BTreeSet<String>,
+    /// Services whose main process ignores SIGTERM too.
+    pub ignore_term: BTreeSet<String>,
+    /// Services whose process never logs its readiness (a worker without a TSA).
+    pub never_ready: BTreeSet<String>,
+    /// How long after starting a service's process logs its readiness (default: at once).
+    pub ready_after: BTreeMap<String, Duration>,
+    pub db: FakeDb,
     /// Calls that fail while listed (`restart concourse-server`, `daemon-reload`), as
     /// `systemctl` does when a job fails or the manager is busy; the call has no effect.
     pub failing: BTreeSet<String>,
@@ -64,7 +115,35 @@ pub struct ServicesState {
 pub struct Services {
     paths: Paths,
     unit_dir: PathBuf,
+    clock: FakeClock,
     pub state: Rc<RefCell<ServicesState>>,
+}
+
+/// The readiness line a Concourse service logs (`readiness`).
+fn ready_line(unit: &str) -> Option<String> {
+    let message = match unit {
+        "concourse-server" => "tsa.listening",
+        "concourse-worker" => "worker.beacon-runner.beacon.registered",
+        _ => return None,
+    };
+    Some(format!(
+        r#"{{"timestamp":"0","level":"info","source":"fake","message":"{message}","data":{{}}}}"#
+    ))
+}
+
+/// The last `key=` value in unit text (drop-ins come after the file).
+fn setting<'a>(text: &'a str, key: &str) -> Option<&'a str> {
+    text.lines()
+        .rev()
+        .find_map(|l| l.trim().strip_prefix(key)?.strip_prefix('='))
+}
+
+fn secs(text: &str, key: &str, default: u64) -> Duration {
+    Duration::from_secs(
+        setting(text, key)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default),
+    )
 }
 
 fn failed(args: &str, unit: &str, stderr: &str) -> ManagerError {
@@ -77,10 +156,11 @@ fn failed(args: &str, unit: &str, stderr: &str) -> ManagerError {
 }
 
 impl Services {
-    pub fn new(paths: &Paths) -> Services {
+    pub fn new(paths: &Paths, clock: &FakeClock) -> Services {
         Services {
             paths: paths.clone(),
             unit_dir: paths.local(UNIT_DIR),
+            clock: clock.clone(),
             state: Rc::default(),
         }
     }
@@ -101,16 +181,13 @@ impl Services {
             .collect()
     }
 
-    /// Whether the binary `exe` is missing or in a release that crashes.
-    fn crashes(&self, exe: Option<&Path>) -> bool {
-        let Some(real) = exe else {
-            return true;
-        };
+    /// The release version a resolved binary belongs to (`…/releases/<version>/…`).
+    fn version_of(real: &Path) -> Option<String> {
         let real = real.display().to_string();
-        let st = self.state.borrow();
-        st.crashing_versions
-            .iter()
-            .any(|v| real.contains(&format!("/releases/{v}/")))
+        real.split("/releases/")
+            .nth(1)
+            .and_then(|r| r.split('/').next())
+            .map(str::to_string)
     }
 
     /// Logs a call; fails it when the test lists it in `failing`.
@@ -124,8 +201,59 @@ impl Services {
         Ok(())
     }
 
+    /// The unit file and its drop-ins, as systemd loads them.
     fn unit_text(&self, unit: &str) -> Option<String> {
-        std::fs::read_to_string(self.unit_dir.join(format!("{unit}.service"))).ok()
+        let mut text =
+            std::fs::read_to_string(self.unit_dir.join(format!("{unit}.service"))).ok()?;
+        let dir = self.unit_dir.join(format!("{unit}.service.d"));
+        let mut dropins: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map(|rd| rd.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        dropins.retain(|p| p.extension().is_some_and(|x| x == "conf"));
+        dropins.sort();
+        for d in dropins {
+            text.push('\n');
+            text.push_str(&std::fs::read_to_string(d).unwrap_or_default());
+        }
+        Some(text)
+    }
+
+    /// Whether the service's process has logged its readiness by now.
+    pub fn ready(&self, unit: &str) -> bool {
+        let svc = self.service(unit);
+        svc.active && svc.ready_at.is_some_and(|t| t <= self.clock.elapsed())
+    }
+
+    /// The process of `unit` ended (journaled as `exited <unit>: <why>`).
+    fn exited(&self, unit: &str, why: &str) {
+        self.log(format!("exited {unit}: {why}"));
+        if let Some(s) = self.state.borrow_mut().services.get_mut(unit) {
+            s.active = false;
+            s.pid = None;
+            s.exe = None;
+            s.environment = None;
+        }
+    }
+
+    /// What the main process of `unit` does with `signal` (Concourse's handlers): true
+    /// when it ends. SIGHUP reloads a ready web and kills anything else.
+    fn deliver(&self, unit: &str, signal: &str) -> bool {
+        let st = self.state.borrow();
+        let ready = self.ready(unit);
+        let ends = match signal {
+            "SIGKILL" => true,
+            "SIGTERM" | "SIGINT" => !st.ignore_term.contains(unit),
+            "SIGUSR1" | "SIGUSR2" => {
+                unit == "concourse-worker" && ready && !st.ignore_drain.contains(unit)
+            }
+            "SIGHUP" => !(unit == "concourse-server" && ready),
+            _ => false,
+        };
+        drop(st);
+        if ends {
+            self.exited(unit, signal);
+        }
+        ends
     }
 
     /// The journal entries from index `mark` on.
@@ -162,18 +290,67 @@ impl Services {
         let loaded = self.service(unit).loaded.unwrap_or(text);
         let exe = self.exe_of(&loaded);
         let environment = self.environment_of(&loaded);
-        let release_crashes = self.crashes(exe.as_deref());
+        let version = exe.as_deref().and_then(Self::version_of);
+        let now = self.clock.elapsed();
         let mut st = self.state.borrow_mut();
         st.next_pid += 1;
         let pid = 1000 + st.next_pid;
-        let crashes = release_crashes || st.crash_on_start.contains(unit);
+        let crashes = exe.is_none()
+            || st.crash_on_start.contains(unit)
+            || version.as_ref().is_some_and(|v| {
+                st.crashing_versions.contains(v)
+                    || st.crashes.contains(&(unit.to_string(), v.clone()))
+            });
+        let ready_at = (!st.never_ready.contains(unit))
+            .then(|| now + st.ready_after.get(unit).copied().unwrap_or_default());
+        if unit == "concourse-server" && !crashes {
+            if let Some(v) = &version {
+                web_migrates(&mut st.db, v);
+            }
+        }
         let svc = st.services.entry(unit.to_string()).or_default();
         svc.loaded = Some(loaded);
         svc.active = !crashes;
         svc.pid = (!crashes).then_some(pid);
+        svc.ready_at = ready_at;
+        svc.version = version;
         svc.exe = if crashes { None } else { exe };
         svc.environment = (!crashes).then_some(environment);
         Ok(())
+    }
+
+    /// `systemctl stop` of an active unit: `KillSignal=`, then the escalation.
+    fn stop_process(&self, unit: &str) {
+        let text = self.service(unit).loaded.unwrap_or_default();
+        let whom = match setting(&text, "KillMode") {
+            Some("process") | Some("mixed") => "main",
+            _ => "all",
+        };
+        let kill = setting(&text, "KillSignal").unwrap_or("SIGTERM");
+        if self.deliver(unit, kill) {
+            return;
+        }
+        self.clock.advance(secs(&text, "TimeoutStopSec", 90));
+        if setting(&text, "TimeoutStopFailureMode") == Some("abort") {
+            let sig = setting(&text, "WatchdogSignal").unwrap_or("SIGABRT");
+            self.log(format!("escalate {whom} {sig} {unit}"));
+            if self.deliver(unit, sig) {
+                return;
+            }
+            self.clock.advance(secs(&text, "TimeoutAbortSec", 90));
+        }
+        self.log(format!("escalate {whom} SIGKILL {unit}"));
+        self.deliver(unit, "SIGKILL");
+    }
+}
+
+/// Web's start: migrations up to what `version` supports; a newer schema is kept and
+/// recorded (upstream does not refuse it).
+fn web_migrates(db: &mut FakeDb, version: &str) {
+    let supported = db.supported_by(version);
+    match db.schema {
+        Some(s) if s > supported => db.newer_schema_starts.push((version.to_string(), s)),
+        _ => db.schema = Some(supported),
     }
 }
 
@@ -226,17 +403,17 @@ impl ServiceManager for Services {
             let msg = format!("Failed to stop {unit}.service: Unit {unit}.service not loaded.");
             return Err(failed("stop", unit, &msg));
         }
-        if let Some(s) = self.state.borrow_mut().services.get_mut(unit) {
-            s.active = false;
-            s.pid = None;
-            s.exe = None;
-            s.environment = None;
+        if self.is_active(unit) {
+            self.stop_process(unit);
         }
         Ok(())
     }
 
     fn restart(&self, unit: &str) -> Result<(), ManagerError> {
         self.call(format!("restart {unit}"), unit)?;
+        if self.is_active(unit) {
+            self.stop_process(unit);
+        }
         self.launch("restart", unit)
     }
 
@@ -251,6 +428,8 @@ impl ServiceManager for Services {
             let msg = format!("Job type reload is not applicable for unit {unit}.service.");
             return Err(failed("reload", unit, &msg));
         }
+        // ExecReload=/bin/kill -HUP $MAINPID
+        self.deliver(unit, "SIGHUP");
         Ok(())
     }
 
@@ -261,19 +440,11 @@ impl ServiceManager for Services {
             let msg = format!("Failed to kill unit {unit}.service: No main process to kill");
             return Err(failed("kill", unit, &msg));
         }
-        let ignores = self.state.borrow().ignore_drain.contains(unit);
-        let exits = match signal {
-            "SIGKILL" | "SIGTERM" => true,
-            "SIGUSR1" | "SIGUSR2" => !ignores,
-            _ => false,
-        };
-        if exits {
-            if let Some(s) = self.state.borrow_mut().services.get_mut(unit) {
-                s.active = false;
-                s.pid = None;
-                s.exe = None;
-                s.environment = None;
-            }
+        if whom == KillWhom::All && signal == "SIGKILL" {
+            self.log(format!("cgroup of {unit} killed: its build containers too"));
+        }
+        if svc.active {
+            self.deliver(unit, signal);
         }
         Ok(())
     }
@@ -409,6 +580,89 @@ impl Provisioner for FakeProvisioner {
     }
 }
 
+/// The journal of the fake services: a process's readiness line once it is ready.
+#[derive(Clone)]
+pub struct FakeJournal {
+    services: Services,
+}
+
+impl Journal for FakeJournal {
+    fn output(&self, unit: &str, pid: u32) -> Result<Vec<String>, JournalError> {
+        let svc = self.services.service(unit);
+        let current = svc.pid == Some(pid);
+        Ok(ready_line(unit)
+            .filter(|_| current && self.services.ready(unit))
+            .into_iter()
+            .collect())
+    }
+}
+
+/// `concourse migrate` of the fake releases over [`FakeDb`]; every call is journaled
+/// (`migrate <version> <flag>`) with the service manager's.
+#[derive(Clone)]
+pub struct FakeMigrator {
+    services: Services,
+}
+
+impl FakeMigrator {
+    /// The version of a release binary `<volume>/releases/<v>/concourse/bin/concourse`.
+    fn version(concourse: &Path) -> String {
+        concourse
+            .ancestors()
+            .nth(3)
+            .and_then(|p| p.file_name())
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    }
+
+    fn call(&self, concourse: &Path, flag: &str) -> (String, std::cell::RefMut<'_, ServicesState>) {
+        let v = Self::version(concourse);
+        self.services.log(format!("migrate {v} {flag}"));
+        (v, self.services.state.borrow_mut())
+    }
+
+    fn failed(flag: &str, why: &str) -> MigrateError {
+        MigrateError::Failed {
+            flag: flag.to_string(),
+            status: "exit status: 1".into(),
+            stderr: format!("error: {why}"),
+        }
+    }
+}
+
+impl Migrator for FakeMigrator {
+    fn supported(&self, concourse: &Path) -> Result<u64, MigrateError> {
+        let (v, st) = self.call(concourse, "--supported-db-version");
+        if st.db.broken.contains(&v) {
+            return Err(Self::failed("--supported-db-version", "broken binary"));
+        }
+        Ok(st.db.supported_by(&v))
+    }
+
+    fn current(&self, concourse: &Path, _db: &DbEnv) -> Result<u64, MigrateError> {
+        let flag = "--current-db-version";
+        let (_, st) = self.call(concourse, flag);
+        match st.db.schema {
+            _ if st.db.unreachable => Err(Self::failed(flag, "failed to connect to database")),
+            Some(s) => Ok(s),
+            None => Err(Self::failed(
+                flag,
+                "relation \"migrations_history\" does not exist",
+            )),
+        }
+    }
+
+    fn migrate_to(&self, concourse: &Path, _db: &DbEnv, version: u64) -> Result<(), MigrateError> {
+        let flag = format!("--migrate-db-to-version={version}");
+        let (_, mut st) = self.call(concourse, &flag);
+        if st.db.unreachable || st.db.migrate_fails {
+            return Err(Self::failed(&flag, "could not migrate to version"));
+        }
+        st.db.schema = Some(version);
+        Ok(())
+    }
+}
+
 /// The doubles of one test unit's host, kept for assertions.
 #[derive(Clone)]
 pub struct FakeHost {
@@ -422,10 +676,11 @@ impl FakeHost {
     /// Doubles over the test root `root`.
     pub fn new(root: &Path) -> FakeHost {
         let paths = Paths::under(root);
+        let clock = FakeClock::default();
         FakeHost {
-            services: Services::new(&paths),
+            services: Services::new(&paths, &clock),
             paths,
-            clock: FakeClock::default(),
+            clock,
             provisioner: FakeProvisioner::default(),
         }
     }
@@ -434,9 +689,15 @@ impl FakeHost {
     pub fn host(&self) -> Host {
         Host {
             services: Box::new(self.services.clone()),
+            journal: Box::new(FakeJournal {
+                services: self.services.clone(),
+            }),
             paths: self.paths.clone(),
             clock: Box::new(self.clock.clone()),
             provisioner: Box::new(self.provisioner.clone()),
+            migrator: Box::new(FakeMigrator {
+                services: self.services.clone(),
+            }),
         }
     }
 }

@@ -6,6 +6,7 @@
 //! (multicall): `main` hands over to them before running any test.
 
 mod common;
+mod drain;
 mod faults;
 mod lifecycle;
 mod roles;
@@ -17,10 +18,12 @@ use libtest_mimic::{Arguments, Trial};
 
 fn main() {
     juju_sim::multicall::register("systemctl", fake_systemd::main);
+    juju_sim::multicall::register("journalctl", fake_systemd::journalctl::main);
     juju_sim::multicall::run_if_tool();
     let args = Arguments::from_args();
     let mut trials: Vec<Trial> = Vec::new();
     trials.extend(common::trials());
+    trials.extend(drain::trials());
     trials.extend(lifecycle::trials());
     trials.extend(roles::trials());
     trials.extend(storage::trials());

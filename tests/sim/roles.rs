@@ -156,7 +156,7 @@ fn auto_mode_settings_and_restarts() -> TestResult {
         config(&server, &[("version", V1)]),
         Volume::Shared,
     )?;
-    let pg = PostgresOptions::default();
+    let pg = played(&m, PostgresOptions::default());
     with_postgresql(&m, APP, pg.clone())?;
     settle(&m)?;
     let web = web_unit(&m, APP).ok_or_else(|| fail(format!("no web-unit\n{}", m.dump())))?;
@@ -173,7 +173,7 @@ fn auto_mode_settings_and_restarts() -> TestResult {
     let admin = admin_password(&m).ok_or_else(|| fail("no admin-password secret"))?;
     let w = wait_start(&m, &web, "web")?;
     for (k, v) in [
-        ("CONCOURSE_POSTGRES_HOST", pg.host.as_str()),
+        ("CONCOURSE_POSTGRES_HOST", pg.endpoint_host().as_str()),
         ("CONCOURSE_POSTGRES_PORT", "5432"),
         ("CONCOURSE_POSTGRES_USER", pg.username.as_str()),
         ("CONCOURSE_POSTGRES_PASSWORD", pg.password.as_str()),
@@ -279,7 +279,9 @@ fn auto_mode_settings_and_restarts() -> TestResult {
         ensure(d.is_empty(), || format!("{u} {svc} disturbed: {d:?}"))?;
     }
 
-    // log-level: both roles restart; workers land first
+    // log-level: both roles restart; workers are drained first. Web restarts at the same
+    // time on its own unit: a worker whose land meets no TSA exits 1 (upstream), and its
+    // unit's stop means systemd does not restart it.
     let mark = quiet_mark(&m, &[APP]);
     set_config(&m, APP, &[("log-level", "debug")])?;
     let r = started_since(&m, &web, "web", mark)?;
@@ -291,7 +293,7 @@ fn auto_mode_settings_and_restarts() -> TestResult {
         ensure(env_of(&r, "CONCOURSE_LOG_LEVEL") == "debug", || {
             format!("{u} log level {:?}", env_of(&r, "CONCOURSE_LOG_LEVEL"))
         })?;
-        landed_not_killed(&m, u, mark)?;
+        drained_not_restarted(&m, u, mark, &["landed", "drain failed"])?;
     }
 
     // tag: workers only
@@ -396,7 +398,7 @@ fn auto_mode_leadership_removal_actions() -> TestResult {
         config(&server, &[("version", V1)]),
         Volume::Shared,
     )?;
-    let pg = PostgresOptions::default();
+    let pg = played(&m, PostgresOptions::default());
     with_postgresql(&m, APP, pg.clone())?;
     settle(&m)?;
     let web = web_unit(&m, APP).ok_or_else(|| fail(format!("no web-unit\n{}", m.dump())))?;
@@ -522,7 +524,7 @@ fn web_and_worker_apps() -> TestResult {
         config(&server, &[("version", V1), ("mode", "worker")]),
         Volume::Shared,
     )?;
-    let pg = PostgresOptions::default();
+    let pg = played(&m, PostgresOptions::default());
     with_postgresql(&m, "web", pg.clone())?;
     settle(&m)?;
     let web = &webs[0];
@@ -649,6 +651,45 @@ fn worker_retired(m: &Model, unit: &str, since: f64) -> TestResult {
     )
 }
 
+/// A worker whose TSA went away with its web unit cannot land or retire (upstream: the
+/// drain needs a TSA): it was stopped cleanly (SIGTERM through its unit's stop), never
+/// signalled into an exit 1 that systemd would restart.
+fn stopped_without_its_tsa(m: &Model, unit: &str, since: f64) -> TestResult {
+    drained_not_restarted(
+        m,
+        unit,
+        since,
+        &[
+            "killed without landing",
+            "drain failed",
+            "retired",
+            "landed",
+        ],
+    )
+}
+
+/// The worker ended one of the `ends` ways since `since` (nothing lost before its beacon
+/// ran) and systemd did not restart it.
+fn drained_not_restarted(m: &Model, unit: &str, since: f64, ends: &[&str]) -> TestResult {
+    let _ = m.run_until(std::time::Duration::from_secs(10), |m| {
+        worker_events(m, unit, since)
+            .iter()
+            .any(|e| ends.contains(&e.as_str()))
+    });
+    let ev = worker_events(m, unit, since);
+    ensure(
+        ev.iter().any(|e| ends.contains(&e.as_str())) && !ev.iter().any(|e| e == "ignored signal"),
+        || format!("{unit}: worker events: {ev:?}"),
+    )?;
+    let restarted: Vec<_> = journal(m, unit)
+        .into_iter()
+        .filter(|e| e.ts >= since && e.action == "restart-scheduled")
+        .collect();
+    ensure(restarted.is_empty(), || {
+        format!("{unit}: systemd restarted a stopped worker: {restarted:?}")
+    })
+}
+
 /// Checks that a unit that lost its web role stopped web, removed the service and closed
 /// its ports.
 fn web_removed(m: &Model, unit: &str) -> TestResult {
@@ -667,10 +708,13 @@ fn web_removed(m: &Model, unit: &str) -> TestResult {
     })
 }
 
-/// `mode=all` → `auto`: the web unit retires its worker, the others stop web and close its
-/// ports and point their workers at the web unit. Then the web unit (the leader) is
-/// removed: the new leader takes web over and retires its own worker; the remaining worker
-/// follows the new TSA. Web authorizes exactly the live workers' keys throughout.
+/// `mode=all` → `auto`: the web unit retires its worker, the others land their workers
+/// while their own web still runs, stop web, close its ports and point their workers at
+/// the web unit. Then the web unit (the leader) is removed: its TSA goes with it, so the
+/// other workers can no longer land or retire (upstream's drain needs a TSA); the new
+/// leader takes web over and stops its own worker, the remaining worker is stopped
+/// without a long wait and follows the new TSA. Web authorizes exactly the live workers'
+/// keys throughout.
 fn role_changes() -> TestResult {
     let server = release_server(&[(V1, Variant::Normal)])?;
     let m = model()?;
@@ -678,7 +722,10 @@ fn role_changes() -> TestResult {
         &m,
         APP,
         3,
-        config(&server, &[("version", V1), ("mode", "all")]),
+        config(
+            &server,
+            &[("version", V1), ("mode", "all"), ("drain-timeout", "15s")],
+        ),
         Volume::Shared,
     )?;
     with_postgresql(&m, APP, PostgresOptions::default())?;
@@ -747,7 +794,10 @@ fn role_changes() -> TestResult {
     let new_addr = address(0, &new_web);
     wait_status(&m, &[&new_web], "active", &web_ready(&new_addr, 8080))?;
     wait_status(&m, &rest, "active", &worker_ready())?;
-    worker_retired(&m, &new_web, mark)?;
+    stopped_without_its_tsa(&m, &new_web, mark)?;
+    ensure(service_pid(&m, &new_web, "worker").is_none(), || {
+        format!("{new_web}: a worker still runs")
+    })?;
     let new_tsa = read(&m, &new_web, "/var/lib/concourse-web/keys/tsa_host_key.pub")?;
     for u in &rest {
         let r = started_since(&m, u, "worker", mark)?;
@@ -759,7 +809,7 @@ fn role_changes() -> TestResult {
         ensure(trusted.trim() == new_tsa.trim(), || {
             format!("{u} trusts the old TSA key")
         })?;
-        landed_not_killed(&m, u, mark)?;
+        stopped_without_its_tsa(&m, u, mark)?;
     }
     let want: BTreeSet<String> = rest.iter().map(|u| worker_key(&m, u)).collect();
     run_until(

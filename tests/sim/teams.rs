@@ -2,7 +2,8 @@
 //! `mode=worker` application, and three `mode=all` units, all from one model: every web
 //! unit runs with the same TSA host key and session signing key (the app secret the
 //! leader created), its own peer address, and authorizes every worker; every worker lists
-//! every web unit's TSA and trusts the shared host key.
+//! every web unit's TSA, trusts the shared host key and registers (the fake TSA checks
+//! the host key and the worker key). PostgreSQL over TLS, and its endpoints withdrawn.
 
 use std::collections::BTreeSet;
 
@@ -88,6 +89,10 @@ fn check_cluster(m: &Model, webs: &[String], workers: &[String]) -> TestResult {
         let trusted = read(m, u, &env["CONCOURSE_TSA_PUBLIC_KEY"])?;
         ensure(trusted.trim() == host_pub.trim(), || {
             format!("{u} trusts {trusted:?}, the TSAs present {host_pub:?}")
+        })?;
+        // the fake TSA checked the host key the worker trusts and authorized its key
+        run_until(m, &format!("{u} to register"), |m| {
+            concourse_log(m, u).iter().any(|r| r.event == "registered")
         })?;
         let private = &env["CONCOURSE_TSA_WORKER_PRIVATE_KEY"];
         worker_keys.insert(read(m, u, &format!("{private}.pub"))?.trim().to_string());
@@ -197,13 +202,22 @@ fn postgresql_tls() -> TestResult {
         format!("{ca_path} does not hold the provider's CA")
     })?;
     let pid = service_pid(m, unit, "web").ok_or_else(|| fail("web is not running"))?;
+    let rel = m
+        .relation_id(&format!("{APP_NAME}:postgresql"))
+        .ok_or_else(|| fail("no postgresql relation"))?;
+    let endpoints = m
+        .databag(rel, "postgresql")
+        .data
+        .get("endpoints")
+        .cloned()
+        .ok_or_else(|| fail("postgresql published no endpoints"))?;
     let mark = quiet_mark(m, &[APP_NAME]);
     m.postgres_set_endpoints("postgresql", None);
     let msg = concourse_ci::charm::status::messages::DB_NO_ENDPOINTS_WEB_RUNNING.text;
     run_until(m, "the unit to report withdrawn endpoints", |m| {
         m.unit_status(unit).message.starts_with(msg)
     })?;
-    m.postgres_set_endpoints("postgresql", Some("127.0.200.1:5432"));
+    m.postgres_set_endpoints("postgresql", Some(&endpoints));
     run_until(m, "the unit to be active again", |m| {
         m.unit_status(unit).status == "active"
     })?;

@@ -24,6 +24,7 @@ use scenario::{Demo, DemoError, Paths, Summary, FROM, TO};
 
 fn main() -> ExitCode {
     juju_sim::multicall::register("systemctl", fake_systemd::main);
+    juju_sim::multicall::register("journalctl", fake_systemd::journalctl::main);
     juju_sim::multicall::run_if_tool();
     let opts = match args::parse(std::env::args_os().skip(1)) {
         Ok(Command::Run(o)) => o,

@@ -36,8 +36,18 @@
 //! - `stop` sends `KillSignal=` (after `ExecStop=`) to the main process (`KillMode=process`,
 //!   `mixed`) or its process group and descendants (`control-group`), waits up to
 //!   `TimeoutStopSec=` capped by `FAKE_SYSTEMCTL_MAX_STOP_SECS` (default 10 s), then
-//!   SIGKILLs and journals the escalation; the unit then ends `failed` with
-//!   `Result=timeout`.
+//!   escalates as `service_dispatch_timer` does: with `TimeoutStopFailureMode=abort`,
+//!   `WatchdogSignal=` and a wait of `TimeoutAbortSec=` (same cap); then, unless
+//!   `SendSIGKILL=no`, `FinalKillSignal=` to the processes `KillMode=` names, journaling
+//!   each step; the unit then ends `failed` with `Result=timeout`. A stop is never
+//!   restarted (`forbid_restart`), whatever the main process exited with.
+//! - A main process that ends by itself is judged as `service_sigchld_event` and
+//!   `service_shall_restart` do: exit 0, a `SuccessExitStatus=` code or, for a daemon (not
+//!   `Type=oneshot`), death by SIGHUP/SIGINT/SIGTERM/SIGPIPE is `Result=success`; other
+//!   codes `exit-code`, other signals `signal`, a core dump `core-dump`; `Restart=` (with
+//!   `RestartPreventExitStatus=`, `RestartForceExitStatus=`) decides from that.
+//! - [`journalctl`] shows a main process's output (`_PID=`), from the offset the
+//!   supervisor recorded when it spawned it.
 //! - Every call is journaled (`call`), and so is every effect.
 //!
 //! Hazards: no real cgroups, so a process that calls `setsid` and reparents itself escapes
@@ -46,6 +56,7 @@
 //! The supervisor is `/proc/self/exe` unless `FAKE_SYSTEMCTL_EXE` names another
 //! executable that also dispatches argv\[0\] `systemctl` here.
 
+pub mod journalctl;
 pub mod process;
 pub mod state;
 pub mod unit;
@@ -790,10 +801,17 @@ fn start(ctx: &mut Ctx<'_>, unit: &str) -> Result<i32, SystemctlError> {
         paths: ctx.paths.clone(),
         exec: exec_spec(ctx, unit, &resolved, main_cmd, &[], true),
         invocation,
-        restart: cfg.restart,
+        restart: process::RestartRules {
+            policy: cfg.restart,
+            prevent: cfg.restart_prevent.clone(),
+            force: cfg.restart_force.clone(),
+        },
         restart_sec: cfg.restart_sec.min(ctx.settings.max_restart),
-        success_codes: cfg.success_exit_codes.clone(),
-        success_signals: cfg.success_signals.iter().map(|s| *s as i32).collect(),
+        success: unit::ExitSet {
+            codes: cfg.success_exit_codes.clone(),
+            signals: cfg.success_signals.iter().map(|s| *s as i32).collect(),
+        },
+        daemon: cfg.service_type != ServiceType::Oneshot,
         caller_argv: ctx.argv.to_vec(),
     };
     let answer = match process::start_supervisor(&spec, &ctx.settings.supervisor_exe) {
@@ -942,29 +960,19 @@ fn stop(ctx: &mut Ctx<'_>, unit: &str) -> Result<i32, SystemctlError> {
         !process::alive(main, u.main_start_time)
             && (mode == KillMode::Process || process::group_members(main).is_empty())
     };
-    while !gone(cfg.kill_mode) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    if !gone(cfg.kill_mode) {
+    let wait_gone = |limit: Duration| {
+        let until = Instant::now() + limit;
+        while !gone(cfg.kill_mode) && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        gone(cfg.kill_mode)
+    };
+    if !wait_gone(deadline.saturating_duration_since(Instant::now())) {
         ctx.journal(ctx.entry(unit, "timeout").pid(main).detail(format!(
             "still running after {budget:?} (TimeoutStopSec={:?}, cap {cap:?})",
             cfg.timeout_stop
         )));
-        {
-            let mut l = state::lock(ctx.paths)?;
-            let s = l.unit(unit);
-            if s.invocation == u.invocation {
-                s.stop_timed_out = true;
-                s.set("deactivating", "stop-sigkill");
-                l.save()?;
-            }
-        }
-        let all = targets(cfg.kill_mode, main, true);
-        signal_all(ctx, unit, "escalate", &all, Signal::SIGKILL);
-        let kill_deadline = Instant::now() + Duration::from_secs(5);
-        while !gone(cfg.kill_mode) && Instant::now() < kill_deadline {
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        escalate(ctx, unit, &cfg, (main, u.invocation), &wait_gone)?;
     } else if cfg.kill_mode == KillMode::Mixed {
         // mixed: the rest of the group gets SIGKILL once the main process is gone.
         let rest = process::group_members(main);
@@ -1013,6 +1021,64 @@ fn stop(ctx: &mut Ctx<'_>, unit: &str) -> Result<i32, SystemctlError> {
             .detail(format!("{} ({}) result={}", s.active, s.sub, s.result)),
     );
     Ok(0)
+}
+
+/// Marks the stop of `invocation` as timed out (the unit's `Result=timeout`).
+fn stop_timed_out(
+    ctx: &Ctx<'_>,
+    unit: &str,
+    invocation: u64,
+    sub: &str,
+) -> Result<(), SystemctlError> {
+    let mut l = state::lock(ctx.paths)?;
+    let s = l.unit(unit);
+    if s.invocation == invocation {
+        s.stop_timed_out = true;
+        s.set("deactivating", sub);
+        l.save()?;
+    }
+    Ok(())
+}
+
+/// After `KillSignal=` timed out (`service_dispatch_timer`, state `stop-sigterm`): with
+/// `TimeoutStopFailureMode=abort`, `WatchdogSignal=` and `TimeoutAbortSec=` (state
+/// `stop-watchdog`); then, with `SendSIGKILL=yes`, `FinalKillSignal=` to the processes
+/// `KillMode=` names (state `stop-sigkill`).
+fn escalate(
+    ctx: &Ctx<'_>,
+    unit: &str,
+    cfg: &ServiceConfig,
+    (main, invocation): (u32, u64),
+    wait_gone: &dyn Fn(Duration) -> bool,
+) -> Result<(), SystemctlError> {
+    let cap = ctx.settings.max_stop;
+    if cfg.timeout_stop_failure_mode == unit::FailureMode::Abort {
+        stop_timed_out(ctx, unit, invocation, "stop-watchdog")?;
+        let t = targets(cfg.kill_mode, main, false);
+        signal_all(ctx, unit, "abort", &t, cfg.watchdog_signal);
+        let abort = cfg.timeout_abort.unwrap_or(cfg.timeout_stop);
+        let budget = abort.map_or(cap, |t| t.min(cap));
+        if wait_gone(budget) {
+            return Ok(());
+        }
+        ctx.journal(ctx.entry(unit, "timeout").pid(main).detail(format!(
+            "still running after {budget:?} (TimeoutAbortSec={abort:?}, cap {cap:?})"
+        )));
+    }
+    if !cfg.send_sigkill {
+        stop_timed_out(ctx, unit, invocation, "stop-sigterm")?;
+        ctx.journal(
+            ctx.entry(unit, "timeout")
+                .pid(main)
+                .detail("SendSIGKILL=no: processes left running"),
+        );
+        return Ok(());
+    }
+    stop_timed_out(ctx, unit, invocation, "stop-sigkill")?;
+    let all = targets(cfg.kill_mode, main, true);
+    signal_all(ctx, unit, "escalate", &all, cfg.final_kill_signal);
+    wait_gone(Duration::from_secs(5));
+    Ok(())
 }
 
 fn restart(ctx: &mut Ctx<'_>, unit: &str, only_if_active: bool) -> Result<i32, SystemctlError> {
@@ -1406,6 +1472,7 @@ fn properties(paths: &Paths, unit: &str, u: &UnitState) -> Vec<(&'static str, St
             match u.exec_main_code.as_str() {
                 "exited" => "1",
                 "killed" => "2",
+                "dumped" => "3",
                 _ => "0",
             }
             .to_string(),
@@ -1442,6 +1509,7 @@ fn properties(paths: &Paths, unit: &str, u: &UnitState) -> Vec<(&'static str, St
             match c.service_type {
                 ServiceType::Simple => "simple",
                 ServiceType::Exec => "exec",
+                ServiceType::Oneshot => "oneshot",
                 ServiceType::Other => "other",
             }
             .to_string(),

@@ -18,7 +18,7 @@ use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 
 use crate::state::{self, JournalEntry, Paths};
-use crate::unit::RestartPolicy;
+use crate::unit::{ExitSet, RestartPolicy};
 use crate::SystemctlError;
 
 /// Fields of `/proc/<pid>/stat` we use.
@@ -272,47 +272,70 @@ pub fn spawn(spec: &ExecSpec) -> io::Result<Child> {
     cmd.spawn()
 }
 
-/// How a process ended.
+/// How a process ended (`CLD_EXITED`, `CLD_KILLED`, `CLD_DUMPED`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exit {
     Code(i32),
     Signal(i32),
+    /// Killed by a signal and dumped core.
+    Dumped(i32),
 }
 
 impl Exit {
     pub fn from_status(s: ExitStatus) -> Exit {
         match (s.code(), s.signal()) {
             (Some(c), _) => Exit::Code(c),
+            (None, Some(sig)) if s.core_dumped() => Exit::Dumped(sig),
             (None, Some(sig)) => Exit::Signal(sig),
             _ => Exit::Code(255),
         }
     }
-    /// systemd's `ExecMainCode`: exited | killed.
+    /// systemd's `ExecMainCode`: exited | killed | dumped.
     pub fn code_name(self) -> &'static str {
         match self {
             Exit::Code(_) => "exited",
             Exit::Signal(_) => "killed",
+            Exit::Dumped(_) => "dumped",
         }
     }
     pub fn status(self) -> i32 {
         match self {
-            Exit::Code(c) | Exit::Signal(c) => c,
+            Exit::Code(c) | Exit::Signal(c) | Exit::Dumped(c) => c,
         }
     }
-    /// Clean per systemd: exit 0, SIGHUP/SIGINT/SIGTERM/SIGPIPE, or SuccessExitStatus=.
-    pub fn clean(self, success_codes: &[i32], success_signals: &[i32]) -> bool {
+    /// `is_clean_exit` (`src/shared/exit-status.c`): exit 0 or a `SuccessExitStatus=` code;
+    /// for a daemon (any `Type=` but oneshot, `EXIT_CLEAN_DAEMON`) also a death by SIGHUP,
+    /// SIGINT, SIGTERM or SIGPIPE; a `SuccessExitStatus=` signal; never a core dump.
+    pub fn clean(self, success: &ExitSet, daemon: bool) -> bool {
         match self {
-            Exit::Code(c) => c == 0 || success_codes.contains(&c),
+            Exit::Code(c) => c == 0 || success.codes.contains(&c),
             Exit::Signal(s) => {
-                [
+                let default_clean = [
                     Signal::SIGHUP as i32,
                     Signal::SIGINT as i32,
                     Signal::SIGTERM as i32,
                     Signal::SIGPIPE as i32,
                 ]
-                .contains(&s)
-                    || success_signals.contains(&s)
+                .contains(&s);
+                (daemon && default_clean) || success.signals.contains(&s)
             }
+            Exit::Dumped(_) => false,
+        }
+    }
+    /// The unit's `Result=` for this exit of the main process (`service_sigchld_event`):
+    /// success | exit-code | signal | core-dump.
+    pub fn result(self, clean: bool) -> &'static str {
+        match self {
+            _ if clean => "success",
+            Exit::Code(_) => "exit-code",
+            Exit::Signal(_) => "signal",
+            Exit::Dumped(_) => "core-dump",
+        }
+    }
+    fn matches(self, set: &ExitSet) -> bool {
+        match self {
+            Exit::Code(c) => set.codes.contains(&c),
+            Exit::Signal(s) | Exit::Dumped(s) => set.signals.contains(&s),
         }
     }
 }
@@ -341,23 +364,42 @@ pub struct SupervisorSpec {
     pub paths: Paths,
     pub exec: ExecSpec,
     pub invocation: u64,
-    pub restart: RestartPolicy,
+    pub restart: RestartRules,
     pub restart_sec: Duration,
-    pub success_codes: Vec<i32>,
-    pub success_signals: Vec<i32>,
+    /// `SuccessExitStatus=`.
+    pub success: ExitSet,
+    /// The main process is a daemon (every `Type=` but oneshot).
+    pub daemon: bool,
     /// argv of the systemctl call that started it (for journal entries).
     pub caller_argv: Vec<String>,
 }
 
-/// Whether `Restart=` asks for a restart after `exit`.
-pub fn should_restart(policy: RestartPolicy, clean: bool, exit: Exit) -> bool {
-    let by_signal = matches!(exit, Exit::Signal(_));
-    match policy {
+/// `Restart=` with `RestartPreventExitStatus=` and `RestartForceExitStatus=`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RestartRules {
+    pub policy: RestartPolicy,
+    pub prevent: ExitSet,
+    pub force: ExitSet,
+}
+
+/// Whether the service restarts after its main process ended with `exit` and the unit's
+/// `result` (`service_shall_restart` in `src/core/service.c`). A stop (`forbid_restart`)
+/// is the caller's check.
+pub fn should_restart(rules: &RestartRules, result: &str, exit: Exit) -> bool {
+    if exit.matches(&rules.prevent) {
+        return false;
+    }
+    if exit.matches(&rules.force) {
+        return true;
+    }
+    match rules.policy {
         RestartPolicy::No => false,
         RestartPolicy::Always => true,
-        RestartPolicy::OnSuccess => clean,
-        RestartPolicy::OnFailure => !clean,
-        RestartPolicy::OnAbnormal | RestartPolicy::OnAbort => !clean && by_signal,
+        RestartPolicy::OnSuccess => result == "success",
+        RestartPolicy::OnFailure => result != "success",
+        RestartPolicy::OnAbnormal => !matches!(result, "success" | "exit-code"),
+        RestartPolicy::OnWatchdog => result == "watchdog",
+        RestartPolicy::OnAbort => matches!(result, "signal" | "core-dump"),
     }
 }
 
@@ -396,6 +438,8 @@ pub fn supervise() -> i32 {
     let me = std::process::id();
     loop {
         let mut spawn_error = None;
+        // Where this process's output starts in the unit log (for `journalctl _PID=`).
+        let offset = fs::metadata(&spec.exec.log).map_or(0, |m| m.len());
         let child = spawn(&spec.exec);
         let exit = match child {
             Err(e) => {
@@ -425,6 +469,7 @@ pub fn supervise() -> i32 {
                         return 0;
                     }
                     u.main_pid = pid;
+                    u.record_output(pid, offset);
                     u.main_start_time = start_time(pid);
                     u.exec_main_pid = pid;
                     u.supervisor_pid = me;
@@ -443,7 +488,7 @@ pub fn supervise() -> i32 {
                 }
             }
         };
-        let clean = exit.clean(&spec.success_codes, &spec.success_signals);
+        let clean = exit.clean(&spec.success, spec.daemon);
         let Ok(mut l) = state::lock(paths) else {
             return 1;
         };
@@ -455,16 +500,13 @@ pub fn supervise() -> i32 {
         u.exec_main_code = exit.code_name().to_string();
         u.main_pid = 0;
         u.main_start_time = 0;
-        let restart = !u.stop_requested && should_restart(spec.restart, clean, exit);
         let result = if u.stop_timed_out {
             "timeout"
-        } else if clean {
-            "success"
-        } else if matches!(exit, Exit::Signal(_)) {
-            "signal"
         } else {
-            "exit-code"
+            exit.result(clean)
         };
+        // A stop forbids the restart (`forbid_restart`, set by `service_stop`).
+        let restart = !u.stop_requested && should_restart(&spec.restart, result, exit);
         u.result = result.to_string();
         let stopping = u.stop_requested;
         if restart {
@@ -488,7 +530,7 @@ pub fn supervise() -> i32 {
                 exit.code_name(),
                 if stopping { " (stop)" } else { "" }
             ));
-        if let Exit::Signal(s) = exit {
+        if let Exit::Signal(s) | Exit::Dumped(s) = exit {
             if let Ok(sig) = Signal::try_from(s) {
                 entry = entry.signal(sig.as_str());
             }
@@ -560,28 +602,75 @@ pub fn start_supervisor(spec: &SupervisorSpec, exe: &Path) -> Result<String, Sys
 mod tests {
     use super::*;
 
+    fn rules(policy: RestartPolicy) -> RestartRules {
+        RestartRules {
+            policy,
+            prevent: ExitSet::default(),
+            force: ExitSet::default(),
+        }
+    }
+
+    /// The table of `service_shall_restart` (`src/core/service.c`) for the results a
+    /// simple service's main process can end with.
     #[test]
     fn restart_policy() {
-        let fail = Exit::Code(1);
-        let ok = Exit::Code(0);
-        let killed = Exit::Signal(Signal::SIGKILL as i32);
-        assert!(!should_restart(RestartPolicy::No, false, fail));
-        assert!(should_restart(RestartPolicy::Always, true, ok));
-        assert!(should_restart(RestartPolicy::OnFailure, false, fail));
-        assert!(!should_restart(RestartPolicy::OnFailure, true, ok));
-        assert!(should_restart(RestartPolicy::OnSuccess, true, ok));
-        assert!(should_restart(RestartPolicy::OnAbnormal, false, killed));
-        assert!(!should_restart(RestartPolicy::OnAbnormal, false, fail));
+        let none = ExitSet::default();
+        let cases = [
+            (Exit::Code(0), "success"),
+            (Exit::Code(1), "exit-code"),
+            (Exit::Signal(Signal::SIGTERM as i32), "success"),
+            (Exit::Signal(Signal::SIGKILL as i32), "signal"),
+            (Exit::Dumped(Signal::SIGABRT as i32), "core-dump"),
+        ];
+        for (exit, result) in cases {
+            assert_eq!(exit.result(exit.clean(&none, true)), result, "{exit:?}");
+        }
+        let expect = |p: RestartPolicy, want: [bool; 5]| {
+            for ((exit, result), w) in cases.iter().zip(want) {
+                assert_eq!(
+                    should_restart(&rules(p), result, *exit),
+                    w,
+                    "{p:?} {exit:?}"
+                );
+            }
+        };
+        expect(RestartPolicy::No, [false; 5]);
+        expect(RestartPolicy::Always, [true; 5]);
+        expect(RestartPolicy::OnSuccess, [true, false, true, false, false]);
+        expect(RestartPolicy::OnFailure, [false, true, false, true, true]);
+        expect(RestartPolicy::OnAbnormal, [false, false, false, true, true]);
+        expect(RestartPolicy::OnAbort, [false, false, false, true, true]);
+        expect(RestartPolicy::OnWatchdog, [false; 5]);
+        assert!(should_restart(
+            &rules(RestartPolicy::OnFailure),
+            "timeout",
+            Exit::Signal(9)
+        ));
+        let mut r = rules(RestartPolicy::OnFailure);
+        r.prevent.codes.push(1);
+        assert!(!should_restart(&r, "exit-code", Exit::Code(1)));
+        r.force.codes.push(0);
+        assert!(should_restart(&r, "success", Exit::Code(0)));
     }
 
     #[test]
     fn clean_exits() {
-        assert!(Exit::Code(0).clean(&[], &[]));
-        assert!(!Exit::Code(143).clean(&[], &[]));
-        assert!(Exit::Code(143).clean(&[143], &[]));
-        assert!(Exit::Signal(15).clean(&[], &[]));
-        assert!(!Exit::Signal(9).clean(&[], &[]));
-        assert!(Exit::Signal(10).clean(&[], &[10]));
+        let none = ExitSet::default();
+        let set = |codes: &[i32], signals: &[i32]| ExitSet {
+            codes: codes.to_vec(),
+            signals: signals.to_vec(),
+        };
+        assert!(Exit::Code(0).clean(&none, true));
+        assert!(!Exit::Code(143).clean(&none, true));
+        assert!(Exit::Code(143).clean(&set(&[143], &[]), true));
+        assert!(Exit::Signal(15).clean(&none, true));
+        assert!(Exit::Signal(1).clean(&none, true));
+        // a oneshot's command dying by SIGTERM failed (EXIT_CLEAN_COMMAND)
+        assert!(!Exit::Signal(15).clean(&none, false));
+        assert!(!Exit::Signal(9).clean(&none, true));
+        assert!(!Exit::Signal(10).clean(&none, true));
+        assert!(Exit::Signal(10).clean(&set(&[], &[10]), true));
+        assert!(!Exit::Dumped(6).clean(&set(&[], &[6]), true));
     }
 
     #[test]

@@ -91,7 +91,19 @@ pub struct UnitState {
     pub stop_timed_out: bool,
     pub active_enter_ts: f64,
     pub inactive_enter_ts: f64,
+    /// Where each recent main process's output starts in the unit log, oldest first.
+    pub outputs: Vec<OutputSpan>,
 }
+
+/// A main process and the offset of its first output byte in `/var/log/<unit>.log`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutputSpan {
+    pub pid: u32,
+    pub offset: u64,
+}
+
+/// How many main processes' output spans a unit keeps.
+const OUTPUT_SPANS: usize = 32;
 
 impl Default for UnitState {
     fn default() -> Self {
@@ -113,11 +125,20 @@ impl Default for UnitState {
             stop_timed_out: false,
             active_enter_ts: 0.0,
             inactive_enter_ts: 0.0,
+            outputs: Vec::new(),
         }
     }
 }
 
 impl UnitState {
+    /// Records that main process `pid` writes its output from `offset` on.
+    pub fn record_output(&mut self, pid: u32, offset: u64) {
+        self.outputs.push(OutputSpan { pid, offset });
+        if self.outputs.len() > OUTPUT_SPANS {
+            self.outputs.remove(0);
+        }
+    }
+
     pub fn set(&mut self, active: &str, sub: &str) {
         if self.active != "active" && active == "active" {
             self.active_enter_ts = now();

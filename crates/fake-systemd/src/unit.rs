@@ -72,8 +72,23 @@ pub fn parse_ini(text: &str, warnings: &mut Vec<String>) -> Vec<Assignment> {
 pub enum ServiceType {
     Simple,
     Exec,
-    /// forking, notify, dbus, idle, oneshot: run like `simple` (documented gap).
+    /// Runs like `simple`, but its main process is a command, not a daemon: a death by
+    /// SIGHUP, SIGINT, SIGTERM or SIGPIPE is not clean (`EXIT_CLEAN_COMMAND` in
+    /// `src/core/service.c`).
+    Oneshot,
+    /// forking, notify, dbus, idle: run like `simple` (documented gap).
     Other,
+}
+
+/// `TimeoutStopFailureMode=`: what a stop that timed out does next (`src/core/service.c`,
+/// `service_dispatch_timer`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureMode {
+    /// The default: SIGKILL (`FinalKillSignal=`) when `SendSIGKILL=yes`.
+    Terminate,
+    /// `WatchdogSignal=`, then after `TimeoutAbortSec=` the SIGKILL.
+    Abort,
+    Kill,
 }
 
 /// `KillMode=`.
@@ -104,7 +119,16 @@ pub enum RestartPolicy {
     OnFailure,
     OnAbnormal,
     OnAbort,
+    OnWatchdog,
     Always,
+}
+
+/// Exit codes and signals (`SuccessExitStatus=`, `RestartPreventExitStatus=`,
+/// `RestartForceExitStatus=`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ExitSet {
+    pub codes: Vec<i32>,
+    pub signals: Vec<i32>,
 }
 
 /// One `Exec*=` command: raw words (expanded at run time) and prefix flags.
@@ -138,11 +162,23 @@ pub struct ServiceConfig {
     pub kill_mode: KillMode,
     /// None = infinity.
     pub timeout_stop: Option<Duration>,
+    pub timeout_stop_failure_mode: FailureMode,
+    /// `WatchdogSignal=` (default SIGABRT): sent when an aborting stop timed out.
+    pub watchdog_signal: Signal,
+    /// `TimeoutAbortSec=`: None when unset (then `TimeoutStopSec=` applies); Some(None) =
+    /// infinity.
+    pub timeout_abort: Option<Option<Duration>>,
+    /// `SendSIGKILL=` (default yes).
+    pub send_sigkill: bool,
+    /// `FinalKillSignal=` (default SIGKILL).
+    pub final_kill_signal: Signal,
     pub restart: RestartPolicy,
     pub restart_sec: Duration,
     /// Extra exit codes and signals counted as success (`SuccessExitStatus=`).
     pub success_exit_codes: Vec<i32>,
     pub success_signals: Vec<Signal>,
+    pub restart_prevent: ExitSet,
+    pub restart_force: ExitSet,
     pub wanted_by: Vec<String>,
     pub required_by: Vec<String>,
     pub warnings: Vec<String>,
@@ -165,10 +201,17 @@ impl Default for ServiceConfig {
             kill_signal: Signal::SIGTERM,
             kill_mode: KillMode::ControlGroup,
             timeout_stop: Some(Duration::from_secs(90)),
+            timeout_stop_failure_mode: FailureMode::Terminate,
+            watchdog_signal: Signal::SIGABRT,
+            timeout_abort: None,
+            send_sigkill: true,
+            final_kill_signal: Signal::SIGKILL,
             restart: RestartPolicy::No,
             restart_sec: Duration::from_millis(100),
             success_exit_codes: Vec::new(),
             success_signals: Vec::new(),
+            restart_prevent: ExitSet::default(),
+            restart_force: ExitSet::default(),
             wanted_by: Vec::new(),
             required_by: Vec::new(),
             warnings: Vec::new(),
@@ -196,9 +239,8 @@ pub fn parse_service(text: &str) -> ServiceConfig {
                 c.service_type = match v {
                     "simple" | "" => ServiceType::Simple,
                     "exec" => ServiceType::Exec,
-                    "forking" | "oneshot" | "notify" | "notify-reload" | "dbus" | "idle" => {
-                        ServiceType::Other
-                    }
+                    "oneshot" => ServiceType::Oneshot,
+                    "forking" | "notify" | "notify-reload" | "dbus" | "idle" => ServiceType::Other,
                     _ => {
                         warnings.push(format!("invalid Type={v}, using simple"));
                         ServiceType::Simple
@@ -268,7 +310,8 @@ pub fn parse_service(text: &str) -> ServiceConfig {
                     "on-success" => RestartPolicy::OnSuccess,
                     "on-failure" => RestartPolicy::OnFailure,
                     "on-abnormal" => RestartPolicy::OnAbnormal,
-                    "on-abort" | "on-watchdog" => RestartPolicy::OnAbort,
+                    "on-abort" => RestartPolicy::OnAbort,
+                    "on-watchdog" => RestartPolicy::OnWatchdog,
                     "always" => RestartPolicy::Always,
                     _ => {
                         warnings.push(format!("invalid Restart={v}"));
@@ -285,16 +328,51 @@ pub fn parse_service(text: &str) -> ServiceConfig {
                     c.success_exit_codes.clear();
                     c.success_signals.clear();
                 }
-                for w in v.split_whitespace() {
-                    if let Ok(n) = w.parse::<i32>() {
-                        c.success_exit_codes.push(n);
-                    } else if let Some(s) = parse_signal(w) {
-                        c.success_signals.push(s);
-                    } else {
-                        warnings.push(format!("invalid SuccessExitStatus entry {w}"));
+                let mut set = ExitSet::default();
+                parse_exit_set(v, a.key.as_str(), &mut set, &mut warnings);
+                c.success_exit_codes.extend(set.codes);
+                c.success_signals
+                    .extend(set.signals.iter().filter_map(|s| Signal::try_from(*s).ok()));
+            }
+            ("Service", "RestartPreventExitStatus") => {
+                parse_exit_set(v, &a.key, &mut c.restart_prevent, &mut warnings)
+            }
+            ("Service", "RestartForceExitStatus") => {
+                parse_exit_set(v, &a.key, &mut c.restart_force, &mut warnings)
+            }
+            ("Service", "TimeoutStopFailureMode") => {
+                c.timeout_stop_failure_mode = match v {
+                    "terminate" => FailureMode::Terminate,
+                    "abort" => FailureMode::Abort,
+                    "kill" => FailureMode::Kill,
+                    _ => {
+                        warnings.push(format!("invalid TimeoutStopFailureMode={v}"));
+                        c.timeout_stop_failure_mode
                     }
                 }
             }
+            ("Service", "TimeoutAbortSec") => {
+                if v.is_empty() {
+                    c.timeout_abort = None;
+                } else {
+                    match parse_timespan(v) {
+                        Some(d) => c.timeout_abort = Some(d),
+                        None => warnings.push(format!("invalid TimeoutAbortSec={v}")),
+                    }
+                }
+            }
+            ("Service", "WatchdogSignal") => match parse_signal(v) {
+                Some(s) => c.watchdog_signal = s,
+                None => warnings.push(format!("invalid WatchdogSignal={v}")),
+            },
+            ("Service", "FinalKillSignal") => match parse_signal(v) {
+                Some(s) => c.final_kill_signal = s,
+                None => warnings.push(format!("invalid FinalKillSignal={v}")),
+            },
+            ("Service", "SendSIGKILL") => match parse_bool(v) {
+                Some(b) => c.send_sigkill = b,
+                None => warnings.push(format!("invalid SendSIGKILL={v}")),
+            },
             ("Install", "WantedBy") => c.wanted_by.extend(v.split_whitespace().map(String::from)),
             ("Install", "RequiredBy") => {
                 c.required_by.extend(v.split_whitespace().map(String::from))
@@ -304,6 +382,33 @@ pub fn parse_service(text: &str) -> ServiceConfig {
     }
     c.warnings = warnings;
     c
+}
+
+/// systemd's boolean words (`src/basic/parse-util.c`, `parse_boolean`).
+pub fn parse_bool(v: &str) -> Option<bool> {
+    match v.to_ascii_lowercase().as_str() {
+        "1" | "yes" | "y" | "true" | "t" | "on" => Some(true),
+        "0" | "no" | "n" | "false" | "f" | "off" => Some(false),
+        _ => None,
+    }
+}
+
+/// Exit codes (0-255) and signal names; an empty value resets the list
+/// (`config_parse_exit_status` in `src/core/load-fragment.c`).
+fn parse_exit_set(v: &str, key: &str, set: &mut ExitSet, warnings: &mut Vec<String>) {
+    if v.is_empty() {
+        *set = ExitSet::default();
+    }
+    for w in v.split_whitespace() {
+        match w.parse::<i32>() {
+            Ok(n) if (0..=255).contains(&n) => set.codes.push(n),
+            Ok(_) => warnings.push(format!("invalid {key} entry {w}")),
+            Err(_) => match parse_signal(w) {
+                Some(s) => set.signals.push(s as i32),
+                None => warnings.push(format!("invalid {key} entry {w}")),
+            },
+        }
+    }
 }
 
 fn push_exec(list: &mut Vec<ExecCommand>, v: &str, warnings: &mut Vec<String>) {

@@ -30,6 +30,9 @@ fn main() {
     if name == "systemctl" {
         std::process::exit(fake_systemd::main(&argv[1..]));
     }
+    if name == "journalctl" {
+        std::process::exit(fake_systemd::journalctl::main(&argv[1..]));
+    }
     run_tests(&argv[1..]);
 }
 
@@ -67,6 +70,22 @@ const TESTS: &[(&str, TestFn)] = &[
     (
         "fake_concourse_worker_lands_and_stops",
         fake_concourse_worker_lands_and_stops,
+    ),
+    (
+        "signal_deaths_and_restart_on_failure",
+        signal_deaths_and_restart_on_failure,
+    ),
+    (
+        "stop_aborts_then_kills_the_main_process_only",
+        stop_aborts_then_kills_the_main_process_only,
+    ),
+    (
+        "a_stop_is_never_restarted_whatever_the_exit",
+        a_stop_is_never_restarted_whatever_the_exit,
+    ),
+    (
+        "journalctl_shows_each_main_process_output",
+        journalctl_shows_each_main_process_output,
     ),
 ];
 
@@ -163,6 +182,7 @@ impl Sandbox {
         std::fs::set_permissions(root.join("log"), std::fs::Permissions::from_mode(0o777)).unwrap();
         let exe = std::env::current_exe().unwrap();
         std::os::unix::fs::symlink(&exe, root.join("bin/systemctl")).unwrap();
+        std::os::unix::fs::symlink(&exe, root.join("bin/journalctl")).unwrap();
         Sandbox { _dir: dir, root }
     }
 
@@ -183,11 +203,20 @@ impl Sandbox {
     }
 
     fn systemctl_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        self.tool("systemctl", args, env)
+    }
+
+    fn journalctl(&self, args: &[&str]) -> Output {
+        self.tool("journalctl", args, &[])
+    }
+
+    /// Runs `bin/<tool>` in the sandbox's mount namespace.
+    fn tool(&self, tool: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
         let r = self.root.display().to_string();
         let setup = format!(
             "set -e; mount --bind '{r}/units' /etc/systemd/system; mount --bind '{r}/run' /run; \
              mount --bind '{r}/log' /var/log; mount --bind '{r}/passwd' /etc/passwd; \
-             mount --bind '{r}/group' /etc/group; exec '{r}/bin/systemctl' \"$@\""
+             mount --bind '{r}/group' /etc/group; exec '{r}/bin/{tool}' \"$@\""
         );
         let mut c = Command::new("unshare");
         c.args([
@@ -999,6 +1028,9 @@ fn unknown_units_verbs_and_options() {
     assert!(calls >= 14, "{calls}");
 }
 
+/// The fake `concourse` under the fake systemd: web's TSA, a worker that registers with
+/// it, readiness in the journal, landing through `systemctl stop`, and the restart a
+/// `systemctl kill` lets happen when the land fails (TSA gone: exit 1).
 fn fake_concourse_worker_lands_and_stops() {
     let sb = Sandbox::new();
     let cache =
@@ -1017,59 +1049,311 @@ fn fake_concourse_worker_lands_and_stops() {
         .unwrap()
         .success());
     let bin = rel.join("concourse/bin/concourse");
+    let work = sb.path("work");
+    for k in ["tsa_key", "worker_key"] {
+        let o = Command::new(&bin)
+            .args(["generate-key", "-t", "ssh", "-f"])
+            .arg(work.join(k))
+            .env("FAKE_CONCOURSE_LOG", sb.path("log/fake-concourse.log"))
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", show_output(&o));
+    }
+    std::fs::copy(work.join("worker_key.pub"), work.join("authorized")).unwrap();
+    let db = work.join("db");
+    std::fs::create_dir_all(&db).unwrap();
+    std::fs::write(db.join(".s.PGSQL.5432"), "").unwrap();
+    let w = |p: &str| work.join(p).display().to_string();
     std::fs::write(
-        sb.path("work/worker.env"),
-        "CONCOURSE_WORK_DIR=/var/lib/concourse/worker\nCONCOURSE_RUNTIME=containerd\n",
+        work.join("web.env"),
+        format!(
+            "CONCOURSE_TSA_HOST_KEY={}\nCONCOURSE_TSA_AUTHORIZED_KEYS={}\nCONCOURSE_POSTGRES_HOST={}\nCONCOURSE_POSTGRES_DATABASE=concourse\n",
+            w("tsa_key"),
+            w("authorized"),
+            db.display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        work.join("worker.env"),
+        format!(
+            "CONCOURSE_TSA_HOST=127.0.0.1:2222\nCONCOURSE_TSA_PUBLIC_KEY={}\nCONCOURSE_TSA_WORKER_PRIVATE_KEY={}\n",
+            w("tsa_key.pub"),
+            w("worker_key")
+        ),
     )
     .unwrap();
     sb.write_unit(
-        "concourse-worker.service",
+        "concourse-server.service",
         &format!(
-            "[Service]\nType=simple\nUser=root\nEnvironmentFile={}\nExecStart={} worker\nRestart=on-failure\nKillMode=process\nTimeoutStopSec=5\n",
-            sb.path("work/worker.env").display(),
+            "[Service]\nEnvironmentFile={}\nExecStart={} web\nRestart=on-failure\n",
+            w("web.env"),
             bin.display()
         ),
     );
-    let log = sb.path("log/fake-concourse.log");
-    sb.ok(&["start", "concourse-worker"]);
-    let pid: u32 = sb.prop("concourse-worker", "MainPID").parse().unwrap();
-    let start = wait_for("worker start", Duration::from_secs(5), || {
-        release_fixtures::fake_concourse::read_log(&log)
-            .unwrap()
-            .into_iter()
-            .find(|r| r.event == "start" && r.pid == pid)
-    });
-    assert_eq!(
-        start.env.get("CONCOURSE_WORK_DIR").map(String::as_str),
-        Some("/var/lib/concourse/worker")
+    sb.write_unit(
+        "concourse-worker.service",
+        &format!(
+            "[Service]\nUser=root\nEnvironmentFile={}\nExecStart={} worker\nRestart=on-failure\nRestartSec=100ms\nKillSignal=SIGUSR1\nKillMode=process\nTimeoutStopSec=5\n",
+            w("worker.env"),
+            bin.display()
+        ),
     );
-    assert_eq!(start.exe_resolved, bin.display().to_string());
-    // Land: SIGUSR1 to the main process; it exits 0, so Restart=on-failure leaves it down.
-    sb.ok(&["kill", "-s", "USR1", "--kill-whom=main", "concourse-worker"]);
-    wait_for("inactive", Duration::from_secs(5), || {
-        (sb.prop("concourse-worker", "ActiveState") == "inactive").then_some(())
-    });
-    assert_eq!(sb.prop("concourse-worker", "NRestarts"), "0");
-    let events: Vec<String> = release_fixtures::fake_concourse::read_log(&log)
-        .unwrap()
-        .into_iter()
-        .map(|r| r.event)
-        .collect();
-    assert!(events.contains(&"landing".to_string()) && events.contains(&"landed".to_string()));
-    // Start again and stop with SIGTERM: "killed without landing", exit 143 -> failed.
-    sb.ok(&["start", "concourse-worker"]);
-    let pid2: u32 = sb.prop("concourse-worker", "MainPID").parse().unwrap();
-    wait_for("worker start", Duration::from_secs(5), || {
+    std::fs::create_dir_all(sb.path("run/fake-concourse")).unwrap();
+    std::fs::write(sb.path("run/fake-concourse/beacon-retry"), "0.2").unwrap();
+    let log = sb.path("log/fake-concourse.log");
+    let event = |pid: u32, event: &str| {
         release_fixtures::fake_concourse::read_log(&log)
             .unwrap()
             .into_iter()
-            .find(|r| r.event == "start" && r.pid == pid2)
+            .find(|r| r.event == event && r.pid == pid)
+    };
+    let output = |unit: &str, pid: u32| {
+        let o = sb.journalctl(&[
+            &format!("_SYSTEMD_UNIT={unit}"),
+            &format!("_PID={pid}"),
+            "--output=cat",
+            "--quiet",
+        ]);
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    sb.ok(&["start", "concourse-server"]);
+    let web: u32 = sb.prop("concourse-server", "MainPID").parse().unwrap();
+    wait_for("web listening", Duration::from_secs(10), || {
+        event(web, "listening")
+    });
+    assert!(output("concourse-server.service", web).contains("\"message\":\"tsa.listening\""));
+    let start_worker = || {
+        sb.ok(&["start", "concourse-worker"]);
+        let pid: u32 = sb.prop("concourse-worker", "MainPID").parse().unwrap();
+        wait_for("worker registered", Duration::from_secs(10), || {
+            event(pid, "registered")
+        });
+        pid
+    };
+    let pid = start_worker();
+    let start = event(pid, "start").unwrap();
+    assert_eq!(start.exe_resolved, bin.display().to_string());
+    assert!(output("concourse-worker.service", pid)
+        .contains("\"message\":\"worker.beacon-runner.beacon.registered\""));
+    // Land through the unit's stop (KillSignal=SIGUSR1): exit 0, never restarted.
+    sb.ok(&["stop", "concourse-worker"]);
+    assert!(event(pid, "landed").is_some());
+    assert_eq!(sb.prop("concourse-worker", "ActiveState"), "inactive");
+    assert_eq!(sb.prop("concourse-worker", "NRestarts"), "0");
+    // With the TSA gone, a land signal sent with `systemctl kill` makes the worker exit 1,
+    // and Restart=on-failure starts it again: a worker the sender believes landed.
+    let pid = start_worker();
+    sb.ok(&["stop", "concourse-server"]);
+    wait_for("registration lost", Duration::from_secs(10), || {
+        event(pid, "registration lost")
+    });
+    sb.ok(&["kill", "-s", "USR1", "--kill-whom=main", "concourse-worker"]);
+    let again: u32 = wait_for("restarted", Duration::from_secs(10), || {
+        let p: u32 = sb.prop("concourse-worker", "MainPID").parse().unwrap_or(0);
+        (p != 0 && p != pid).then_some(p)
+    });
+    assert!(event(pid, "drain failed").is_some());
+    assert_eq!(sb.prop("concourse-worker", "NRestarts"), "1");
+    // The same through `systemctl stop`: exit 1, but a stop is never restarted.
+    wait_for("beacon running", Duration::from_secs(10), || {
+        event(again, "tsa unreachable")
     });
     sb.ok(&["stop", "concourse-worker"]);
-    assert!(release_fixtures::fake_concourse::read_log(&log)
-        .unwrap()
-        .iter()
-        .any(|r| r.event == "killed without landing" && r.pid == pid2));
-    assert_eq!(sb.prop("concourse-worker", "ExecMainStatus"), "143");
-    assert_eq!(sb.prop("concourse-worker", "ActiveState"), "failed");
+    assert!(event(again, "drain failed").is_some());
+    assert_eq!(
+        (
+            sb.prop("concourse-worker", "ActiveState"),
+            sb.prop("concourse-worker", "Result")
+        ),
+        ("failed".to_string(), "exit-code".to_string())
+    );
+    std::thread::sleep(Duration::from_millis(400));
+    assert_eq!(sb.prop("concourse-worker", "NRestarts"), "1");
+}
+
+/// Exit codes and signal deaths as `service_sigchld_event` and `service_shall_restart`
+/// (`src/core/service.c`) treat them: a daemon dying by SIGHUP is clean and not restarted
+/// by `Restart=on-failure`; a SIGKILL through `systemctl kill` is a failure and restarted.
+fn signal_deaths_and_restart_on_failure() {
+    let sb = Sandbox::new();
+    let hup = sb.script("hup", "echo up; sleep 0.2; kill -HUP $$; sleep 5\n");
+    sb.write_unit(
+        "hup.service",
+        &format!(
+            "[Service]\nExecStart={}\nRestart=on-failure\nRestartSec=100ms\n",
+            hup.display()
+        ),
+    );
+    sb.ok(&["start", "hup"]);
+    wait_for("dead by SIGHUP", Duration::from_secs(5), || {
+        (sb.prop("hup", "ExecMainStatus") == "1" && sb.prop("hup", "ActiveState") == "inactive")
+            .then_some(())
+    });
+    assert_eq!(sb.prop("hup", "ExecMainCode"), "2");
+    assert_eq!(sb.prop("hup", "Result"), "success");
+    std::thread::sleep(Duration::from_millis(400));
+    assert_eq!(sb.prop("hup", "NRestarts"), "0");
+
+    let bin = sleeper(&sb, "svc");
+    sb.write_unit(
+        "k.service",
+        &format!(
+            "[Service]\nExecStart={}\nRestart=on-failure\nRestartSec=100ms\n",
+            bin.display()
+        ),
+    );
+    sb.ok(&["start", "k"]);
+    let pid: u32 = sb.prop("k", "MainPID").parse().unwrap();
+    sb.ok(&["kill", "-s", "KILL", "--kill-whom=main", "k"]);
+    let again: u32 = wait_for("restarted", Duration::from_secs(5), || {
+        let p: u32 = sb.prop("k", "MainPID").parse().unwrap_or(0);
+        (p != 0 && p != pid).then_some(p)
+    });
+    assert_eq!(sb.prop("k", "NRestarts"), "1");
+    assert!(alive(again));
+    sb.ok(&["stop", "k"]);
+}
+
+/// `KillMode=process` with `TimeoutStopFailureMode=abort`: `KillSignal=`, then after
+/// `TimeoutStopSec=` `WatchdogSignal=`, then after `TimeoutAbortSec=` SIGKILL, each to the
+/// main process only: its children (a worker's build containers) live on.
+fn stop_aborts_then_kills_the_main_process_only() {
+    let sb = Sandbox::new();
+    let bin = sb.script(
+        "stubborn",
+        "trap 'echo got USR1' USR1\ntrap 'echo got TERM' TERM\n\
+         sleep 300 &\necho child=$!\nwhile :; do sleep 0.1; done\n",
+    );
+    sb.write_unit(
+        "w.service",
+        &format!(
+            "[Service]\nExecStart={}\nKillSignal=SIGUSR1\nKillMode=process\nTimeoutStopSec=1\n\
+             TimeoutStopFailureMode=abort\nWatchdogSignal=SIGTERM\nTimeoutAbortSec=1\n\
+             Restart=on-failure\n",
+            bin.display()
+        ),
+    );
+    sb.ok(&["start", "w"]);
+    let pid: u32 = sb.prop("w", "MainPID").parse().unwrap();
+    let child: u32 = wait_for("child", Duration::from_secs(5), || {
+        sb.unit_log("w.service")
+            .lines()
+            .find_map(|l| l.strip_prefix("child=").and_then(|c| c.parse().ok()))
+    });
+    let t0 = Instant::now();
+    sb.ok(&["stop", "w"]);
+    let took = t0.elapsed();
+    assert!(took >= Duration::from_millis(1900), "took {took:?}");
+    assert!(!alive(pid));
+    assert!(alive(child), "KillMode=process never kills the children");
+    let log = sb.unit_log("w.service");
+    assert!(
+        log.contains("got USR1") && log.contains("got TERM"),
+        "{log}"
+    );
+    let sent: Vec<(String, Option<String>, Option<u32>)> = sb
+        .journal()
+        .into_iter()
+        .filter(|e| matches!(e.action.as_str(), "signal" | "abort" | "escalate"))
+        .map(|e| (e.action, e.signal, e.pid))
+        .collect();
+    assert_eq!(
+        sent,
+        [
+            ("signal".to_string(), Some("SIGUSR1".to_string()), Some(pid)),
+            ("abort".to_string(), Some("SIGTERM".to_string()), Some(pid)),
+            (
+                "escalate".to_string(),
+                Some("SIGKILL".to_string()),
+                Some(pid)
+            ),
+        ]
+    );
+    assert_eq!(sb.prop("w", "Result"), "timeout");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(sb.prop("w", "NRestarts"), "0", "a stop is never restarted");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+}
+
+/// A service that exits 1 on SIGUSR1 (a worker whose land failed): `systemctl kill` lets
+/// `Restart=on-failure` bring it back; `systemctl stop` never does (`forbid_restart`).
+fn a_stop_is_never_restarted_whatever_the_exit() {
+    let sb = Sandbox::new();
+    let bin = sb.script(
+        "lander",
+        "trap 'echo landing; exit 1' USR1\necho up\nwhile :; do sleep 0.1; done\n",
+    );
+    sb.write_unit(
+        "l.service",
+        &format!(
+            "[Service]\nExecStart={}\nKillSignal=SIGUSR1\nKillMode=process\nRestart=on-failure\nRestartSec=100ms\n",
+            bin.display()
+        ),
+    );
+    sb.ok(&["start", "l"]);
+    let pid: u32 = sb.prop("l", "MainPID").parse().unwrap();
+    sb.ok(&["kill", "-s", "USR1", "--kill-whom=main", "l"]);
+    let again: u32 = wait_for("restarted", Duration::from_secs(5), || {
+        let p: u32 = sb.prop("l", "MainPID").parse().unwrap_or(0);
+        (p != 0 && p != pid).then_some(p)
+    });
+    assert_eq!(sb.prop("l", "NRestarts"), "1");
+    sb.ok(&["stop", "l"]);
+    assert!(!alive(again));
+    assert_eq!(
+        (sb.prop("l", "ActiveState"), sb.prop("l", "Result")),
+        ("failed".to_string(), "exit-code".to_string())
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(sb.prop("l", "NRestarts"), "1");
+    assert_eq!(sb.prop("l", "MainPID"), "0");
+}
+
+/// `journalctl _SYSTEMD_UNIT=<unit> _PID=<pid> -o cat` prints what that main process wrote.
+fn journalctl_shows_each_main_process_output() {
+    let sb = Sandbox::new();
+    let bin = sb.script(
+        "talker",
+        "echo \"hello from $$\"\nwhile :; do sleep 0.1; done\n",
+    );
+    sb.write_unit(
+        "t.service",
+        &format!("[Service]\nExecStart={}\n", bin.display()),
+    );
+    sb.ok(&["start", "t"]);
+    let first = sb.prop("t", "MainPID");
+    wait_for("output", Duration::from_secs(5), || {
+        sb.unit_log("t.service").contains(&first).then_some(())
+    });
+    sb.ok(&["restart", "t"]);
+    let second = sb.prop("t", "MainPID");
+    wait_for("output", Duration::from_secs(5), || {
+        sb.unit_log("t.service").contains(&second).then_some(())
+    });
+    for pid in [&first, &second] {
+        let o = sb.journalctl(&[
+            "_SYSTEMD_UNIT=t.service",
+            &format!("_PID={pid}"),
+            "--output=cat",
+            "--no-pager",
+            "--quiet",
+        ]);
+        assert_eq!(o.status.code(), Some(0), "{}", show_output(&o));
+        assert_eq!(
+            String::from_utf8_lossy(&o.stdout),
+            format!("hello from {pid}\n")
+        );
+    }
+    let o = sb.journalctl(&["-u", "t", "_PID=1", "-o", "cat"]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "-- No entries --\n");
+    assert_eq!(
+        sb.journalctl(&["-u", "t", "-o", "json"]).status.code(),
+        Some(1)
+    );
+    sb.ok(&["stop", "t"]);
 }

@@ -7,6 +7,13 @@
 //! `password`, `uris`) granted to the relation, or as plain `username`, `password`, `uris`
 //! fields.
 //!
+//! With [`PostgresOptions::data_dir`] the database is *played*: the directory (visible at the
+//! same path in every unit, e.g. under the model's run directory) stands for the server, the
+//! way libpq and pgx read a host starting with `/` as a Unix socket directory. The provider
+//! creates it with the socket file `.s.PGSQL.<port>` and answers with it as the endpoint's
+//! host; the fake `concourse` keeps its migration history there, shared by every unit
+//! (`release_fixtures::fake_concourse`). Removing the socket file takes the database down.
+//!
 //! Invariants: it answers a relation once (then only when the test rotates the password); by
 //! default only after the requirer's app databag names a `database`, like the real charm.
 
@@ -39,6 +46,35 @@ pub struct PostgresOptions {
     /// TLS on, with this CA chain: a `secret-tls` secret (`tls`, `tls-ca`) granted to
     /// the relation, as data_platform_libs writes it.
     pub tls_ca: Option<String>,
+    /// Play the database in this directory (see the module docs); `None`: answer with
+    /// `host`, a server nobody runs.
+    pub data_dir: Option<std::path::PathBuf>,
+}
+
+impl PostgresOptions {
+    /// The host the provider answers with: the played database's directory, or `host`.
+    pub fn endpoint_host(&self) -> String {
+        match &self.data_dir {
+            Some(d) => d.display().to_string(),
+            None => self.host.clone(),
+        }
+    }
+
+    /// Creates the played database's directory (world-writable and sticky, like `/tmp`:
+    /// web runs as its own user) and its socket file.
+    pub fn prepare(&self) -> std::io::Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        let Some(dir) = &self.data_dir else {
+            return Ok(());
+        };
+        std::fs::create_dir_all(dir)?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o1777))?;
+        let socket = dir.join(format!(".s.PGSQL.{}", self.port));
+        if !socket.exists() {
+            std::fs::write(socket, "")?;
+        }
+        Ok(())
+    }
 }
 
 impl Default for PostgresOptions {
@@ -53,6 +89,7 @@ impl Default for PostgresOptions {
             password: "s3cr3t-pw".into(),
             version: "16.6".into(),
             tls_ca: None,
+            data_dir: None,
         }
     }
 }
@@ -65,7 +102,10 @@ fn credentials(o: &PostgresOptions, db: &str) -> Data {
             "uris",
             format!(
                 "postgresql://{}:{}@{}:{}/{db}",
-                o.username, o.password, o.host, o.port
+                o.username,
+                o.password,
+                o.endpoint_host(),
+                o.port
             ),
         ),
     ]
@@ -105,12 +145,13 @@ pub fn react(w: &mut World) {
                 (None, None) if opts.answer_without_request => "postgres".into(),
                 (None, None) => continue,
             };
+            if opts.prepare().is_err() {
+                continue;
+            }
+            let host = opts.endpoint_host();
             let mut data: Data = [
-                ("endpoints", format!("{}:{}", opts.host, opts.port)),
-                (
-                    "read-only-endpoints",
-                    format!("{}:{}", opts.host, opts.port),
-                ),
+                ("endpoints", format!("{host}:{}", opts.port)),
+                ("read-only-endpoints", format!("{host}:{}", opts.port)),
                 ("database", db.clone()),
                 ("version", opts.version.clone()),
             ]

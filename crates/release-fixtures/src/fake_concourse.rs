@@ -2,23 +2,51 @@
 //! tarballs, and the parser of the log it writes.
 //!
 //! Owns: the bash script `fake_concourse.sh` (embedded with `include_str!`), its rendering
-//! for a version/variant, and [`read_log`], which turns its JSON-lines log into [`Record`]s.
+//! for a version/variant ([`render_script`], with the version's database schema from
+//! [`schema_version`]), and [`read_log`], which turns its JSON-lines log into [`Record`]s.
 //!
-//! Imitates the `concourse` binary of concourse/concourse: the subcommands of
+//! Imitates the `concourse` binary of concourse/concourse v7.14.3: the subcommands of
 //! `cmd/concourse/main.go` (`web.go`, `worker.go`, `land_worker.go`, `retire_worker.go`,
-//! `generate_key.go`, `migrate.go`), with their signals and exit codes.
+//! `generate_key.go`, `migrate`), with their signals, exit codes and readiness:
+//! - **Go's default signal handling** before a handler exists (Go `os/signal`): SIGHUP,
+//!   SIGINT and SIGTERM kill the process *by the signal* (re-raised, not `exit 143`, so
+//!   systemd counts it clean); SIGUSR1/SIGUSR2 are caught and dropped.
+//! - **web** (`cmd/concourse/web.go`, `atc/atccmd/command.go` `RunCommand.Runner`,
+//!   `tsa/tsacmd/command.go`): opens the database and migrates it up to its schema (a
+//!   database it cannot reach: exit 1, as 7.13+ do), then, after `startup-delay`, installs
+//!   the SIGHUP handler and starts the TSA, logging `tsa.listening` and `atc.listening`.
+//!   Before that SIGHUP, SIGINT and SIGTERM kill it; afterwards SIGHUP reloads the
+//!   authorized worker keys (`tsa.reloading-config`) and SIGINT/SIGTERM stop it with exit 0.
+//!   A schema newer than it supports does not stop it (`atc/db/migration/migration.go`
+//!   `Migrate` runs no unknown down migration): it records `web-on-newer-schema`.
+//! - **worker** (`worker/workercmd/worker.go`, `worker/beacon_runner.go`, `worker/beacon.go`,
+//!   `worker/signals_unix.go`, `tsa/client.go`): during `Runner()` (`startup-delay`)
+//!   SIGUSR1/SIGUSR2 are lost and SIGHUP/SIGINT/SIGTERM kill it by the signal. Then the
+//!   beacon registers with the TSA (`worker.beacon-runner.beacon.registered`), retrying
+//!   every 5 s **forever** while no TSA answers (it never exits for that). A drain signal
+//!   (USR1 land, USR2 retire) is buffered until the current registration attempt ended;
+//!   registered, the worker lands or retires (after `land-delay`) and exits 0; when no TSA
+//!   answers the drain, it exits 1. SIGINT/SIGTERM after start-up stop it with exit 0
+//!   without landing, its build containers left running; SIGHUP always kills it.
+//! - **migrate** (`atc/atccmd/command.go` `Migration.Execute`): `--supported-db-version`
+//!   (no database needed), `--current-db-version`, `--migrate-db-to-version N` (up or
+//!   down), `--migrate-to-latest-version`, upstream's order, output and errors.
+//! - `--version`/`-v` prints the version (or [`WRONG_VERSION`] for the wrong-version
+//!   variant); `generate-key -t rsa|ssh -f PATH [-b BITS]` writes a PEM private key
+//!   (ssh-keygen, else openssl, else an obviously fake PEM; default 2048 bits, not upstream's
+//!   4096, for speed) and, for `ssh`, `PATH.pub` in authorized_keys form;
+//!   `land-worker`/`retire-worker` signal the worker found in `<run>/worker.pid`.
 //!
-//! Behaviour of the script (see the script header for control files):
-//! - `--version`/`-v` prints the version (or [`WRONG_VERSION`] for the wrong-version variant);
-//! - `generate-key -t rsa|ssh -f PATH [-b BITS]` writes a PEM private key (ssh-keygen, else
-//!   openssl, else an obviously fake PEM; default 2048 bits, not upstream's 4096, for speed)
-//!   and, for `ssh`, `PATH.pub` in authorized_keys form;
-//! - `web` and `worker` log a `start` record, write `<run>/<subcommand>.pid`, then run until
-//!   signalled: the worker lands on SIGUSR1 and retires on SIGUSR2 (exit 0), logs
-//!   "killed without landing" on SIGTERM (exit 143); web logs "stopped" and exits 0 on SIGTERM
-//!   and logs "reloaded" on SIGHUP. `worker` refuses to run unless root, like upstream.
-//! - `land-worker`/`retire-worker` signal the worker found in `<run>/worker.pid`;
-//!   `migrate` logs and exits 0.
+//! The TSA is a Perl child of web listening on an abstract Unix socket named by the TSA
+//! port and the fingerprint of the TSA host key: units of the simulator share one network
+//! namespace and addresses, so a TCP port would collide. A worker reaches the TSA its
+//! `CONCOURSE_TSA_HOST` port and `CONCOURSE_TSA_PUBLIC_KEY` name, and registers when its
+//! public key is in the TSA's authorized keys as last (re)loaded. The database is played
+//! through a directory: a `CONCOURSE_POSTGRES_HOST` starting with `/` is a socket directory
+//! (as libpq and pgx read it) holding `.s.PGSQL.<port>` and the migration history file
+//! `fake-concourse-db.<database>` (`juju_sim::PostgresOptions::data_dir`). Any other host
+//! is a database nobody plays: web starts without keeping a schema (`database not played`)
+//! and `migrate` cannot reach it.
 //!
 //! - `web` and `worker` refuse to start (exit 1, `start-failed` record) as the real binary
 //!   does: an invalid choice, bool, number, duration or AES key, a missing required
@@ -31,14 +59,19 @@
 //! interleave. Hazards: the log lives in the unit's own `/var/log` (the simulator gives each
 //! unit a private view); a service running as a non-root user can only append if the log
 //! already exists world-writable (the script creates it 0666) and otherwise writes to the
-//! fallback `/tmp/fake-concourse.log` — read both ([`DEFAULT_LOG_PATHS`]).
+//! fallback `/tmp/fake-concourse.log` — read both ([`DEFAULT_LOG_PATHS`]). Simplified on
+//! purpose: the host part of `CONCOURSE_TSA_HOST` is not checked (port and key are); a TSA
+//! with the wrong host key reads as unreachable (upstream retries a handshake error the
+//! same way, forever); of the two ready channels Go's `select` picks at random when a drain
+//! signal meets a failed registration, the fake always picks the drain.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde::Deserialize;
 
-/// The script template; `@VERSION@`, `@REPORTED_VERSION@` and `@BROKEN@` are substituted.
+/// The script template; `@VERSION@`, `@REPORTED_VERSION@`, `@BROKEN@`, `@SCHEMA@` and
+/// `@KNOWN_SCHEMAS@` are substituted.
 pub const SCRIPT_TEMPLATE: &str = include_str!("fake_concourse.sh");
 
 /// What the wrong-version variant prints for `--version` (what upstream dev builds print).
@@ -61,6 +94,55 @@ pub enum Behaviour {
     WrongVersion,
     /// `--version` works; `web` and `worker` print an error and exit 1 (fails to start).
     CrashOnStart,
+    /// Web works; `worker` prints an error and exits 1 (a worker that cannot run it).
+    WorkerCrashOnStart,
+}
+
+/// The newest database migration of each release line (`--supported-db-version`, from
+/// the `atc/db/migration/migrations/<version>_*.up.*` files of each tag).
+const SCHEMAS: [((u64, u64), u64); 5] = [
+    ((7, 9), 1_666_754_000),
+    ((7, 14), 1_746_768_931),
+    ((8, 0), 1_765_921_815),
+    ((8, 1), 1_771_492_499),
+    ((8, 2), 1_776_182_280),
+];
+
+fn major_minor(version: &str) -> Option<(u64, u64)> {
+    let mut it = version.trim_start_matches('v').split(['.', '-', '+']);
+    Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
+}
+
+/// The database schema version `version` migrates to: upstream's for 7.9 to 8.2 (7.9 to
+/// 7.13 share one), and for other versions a made-up one that keeps the order of versions.
+pub fn schema_version(version: &str) -> u64 {
+    let Some(mm) = major_minor(version) else {
+        return 1_600_000_000;
+    };
+    if mm < SCHEMAS[0].0 {
+        return 1_600_000_000 + mm.0 * 1000 + mm.1.min(999);
+    }
+    if mm > SCHEMAS[SCHEMAS.len() - 1].0 {
+        let (last_mm, last) = SCHEMAS[SCHEMAS.len() - 1];
+        return last + ((mm.0 - last_mm.0) * 1000 + mm.1.min(999)) * 1000;
+    }
+    SCHEMAS
+        .iter()
+        .rev()
+        .find(|(from, _)| mm >= *from)
+        .map_or(SCHEMAS[0].1, |(_, s)| *s)
+}
+
+/// Every schema version `version` knows (its migrations), ascending.
+pub fn known_schemas(version: &str) -> Vec<u64> {
+    let own = schema_version(version);
+    let mut v: Vec<u64> = SCHEMAS
+        .iter()
+        .map(|(_, s)| *s)
+        .filter(|s| *s < own)
+        .collect();
+    v.push(own);
+    v
 }
 
 /// The charm's table of the variables Concourse defines (see the file's header).
@@ -100,8 +182,10 @@ pub fn render_script(version: &str, behaviour: Behaviour) -> String {
     let broken = match behaviour {
         Behaviour::Broken => "1",
         Behaviour::CrashOnStart => "2",
+        Behaviour::WorkerCrashOnStart => "3",
         _ => "0",
     };
+    let known: Vec<String> = known_schemas(version).iter().map(u64::to_string).collect();
     // The version is placed inside single quotes: drop quotes so it cannot break the script.
     let clean = |s: &str| s.replace(['\'', '\n', '\\'], "");
     SCRIPT_TEMPLATE
@@ -109,6 +193,8 @@ pub fn render_script(version: &str, behaviour: Behaviour) -> String {
         .replace("@REPORTED_VERSION@", &clean(reported))
         .replace("@BROKEN@", broken)
         .replace("@ENV_TABLE@", &env_table_for(version))
+        .replace("@SCHEMA@", &schema_version(version).to_string())
+        .replace("@KNOWN_SCHEMAS@", &known.join(" "))
 }
 
 /// One event logged by the fake binary.
@@ -117,10 +203,13 @@ pub struct Record {
     /// Seconds since the epoch (bash `EPOCHREALTIME`).
     #[serde(default)]
     pub ts: f64,
-    /// `start`, `start-failed`, `landing`, `landed`, `retiring`, `retired`,
-    /// `killed without landing`, `stopped`, `reloaded`, `ignored signal`,
-    /// `ignoring SIGTERM`, `version`, `generate-key`, `generate-key-failed`, `land-worker`,
-    /// `retire-worker`, `migrate`, `unknown-command`.
+    /// `start`, `start-failed`, `listening`, `registered`, `registration lost`,
+    /// `tsa unreachable`, `drain requested`, `drain failed`, `container`, `landing`,
+    /// `landed`, `retiring`, `retired`, `killed without landing`,
+    /// `killed before the TSA started`, `stopped`, `reloaded`, `ignored signal`,
+    /// `ignoring SIGTERM`, `migrated`, `web-on-newer-schema`, `database not played`,
+    /// `version`, `generate-key`, `generate-key-failed`, `land-worker`, `retire-worker`,
+    /// `migrate`, `migrate-failed`, `unknown-command`.
     pub event: String,
     /// First argument (`web`, `worker`, `--version`, ...).
     #[serde(default)]
@@ -158,7 +247,8 @@ pub struct Record {
     /// Free text: the signal, the key file, the failure reason.
     #[serde(default)]
     pub detail: Option<String>,
-    /// For `land-worker`/`retire-worker`: the worker pid that was signalled.
+    /// For `land-worker`/`retire-worker`: the worker pid that was signalled; for
+    /// `container`: the container's pid.
     #[serde(default)]
     pub signalled_pid: Option<u32>,
 }
@@ -269,6 +359,8 @@ mod tests {
             ("CONCOURSE_TSA_HOST_KEY", key.clone()),
             ("CONCOURSE_MAIN_TEAM_LOCAL_USER", "admin".to_string()),
             ("CONCOURSE_LOG_LEVEL", "info".to_string()),
+            // a database nobody plays: web carries on (see the script's run_web)
+            ("CONCOURSE_POSTGRES_HOST", "127.0.0.1".to_string()),
         ];
         assert_eq!(
             run_fake(dir.path(), "web", &good).0,
@@ -314,9 +406,31 @@ mod tests {
         let (code, err) = run_fake(dir.path(), "web", &good[1..]);
         assert_eq!(code, 1);
         assert!(err.contains("the required flag `--tsa-host-key'"), "{err}");
-        let (code, err) = run_fake(dir.path(), "web", &[good[0].clone()]);
+        let (code, err) = run_fake(dir.path(), "web", &[good[0].clone(), good[3].clone()]);
         assert_eq!(code, 1);
         assert!(err.contains("default team auth not configured"), "{err}");
+    }
+
+    #[test]
+    fn schemas_follow_upstream_and_keep_order() {
+        assert_eq!(schema_version("7.13.2"), 1_666_754_000);
+        assert_eq!(schema_version("7.14.3"), 1_746_768_931);
+        assert_eq!(schema_version("8.0.0"), 1_765_921_815);
+        assert_eq!(schema_version("8.2.5"), 1_776_182_280);
+        let order = [
+            "0.1.0", "7.0.0", "7.9.1", "7.14.0", "8.0.1", "8.1.0", "8.2.9", "9.9.9",
+        ];
+        for w in order.windows(2) {
+            assert!(schema_version(w[0]) < schema_version(w[1]), "{w:?}");
+        }
+        assert_eq!(
+            known_schemas("8.0.0"),
+            [1_666_754_000, 1_746_768_931, 1_765_921_815]
+        );
+        assert_eq!(known_schemas("7.0.0"), [schema_version("7.0.0")]);
+        let s = render_script("8.0.0", Behaviour::Normal);
+        assert!(s.contains("SCHEMA='1765921815'"));
+        assert!(s.contains("KNOWN_SCHEMAS='1666754000 1746768931 1765921815'"));
     }
 
     #[test]

@@ -1,20 +1,32 @@
 #!/usr/bin/env bash
 # Fake `concourse` binary: a release-fixtures test fixture, never shipped.
 # Rendered by release_fixtures::fake_concourse::render_script; @...@ markers are substituted there.
+# Its rules come from concourse/concourse v7.14.3; fake_concourse.rs cites the files.
 #
 # Every invocation appends one JSON record per event to $FAKE_CONCOURSE_LOG
 # (default /var/log/fake-concourse.log; if that cannot be written, to
 # $FAKE_CONCOURSE_FALLBACK_LOG, default /tmp/fake-concourse.log). Rust tests parse it with
-# release_fixtures::fake_concourse::read_log.
+# release_fixtures::fake_concourse::read_log. `web` and `worker` also print upstream's
+# readiness lines (lager JSON) on stdout: tsa.listening, atc.listening,
+# worker.beacon-runner.beacon.registered.
 #
-# Control files in $FAKE_CONCOURSE_RUN (default /run/fake-concourse), read when a signal arrives:
-#   land-delay     seconds the worker takes to land or retire before exiting 0 (default 0)
-#   ignore-term    if present, web and worker log "ignoring SIGTERM" and keep running
+# Control files in $FAKE_CONCOURSE_RUN (default /run/fake-concourse), read when needed:
+#   startup-delay    seconds web and worker spend starting (before the TSA listens / the
+#                    beacon runs; default 0)
+#   land-delay       seconds the worker takes to land or retire before exiting 0 (default 0)
+#   ignore-term      if present, a started web or worker logs "ignoring SIGTERM" and runs on
+#   containers       number of build containers a registered worker runs (default 0)
+#   tsa-unreachable  if present, this worker cannot reach any TSA (a cut network)
+#   beacon-retry     seconds between registration attempts (default 5, as upstream)
 set -u
 
 FAKE_VERSION='@VERSION@'
 REPORTED_VERSION='@REPORTED_VERSION@'
+# 0 normal; 1 broken binary; 2 web and worker fail to start; 3 the worker fails to start
 BROKEN='@BROKEN@'
+# The database schema this version migrates to, and every schema version it knows.
+SCHEMA='@SCHEMA@'
+KNOWN_SCHEMAS='@KNOWN_SCHEMAS@'
 
 LOG="${FAKE_CONCOURSE_LOG:-/var/log/fake-concourse.log}"
 FALLBACK_LOG="${FAKE_CONCOURSE_FALLBACK_LOG:-/tmp/fake-concourse.log}"
@@ -23,10 +35,21 @@ RUN_DIR="${FAKE_CONCOURSE_RUN:-/run/fake-concourse}"
 SELF="$0"
 case "$SELF" in /*) ;; *) SELF="$PWD/$SELF" ;; esac
 SELF_RESOLVED="$(readlink -f -- "$0" 2>/dev/null || printf '%s' "$SELF")"
+USER_NAME="$(id -un 2>/dev/null || printf '?')"
+GROUP_ID="$(id -g 2>/dev/null || printf '0')"
 ARGS=("$@")
 SUBCOMMAND="${1:-}"
-SLEEP_PID=""
+TSA_PID=""
+CONN_PID=""
+CONTAINERS_STARTED=""
+# A drain signal the beacon has not acted on yet: land | retire.
+DRAIN=""
 
+# Below, nothing that can run once traps are set uses `$(...)`: bash 5.2 may run a pending
+# trap while it parses a command substitution and then fails to parse the trap ("unexpected
+# EOF while looking for matching `)'"), losing the signal. Functions return in REPLY.
+
+# json_str VALUE: REPLY = VALUE as a JSON string.
 json_str() {
     local s=$1
     s=${s//\\/\\\\}
@@ -35,40 +58,104 @@ json_str() {
     s=${s//$'\r'/\\r}
     s=${s//$'\t'/\\t}
     s=${s//[[:cntrl:]]/?}
-    printf '"%s"' "$s"
+    REPLY="\"$s\""
 }
 
-# Append one record: record EVENT [DETAIL] [SIGNALLED_PID]
+# Append one record: record EVENT [DETAIL] [SIGNALLED_PID]. A signal arriving meanwhile
+# is acted on afterwards (its handler may record too, and the log lock is not reentrant).
 record() {
+    IN_RECORD=1
+    record_line "$@"
+    IN_RECORD=""
+    run_deferred
+}
+
+record_line() {
     local event=$1 detail=${2:-} signalled=${3:-}
-    local a name sep="" argv="[" env="{" user gid line
+    local a name key sep="" argv="[" env="{" line
     for a in "${ARGS[@]}"; do
-        argv+="$sep$(json_str "$a")"
+        json_str "$a"
+        argv+="$sep$REPLY"
         sep=","
     done
     argv+="]"
     sep=""
-    for name in $(compgen -e); do
-        case "$name" in
-            CONCOURSE_* | http_proxy | https_proxy | no_proxy) ;;
-            *) continue ;;
-        esac
-        env+="$sep$(json_str "$name"):$(json_str "${!name}")"
+    for name in "${!CONCOURSE_@}" http_proxy https_proxy no_proxy; do
+        [ -n "${!name+set}" ] || continue
+        json_str "$name"
+        key=$REPLY
+        json_str "${!name}"
+        env+="$sep$key:$REPLY"
         sep=","
     done
     env+="}"
-    user="$(id -un 2>/dev/null || printf '?')"
-    gid="$(id -g 2>/dev/null || printf '0')"
-    line="{\"ts\":${EPOCHREALTIME:-0},\"event\":$(json_str "$event")"
-    line+=",\"subcommand\":$(json_str "$SUBCOMMAND"),\"argv\":$argv,\"env\":$env"
-    line+=",\"exe\":$(json_str "$SELF"),\"exe_resolved\":$(json_str "$SELF_RESOLVED")"
-    line+=",\"version\":$(json_str "$FAKE_VERSION"),\"pid\":$$,\"ppid\":$PPID"
-    line+=",\"uid\":$EUID,\"gid\":$gid,\"user\":$(json_str "$user"),\"cwd\":$(json_str "$PWD")"
-    line+=",\"path_env\":$(json_str "${PATH:-}")"
-    if [ -n "$detail" ]; then line+=",\"detail\":$(json_str "$detail")"; fi
+    json_str "$event"
+    line="{\"ts\":${EPOCHREALTIME:-0},\"event\":$REPLY"
+    json_str "$SUBCOMMAND"
+    line+=",\"subcommand\":$REPLY,\"argv\":$argv,\"env\":$env"
+    json_str "$SELF"
+    line+=",\"exe\":$REPLY"
+    json_str "$SELF_RESOLVED"
+    line+=",\"exe_resolved\":$REPLY"
+    json_str "$FAKE_VERSION"
+    line+=",\"version\":$REPLY,\"pid\":$$,\"ppid\":$PPID"
+    json_str "$USER_NAME"
+    line+=",\"uid\":$EUID,\"gid\":$GROUP_ID,\"user\":$REPLY"
+    json_str "$PWD"
+    line+=",\"cwd\":$REPLY"
+    json_str "${PATH:-}"
+    line+=",\"path_env\":$REPLY"
+    if [ -n "$detail" ]; then
+        json_str "$detail"
+        line+=",\"detail\":$REPLY"
+    fi
     if [ -n "$signalled" ]; then line+=",\"signalled_pid\":$signalled"; fi
     line+="}"
     append_line "$LOG" "$line" || append_line "$FALLBACK_LOG" "$line" || true
+}
+
+# Signals: every trap calls on_signal; what a signal does depends on the phase (the
+# handler named in ON_<SIG>, called with the signal's name; empty: nothing).
+ON_HUP="" ON_INT="" ON_TERM="" ON_USR1="" ON_USR2=""
+IN_RECORD=""
+DEFERRED=""
+
+on_signal() {
+    if [ -n "$IN_RECORD" ]; then
+        DEFERRED+=" $1"
+        return
+    fi
+    act "$1"
+}
+
+act() {
+    local h=""
+    case "$1" in
+        HUP) h=$ON_HUP ;;
+        INT) h=$ON_INT ;;
+        TERM) h=$ON_TERM ;;
+        USR1) h=$ON_USR1 ;;
+        USR2) h=$ON_USR2 ;;
+    esac
+    if [ -n "$h" ]; then "$h" "$1"; fi
+}
+
+run_deferred() {
+    local sig
+    while [ -n "${DEFERRED// /}" ]; do
+        DEFERRED=${DEFERRED# }
+        sig=${DEFERRED%% *}
+        DEFERRED=${DEFERRED#"$sig"}
+        act "$sig"
+    done
+}
+
+trap_signals() {
+    local sig
+    for sig in HUP INT TERM USR1 USR2; do
+        # shellcheck disable=SC2064 # the signal's name is fixed now
+        trap "on_signal $sig" "$sig"
+    done
 }
 
 # append_line FILE LINE: one locked append; a file created here is world-writable so that
@@ -76,7 +163,7 @@ record() {
 append_line() {
     local file=$1 line=$2
     if [ ! -e "$file" ]; then
-        mkdir -p -- "$(dirname -- "$file")" 2>/dev/null
+        mkdir -p -- "${file%/*}" 2>/dev/null
         (umask 000 && : >>"$file") 2>/dev/null || return 1
     fi
     [ -w "$file" ] || return 1
@@ -87,11 +174,80 @@ append_line() {
     fi
 }
 
-finish() {
-    local code=$1
-    if [ -n "$SLEEP_PID" ]; then kill "$SLEEP_PID" 2>/dev/null; fi
-    exit "$code"
+# lager SOURCE MESSAGE [LEVEL]: one lager JSON line on stdout, as upstream logs (the journal
+# under systemd). Info lines are dropped at CONCOURSE_LOG_LEVEL=error or fatal.
+lager() {
+    local source=$1 message=$2 level=${3:-info}
+    case "${CONCOURSE_LOG_LEVEL:-info}:$level" in
+        error:info | fatal:info | fatal:error) return 0 ;;
+    esac
+    printf '{"timestamp":"%s","level":"%s","source":"%s","message":"%s","data":{}}\n' \
+        "${EPOCHREALTIME:-0}" "$level" "$source" "$message"
 }
+
+# control NAME DEFAULT: REPLY = the first line of a control file, or DEFAULT.
+control() {
+    local v=""
+    if [ -r "$RUN_DIR/$1" ]; then read -r v <"$RUN_DIR/$1" 2>/dev/null || true; fi
+    REPLY=${v:-$2}
+}
+
+# to_us SECONDS: sets US to SECONDS in microseconds ("1.5" -> 1500000; invalid: 0).
+to_us() {
+    local s=$1 int frac
+    US=0
+    case "$s" in '' | *[!0-9.]* | *.*.*) return ;; esac
+    int=${s%%.*}
+    frac=${s#"$int"}
+    frac=${frac#.}000000
+    US=$((10#${int:-0} * 1000000 + 10#${frac:0:6}))
+}
+
+# pause SECONDS: short foreground sleeps, so signals run their traps within 0.1 s. No
+# command substitution here: a trapped signal that arrives while bash waits for one, or
+# while a trap interrupts `wait`, can be lost.
+pause() {
+    local now until
+    to_us "$1"
+    now=${EPOCHREALTIME//[.,]/}
+    until=$((10#$now + US))
+    while :; do
+        now=${EPOCHREALTIME//[.,]/}
+        [ "$((10#$now))" -lt "$until" ] || break
+        sleep 0.1
+    done
+}
+
+stop_children() {
+    local p
+    for p in "$TSA_PID" "$CONN_PID"; do
+        if [ -n "$p" ]; then kill "$p" 2>/dev/null; fi
+    done
+}
+
+finish() {
+    stop_children
+    rm -f -- "$RUN_DIR/$SUBCOMMAND.pid"
+    exit "$1"
+}
+
+# die_by_signal SIG EVENT: what the Go runtime does with SIGHUP, SIGINT or SIGTERM while no
+# handler is installed: the process dies by the signal (no exit code; systemd counts it as
+# clean). Go os/signal, "Default behavior of signals in Go programs".
+die_by_signal() {
+    local sig=$1 event=$2
+    record "$event" "SIG$sig"
+    stop_children
+    rm -f -- "$RUN_DIR/$SUBCOMMAND.pid"
+    trap - "$sig"
+    kill -s "$sig" "$$"
+    sleep 1
+    exit 1
+}
+
+web_killed_early() { die_by_signal "$1" "killed before the TSA started"; }
+worker_killed() { die_by_signal "$1" "killed without landing"; }
+signal_lost() { record "ignored signal" "SIG$1 before the beacon ran"; }
 
 broken() {
     record "start-failed" "broken binary"
@@ -99,37 +255,17 @@ broken() {
     exit 1
 }
 
-on_signal() {
-    local sig=$1 delay=0
-    case "$SUBCOMMAND:$sig" in
-        worker:USR1 | worker:USR2)
-            if [ "$sig" = USR1 ]; then record "landing"; else record "retiring"; fi
-            if [ -r "$RUN_DIR/land-delay" ]; then delay="$(cat "$RUN_DIR/land-delay" 2>/dev/null)"; fi
-            if [ -n "$delay" ] && [ "$delay" != 0 ]; then sleep "$delay" 2>/dev/null; fi
-            if [ "$sig" = USR1 ]; then record "landed"; else record "retired"; fi
-            rm -f -- "$RUN_DIR/worker.pid"
-            finish 0
-            ;;
-        *:TERM | *:INT)
-            if [ -e "$RUN_DIR/ignore-term" ]; then
-                record "ignoring SIG$sig"
-                return
-            fi
-            rm -f -- "$RUN_DIR/$SUBCOMMAND.pid"
-            if [ "$SUBCOMMAND" = worker ]; then
-                record "killed without landing" "SIG$sig"
-                if [ "$sig" = TERM ]; then finish 143; else finish 130; fi
-            fi
-            record "stopped" "SIG$sig"
-            finish 0
-            ;;
-        web:HUP)
-            record "reloaded"
-            ;;
-        *)
-            record "ignored signal" "SIG$sig"
-            ;;
-    esac
+# key_fingerprint FILE: the sha256 of the first two words of a public key file
+# ("ssh-rsa AAAA...") or of the whole file; empty when unreadable. (Before traps only.)
+key_fingerprint() {
+    local f=$1 w1 w2
+    [ -r "$f" ] || return 0
+    read -r w1 w2 _ <"$f" || true
+    if [ -n "${w2:-}" ]; then
+        printf '%s %s' "$w1" "$w2" | sha256sum | cut -c1-32
+    else
+        sha256sum <"$f" | cut -c1-32
+    fi
 }
 
 # ----- strictness: refuse to start as the real binary does (issue 14) -----
@@ -248,25 +384,417 @@ strict_start() {
     fi
 }
 
-# Traps first, then the pid file, then the start record: whoever sees the pid file may
-# signal us, and whoever sees the record finds the pid file.
-run_until_signalled() {
-    trap 'on_signal USR1' USR1
-    trap 'on_signal USR2' USR2
-    trap 'on_signal TERM' TERM
-    trap 'on_signal INT' INT
-    trap 'on_signal HUP' HUP
-    mkdir -p -- "$RUN_DIR" 2>/dev/null
-    printf '%s\n' "$$" >"$RUN_DIR/$SUBCOMMAND.pid" 2>/dev/null
-    record "start"
-    echo "fake concourse $SUBCOMMAND $FAKE_VERSION running as pid $$"
-    while :; do
-        sleep 3600 &
-        SLEEP_PID=$!
-        wait "$SLEEP_PID" 2>/dev/null
-        kill "$SLEEP_PID" 2>/dev/null
-        SLEEP_PID=""
+# ----- the database (the played PostgreSQL: CONCOURSE_POSTGRES_HOST is a directory, the
+# way libpq and pgx read a host starting with `/` as a Unix socket directory) -----
+
+DB_ERROR=""
+DB_FILE=""
+
+# db_connect: sets DB_FILE, or DB_ERROR and fails; an IP host is a database this fake cannot
+# reach (nothing plays it), like a real server that is not there.
+db_connect() {
+    local host="${CONCOURSE_POSTGRES_HOST:-127.0.0.1}" port="${CONCOURSE_POSTGRES_PORT:-5432}"
+    local db="${CONCOURSE_POSTGRES_DATABASE:-atc}" user="${CONCOURSE_POSTGRES_USER:-}"
+    case "$host" in
+        /*)
+            if [ -e "$host/.s.PGSQL.$port" ]; then
+                DB_FILE="$host/fake-concourse-db.$db"
+                # world-writable: web runs as its own user, `migrate` as root
+                (umask 000 && : >>"$DB_FILE" && : >>"$DB_FILE.lock") 2>/dev/null
+                return 0
+            fi
+            DB_ERROR="failed to connect to \`user=$user database=$db\`: $host/.s.PGSQL.$port (/tmp): dial error: dial unix $host/.s.PGSQL.$port: connect: no such file or directory"
+            ;;
+        *)
+            DB_ERROR="failed to connect to \`user=$user database=$db\`: $host:$port ($host): dial error: dial tcp $host:$port: connect: connection refused"
+            ;;
+    esac
+    return 1
+}
+
+is_known() {
+    local v
+    for v in $KNOWN_SCHEMAS; do [ "$v" = "$1" ] && return 0; done
+    return 1
+}
+
+# db_current: REPLY = the schema version as this binary reads it, like
+# migrator.CurrentVersion (atc/db/migration/migration.go): the newest history row; a `down`
+# row of a version this binary knows reads as the known version before it. Fails (no
+# migrations_history) on a fresh database.
+db_current() {
+    local line="" last="" v dir k prev=0
+    [ -s "$DB_FILE" ] || return 1
+    while read -r line; do last=$line; done <"$DB_FILE"
+    v=${last%% *}
+    dir=${last##* }
+    if [ "$dir" = down ] && is_known "$v"; then
+        for k in $KNOWN_SCHEMAS; do
+            if [ "$k" -lt "$v" ]; then prev=$k; fi
+        done
+        v=$prev
+    fi
+    REPLY=$v
+}
+
+# db_applied: REPLY = the highest schema version applied (what the database really is).
+db_applied() {
+    local -A applied=()
+    local v dir top=0
+    if [ -s "$DB_FILE" ]; then
+        while read -r v dir; do
+            if [ "$dir" = up ]; then applied[$v]=1; else unset "applied[$v]"; fi
+        done <"$DB_FILE"
+    fi
+    for v in "${!applied[@]}"; do
+        if [ "$v" -gt "$top" ]; then top=$v; fi
     done
+    REPLY=$top
+}
+
+# db_migrate TO: migrator.Migrate: up through every known version in (current, TO], or down
+# through every known version in (TO, current], newest first. Versions this binary does not
+# know are left as they are. Holds the migration lock (waits, no timeout).
+db_migrate() {
+    local to=$1 cur v list=""
+    exec 8>>"$DB_FILE.lock"
+    flock 8
+    db_current || REPLY=0
+    cur=$REPLY
+    if [ "$cur" -le "$to" ]; then
+        for v in $KNOWN_SCHEMAS; do
+            if [ "$v" -gt "$cur" ] && [ "$v" -le "$to" ]; then printf '%s up\n' "$v" >>"$DB_FILE"; fi
+        done
+    else
+        for v in $KNOWN_SCHEMAS; do list="$v $list"; done
+        for v in $list; do
+            if [ "$v" -le "$cur" ] && [ "$v" -gt "$to" ]; then printf '%s down\n' "$v" >>"$DB_FILE"; fi
+        done
+    fi
+    flock -u 8
+    exec 8>&-
+    db_applied
+    record "migrated" "from $cur to $to (schema $REPLY)"
+}
+
+# `concourse migrate` (atc/atccmd/command.go, Migration.Execute).
+run_migrate() {
+    local latest="" current="" supported="" to="${CONCOURSE_MIGRATE_DB_TO_VERSION:-0}" a
+    shift
+    while [ $# -gt 0 ]; do
+        a=$1
+        case "$a" in
+            --migrate-to-latest-version) latest=1 ;;
+            --current-db-version) current=1 ;;
+            --supported-db-version) supported=1 ;;
+            --migrate-db-to-version=*) to=${a#*=} ;;
+            --migrate-db-to-version) to=${2:-}; shift ;;
+            --postgres-* | --encryption-key=* | --old-encryption-key=*) ;;
+            *)
+                record "migrate-failed" "unknown flag $a"
+                echo "error: unknown flag \`${a#--}'" >&2
+                exit 1
+                ;;
+        esac
+        shift
+    done
+    case "$to" in '' | *[!0-9]*)
+        record "migrate-failed" "bad version $to"
+        echo "error: invalid argument for flag \`--migrate-db-to-version' (expected int): strconv.ParseInt: parsing \"$to\": invalid syntax" >&2
+        exit 1
+        ;;
+    esac
+    if [ -n "$supported" ] && [ -z "$latest$current" ]; then
+        # needs no database: the version comes from the embedded migrations
+        record "migrate" "supported-db-version"
+        printf '%s\n' "$SCHEMA"
+        exit 0
+    fi
+    if [ -z "$latest$current$supported" ] && [ "$to" -le 0 ]; then
+        record "migrate-failed" "no action"
+        echo "error: must specify one of \`--migrate-to-latest-version\`, \`--current-db-version\`, \`--supported-db-version\`, \`--migrate-db-to-version\`, or \`--old-encryption-key\`" >&2
+        exit 1
+    fi
+    if ! db_connect; then
+        record "migrate-failed" "$DB_ERROR"
+        echo "error: $DB_ERROR" >&2
+        exit 1
+    fi
+    if [ -n "$latest" ]; then
+        record "migrate" "migrate-to-latest-version"
+        db_migrate "$SCHEMA"
+        exit 0
+    fi
+    if [ -n "$current" ]; then
+        record "migrate" "current-db-version"
+        if ! db_current; then
+            echo "error: ERROR: relation \"migrations_history\" does not exist (SQLSTATE 42P01)" >&2
+            exit 1
+        fi
+        printf '%s\n' "$REPLY"
+        exit 0
+    fi
+    record "migrate" "migrate-db-to-version $to"
+    db_migrate "$to"
+    echo "Successfully migrated to version: $to"
+    exit 0
+}
+
+# ----- web (cmd/concourse/web.go; atc/atccmd/command.go; tsa/tsacmd/command.go) -----
+
+# The TSA's SSH listener, played by a Perl child on an abstract Unix socket named by the
+# TSA port and host key (the sandbox has no network of its own). A worker sends its public
+# key; the TSA answers "registered" when the key is authorized. SIGHUP re-reads the keys.
+TSA_SERVER='
+use strict; use IO::Socket::UNIX; use IO::Select; use Socket;
+my ($name, $keys, $ready) = @ARGV; my $ppid = getppid(); my %ok; my $reload = 0;
+sub load { %ok = (); open(my $f, "<", $keys) or return;
+  while (<$f>) { my @w = split; $ok{"$w[0] $w[1]"} = 1 if @w >= 2 } }
+load(); $SIG{HUP} = sub { $reload = 1 };
+my $srv; for (1..40) { $srv = IO::Socket::UNIX->new(Type => SOCK_STREAM, Local => "\0$name",
+  Listen => 64) and last; select(undef, undef, undef, 0.05) }
+$srv or die "listen tcp 0.0.0.0: bind: address already in use\n";
+open(my $r, ">", $ready) or die "cannot write $ready: $!\n"; close $r;
+my $sel = IO::Select->new($srv);
+while (1) {
+  exit 0 if getppid() != $ppid;
+  if ($reload) { $reload = 0; load() }
+  for my $fh ($sel->can_read(0.2)) {
+    if ($fh == $srv) { my $c = $srv->accept or next; $sel->add($c); next }
+    my $line = <$fh>;
+    if (!defined $line) { $sel->remove($fh); close $fh; next }
+    my @w = split " ", $line;
+    if (@w >= 2 && $ok{"$w[0] $w[1]"}) { print $fh "registered\n"; $fh->flush }
+    else { print $fh "unauthorized\n"; $sel->remove($fh); close $fh }
+  }
+}'
+
+web_reload() {
+    record "reloaded"
+    lager "tsa" "tsa.reloading-config"
+    if [ -n "$TSA_PID" ]; then kill -HUP "$TSA_PID" 2>/dev/null; fi
+}
+
+graceful_stop() {
+    local sig=$1
+    if [ -e "$RUN_DIR/ignore-term" ]; then
+        record "ignoring SIG$sig"
+        return
+    fi
+    if [ "$SUBCOMMAND" = worker ]; then
+        # sigmon hands the signal to every member; they end cleanly: exit 0, not landed.
+        # Running containers live on (worker/workercmd: containerd's children).
+        record "killed without landing" "SIG$sig"
+    else
+        record "stopped" "SIG$sig"
+    fi
+    finish 0
+}
+
+run_web() {
+    local fp name ready applied
+    fp="$(key_fingerprint "${CONCOURSE_TSA_HOST_KEY:-}.pub")"
+    if [ -z "$fp" ]; then fp="$(key_fingerprint "${CONCOURSE_TSA_HOST_KEY:-/dev/null}")"; fi
+    # The simulator's units share one network namespace, so the TSA "binds" the unit's own
+    # address (CONCOURSE_PEER_ADDRESS, as the charm sets it): several web units each
+    # listen, and a worker reaches the one its CONCOURSE_TSA_HOST entry names.
+    name="fake-concourse-tsa/${CONCOURSE_PEER_ADDRESS:-127.0.0.1}:${CONCOURSE_TSA_BIND_PORT:-2222}/$fp"
+    # web may not write $RUN_DIR (it runs as its own user): the handshake lives in /tmp
+    ready="${TMPDIR:-/tmp}/fake-concourse-tsa.$$"
+    # Phases A-C (flags, shared flags, RunCommand.Runner: DB open and migrations): no
+    # handler yet, so SIGHUP, SIGINT and SIGTERM kill web; SIGUSR1/2 are never handled.
+    ON_HUP=web_killed_early ON_INT=web_killed_early ON_TERM=web_killed_early
+    trap_signals
+    mkdir -p -- "$RUN_DIR" 2>/dev/null
+    { printf '%s\n' "$$" >"$RUN_DIR/web.pid"; } 2>/dev/null
+    record "start"
+    echo "fake concourse web $FAKE_VERSION running as pid $$"
+    lager "atc" "atc.cmd.start"
+    if db_connect; then
+        db_migrate "$SCHEMA"
+        db_applied
+        applied=$REPLY
+        if [ "$applied" -gt "$SCHEMA" ]; then
+            # migrator.Migrate does not refuse a newer schema: web carries on (section 3.2).
+            record "web-on-newer-schema" "schema $applied, v$FAKE_VERSION supports $SCHEMA"
+        fi
+    elif [ -n "$DB_ERROR" ] && [ "${CONCOURSE_POSTGRES_HOST:-}" != "${CONCOURSE_POSTGRES_HOST#/}" ]; then
+        record "start-failed" "$DB_ERROR"
+        echo "error: failed to connect to database: $DB_ERROR" >&2
+        finish 1
+    else
+        record "database not played" "${CONCOURSE_POSTGRES_HOST:-}"
+    fi
+    control startup-delay 0
+    pause "$REPLY"
+    lager "atc" "atc.cmd.finish"
+    # Phase D (TSACommand.Runner): SIGHUP reloads the worker keys from now on.
+    ON_HUP=web_reload ON_INT=graceful_stop ON_TERM=graceful_stop
+    rm -f -- "$ready"
+    perl -e "$TSA_SERVER" "$name" "${CONCOURSE_TSA_AUTHORIZED_KEYS:-}" "$ready" &
+    TSA_PID=$!
+    while [ ! -e "$ready" ]; do
+        if ! kill -0 "$TSA_PID" 2>/dev/null; then
+            record "start-failed" "tsa: listen: address already in use"
+            echo "error: Exit trace for group:\ntsa exited with error: listen: address already in use" >&2
+            finish 1
+        fi
+        sleep 0.02
+    done
+    rm -f -- "$ready"
+    # Phase E: the members run.
+    lager "tsa" "tsa.listening"
+    lager "atc" "atc.listening"
+    record "listening"
+    while :; do sleep 0.1; done
+}
+
+# ----- worker (worker/workercmd/worker.go, worker/beacon.go, worker/beacon_runner.go,
+# worker/signals_unix.go, tsa/client.go) -----
+
+# The worker's side of a registration: connects to the TSA socket, sends its public key and
+# prints the answer; then holds the connection until the TSA goes away (exit 4), the
+# network is cut (tsa-unreachable appears, exit 5) or the worker is gone.
+TSA_CLIENT='
+use strict; use IO::Socket::UNIX; use IO::Select; use Socket;
+$| = 1;
+my ($name, $key, $cut) = @ARGV; my $ppid = getppid();
+my $c = IO::Socket::UNIX->new(Type => SOCK_STREAM, Peer => "\0$name")
+  or do { print "unreachable\n"; exit 2 };
+print $c "$key\n"; $c->flush;
+my $sel = IO::Select->new($c);
+my ($ans) = $sel->can_read(10) ? scalar(<$c>) : undef;
+if (!defined $ans || $ans ne "registered\n") { print "rejected\n"; exit 3 }
+print "registered\n";
+while (1) {
+  exit 0 if getppid() != $ppid;
+  exit 5 if -e $cut;
+  if ($sel->can_read(0.2)) { my $buf; my $n = sysread($c, $buf, 64); exit 4 if !$n }
+}'
+
+# register: one registration attempt (tsa.Client.Register): true with CONN_PID holding the
+# connection, false when every TSA host is unreachable or refuses the key.
+register() {
+    local hosts="${CONCOURSE_TSA_HOST:-127.0.0.1:2222}" h answer out
+    out="${TMPDIR:-/tmp}/fake-concourse-conn.$$"
+    for h in ${hosts//,/ }; do
+        if [ -e "$RUN_DIR/tsa-unreachable" ]; then return 1; fi
+        rm -f -- "$out"
+        perl -e "$TSA_CLIENT" "fake-concourse-tsa/$h/$TSA_FP" "$WORKER_KEY" \
+            "$RUN_DIR/tsa-unreachable" >"$out" 2>/dev/null &
+        CONN_PID=$!
+        answer=""
+        while [ -z "$answer" ] && kill -0 "$CONN_PID" 2>/dev/null; do
+            sleep 0.02
+            read -r answer <"$out" 2>/dev/null || answer=""
+        done
+        if [ -z "$answer" ]; then read -r answer <"$out" 2>/dev/null || answer=""; fi
+        rm -f -- "$out"
+        if [ "$answer" = registered ]; then return 0; fi
+        kill "$CONN_PID" 2>/dev/null
+        wait "$CONN_PID" 2>/dev/null
+        CONN_PID=""
+    done
+    return 1
+}
+
+start_containers() {
+    local n i
+    [ -n "$CONTAINERS_STARTED" ] && return 0
+    CONTAINERS_STARTED=1
+    control containers 0
+    n=$REPLY
+    case "$n" in '' | *[!0-9]*) n=0 ;; esac
+    for ((i = 0; i < n; i++)); do
+        (exec -a fake-build-container sleep 2147483647) &
+        record "container" "running" "$!"
+    done
+}
+
+stop_containers() {
+    pkill -f -P "$$" '^fake-build-container' 2>/dev/null
+}
+
+# drain: the beacon acts on a drain signal (Beacon.Run): land-worker or retire-worker over a
+# new SSH connection; when no TSA answers, the worker exits 1 (NewBeaconRunner's restarter:
+# ErrAllGatewaysUnreachable while drained). Otherwise the ATC lands or retires the worker
+# once its builds are done and the registration ends: exit 0.
+drain() {
+    local how=$DRAIN
+    if [ "$how" = land ]; then lager "worker" "worker.beacon-runner.beacon.drain.landing-worker"; else lager "worker" "worker.beacon-runner.beacon.drain.retiring-worker"; fi
+    if [ -e "$RUN_DIR/tsa-unreachable" ] || ! kill -0 "$CONN_PID" 2>/dev/null; then
+        land_failed
+    fi
+    if [ "$how" = land ]; then record "landing"; else record "retiring"; fi
+    control land-delay 0
+    pause "$REPLY"
+    stop_containers
+    if [ "$how" = land ]; then record "landed"; else record "retired"; fi
+    lager "worker" "worker.beacon-runner.beacon.exited"
+    finish 0
+}
+
+land_failed() {
+    record "drain failed" "$DRAIN: all worker SSH gateways unreachable"
+    lager "worker" "worker.beacon-runner.beacon.drain.failed-to-$DRAIN-worker" error
+    lager "worker" "worker.beacon-runner.exiting"
+    echo "error: Exit trace for group:\nbeacon exited with error: all worker SSH gateways unreachable" >&2
+    finish 1
+}
+
+on_drain_signal() {
+    local how=land
+    if [ "$1" = USR2 ]; then how=retire; fi
+    if [ -z "$DRAIN" ]; then DRAIN=$how; fi
+    record "drain requested" "$how"
+}
+
+beacon() {
+    local retry
+    control beacon-retry 5
+    retry=$REPLY
+    while :; do
+        if register; then
+            lager "worker" "worker.beacon-runner.beacon.registered"
+            record "registered"
+            start_containers
+            while [ -z "$DRAIN" ] && kill -0 "$CONN_PID" 2>/dev/null; do sleep 0.1; done
+            if [ -n "$DRAIN" ]; then drain; fi
+            CONN_PID=""
+            record "registration lost"
+        else
+            lager "worker" "worker.beacon-runner.beacon.dial.failed-to-connect-to-tsa" error
+            record "tsa unreachable"
+            # A buffered drain signal meets the failed attempt: the land or retire cannot
+            # reach a TSA either.
+            if [ -n "$DRAIN" ]; then land_failed; fi
+        fi
+        lager "worker" "worker.beacon-runner.beacon.exited-with-error" error
+        lager "worker" "worker.beacon-runner.failed" error
+        pause "$retry"
+        lager "worker" "worker.beacon-runner.restarting"
+    done
+}
+
+run_worker() {
+    TSA_FP="$(key_fingerprint "${CONCOURSE_TSA_PUBLIC_KEY:-}")"
+    WORKER_KEY="$({ cut -d' ' -f1,2 <"${CONCOURSE_TSA_WORKER_PRIVATE_KEY:-}.pub"; } 2>/dev/null)"
+    # Runner(): no handler yet. SIGUSR1/2 are caught by the Go runtime and dropped (lost);
+    # SIGHUP, SIGINT and SIGTERM kill the process.
+    ON_USR1=signal_lost ON_USR2=signal_lost
+    ON_HUP=worker_killed ON_INT=worker_killed ON_TERM=worker_killed
+    trap_signals
+    mkdir -p -- "$RUN_DIR" 2>/dev/null
+    { printf '%s\n' "$$" >"$RUN_DIR/worker.pid"; } 2>/dev/null
+    record "start"
+    echo "fake concourse worker $FAKE_VERSION running as pid $$"
+    control startup-delay 0
+    pause "$REPLY"
+    # NewBeaconRunner: USR1/USR2 are buffered for the beacon from here; sigmon: SIGINT and
+    # SIGTERM stop the members cleanly. SIGHUP still kills.
+    ON_USR1=on_drain_signal ON_USR2=on_drain_signal
+    ON_INT=graceful_stop ON_TERM=graceful_stop
+    beacon
 }
 
 generate_key() {
@@ -316,7 +844,8 @@ generate_key() {
             echo "-----END RSA PRIVATE KEY-----"
         } >"$file" || exit 1
         if [ "$type" = ssh ]; then
-            echo "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQFAKE fake-concourse" >"$file.pub" || exit 1
+            printf 'ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQFAKE%s fake-concourse\n' \
+                "$(od -An -N24 -tx1 /dev/urandom | tr -d ' \n')" >"$file.pub" || exit 1
         fi
     fi
     echo "wrote private key to $file"
@@ -345,14 +874,19 @@ case "$SUBCOMMAND" in
         exit 0
         ;;
     web | worker)
-        if [ "$BROKEN" != 0 ]; then broken; fi
+        if [ "$BROKEN" = 1 ]; then broken; fi
+        if [ "$BROKEN" = 2 ] || { [ "$BROKEN" = 3 ] && [ "$SUBCOMMAND" = worker ]; }; then
+            record "start-failed" "fails to start (variant CrashOnStart)"
+            echo "error: fake concourse $FAKE_VERSION fails to start" >&2
+            exit 1
+        fi
         if [ "$SUBCOMMAND" = worker ] && [ "$EUID" -ne 0 ]; then
             record "start-failed" "worker must be run as root"
             echo "worker must be run as root" >&2
             exit 1
         fi
         strict_start "$SUBCOMMAND"
-        run_until_signalled
+        if [ "$SUBCOMMAND" = web ]; then run_web; else run_worker; fi
         ;;
     generate-key)
         generate_key "$@"
@@ -364,8 +898,7 @@ case "$SUBCOMMAND" in
         drain_worker USR2
         ;;
     migrate)
-        record "migrate"
-        exit 0
+        run_migrate "$@"
         ;;
     "")
         echo "Usage: concourse [OPTIONS] <command>" >&2

@@ -78,6 +78,8 @@ pub enum Variant {
     /// `--version` works but `web` and `worker` exit 1 at start (a release that installs
     /// and verifies, then fails to run).
     CrashOnStart,
+    /// Web runs; `worker` exits 1 at start (an upgrade that fails after web switched).
+    WorkerCrashOnStart,
 }
 
 impl Variant {
@@ -91,6 +93,7 @@ impl Variant {
             Variant::SymlinkEscape => "symlink-escape",
             Variant::WrongVersion => "wrong-version",
             Variant::CrashOnStart => "crash-on-start",
+            Variant::WorkerCrashOnStart => "worker-crash-on-start",
         }
     }
 
@@ -99,6 +102,7 @@ impl Variant {
             Variant::BrokenBinary => Behaviour::Broken,
             Variant::WrongVersion => Behaviour::WrongVersion,
             Variant::CrashOnStart => Behaviour::CrashOnStart,
+            Variant::WorkerCrashOnStart => Behaviour::WorkerCrashOnStart,
             _ => Behaviour::Normal,
         }
     }

@@ -97,6 +97,17 @@ impl Fake {
     fn records(&self) -> Vec<Record> {
         read_log(&self.log).unwrap()
     }
+    /// Waits until `pid` logged `event` `n` times.
+    fn wait_count(&self, pid: u32, event: &str, n: usize) {
+        wait_for(event, Duration::from_secs(10), || {
+            let seen = self
+                .records()
+                .iter()
+                .filter(|r| r.pid == pid && r.event == event)
+                .count();
+            (seen >= n).then_some(())
+        })
+    }
     fn wait_event(&self, pid: u32, event: &str) -> Record {
         wait_for(event, Duration::from_secs(10), || {
             self.records()
@@ -314,10 +325,11 @@ fn fake_version_and_variants() {
     let unknown = f.cmd(&["frobnicate"]).output().unwrap();
     assert_eq!(unknown.status.code(), Some(1));
     let migrate = f
-        .cmd(&["migrate", "--current-db-version"])
+        .cmd(&["migrate", "--supported-db-version"])
         .output()
         .unwrap();
     assert!(migrate.status.success());
+    assert_eq!(String::from_utf8_lossy(&migrate.stdout), "1746768931\n");
     assert!(f.records().iter().any(|r| r.event == "migrate"));
 }
 
@@ -386,30 +398,127 @@ fn fake_generate_key() {
     );
 }
 
+/// A deployment of the fake binary: a played database, TSA and worker keys, web's env.
+struct Site {
+    scratch: tempfile::TempDir,
+    _release: tempfile::TempDir,
+    f: Fake,
+}
+
+impl Site {
+    fn new(version: &str) -> Site {
+        let scratch = tempfile::tempdir().unwrap();
+        let (release, root) = unpack(&ReleaseSpec::new(version, MIB, Variant::Normal));
+        let f = Fake::new(&root, scratch.path());
+        std::fs::create_dir_all(&f.run).unwrap();
+        std::fs::write(f.run.join("beacon-retry"), "0.2").unwrap();
+        let db = scratch.path().join("db");
+        std::fs::create_dir_all(&db).unwrap();
+        std::fs::write(db.join(".s.PGSQL.5432"), "").unwrap();
+        for k in ["tsa_key", "worker_key", "stranger_key"] {
+            let key = scratch.path().join(k);
+            let out = f
+                .cmd(&["generate-key", "-t", "ssh", "-f", key.to_str().unwrap()])
+                .output()
+                .unwrap();
+            assert!(out.status.success());
+        }
+        std::fs::copy(
+            scratch.path().join("worker_key.pub"),
+            scratch.path().join("authorized"),
+        )
+        .unwrap();
+        Site {
+            scratch,
+            _release: release,
+            f,
+        }
+    }
+    fn path(&self, p: &str) -> String {
+        self.scratch.path().join(p).display().to_string()
+    }
+    fn web_env(&self) -> Vec<(String, String)> {
+        vec![
+            ("CONCOURSE_TSA_HOST_KEY".into(), self.path("tsa_key")),
+            (
+                "CONCOURSE_TSA_AUTHORIZED_KEYS".into(),
+                self.path("authorized"),
+            ),
+            ("CONCOURSE_POSTGRES_HOST".into(), self.path("db")),
+            ("CONCOURSE_POSTGRES_DATABASE".into(), "concourse".into()),
+        ]
+    }
+    fn worker_env(&self, key: &str) -> Vec<(String, String)> {
+        vec![
+            ("CONCOURSE_TSA_HOST".into(), "10.0.0.1:2222".into()),
+            ("CONCOURSE_TSA_PUBLIC_KEY".into(), self.path("tsa_key.pub")),
+            ("CONCOURSE_TSA_WORKER_PRIVATE_KEY".into(), self.path(key)),
+            (
+                "CONCOURSE_WORK_DIR".into(),
+                "/var/lib/concourse/worker".into(),
+            ),
+            ("OTHER_VAR".into(), "not logged".into()),
+        ]
+    }
+    fn spawn(&self, args: &[&str], env: &[(String, String)]) -> Proc {
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        self.f.spawn(args, &env)
+    }
+    /// Web, once its TSA listens.
+    fn web(&self) -> Proc {
+        let w = self.spawn(&["web"], &self.web_env());
+        self.f.wait_event(w.id(), "listening");
+        w
+    }
+    /// A worker with `key`, once registered.
+    fn worker(&self) -> Proc {
+        let w = self.spawn(&["worker", "--name", "w1"], &self.worker_env("worker_key"));
+        self.f.wait_event(w.id(), "registered");
+        w
+    }
+    fn control(&self, name: &str, value: &str) {
+        std::fs::write(self.f.run.join(name), value).unwrap();
+    }
+    fn clear(&self, name: &str) {
+        let _ = std::fs::remove_file(self.f.run.join(name));
+    }
+}
+
+fn killed_by(status: std::process::ExitStatus) -> Option<i32> {
+    use std::os::unix::process::ExitStatusExt;
+    status.signal()
+}
+
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            !s.rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z')
+        })
+        .unwrap_or(false)
+}
+
+/// The worker's signals and exit codes (worker/beacon.go, worker/beacon_runner.go,
+/// worker/signals_unix.go): lost during start-up, buffered once the beacon runs; land or
+/// retire and exit 0 when registered, exit 1 when no TSA answers the drain.
 #[test]
 fn fake_worker_signals() {
     use nix::sys::signal::Signal;
-    let scratch = tempfile::tempdir().unwrap();
-    let (_d, root) = unpack(&ReleaseSpec::new("7.14.3", MIB, Variant::Normal));
-    let f = Fake::new(&root, scratch.path());
-    let env = [
-        ("CONCOURSE_WORK_DIR", "/var/lib/concourse/worker"),
-        ("CONCOURSE_TSA_HOST", "10.0.0.1:2222"),
-        ("OTHER_VAR", "not logged"),
-    ];
+    let site = Site::new("7.14.3");
+    let f = &site.f;
+    let _web = site.web();
 
     // SIGUSR1: lands, exits 0.
-    let mut w = f.spawn(&["worker", "--name", "w1"], &env);
+    let mut w = site.worker();
     let start = f.wait_event(w.id(), "start");
     assert_eq!(start.subcommand, "worker");
     assert_eq!(start.argv, vec!["worker", "--name", "w1"]);
     assert_eq!(
         start.env.get("CONCOURSE_WORK_DIR").unwrap(),
         "/var/lib/concourse/worker"
-    );
-    assert_eq!(
-        start.env.get("CONCOURSE_TSA_HOST").unwrap(),
-        "10.0.0.1:2222"
     );
     assert!(!start.env.contains_key("OTHER_VAR"));
     assert_eq!(start.user, "root");
@@ -421,22 +530,45 @@ fn fake_worker_signals() {
     f.wait_event(w.id(), "landed");
 
     // SIGUSR2: retires, exits 0.
-    let mut w = f.spawn(&["worker"], &env);
-    f.wait_event(w.id(), "start");
+    let mut w = site.worker();
     signal(&w, Signal::SIGUSR2);
     assert_eq!(wait_exit(&mut w).code(), Some(0));
-    f.wait_event(w.id(), "retiring");
+    f.wait_event(w.id(), "retired");
 
-    // SIGTERM: killed without landing, exit 143.
-    let mut w = f.spawn(&["worker"], &env);
-    f.wait_event(w.id(), "start");
+    // SIGTERM once running: every member stops cleanly, exit 0, not landed; the build
+    // containers keep running.
+    site.control("containers", "2");
+    let mut w = site.worker();
+    let containers: Vec<u32> = wait_for("two containers", Duration::from_secs(10), || {
+        let c: Vec<u32> = f
+            .records()
+            .iter()
+            .filter(|r| r.pid == w.id() && r.event == "container")
+            .filter_map(|r| r.signalled_pid)
+            .collect();
+        (c.len() == 2).then_some(c)
+    });
     signal(&w, Signal::SIGTERM);
-    assert_eq!(wait_exit(&mut w).code(), Some(143));
+    assert_eq!(wait_exit(&mut w).code(), Some(0));
     f.wait_event(w.id(), "killed without landing");
+    for c in &containers {
+        assert!(alive(*c), "container {c} died with its worker");
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(*c as i32), Signal::SIGKILL);
+    }
+    site.clear("containers");
+
+    // During start-up (Runner()): SIGUSR1 is lost, SIGTERM kills by the signal.
+    site.control("startup-delay", "1");
+    let mut w = site.spawn(&["worker"], &site.worker_env("worker_key"));
+    f.wait_event(w.id(), "start");
+    signal(&w, Signal::SIGUSR1);
+    f.wait_event(w.id(), "ignored signal");
+    signal(&w, Signal::SIGTERM);
+    assert_eq!(killed_by(wait_exit(&mut w)), Some(15));
+    site.clear("startup-delay");
 
     // land-worker signals the running worker through its pid file.
-    let mut w = f.spawn(&["worker"], &env);
-    f.wait_event(w.id(), "start");
+    let mut w = site.worker();
     let out = f.cmd(&["land-worker", "--name", "w1"]).output().unwrap();
     assert!(out.status.success());
     assert_eq!(wait_exit(&mut w).code(), Some(0));
@@ -447,43 +579,172 @@ fn fake_worker_signals() {
         .unwrap();
     assert_eq!(lw.signalled_pid, Some(w.id()));
     f.wait_event(w.id(), "landing");
-
-    // retire-worker likewise; with no worker running it still exits 0 and says so.
-    let mut w = f.spawn(&["worker"], &env);
-    f.wait_event(w.id(), "start");
-    assert!(f.cmd(&["retire-worker"]).output().unwrap().status.success());
-    assert_eq!(wait_exit(&mut w).code(), Some(0));
-    f.wait_event(w.id(), "retiring");
     assert!(f.cmd(&["retire-worker"]).output().unwrap().status.success());
     let last = f.records().pop().unwrap();
     assert_eq!(last.event, "retire-worker");
     assert_eq!(last.detail.as_deref(), Some("no running worker"));
 
     // A land delay read from the run dir keeps the worker draining for a while.
-    std::fs::write(f.run.join("land-delay"), "0.5").unwrap();
-    let mut w = f.spawn(&["worker"], &env);
-    f.wait_event(w.id(), "start");
+    site.control("land-delay", "0.5");
+    let mut w = site.worker();
     let t0 = Instant::now();
     signal(&w, Signal::SIGUSR1);
     assert_eq!(wait_exit(&mut w).code(), Some(0));
     assert!(t0.elapsed() >= Duration::from_millis(450));
+    site.clear("land-delay");
+
+    // SIGHUP kills a worker at any time.
+    let mut w = site.worker();
+    signal(&w, Signal::SIGHUP);
+    assert_eq!(killed_by(wait_exit(&mut w)), Some(1));
 }
 
+/// Registration needs a TSA that answers and knows the worker's key; a worker retries
+/// forever without one, and a drain it cannot deliver ends it with exit 1.
+#[test]
+fn fake_worker_needs_its_tsa() {
+    use nix::sys::signal::Signal;
+    let site = Site::new("7.14.3");
+    let f = &site.f;
+    // No web yet: the worker keeps trying and does not exit.
+    let mut w = site.spawn(&["worker"], &site.worker_env("worker_key"));
+    f.wait_count(w.id(), "tsa unreachable", 2);
+    assert!(w.try_wait().unwrap().is_none());
+    let mut web = site.web();
+    f.wait_event(w.id(), "registered");
+    // A key the TSA does not know is refused until web reloads the authorized keys.
+    let mut stranger = site.spawn(&["worker"], &site.worker_env("stranger_key"));
+    f.wait_event(stranger.id(), "tsa unreachable");
+    let mut keys = std::fs::read_to_string(site.path("authorized")).unwrap();
+    keys.push_str(&std::fs::read_to_string(site.path("stranger_key.pub")).unwrap());
+    std::fs::write(site.path("authorized"), keys).unwrap();
+    signal(&web, Signal::SIGHUP);
+    f.wait_event(web.id(), "reloaded");
+    f.wait_event(stranger.id(), "registered");
+    // The TSA goes away: both lose their registration and retry; a land now exits 1.
+    signal(&web, Signal::SIGTERM);
+    assert_eq!(wait_exit(&mut web).code(), Some(0));
+    f.wait_event(w.id(), "registration lost");
+    signal(&w, Signal::SIGUSR1);
+    assert_eq!(wait_exit(&mut w).code(), Some(1));
+    f.wait_event(w.id(), "drain failed");
+    // A cut network (tsa-unreachable) drops a registered worker too.
+    let _web = site.web();
+    f.wait_count(stranger.id(), "registered", 2);
+    site.control("tsa-unreachable", "");
+    f.wait_count(stranger.id(), "registration lost", 2);
+    signal(&stranger, Signal::SIGUSR2);
+    assert_eq!(wait_exit(&mut stranger).code(), Some(1));
+}
+
+/// Web (cmd/concourse/web.go, tsa/tsacmd/command.go): SIGHUP kills it until the TSA has
+/// started, then reloads; SIGTERM stops it with exit 0 once running; a database it cannot
+/// reach ends it with exit 1.
 #[test]
 fn fake_web_signals() {
     use nix::sys::signal::Signal;
-    let scratch = tempfile::tempdir().unwrap();
-    let (_d, root) = unpack(&ReleaseSpec::new("7.14.3", MIB, Variant::Normal));
-    let f = Fake::new(&root, scratch.path());
-    let mut w = f.spawn(&["web"], &[("CONCOURSE_BIND_PORT", "8080")]);
+    let site = Site::new("7.14.3");
+    let f = &site.f;
+    site.control("startup-delay", "1");
+    let mut w = site.spawn(&["web"], &site.web_env());
+    f.wait_event(w.id(), "start");
+    signal(&w, Signal::SIGHUP);
+    assert_eq!(killed_by(wait_exit(&mut w)), Some(1));
+    f.wait_event(w.id(), "killed before the TSA started");
+    site.clear("startup-delay");
+    let mut w = site.web();
     let start = f.wait_event(w.id(), "start");
-    assert_eq!(start.env.get("CONCOURSE_BIND_PORT").unwrap(), "8080");
+    assert_eq!(start.env["CONCOURSE_POSTGRES_DATABASE"], "concourse");
+    signal(&w, Signal::SIGUSR1);
     signal(&w, Signal::SIGHUP);
     f.wait_event(w.id(), "reloaded");
     assert!(w.try_wait().unwrap().is_none(), "web must survive SIGHUP");
     signal(&w, Signal::SIGTERM);
     assert_eq!(wait_exit(&mut w).code(), Some(0));
     f.wait_event(w.id(), "stopped");
+    // The database is down: exit 1 at once (7.13 and later).
+    std::fs::remove_file(site.scratch.path().join("db/.s.PGSQL.5432")).unwrap();
+    let mut w = site.spawn(&["web"], &site.web_env());
+    assert_eq!(wait_exit(&mut w).code(), Some(1));
+    let failed = f.wait_event(w.id(), "start-failed");
+    assert!(failed.detail.unwrap().contains("dial error"));
+}
+
+/// `concourse migrate` and web's own migrations (atc/atccmd/command.go Migration.Execute,
+/// atc/db/migration/migration.go): up on start, down only by a binary that knows the
+/// newer migrations, and an older web starting on a newer schema without complaint.
+#[test]
+fn fake_migrate_schema() {
+    let new = Site::new("8.0.0");
+    let (_d, old_root) = unpack(&ReleaseSpec::new("7.14.3", MIB, Variant::Normal));
+    let old = Fake::new(&old_root, new.scratch.path());
+    let db: Vec<(String, String)> = new.web_env();
+    let run = |f: &Fake, args: &[&str]| {
+        let out = f.cmd(args).envs(db.iter().cloned()).output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).trim().to_string(),
+        )
+    };
+    // A fresh database has no migration history.
+    assert_eq!(run(&new.f, &["migrate", "--current-db-version"]).0, Some(1));
+    assert_eq!(
+        run(&old, &["migrate", "--supported-db-version"]),
+        (Some(0), "1746768931".into())
+    );
+    // web 8.0.0 migrates up on start.
+    drop(new.web());
+    assert_eq!(
+        run(&new.f, &["migrate", "--current-db-version"]),
+        (Some(0), "1765921815".into())
+    );
+    // Down with the new binary; then the older web starts on the schema it supports.
+    assert_eq!(
+        run(&new.f, &["migrate", "--migrate-db-to-version=1746768931"]),
+        (
+            Some(0),
+            "Successfully migrated to version: 1746768931".into()
+        )
+    );
+    assert_eq!(
+        run(&new.f, &["migrate", "--current-db-version"]),
+        (Some(0), "1746768931".into())
+    );
+    let old_web = old.spawn(
+        &["web"],
+        &db.iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect::<Vec<_>>(),
+    );
+    old.wait_event(old_web.id(), "listening");
+    drop(old_web);
+    assert!(!old
+        .records()
+        .iter()
+        .any(|r| r.event == "web-on-newer-schema"));
+    // An older binary cannot migrate down what it does not know: its web then runs on a
+    // newer schema, which the fake records.
+    drop(new.web());
+    assert_eq!(
+        run(&old, &["migrate", "--migrate-db-to-version", "1666754000"]).0,
+        Some(0)
+    );
+    let old_web = old.spawn(
+        &["web"],
+        &db.iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect::<Vec<_>>(),
+    );
+    let newer = old.wait_event(old_web.id(), "web-on-newer-schema");
+    assert!(newer.detail.unwrap().contains("schema 1765921815"));
+    old.wait_event(old_web.id(), "listening");
+    // Usage errors.
+    assert_eq!(run(&new.f, &["migrate"]).0, Some(1));
+    assert_eq!(run(&new.f, &["migrate", "--frobnicate"]).0, Some(1));
+    assert_eq!(
+        run(&new.f, &["migrate", "--migrate-db-to-version=x"]).0,
+        Some(1)
+    );
 }
 
 /// Generation time of the 512 MiB benchmark tarball; run with `--ignored --nocapture`.

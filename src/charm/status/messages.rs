@@ -226,6 +226,7 @@ pub const UPGRADE_SWITCHING_WEB: Message = maintenance("Upgrading to v{version}:
 pub const UPGRADE_SWITCHING_WORKERS: Message =
     maintenance("Upgrading to v{version}: waiting for {n} of {m} workers");
 pub const DRAINING_FOR_UPGRADE: Message = maintenance("Draining worker for upgrade to v{version}");
+pub const WEB_HELD: Message = blocked("Web stays on v{version}: {reason}");
 pub const ROLLBACK_SWITCHING_WEB: Message =
     maintenance("Rolling back to v{version}: switching web");
 pub const ROLLBACK_SWITCHING_WORKERS: Message =
@@ -354,6 +355,7 @@ pub const ALL: &[Message] = &[
     UPGRADE_SWITCHING_WEB,
     UPGRADE_SWITCHING_WORKERS,
     DRAINING_FOR_UPGRADE,
+    WEB_HELD,
     ROLLBACK_SWITCHING_WEB,
     ROLLBACK_SWITCHING_WORKERS,
     APP_UPGRADING,

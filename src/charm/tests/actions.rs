@@ -83,9 +83,12 @@ fn restart_services_lands_the_worker_then_restarts_both() {
     assert_eq!(
         u.journal_since(mark),
         [
-            "kill main SIGUSR1 concourse-worker",
+            // the unit's stop lands it (KillSignal=SIGUSR1)
+            "stop concourse-worker",
+            "exited concourse-worker: SIGUSR1",
             "start concourse-worker",
             "restart concourse-server",
+            "exited concourse-server: SIGTERM",
         ]
     );
     assert_eq!(a.action.logs, ["landing the worker"]);

@@ -27,9 +27,16 @@ fn all_to_worker_removes_web_closes_its_ports_and_withdraws_the_tsa() {
         assert!(!bag.contains_key(k), "{k} still published: {bag:?}");
     }
     assert!(bag.contains_key("worker-public-key"));
-    // the worker lost its local TSA: it waits for flight, still running on the old one
+    // the worker's TSA was this unit's web: it landed while that TSA still ran (before
+    // web stopped), and waits for flight to give it another
     assert_eq!(u.status().0, "waiting");
-    assert!(u.touched(mark, "concourse-worker").is_empty());
+    let journal = u.journal_since(mark);
+    let landed = journal
+        .iter()
+        .position(|e| e == "exited concourse-worker: SIGUSR1");
+    let web_stopped = journal.iter().position(|e| e == "stop concourse-server");
+    assert!(landed.is_some() && landed < web_stopped, "{journal:?}");
+    assert!(!u.active("concourse-worker"));
 }
 
 #[test]
@@ -40,11 +47,11 @@ fn all_to_web_retires_the_worker_and_withdraws_its_key() {
     u.ok("config-changed");
     assert_eq!(
         u.touched(mark, "concourse-worker"),
-        [
-            "kill main SIGUSR2 concourse-worker",
-            "disable concourse-worker"
-        ]
+        ["stop concourse-worker", "disable concourse-worker"]
     );
+    assert!(u
+        .journal_since(mark)
+        .contains(&"exited concourse-worker: SIGUSR2".to_string()));
     assert!(!u.exists(WORKER_UNIT_FILE) && !u.active("concourse-worker"));
     assert!(!u.my_bag(u.peers).contains_key("worker-public-key"));
     // web's own worker key is no longer authorized: a reload, not a restart

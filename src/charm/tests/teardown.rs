@@ -1,7 +1,10 @@
 //! Unit removal on one unit: the worker is retired (never killed without a chance to
 //! land), web stopped, both services removed, and the unit forgotten on the volume.
 
+use std::time::Duration;
+
 use super::*;
+use crate::host::ServiceManager;
 
 #[test]
 fn stop_retires_the_worker_and_removes_both_services() {
@@ -21,10 +24,14 @@ fn stop_retires_the_worker_and_removes_both_services() {
     assert_eq!(
         u.journal_since(mark),
         [
-            "kill main SIGUSR2 concourse-worker",
+            // the drop-in that makes this stop retire (KillSignal=SIGUSR2)
+            "daemon-reload",
+            "stop concourse-worker",
+            "exited concourse-worker: SIGUSR2",
             "disable concourse-worker",
             "daemon-reload",
             "stop concourse-server",
+            "exited concourse-server: SIGTERM",
             "disable concourse-server",
             "daemon-reload",
         ]
@@ -37,30 +44,85 @@ fn stop_retires_the_worker_and_removes_both_services() {
     assert!(u.journal_since(mark).is_empty());
 }
 
+/// The charm used to end a worker that did not retire within drain-timeout with SIGKILL
+/// to its whole cgroup, killing every running build container. Now systemd escalates,
+/// on the main process only: SIGTERM after drain-timeout, SIGKILL after 15 s more.
 #[test]
-fn a_worker_that_never_retires_is_killed_after_drain_timeout() {
+fn regression_escalation_never_kills_the_worker_cgroup() {
     let u = Unit::deployed("all");
     u.add_postgresql("db-pw");
     u.model.set_config(&[("drain-timeout", json!("10m"))]);
     u.ok("config-changed");
-    u.fake
-        .services
-        .state
-        .borrow_mut()
-        .ignore_drain
-        .insert("concourse-worker".into());
+    {
+        let mut st = u.fake.services.state.borrow_mut();
+        st.ignore_drain.insert("concourse-worker".into());
+        st.ignore_term.insert("concourse-worker".into());
+    }
     let (mark, t0) = (u.mark(), u.fake.clock.elapsed());
     u.ok("stop");
     let waited = u.fake.clock.elapsed() - t0;
     assert!(
-        waited >= std::time::Duration::from_secs(600)
-            && waited < std::time::Duration::from_secs(601),
+        waited >= Duration::from_secs(615) && waited < Duration::from_secs(616),
         "waited {waited:?}"
     );
     let journal = u.journal_since(mark);
-    assert_eq!(journal[0], "kill main SIGUSR2 concourse-worker");
-    assert_eq!(journal[1], "kill all SIGKILL concourse-worker");
+    let worker: Vec<&String> = journal
+        .iter()
+        .filter(|e| e.contains("concourse-worker"))
+        .collect();
+    assert_eq!(
+        worker,
+        [
+            "stop concourse-worker",
+            "escalate main SIGTERM concourse-worker",
+            "escalate main SIGKILL concourse-worker",
+            "exited concourse-worker: SIGKILL",
+            "disable concourse-worker",
+        ]
+    );
+    assert!(
+        !journal
+            .iter()
+            .any(|e| e.contains(" all ") || e.contains("cgroup")),
+        "{journal:?}"
+    );
     assert!(!u.active("concourse-worker") && !u.exists(WORKER_UNIT_FILE));
+}
+
+/// A worker that cannot register (no TSA) cannot retire: it is stopped with SIGTERM
+/// after the wait for its registration, through its unit's stop (never restarted), not
+/// left to a retire signal it would lose or answer with exit 1.
+#[test]
+fn regression_a_worker_without_a_tsa_is_stopped_not_signalled() {
+    let u = Unit::deployed("all");
+    u.add_postgresql("db-pw");
+    u.fake
+        .services
+        .state
+        .borrow_mut()
+        .never_ready
+        .insert("concourse-worker".into());
+    u.fake.services.restart("concourse-worker").unwrap();
+    let (mark, t0) = (u.mark(), u.fake.clock.elapsed());
+    u.ok("stop");
+    let waited = u.fake.clock.elapsed() - t0;
+    assert!(
+        waited >= crate::worker::READY_WAIT && waited < crate::worker::READY_WAIT * 2,
+        "waited {waited:?}"
+    );
+    let journal = u.journal_since(mark);
+    assert!(
+        journal.starts_with(&[
+            "daemon-reload".to_string(),
+            "stop concourse-worker".to_string(),
+            "exited concourse-worker: SIGTERM".to_string(),
+        ]),
+        "{journal:?}"
+    );
+    assert!(
+        !journal.iter().any(|e| e.starts_with("kill ")),
+        "{journal:?}"
+    );
 }
 
 #[test]

@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use super::*;
+use crate::host::ServiceManager;
 
 const CURRENT: &str = "/var/lib/concourse-ci/current";
 
@@ -104,7 +105,7 @@ fn a_leader_alone_upgrades_back_to_back_landing_its_worker_first() {
     let journal = u.journal_since(mark);
     let land = journal
         .iter()
-        .position(|e| e == "kill main SIGUSR1 concourse-worker");
+        .position(|e| e == "exited concourse-worker: SIGUSR1");
     let restart = journal
         .iter()
         .position(|e| e.ends_with(" concourse-worker") && e.starts_with("start"));
@@ -306,4 +307,216 @@ fn the_leaders_clock_moves_past_a_silent_peer() {
             && message.ends_with("; tried again on update-status"),
         "{message}"
     );
+}
+
+/// Upgrades a ready `mode=all` leader to V2 and returns the journal of it.
+fn upgrade_to_v2(u: &Unit) -> Vec<String> {
+    let mark = u.mark();
+    u.action("upgrade", json!({"version": V2}));
+    two_hooks(u);
+    u.journal_since(mark)
+}
+
+/// A land signal sent before the worker's beacon runs is lost (`worker/beacon_runner.go`
+/// installs the handler): the charm used to send it at once and then wait out
+/// drain-timeout and kill the worker's cgroup. Now it waits until the worker registered.
+#[test]
+fn regression_a_worker_still_starting_is_landed_once_it_registered() {
+    let u = ready_with_v2();
+    {
+        let mut st = u.fake.services.state.borrow_mut();
+        st.ready_after
+            .insert("concourse-worker".into(), Duration::from_secs(40));
+    }
+    // the worker was just (re)started: it registers 40 s from now
+    u.fake.services.restart("concourse-worker").unwrap();
+    let t0 = u.fake.clock.elapsed();
+    let journal = upgrade_to_v2(&u);
+    assert_eq!(pointer(&u), V2);
+    let landed = journal
+        .iter()
+        .position(|e| e == "exited concourse-worker: SIGUSR1");
+    assert!(landed.is_some(), "{journal:?}");
+    assert!(
+        !journal
+            .iter()
+            .any(|e| e.starts_with("kill ") || e.starts_with("escalate")),
+        "{journal:?}"
+    );
+    let took = u.fake.clock.elapsed() - t0;
+    assert!(
+        took >= Duration::from_secs(40) && took < Duration::from_secs(600),
+        "{took:?}"
+    );
+}
+
+/// A worker that never registers (its TSA is unreachable) cannot land: it is stopped
+/// with SIGTERM after the wait, through its unit's stop, so systemd never restarts it.
+#[test]
+fn regression_a_worker_that_cannot_register_is_stopped_not_signalled() {
+    let u = ready_with_v2();
+    u.fake
+        .services
+        .state
+        .borrow_mut()
+        .never_ready
+        .insert("concourse-worker".into());
+    u.fake.services.restart("concourse-worker").unwrap();
+    let t0 = u.fake.clock.elapsed();
+    let journal = upgrade_to_v2(&u);
+    assert_eq!(pointer(&u), V2);
+    let stop = journal
+        .iter()
+        .position(|e| e == "exited concourse-worker: SIGTERM")
+        .unwrap_or_else(|| panic!("{journal:?}"));
+    let start = journal
+        .iter()
+        .position(|e| e == "start concourse-worker")
+        .unwrap_or_else(|| panic!("{journal:?}"));
+    assert!(stop < start);
+    assert!(
+        !journal.iter().any(|e| e.starts_with("kill ")),
+        "{journal:?}"
+    );
+    assert!(u.fake.clock.elapsed() - t0 >= crate::worker::READY_WAIT);
+    // the drop-in that made that stop a SIGTERM is gone before the worker started again
+    assert!(!u.exists(crate::worker::STOP_OVERRIDE));
+    assert!(u.active("concourse-worker"));
+}
+
+/// Gives V1 and V2 different schemas (the in-process releases share a release line).
+fn distinct_schemas(u: &Unit) {
+    let mut st = u.fake.services.state.borrow_mut();
+    st.db.supported.insert(V1.into(), 100);
+    st.db.supported.insert(V2.into(), 200);
+    st.db.schema = Some(100);
+}
+
+/// Web does not refuse a database a newer release migrated (atc/db/migration/migration.go):
+/// going back without migrating down left it running on a newer schema.
+#[test]
+fn regression_web_goes_back_only_after_the_database_is_migrated_down() {
+    let u = ready_with_v2();
+    distinct_schemas(&u);
+    {
+        let mut st = u.fake.services.state.borrow_mut();
+        st.crashes.insert(("concourse-worker".into(), V2.into()));
+    }
+    let journal = upgrade_to_v2(&u);
+    assert_eq!(pointer(&u), V1, "back on the previous release");
+    let db = &u.fake.services.state.borrow().db;
+    assert_eq!(db.schema, Some(100));
+    assert!(
+        db.newer_schema_starts.is_empty(),
+        "{:?}",
+        db.newer_schema_starts
+    );
+    let at = |e: &str| journal.iter().position(|x| x == e);
+    let down =
+        at("migrate 7.14.3 --migrate-db-to-version=100").unwrap_or_else(|| panic!("{journal:?}"));
+    let web_stopped = at("stop concourse-server").unwrap_or_else(|| panic!("{journal:?}"));
+    let web_back = journal
+        .iter()
+        .rposition(|e| e == "start concourse-server" || e == "restart concourse-server")
+        .unwrap_or_else(|| panic!("{journal:?}"));
+    assert!(web_stopped < down && down < web_back, "{journal:?}");
+    assert!(u.active("concourse-server"));
+    let mine = u.my_bag(u.peers);
+    assert!(mine["upgrade-state"].ends_with(":failed"), "{mine:?}");
+}
+
+/// When the database cannot be migrated down, web stays on the release it runs, with a
+/// status that says why, and the switch counts as failed.
+#[test]
+fn web_is_held_when_the_database_cannot_be_migrated_down() {
+    let u = ready_with_v2();
+    distinct_schemas(&u);
+    {
+        let mut st = u.fake.services.state.borrow_mut();
+        st.crashes.insert(("concourse-worker".into(), V2.into()));
+        st.db.migrate_fails = true;
+    }
+    upgrade_to_v2(&u);
+    assert_eq!(pointer(&u), V2, "web stays where the database is");
+    let db = &u.fake.services.state.borrow().db;
+    assert_eq!(db.schema, Some(200));
+    assert!(db.newer_schema_starts.is_empty());
+    assert!(u.active("concourse-server"));
+    let mine = u.my_bag(u.peers);
+    assert!(mine["upgrade-state"].ends_with(":failed"), "{mine:?}");
+    assert!(
+        mine["upgrade-error"].contains(
+            "web stays on v7.14.3: migrating the database down to schema 100 for v7.14.2 failed"
+        ),
+        "{mine:?}"
+    );
+}
+
+/// The rollback path: a worker elsewhere failed after web (the leader, `auto`) switched;
+/// the rollback grants web first, and web migrates the database down before it goes back.
+#[test]
+fn regression_a_rollback_migrates_the_database_down_before_web_goes_back() {
+    let u = Unit::new(0, true);
+    let peer = format!("{APP}/1");
+    u.model
+        .state_mut()
+        .relations
+        .get_mut(&u.peers)
+        .unwrap()
+        .units = vec![peer.clone()];
+    u.model.set_bag(u.peers, &peer, &[("version", V1)]);
+    u.model.set_config(&[("mode", json!("auto"))]);
+    u.deploy();
+    u.add_postgresql("db-pw");
+    u.publish(V2);
+    distinct_schemas(&u);
+    u.action("upgrade", json!({"version": V2}));
+    u.ok("update-status");
+    let gen = u.app_bag()["upgrade-gen"].clone();
+    u.model.set_bag(
+        u.peers,
+        &peer,
+        &[("upgrade-ack", &format!("{gen}:prepare"))],
+    );
+    u.relation_ok(u.peers, "changed", Some(&peer));
+    u.ok("update-status");
+    u.ok("update-status");
+    assert_eq!(pointer(&u), V2, "web switched first");
+    assert_eq!(u.fake.services.state.borrow().db.schema, Some(200));
+    // the worker fails on V2
+    u.model.set_bag(
+        u.peers,
+        &peer,
+        &[
+            ("upgrade-state", &format!("{gen}:failed")),
+            ("upgrade-error", "v7.14.3 did not start on concourse-ci/1"),
+        ],
+    );
+    let mark = u.mark();
+    u.relation_ok(u.peers, "changed", Some(&peer));
+    u.ok("update-status");
+    assert_eq!(pointer(&u), V1, "web rolled back");
+    let app = u.app_bag();
+    assert_eq!(app["upgrade-phase"], "failed", "{app:?}");
+    assert!(
+        app["upgrade-error"].starts_with("upgrade to v7.14.3 failed on concourse-ci/1"),
+        "{app:?}"
+    );
+    let db = &u.fake.services.state.borrow().db;
+    assert_eq!(db.schema, Some(100));
+    assert!(
+        db.newer_schema_starts.is_empty(),
+        "{:?}",
+        db.newer_schema_starts
+    );
+    let journal = u.journal_since(mark);
+    let down = journal
+        .iter()
+        .position(|e| e == "migrate 7.14.3 --migrate-db-to-version=100")
+        .unwrap_or_else(|| panic!("{journal:?}"));
+    let start = journal
+        .iter()
+        .rposition(|e| e == "start concourse-server")
+        .unwrap_or_else(|| panic!("{journal:?}"));
+    assert!(down < start, "{journal:?}");
 }

@@ -3,6 +3,8 @@
 //! (The `web-port` part moved from the simulator's
 //! `roles::mode_all_web_port_and_plain_postgresql_credentials`.)
 
+use std::time::Duration;
+
 use super::*;
 
 const KEYS: &str = "/var/lib/concourse-web/keys";
@@ -403,4 +405,76 @@ fn a_failed_hook_commits_nothing_and_the_retry_converges() {
     u.model.state_mut().failing.clear();
     u.relation_ok(rel, "created", None);
     assert_eq!(u.model.bag(rel, APP)["database"], "concourse");
+}
+
+/// Joins a peer unit with a worker key and runs web's relation-changed for it.
+fn a_worker_key_arrives(u: &Unit, n: u32) {
+    let peer = format!("{APP}/{n}");
+    let key = format!("ssh-ed25519 AAAAC3NzaWorker{n} concourse-ci-{n}");
+    u.model
+        .state_mut()
+        .relations
+        .get_mut(&u.peers)
+        .unwrap()
+        .units
+        .push(peer.clone());
+    u.model
+        .set_bag(u.peers, &peer, &[("worker-public-key", key.as_str())]);
+    u.relation_ok(u.peers, "changed", Some(&peer));
+}
+
+/// Web dies on SIGHUP until its TSA started (after the database is open and migrated,
+/// `tsa/tsacmd/command.go`), and systemd does not restart it (SIGHUP is a clean death).
+/// The charm used to reload web as soon as a worker key changed.
+#[test]
+fn regression_a_reload_waits_until_the_tsa_listens() {
+    let u = web_unit();
+    // web restarts (log level) and takes 5 s to open the database before its TSA listens
+    u.fake
+        .services
+        .state
+        .borrow_mut()
+        .ready_after
+        .insert("concourse-server".into(), Duration::from_secs(5));
+    u.model.set_config(&[("log-level", json!("debug"))]);
+    u.ok("config-changed");
+    let pid = u.fake.services.service("concourse-server").pid;
+    assert!(!u.fake.services.ready("concourse-server"));
+    let (mark, t0) = (u.mark(), u.fake.clock.elapsed());
+    a_worker_key_arrives(&u, 1);
+    assert!(u.active("concourse-server"), "{:?}", u.journal_since(mark));
+    assert_eq!(u.fake.services.service("concourse-server").pid, pid);
+    assert_eq!(
+        u.touched(mark, "concourse-server"),
+        ["reload concourse-server"]
+    );
+    assert!(u.fake.clock.elapsed() - t0 >= Duration::from_secs(5));
+}
+
+/// A web that is not listening within the hook is left alone; a later hook reloads it
+/// once it listens (the loaded keys are recorded per main process).
+#[test]
+fn a_reload_missed_while_web_starts_happens_in_a_later_hook() {
+    let u = web_unit();
+    u.fake
+        .services
+        .state
+        .borrow_mut()
+        .ready_after
+        .insert("concourse-server".into(), Duration::from_secs(600));
+    u.model.set_config(&[("log-level", json!("debug"))]);
+    u.ok("config-changed");
+    let mark = u.mark();
+    a_worker_key_arrives(&u, 1);
+    assert!(u.touched(mark, "concourse-server").is_empty());
+    assert!(u.active("concourse-server"));
+    u.fake.clock.advance(Duration::from_secs(600));
+    u.ok("update-status");
+    assert_eq!(
+        u.touched(mark, "concourse-server"),
+        ["reload concourse-server"]
+    );
+    let mark = u.mark();
+    u.ok("update-status");
+    assert!(u.journal_since(mark).is_empty(), "reloaded once");
 }

@@ -114,11 +114,14 @@ fn a_new_tsa_key_restarts_the_worker_after_landing_it() {
         u.read(&format!("{KEYS}/tsa_host_key.pub")),
         format!("{other}\n")
     );
-    // `restart` lands the worker: its unit stops it with SIGUSR1 (KillSignal)
+    // the worker is landed through its unit's stop (KillSignal=SIGUSR1), then started
     assert_eq!(
         u.touched(mark, "concourse-worker"),
-        ["restart concourse-worker"]
+        ["stop concourse-worker", "start concourse-worker"]
     );
+    assert!(u
+        .journal_since(mark)
+        .contains(&"exited concourse-worker: SIGUSR1".to_string()));
 }
 
 #[test]
@@ -139,7 +142,7 @@ fn tag_restarts_and_drain_timeout_only_reloads_the_unit() {
     assert_eq!(u.env(WORKER_ENV)["CONCOURSE_TAG"], "gpu,big");
     assert_eq!(
         u.touched(mark, "concourse-worker"),
-        ["restart concourse-worker"]
+        ["stop concourse-worker", "start concourse-worker"]
     );
 }
 

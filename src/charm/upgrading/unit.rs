@@ -3,7 +3,10 @@
 //!
 //! Owns: the unit databag's upgrade keys (`upgrade-ack`, `upgrade-state`,
 //! `upgrade-error`) and which release the unit points at. Invariants: the pointer moves
-//! only to a published release that verified; a unit without a grant keeps what it runs.
+//! only to a published release that verified; a unit without a grant keeps what it runs;
+//! web moves to a release only once the database is not newer than that release supports
+//! (`web::prepare_switch`: migrated down first by the release web leaves), else it stays
+//! where it is and the switch fails; a switch of web verifies that its TSA listens.
 
 use std::time::Duration;
 
@@ -21,7 +24,11 @@ use crate::juju::Juju;
 use crate::roles::Roles;
 use crate::storage_coordinator::Volume;
 use crate::upgrade::{self, AppUpgrade, UnitReport, UnitState, UnitView};
-use crate::{web, worker};
+use crate::web::SchemaGate;
+use crate::{readiness, web, worker};
+
+/// How long a switched web may take to start its TSA (open and migrate the database).
+const WEB_START_WAIT: Duration = Duration::from_secs(300);
 
 /// Shows where a running upgrade is, as of the end of this hook's steps.
 pub fn report_progress(juju: &Juju, config: &CharmConfig, peers: &Peers, reports: &mut Reports) {
@@ -108,6 +115,13 @@ pub fn unit(
             report_failure(peers, gen, &why);
             return keep(host, vol, &me, previous.as_deref());
         }
+        if let (Some(prev), true) = (previous.as_deref(), roles.is_some_and(|r| r.web)) {
+            if let SchemaGate::Hold(reason) = web_gate(juju, host, vol, prev, &version)? {
+                report_failure(peers, gen, &format!("web stays on v{prev}: {reason}"));
+                reports.push(msg::WEB_HELD.fill(&[prev, &reason]));
+                return keep(host, vol, &me, Some(prev));
+            }
+        }
         if previous.is_some()
             && roles.is_some_and(|r| r.worker)
             && !worker_runs(host, vol, &version)
@@ -171,7 +185,8 @@ fn worker_runs(host: &Host, vol: &Volume, version: &str) -> bool {
             .is_some_and(|b| b.starts_with(&dir))
 }
 
-/// Lands the worker before switching (SIGUSR1; escalates after drain-timeout).
+/// Lands the worker before switching: once it registered, through its unit's stop
+/// (`worker::drain`: systemd escalates after drain-timeout and never restarts it).
 fn land_worker(
     juju: &Juju,
     host: &Host,
@@ -182,11 +197,44 @@ fn land_worker(
         return Ok(());
     }
     juju.status_set(&msg::DRAINING_FOR_UPGRADE.fill(&[version]), false)?;
-    match worker::drain(host, "SIGUSR1", "land", config.drain_timeout) {
-        Ok(()) => info!("worker landed for the upgrade to v{version}"),
-        Err(e) => warn!("{}; switching to v{version} anyway", crate::error_chain(&e)),
+    let ready = worker::ReadyWait::from_config(config);
+    match worker::drain(host, worker::Drain::Land, ready)? {
+        worker::Drained::Drained { waited } if waited >= config.drain_timeout => warn!(
+            "the worker did not land within drain-timeout ({}s): systemd stopped it (SIGTERM, then SIGKILL to its main process); switching to v{version}",
+            config.drain_timeout.as_secs()
+        ),
+        worker::Drained::NotRegistered => warn!(
+            "the worker was not registered with a TSA, so nothing could be landed; switching to v{version}"
+        ),
+        _ => info!("worker landed for the upgrade to v{version}"),
     }
     Ok(())
+}
+
+/// The database's part of moving web from release `from` to `to` (`web::prepare_switch`).
+fn web_gate(
+    juju: &Juju,
+    host: &Host,
+    vol: &Volume,
+    from: &str,
+    to: &str,
+) -> Result<SchemaGate, CharmError> {
+    let db = super::super::workload::db_info(juju)?
+        .ok()
+        .map(|db| web::db_env(&db));
+    let bin = |v: &str| -> Result<std::path::PathBuf, CharmError> {
+        Ok(vol
+            .release_path(v)
+            .map_err(release::ReleaseError::from)?
+            .join("concourse/bin/concourse"))
+    };
+    let (from_bin, to_bin) = (bin(from)?, bin(to)?);
+    Ok(web::prepare_switch(
+        host,
+        db.as_ref(),
+        (from, &from_bin),
+        (to, &to_bin),
+    )?)
 }
 
 fn report_failure(peers: &mut Peers, gen: u64, reason: &str) {
@@ -200,10 +248,13 @@ fn report_failure(peers: &mut Peers, gen: u64, reason: &str) {
     ]));
 }
 
-/// After the roles restarted on a switched release: check it really runs; go back if not.
+/// After the roles restarted on a switched release: check it really runs (web: its TSA
+/// listens); go back if not (web only once the database allows it, see [`web_gate`]).
+#[allow(clippy::too_many_arguments)]
 pub fn verify_switch(
     juju: &Juju,
     host: &Host,
+    config: &CharmConfig,
     vol: &Volume,
     peers: &mut Peers,
     roles: Roles,
@@ -212,8 +263,49 @@ pub fn verify_switch(
 ) -> Result<Option<RunningRelease>, CharmError> {
     let Switch { gen, previous } = switch;
     let me = juju.unit_name().to_string();
+    let problems = switch_problems(host, config, vol, roles, &running.version);
+    if problems.is_empty() {
+        info!("{me} switched to v{} (generation {gen})", running.version);
+        peers.write_me(&peers::bag([
+            (
+                upgrade::K_STATE,
+                format!("{gen}:{}", UnitState::Switched.as_str()),
+            ),
+            (upgrade::K_ERROR, String::new()),
+        ]));
+        return Ok(None);
+    }
+    let mut reason = format!(
+        "v{} did not start on {me}: {}",
+        running.version,
+        problems.join("; ")
+    );
+    let Some(prev) = previous else {
+        report_failure(peers, gen, &reason);
+        return Ok(None);
+    };
+    if roles.web {
+        if let SchemaGate::Hold(why) = web_gate(juju, host, vol, &running.version, &prev)? {
+            reason.push_str(&format!("; web stays on v{}: {why}", running.version));
+            report_failure(peers, gen, &reason);
+            return Ok(None);
+        }
+    }
+    report_failure(peers, gen, &reason);
+    warn!("going back to v{prev}");
+    Ok(Some(release::point_at(host, vol, &me, &prev)?))
+}
+
+/// What is wrong with the roles running `version` after a switch (empty: nothing).
+fn switch_problems(
+    host: &Host,
+    config: &CharmConfig,
+    vol: &Volume,
+    roles: Roles,
+    version: &str,
+) -> Vec<String> {
     let mut problems = Vec::new();
-    if let Err(e) = installer::verify_release(vol, &running.version, VerifyMode::Quick) {
+    if let Err(e) = installer::verify_release(vol, version, VerifyMode::Quick) {
         problems.push(e.status_message());
     }
     // Give a crashing service a moment to show it.
@@ -228,28 +320,23 @@ pub fn verify_switch(
             problems.push(format!("{service} is not running"));
         }
     }
-    if problems.is_empty() {
-        info!("{me} switched to v{} (generation {gen})", running.version);
-        peers.write_me(&peers::bag([
-            (
-                upgrade::K_STATE,
-                format!("{gen}:{}", UnitState::Switched.as_str()),
+    let web_up = roles.web && problems.is_empty() && host.services.is_active(web::SERVICE);
+    if web_up && readiness::observable(config.log_level) {
+        match readiness::wait(host, web::SERVICE, readiness::web_listening, WEB_START_WAIT) {
+            Ok(readiness::Wait::Ready) => {}
+            Ok(readiness::Wait::Stopped) => {
+                problems.push(format!("{} is not running", web::SERVICE))
+            }
+            Ok(readiness::Wait::TimedOut) => problems.push(format!(
+                "{}'s TSA did not listen within {}s",
+                web::SERVICE,
+                WEB_START_WAIT.as_secs()
+            )),
+            Err(e) => warn!(
+                "cannot tell whether web's TSA listens: {}",
+                crate::error_chain(&e)
             ),
-            (upgrade::K_ERROR, String::new()),
-        ]));
-        return Ok(None);
-    }
-    let reason = format!(
-        "v{} did not start on {me}: {}",
-        running.version,
-        problems.join("; ")
-    );
-    report_failure(peers, gen, &reason);
-    match previous {
-        Some(prev) => {
-            warn!("going back to v{prev}");
-            Ok(Some(release::point_at(host, vol, &me, &prev)?))
         }
-        None => Ok(None),
     }
+    problems
 }
