@@ -1,5 +1,7 @@
 //! Key files of the web and worker roles: generating them once, reading and checking
-//! public keys, and the TSA's list of authorized worker keys.
+//! public keys, the TSA's list of authorized worker keys, and the web keys every web unit
+//! shares ([`WebKeys`]: TSA host key, session signing key, encryption key), kept in an
+//! app-owned Juju secret and written to each web unit's key files from it.
 //!
 //! Owns: the key files under the roles' `keys` directories (paths are machine paths,
 //! mapped through [`Paths::local`](crate::host::Paths::local) for I/O). Invariants: a key

@@ -719,11 +719,6 @@ impl WebOptions {
             .collect()
     }
 
-    /// Whether `option` is set.
-    pub fn has(&self, option: &str) -> bool {
-        self.is_set(option)
-    }
-
     /// The PEM files to write: (file name, content).
     pub fn pem_files(&self) -> Vec<(String, String)> {
         self.values

@@ -1,8 +1,10 @@
 //! Running Concourse on this unit: the web and worker roles wired to Juju data.
 //!
 //! Owns: what the unit publishes for other units (TSA host and key, worker key) on
-//! `peers`, `tsa` and `flight`, what it reads from them and from `postgresql`, the admin
-//! password secret, ports, and stopping the roles a unit no longer has. Invariants: each
+//! `peers`, `tsa` and `flight`, what it reads from them and from `postgresql` (credentials
+//! and TLS) and `vault-kv`, the admin password secret, the web keys every web unit shares
+//! (an app secret the leader creates), the Juju secrets the options name, ports, and
+//! stopping the roles a unit no longer has. Invariants: each
 //! role's service restarts only when what it runs differs from its own inputs
 //! (level-triggered, `service::apply_service`); a unit waits (status) rather
 //! than starting a half-configured service; a unit runs no service of a role it lost;

@@ -421,3 +421,54 @@ fn vault_kv_gives_web_approle_credentials() {
     );
     assert_eq!(u.touched(mark, "concourse-server").len(), 1);
 }
+
+/// The install hook runs before the peer relation exists: a web-keys secret created then
+/// committed without its id reaching the app data, and every later hook's secret-add
+/// failed on the taken label. The leader creates it only with the peer relation, and
+/// adopts a labelled secret whose id was lost.
+#[test]
+fn regression_a_web_keys_secret_whose_id_was_lost_is_found_by_its_label() {
+    let u = Unit::new(0, true);
+    u.model.set_config(&[("mode", json!("all"))]);
+    let id = u.model.add_own_secret(&[
+        ("tsa-host-key", SHARED_TSA_KEY),
+        ("tsa-public-key", SHARED_TSA_PUB),
+        ("session-signing-key", SHARED_SESSION_KEY),
+        ("encryption-key", SHARED_ENCRYPTION_KEY),
+    ]);
+    u.model.state_mut().secrets.get_mut(&id).unwrap().label = Some("web-keys".into());
+    u.deploy();
+    assert_eq!(u.app_bag()["web-keys-secret"], id);
+    assert_eq!(u.read(&format!("{KEYS}/tsa_host_key")), SHARED_TSA_KEY);
+    assert!(
+        u.fake.provisioner.state.borrow().keys.len() <= 1,
+        "only the worker key"
+    );
+}
+
+#[test]
+fn regression_no_web_keys_secret_before_the_peer_relation() {
+    let u = Unit::new(0, true);
+    u.model.set_config(&[("mode", json!("all"))]);
+    u.model.state_mut().relations.remove(&u.peers);
+    for h in [
+        "concourse-data-storage-attached",
+        "install",
+        "leader-elected",
+    ] {
+        u.ok(h);
+    }
+    assert!(u
+        .model
+        .state()
+        .secrets
+        .values()
+        .all(|s| s.label.as_deref() != Some("web-keys")));
+    assert_eq!(
+        u.status(),
+        (
+            "waiting".into(),
+            "Waiting for the leader to share the web keys".into()
+        )
+    );
+}
