@@ -596,9 +596,10 @@ run_web() {
     fp="$(key_fingerprint "${CONCOURSE_TSA_HOST_KEY:-}.pub")"
     if [ -z "$fp" ]; then fp="$(key_fingerprint "${CONCOURSE_TSA_HOST_KEY:-/dev/null}")"; fi
     # The simulator's units share one network namespace, so the TSA "binds" the unit's own
-    # address (CONCOURSE_PEER_ADDRESS, as the charm sets it): several web units each
-    # listen, and a worker reaches the one its CONCOURSE_TSA_HOST entry names.
-    name="fake-concourse-tsa/${CONCOURSE_PEER_ADDRESS:-127.0.0.1}:${CONCOURSE_TSA_BIND_PORT:-2222}/$fp"
+    # address when it has one (CONCOURSE_PEER_ADDRESS, as the charm sets it): several web
+    # units each listen, and a worker reaches the one its CONCOURSE_TSA_HOST entry names
+    # (or, for a web without a peer address, the one on that port).
+    name="fake-concourse-tsa/${CONCOURSE_PEER_ADDRESS:+$CONCOURSE_PEER_ADDRESS:}${CONCOURSE_TSA_BIND_PORT:-2222}/$fp"
     # web may not write $RUN_DIR (it runs as its own user): the handshake lives in /tmp
     ready="${TMPDIR:-/tmp}/fake-concourse-tsa.$$"
     # Phases A-C (flags, shared flags, RunCommand.Runner: DB open and migrations): no
@@ -675,12 +676,16 @@ while (1) {
 # register: one registration attempt (tsa.Client.Register): true with CONN_PID holding the
 # connection, false when every TSA host is unreachable or refuses the key.
 register() {
-    local hosts="${CONCOURSE_TSA_HOST:-127.0.0.1:2222}" h answer out
+    local hosts="${CONCOURSE_TSA_HOST:-127.0.0.1:2222}" h answer out name
     out="${TMPDIR:-/tmp}/fake-concourse-conn.$$"
     for h in ${hosts//,/ }; do
         if [ -e "$RUN_DIR/tsa-unreachable" ]; then return 1; fi
         rm -f -- "$out"
-        perl -e "$TSA_CLIENT" "fake-concourse-tsa/$h/$TSA_FP" "$WORKER_KEY" \
+        name="fake-concourse-tsa/$h/$TSA_FP"
+        if [ ! -e "/proc/net/unix" ] || ! grep -q "@$name\$" /proc/net/unix 2>/dev/null; then
+            name="fake-concourse-tsa/${h##*:}/$TSA_FP"
+        fi
+        perl -e "$TSA_CLIENT" "$name" "$WORKER_KEY" \
             "$RUN_DIR/tsa-unreachable" >"$out" 2>/dev/null &
         CONN_PID=$!
         answer=""
