@@ -22,6 +22,9 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer};
 use serde_json::{Map, Value};
 
+mod observe;
+pub use observe::{BaggageclaimDriver, Placement, ProxyOptions, WorkerRuntime, WORKER_PORTS};
+
 /// Role selection (`mode`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -151,6 +154,16 @@ pub struct CharmConfig {
     pub upgrade_max_unavailable: u32,
     pub tags: Vec<String>,
     pub initial_admin_username: String,
+    /// The worker's runtime settings (`baggageclaim-driver`, DNS, limits).
+    pub worker_runtime: WorkerRuntime,
+    /// `http-proxy`, `https-proxy`, `no-proxy`: override the model's proxy settings.
+    pub proxy: ProxyOptions,
+    /// Concourse web's Prometheus port (`metrics-port`), served while a metrics relation is up.
+    pub metrics_port: u16,
+    /// Web's HTTPS port (`tls-port`), served while a certificate from `certificates` is in use.
+    pub tls_port: u16,
+    /// How web places containers on workers and the per-worker limits.
+    pub placement: Placement,
     /// Authentication, credentials, encryption, housekeeping (issue 14; `crate::web_options`).
     pub web_options: crate::web_options::WebOptions,
 }
@@ -350,6 +363,8 @@ struct RawConfig {
     upgrade_max_unavailable: Opt<i64>,
     tag: Opt<String>,
     initial_admin_username: Opt<String>,
+    #[serde(flatten)]
+    observe: observe::Raw,
 }
 
 const DEFAULT_RELEASE_URL: &str = "https://github.com/concourse/concourse/releases/download/v{version}/concourse-{version}-linux-amd64.tgz";
@@ -698,7 +713,7 @@ impl CharmConfig {
             )]
         })?;
         let mut errs = Errors::default();
-        let config = CharmConfig {
+        let mut config = CharmConfig {
             mode: mode(raw.mode, &mut errs),
             version: version(raw.version, &mut errs),
             shared_storage: shared_storage(raw.shared_storage, &mut errs),
@@ -718,9 +733,15 @@ impl CharmConfig {
             ),
             tags: tags(raw.tag, &mut errs),
             initial_admin_username: initial_admin_username(raw.initial_admin_username, &mut errs),
+            worker_runtime: WorkerRuntime::default(),
+            proxy: ProxyOptions::default(),
+            metrics_port: 0,
+            tls_port: 0,
+            placement: Placement::default(),
             web_options: Default::default(),
         };
-        let mut config = config;
+        // After the options above, so errors keep config.yaml's order.
+        observe::apply(raw.observe, &mut config, &mut errs);
         match crate::web_options::WebOptions::parse(map, &config.initial_admin_username) {
             Ok(w) => config.web_options = w,
             Err(e) => errs.0.extend(e),
@@ -879,7 +900,7 @@ mod tests {
             .keys()
             .map(|k| k.as_str().unwrap().to_string())
             .collect();
-        assert_eq!(options.len(), 98, "{options:?}");
+        assert_eq!(options.len(), 16 + 13 + 81, "{options:?}");
         // A wrong type for every option at once: every one is reported, in order.
         let all_wrong: Map<String, Value> =
             options.iter().map(|o| (o.clone(), json!([1]))).collect();

@@ -142,6 +142,71 @@ pub fn options_env(
     m
 }
 
+/// Concourse's Prometheus endpoint (`atc/metric/emitter/prometheus.go`: enabled when both
+/// variables are non-empty; no default port). `bind_ip` is `None` while no relation
+/// wants metrics: the variables are left out and the endpoint is off.
+pub fn metrics_env(bind_ip: Option<&str>, port: u16) -> BTreeMap<String, String> {
+    bind_ip
+        .map(|ip| {
+            BTreeMap::from([
+                ("CONCOURSE_PROMETHEUS_BIND_IP".to_string(), ip.to_string()),
+                (
+                    "CONCOURSE_PROMETHEUS_BIND_PORT".to_string(),
+                    port.to_string(),
+                ),
+            ])
+        })
+        .unwrap_or_default()
+}
+
+/// Container placement and the per-worker limits (`atc/worker/placement.go`); only
+/// what differs from Concourse's defaults, so a default deployment's env is unchanged.
+pub fn placement_env(p: &crate::config::Placement) -> BTreeMap<String, String> {
+    let mut m = BTreeMap::new();
+    if *p != crate::config::Placement::default() {
+        m.insert(
+            "CONCOURSE_CONTAINER_PLACEMENT_STRATEGY".to_string(),
+            p.strategies.join(","),
+        );
+    }
+    for (k, v) in [
+        (
+            "CONCOURSE_MAX_ACTIVE_CONTAINERS_PER_WORKER",
+            p.max_active_containers,
+        ),
+        (
+            "CONCOURSE_MAX_ACTIVE_VOLUMES_PER_WORKER",
+            p.max_active_volumes,
+        ),
+        ("CONCOURSE_MAX_ACTIVE_TASKS_PER_WORKER", p.max_active_tasks),
+    ] {
+        if v > 0 {
+            m.insert(k.to_string(), v.to_string());
+        }
+    }
+    m
+}
+
+/// HTTPS with the certificate from `certificates` (`atc/atccmd/command.go`: TLS needs
+/// `CONCOURSE_TLS_BIND_PORT`, the cert and key files, and an https external URL; the
+/// plain port then redirects to it). Nothing while no certificate is in use.
+pub fn tls_env(
+    tls: Option<&crate::charm::certificates::ServedTls>,
+    port: u16,
+) -> BTreeMap<String, String> {
+    let Some(t) = tls else {
+        return BTreeMap::new();
+    };
+    BTreeMap::from([
+        ("CONCOURSE_TLS_BIND_PORT".to_string(), port.to_string()),
+        (
+            "CONCOURSE_TLS_CERT".to_string(),
+            t.cert.display().to_string(),
+        ),
+        ("CONCOURSE_TLS_KEY".to_string(), t.key.display().to_string()),
+    ])
+}
+
 /// The database settings of web and `concourse migrate` (`CONCOURSE_POSTGRES_*`).
 pub fn db_env(db: &DbInfo) -> DbEnv {
     DbEnv(
@@ -169,7 +234,7 @@ pub fn unit(config: &CharmConfig, current: &Path) -> UnitSpec {
         ("RestartSec".to_string(), "5".to_string()),
         ("LimitNOFILE".to_string(), "65536".to_string()),
     ];
-    if config.web_port < 1024 {
+    if config.web_port < 1024 || config.tls_port < 1024 {
         extra.push(("AmbientCapabilities".into(), "CAP_NET_BIND_SERVICE".into()));
     }
     UnitSpec {
@@ -252,7 +317,8 @@ pub fn apply(
         on_change: OnChange::Restart,
     });
     let ready = || !observable || tsa_listens(host);
-    Ok(apply_service(host, spec, &files, &keys, &ready)?)
+    let reads = [keys.as_slice(), &tls_reads()].concat();
+    Ok(apply_service(host, spec, &files, &reads, &ready)?)
 }
 
 /// Whether web's TSA listens, waiting up to [`RELOAD_WAIT`] for a starting web.
@@ -367,6 +433,16 @@ fn migrate_down(
 fn hold(reason: String) -> SchemaGate {
     warn!("web cannot switch: {reason}");
     SchemaGate::Hold(reason)
+}
+
+/// Web reloads its TLS certificate and key on SIGHUP (`atc/tls/runner.go`,
+/// `signal.Notify(..., syscall.SIGHUP)`): a renewed certificate is applied with a reload.
+/// (The key alone is unused until a certificate for it is written.)
+fn tls_reads() -> [ReadFile; 1] {
+    [ReadFile {
+        path: crate::charm::certificates::cert_path(),
+        on_change: OnChange::Reload,
+    }]
 }
 
 /// Stops web and removes its service (unit removal, role change).

@@ -290,7 +290,7 @@ pub const OPTIONS: &[Opt] = &[
         "CONCOURSE_SECRET_CACHE_DURATION_NOTFOUND",
         Duration,
     ),
-    // housekeeping (atc/atccmd/command.go)
+    // housekeeping (atc/atccmd/command.go; container placement: config/observe.rs)
     o(
         "default-build-logs-to-retain",
         "CONCOURSE_DEFAULT_BUILD_LOGS_TO_RETAIN",
@@ -315,11 +315,6 @@ pub const OPTIONS: &[Opt] = &[
         "gc-failed-grace-period",
         "CONCOURSE_GC_FAILED_GRACE_PERIOD",
         Duration,
-    ),
-    o(
-        "container-placement-strategy",
-        "CONCOURSE_CONTAINER_PLACEMENT_STRATEGY",
-        List,
     ),
 ];
 
@@ -385,6 +380,11 @@ pub const MANAGED: &[&str] = &[
     "CONCOURSE_TSA_WORKER_PRIVATE_KEY",
     "CONCOURSE_LOG_LEVEL",
     "CONCOURSE_TAG",
+    // the placement options (config/observe.rs)
+    "CONCOURSE_CONTAINER_PLACEMENT_STRATEGY",
+    "CONCOURSE_MAX_ACTIVE_TASKS_PER_WORKER",
+    "CONCOURSE_MAX_ACTIVE_CONTAINERS_PER_WORKER",
+    "CONCOURSE_MAX_ACTIVE_VOLUMES_PER_WORKER",
 ];
 
 /// A parsed option value.
@@ -612,16 +612,6 @@ impl WebOptions {
                 }
                 Ok(None) => {}
                 Err(e) => errs.push(e),
-            }
-        }
-        if let Some(p) = w.plain("container-placement-strategy") {
-            let var = concourse_vars::find("web", "CONCOURSE_CONTAINER_PLACEMENT_STRATEGY");
-            if let Some(problem) = var.and_then(|v| concourse_vars::check_value(&v, p)) {
-                errs.push(err(
-                    "container-placement-strategy",
-                    problem,
-                    "fix the value",
-                ));
             }
         }
         w.extra_web_env =

@@ -35,7 +35,7 @@ use std::time::Duration;
 
 use tracing::{info, warn};
 
-use crate::config::CharmConfig;
+use crate::config::{CharmConfig, WorkerRuntime};
 use crate::fsutil;
 use crate::host::{Host, KeyKind};
 use crate::keys::{self, KeyError};
@@ -106,10 +106,35 @@ pub fn env(config: &CharmConfig, unit: &str, tsa_host: &str) -> BTreeMap<String,
         worker_key().display().to_string(),
     );
     set("CONCOURSE_RUNTIME", "containerd".into());
-    set("CONCOURSE_BAGGAGECLAIM_DRIVER", "naive".into());
     set("CONCOURSE_LOG_LEVEL", config.log_level.as_str().into());
     if !config.tags.is_empty() {
         set("CONCOURSE_TAG", config.tags.join(","));
+    }
+    m.extend(runtime_env(&config.worker_runtime));
+    m
+}
+
+/// The runtime settings: baggageclaim's driver, containerd's DNS and container limit.
+/// A boolean is left out when false: Concourse reads an empty or present value as true.
+pub fn runtime_env(r: &WorkerRuntime) -> BTreeMap<String, String> {
+    let mut m = BTreeMap::new();
+    let mut set = |k: &str, v: String| {
+        m.insert(k.to_string(), v);
+    };
+    set(
+        "CONCOURSE_BAGGAGECLAIM_DRIVER",
+        r.baggageclaim_driver.as_str().into(),
+    );
+    set(
+        "CONCOURSE_CONTAINERD_MAX_CONTAINERS",
+        r.max_containers.to_string(),
+    );
+    if !r.dns_servers.is_empty() {
+        let list: Vec<String> = r.dns_servers.iter().map(ToString::to_string).collect();
+        set("CONCOURSE_CONTAINERD_DNS_SERVER", list.join(","));
+    }
+    if r.dns_proxy {
+        set("CONCOURSE_CONTAINERD_DNS_PROXY_ENABLE", "true".into());
     }
     m
 }

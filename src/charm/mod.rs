@@ -12,7 +12,9 @@
 //! and holds the unit's other hooks meanwhile.
 
 pub mod actions;
+pub mod certificates;
 pub mod failure;
+pub mod observe;
 pub mod peers;
 pub mod release;
 pub mod status;
@@ -153,6 +155,10 @@ fn reconcile(juju: &Juju, host: &Host) -> Result<(), CharmError> {
             release::tidy_volume(&vol, &app, shared, pointer.as_deref(), &mut reports);
         }
         upgrading::report_progress(juju, &config, &peers, &mut reports);
+    }
+    observe::publish(juju, &config, leader, roles.unwrap_or_default())?;
+    if let Some(roles) = roles {
+        certificates::withdraw_unless_web(juju, host, roles)?;
     }
     peers.flush(juju)?;
     juju.status_set(&reports.pick(), false)?;

@@ -181,10 +181,10 @@ pub fn source_for(juju: &Juju, config: &CharmConfig, version: &str) -> Result<So
     })
 }
 
-/// Install options for this unit (proxies from the hook environment).
-pub fn install_options(juju: &Juju) -> InstallOptions {
+/// Install options for this unit (the model's proxies, overridden by the options).
+pub fn install_options(juju: &Juju, config: &CharmConfig) -> InstallOptions {
     let mut o = InstallOptions::new(juju.unit_name());
-    let p = &juju.context().proxies;
+    let p = crate::proxy::effective(&juju.context().proxies, &config.proxy);
     o.http.http_proxy = p.http.clone();
     o.http.https_proxy = p.https.clone();
     o.http.no_proxy = p.no_proxy.clone();
@@ -227,7 +227,7 @@ pub fn install(
         return trust_release(juju, host, vol, version, reports);
     }
     let source = source_for(juju, config, version)?;
-    let mut opts = install_options(juju);
+    let mut opts = install_options(juju, config);
     opts.set_installed_version = set_installed_version;
     opts.http.extra_ca_pem = config.release_ca.clone();
     match config.pinned_sha256(version) {

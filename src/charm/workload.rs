@@ -387,7 +387,10 @@ pub fn web_role(
         (peers::CONCOURSE_VERSION, running.version),
     ]);
     let worker_keys = publish_tsa(juju, peers, &publish)?;
-    open_ports(juju, config.web_port)?;
+    let tls = super::certificates::web_tls(juju, host, config, owner, reports)?;
+    let mut extra_ports = super::observe::metrics_ports(juju, config)?;
+    extra_ports.extend(tls.as_ref().map(|_| config.tls_port));
+    open_ports(juju, config.web_port, &extra_ports)?;
 
     let db = match db_info(juju)? {
         Ok(db) => db,
@@ -407,10 +410,13 @@ pub fn web_role(
         reports.push(msg::WAITING_FOR_ADMIN_PASSWORD.status());
         return Ok(());
     };
-    let external_url = config
-        .external_url
-        .clone()
-        .unwrap_or_else(|| crate::config::http_url(&address, config.web_port));
+    let external_url = config.external_url.clone().unwrap_or_else(|| match &tls {
+        Some(_) => format!(
+            "https://{}",
+            crate::config::host_port(&address, config.tls_port)
+        ),
+        None => crate::config::http_url(&address, config.web_port),
+    });
     let secrets = match option_secrets(juju, config)? {
         Ok(s) => s,
         Err(status) => {
@@ -425,6 +431,12 @@ pub fn web_role(
         db: &db,
         admin_password: &password,
     });
+    env.extend(web::tls_env(tls.as_ref(), config.tls_port));
+    env.extend(web::placement_env(&config.placement));
+    env.extend(web::metrics_env(
+        super::observe::metrics_bind(juju, &address)?.as_deref(),
+        config.metrics_port,
+    ));
     let mut ca_files = config.web_options.pem_files();
     if let Some((vault_env, ca)) = vault_kv(juju, host)? {
         // the relation's Vault; the vault-* options, set below, win over it
@@ -494,9 +506,10 @@ fn stop_web_if_running(host: &Host) -> Result<(), CharmError> {
     Ok(())
 }
 
-/// Opens the web and TSA ports and closes other TCP ports this unit opened.
-fn open_ports(juju: &Juju, web_port: u16) -> Result<(), CharmError> {
-    let wanted = [web_port, web::TSA_PORT];
+/// Opens the web and TSA ports (and `extra`) and closes other TCP ports this unit opened.
+fn open_ports(juju: &Juju, web_port: u16, extra: &[u16]) -> Result<(), CharmError> {
+    let mut wanted = vec![web_port, web::TSA_PORT];
+    wanted.extend_from_slice(extra);
     let opened = juju.opened_ports()?;
     for p in &opened {
         if let Some(port) = p.strip_suffix("/tcp").and_then(|n| n.parse::<u16>().ok()) {
@@ -599,6 +612,10 @@ pub fn worker_role(
         return Ok(());
     };
     let mut env = worker::env(config, juju.unit_name(), &tsas.hosts.join(","));
+    env.extend(crate::proxy::worker_env(&crate::proxy::effective(
+        &juju.context().proxies,
+        &config.proxy,
+    )));
     // the escape hatch, checked against the variables `concourse worker` defines
     env.extend(config.web_options.extra_worker_env.clone());
     let spec = worker::unit(config, &release::current_link());

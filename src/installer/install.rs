@@ -146,22 +146,7 @@ fn install_locked(
         Source::Resource(_) => 0,
     };
     lock.write_progress(&ProgressMarker::new(version, &opts.unit, kept, None))?;
-    let mut attempt: Option<Attempt> = None;
-    let fetched = match source {
-        Source::Url(url) => fetch_from_url(&mut job, url, opts, &mut attempt, events)
-            .map(|(f, n)| (f, download::redact_url(url), n)),
-        Source::Resource(path) => fetch_from_resource(&mut job, path, opts, &mut attempt, events)
-            .map(|f| (f, format!("resource:{}", path.display()), 1)),
-    };
-    let (fetched, origin, attempts) = match fetched {
-        Ok(f) => f,
-        Err(e) => {
-            if let Some(a) = attempt.filter(|_| e.is_about_the_tarball()) {
-                remember_failure(lock, version, &opts.unit, a, &e);
-            }
-            return Err(e);
-        }
-    };
+    let (fetched, origin, attempts) = fetch_source(&mut job, source, opts, events)?;
     events(&InstallEvent::Publishing {
         version: version.to_string(),
     });
@@ -290,6 +275,30 @@ fn after_publish(
         }
     }
     Ok(())
+}
+
+/// Fetches and unpacks the tarball from `source`: the fetched tree, where it came from
+/// (redacted) and how many attempts it took. A failure about the tarball itself is
+/// remembered on the volume, so it is not fetched again for nothing.
+fn fetch_source(
+    job: &mut fetch::Job<'_>,
+    source: &Source,
+    opts: &InstallOptions,
+    events: &mut dyn FnMut(&InstallEvent),
+) -> Result<(Fetched, String, u32), InstallError> {
+    let mut attempt: Option<Attempt> = None;
+    let fetched = match source {
+        Source::Url(url) => fetch_from_url(job, url, opts, &mut attempt, events)
+            .map(|(f, n)| (f, download::redact_url(url), n)),
+        Source::Resource(path) => fetch_from_resource(job, path, opts, &mut attempt, events)
+            .map(|f| (f, format!("resource:{}", path.display()), 1)),
+    };
+    if let Err(e) = &fetched {
+        if let Some(a) = attempt.filter(|_| e.is_about_the_tarball()) {
+            remember_failure(job.lock, job.version, &opts.unit, a, e);
+        }
+    }
+    fetched
 }
 
 /// Downloads `url` into the staging dir, resuming a kept partial, verified against

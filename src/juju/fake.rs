@@ -99,6 +99,9 @@ pub struct State {
     /// Tools (by name) or single calls (by whole argv, as `calls` records them) that fail
     /// while listed (exit code, stderr), as when the controller is away.
     pub failing: BTreeMap<String, (i32, String)>,
+    /// The model's proxy settings as hooks see them (`JUJU_CHARM_HTTP_PROXY`, …). Juju
+    /// exports the four `JUJU_CHARM_*_PROXY` variables to every hook, empty when unset.
+    pub proxy_env: BTreeMap<String, String>,
     hook: String,
     pending: Pending,
     next_id: u32,
@@ -347,10 +350,20 @@ impl Model {
             ("JUJU_DISPATCH_PATH", dispatch.to_string()),
             ("JUJU_UNIT_NAME", st.unit.clone()),
             ("JUJU_CHARM_DIR", "/var/lib/juju/charm".into()),
+            ("JUJU_MODEL_NAME", "test-model".into()),
+            (
+                "JUJU_MODEL_UUID",
+                "00000000-0000-4000-8000-000000000000".into(),
+            ),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
         .collect();
+        for k in ["HTTP", "HTTPS", "FTP", "NO"] {
+            let name = format!("JUJU_CHARM_{k}_PROXY");
+            let value = st.proxy_env.get(&name).cloned().unwrap_or_default();
+            vars.insert(name, value);
+        }
         let storage_hook = dispatch
             .strip_suffix("-storage-attached")
             .or_else(|| dispatch.strip_suffix("-storage-detaching"));

@@ -120,10 +120,6 @@ fn invalid_combinations_name_the_option_and_the_fix() {
         "gc-failed-grace-period"
     );
     assert_eq!(
-        problems(json!({"container-placement-strategy": "volume-locality,fastest"}))[0].0,
-        "container-placement-strategy"
-    );
-    assert_eq!(
         problems(json!({"oidc-ca-cert": "/etc/ssl/ca.pem"}))[0].0,
         "oidc-ca-cert"
     );

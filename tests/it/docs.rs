@@ -112,6 +112,18 @@ const OUTSIDE_NAMES: &[&str] = &[
     "show-unit",
     "juju-http-proxy",
     "juju-https-proxy",
+    "juju-no-proxy",
+    // COS charms (docs/observability.md)
+    "opentelemetry-collector",
+    "grafana-agent",
+    // Concourse's container placement strategies (README)
+    "volume-locality",
+    "fewest-build-containers",
+    "limit-active-tasks",
+    "limit-active-containers",
+    "limit-active-volumes",
+    // a tls-certificates provider (docs/tls.md)
+    "self-signed-certificates",
     "update-status-hook-interval",
     // issue 14: the shared secret's label, relation fields, Concourse and Python-charm names
     "web-keys",

@@ -181,23 +181,29 @@ fn escalation_keeps_containers() -> TestResult {
     let restart_since = epoch_now();
     m.config(APP, [("tag", "gpu")])
         .map_err(|e| fail(e.to_string()))?;
-    let container = m
-        .run_until_named("a build container", LONG, |m| {
-            concourse_log(m, &w)
-                .iter()
-                .any(|r| r.ts >= restart_since && r.event == "container")
-        })
-        .map_err(|e| fail(e.to_string()))
-        .and_then(|_| {
-            concourse_log(m, &w)
-                .into_iter()
-                .filter(|r| r.ts >= restart_since && r.event == "container")
-                .find_map(|r| r.signalled_pid)
-                .ok_or_else(|| fail("no container pid"))
-        })?;
-    let worker_pid = last_start(m, &w, "worker")
-        .map(|r| r.pid)
-        .ok_or_else(|| fail("no worker"))?;
+    // the container of the worker started for the change (an old worker that registers
+    // late, under load, starts one too)
+    let restarted_container = |m: &juju_sim::Model| {
+        let log = concourse_log(m, &w);
+        let started: Vec<u32> = log
+            .iter()
+            .filter(|r| r.ts >= restart_since && r.event == "start" && r.subcommand == "worker")
+            .map(|r| r.pid)
+            .collect();
+        log.iter()
+            .rev()
+            .filter(|r| r.event == "container" && started.contains(&r.pid))
+            .find_map(|r| Some((r.pid, r.signalled_pid?)))
+    };
+    m.run_until_named("a build container of the restarted worker", LONG, |m| {
+        restarted_container(m).is_some()
+    })
+    .map_err(|e| fail(e.to_string()))?;
+    let (worker_pid, container) = restarted_container(m).ok_or_else(|| fail("no container pid"))?;
+    ensure(
+        last_start(m, &w, "worker").map(|r| r.pid) == Some(worker_pid),
+        || "the worker restarted twice for one change".into(),
+    )?;
     // its build never finishes, and it ignores SIGTERM too
     control(m, &w, "land-delay", "600")?;
     control(m, &w, "ignore-term", "")?;

@@ -9,6 +9,7 @@ mod common;
 mod drain;
 mod faults;
 mod lifecycle;
+mod observe;
 mod roles;
 mod storage;
 mod teams;
@@ -25,6 +26,7 @@ fn main() {
     trials.extend(common::trials());
     trials.extend(drain::trials());
     trials.extend(lifecycle::trials());
+    trials.extend(observe::trials());
     trials.extend(roles::trials());
     trials.extend(storage::trials());
     trials.extend(upgrade::trials());

@@ -131,6 +131,55 @@ fn valid_action_name(n: &str) -> bool {
 }
 
 /// All checks; returns the problems found (empty = good) and a summary line.
+/// Charmcraft's conventions a charm user reads (canonical/charmcraft
+/// `docs/reference/files/charmcraft-yaml-file.rst` and `icon-svg-file.rst`): a one-line
+/// summary of at most 78 characters, `optional` on every relation endpoint, an
+/// `icon.svg` on a 100x100 canvas, and a Juju version in `assumes`.
+fn check_conventions(
+    md: &serde_yaml::Value,
+    entries: &BTreeMap<String, Entry>,
+    p: &mut Vec<String>,
+) {
+    let summary = md.get("summary").and_then(|v| v.as_str()).unwrap_or("");
+    if summary.contains('\n') || summary.chars().count() > 78 {
+        p.push("metadata.yaml summary is not one line of at most 78 characters".into());
+    }
+    for section in ["requires", "provides"] {
+        for (ep, spec) in md
+            .get(section)
+            .and_then(|s| s.as_mapping())
+            .into_iter()
+            .flatten()
+        {
+            if spec.get("optional").and_then(|o| o.as_bool()).is_none() {
+                let ep = ep.as_str().unwrap_or("?");
+                p.push(format!(
+                    "metadata.yaml {section}.{ep} does not say whether it is optional"
+                ));
+            }
+        }
+    }
+    let assumes_juju = md
+        .get("assumes")
+        .and_then(|a| a.as_sequence())
+        .is_some_and(|a| {
+            a.iter()
+                .any(|x| x.as_str().is_some_and(|s| s.starts_with("juju >=")))
+        });
+    if !assumes_juju {
+        p.push("metadata.yaml assumes no Juju version (juju >= 3.6)".into());
+    }
+    match entries.get("icon.svg") {
+        None => p.push("icon.svg is missing".into()),
+        Some(icon) => {
+            let text = String::from_utf8_lossy(&icon.data);
+            if !text.contains("<svg") || !text.contains("viewBox=\"0 0 100 100\"") {
+                p.push("icon.svg is not an SVG on a 100x100 canvas".into());
+            }
+        }
+    }
+}
+
 pub fn check(path: &Path, max_glibc: (u32, u32)) -> Result<(Vec<String>, String), String> {
     let entries = read_zip(path)?;
     let mut p = Vec::new();
@@ -194,6 +243,7 @@ pub fn check(path: &Path, max_glibc: (u32, u32)) -> Result<(Vec<String>, String)
         if md.get("series").is_some() {
             p.push("metadata.yaml has series; with manifest bases Juju rejects it".into());
         }
+        check_conventions(md, &entries, &mut p);
         let name = md.get("name").and_then(|v| v.as_str()).unwrap_or("");
         if let Some(file) = path.file_name().and_then(|f| f.to_str()) {
             if let Some((prefix, _)) = file.split_once('_') {
@@ -363,6 +413,11 @@ mod tests {
             ),
             ("manifest.yaml".into(), MANIFEST.as_bytes().to_vec(), 0o644),
             (
+                "icon.svg".into(),
+                std::fs::read(root.join("icon.svg")).unwrap(),
+                0o644,
+            ),
+            (
                 "dispatch".into(),
                 std::fs::read(some_elf()).unwrap(),
                 dispatch_mode,
@@ -379,6 +434,24 @@ mod tests {
         }
         z.finish().unwrap();
         out
+    }
+
+    #[test]
+    fn rejects_a_missing_icon_and_an_endpoint_without_optional() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = std::fs::read_to_string(crate::root().join("metadata.yaml"))
+            .unwrap()
+            .replacen("    optional: true\n", "", 1);
+        let out = zip_with(
+            dir.path(),
+            0o755,
+            &["icon.svg", "metadata.yaml"],
+            &[("metadata.yaml", meta.as_bytes())],
+        );
+        let (problems, _) = check(&out, (2, 99)).unwrap();
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(problems[0].contains("does not say whether it is optional"));
+        assert_eq!(problems[1], "icon.svg is missing");
     }
 
     #[test]

@@ -204,6 +204,7 @@ pub fn write_charm(root: &Path, dispatch: &Path, out: &Path) -> Result<(), Strin
 
     add(&mut zip, "LICENSE", &read(root.join("LICENSE"))?, 0o644)?;
     add(&mut zip, "README.md", &read(root.join("README.md"))?, 0o644)?;
+    add(&mut zip, "icon.svg", &read(root.join("icon.svg"))?, 0o644)?;
     add(
         &mut zip,
         "actions.yaml",

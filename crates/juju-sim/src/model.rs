@@ -280,6 +280,13 @@ pub enum Volume {
 #[derive(Debug, Clone)]
 pub enum Scripted {
     Postgres(crate::postgres::PostgresOptions),
+    /// One unit with one endpoint that does nothing by itself: the test writes its
+    /// databags ([`crate::Model::write_played_bag`]), as the counterpart charm would.
+    Played {
+        endpoint: String,
+        interface: String,
+        role: crate::charm::Role,
+    },
 }
 
 /// An application.

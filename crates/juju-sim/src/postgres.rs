@@ -119,10 +119,9 @@ pub fn react(w: &mut World) {
     let scripted: Vec<(String, PostgresOptions)> = w
         .apps
         .values()
-        .filter_map(|a| {
-            a.scripted
-                .as_ref()
-                .map(|Scripted::Postgres(o)| (a.name.clone(), o.clone()))
+        .filter_map(|a| match &a.scripted {
+            Some(Scripted::Postgres(o)) => Some((a.name.clone(), o.clone())),
+            _ => None,
         })
         .collect();
     for (app, opts) in scripted {

@@ -410,6 +410,77 @@ impl Model {
         Ok(unit)
     }
 
+    /// Deploy a played application: one scripted unit `<name>/0` with one endpoint, which
+    /// writes nothing unless the test does ([`Model::write_played_bag`]). It plays the
+    /// charms at the other end of a relation (a Prometheus, a COS collector, a
+    /// certificate provider) as their libraries would.
+    pub fn deploy_played(
+        &self,
+        name: &str,
+        endpoint: &str,
+        interface: &str,
+        role: crate::charm::Role,
+    ) -> Result<String, SimError> {
+        let scripted = Scripted::Played {
+            endpoint: endpoint.into(),
+            interface: interface.into(),
+            role,
+        };
+        let mut w = self.shared.lock();
+        if w.apps.contains_key(name) {
+            return Err(SimError::AppExists(name.into()));
+        }
+        let index = w.apps.len() as u32;
+        let unit = format!("{name}/0");
+        w.apps.insert(
+            name.to_string(),
+            App {
+                name: name.to_string(),
+                index,
+                charm: None,
+                scripted: Some(scripted),
+                config_set: BTreeMap::new(),
+                config_version: 1,
+                leader: Some(unit.clone()),
+                leadership_version: 1,
+                status: None,
+                status_history: Vec::new(),
+                version: String::new(),
+                volume: Volume::Missing,
+                resources: BTreeMap::new(),
+                next_unit: 1,
+                charm_version: 1,
+            },
+        );
+        let u = new_unit(
+            &w,
+            NewUnit {
+                name: &unit,
+                app: name,
+                num: 0,
+                app_index: index,
+                machine_id: String::new(),
+                storage: Vec::new(),
+                scripted: true,
+            },
+        );
+        w.units.insert(unit.clone(), u);
+        w.set_unit_status(&unit, "active", "", "");
+        drop(w);
+        self.shared.notify();
+        Ok(unit)
+    }
+
+    /// Replace a played application's (or its unit's) databag in relation `rel`, as its
+    /// charm would at the end of a hook; the other side sees relation-changed.
+    pub fn write_played_bag(&self, rel: u32, owner: &str, data: Data) {
+        let mut w = self.shared.lock();
+        let by = format!("{}/0", owner.split('/').next().unwrap_or(owner));
+        w.write_bag(rel, owner, data, &by, "played");
+        drop(w);
+        self.shared.notify();
+    }
+
     /// Add a unit to an application; returns its name once its machine and agent run.
     pub fn add_unit(&self, app: &str) -> Result<String, SimError> {
         let (unit, spec, uenv) = {
@@ -695,6 +766,14 @@ impl Model {
                         .filter(|e| e.role != Role::Peer)
                         .map(|e| (app.to_string(), e.name.clone(), e.interface.clone(), e.role))
                         .collect(),
+                    (
+                        None,
+                        Some(Scripted::Played {
+                            endpoint,
+                            interface,
+                            role,
+                        }),
+                    ) => vec![(app.to_string(), endpoint.clone(), interface.clone(), *role)],
                     (None, Some(Scripted::Postgres(_))) => vec![(
                         app.to_string(),
                         "database".into(),

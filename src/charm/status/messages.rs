@@ -388,7 +388,20 @@ pub const ALL: &[Message] = &[
     VOLUME_ROOT_SQUASHED,
     VOLUME_FOREIGN_OWNER,
     VOLUME_WRITABLE_BY_OTHERS,
+    TLS_WAITING_FOR_CERTIFICATE,
+    TLS_EXTERNAL_URL_NOT_HTTPS,
+    TLS_PORT_IS_WEB_PORT,
 ];
+
+// ----- Observability and TLS (notes on the active status) -----
+pub const TLS_WAITING_FOR_CERTIFICATE: Message =
+    active("waiting for a TLS certificate from {app}; web serves http until it arrives");
+pub const TLS_PORT_IS_WEB_PORT: Message = active(
+    "a TLS certificate is ready but tls-port {port} is web-port too: set another tls-port to serve it",
+);
+pub const TLS_EXTERNAL_URL_NOT_HTTPS: Message = active(
+    "a TLS certificate is ready but external-url is not https: set an https external-url to serve it",
+);
 
 /// The entry a status (`kind` as `status-set` spells it) is an instance of. When several
 /// match, the one with the most literal text.

@@ -10,12 +10,15 @@
 mod actions;
 mod config;
 mod faults;
+mod metrics;
 mod postgres;
 mod restarts;
 mod roles;
+mod runtime;
 mod teams;
 mod teardown;
 mod tidy;
+mod tls;
 mod trust;
 mod upgrade;
 mod web;

@@ -137,7 +137,7 @@ fn available(
         return Ok(Ok(()));
     }
     let url = config.release_url_for(version);
-    let mut http = release::install_options(juju).http;
+    let mut http = release::install_options(juju, config).http;
     http.extra_ca_pem = config.release_ca.clone();
     Ok(crate::installer::download::exists_at_source(&http, &url)
         .map_err(|why| format!("v{version} is not available: {why}")))

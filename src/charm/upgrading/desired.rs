@@ -30,7 +30,7 @@ pub fn desired_version(
     let me = juju.unit_name();
     let state = vol.read_unit_state(me).ok().flatten().unwrap_or_default();
     let running = (!app.release.is_empty()).then_some(app.release.as_str());
-    let mut http = release::install_options(juju).http;
+    let mut http = release::install_options(juju, config).http;
     http.extra_ca_pem = config.release_ca.clone();
     let token = match release::github_token(juju, config) {
         Ok(Ok(t)) => t,
