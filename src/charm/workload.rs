@@ -417,12 +417,8 @@ pub fn web_role(
         ),
         None => crate::config::http_url(&address, config.web_port),
     });
-    let secrets = match option_secrets(juju, config)? {
-        Ok(s) => s,
-        Err(status) => {
-            reports.push(status);
-            return Ok(());
-        }
+    let Some(teams) = teams_env(juju, host, config, &db, &shared, &password, reports)? else {
+        return Ok(());
     };
     let mut env = web::env(&web::WebInputs {
         config,
@@ -437,16 +433,8 @@ pub fn web_role(
         super::observe::metrics_bind(juju, &address)?.as_deref(),
         config.metrics_port,
     ));
-    let mut ca_files = config.web_options.pem_files();
-    if let Some((vault_env, ca)) = vault_kv(juju, host)? {
-        // the relation's Vault; the vault-* options, set below, win over it
-        env.extend(vault_env);
-        ca_files.push((VAULT_KV_CA_FILE.to_string(), ca));
-    }
-    env.extend(web::options_env(config, &secrets, &shared, &password));
-    if let Some(Some(ca)) = &db.tls {
-        ca_files.push((web::PG_CA_FILE.to_string(), format!("{}\n", ca.trim())));
-    }
+    let (teams_vars, ca_files) = teams;
+    env.extend(teams_vars);
     let keys_text = keys::authorized_keys_text(worker_keys.iter().map(String::as_str));
     let spec = web::unit(config, &release::current_link());
     let observable = crate::readiness::observable(config.log_level);
@@ -457,6 +445,44 @@ pub fn web_role(
     reports.push(msg::WEB_READY.fill(&[running.version, &external_url]));
     Ok(())
 }
+
+/// Web's variables of issue 14 (Vault through `vault-kv`, then the options with the Juju
+/// secrets they name, the encryption key) and the CA files web reads (the options', Vault's,
+/// PostgreSQL's). `None` when a secret cannot be used: the blocked status is in `reports`.
+fn teams_env(
+    juju: &Juju,
+    host: &Host,
+    config: &CharmConfig,
+    db: &DbInfo,
+    shared: &keys::WebKeys,
+    password: &Secret,
+    reports: &mut Reports,
+) -> Result<Option<(Env, CaFiles)>, CharmError> {
+    let secrets = match option_secrets(juju, config)? {
+        Ok(s) => s,
+        Err(status) => {
+            reports.push(status);
+            return Ok(None);
+        }
+    };
+    let mut env = Env::new();
+    let mut ca_files = config.web_options.pem_files();
+    if let Some((vault_env, ca)) = vault_kv(juju, host)? {
+        // the relation's Vault; the vault-* options, set below, win over it
+        env.extend(vault_env);
+        ca_files.push((VAULT_KV_CA_FILE.to_string(), ca));
+    }
+    env.extend(web::options_env(config, &secrets, shared, password));
+    if let Some(Some(ca)) = &db.tls {
+        ca_files.push((web::PG_CA_FILE.to_string(), format!("{}\n", ca.trim())));
+    }
+    Ok(Some((env, ca_files)))
+}
+
+/// Variables of an env file.
+type Env = std::collections::BTreeMap<String, String>;
+/// CA files web reads: (file name under `web::ca_dir`, PEM).
+type CaFiles = Vec<(String, String)>;
 
 /// Publishes this web unit's TSA (`publish`) on `peers` and every `tsa` relation; returns
 /// the worker keys web authorizes (peers' and related workers').
