@@ -307,16 +307,26 @@ is_rsa_key() {
 # CONCOURSE_* variable this release does not define is refused, where the real binary
 # ignores it silently, so that no test passes with a misspelt setting.
 strict_start() {
-    local sub=$1 name row kind choices value c ok
+    local sub=$1 name kind choices value c ok cmd var typ ch
+    local -A kinds=() choice_of=()
+    # Phase A (flag parsing): no handler yet; SIGUSR1/2 are caught by the Go runtime and
+    # dropped, so they must not kill the fake while it checks (no subprocess per lookup:
+    # the check is quick, like flag parsing).
+    trap ':' USR1 USR2
+    while IFS=$'\t' read -r cmd var typ ch; do
+        if [ "$cmd" = "$sub" ]; then
+            kinds[$var]=$typ
+            choice_of[$var]=$ch
+        fi
+    done <<<"$ENV_TABLE"
     for name in $(compgen -e); do
         case "$name" in CONCOURSE_*) ;; *) continue ;; esac
         value="${!name}"
-        row="$(printf '%s\n' "$ENV_TABLE" | awk -F'\t' -v s="$sub" -v n="$name" '$1 == s && $2 == n { print; exit }')"
-        if [ -z "$row" ]; then
+        if [ -z "${kinds[$name]+set}" ]; then
             refuse "concourse $sub defines no setting $name (the real binary would ignore it silently)"
         fi
-        kind="$(printf '%s' "$row" | cut -f3)"
-        choices="$(printf '%s' "$row" | cut -f4)"
+        kind="${kinds[$name]}"
+        choices="${choice_of[$name]}"
         case "$kind" in
             choice | choice-list)
                 ok=1
@@ -338,7 +348,7 @@ strict_start() {
                 case "$value" in '' | *[!0-9-]*) refuse "invalid argument for $name (expected $kind): \"$value\"" ;; esac
                 ;;
             duration)
-                if ! printf '%s' "$value" | grep -Eq '^-?([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$|^0$'; then
+                if ! [[ "$value" =~ ^-?([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$|^0$ ]]; then
                     refuse "invalid argument for $name (expected time.Duration): time: invalid duration \"$value\""
                 fi
                 ;;
