@@ -880,6 +880,12 @@ impl Model {
         self.shared.notify();
     }
 
+    /// Withdraw (`None`) or publish again the fake postgresql's `endpoints`.
+    pub fn postgres_set_endpoints(&self, app: &str, endpoints: Option<&str>) {
+        crate::postgres::set_endpoints(&mut self.shared.lock(), app, endpoints);
+        self.shared.notify();
+    }
+
     /// Queue an action; returns its id. Params are validated against actions.yaml and
     /// defaults inserted, like the controller does.
     pub fn queue_action(
