@@ -3,7 +3,8 @@
 //! unit runs with the same TSA host key and session signing key (the app secret the
 //! leader created), its own peer address, and authorizes every worker; every worker lists
 //! every web unit's TSA, trusts the shared host key and registers (the fake TSA checks
-//! the host key and the worker key). PostgreSQL over TLS, and its endpoints withdrawn.
+//! the host key and the worker key). PostgreSQL over TLS, and its endpoints withdrawn. A
+//! connector's client secret from a user secret, and a new revision of it.
 
 use std::collections::BTreeSet;
 
@@ -22,6 +23,10 @@ pub fn trials() -> Vec<Trial> {
         trial(
             "teams::postgresql_over_tls_and_endpoints_withdrawn_without_stopping_web",
             postgresql_tls,
+        ),
+        trial(
+            "teams::a_connector_secret_reaches_web_and_a_new_revision_restarts_web_once",
+            connector_secret,
         ),
     ]
 }
@@ -228,4 +233,87 @@ fn postgresql_tls() -> TestResult {
         || format!("web was disturbed while the endpoints were away: {d2:?}"),
     )?;
     no_failed_hooks(m, &d.units)
+}
+
+/// The starts of `concourse web` on `unit` since `since` (epoch seconds).
+fn web_starts(
+    m: &Model,
+    unit: &str,
+    since: f64,
+) -> Vec<std::collections::BTreeMap<String, String>> {
+    concourse_log(m, unit)
+        .into_iter()
+        .filter(|r| r.ts >= since && r.event == "start" && r.subcommand == "web")
+        .map(|r| r.env)
+        .collect()
+}
+
+/// A GitHub connector whose client secret is a user secret (`juju add-secret`,
+/// `juju grant-secret`): the running web gets it (the strict fake refuses variables the
+/// release does not define); `juju update-secret` restarts web once with the new value
+/// and leaves the worker alone; the value is never in statuses, logs or argv.
+fn connector_secret() -> TestResult {
+    let d = deploy_with(DeploySpec {
+        units: 1,
+        config: &[("mode", "all"), ("version", V1)],
+        releases: &[(V1, Variant::Normal)],
+        ..DeploySpec::default()
+    })?;
+    let (m, unit) = (&d.model, &d.units[0]);
+    let uri = m.add_user_secret(&[("client-secret", "gh-secret-1")]);
+    m.grant_user_secret(&uri, APP_NAME)
+        .map_err(|e| fail(e.to_string()))?;
+    let worker = service_pid(m, unit, "worker").ok_or_else(|| fail("no worker"))?;
+    let mark = quiet_mark(m, &[APP_NAME]);
+    m.config(
+        APP_NAME,
+        [
+            ("github-client-id", "gh-id"),
+            ("github-client-secret", uri.as_str()),
+            ("main-team-github-org", "acme"),
+        ],
+    )
+    .map_err(|e| fail(e.to_string()))?;
+    let has = |m: &Model, since: f64, value: &str| {
+        web_starts(m, unit, since)
+            .iter()
+            .any(|e| e.get("CONCOURSE_GITHUB_CLIENT_SECRET").map(String::as_str) == Some(value))
+    };
+    run_until(m, "web with the connector", |m| has(m, mark, "gh-secret-1"))?;
+    settle(m)?;
+    let env = started_env(m, unit, "web")?;
+    for (k, v) in [
+        ("CONCOURSE_GITHUB_CLIENT_ID", "gh-id"),
+        ("CONCOURSE_GITHUB_CLIENT_SECRET", "gh-secret-1"),
+        ("CONCOURSE_MAIN_TEAM_GITHUB_ORG", "acme"),
+    ] {
+        ensure(env.get(k).map(String::as_str) == Some(v), || {
+            format!("{k} is {:?}", env.get(k))
+        })?;
+    }
+    ensure(m.unit_status(unit).status == "active", || {
+        format!("{:?}", m.unit_status(unit))
+    })?;
+    let mark = quiet_mark(m, &[APP_NAME]);
+    m.update_user_secret(&uri, &[("client-secret", "gh-secret-2")])
+        .map_err(|e| fail(e.to_string()))?;
+    run_until(m, "web with the new revision", |m| {
+        has(m, mark, "gh-secret-2")
+    })?;
+    settle(m)?;
+    let starts = web_starts(m, unit, mark).len();
+    ensure(starts == 1, || {
+        format!("web started {starts} times for one new revision")
+    })?;
+    let w = disturbances(m, unit, "concourse-worker", mark);
+    ensure(
+        w.is_empty() && service_pid(m, unit, "worker") == Some(worker),
+        || format!("the worker was disturbed by the web's secret: {w:?}"),
+    )?;
+    no_failed_hooks(m, &d.units)?;
+    let secrets: SecretValues = vec![
+        ("client secret".into(), "gh-secret-1".into()),
+        ("client secret".into(), "gh-secret-2".into()),
+    ];
+    assert_no_secret_leaks(m, &[APP_NAME], &d.units, &secrets)
 }

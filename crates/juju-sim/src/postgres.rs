@@ -176,6 +176,7 @@ pub fn react(w: &mut World) {
                                 relation: rel,
                                 unit: None,
                             }]),
+                            granted_apps: BTreeSet::new(),
                             consumers: BTreeMap::new(),
                         },
                     );
@@ -202,6 +203,7 @@ pub fn react(w: &mut World) {
                             relation: rel,
                             unit: None,
                         }]),
+                        granted_apps: BTreeSet::new(),
                         consumers: BTreeMap::new(),
                     },
                 );
