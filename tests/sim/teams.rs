@@ -28,6 +28,10 @@ pub fn trials() -> Vec<Trial> {
             "teams::a_connector_secret_reaches_web_and_a_new_revision_restarts_web_once",
             connector_secret,
         ),
+        trial(
+            "teams::the_escape_hatch_reaches_web_and_a_typo_blocks_without_touching_it",
+            escape_hatch,
+        ),
     ]
 }
 
@@ -316,4 +320,47 @@ fn connector_secret() -> TestResult {
         ("client secret".into(), "gh-secret-2".into()),
     ];
     assert_no_secret_leaks(m, &[APP_NAME], &d.units, &secrets)
+}
+
+/// `extra-web-env`: a variable Concourse defines reaches the running web (the strict fake
+/// refuses any it does not define); a typo is a blocked status naming it, and the web
+/// that runs is left alone.
+fn escape_hatch() -> TestResult {
+    let d = deploy_with(DeploySpec {
+        units: 1,
+        config: &[("mode", "all"), ("version", V1)],
+        releases: &[(V1, Variant::Normal)],
+        ..DeploySpec::default()
+    })?;
+    let (m, unit) = (&d.model, &d.units[0]);
+    let mark = quiet_mark(m, &[APP_NAME]);
+    m.config(
+        APP_NAME,
+        [("extra-web-env", "CONCOURSE_ENABLE_ACROSS_STEP=true")],
+    )
+    .map_err(|e| fail(e.to_string()))?;
+    run_until(m, "web with the extra setting", |m| {
+        web_starts(m, unit, mark)
+            .iter()
+            .any(|e| e.get("CONCOURSE_ENABLE_ACROSS_STEP").map(String::as_str) == Some("true"))
+    })?;
+    settle(m)?;
+    let pid = service_pid(m, unit, "web").ok_or_else(|| fail("web is not running"))?;
+    let mark = quiet_mark(m, &[APP_NAME]);
+    m.config(
+        APP_NAME,
+        [("extra-web-env", "CONCOURSE_ENABLE_ACROSS_STEPS=true")],
+    )
+    .map_err(|e| fail(e.to_string()))?;
+    run_until(m, "the typo blocked", |m| {
+        let s = m.unit_status(unit);
+        s.status == "blocked" && s.message.contains("CONCOURSE_ENABLE_ACROSS_STEPS")
+    })?;
+    settle(m)?;
+    let w = disturbances(m, unit, "concourse-server", mark);
+    ensure(
+        w.is_empty() && service_pid(m, unit, "web") == Some(pid),
+        || format!("web was disturbed by a refused setting: {w:?}"),
+    )?;
+    no_failed_hooks(m, &d.units)
 }
