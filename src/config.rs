@@ -111,7 +111,7 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    fn new(
+    pub fn new(
         option: &'static str,
         problem: impl Into<String>,
         fix: impl Into<String>,
@@ -164,6 +164,8 @@ pub struct CharmConfig {
     pub tls_port: u16,
     /// How web places containers on workers and the per-worker limits.
     pub placement: Placement,
+    /// Authentication, credentials, encryption, housekeeping (issue 14; `crate::web_options`).
+    pub web_options: crate::web_options::WebOptions,
 }
 
 /// Parses a Concourse version (`7.14.3`, `8.0.0-rc.1`; callers strip a leading `v`) by
@@ -736,9 +738,14 @@ impl CharmConfig {
             metrics_port: 0,
             tls_port: 0,
             placement: Placement::default(),
+            web_options: Default::default(),
         };
         // After the options above, so errors keep config.yaml's order.
         observe::apply(raw.observe, &mut config, &mut errs);
+        match crate::web_options::WebOptions::parse(map, &config.initial_admin_username) {
+            Ok(w) => config.web_options = w,
+            Err(e) => errs.0.extend(e),
+        }
         if errs.0.is_empty() {
             Ok(config)
         } else {
@@ -893,7 +900,7 @@ mod tests {
             .keys()
             .map(|k| k.as_str().unwrap().to_string())
             .collect();
-        assert_eq!(options.len(), 16 + 13, "{options:?}");
+        assert_eq!(options.len(), 16 + 13 + 81, "{options:?}");
         // A wrong type for every option at once: every one is reported, in order.
         let all_wrong: Map<String, Value> =
             options.iter().map(|o| (o.clone(), json!([1]))).collect();

@@ -1,5 +1,7 @@
 //! Key files of the web and worker roles: generating them once, reading and checking
-//! public keys, and the TSA's list of authorized worker keys.
+//! public keys, the TSA's list of authorized worker keys, and the web keys every web unit
+//! shares ([`WebKeys`]: TSA host key, session signing key, encryption key), kept in an
+//! app-owned Juju secret and written to each web unit's key files from it.
 //!
 //! Owns: the key files under the roles' `keys` directories (paths are machine paths,
 //! mapped through [`Paths::local`](crate::host::Paths::local) for I/O). Invariants: a key
@@ -17,6 +19,9 @@
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use std::collections::BTreeMap;
+
+use crate::config::Secret;
 use crate::fsutil;
 use crate::host::{Host, KeyKind, Owner, Paths, ProvisionError, Provisioner};
 
@@ -233,6 +238,191 @@ pub fn public_key_of(host: &Host, key: &Path) -> Result<String, KeyError> {
     read_public_key(&host.paths.local(pub_path(key))).ok_or_else(|| KeyError::Invalid {
         path: pub_path(key),
     })
+}
+
+// ----- the web keys every web unit shares (an app-owned Juju secret) -----
+
+/// Content keys of the app secret holding the shared web keys.
+pub const K_TSA_HOST_KEY: &str = "tsa-host-key";
+pub const K_TSA_PUBLIC_KEY: &str = "tsa-public-key";
+pub const K_SESSION_SIGNING_KEY: &str = "session-signing-key";
+/// The key Concourse encrypts credentials at rest with (`CONCOURSE_ENCRYPTION_KEY`, an
+/// AES key of 16, 24 or 32 bytes: concourse/flag `cipher.go`, `aes.NewCipher`).
+pub const K_ENCRYPTION_KEY: &str = "encryption-key";
+
+/// The TSA host key and session signing key every web unit of the application uses.
+/// Concourse derives its OAuth client secrets from the signing key and rewrites them in
+/// the shared database at each start, and workers check the TSA's host key: web units
+/// with keys of their own lock each other's users and workers out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebKeys {
+    pub tsa_host_key: Secret,
+    pub tsa_public_key: String,
+    pub session_signing_key: Secret,
+    pub encryption_key: Secret,
+}
+
+/// A random key of 32 letters and digits (an AES-256 key as Concourse reads it: the
+/// bytes of the string) from the OS CSPRNG.
+pub fn random_encryption_key() -> Result<Secret, KeyError> {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut out = String::with_capacity(32);
+    let mut buf = [0u8; 64];
+    while out.len() < 32 {
+        getrandom::fill(&mut buf).map_err(|e| KeyError::Io {
+            path: PathBuf::from("getrandom"),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        // 248 = 4 * 62: rejection sampling keeps the distribution uniform
+        for b in buf.iter().filter(|b| **b < 248) {
+            if out.len() < 32 {
+                out.push(ALPHABET[*b as usize % ALPHABET.len()] as char);
+            }
+        }
+    }
+    Ok(Secret::new(out))
+}
+
+/// A PEM block (what `generate-key` writes), without NUL bytes.
+fn looks_like_pem(s: &str) -> bool {
+    s.trim_start().starts_with("-----BEGIN ") && !s.contains('\0')
+}
+
+impl WebKeys {
+    /// Parses the secret's content; `None` when a key is missing or malformed.
+    pub fn from_content(c: &BTreeMap<String, String>) -> Option<WebKeys> {
+        let host = c.get(K_TSA_HOST_KEY).filter(|k| looks_like_pem(k))?;
+        let public = c.get(K_TSA_PUBLIC_KEY).map(|k| k.trim())?;
+        let session = c.get(K_SESSION_SIGNING_KEY).filter(|k| looks_like_pem(k))?;
+        let encryption = c.get(K_ENCRYPTION_KEY).filter(|k| {
+            matches!(k.len(), 16 | 24 | 32) && !k.contains(',') && !k.chars().any(char::is_control)
+        })?;
+        is_public_key(public).then(|| WebKeys {
+            tsa_host_key: Secret::new(host.clone()),
+            tsa_public_key: public.to_string(),
+            session_signing_key: Secret::new(session.clone()),
+            encryption_key: Secret::new(encryption.clone()),
+        })
+    }
+
+    /// The secret's content.
+    pub fn content(&self) -> BTreeMap<String, String> {
+        [
+            (K_TSA_HOST_KEY, self.tsa_host_key.expose()),
+            (K_TSA_PUBLIC_KEY, self.tsa_public_key.as_str()),
+            (K_SESSION_SIGNING_KEY, self.session_signing_key.expose()),
+            (K_ENCRYPTION_KEY, self.encryption_key.expose()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+    }
+
+    /// Keys a web unit generated for itself before they were shared (an older charm),
+    /// at machine paths `tsa` (with `.pub`) and `session`: kept, so its workers keep
+    /// trusting it.
+    pub fn from_files(paths: &Paths, tsa: &Path, session: &Path) -> Option<WebKeys> {
+        let read = |p: &Path| {
+            let l = paths.local(p);
+            is_regular_nonempty(&l)
+                .then(|| std::fs::read_to_string(&l).ok())
+                .flatten()
+        };
+        let content = [
+            (K_TSA_HOST_KEY, read(tsa)?),
+            (K_TSA_PUBLIC_KEY, read(&pub_path(tsa))?),
+            (K_SESSION_SIGNING_KEY, read(session)?),
+            (
+                K_ENCRYPTION_KEY,
+                random_encryption_key().ok()?.expose().to_string(),
+            ),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        WebKeys::from_content(&content)
+    }
+
+    /// Generates a new pair with the release's `concourse` (a local path), in a private
+    /// (0700) directory of root's under `scratch` (a machine path), removed afterwards.
+    pub fn generate(
+        paths: &Paths,
+        provisioner: &dyn Provisioner,
+        concourse: &Path,
+        scratch: &Path,
+    ) -> Result<WebKeys, KeyError> {
+        let dir = paths.local(scratch);
+        std::fs::create_dir_all(&dir).map_err(io_error(&dir))?;
+        let staging = tempfile::Builder::new()
+            .prefix(".keygen")
+            .permissions(std::fs::Permissions::from_mode(0o700))
+            .tempdir_in(&dir)
+            .map_err(io_error(&dir))?;
+        let gen = |name: &str, kind: KeyKind| -> Result<PathBuf, KeyError> {
+            let p = staging.path().join(name);
+            provisioner
+                .generate_key(concourse, kind, &p)
+                .map_err(|source| KeyError::Generate {
+                    path: scratch.join(name),
+                    source,
+                })?;
+            Ok(p)
+        };
+        let tsa = gen("tsa_host_key", KeyKind::Ssh)?;
+        let session = gen("session_signing_key", KeyKind::Rsa)?;
+        let read = |p: &Path| match std::fs::read_to_string(p) {
+            Ok(s) if !s.is_empty() => Ok(s),
+            _ => Err(KeyError::Missing {
+                path: scratch.join(p.file_name().unwrap_or_default()),
+            }),
+        };
+        let content = [
+            (K_TSA_HOST_KEY, read(&tsa)?),
+            (K_TSA_PUBLIC_KEY, read(&pub_path(&tsa))?),
+            (K_SESSION_SIGNING_KEY, read(&session)?),
+            (
+                K_ENCRYPTION_KEY,
+                random_encryption_key()?.expose().to_string(),
+            ),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        WebKeys::from_content(&content).ok_or_else(|| KeyError::Invalid {
+            path: pub_path(&scratch.join("tsa_host_key")),
+        })
+    }
+
+    /// Writes the keys at machine paths `tsa` (and `.pub`) and `session`, owned by root
+    /// with group `readers` (0640; the public key 0644), each only when it differs.
+    pub fn install(
+        &self,
+        paths: &Paths,
+        provisioner: &dyn Provisioner,
+        tsa: &Path,
+        session: &Path,
+        readers: u32,
+    ) -> Result<(), KeyError> {
+        let (uid, root_gid) = provisioner.charm_owner();
+        let owner = (uid, readers);
+        let public = format!("{}\n", self.tsa_public_key);
+        for (path, body, mode) in [
+            (tsa, self.tsa_host_key.expose(), 0o640),
+            (&pub_path(tsa), public.as_str(), 0o644),
+            (session, self.session_signing_key.expose(), 0o640),
+        ] {
+            let local = paths.local(path);
+            let dir = local.parent().unwrap_or(Path::new("/"));
+            ensure_root_dir(dir, (uid, root_gid))?;
+            if std::fs::read(&local).is_ok_and(|b| b == body.as_bytes()) {
+                fix_file(&local, owner, mode)?;
+                continue;
+            }
+            fsutil::replace_file(&local, body.as_bytes(), mode, Some(owner))
+                .map_err(io_error(&local))?;
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

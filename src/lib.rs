@@ -5,6 +5,7 @@
 
 pub mod charm;
 pub mod checkpoint;
+pub mod concourse_vars;
 pub mod config;
 pub mod cos;
 pub mod fsutil;
@@ -20,7 +21,9 @@ pub mod service;
 pub mod storage_coordinator;
 pub mod tls;
 pub mod upgrade;
+pub mod vault;
 pub mod web;
+pub mod web_options;
 pub mod worker;
 
 /// Formats an error and its sources as `outer: inner: root`, each cause once.

@@ -24,6 +24,29 @@ pub struct DbInfo {
     pub database: String,
     pub user: String,
     pub password: Secret,
+    /// `Some` when the provider says TLS is on (`tls` = `True` in `secret-tls` or the
+    /// databag), with its CA chain (`tls-ca`) when it published one.
+    pub tls: Option<Option<String>>,
+}
+
+/// The variables of the connection's TLS (`CONCOURSE_POSTGRES_SSLMODE`, choices in
+/// concourse/flag `postgres_config.go`): `verify-full` with the provider's CA written at
+/// `ca_file`, `require` when TLS is on without a CA, `disable` otherwise.
+pub fn tls_env(db: &DbInfo, ca_file: &std::path::Path) -> BTreeMap<String, String> {
+    let mut m = BTreeMap::new();
+    let mode = match &db.tls {
+        Some(Some(_)) => {
+            m.insert(
+                "CONCOURSE_POSTGRES_CA_CERT".to_string(),
+                ca_file.display().to_string(),
+            );
+            "verify-full"
+        }
+        Some(None) => "require",
+        None => "disable",
+    };
+    m.insert("CONCOURSE_POSTGRES_SSLMODE".to_string(), mode.to_string());
+    m
 }
 
 /// Why the database is not usable yet (the charm turns it into a waiting status).
@@ -79,6 +102,7 @@ pub fn parse_endpoint(endpoints: &str) -> Option<(String, u16)> {
 pub fn db_info(
     app_bag: &BTreeMap<String, String>,
     secret_user: Option<&BTreeMap<String, String>>,
+    secret_tls: Option<&BTreeMap<String, String>>,
 ) -> Result<DbInfo, DbMissing> {
     let endpoints = app_bag
         .get("endpoints")
@@ -102,12 +126,25 @@ pub fn db_info(
         .filter(|d| !d.is_empty())
         .cloned()
         .unwrap_or_else(|| DATABASE.to_string());
+    let tls_field = |k: &str| {
+        secret_tls
+            .and_then(|s| s.get(k))
+            .or_else(|| app_bag.get(k))
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+    };
+    // data_platform_libs writes "True"/"False" (capitalised); a CA without a PEM block
+    // is ignored rather than written for Concourse to fail on.
+    let tls = tls_field("tls")
+        .filter(|t| t.eq_ignore_ascii_case("true"))
+        .map(|_| tls_field("tls-ca").filter(|c| c.contains("-----BEGIN CERTIFICATE-----")));
     Ok(DbInfo {
         host,
         port,
         database,
         user,
         password: Secret::new(password),
+        tls,
     })
 }
 
@@ -158,7 +195,7 @@ mod tests {
             ("secret-user", "secret:abc"),
         ]);
         let sec = bag(&[("username", "relation-5"), ("password", "pw")]);
-        let info = db_info(&app, Some(&sec)).unwrap();
+        let info = db_info(&app, Some(&sec), None).unwrap();
         assert_eq!(info.user, "relation-5");
         assert_eq!(info.password.expose(), "pw");
         assert!(!format!("{info:?}").contains("pw\""));
@@ -171,7 +208,7 @@ mod tests {
             ("username", "u"),
             ("password", "p"),
         ]);
-        let info = db_info(&app, None).unwrap();
+        let info = db_info(&app, None, None).unwrap();
         assert_eq!(
             (info.host.as_str(), info.port, info.database.as_str()),
             ("pg", 5432, "concourse")
@@ -179,14 +216,41 @@ mod tests {
     }
 
     #[test]
-    fn missing_pieces() {
-        assert_eq!(db_info(&bag(&[]), None), Err(DbMissing::NoEndpoints));
+    fn tls_from_the_tls_secret() {
+        let app = bag(&[
+            ("endpoints", "pg:5432"),
+            ("username", "u"),
+            ("password", "p"),
+        ]);
+        let ca = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+        let on = bag(&[("tls", "True"), ("tls-ca", ca)]);
+        let info = db_info(&app, None, Some(&on)).unwrap();
+        assert_eq!(info.tls, Some(Some(ca.trim().to_string())));
+        let e = tls_env(&info, std::path::Path::new("/ca.pem"));
+        assert_eq!(e["CONCOURSE_POSTGRES_SSLMODE"], "verify-full");
+        assert_eq!(e["CONCOURSE_POSTGRES_CA_CERT"], "/ca.pem");
+        let no_ca = db_info(&app, None, Some(&bag(&[("tls", "True"), ("tls-ca", "")]))).unwrap();
         assert_eq!(
-            db_info(&bag(&[("endpoints", "pg:1")]), None),
+            tls_env(&no_ca, std::path::Path::new("/x"))["CONCOURSE_POSTGRES_SSLMODE"],
+            "require"
+        );
+        let off = db_info(&app, None, Some(&bag(&[("tls", "False")]))).unwrap();
+        assert_eq!(off.tls, None);
+        assert_eq!(
+            tls_env(&off, std::path::Path::new("/x"))["CONCOURSE_POSTGRES_SSLMODE"],
+            "disable"
+        );
+    }
+
+    #[test]
+    fn missing_pieces() {
+        assert_eq!(db_info(&bag(&[]), None, None), Err(DbMissing::NoEndpoints));
+        assert_eq!(
+            db_info(&bag(&[("endpoints", "pg:1")]), None, None),
             Err(DbMissing::NoCredentials)
         );
         assert!(matches!(
-            db_info(&bag(&[("endpoints", "pg:x")]), None),
+            db_info(&bag(&[("endpoints", "pg:x")]), None, None),
             Err(DbMissing::BadEndpoints(_))
         ));
     }

@@ -22,7 +22,7 @@ use std::time::Duration;
 use tracing::{info, warn};
 
 use crate::config::{CharmConfig, Secret};
-use crate::host::{DbEnv, Host, KeyKind, Owner, ProvisionError};
+use crate::host::{DbEnv, Host, Owner, ProvisionError};
 use crate::keys::{self, KeyError};
 use crate::postgres::DbInfo;
 use crate::readiness::{self, Wait};
@@ -68,11 +68,19 @@ pub fn session_signing_key() -> PathBuf {
 pub fn authorized_worker_keys() -> PathBuf {
     keys_dir().join("authorized_worker_keys")
 }
+/// CA certificates web reads (the PostgreSQL CA, the connectors' and Vault's): root's,
+/// 0644 (certificates are public; only root writes them).
+pub fn ca_dir() -> PathBuf {
+    Path::new("/etc/concourse/ca").to_path_buf()
+}
+pub const PG_CA_FILE: &str = "postgresql-ca.pem";
 
 /// Everything the web env file is made of.
 pub struct WebInputs<'a> {
     pub config: &'a CharmConfig,
     pub external_url: &'a str,
+    /// This unit's address, for the other web units (`CONCOURSE_PEER_ADDRESS`).
+    pub peer_address: &'a str,
     pub db: &'a DbInfo,
     pub admin_password: &'a Secret,
 }
@@ -87,6 +95,9 @@ pub fn env(i: &WebInputs) -> BTreeMap<String, String> {
     set("CONCOURSE_BIND_PORT", c.web_port.to_string());
     set("CONCOURSE_LOG_LEVEL", c.log_level.as_str().into());
     set("CONCOURSE_EXTERNAL_URL", i.external_url.into());
+    // Other web nodes reach this one here for forwarded worker connections
+    // (cmd/concourse/web.go, --peer-address; the default 127.0.0.1 only works alone).
+    set("CONCOURSE_PEER_ADDRESS", i.peer_address.into());
     set("CONCOURSE_TSA_BIND_PORT", TSA_PORT.to_string());
     set(
         "CONCOURSE_TSA_HOST_KEY",
@@ -108,6 +119,26 @@ pub fn env(i: &WebInputs) -> BTreeMap<String, String> {
         "CONCOURSE_MAIN_TEAM_LOCAL_USER",
         c.initial_admin_username.clone(),
     );
+    m
+}
+
+/// The web variables of the options of issue 14 (`crate::web_options`), with the values
+/// of the Juju secrets they name, and the encryption key: the operator's
+/// (`encryption-key`) or the one the leader generated in the shared secret.
+pub fn options_env(
+    config: &CharmConfig,
+    secrets: &BTreeMap<&'static str, Secret>,
+    shared: &keys::WebKeys,
+    admin_password: &Secret,
+) -> BTreeMap<String, String> {
+    let mut m = config.web_options.env(
+        secrets,
+        &ca_dir(),
+        &config.initial_admin_username,
+        admin_password,
+    );
+    m.entry("CONCOURSE_ENCRYPTION_KEY".to_string())
+        .or_insert_with(|| shared.encryption_key.expose().to_string());
     m
 }
 
@@ -191,6 +222,7 @@ pub fn db_env(db: &DbInfo) -> DbEnv {
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
+        .chain(crate::postgres::tls_env(db, &ca_dir().join(PG_CA_FILE)))
         .collect(),
     )
 }
@@ -221,30 +253,26 @@ pub fn unit(config: &CharmConfig, current: &Path) -> UnitSpec {
     }
 }
 
-/// Creates the service user and the web keys (TSA host key, session signing key) if
-/// missing, with the release's `concourse` at `concourse` (a local path); returns the
-/// owner of the files web reads (root, with the service user's group) and the TSA's
-/// public key.
-pub fn ensure_keys(host: &Host, concourse: &Path) -> Result<(Owner, String), WebError> {
+/// Creates the service user and writes the web keys every web unit shares (TSA host
+/// key, session signing key) when they differ; returns the owner of the files web reads
+/// (root, with the service user's group).
+pub fn install_keys(host: &Host, shared: &keys::WebKeys) -> Result<Owner, WebError> {
     let service = host.provisioner.ensure_user(USER, Path::new(HOME))?;
     // Root's files, readable by the service's group (see crate::keys).
     let owner = (host.provisioner.charm_owner().0, service.1);
-    keys::ensure_key(
-        host,
-        concourse,
-        KeyKind::Ssh,
+    shared.install(
+        &host.paths,
+        host.provisioner.as_ref(),
         &tsa_host_key(),
-        Some(owner.1),
-    )?;
-    keys::ensure_key(
-        host,
-        concourse,
-        KeyKind::Rsa,
         &session_signing_key(),
-        Some(owner.1),
+        owner.1,
     )?;
-    let tsa_pub = keys::public_key_of(host, &tsa_host_key())?;
-    Ok((owner, tsa_pub))
+    Ok(owner)
+}
+
+/// The keys a web unit generated for itself before they were shared (an older charm).
+pub fn local_keys(host: &Host) -> Option<keys::WebKeys> {
+    keys::WebKeys::from_files(&host.paths, &tsa_host_key(), &session_signing_key())
 }
 
 /// Writes the env file and the authorized worker keys, then (re)starts web, or reloads
@@ -255,11 +283,12 @@ pub fn apply(
     host: &Host,
     env_vars: &BTreeMap<String, String>,
     authorized_keys: &str,
+    ca_files: &[(String, String)],
     spec: &UnitSpec,
     owner: Owner,
     observable: bool,
 ) -> Result<Applied, WebError> {
-    let files = [
+    let mut files = vec![
         ManagedFile {
             path: PathBuf::from(ENV_FILE),
             content: render_env(env_vars).into_bytes(),
@@ -275,6 +304,14 @@ pub fn apply(
             on_change: OnChange::Reload,
         },
     ];
+    let root = host.provisioner.charm_owner();
+    files.extend(ca_files.iter().map(|(name, pem)| ManagedFile {
+        path: ca_dir().join(name),
+        content: pem.as_bytes().to_vec(),
+        mode: 0o644,
+        owner: root,
+        on_change: OnChange::Restart,
+    }));
     let keys = [tsa_host_key(), session_signing_key()].map(|path| ReadFile {
         path,
         on_change: OnChange::Restart,
@@ -434,6 +471,7 @@ mod tests {
             database: "concourse".into(),
             user: "relation-5".into(),
             password: Secret::new("db-pw"),
+            tls: None,
         }
     }
 
@@ -445,6 +483,7 @@ mod tests {
         let e = env(&WebInputs {
             config: &c,
             external_url: "http://10.0.0.5:8080",
+            peer_address: "10.0.0.5",
             db: &db,
             admin_password: &pw,
         });
@@ -453,6 +492,7 @@ mod tests {
         assert_eq!(e["CONCOURSE_ADD_LOCAL_USER"], "admin:admin-pw");
         assert_eq!(e["CONCOURSE_EXTERNAL_URL"], "http://10.0.0.5:8080");
         assert_eq!(e["CONCOURSE_BIND_PORT"], "8080");
+        assert_eq!(e["CONCOURSE_PEER_ADDRESS"], "10.0.0.5");
         assert_eq!(e["CONCOURSE_LOG_LEVEL"], "info");
     }
 

@@ -1,8 +1,10 @@
 //! Running Concourse on this unit: the web and worker roles wired to Juju data.
 //!
 //! Owns: what the unit publishes for other units (TSA host and key, worker key) on
-//! `peers`, `tsa` and `flight`, what it reads from them and from `postgresql`, the admin
-//! password secret, ports, and stopping the roles a unit no longer has. Invariants: each
+//! `peers`, `tsa` and `flight`, what it reads from them and from `postgresql` (credentials
+//! and TLS) and `vault-kv`, the admin password secret, the web keys every web unit shares
+//! (an app secret the leader creates), the Juju secrets the options name, ports, and
+//! stopping the roles a unit no longer has. Invariants: each
 //! role's service restarts only when what it runs differs from its own inputs
 //! (level-triggered, `service::apply_service`); a unit waits (status) rather
 //! than starting a half-configured service; a unit runs no service of a role it lost;
@@ -20,9 +22,9 @@ use super::status::{messages as msg, Reports};
 use super::CharmError;
 use crate::config::{CharmConfig, Mode, Secret};
 use crate::host::Host;
-use crate::juju::client::SecretRef;
+use crate::juju::client::{SecretOwner, SecretRef};
 use crate::juju::event::RelationHook;
-use crate::juju::{Bag, Event, Juju, RelationRef, Status};
+use crate::juju::{Bag, Event, FailureKind, Juju, RelationRef, Status};
 use crate::keys;
 use crate::postgres::{self, DbInfo, DbMissing};
 use crate::roles::Roles;
@@ -88,12 +90,140 @@ pub fn db_info(juju: &Juju) -> Result<Result<DbInfo, DbMissing>, CharmError> {
     let app_bag = juju.relation_get(&rel, &Bag::App(remote_app))?;
     // --refresh: always the provider's latest credentials. Without it secret-get returns
     // the revision this unit tracks, so a rotated password (secret-changed) was never seen.
-    let secret = match app_bag.get("secret-user").filter(|s| !s.is_empty()) {
-        Some(id) => Some(juju.secret_get(&SecretRef::Id(id.clone()), true)?),
-        None => None,
+    let read = |key: &str| -> Result<Option<crate::juju::Databag>, CharmError> {
+        match app_bag.get(key).filter(|s| !s.is_empty()) {
+            Some(id) => Ok(Some(juju.secret_get(&SecretRef::Id(id.clone()), true)?)),
+            None => Ok(None),
+        }
     };
-    Ok(postgres::db_info(&app_bag, secret.as_ref()))
+    let (user, tls) = (read("secret-user")?, read("secret-tls")?);
+    Ok(postgres::db_info(&app_bag, user.as_ref(), tls.as_ref()))
 }
+
+/// The values of the Juju secrets the options name (`secret` options of
+/// `crate::web_options`), read with `--refresh` so that a new revision reaches web (one
+/// restart, through its env file). `Err` is the blocked status saying what to fix.
+fn option_secrets(
+    juju: &Juju,
+    config: &CharmConfig,
+) -> Result<Result<std::collections::BTreeMap<&'static str, Secret>, Status>, CharmError> {
+    let mut out = std::collections::BTreeMap::new();
+    for (option, uri, key) in config.web_options.secrets() {
+        let content = match juju.secret_get(&SecretRef::Id(uri.clone()), true) {
+            Ok(c) => c,
+            Err(e) if e.kind().is_some() => {
+                let why = e.kind().map(|k| k.to_string()).unwrap_or_default();
+                let app = juju.app_name();
+                return Ok(Err(
+                    msg::OPTION_SECRET_UNREADABLE.fill(&[option, &uri, &why, app])
+                ));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let Some(value) = content.get(key).map(|v| v.trim()).filter(|v| !v.is_empty()) else {
+            return Ok(Err(
+                msg::OPTION_SECRET_NO_KEY.fill(&[option, &uri, key, key])
+            ));
+        };
+        let checked = match option {
+            "extra-local-users" => crate::web_options::local_users(value),
+            "encryption-key" | "old-encryption-key" if !matches!(value.len(), 16 | 24 | 32) => {
+                Err("an encryption key is 16, 24 or 32 characters".into())
+            }
+            _ if value.chars().any(char::is_control) => Err("it holds a newline".into()),
+            _ => Ok(value.to_string()),
+        };
+        match checked {
+            Ok(v) => {
+                out.insert(option, Secret::new(v));
+            }
+            Err(problem) => {
+                return Ok(Err(
+                    msg::OPTION_SECRET_INVALID.fill(&[option, &uri, &problem, key])
+                ))
+            }
+        }
+    }
+    Ok(Ok(out))
+}
+
+/// Where this unit keeps its `vault-kv` nonce (stable for the unit's life: Vault keys
+/// its credentials by it).
+const VAULT_NONCE_FILE: &str = "/var/lib/concourse-ci/vault-kv-nonce";
+
+/// This unit's `vault-kv` nonce, made once (32 hex digits from the OS CSPRNG).
+fn vault_nonce(host: &Host) -> Result<String, CharmError> {
+    let path = host.paths.local(VAULT_NONCE_FILE);
+    if let Ok(n) = std::fs::read_to_string(&path) {
+        let n = n.trim();
+        if n.len() == 32 && n.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Ok(n.to_string());
+        }
+    }
+    let mut raw = [0u8; 16];
+    getrandom::fill(&mut raw).map_err(|e| CharmError::Workload(format!("no randomness: {e}")))?;
+    let nonce: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+    crate::fsutil::write_if_changed(&path, nonce.as_bytes(), 0o600, None)
+        .map_err(|e| CharmError::Workload(format!("cannot write {}: {e}", path.display())))?;
+    Ok(nonce)
+}
+
+/// The `vault-kv` relation, requirer side (`crate::vault`): asks for credentials (the
+/// leader the mount suffix, this unit its nonce and subnets) and returns the web
+/// variables and the CA once Vault answered for this unit. Without the relation, or
+/// before the answer, web runs without it.
+fn vault_kv(juju: &Juju, host: &Host) -> Result<Option<VaultAnswer>, CharmError> {
+    let Some(rel) = live_relations(juju, crate::vault::ENDPOINT)?
+        .into_iter()
+        .next()
+    else {
+        return Ok(None);
+    };
+    if juju.is_leader()? {
+        juju.relation_set(
+            &rel,
+            true,
+            &bag([("mount_suffix", crate::vault::MOUNT_SUFFIX)]),
+        )?;
+    }
+    let nonce = vault_nonce(host)?;
+    let net = juju.network_get(crate::vault::ENDPOINT)?;
+    let cidr = net
+        .bind_addresses
+        .first()
+        .and_then(|b| b.addresses.first())
+        .map(|a| a.cidr.as_str());
+    let egress = crate::vault::egress_subnet(&net.egress_subnets, cidr);
+    juju.relation_set(
+        &rel,
+        false,
+        &bag([
+            ("egress_subnet", egress.as_str()),
+            ("nonce", nonce.as_str()),
+        ]),
+    )?;
+    let Some(remote) = juju.relation_remote_app(&rel)? else {
+        return Ok(None);
+    };
+    let app = juju.relation_get(&rel, &Bag::App(remote))?;
+    let Some(kv) = crate::vault::provider_data(&app, &nonce) else {
+        return Ok(None);
+    };
+    let creds = juju.secret_get(&SecretRef::Id(kv.credentials_secret.clone()), true)?;
+    let (Some(role), Some(secret)) = (creds.get("role-id"), creds.get("role-secret-id")) else {
+        warn!("Vault's credentials secret has no role-id/role-secret-id yet");
+        return Ok(None);
+    };
+    let secret = Secret::new(secret.clone());
+    let ca_file = web::ca_dir().join(VAULT_KV_CA_FILE);
+    let env = crate::vault::env(&kv, role, secret.expose(), &ca_file);
+    Ok(Some((env, kv.ca_certificate)))
+}
+
+const VAULT_KV_CA_FILE: &str = "vault-kv-ca.pem";
+
+/// The web variables Vault's answer gives, and its CA certificate.
+type VaultAnswer = (std::collections::BTreeMap<String, String>, String);
 
 /// The admin password from the app secret the leader created.
 pub fn admin_password(juju: &Juju, peers: &Peers) -> Result<Option<Secret>, CharmError> {
@@ -161,6 +291,78 @@ pub fn drop_other_roles(
     Ok(())
 }
 
+/// Peer app key: id of the app-owned secret holding the web keys every web unit shares.
+pub const WEB_KEYS_SECRET: &str = "web-keys-secret";
+/// The label of that secret (the leader's own name for it).
+pub const WEB_KEYS_LABEL: &str = "web-keys";
+
+/// The web keys every web unit shares, from the app secret the leader creates: seeded
+/// from this unit's own keys when it ran web before they were shared (its workers keep
+/// trusting it), else generated with the release's `concourse`. `None` on a non-leader
+/// until the leader has created the secret. A secret that disappeared or holds no valid
+/// keys is replaced by the leader.
+pub fn shared_web_keys(
+    juju: &Juju,
+    host: &Host,
+    peers: &mut Peers,
+    running: &Running,
+) -> Result<Option<keys::WebKeys>, CharmError> {
+    let leader = juju.is_leader()?;
+    if let Some(id) = peers.app_value(WEB_KEYS_SECRET) {
+        // Never rotated (a new secret replaces one without valid keys): the revision
+        // this unit tracks is the one; a secret created earlier in this hook is read
+        // from the client's cache.
+        match juju.secret_get(&SecretRef::Id(id.to_string()), false) {
+            Ok(content) => match keys::WebKeys::from_content(&content) {
+                Some(k) => return Ok(Some(k)),
+                None => warn!("the web keys secret {id} holds no valid keys"),
+            },
+            Err(e) if leader && e.is(FailureKind::NotFound) => {
+                warn!("the web keys secret {id} is gone: creating another")
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    // Without the peer relation the secret's id could not be recorded.
+    if !leader || peers.rel.is_none() {
+        return Ok(None);
+    }
+    // A secret an earlier hook created but whose id did not reach the app data.
+    let labelled = juju.secret_info(&SecretRef::Label(WEB_KEYS_LABEL.into()))?;
+    if let Some((id, _)) = &labelled {
+        // secret-info-get names the secret by its bare id
+        let id = match id.starts_with("secret:") {
+            true => id.clone(),
+            false => format!("secret:{id}"),
+        };
+        let content = juju.secret_get(&SecretRef::Id(id.clone()), false)?;
+        if let Some(k) = keys::WebKeys::from_content(&content) {
+            peers.write_app(&bag([(WEB_KEYS_SECRET, id.as_str())]));
+            return Ok(Some(k));
+        }
+    }
+    let shared = match web::local_keys(host) {
+        Some(k) => k,
+        None => keys::WebKeys::generate(
+            &host.paths,
+            host.provisioner.as_ref(),
+            &running.concourse_bin(host),
+            std::path::Path::new(release::LOCAL_DIR),
+        )
+        .map_err(web::WebError::from)?,
+    };
+    let id = juju.secret_add(
+        &shared.content(),
+        // the label is taken by a secret without valid keys: the new one goes without
+        labelled.is_none().then_some(WEB_KEYS_LABEL),
+        SecretOwner::Application,
+        Some("Concourse TSA host key and session signing key, shared by every web unit"),
+    )?;
+    info!("created the web keys secret {id}");
+    peers.write_app(&bag([(WEB_KEYS_SECRET, id.as_str())]));
+    Ok(Some(shared))
+}
+
 /// Runs (or keeps running) the web role.
 pub fn web_role(
     juju: &Juju,
@@ -170,7 +372,12 @@ pub fn web_role(
     running: &Running,
     reports: &mut Reports,
 ) -> Result<(), CharmError> {
-    let (owner, tsa_pub) = web::ensure_keys(host, &running.concourse_bin(host))?;
+    let Some(shared) = shared_web_keys(juju, host, peers, running)? else {
+        reports.push(msg::WAITING_FOR_WEB_KEYS.status());
+        return Ok(());
+    };
+    let owner = web::install_keys(host, &shared)?;
+    let tsa_pub = shared.tsa_public_key.clone();
     let address = unit_address(juju)?;
     let tsa_host = crate::config::host_port(&address, web::TSA_PORT);
     let publish = bag([
@@ -179,24 +386,7 @@ pub fn web_role(
         (peers::WEB_IP, address.as_str()),
         (peers::CONCOURSE_VERSION, running.version),
     ]);
-    peers.write_me(&publish);
-    let mut worker_keys: Vec<String> = peers
-        .others
-        .values()
-        .chain(std::iter::once(&peers.me))
-        .filter_map(|b| b.get(peers::WORKER_PUBLIC_KEY).cloned())
-        .collect();
-    for rel in live_relations(juju, TSA_ENDPOINT)? {
-        juju.relation_set(&rel, false, &publish)?;
-        for u in juju.relation_list(&rel)? {
-            if let Some(k) = juju
-                .relation_get(&rel, &Bag::Unit(u))?
-                .get(peers::WORKER_PUBLIC_KEY)
-            {
-                worker_keys.push(k.clone());
-            }
-        }
-    }
+    let worker_keys = publish_tsa(juju, peers, &publish)?;
     let tls = super::certificates::web_tls(juju, host, config, owner, reports)?;
     let mut extra_ports = super::observe::metrics_ports(juju, config)?;
     extra_ports.extend(tls.as_ref().map(|_| config.tls_port));
@@ -204,6 +394,12 @@ pub fn web_role(
 
     let db = match db_info(juju)? {
         Ok(db) => db,
+        Err(DbMissing::NoEndpoints) if host.services.is_active(web::SERVICE) => {
+            // No primary for a moment (a failover, data_platform_libs withdraws the key):
+            // web keeps running with its last settings rather than going down with it.
+            reports.push(msg::DB_NO_ENDPOINTS_WEB_RUNNING.status());
+            return Ok(());
+        }
         Err(missing) => {
             stop_web_if_running(host)?;
             reports.push(db_missing(&missing, juju.app_name()));
@@ -221,9 +417,13 @@ pub fn web_role(
         ),
         None => crate::config::http_url(&address, config.web_port),
     });
+    let Some(teams) = teams_env(juju, host, config, &db, &shared, &password, reports)? else {
+        return Ok(());
+    };
     let mut env = web::env(&web::WebInputs {
         config,
         external_url: &external_url,
+        peer_address: &address,
         db: &db,
         admin_password: &password,
     });
@@ -233,15 +433,83 @@ pub fn web_role(
         super::observe::metrics_bind(juju, &address)?.as_deref(),
         config.metrics_port,
     ));
+    let (teams_vars, ca_files) = teams;
+    env.extend(teams_vars);
     let keys_text = keys::authorized_keys_text(worker_keys.iter().map(String::as_str));
     let spec = web::unit(config, &release::current_link());
     let observable = crate::readiness::observable(config.log_level);
-    let applied = web::apply(host, &env, &keys_text, &spec, owner, observable)?;
+    let applied = web::apply(host, &env, &keys_text, &ca_files, &spec, owner, observable)?;
     if applied != Applied::default() {
         info!("web service: {applied:?}");
     }
     reports.push(msg::WEB_READY.fill(&[running.version, &external_url]));
     Ok(())
+}
+
+/// Web's variables of issue 14 (Vault through `vault-kv`, then the options with the Juju
+/// secrets they name, the encryption key) and the CA files web reads (the options', Vault's,
+/// PostgreSQL's). `None` when a secret cannot be used: the blocked status is in `reports`.
+fn teams_env(
+    juju: &Juju,
+    host: &Host,
+    config: &CharmConfig,
+    db: &DbInfo,
+    shared: &keys::WebKeys,
+    password: &Secret,
+    reports: &mut Reports,
+) -> Result<Option<(Env, CaFiles)>, CharmError> {
+    let secrets = match option_secrets(juju, config)? {
+        Ok(s) => s,
+        Err(status) => {
+            reports.push(status);
+            return Ok(None);
+        }
+    };
+    let mut env = Env::new();
+    let mut ca_files = config.web_options.pem_files();
+    if let Some((vault_env, ca)) = vault_kv(juju, host)? {
+        // the relation's Vault; the vault-* options, set below, win over it
+        env.extend(vault_env);
+        ca_files.push((VAULT_KV_CA_FILE.to_string(), ca));
+    }
+    env.extend(web::options_env(config, &secrets, shared, password));
+    if let Some(Some(ca)) = &db.tls {
+        ca_files.push((web::PG_CA_FILE.to_string(), format!("{}\n", ca.trim())));
+    }
+    Ok(Some((env, ca_files)))
+}
+
+/// Variables of an env file.
+type Env = std::collections::BTreeMap<String, String>;
+/// CA files web reads: (file name under `web::ca_dir`, PEM).
+type CaFiles = Vec<(String, String)>;
+
+/// Publishes this web unit's TSA (`publish`) on `peers` and every `tsa` relation; returns
+/// the worker keys web authorizes (peers' and related workers').
+fn publish_tsa(
+    juju: &Juju,
+    peers: &mut Peers,
+    publish: &crate::juju::Databag,
+) -> Result<Vec<String>, CharmError> {
+    peers.write_me(publish);
+    let mut worker_keys: Vec<String> = peers
+        .others
+        .values()
+        .chain(std::iter::once(&peers.me))
+        .filter_map(|b| b.get(peers::WORKER_PUBLIC_KEY).cloned())
+        .collect();
+    for rel in live_relations(juju, TSA_ENDPOINT)? {
+        juju.relation_set(&rel, false, publish)?;
+        for u in juju.relation_list(&rel)? {
+            if let Some(k) = juju
+                .relation_get(&rel, &Bag::Unit(u))?
+                .get(peers::WORKER_PUBLIC_KEY)
+            {
+                worker_keys.push(k.clone());
+            }
+        }
+    }
+    Ok(worker_keys)
 }
 
 /// The waiting status for a database that is not usable yet; `app` is this application.
@@ -284,45 +552,63 @@ fn open_ports(juju: &Juju, web_port: u16, extra: &[u16]) -> Result<(), CharmErro
     Ok(())
 }
 
-/// Where this worker finds its TSA: (host:port, public key), if known yet.
-fn find_tsa(
-    juju: &Juju,
-    host: &Host,
-    config: &CharmConfig,
-    peers: &Peers,
-) -> Result<Option<(String, String)>, CharmError> {
-    let from_bag =
-        |b: &crate::juju::Databag| match (b.get(peers::TSA_HOST), b.get(peers::TSA_PUBLIC_KEY)) {
-            (Some(h), Some(k)) if !h.is_empty() && keys::is_public_key(k) => {
-                Some((h.clone(), k.clone()))
+/// Every TSA a worker can register with: each web unit's `host:port`, and the public
+/// keys those TSAs present (one in the normal case, since web units share their keys).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Tsas {
+    pub hosts: Vec<String>,
+    pub keys: Vec<String>,
+}
+
+impl Tsas {
+    fn add(&mut self, b: &crate::juju::Databag) {
+        if let (Some(h), Some(k)) = (b.get(peers::TSA_HOST), b.get(peers::TSA_PUBLIC_KEY)) {
+            if !h.is_empty() && !h.contains([',', '\n']) && keys::is_public_key(k) {
+                self.hosts.push(h.clone());
+                self.keys.push(k.trim().to_string());
             }
-            _ => None,
-        };
-    Ok(match config.mode {
-        Mode::All => keys::public_key_of(host, &web::tsa_host_key())
-            .ok()
-            .map(|k| (format!("127.0.0.1:{}", web::TSA_PORT), k)),
-        Mode::Auto => peers
-            .app_value(peers::WEB_UNIT)
-            .and_then(|w| peers.others.get(w))
-            .and_then(from_bag),
+        }
+    }
+
+    /// Sorted and unique, so the worker's files do not change with the reading order.
+    fn tidy(mut self) -> Option<Tsas> {
+        for v in [&mut self.hosts, &mut self.keys] {
+            v.sort();
+            v.dedup();
+        }
+        (!self.hosts.is_empty()).then_some(self)
+    }
+}
+
+/// Where this worker finds its TSAs, if known yet: every web unit of the application
+/// (`all`: every unit; `auto`: the web unit) or of the related web applications
+/// (`worker`). Concourse's worker takes a list (`CONCOURSE_TSA_HOST`, worker/tsa_config.go)
+/// and registers through any of them; its public key file may hold several keys.
+fn find_tsa(juju: &Juju, config: &CharmConfig, peers: &Peers) -> Result<Option<Tsas>, CharmError> {
+    let mut t = Tsas::default();
+    match config.mode {
+        Mode::All => {
+            t.add(&peers.me);
+            peers.others.values().for_each(|b| t.add(b));
+        }
+        Mode::Auto => {
+            if let Some(b) = peers
+                .app_value(peers::WEB_UNIT)
+                .and_then(|w| peers.others.get(w))
+            {
+                t.add(b);
+            }
+        }
         Mode::Worker => {
-            let mut found = None;
             for rel in live_relations(juju, FLIGHT_ENDPOINT)? {
                 for u in juju.relation_list(&rel)? {
-                    if let Some(t) = from_bag(&juju.relation_get(&rel, &Bag::Unit(u))?) {
-                        found = Some(t);
-                        break;
-                    }
-                }
-                if found.is_some() {
-                    break;
+                    t.add(&juju.relation_get(&rel, &Bag::Unit(u))?);
                 }
             }
-            found
         }
-        Mode::Web => None,
-    })
+        Mode::Web => {}
+    }
+    Ok(t.tidy())
 }
 
 /// Runs (or keeps running) the worker role.
@@ -340,21 +626,27 @@ pub fn worker_role(
     for rel in live_relations(juju, FLIGHT_ENDPOINT)? {
         juju.relation_set(&rel, false, &publish)?;
     }
-    let Some((tsa_host, tsa_key)) = find_tsa(juju, host, config, peers)? else {
+    if config.mode == Mode::Auto && juju.is_leader()? {
+        // The web unit may not be the leader: the leader shares the web keys anyway.
+        shared_web_keys(juju, host, peers, running)?;
+    }
+    let Some(tsas) = find_tsa(juju, config, peers)? else {
         reports.push(match config.mode {
             Mode::Worker => msg::WAITING_FOR_TSA_RELATION.fill(&[juju.app_name()]),
             _ => msg::WAITING_FOR_TSA.status(),
         });
         return Ok(());
     };
-    let mut env = worker::env(config, juju.unit_name(), &tsa_host);
+    let mut env = worker::env(config, juju.unit_name(), &tsas.hosts.join(","));
     env.extend(crate::proxy::worker_env(&crate::proxy::effective(
         &juju.context().proxies,
         &config.proxy,
     )));
+    // the escape hatch, checked against the variables `concourse worker` defines
+    env.extend(config.web_options.extra_worker_env.clone());
     let spec = worker::unit(config, &release::current_link());
     let ready = worker::ReadyWait::from_config(config);
-    let applied = worker::apply(host, &env, &tsa_key, &spec, ready)?;
+    let applied = worker::apply(host, &env, &tsas.keys.join("\n"), &spec, ready)?;
     if applied != Applied::default() {
         info!("worker service: {applied:?}");
     }

@@ -125,6 +125,16 @@ const OUTSIDE_NAMES: &[&str] = &[
     // a tls-certificates provider (docs/tls.md)
     "self-signed-certificates",
     "update-status-hook-interval",
+    // issue 14: the shared secret's label, relation fields, Concourse and Python-charm names
+    "web-keys",
+    "vault-kv",
+    "tls-ca",
+    "secret-tls",
+    "extra-web-flags",
+    "vault-enable-kv-mount-cache",
+    "volume-locality",
+    "client-secret",
+    "verify-full",
     // Concourse commands and services
     "land-worker",
     "retire-worker",
@@ -198,6 +208,7 @@ fn databag_keys() -> Vec<&'static str> {
         peers::WEB_IP,
         peers::WORKER_PUBLIC_KEY,
         peers::CONCOURSE_VERSION,
+        concourse_ci::charm::workload::WEB_KEYS_SECRET,
         concourse_ci::charm::release::RELEASE_DIGESTS,
         upgrade::K_PHASE,
         upgrade::K_GEN,
@@ -297,6 +308,10 @@ impl Charm {
         };
         if is_placeholder(value) {
             return Ok(());
+        }
+        // issue 14's options go together (connectors): each is checked on its own here
+        if let Some(r) = concourse_ci::web_options::check_alone(key, value) {
+            return r.map_err(|e| format!("`{key}={value}` is rejected by the charm: {e}"));
         }
         let mut map = Map::new();
         for (name, (_, default)) in &self.options {

@@ -12,6 +12,7 @@ mod lifecycle;
 mod observe;
 mod roles;
 mod storage;
+mod teams;
 mod upgrade;
 
 use libtest_mimic::{Arguments, Trial};
@@ -29,6 +30,7 @@ fn main() {
     trials.extend(roles::trials());
     trials.extend(storage::trials());
     trials.extend(upgrade::trials());
+    trials.extend(teams::trials());
     trials.extend(upgrade::bench_trials());
     trials.extend(faults::trials());
     libtest_mimic::run(&args, trials).exit();

@@ -1067,7 +1067,8 @@ fn fake_concourse_worker_lands_and_stops() {
     std::fs::write(
         work.join("web.env"),
         format!(
-            "CONCOURSE_TSA_HOST_KEY={}\nCONCOURSE_TSA_AUTHORIZED_KEYS={}\nCONCOURSE_POSTGRES_HOST={}\nCONCOURSE_POSTGRES_DATABASE=concourse\n",
+            // the fake refuses a web without main-team auth, like the real one
+            "CONCOURSE_TSA_HOST_KEY={}\nCONCOURSE_TSA_AUTHORIZED_KEYS={}\nCONCOURSE_POSTGRES_HOST={}\nCONCOURSE_POSTGRES_DATABASE=concourse\nCONCOURSE_MAIN_TEAM_LOCAL_USER=admin\n",
             w("tsa_key"),
             w("authorized"),
             db.display()
@@ -1077,9 +1078,11 @@ fn fake_concourse_worker_lands_and_stops() {
     std::fs::write(
         work.join("worker.env"),
         format!(
-            "CONCOURSE_TSA_HOST=127.0.0.1:2222\nCONCOURSE_TSA_PUBLIC_KEY={}\nCONCOURSE_TSA_WORKER_PRIVATE_KEY={}\n",
+            // and a worker without its (required) work dir
+            "CONCOURSE_TSA_HOST=127.0.0.1:2222\nCONCOURSE_TSA_PUBLIC_KEY={}\nCONCOURSE_TSA_WORKER_PRIVATE_KEY={}\nCONCOURSE_WORK_DIR={}\n",
             w("tsa_key.pub"),
-            w("worker_key")
+            w("worker_key"),
+            w("work")
         ),
     )
     .unwrap();

@@ -390,6 +390,9 @@ impl Relation {
 pub enum SecretOwner {
     App(String),
     Unit(String),
+    /// A user secret (`juju add-secret`): the model's, read by the applications it is
+    /// granted to (`juju grant-secret`).
+    Model,
 }
 
 /// A consumer's view of a secret.
@@ -418,6 +421,8 @@ pub struct Secret {
     /// Revision n is `revisions[n - 1]`.
     pub revisions: Vec<Data>,
     pub grants: BTreeSet<Grant>,
+    /// Applications a user secret is granted to.
+    pub granted_apps: BTreeSet<String>,
     pub consumers: BTreeMap<String, Consumer>,
 }
 
@@ -431,6 +436,7 @@ impl Secret {
         match &self.owner {
             SecretOwner::App(a) => a == app,
             SecretOwner::Unit(u) => u == unit,
+            SecretOwner::Model => false,
         }
     }
 }
@@ -733,7 +739,7 @@ impl World {
     /// Whether `unit` may read a secret (owner, or granted through a live relation).
     pub fn secret_visible_to(&self, s: &Secret, unit: &str) -> bool {
         let app = app_of(unit);
-        if s.owned_by(unit, app) {
+        if s.owned_by(unit, app) || s.granted_apps.contains(app) {
             return true;
         }
         s.grants.iter().any(|g| {
@@ -843,6 +849,7 @@ fn apply_secret_op(w: &mut World, unit: &str, op: &SecretOp) {
                     rotate: rotate.clone(),
                     revisions: vec![data.clone()],
                     grants: BTreeSet::new(),
+                    granted_apps: BTreeSet::new(),
                     consumers: BTreeMap::new(),
                 },
             );

@@ -43,6 +43,9 @@ pub struct PostgresOptions {
     pub username: String,
     pub password: String,
     pub version: String,
+    /// TLS on, with this CA chain: a `secret-tls` secret (`tls`, `tls-ca`) granted to
+    /// the relation, as data_platform_libs writes it.
+    pub tls_ca: Option<String>,
     /// Play the database in this directory (see the module docs); `None`: answer with
     /// `host`, a server nobody runs.
     pub data_dir: Option<std::path::PathBuf>,
@@ -85,6 +88,7 @@ impl Default for PostgresOptions {
             username: "relation_id_user".into(),
             password: "s3cr3t-pw".into(),
             version: "16.6".into(),
+            tls_ca: None,
             data_dir: None,
         }
     }
@@ -129,7 +133,8 @@ pub fn react(w: &mut World) {
             .collect();
         for (rel, requirer) in rels {
             let mine = w.bag(rel, &app).data;
-            if mine.contains_key("endpoints") {
+            // answered once (a test may withdraw the endpoints afterwards)
+            if mine.contains_key("endpoints") || mine.contains_key("database") {
                 continue;
             }
             let asked = w.bag(rel, &requirer).data.get("database").cloned();
@@ -171,15 +176,65 @@ pub fn react(w: &mut World) {
                                 relation: rel,
                                 unit: None,
                             }]),
+                            granted_apps: BTreeSet::new(),
                             consumers: BTreeMap::new(),
                         },
                     );
                     data.insert("secret-user".into(), format!("secret:{id}"));
                 }
             }
+            if let Some(ca) = &opts.tls_ca {
+                let tls: Data = [("tls", "True".to_string()), ("tls-ca", ca.clone())]
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v))
+                    .collect();
+                let id = w.new_secret_id();
+                w.secrets.insert(
+                    id.clone(),
+                    Secret {
+                        id: id.clone(),
+                        owner: SecretOwner::App(app.clone()),
+                        label: Some(format!("{requirer}.{rel}.tls.secret")),
+                        description: None,
+                        expire: None,
+                        rotate: None,
+                        revisions: vec![tls],
+                        grants: BTreeSet::from([Grant {
+                            relation: rel,
+                            unit: None,
+                        }]),
+                        granted_apps: BTreeSet::new(),
+                        consumers: BTreeMap::new(),
+                    },
+                );
+                data.insert("secret-tls".into(), format!("secret:{id}"));
+            }
             let unit = format!("{app}/0");
             w.write_bag(rel, &app, data, &unit, "scripted");
         }
+    }
+}
+
+/// Withdraw (`None`, no primary for a moment) or publish again the provider's
+/// `endpoints` on every relation it answered.
+pub fn set_endpoints(w: &mut World, app: &str, endpoints: Option<&str>) {
+    let rels: Vec<u32> = w
+        .relations
+        .values()
+        .filter(|r| r.life == Life::Alive && r.involves(app) && !r.peer)
+        .map(|r| r.id)
+        .collect();
+    for rel in rels {
+        let mut data = w.bag(rel, app).data;
+        if !data.contains_key("database") {
+            continue;
+        }
+        match endpoints {
+            Some(e) => data.insert("endpoints".to_string(), e.to_string()),
+            None => data.remove("endpoints"),
+        };
+        let unit = format!("{app}/0");
+        w.write_bag(rel, app, data, &unit, "scripted");
     }
 }
 

@@ -18,8 +18,8 @@ use crate::faults::{self, Fault, FaultRecord, HookStart};
 use crate::machine::{self, Machine, MachineError, MachineSpec, ProcessInfo, Seed, StorageMount};
 use crate::model::{
     app_of, ActionRecord, ActionStatus, AgentStatus, App, Bag, BagChange, Data, HookRecord, Life,
-    LocalState, LogRecord, ModelOptions, RelEnd, Relation, Scripted, Secret, StatusRecord,
-    StorageAttachment, ToolCall, Unit, Volume, World,
+    LocalState, LogRecord, ModelOptions, RelEnd, Relation, Scripted, Secret, SecretOwner,
+    StatusRecord, StorageAttachment, ToolCall, Unit, Volume, World,
 };
 use crate::postgres::PostgresOptions;
 use crate::resolver::{self, Next};
@@ -64,6 +64,8 @@ pub enum SimError {
     UnknownRelation(u32),
     #[error("cannot relate {a} and {b}: {why}")]
     Relate { a: String, b: String, why: String },
+    #[error("no user secret {0} (juju add-secret)")]
+    UnknownSecret(String),
     #[error("timed out after {after:?} waiting for {what}\n{dump}")]
     Timeout {
         what: String,
@@ -880,6 +882,12 @@ impl Model {
         self.shared.notify();
     }
 
+    /// Withdraw (`None`) or publish again the fake postgresql's `endpoints`.
+    pub fn postgres_set_endpoints(&self, app: &str, endpoints: Option<&str>) {
+        crate::postgres::set_endpoints(&mut self.shared.lock(), app, endpoints);
+        self.shared.notify();
+    }
+
     /// Queue an action; returns its id. Params are validated against actions.yaml and
     /// defaults inserted, like the controller does.
     pub fn queue_action(
@@ -1296,6 +1304,66 @@ impl Model {
             .get(app)
             .map(|a| a.version.clone())
             .unwrap_or_default()
+    }
+
+    /// `juju add-secret`: a user secret with `data`; returns its URI (`secret:<id>`).
+    pub fn add_user_secret(&self, data: &[(&str, &str)]) -> String {
+        let mut w = self.shared.lock();
+        let id = w.new_secret_id();
+        let data: Data = data
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        w.secrets.insert(
+            id.clone(),
+            Secret {
+                id: id.clone(),
+                owner: SecretOwner::Model,
+                label: None,
+                description: None,
+                expire: None,
+                rotate: None,
+                revisions: vec![data],
+                grants: BTreeSet::new(),
+                granted_apps: BTreeSet::new(),
+                consumers: BTreeMap::new(),
+            },
+        );
+        format!("secret:{id}")
+    }
+
+    /// `juju grant-secret <uri> <app>`.
+    pub fn grant_user_secret(&self, uri: &str, app: &str) -> Result<(), SimError> {
+        let mut w = self.shared.lock();
+        let id = uri.strip_prefix("secret:").unwrap_or(uri);
+        let s = w
+            .secrets
+            .get_mut(id)
+            .filter(|s| s.owner == SecretOwner::Model)
+            .ok_or_else(|| SimError::UnknownSecret(uri.to_string()))?;
+        s.granted_apps.insert(app.to_string());
+        drop(w);
+        self.shared.notify();
+        Ok(())
+    }
+
+    /// `juju update-secret <uri> k=v ...`: a new revision; consumers get `secret-changed`.
+    pub fn update_user_secret(&self, uri: &str, data: &[(&str, &str)]) -> Result<(), SimError> {
+        let mut w = self.shared.lock();
+        let id = uri.strip_prefix("secret:").unwrap_or(uri);
+        let s = w
+            .secrets
+            .get_mut(id)
+            .filter(|s| s.owner == SecretOwner::Model)
+            .ok_or_else(|| SimError::UnknownSecret(uri.to_string()))?;
+        s.revisions.push(
+            data.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        );
+        drop(w);
+        self.shared.notify();
+        Ok(())
     }
 
     /// All committed secrets.

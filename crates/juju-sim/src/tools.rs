@@ -1195,6 +1195,7 @@ impl Tool<'_> {
         let owner = match s.owner {
             SecretOwner::App(_) => "application",
             SecretOwner::Unit(_) => "unit",
+            SecretOwner::Model => "model",
         };
         let mut info = json!({
             "revision": s.latest(),

@@ -48,6 +48,12 @@
 //! is a database nobody plays: web starts without keeping a schema (`database not played`)
 //! and `migrate` cannot reach it.
 //!
+//! - `web` and `worker` refuse to start (exit 1, `start-failed` record) as the real binary
+//!   does: an invalid choice, bool, number, duration or AES key, a missing required
+//!   setting, a private key that is not RSA, no main-team user or group (web); and, more
+//!   strictly than upstream, any `CONCOURSE_*` variable the release does not define
+//!   ([`ENV_TABLE`], taken from Concourse's sources).
+//!
 //! Invariants: every invocation except usage errors appends at least one record; a record is
 //! one line, appended under `flock(1)` when available, so concurrent processes never
 //! interleave. Hazards: the log lives in the unit's own `/var/log` (the simulator gives each
@@ -139,6 +145,34 @@ pub fn known_schemas(version: &str) -> Vec<u64> {
     v
 }
 
+/// The charm's table of the variables Concourse defines (see the file's header).
+pub const ENV_TABLE: &str = include_str!("../../../data/concourse-env-vars.tsv");
+
+/// The rows of [`ENV_TABLE`] the release `version` defines (`command name type choices`),
+/// matched by major.minor against the tags read; every row when no tag matches.
+pub fn env_table_for(version: &str) -> String {
+    let minor = |v: &str| v.splitn(3, '.').take(2).collect::<Vec<_>>().join(".");
+    let rows: Vec<Vec<&str>> = ENV_TABLE
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(|l| l.split('\t').collect())
+        .collect();
+    let known = rows.iter().any(|r| {
+        r.get(4)
+            .is_some_and(|t| t.split(',').any(|t| minor(t) == minor(version)))
+    });
+    rows.iter()
+        .filter(|r| {
+            !known
+                || r.get(4)
+                    .is_some_and(|t| t.split(',').any(|t| minor(t) == minor(version)))
+        })
+        .map(|r| r.iter().take(4).copied().collect::<Vec<_>>().join("\t"))
+        .collect::<Vec<_>>()
+        .join("\n")
+        .replace('\'', "")
+}
+
 /// Renders the fake binary for `version`.
 pub fn render_script(version: &str, behaviour: Behaviour) -> String {
     let reported = match behaviour {
@@ -158,6 +192,7 @@ pub fn render_script(version: &str, behaviour: Behaviour) -> String {
         .replace("@VERSION@", &clean(version))
         .replace("@REPORTED_VERSION@", &clean(reported))
         .replace("@BROKEN@", broken)
+        .replace("@ENV_TABLE@", &env_table_for(version))
         .replace("@SCHEMA@", &schema_version(version).to_string())
         .replace("@KNOWN_SCHEMAS@", &known.join(" "))
 }
@@ -270,6 +305,110 @@ mod tests {
         let b = render_script("1'2", Behaviour::Broken);
         assert!(b.contains("FAKE_VERSION='12'"));
         assert!(b.contains("BROKEN='1'"));
+    }
+
+    #[test]
+    fn the_env_table_follows_the_version() {
+        let t = env_table_for("7.14.3");
+        assert!(t.contains("web\tCONCOURSE_SIGNING_KEY_CHECK_INTERVAL\t"));
+        assert!(!t.contains("CONCOURSE_GITEA_CLIENT_ID"));
+        assert!(env_table_for("8.2.5").contains("web\tCONCOURSE_GITEA_CLIENT_ID\t"));
+        assert!(!env_table_for("7.11.2").contains("CONCOURSE_SIGNING_KEY_CHECK_INTERVAL"));
+        // an unknown version: the union
+        assert!(env_table_for("9.9.9").contains("CONCOURSE_GITEA_CLIENT_ID"));
+        assert!(render_script("7.14.3", Behaviour::Normal)
+            .contains("web\tCONCOURSE_PEER_ADDRESS\tstring"));
+    }
+
+    /// Runs the rendered fake's `sub` with only `env` (and PATH/HOME), for at most 2 s;
+    /// returns (exit code, stderr); 124 means it was still running (it started).
+    fn run_fake(dir: &Path, sub: &str, env: &[(&str, String)]) -> (i32, String) {
+        use std::os::unix::fs::PermissionsExt;
+        let script = dir.join("concourse");
+        std::fs::write(&script, render_script("7.14.3", Behaviour::Normal)).unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let mut cmd = std::process::Command::new("timeout");
+        cmd.arg("2").arg(&script).arg(sub).env_clear();
+        cmd.env("PATH", std::env::var("PATH").unwrap_or_default());
+        cmd.env("FAKE_CONCOURSE_LOG", dir.join("log"));
+        cmd.env("FAKE_CONCOURSE_FALLBACK_LOG", dir.join("log2"));
+        cmd.env("FAKE_CONCOURSE_RUN", dir.join("run"));
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    #[test]
+    fn web_refuses_to_start_like_the_real_binary() {
+        let dir = tempfile::tempdir().unwrap();
+        let rsa = dir.path().join("rsa");
+        std::fs::write(
+            &rsa,
+            "-----BEGIN RSA PRIVATE KEY-----\nMIIE\n-----END RSA PRIVATE KEY-----\n",
+        )
+        .unwrap();
+        let ssh = dir.path().join("openssh");
+        std::fs::write(&ssh, "-----BEGIN OPENSSH PRIVATE KEY-----\nb3Bl\n").unwrap();
+        let key = rsa.display().to_string();
+        let good = vec![
+            ("CONCOURSE_TSA_HOST_KEY", key.clone()),
+            ("CONCOURSE_MAIN_TEAM_LOCAL_USER", "admin".to_string()),
+            ("CONCOURSE_LOG_LEVEL", "info".to_string()),
+            // a database nobody plays: web carries on (see the script's run_web)
+            ("CONCOURSE_POSTGRES_HOST", "127.0.0.1".to_string()),
+        ];
+        assert_eq!(
+            run_fake(dir.path(), "web", &good).0,
+            124,
+            "a valid web starts"
+        );
+        let with = |k: &'static str, v: &str| {
+            let mut e = good.clone();
+            e.retain(|(n, _)| *n != k);
+            e.push((k, v.to_string()));
+            run_fake(dir.path(), "web", &e)
+        };
+        for (k, v, says) in [
+            (
+                "CONCOURSE_ENABLE_ACROSS_STEPS",
+                "true",
+                "defines no setting",
+            ),
+            ("CONCOURSE_LOG_LEVEL", "warn", "Invalid value `warn'"),
+            ("CONCOURSE_POSTGRES_SSLMODE", "prefer", "Invalid value"),
+            (
+                "CONCOURSE_CONTAINER_PLACEMENT_STRATEGY",
+                "random,fastest",
+                "Invalid value",
+            ),
+            ("CONCOURSE_ENCRYPTION_KEY", "short", "invalid key size 5"),
+            ("CONCOURSE_GC_FAILED_GRACE_PERIOD", "90", "invalid duration"),
+            (
+                "CONCOURSE_TSA_HOST_KEY",
+                &ssh.display().to_string(),
+                "not a valid RSA private key",
+            ),
+            (
+                "CONCOURSE_BAGGAGECLAIM_DRIVER",
+                "naive",
+                "defines no setting",
+            ),
+        ] {
+            let (code, err) = with(k, v);
+            assert_eq!(code, 1, "{k}={v}: {err}");
+            assert!(err.contains(says), "{k}={v}: {err}");
+        }
+        let (code, err) = run_fake(dir.path(), "web", &good[1..]);
+        assert_eq!(code, 1);
+        assert!(err.contains("the required flag `--tsa-host-key'"), "{err}");
+        let (code, err) = run_fake(dir.path(), "web", &[good[0].clone(), good[3].clone()]);
+        assert_eq!(code, 1);
+        assert!(err.contains("default team auth not configured"), "{err}");
     }
 
     #[test]

@@ -268,6 +268,132 @@ key_fingerprint() {
     fi
 }
 
+# ----- strictness: refuse to start as the real binary does (issue 14) -----
+# The CONCOURSE_* variables this release's `concourse web` and `concourse worker` define
+# (command, name, type, choices), from the charm's data/concourse-env-vars.tsv, which was
+# extracted from concourse/concourse (cmd/concourse/*.go, atc/atccmd/command.go,
+# skymarshal/skycmd/*_flags.go, atc/creds/*/manager_factory.go, worker/workercmd/*.go)
+# and concourse/flag. Rendered by fake_concourse::render_script.
+ENV_TABLE='@ENV_TABLE@'
+
+# refuse MESSAGE: what the real binary prints on stderr before exiting 1.
+refuse() {
+    record "start-failed" "$1"
+    printf 'error: %s\n' "$1" >&2
+    exit 1
+}
+
+# is_rsa_key FILE: a PEM private key whose bytes are RSA (concourse/flag private_key.go:
+# jwt.ParseRSAPrivateKeyFromPEM accepts PKCS#1 or PKCS#8 RSA under any label).
+is_rsa_key() {
+    local f=$1 first
+    [ -r "$f" ] || return 2
+    first="$(head -n1 -- "$f" 2>/dev/null)"
+    case "$first" in
+        "-----BEGIN RSA PRIVATE KEY-----") return 0 ;;
+        "-----BEGIN PRIVATE KEY-----")
+            if command -v openssl >/dev/null 2>&1; then
+                openssl pkey -in "$f" -noout -text 2>/dev/null | head -n1 | grep -q 'RSA'
+                return
+            fi
+            return 0
+            ;;
+        *) return 1 ;;
+    esac
+}
+
+# strict_start SUBCOMMAND: the checks of go-flags and Runner() that make the real binary
+# exit 1 at start (research: concourse.md 6.1-6.3), and stricter on one point: a
+# CONCOURSE_* variable this release does not define is refused, where the real binary
+# ignores it silently, so that no test passes with a misspelt setting.
+strict_start() {
+    local sub=$1 name kind choices value c ok cmd var typ ch
+    local -A kinds=() choice_of=()
+    # Phase A (flag parsing): no handler yet; SIGUSR1/2 are caught by the Go runtime and
+    # dropped, so they must not kill the fake while it checks (no subprocess per lookup:
+    # the check is quick, like flag parsing).
+    trap ':' USR1 USR2
+    while IFS=$'\t' read -r cmd var typ ch; do
+        if [ "$cmd" = "$sub" ]; then
+            kinds[$var]=$typ
+            choice_of[$var]=$ch
+        fi
+    done <<<"$ENV_TABLE"
+    for name in $(compgen -e); do
+        case "$name" in CONCOURSE_*) ;; *) continue ;; esac
+        value="${!name}"
+        if [ -z "${kinds[$name]+set}" ]; then
+            refuse "concourse $sub defines no setting $name (the real binary would ignore it silently)"
+        fi
+        kind="${kinds[$name]}"
+        choices="${choice_of[$name]}"
+        case "$kind" in
+            choice | choice-list)
+                ok=1
+                local IFS_SAVE=$IFS
+                IFS=','
+                for c in $value; do
+                    case "|$choices|" in *"|$c|"*) ;; *) ok=0 ;; esac
+                done
+                IFS=$IFS_SAVE
+                if [ -z "$value" ]; then ok=0; fi
+                [ "$ok" = 1 ] || refuse "Invalid value \`$value' for $name. Allowed values are: ${choices//|/, }"
+                ;;
+            bool)
+                case "$value" in 1 | t | T | TRUE | true | True | 0 | f | F | FALSE | false | False | '') ;;
+                    *) refuse "invalid argument for $name (expected bool): strconv.ParseBool: parsing \"$value\": invalid syntax" ;;
+                esac
+                ;;
+            uint | int)
+                case "$value" in '' | *[!0-9-]*) refuse "invalid argument for $name (expected $kind): \"$value\"" ;; esac
+                ;;
+            duration)
+                if ! [[ "$value" =~ ^-?([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$|^0$ ]]; then
+                    refuse "invalid argument for $name (expected time.Duration): time: invalid duration \"$value\""
+                fi
+                ;;
+            aes-key)
+                case "${#value}" in 16 | 24 | 32) ;;
+                    *) refuse "invalid argument for $name (expected flag.Cipher): failed to construct AES cipher: crypto/aes: invalid key size ${#value}" ;;
+                esac
+                ;;
+            rsa-private-key-file)
+                is_rsa_key "$value"
+                case $? in
+                    0) ;;
+                    2) refuse "invalid argument for $name (expected flag.PrivateKey): failed to read private key file ($value)" ;;
+                    *) refuse "invalid argument for $name (expected flag.PrivateKey): key is not a valid RSA private key" ;;
+                esac
+                ;;
+            file)
+                [ -f "$value" ] || refuse "invalid argument for $name (expected flag.File): stat $value: no such file or directory"
+                ;;
+        esac
+    done
+    # Required flags after LessenRequirements (cmd/concourse/web.go, worker/workercmd/worker.go).
+    case "$sub" in
+        web) [ -n "${CONCOURSE_TSA_HOST_KEY:-}" ] || refuse "the required flag \`--tsa-host-key' was not specified" ;;
+        worker)
+            [ -n "${CONCOURSE_WORK_DIR:-}" ] || refuse "the required flag \`--work-dir' was not specified"
+            [ -n "${CONCOURSE_TSA_WORKER_PRIVATE_KEY:-}" ] || refuse "the required flag \`--tsa-worker-private-key' was not specified"
+            ;;
+    esac
+    # Main-team auth (atc/atccmd/command.go configureAuthForDefaultTeam, atc/team.go
+    # ErrAuthConfigInvalid): some main-team user or group must be configured.
+    if [ "$sub" = web ]; then
+        ok=0
+        for name in $(compgen -e); do
+            case "$name" in
+                CONCOURSE_MAIN_TEAM_CONFIG | CONCOURSE_MAIN_TEAM_*_USER | CONCOURSE_MAIN_TEAM_*_GROUP | \
+                    CONCOURSE_MAIN_TEAM_*_ORG | CONCOURSE_MAIN_TEAM_*_TEAM)
+                    if [ -n "${!name}" ]; then ok=1; fi
+                    ;;
+            esac
+        done
+        [ "$ok" = 1 ] || refuse "default team auth not configured: auth config for the team does not have users and groups configured"
+    fi
+}
+
 # ----- the database (the played PostgreSQL: CONCOURSE_POSTGRES_HOST is a directory, the
 # way libpq and pgx read a host starting with `/` as a Unix socket directory) -----
 
@@ -479,7 +605,11 @@ run_web() {
     local fp name ready applied
     fp="$(key_fingerprint "${CONCOURSE_TSA_HOST_KEY:-}.pub")"
     if [ -z "$fp" ]; then fp="$(key_fingerprint "${CONCOURSE_TSA_HOST_KEY:-/dev/null}")"; fi
-    name="fake-concourse-tsa/${CONCOURSE_TSA_BIND_PORT:-2222}/$fp"
+    # The simulator's units share one network namespace, so the TSA "binds" the unit's own
+    # address when it has one (CONCOURSE_PEER_ADDRESS, as the charm sets it): several web
+    # units each listen, and a worker reaches the one its CONCOURSE_TSA_HOST entry names
+    # (or, for a web without a peer address, the one on that port).
+    name="fake-concourse-tsa/${CONCOURSE_PEER_ADDRESS:+$CONCOURSE_PEER_ADDRESS:}${CONCOURSE_TSA_BIND_PORT:-2222}/$fp"
     # web may not write $RUN_DIR (it runs as its own user): the handshake lives in /tmp
     ready="${TMPDIR:-/tmp}/fake-concourse-tsa.$$"
     # Phases A-C (flags, shared flags, RunCommand.Runner: DB open and migrations): no
@@ -556,12 +686,16 @@ while (1) {
 # register: one registration attempt (tsa.Client.Register): true with CONN_PID holding the
 # connection, false when every TSA host is unreachable or refuses the key.
 register() {
-    local hosts="${CONCOURSE_TSA_HOST:-127.0.0.1:2222}" h answer out
+    local hosts="${CONCOURSE_TSA_HOST:-127.0.0.1:2222}" h answer out name
     out="${TMPDIR:-/tmp}/fake-concourse-conn.$$"
     for h in ${hosts//,/ }; do
         if [ -e "$RUN_DIR/tsa-unreachable" ]; then return 1; fi
         rm -f -- "$out"
-        perl -e "$TSA_CLIENT" "fake-concourse-tsa/${h##*:}/$TSA_FP" "$WORKER_KEY" \
+        name="fake-concourse-tsa/$h/$TSA_FP"
+        if [ ! -e "/proc/net/unix" ] || ! grep -q "@$name\$" /proc/net/unix 2>/dev/null; then
+            name="fake-concourse-tsa/${h##*:}/$TSA_FP"
+        fi
+        perl -e "$TSA_CLIENT" "$name" "$WORKER_KEY" \
             "$RUN_DIR/tsa-unreachable" >"$out" 2>/dev/null &
         CONN_PID=$!
         answer=""
@@ -766,6 +900,7 @@ case "$SUBCOMMAND" in
             echo "worker must be run as root" >&2
             exit 1
         fi
+        strict_start "$SUBCOMMAND"
         if [ "$SUBCOMMAND" = web ]; then run_web; else run_worker; fi
         ;;
     generate-key)

@@ -446,6 +446,8 @@ impl Site {
             ),
             ("CONCOURSE_POSTGRES_HOST".into(), self.path("db")),
             ("CONCOURSE_POSTGRES_DATABASE".into(), "concourse".into()),
+            // the fake refuses a web without main-team auth, like the real one
+            ("CONCOURSE_MAIN_TEAM_LOCAL_USER".into(), "admin".into()),
         ]
     }
     fn worker_env(&self, key: &str) -> Vec<(String, String)> {

@@ -195,8 +195,21 @@ pub const WAITING_FOR_DB_ENDPOINTS: Message =
 pub const WAITING_FOR_DB_CREDENTIALS: Message = waiting("Waiting for PostgreSQL credentials");
 pub const DB_ENDPOINTS_UNPARSABLE: Message =
     waiting("PostgreSQL endpoints {value} cannot be parsed");
+pub const DB_NO_ENDPOINTS_WEB_RUNNING: Message = waiting(
+    "PostgreSQL publishes no endpoints (no primary?); web keeps running with its last settings",
+);
+pub const OPTION_SECRET_UNREADABLE: Message = blocked(
+    "cannot read the {option} secret {uri} ({why}); grant it: juju grant-secret <secret> {app}",
+);
+pub const OPTION_SECRET_NO_KEY: Message = blocked(
+    "the {option} secret {uri} has no key {key}; juju update-secret <secret> {key}=<value>",
+);
+pub const OPTION_SECRET_INVALID: Message = blocked(
+    "the {option} secret {uri} is not usable: {problem}; juju update-secret <secret> {key}=<value>",
+);
 pub const WAITING_FOR_ADMIN_PASSWORD: Message =
     waiting("Waiting for the leader to create the admin password");
+pub const WAITING_FOR_WEB_KEYS: Message = waiting("Waiting for the leader to share the web keys");
 pub const WAITING_FOR_TSA: Message = waiting("Waiting for web unit's TSA key");
 pub const WAITING_FOR_TSA_RELATION: Message =
     waiting("Waiting for web unit's TSA key (juju integrate <web-app>:tsa {app}:flight)");
@@ -327,7 +340,12 @@ pub const ALL: &[Message] = &[
     WAITING_FOR_DB_ENDPOINTS,
     WAITING_FOR_DB_CREDENTIALS,
     DB_ENDPOINTS_UNPARSABLE,
+    DB_NO_ENDPOINTS_WEB_RUNNING,
+    OPTION_SECRET_UNREADABLE,
+    OPTION_SECRET_NO_KEY,
+    OPTION_SECRET_INVALID,
     WAITING_FOR_ADMIN_PASSWORD,
+    WAITING_FOR_WEB_KEYS,
     WAITING_FOR_TSA,
     WAITING_FOR_TSA_RELATION,
     RETIRING,

@@ -16,6 +16,7 @@ mod restarts;
 mod roles;
 mod runtime;
 mod settled;
+mod teams;
 mod teardown;
 mod tidy;
 mod tls;
@@ -46,6 +47,12 @@ pub const V2: &str = "7.14.3";
 pub const WEB_ENV: &str = "/etc/concourse/web.env";
 pub const WORKER_ENV: &str = "/etc/concourse/worker.env";
 pub const WEB_UNIT_FILE: &str = "/etc/systemd/system/concourse-server.service";
+pub const SHARED_TSA_KEY: &str =
+    "-----BEGIN RSA PRIVATE KEY-----\nshared-tsa\n-----END RSA PRIVATE KEY-----\n";
+pub const SHARED_TSA_PUB: &str = "ssh-rsa AAAAB3NzaSharedTsa shared";
+pub const SHARED_SESSION_KEY: &str =
+    "-----BEGIN RSA PRIVATE KEY-----\nshared-session\n-----END RSA PRIVATE KEY-----\n";
+pub const SHARED_ENCRYPTION_KEY: &str = "0123456789abcdefSharedEncryption";
 pub const WORKER_UNIT_FILE: &str = "/etc/systemd/system/concourse-worker.service";
 
 /// A release tarball with the real layout whose `bin/concourse` is a shell script that
@@ -356,6 +363,20 @@ impl Unit {
 
     pub fn app_bag(&self) -> crate::juju::Databag {
         self.model.bag(self.peers, APP)
+    }
+
+    /// The web keys secret an earlier leader created, named in the peer app databag;
+    /// returns its id.
+    pub fn share_web_keys(&self) -> String {
+        let id = self.model.add_own_secret(&[
+            ("tsa-host-key", SHARED_TSA_KEY),
+            ("tsa-public-key", SHARED_TSA_PUB),
+            ("session-signing-key", SHARED_SESSION_KEY),
+            ("encryption-key", SHARED_ENCRYPTION_KEY),
+        ]);
+        self.model
+            .set_bag(self.peers, APP, &[("web-keys-secret", &id)]);
+        id
     }
 
     /// Adds PostgreSQL (secret credentials) with its answer; returns the relation id.

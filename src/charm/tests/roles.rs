@@ -91,6 +91,7 @@ fn a_web_unit_that_loses_the_web_role_becomes_a_worker() {
             ("admin-password-secret", &admin),
         ],
     );
+    u.share_web_keys();
     u.deploy();
     u.add_postgresql("db-pw");
     assert!(u.exists(WEB_UNIT_FILE) && u.active("concourse-server"));

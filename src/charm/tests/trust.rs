@@ -112,6 +112,7 @@ fn the_leader_publishes_the_digests_of_its_releases() {
 fn a_non_leader_runs_a_release_another_unit_installed_only_with_the_leaders_digests() {
     let u = Unit::new(1, false);
     u.model.set_config(&[("mode", json!("all"))]);
+    u.share_web_keys();
     u.publish(V1); // by concourse-ci/9, on this unit's volume
     u.deploy();
     assert_eq!(

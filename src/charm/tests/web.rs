@@ -236,41 +236,45 @@ fn keys_are_generated_once() {
 /// It used to fail the hook, retried forever although every run fails the same way.
 #[test]
 fn a_key_generator_that_fails_blocks_naming_the_fix_and_starts_nothing() {
-    let u = Unit::deployed("auto");
-    std::fs::remove_dir_all(u.fake.paths.local(KEYS)).unwrap();
+    let u = Unit::new(0, true);
+    u.model.set_config(&[("mode", json!("auto"))]);
     u.fake.provisioner.state.borrow_mut().fail_keygen = true;
     let mark = u.mark();
-    u.ok("config-changed");
+    u.deploy();
     let (kind, message) = u.status();
     assert_eq!(kind, "blocked");
+    assert!(!u.app_bag().contains_key("web-keys-secret"));
     assert!(
-        message.starts_with("cannot generate /var/lib/concourse-web/keys/tsa_host_key: ")
+        message.starts_with("cannot generate /var/lib/concourse-ci/tsa_host_key: ")
             && message.contains("generate-key failed")
             && message.ends_with("; check that the release's concourse runs on this machine"),
         "{message}"
     );
-    assert!(u.journal_since(mark).is_empty());
+    assert!(u.touched(mark, "concourse-server").is_empty());
     u.fake.provisioner.state.borrow_mut().fail_keygen = false;
     u.ok("config-changed");
     assert!(u.exists(&format!("{KEYS}/tsa_host_key.pub")));
 }
 
-/// An invalid `.pub` file failed every hook; it blocks, naming the file and the fix.
+/// An invalid `.pub` file failed every hook; the keys now come from the shared secret,
+/// so a damaged local copy is written again, and a secret without valid keys is replaced
+/// by the leader.
 #[test]
-fn an_invalid_public_key_blocks_naming_the_file() {
+fn damaged_web_keys_are_written_again_from_the_shared_secret() {
     let u = web_unit();
     let pubfile = format!("{KEYS}/tsa_host_key.pub");
+    let good = u.read(&pubfile);
     std::fs::write(u.fake.paths.local(&pubfile), "not a key\n").unwrap();
     u.ok("update-status");
-    assert_eq!(
-        u.status(),
-        (
-            "blocked".into(),
-            format!("{pubfile} is not a valid public key; delete it so it is generated again")
-        )
-    );
-    std::fs::remove_file(u.fake.paths.local(&pubfile)).unwrap();
-    u.ok("update-status");
+    assert_eq!(u.read(&pubfile), good);
+    assert_eq!(u.status().0, "active");
+    let id = u.model.add_own_secret(&[("tsa-public-key", "not a key")]);
+    u.model.set_bag(u.peers, APP, &[("web-keys-secret", &id)]);
+    // a changed databag comes with its relation hook (a settled update-status does not
+    // read the model)
+    u.relation_ok(u.peers, "changed", None);
+    let replaced = u.app_bag()["web-keys-secret"].clone();
+    assert_ne!(replaced, id);
     assert_eq!(u.status().0, "active");
 }
 

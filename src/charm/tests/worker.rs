@@ -187,10 +187,10 @@ fn an_auto_worker_waits_for_the_web_unit_then_follows_its_tsa() {
 }
 
 #[test]
-fn all_mode_worker_uses_the_local_tsa_and_web_authorizes_it() {
+fn all_mode_worker_uses_every_web_units_tsa_and_web_authorizes_it() {
     let u = Unit::deployed("all");
     u.add_postgresql("db-pw");
-    assert_eq!(u.env(WORKER_ENV)["CONCOURSE_TSA_HOST"], "127.0.0.1:2222");
+    assert_eq!(u.env(WORKER_ENV)["CONCOURSE_TSA_HOST"], "10.1.0.10:2222");
     assert_eq!(
         u.read(&format!("{KEYS}/tsa_host_key.pub")),
         u.read("/var/lib/concourse-web/keys/tsa_host_key.pub")
