@@ -228,9 +228,11 @@ fn upgrade_action(m: &Model, unit: &str, version: &str) -> Result<juju_sim::Acti
 }
 
 /// The call budget of a 5-unit upgrade's hooks (issue 13; measured: at most 38 calls in
-/// the leader's hooks, 15 in the others', 16.6 on average).
+/// the leader's hooks, 15 in the others', 16.6 on average; 41 with issue 15's reads, 43
+/// with issue 14's web keys secret: the leader's download hook, 11 of them progress
+/// statuses).
 fn budget_5_units() -> juju_sim::CallBudget {
-    juju_sim::CallBudget::per_hook(42).mean(19.0)
+    juju_sim::CallBudget::per_hook(46).mean(20.0)
 }
 
 fn action_5_units(notify: bool) -> TestResult {
