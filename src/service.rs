@@ -304,7 +304,8 @@ pub fn apply_service(
             applied.reloaded = true;
         }
     }
-    if recorded.as_ref() != Some(&wanted) {
+    // A (re)start emptied the record: write it again even when it was right before.
+    if applied.started || applied.restarted || recorded.as_ref() != Some(&wanted) {
         remember(host, &record, &wanted)?;
     }
     Ok(applied)
@@ -528,6 +529,45 @@ pub fn is_installed(host: &Host, name: &str) -> bool {
     host.paths
         .local(Path::new(UNIT_DIR).join(format!("{name}.service")))
         .exists()
+}
+
+/// Whether what `service` was started with (its record) still matches the disk: the
+/// binary behind the pointer, the unit file, every file it restarts or reloads on. `None`
+/// says what differs. For a settled unit's `update-status` (`charm::settled`), which
+/// does not render what should run; a full reconcile does.
+pub fn started_inputs_differ(host: &Host, service: &str) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let Recorded::Known(s) = Recorded::read(host, &started_record_path(service)) else {
+        return Some(format!(
+            "{service} has no record of what it was started with"
+        ));
+    };
+    let unit_file = Path::new(UNIT_DIR).join(format!("{service}.service"));
+    let text = std::fs::read_to_string(host.paths.local(&unit_file)).unwrap_or_default();
+    let exec = text
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart="))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or_default();
+    let bin = std::fs::canonicalize(host.paths.local(exec)).map(|p| p.display().to_string());
+    if bin.ok() != Some(s.binary.clone()) {
+        return Some(format!("{service} was started from another binary"));
+    }
+    if digest(&[without_stop_settings(&text).join("\n").as_bytes()]) != s.unit {
+        return Some(format!("{} changed", unit_file.display()));
+    }
+    for (path, want) in s.restart.iter().chain(&s.reload) {
+        let local = host.paths.local(path);
+        let content = std::fs::read(&local).unwrap_or_default();
+        let meta = std::fs::metadata(&local)
+            .map(|m| format!("{:o}:{}:{}", m.mode() & 0o7777, m.uid(), m.gid()))
+            .unwrap_or_default();
+        // a file the charm writes (its mode and owner count) or one it only reads
+        if digest(&[meta.as_bytes(), &content]) != *want && digest(&[&content]) != *want {
+            return Some(format!("{path} changed"));
+        }
+    }
+    None
 }
 
 #[cfg(test)]

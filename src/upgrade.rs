@@ -11,7 +11,9 @@
 //! `upgrade-error`, `upgrade-rollback`, `release-version` (what every unit runs
 //! when no upgrade is under way) and `config-version` (the version the configuration
 //! asked for when the leader last acted on it: the `version` option, or the latest
-//! release when the option is empty). Unit databag: `version` (running), `upgrade-ack`
+//! release when the option is empty), `upgrade-ack-from` (`<gen>:<u1>,…`: the units
+//! that must acknowledge prepare; without it, every unit), `upgrade-progress` (the leader's [`progress`]
+//! line as of its last write). Unit databag: `version` (running), `upgrade-ack`
 //! (`<gen>:<phase>`), `upgrade-state` (`<gen>:ready|switched|failed`), `upgrade-error`.
 //!
 //! Invariants: the generation only grows; a grant names units of the current
@@ -106,6 +108,10 @@ pub const K_ERROR: &str = "upgrade-error";
 pub const K_ROLLBACK: &str = "upgrade-rollback";
 pub const K_RELEASE: &str = "release-version";
 pub const K_CONFIG_VERSION: &str = "config-version";
+/// The leader's line on where the upgrade is ([`progress`]), written only with another
+/// change of the app databag: non-leaders show it without reading every unit's databag.
+pub const K_PROGRESS: &str = "upgrade-progress";
+pub const K_ACK_FROM: &str = "upgrade-ack-from";
 pub const K_VERSION: &str = "version";
 pub const K_ACK: &str = "upgrade-ack";
 pub const K_STATE: &str = "upgrade-state";
@@ -129,6 +135,10 @@ pub struct AppUpgrade {
     /// The configuration's version the leader has acted on: only a change of it is a
     /// new request, so a `config-changed` for another option never undoes an action.
     pub config_version: String,
+    /// The units that must acknowledge `prepare` in this generation (`None`: every
+    /// unit). The leader names the units whose use of the volume it cannot see on the
+    /// volume itself, and one other to wake it: every acknowledgement wakes every unit.
+    pub ack_from: Option<Vec<String>>,
 }
 
 fn parse_gen_pair(s: &str) -> Option<(u64, &str)> {
@@ -154,6 +164,11 @@ impl AppUpgrade {
         };
         let grant = units_of_gen(K_GRANT);
         let skipped = units_of_gen(K_SKIPPED);
+        // `<gen>:` (nobody) differs from no list of this generation (everybody)
+        let ack_from = match parse_gen_pair(&get(K_ACK_FROM)) {
+            Some((g, _)) if g == gen => Some(units_of_gen(K_ACK_FROM)),
+            _ => None,
+        };
         AppUpgrade {
             // Missing (never written) and unknown phases read as idle.
             phase: Phase::parse(&get(K_PHASE)).unwrap_or(Phase::Idle),
@@ -166,6 +181,7 @@ impl AppUpgrade {
             rollback: get(K_ROLLBACK) == "true",
             release: get(K_RELEASE),
             config_version: get(K_CONFIG_VERSION),
+            ack_from,
         }
     }
 
@@ -196,7 +212,21 @@ impl AppUpgrade {
         );
         m.insert(K_RELEASE.into(), self.release.clone());
         m.insert(K_CONFIG_VERSION.into(), self.config_version.clone());
+        m.insert(
+            K_ACK_FROM.into(),
+            match &self.ack_from {
+                Some(units) => format!("{}:{}", self.gen, units.join(",")),
+                None => String::new(),
+            },
+        );
         m
+    }
+
+    /// Whether `unit` must acknowledge `prepare` in this generation.
+    pub fn must_ack(&self, unit: &str) -> bool {
+        self.ack_from
+            .as_ref()
+            .is_none_or(|units| units.iter().any(|u| u == unit))
     }
 }
 
@@ -327,6 +357,7 @@ pub fn start(
         skipped: Vec::new(),
         error: String::new(),
         rollback: false,
+        ack_from: None,
         ..app.clone()
     })
 }
@@ -466,6 +497,7 @@ pub fn catch_up(app: &AppUpgrade, stray: &str) -> AppUpgrade {
         skipped: Vec::new(),
         error: String::new(),
         rollback: false,
+        ack_from: None,
         ..app.clone()
     }
 }
@@ -570,7 +602,7 @@ fn before_switching(v: &LeaderView) -> LeaderStep {
         let missing: Vec<&str> = v
             .units
             .iter()
-            .filter(|u| !u.acked(gen, Phase::Prepare))
+            .filter(|u| app.must_ack(&u.name) && !u.acked(gen, Phase::Prepare))
             .map(|u| u.name.as_str())
             .collect();
         if missing.is_empty() || v.prepare_timed_out {
@@ -654,6 +686,7 @@ fn switching(v: &LeaderView) -> LeaderStep {
             skipped: Vec::new(),
             error: format!("upgrade to v{} failed on {error}", app.target),
             rollback: true,
+            ack_from: None,
             ..app.clone()
         });
     }
@@ -775,8 +808,10 @@ pub fn unit_step(v: &UnitView) -> UnitStep {
     // Acks of prepare gate the download; acks of downloading wake the leader when Juju
     // does not notify it of its own write. Later phases need none: a switched unit's
     // `version` is what moves the leader on, and every ack costs a hook on every peer.
+    let asked = app.phase == Phase::Downloading || app.must_ack(&v.me.name);
     if matches!(app.phase, Phase::Prepare | Phase::Downloading)
         && v.me.ack != Some((app.gen, app.phase))
+        && asked
     {
         step.ack = Some((app.gen, app.phase));
     }
@@ -811,7 +846,7 @@ pub fn progress(app: &AppUpgrade, units: &[UnitReport]) -> String {
         Phase::Prepare => {
             let n = units
                 .iter()
-                .filter(|u| !u.acked(app.gen, Phase::Prepare))
+                .filter(|u| app.must_ack(&u.name) && !u.acked(app.gen, Phase::Prepare))
                 .count();
             if n == 0 {
                 format!("{verb} v{}: all {} units prepared", app.target, units.len())

@@ -17,6 +17,7 @@ pub mod failure;
 pub mod observe;
 pub mod peers;
 pub mod release;
+pub mod settled;
 pub mod status;
 pub mod upgrading;
 pub mod workload;
@@ -52,11 +53,29 @@ pub enum CharmError {
     Workload(String),
     #[error("installing the release failed")]
     Release(#[from] release::ReleaseError),
+    #[error("forgetting the settled state failed")]
+    Settled(#[from] settled::SettledError),
 }
 
 /// Runs the handler for the hook or action in `juju`'s context, acting on `host`.
 pub fn dispatch(juju: &Juju, host: &Host) -> Result<(), CharmError> {
     let event = juju.context().event.clone();
+    juju.record_statuses_in(host.paths.local(release::LOCAL_DIR).join("told"));
+    if matches!(
+        event,
+        Event::Install
+            | Event::Start
+            | Event::Stop
+            | Event::Remove
+            | Event::LeaderElected
+            | Event::UpgradeCharm
+    ) {
+        juju.forget_told_statuses();
+    }
+    // Anything but update-status may change what the unit should be: settled no more.
+    if !matches!(event, Event::Unknown(_) | Event::UpdateStatus) {
+        settled::forget(host)?;
+    }
     match &event {
         Event::Unknown(name) => {
             debug!("ignoring hook {name}: nothing to do");
@@ -71,8 +90,20 @@ pub fn dispatch(juju: &Juju, host: &Host) -> Result<(), CharmError> {
             info!("storage detaching: services keep running until the unit stops");
             Ok(())
         }
+        Event::UpdateStatus => failure::settle(juju, reconcile_unless_settled(juju, host)),
         _ => failure::settle(juju, reconcile(juju, host)),
     }
+}
+
+/// `update-status`: nothing to do when the unit is as its last full reconcile left it
+/// (`settled`); otherwise a full reconcile.
+fn reconcile_unless_settled(juju: &Juju, host: &Host) -> Result<(), CharmError> {
+    if settled::holds(juju, host)? {
+        debug!("settled: nothing to do");
+        return Ok(());
+    }
+    settled::forget(host)?;
+    reconcile(juju, host)
 }
 
 fn run_action(juju: &Juju, host: &Host, name: &str) -> Result<(), CharmError> {
@@ -123,53 +154,197 @@ fn reconcile(juju: &Juju, host: &Host) -> Result<(), CharmError> {
     };
     let mut reports = Reports::default();
     let leader = juju.is_leader()?;
-    let mut peers = Peers::read(juju)?;
+    let mut peers = read_peers(juju, &config, leader)?;
     if leader {
         leader_duties(juju, &config, &mut peers)?;
     }
     let me = juju.unit_name().to_string();
     let roles = roles_for(config.mode, &me, peers.app_value(peers::WEB_UNIT));
-    if let Some(vol) = release::open_volume(juju, &config, &mut reports)? {
+    let mut tidied = None;
+    let vol = release::open_volume(juju, &config, &mut reports)?;
+    if let Some(vol) = &vol {
         if config.shared_storage == SharedStorage::Shared {
-            release::prove_sharing(&vol, &me, &mut peers, &mut reports)?;
+            release::prove_sharing(vol, &me, &mut peers, &mut reports)?;
         }
         let unit = UnitRun {
             juju,
             host,
             config: &config,
-            vol: &vol,
+            vol,
             leader,
         };
         if leader {
-            upgrading::leader(juju, host, &config, &vol, &mut peers, &mut reports)?;
+            upgrading::leader(juju, host, &config, vol, &mut peers, &mut reports)?;
         }
         unit.run(&mut peers, roles, &mut reports)?;
         if leader {
-            release::publish_digests(host, &vol, &mut peers);
+            release::publish_digests(host, vol, &mut peers);
         }
         // One writer per volume: the leader for a shared one, every unit for its own.
         let shared = config.shared_storage == SharedStorage::Shared;
         if leader || !shared {
             let app = upgrade::AppUpgrade::from_bag(&peers.app);
             let pointer = release::pointer_version(host);
-            release::tidy_volume(&vol, &app, shared, pointer.as_deref(), &mut reports);
+            tidied = Some(release::tidy_volume(
+                vol,
+                &app,
+                shared,
+                pointer.as_deref(),
+                &mut reports,
+            ));
         }
-        upgrading::report_progress(juju, &config, &peers, &mut reports);
+        if leader {
+            upgrading::publish_progress(juju, &config, &mut peers);
+        }
+        upgrading::report_progress(juju, &config, &peers, leader, &mut reports);
     }
     observe::publish(juju, &config, leader, roles.unwrap_or_default())?;
     if let Some(roles) = roles {
         certificates::withdraw_unless_web(juju, host, roles)?;
     }
     peers.flush(juju)?;
-    juju.status_set(&reports.pick(), false)?;
+    let unit_status = reports.pick();
+    juju.status_set_if_changed(&unit_status, false)?;
+    let mut app_status = None;
     if leader && peers.rel.is_some() {
         let app = upgrade::AppUpgrade::from_bag(&peers.app);
         let units = upgrading::reports_of(juju, &config, &peers);
         let status =
             upgrading::app_status(&app, &units, config.version.as_deref(), juju.app_name());
-        juju.status_set(&status, true)?;
+        juju.status_set_if_changed(&status, true)?;
+        app_status = Some(status);
+    }
+    let ending = Ending {
+        leader,
+        config: &config,
+        peers: &peers,
+        roles,
+        unit_status: &unit_status,
+        app_status: app_status.as_ref(),
+        tidied,
+    };
+    if let Some(vol) = &vol {
+        if let Some(rec) = ending.settled(juju, host, vol)? {
+            settled::record(host, &rec);
+        }
     }
     Ok(())
+}
+
+/// How a full reconcile ended, as far as settling goes.
+struct Ending<'a> {
+    leader: bool,
+    config: &'a CharmConfig,
+    peers: &'a Peers,
+    roles: Option<Roles>,
+    unit_status: &'a Status,
+    app_status: Option<&'a Status>,
+    /// Whether the volume is tidy, when this unit tidies it.
+    tidied: Option<bool>,
+}
+
+impl Ending<'_> {
+    /// The settled record when the unit has nothing pending: active (and the application
+    /// too, on the leader), the upgrade idle without error, the volume tidy, the unit on
+    /// the application's release and every role's service running. `None` otherwise.
+    fn settled(
+        &self,
+        juju: &Juju,
+        host: &Host,
+        vol: &Volume,
+    ) -> Result<Option<settled::Settled>, CharmError> {
+        use crate::juju::StatusKind::Active;
+        let app = upgrade::AppUpgrade::from_bag(&self.peers.app);
+        let quiet = self.unit_status.kind == Active
+            && self.app_status.is_none_or(|s| s.kind == Active)
+            && app.phase == upgrade::Phase::Idle
+            && app.error.is_empty()
+            && self.tidied != Some(false);
+        let pointer = release::pointer_version(host);
+        let (Some(roles), Some(release), true) = (self.roles, pointer, quiet) else {
+            return Ok(None);
+        };
+        if release != app.release || roles == Roles::NONE {
+            return Ok(None);
+        }
+        let services: Vec<String> = [
+            (roles.web, crate::web::SERVICE),
+            (roles.worker, crate::worker::SERVICE),
+        ]
+        .into_iter()
+        .filter(|(has, _)| *has)
+        .map(|(_, s)| s.to_string())
+        .collect();
+        if !services.iter().all(|s| host.services.is_active(s)) {
+            return Ok(None);
+        }
+        let latest_due = match (&self.config.version, self.leader) {
+            (None, true) => {
+                let state = vol.read_unit_state(juju.unit_name()).ok().flatten();
+                let Some(cache) = state.and_then(|s| s.latest) else {
+                    return Ok(None);
+                };
+                Some(cache.checked_at + crate::installer::LATEST_CACHE_TTL.as_secs())
+            }
+            _ => None,
+        };
+        let Ok(certificate_due) = settled::certificate_due(host) else {
+            return Ok(None);
+        };
+        let recheck_at = latest_due.into_iter().chain(certificate_due).min();
+        let key_dirs: Vec<std::path::PathBuf> = [
+            (roles.web, crate::web::keys_dir()),
+            (roles.worker, crate::worker::keys_dir()),
+        ]
+        .into_iter()
+        .filter_map(|(has, d)| has.then_some(d))
+        .collect();
+        Ok(Some(settled::Settled {
+            keys: settled::key_digests(host, &key_dirs),
+            key_dirs,
+            inputs: settled::inputs_hash(&juju.config()?, self.leader)?,
+            volume: vol.root().to_path_buf(),
+            release,
+            tidier: self.tidied.is_some(),
+            services,
+            recheck_at,
+        }))
+    }
+}
+
+/// The peer relation as this unit needs it (docs/scale.md#who-reads-what): the leader
+/// reads every member's databag; a non-leader reads the app's, its own, and only the
+/// members' it uses: the web unit's (a worker in `auto` mode needs its TSA), every one
+/// when it runs web for them (their worker keys: the web unit in `auto` mode, every unit
+/// in `mode=all`), and in shared mode those whose state is not on this unit's volume yet
+/// (proving sharing needs their nonce).
+fn read_peers(juju: &Juju, config: &CharmConfig, leader: bool) -> Result<Peers, CharmError> {
+    if leader {
+        return Ok(Peers::read(juju)?);
+    }
+    let mut peers = Peers::read_members(juju, false)?;
+    let me = juju.unit_name();
+    let web = peers.app_value(peers::WEB_UNIT).map(str::to_string);
+    let all = match config.mode {
+        Mode::All => true,
+        Mode::Auto => web.as_deref() == Some(me),
+        Mode::Web | Mode::Worker => false,
+    };
+    let mut wanted: Vec<String> = if all {
+        peers.names.clone()
+    } else {
+        web.into_iter().collect()
+    };
+    if config.shared_storage == SharedStorage::Shared {
+        if let Some(root) = release::volume_root(juju)? {
+            let vol = Volume::new(root);
+            let proven =
+                |u: &str| matches!(vol.read_unit_state(u), Ok(Some(s)) if s.nonce.is_some());
+            wanted.extend(peers.names.iter().filter(|u| !proven(u)).cloned());
+        }
+    }
+    peers.read_bags(juju, &wanted)?;
+    Ok(peers)
 }
 
 /// This unit's part of a reconcile once its volume is usable.
@@ -229,15 +404,13 @@ impl UnitRun<'_> {
     }
 }
 
-/// Tells Juju the version this unit runs: in every hook but `update-status`, and in that
-/// one too when the unit's record of what Juju was last told differs (a hook that
-/// switched and died before telling it, retried as `update-status`).
+/// Tells Juju the version this unit runs when the unit's record of what Juju was last
+/// told differs (the first hook, a switch, a hook that switched and died before telling
+/// it). The version is not transactional: Juju keeps it from the call on.
 fn set_app_version(juju: &Juju, host: &Host, version: &str) -> Result<(), CharmError> {
-    let record = host
-        .paths
-        .local(std::path::Path::new(release::LOCAL_DIR).join("application-version"));
-    let told = std::fs::read_to_string(&record).ok();
-    if juju.context().event == Event::UpdateStatus && told.as_deref() == Some(version) {
+    let record = app_version_record(host);
+    let told = told_version(host);
+    if told.as_deref() == Some(version) {
         return Ok(());
     }
     juju.application_version_set(version)?;
@@ -248,6 +421,16 @@ fn set_app_version(juju: &Juju, host: &Host, version: &str) -> Result<(), CharmE
         );
     }
     Ok(())
+}
+
+fn app_version_record(host: &Host) -> std::path::PathBuf {
+    host.paths
+        .local(std::path::Path::new(release::LOCAL_DIR).join("application-version"))
+}
+
+/// The workload version this unit last told Juju, per its record.
+fn told_version(host: &Host) -> Option<String> {
+    std::fs::read_to_string(app_version_record(host)).ok()
 }
 
 /// Applying this unit's roles in one hook.

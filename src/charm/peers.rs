@@ -31,35 +31,68 @@ pub struct Peers {
     pub rel: Option<RelationRef>,
     pub app: Databag,
     pub me: Databag,
-    /// Remote members this unit currently sees, with their databags.
+    /// The databags of the remote members read in this hook (all of them on the leader;
+    /// a non-leader reads only those it needs: docs/scale.md#who-reads-what).
     pub others: BTreeMap<String, Databag>,
+    /// Every remote member, read or not.
+    pub names: Vec<String>,
     pending_app: Databag,
     pending_me: Databag,
 }
 
 impl Peers {
-    /// Reads the relation (an empty snapshot when it does not exist yet).
-    ///
-    /// The members are the units Juju plans for the application (`goal-state`, minus dying
-    /// ones) together with this unit's own view (`relation-list`): a unit's local view lags
-    /// (a leader may run hooks before it has seen `relation-joined` for every peer), and a
-    /// leader deciding from that view alone would think it is alone.
+    /// Reads the relation with every member's databag (an empty snapshot when the
+    /// relation does not exist yet): what the leader and the actions see.
     pub fn read(juju: &Juju) -> Result<Peers, ToolError> {
+        let mut p = Peers::read_members(juju, true)?;
+        let all = p.names.clone();
+        p.read_bags(juju, &all)?;
+        Ok(p)
+    }
+
+    /// Reads the app databag, this unit's and the member names, but no other unit's
+    /// databag (see [`Peers::read_bags`]).
+    ///
+    /// With `planned`, the members are the units Juju plans for the application
+    /// (`goal-state`, minus dying ones) together with this unit's own view
+    /// (`relation-list`): a unit's local view lags (a leader may run hooks before it has
+    /// seen `relation-joined` for every peer), and a leader deciding from that view alone
+    /// would think it is alone. Without it, this unit's view alone.
+    pub fn read_members(juju: &Juju, planned: bool) -> Result<Peers, ToolError> {
         let Some(rel) = juju.relation_ids(ENDPOINT)?.into_iter().next() else {
             return Ok(Peers::default());
         };
         let app = juju.own_app_bag(&rel)?;
         let me = juju.own_unit_bag(&rel)?;
-        let goal = juju.goal_state()?;
-        let dying = |u: &str| goal.units.get(u).is_some_and(|g| g.status == "dying");
         let mut names: Vec<String> = juju.relation_list(&rel)?;
-        for u in goal.planned_units() {
-            if u != juju.unit_name() && !names.contains(&u) {
-                names.push(u);
+        if planned {
+            let goal = juju.goal_state()?;
+            let dying = |u: &str| goal.units.get(u).is_some_and(|g| g.status == "dying");
+            for u in goal.planned_units() {
+                if u != juju.unit_name() && !names.contains(&u) {
+                    names.push(u);
+                }
             }
+            names.retain(|u| !dying(u));
         }
-        let mut others = BTreeMap::new();
-        for u in names.into_iter().filter(|u| !dying(u)) {
+        Ok(Peers {
+            rel: Some(rel),
+            app,
+            me,
+            names,
+            ..Peers::default()
+        })
+    }
+
+    /// Reads the databags of `units` (members not read yet).
+    pub fn read_bags(&mut self, juju: &Juju, units: &[String]) -> Result<(), ToolError> {
+        let Some(rel) = self.rel.clone() else {
+            return Ok(());
+        };
+        for u in units {
+            if self.others.contains_key(u) || !self.names.contains(u) {
+                continue;
+            }
             // A planned unit that has not joined yet has no databag this unit may read
             // (`permission denied`); any other failure (the agent lost its controller
             // connection) fails the hook: an empty bag would read as a peer without its
@@ -69,20 +102,14 @@ impl Peers {
                 Err(e) if e.is(FailureKind::PermissionDenied) => Databag::new(),
                 Err(e) => return Err(e),
             };
-            others.insert(u, bag);
+            self.others.insert(u.clone(), bag);
         }
-        Ok(Peers {
-            rel: Some(rel),
-            app,
-            me,
-            others,
-            ..Peers::default()
-        })
+        Ok(())
     }
 
     /// All current members: this unit and the remote ones.
     pub fn members(&self, me: &str) -> Vec<String> {
-        let mut v: Vec<String> = self.others.keys().cloned().collect();
+        let mut v: Vec<String> = self.names.clone();
         v.push(me.to_string());
         crate::roles::sort_units(&mut v);
         v
@@ -114,6 +141,11 @@ impl Peers {
     pub fn write_me(&mut self, data: &Databag) {
         merge(&mut self.me, data);
         self.pending_me.extend(data.clone());
+    }
+
+    /// Whether this hook will write the app databag.
+    pub fn app_write_pending(&self) -> bool {
+        !self.pending_app.is_empty()
     }
 
     /// Sends the buffered writes (Juju commits them when the hook exits 0).

@@ -533,16 +533,17 @@ fn record_installed_version(vol: &Volume, version: &str) {
 /// `installer::prune_releases`). The caller picks who tidies: the leader for a shared
 /// volume, every unit for its own. Never waits for the lock: when another unit holds
 /// it, a later hook tidies. Errors are reported and tried again in the next hook.
+/// Returns whether the volume is tidy (false: left for a later hook).
 pub fn tidy_volume(
     vol: &Volume,
     app: &crate::upgrade::AppUpgrade,
     shared: bool,
     pointer: Option<&str>,
     reports: &mut Reports,
-) {
+) -> bool {
     use crate::upgrade::Phase;
     if !matches!(app.phase, Phase::Idle | Phase::Failed) || app.release.is_empty() {
-        return;
+        return false;
     }
     let record = shared || pointer == Some(app.release.as_str());
     let keep: Vec<&str> = [&app.release, &app.from, &app.target]
@@ -561,9 +562,12 @@ pub fn tidy_volume(
         Ok(())
     });
     match done {
-        Ok(()) => {}
+        Ok(()) => true,
         Err(e) => match e.class() {
-            ErrorClass::Waiting => info!("the volume is busy: tidying it in a later hook"),
+            ErrorClass::Waiting => {
+                info!("the volume is busy: tidying it in a later hook");
+                false
+            }
             class => {
                 warn!(
                     "tidying {}: {}",
@@ -574,6 +578,7 @@ pub fn tidy_volume(
                     ErrorClass::Permanent => reports.blocked(e.status_message()),
                     _ => reports.maintenance(e.status_message()),
                 }
+                false
             }
         },
     }

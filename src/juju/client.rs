@@ -220,6 +220,8 @@ pub struct Juju {
     runner: Box<dyn ToolRunner>,
     /// Parsed answers of read-only tool calls, keyed by the call's argv.
     cache: RefCell<HashMap<String, Box<dyn Any>>>,
+    /// Where the statuses last told to Juju are recorded (see [`Juju::record_statuses_in`]).
+    status_dir: RefCell<Option<PathBuf>>,
 }
 
 type Result<T> = std::result::Result<T, ToolError>;
@@ -228,13 +230,57 @@ fn s(x: &str) -> String {
     x.to_string()
 }
 
+/// The arguments of `status-set` (the message scrubbed of secrets).
+fn status_args(status: &Status, application: bool) -> Vec<String> {
+    let mut args = vec![
+        format!(
+            "--application={}",
+            if application { "True" } else { "False" }
+        ),
+        s(status.kind.as_str()),
+    ];
+    if !status.message.is_empty() {
+        args.push(s("--"));
+        args.push(super::tools::scrub(&status.message));
+    }
+    args
+}
+
 impl Juju {
     pub fn new(ctx: Context, runner: Box<dyn ToolRunner>) -> Juju {
         Juju {
             ctx,
             runner,
             cache: RefCell::default(),
+            status_dir: RefCell::default(),
         }
+    }
+
+    /// Records each status told to Juju in `dir` (`unit-status`, `app-status`), so that
+    /// [`Juju::status_set_if_changed`] does not tell Juju what it shows already. A status
+    /// is not transactional: Juju keeps it from the call on, whatever the hook's end.
+    pub fn record_statuses_in(&self, dir: PathBuf) {
+        *self.status_dir.borrow_mut() = Some(dir);
+    }
+
+    /// Forgets what Juju was told: for the hooks before which Juju sets the unit's status
+    /// itself (install, stop, remove; and start, which Juju ends with `unknown` when the
+    /// charm set none) and when leadership may have passed through another unit.
+    pub fn forget_told_statuses(&self) {
+        for application in [false, true] {
+            if let Some(r) = self.status_record(application) {
+                let _ = std::fs::remove_file(r);
+            }
+        }
+    }
+
+    fn status_record(&self, application: bool) -> Option<PathBuf> {
+        let name = if application {
+            "app-status"
+        } else {
+            "unit-status"
+        };
+        self.status_dir.borrow().as_ref().map(|d| d.join(name))
     }
 
     pub fn context(&self) -> &Context {
@@ -421,18 +467,32 @@ impl Juju {
 
     /// Sets the unit (or, for the leader, application) workload status. Immediate.
     pub fn status_set(&self, status: &Status, application: bool) -> Result<()> {
-        let mut args = vec![
-            format!(
-                "--application={}",
-                if application { "True" } else { "False" }
-            ),
-            s(status.kind.as_str()),
-        ];
-        if !status.message.is_empty() {
-            args.push(s("--"));
-            args.push(super::tools::scrub(&status.message));
+        let args = status_args(status, application);
+        // No record while the call is under way: a hook killed between the call and the
+        // record leaves none, so the next status is told.
+        let record = self.status_record(application);
+        if let Some(r) = &record {
+            let _ = std::fs::remove_file(r);
         }
-        self.run("status-set", &args, None).map(drop)
+        self.run("status-set", &args, None)?;
+        if let Some(r) = &record {
+            // best effort: without a record the next status is simply told again
+            let _ = crate::fsutil::write_if_changed(r, args.join(" ").as_bytes(), 0o600, None);
+        }
+        Ok(())
+    }
+
+    /// Sets the status unless the record says Juju shows it already (see
+    /// [`Juju::record_statuses_in`]; without a record, always).
+    pub fn status_set_if_changed(&self, status: &Status, application: bool) -> Result<()> {
+        let told = self
+            .status_record(application)
+            .and_then(|r| std::fs::read_to_string(r).ok());
+        let line = status_args(status, application);
+        if told.as_deref() == Some(line.join(" ").as_str()) {
+            return Ok(());
+        }
+        self.status_set(status, application)
     }
 
     /// Shows the running workload version in `juju status`. Immediate.

@@ -47,8 +47,23 @@ fn bags_round_trip_and_tolerate_garbage() {
         rollback: true,
         release: "1.0.0".into(),
         config_version: "1.0.0".into(),
+        ack_from: Some(vec!["app/1".into()]),
     };
     assert_eq!(AppUpgrade::from_bag(&a.to_bag()), a);
+    let nobody = AppUpgrade {
+        ack_from: Some(Vec::new()),
+        ..a.clone()
+    };
+    assert_eq!(
+        AppUpgrade::from_bag(&nobody.to_bag()),
+        nobody,
+        "nobody is not everybody"
+    );
+    let everybody = AppUpgrade {
+        ack_from: None,
+        ..a.clone()
+    };
+    assert_eq!(AppUpgrade::from_bag(&everybody.to_bag()), everybody);
     let mut bag = a.to_bag();
     bag.insert(K_PHASE.into(), "exploded".into());
     bag.insert(K_GEN.into(), "-3".into());
@@ -703,6 +718,17 @@ fn run_protocol(
     seed: u64,
     fail_unit: Option<u32>,
 ) -> (AppUpgrade, Vec<Phase>, Vec<UnitReport>) {
+    run_protocol_with(n, max, seed, fail_unit, None)
+}
+
+/// [`run_protocol`] where the leader names who acknowledges prepare (`ack_from`).
+fn run_protocol_with(
+    n: u32,
+    max: usize,
+    seed: u64,
+    fail_unit: Option<u32>,
+    ack_from: Option<Vec<String>>,
+) -> (AppUpgrade, Vec<Phase>, Vec<UnitReport>) {
     let mut rng = seed;
     let mut next = move || {
         rng ^= rng << 13;
@@ -720,6 +746,7 @@ fn run_protocol(
         false,
     )
     .unwrap();
+    a.ack_from = ack_from;
     let mut phases = vec![a.phase];
     let mut published = false;
     for _ in 0..10_000 {
@@ -1062,4 +1089,80 @@ fn skipped_lists_of_another_generation_read_as_empty() {
     assert!(AppUpgrade::from_bag(&bag).skipped.is_empty());
     bag.insert(K_SKIPPED.into(), "5:app/1, app/2".into());
     assert_eq!(AppUpgrade::from_bag(&bag).skipped, vec!["app/1", "app/2"]);
+}
+
+/// Issue 13: with the leader naming who acknowledges prepare (the waker, app/1, and
+/// nobody else), the protocol keeps every invariant `run_protocol` checks, succeeds and
+/// rolls back the same, and only the named unit ever acknowledges prepare.
+#[test]
+fn whole_protocol_with_named_ackers() {
+    for n in 1..=6u32 {
+        let ackers: Vec<String> = (1..n.min(2)).map(|i| format!("app/{i}")).collect();
+        for max in 1..=3 {
+            for seed in 1..=20u64 {
+                let (a, phases, units) =
+                    run_protocol_with(n, max, seed * 7919, None, Some(ackers.clone()));
+                assert_eq!(a.phase, Phase::Idle);
+                assert_eq!(phases.first(), Some(&Phase::Prepare));
+                assert!(units.iter().all(|u| u.on("2.0.0")));
+                for u in units.iter().filter(|u| !ackers.contains(&u.name)) {
+                    assert_ne!(u.ack, Some((1, Phase::Prepare)), "{} acked", u.name);
+                }
+            }
+        }
+        for fail in 0..n {
+            let (a, _, units) = run_protocol_with(n, 1, 104729, Some(fail), Some(ackers.clone()));
+            assert_eq!(a.phase, Phase::Failed, "n={n} fail={fail}");
+            assert!(units.iter().all(|u| u.on("1.0.0")), "{units:?}");
+        }
+    }
+}
+
+#[test]
+fn prepare_waits_only_for_the_named_units() {
+    let mut a = app(Phase::Prepare, 3);
+    a.ack_from = Some(vec!["app/2".into()]);
+    let mut units = vec![
+        unit(0, true, "1.0.0"),
+        unit(1, false, "1.0.0"),
+        unit(2, false, "1.0.0"),
+    ];
+    match leader_step(&view(&a, &units, false)) {
+        LeaderStep::Wait(why) => assert!(why.contains("app/2") && !why.contains("app/1"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        progress(&a, &units),
+        "Upgrading to v2.0.0: waiting for 1 of 3 units to prepare"
+    );
+    units[2].ack = Some((3, Phase::Prepare));
+    assert!(matches!(
+        leader_step(&view(&a, &units, false)),
+        LeaderStep::Write(n) if n.phase == Phase::Downloading
+    ));
+    // a unit not named does not acknowledge prepare, but does acknowledge downloading
+    let step = |a: &AppUpgrade, me: &UnitReport| {
+        unit_step(&UnitView {
+            app: a,
+            me,
+            running: Some("1.0.0"),
+            volume_ok: true,
+        })
+    };
+    assert_eq!(step(&a, &units[1]).ack, None);
+    assert_eq!(
+        step(&a, &unit(2, false, "1.0.0")).ack,
+        Some((3, Phase::Prepare))
+    );
+    let d = AppUpgrade {
+        phase: Phase::Downloading,
+        ..a.clone()
+    };
+    assert_eq!(step(&d, &units[1]).ack, Some((3, Phase::Downloading)));
+    // a new generation asks everybody again until the leader names its units
+    let failed = AppUpgrade {
+        phase: Phase::Failed,
+        ..a.clone()
+    };
+    assert_eq!(retry_failed(&failed).unwrap().ack_from, None);
 }

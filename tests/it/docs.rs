@@ -153,6 +153,16 @@ const OUTSIDE_NAMES: &[&str] = &[
     "test-shared-storage-all",
     "test-shared-storage-web-worker",
     "setup-lxd",
+    // hook tools and xtask commands (docs/scale.md)
+    "config-get",
+    "is-leader",
+    "status-set",
+    "relation-get",
+    "relation-list",
+    "relation-ids",
+    "goal-state",
+    "application-version-set",
+    "bench-hook",
 ];
 
 /// `key=value` keys of other tools quoted in the docs.
@@ -212,6 +222,8 @@ fn databag_keys() -> Vec<&'static str> {
         upgrade::K_ACK,
         upgrade::K_STATE,
         upgrade::K_SKIPPED,
+        upgrade::K_ACK_FROM,
+        upgrade::K_PROGRESS,
     ]
 }
 

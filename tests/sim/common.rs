@@ -300,6 +300,33 @@ pub fn no_duplicate_tool_calls(m: &Model, units: &[String]) -> TestResult {
     Ok(())
 }
 
+/// The hooks of `units` that started at or after `since` keep to `budget` (issue 13:
+/// a regression in call counts fails the scenario). Returns what was measured.
+pub fn within_budget(
+    m: &Model,
+    units: &[String],
+    since: Duration,
+    budget: &juju_sim::CallBudget,
+) -> Result<juju_sim::BudgetReport, Failed> {
+    let hooks: Vec<(String, juju_sim::HookRecord)> = units
+        .iter()
+        .flat_map(|u| {
+            m.hooks(u)
+                .into_iter()
+                .filter(|h| h.started >= since)
+                .map(move |h| (u.clone(), h))
+        })
+        .collect();
+    let report = budget
+        .check(hooks.iter().map(|(u, h)| (u.as_str(), h)))
+        .map_err(fail)?;
+    eprintln!(
+        "call budget: {} hooks, {} calls, max {} per hook, mean {:.2}",
+        report.hooks, report.calls, report.max, report.mean
+    );
+    Ok(report)
+}
+
 // ----- helpers for the role tests (issue 5) -----
 
 /// Host directory holding a unit's overlay upper dirs and private dirs; it outlives the

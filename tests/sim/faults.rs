@@ -412,15 +412,28 @@ fn arm(m: &Model, cast: &Cast, target: &str, g: &Group) -> Result<Vec<(Role, u64
 const SWEPT_HOOK: &str = "peers-relation-changed";
 
 /// The web unit's switch: its first hook once the target is being downloaded or
-/// switched to, while it does not report the target (the leader downloads and grants
-/// itself in one hook).
+/// switched to, or once every unit the leader named acknowledged prepare, while it does
+/// not report the target (the leader downloads and grants itself in one hook).
 fn web_switch(rel: u32, unit: String, target: String) -> impl Fn(&HookStart) -> bool {
     move |h: &HookStart| {
         let app = h.app_bag(rel, APP);
         let get = |k: &str| app.and_then(|b| b.get(k)).map(String::as_str);
+        let prepared = || {
+            let gen = get("upgrade-gen").unwrap_or_default();
+            let Some((g, named)) = get("upgrade-ack-from").and_then(|v| v.split_once(':')) else {
+                return false;
+            };
+            let acked = |u: &str| {
+                h.unit_bag(rel, u)
+                    .and_then(|b| b.get("upgrade-ack"))
+                    .is_some_and(|a| a.starts_with(&format!("{gen}:")))
+            };
+            g == gen && named.split(',').filter(|u| !u.is_empty()).all(acked)
+        };
         h.hook == SWEPT_HOOK
             && get("upgrade-target") == Some(target.as_str())
-            && matches!(get("upgrade-phase"), Some("downloading" | "complete"))
+            && (matches!(get("upgrade-phase"), Some("downloading" | "complete"))
+                || (get("upgrade-phase") == Some("prepare") && prepared()))
             && not_on(h, rel, &unit, &target)
     }
 }

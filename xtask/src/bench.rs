@@ -1,11 +1,14 @@
-//! `cargo xtask bench-hook`: wall time, peak memory and hook-tool calls of a steady-state
-//! `update-status` of the release `dispatch` against stub hook tools.
+//! `cargo xtask bench-hook`: wall time, peak memory and hook-tool calls (by tool) of a
+//! settled unit's `update-status` and of a `config-changed` with nothing to do, of the
+//! release `dispatch` against stub hook tools.
 //!
 //! Scenario: the leader of a 3-unit `auto` deployment, running web with PostgreSQL related,
-//! after two warm-up hooks (keys generated, files written). The stubs are one `/bin/sh`
-//! script behind every tool name (and `systemctl`), answering like Juju from canned JSON
-//! and logging each call; `relation-set` input is folded back into the answers so the
-//! steady state is real. The runs happen in a private mount namespace (`unshare`; root)
+//! after warm-up hooks (the release installed from the `concourse-release` resource, a
+//! real tarball; keys generated, files written, services started). The stubs are one
+//! `/bin/sh` script behind every tool name (and `systemctl`), answering like Juju from
+//! canned JSON and logging each call; `relation-set` input is folded back into the
+//! answers so the steady state is real. The status each measured hook set is printed, so
+//! a unit that is not settled (blocked, waiting) shows. The runs happen in a private mount namespace (`unshare`; root)
 //! with `/etc` overlaid and the charm's local directories on tmpfs, so the host is untouched.
 //! Peak memory is `ru_maxrss` from wait4(2): the largest of dispatch and the tools it ran.
 
@@ -68,7 +71,7 @@ fn stub_script(a: &Path, volume: &Path) -> String {
     format!(
         r#"#!/bin/sh
 t=$(basename "$0")
-echo "$t" >> '{a}/calls'
+echo "$t $*" >> '{a}/calls'
 case "$t $*" in
   "config-get"*) cat '{a}/config.json' ;;
   "is-leader"*) echo true ;;
@@ -99,8 +102,9 @@ case "$t $*" in
   "secret-ids"*) echo '["secret:cs1"]' ;;
   "secret-add"*) echo 'secret:cs1' ;;
   "action-get"*) echo '{{}}' ;;
-  "resource-get"*) exit 1 ;;
+  "resource-get"*) echo '{a}/concourse.tgz' ;;
   "systemctl is-active"*) exit 0 ;;
+  "systemctl show -p ActiveState,UnitFileState,NeedDaemonReload"*) printf 'ActiveState=active\nUnitFileState=enabled\nNeedDaemonReload=no\n' ;;
   "systemctl show"*) echo 4242 ;;
 esac
 exit 0
@@ -145,7 +149,12 @@ fn merge_json(target: &Path, update: &Path) -> Result<(), String> {
 }
 
 /// Runs one hook; returns (wall time, max rss KiB, exit ok).
-fn run_once(dispatch: &Path, tools: &Path, charm: &Path) -> Result<(Duration, i64, bool), String> {
+fn run_once(
+    dispatch: &Path,
+    tools: &Path,
+    charm: &Path,
+    hook: &str,
+) -> Result<(Duration, i64, bool), String> {
     let start = Instant::now();
     let child = Command::new(dispatch)
         .current_dir(charm)
@@ -154,14 +163,14 @@ fn run_once(dispatch: &Path, tools: &Path, charm: &Path) -> Result<(Duration, i6
             "PATH",
             format!("{}:/usr/sbin:/usr/bin:/sbin:/bin", tools.display()),
         )
-        .env("JUJU_DISPATCH_PATH", "hooks/update-status")
-        .env("JUJU_HOOK_NAME", "update-status")
+        .env("JUJU_DISPATCH_PATH", format!("hooks/{hook}"))
+        .env("JUJU_HOOK_NAME", hook)
         .env("JUJU_UNIT_NAME", "concourse-ci/0")
         .env("JUJU_CHARM_DIR", charm)
         .env("JUJU_MODEL_NAME", "bench")
         .env("JUJU_MODEL_UUID", "00000000-0000-0000-0000-000000000000")
         .env("JUJU_VERSION", "3.6.8")
-        .env("JUJU_CONTEXT_ID", "concourse-ci/0-update-status-1")
+        .env("JUJU_CONTEXT_ID", format!("concourse-ci/0-{hook}-1"))
         .spawn()
         .map_err(|e| format!("spawning dispatch: {e}"))?;
     let pid = child.id() as libc::pid_t;
@@ -238,11 +247,20 @@ pub fn run(args: &[String]) -> Result<(), String> {
     let tools = tmp.path().join("tools");
     let charm = tmp.path().join("charm");
     let volume = tmp.path().join("volume");
-    let bin = volume.join(format!("releases/{VERSION}/concourse/bin"));
-    for d in [&a, &tools, &charm, &bin] {
+    let bin = tmp.path().join("tarball/concourse/bin");
+    for d in [&a, &tools, &charm, &bin, &volume] {
         fs::create_dir_all(d).map_err(|e| e.to_string())?;
     }
     write(&bin.join("concourse"), FAKE_CONCOURSE, 0o755)?;
+    // The release as the `concourse-release` resource: the warm-up installs it for real.
+    run_cmd(
+        Command::new("tar")
+            .arg("-C")
+            .arg(tmp.path().join("tarball"))
+            .arg("-czf")
+            .arg(a.join("concourse.tgz"))
+            .arg("concourse"),
+    )?;
     write(&tools.join("stub"), &stub_script(&a, &volume), 0o755)?;
     for t in TOOLS {
         std::os::unix::fs::symlink("stub", tools.join(t)).map_err(|e| e.to_string())?;
@@ -292,50 +310,78 @@ pub fn run(args: &[String]) -> Result<(), String> {
         0o644,
     )?;
 
-    // Warm-up: generate keys and files, fold the unit's own writes back into the answers.
-    for i in 0..2 {
-        let (_, _, ok) = run_once(&dispatch, &tools, &charm)?;
+    // Warm-up: install, generate keys and files, fold the unit's own writes back into
+    // the answers.
+    for i in 0..3 {
+        let hook = ["install", "config-changed", "update-status"][i];
+        let (_, _, ok) = run_once(&dispatch, &tools, &charm, hook)?;
         if !ok {
-            return Err(format!("warm-up run {i}: dispatch failed"));
+            return Err(format!("warm-up {hook}: dispatch failed"));
         }
         merge_json(&a.join("me.json"), &a.join("set-me.json"))?;
         merge_json(&a.join("app.json"), &a.join("set-app.json"))?;
     }
+    let bench = Bench {
+        dispatch: &dispatch,
+        tools: &tools,
+        charm: &charm,
+        answers: &a,
+    };
+    bench.measure("update-status", runs)?;
+    bench.measure("config-changed", runs)
+}
 
-    let calls_file = a.join("calls");
-    let mut walls = Vec::with_capacity(runs);
-    let mut peak = 0;
-    let mut calls_per_run = 0;
-    let mut writes = 0;
-    for i in 0..runs {
-        let _ = fs::remove_file(&calls_file);
-        let (wall, rss, ok) = run_once(&dispatch, &tools, &charm)?;
-        if !ok {
-            return Err(format!("run {i}: dispatch failed"));
-        }
-        walls.push(wall);
-        peak = peak.max(rss);
-        let text = fs::read_to_string(&calls_file).unwrap_or_default();
-        calls_per_run = text.lines().count();
-        writes += text.lines().filter(|l| *l == "relation-set").count();
-        if i == 0 {
-            let mut count: BTreeMap<&str, usize> = BTreeMap::new();
-            for l in text.lines() {
-                *count.entry(l).or_default() += 1;
+/// The stubbed unit, ready to run measured hooks.
+struct Bench<'a> {
+    dispatch: &'a Path,
+    tools: &'a Path,
+    charm: &'a Path,
+    answers: &'a Path,
+}
+
+impl Bench<'_> {
+    /// Runs `hook` `runs` times; prints the calls by tool, the status it set, wall time
+    /// and peak memory.
+    fn measure(&self, hook: &str, runs: usize) -> Result<(), String> {
+        let calls_file = self.answers.join("calls");
+        let mut walls = Vec::with_capacity(runs);
+        let mut peak = 0;
+        let (mut calls, mut tools, mut writes) = (0, 0, 0);
+        for i in 0..runs {
+            let _ = fs::remove_file(&calls_file);
+            let (wall, rss, ok) = run_once(self.dispatch, self.tools, self.charm, hook)?;
+            if !ok {
+                return Err(format!("{hook} run {i}: dispatch failed"));
             }
-            println!("hook-tool calls in one steady-state update-status: {count:?}");
+            walls.push(wall);
+            peak = peak.max(rss);
+            let text = fs::read_to_string(&calls_file).unwrap_or_default();
+            let names: Vec<&str> = text
+                .lines()
+                .map(|l| l.split(' ').next().unwrap_or(""))
+                .collect();
+            calls = names.len();
+            tools = names.iter().filter(|n| **n != "systemctl").count();
+            writes += names.iter().filter(|n| **n == "relation-set").count();
+            if i == 0 {
+                let mut count: BTreeMap<&str, usize> = BTreeMap::new();
+                for n in &names {
+                    *count.entry(n).or_default() += 1;
+                }
+                println!("{hook}: calls by tool {count:?}");
+                for l in text.lines().filter(|l| l.starts_with("status-set")) {
+                    println!("{hook}: {l}");
+                }
+            }
         }
+        walls.sort();
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        println!(
+            "{hook} x{runs}: {tools} hook-tool calls per hook ({calls} with systemctl); wall median {:.2} ms, p90 {:.2} ms, min {:.2} ms; peak RSS {peak} KiB; {writes} relation-set calls in all runs",
+            ms(walls[runs / 2]),
+            ms(walls[(runs * 9 / 10).min(runs - 1)]),
+            ms(walls[0]),
+        );
+        Ok(())
     }
-    walls.sort();
-    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    println!(
-        "update-status x{runs}: median {:.2} ms, p90 {:.2} ms, min {:.2} ms; peak RSS {} KiB; {} calls per hook (incl. systemctl); {} relation-set calls in steady state",
-        ms(walls[runs / 2]),
-        ms(walls[(runs * 9 / 10).min(runs - 1)]),
-        ms(walls[0]),
-        peak,
-        calls_per_run,
-        writes
-    );
-    Ok(())
 }

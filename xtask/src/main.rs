@@ -7,7 +7,7 @@
 //! - `test [cargo test args]`: install test prerequisites, then run the whole suite.
 //! - `demo [demo args]`: build the release `dispatch` (as `pack` does) and the demo
 //!   (`crates/demo`), then run the demo in this process's place.
-//! - `bench-hook [--runs N]`: time a no-op update-status hook against stub hook tools.
+//! - `bench-hook [--runs N]`: a settled update-status and a no-op config-changed against stub hook tools.
 
 mod bench;
 mod check;

@@ -25,11 +25,13 @@
 //!
 //! Modules: `sim` (the test API), `model` (controller state and commits), `resolver` (what a
 //! unit runs next), `context` (one hook's snapshots and buffers), `tools` (hook tools),
-//! `agent` (unit threads, processes, tool server), `faults` (failing tool calls, killed
+//! `agent` (unit threads, processes, tool server), `budget` (calls per hook a scenario
+//! allows), `faults` (failing tool calls, killed
 //! hooks), `machine` (mount namespaces), `charm`
 //! (metadata), `postgres` (fake provider), `multicall` / `wire` / `flags` / `format`.
 
 pub mod agent;
+pub mod budget;
 pub mod charm;
 pub mod context;
 pub mod faults;
@@ -44,6 +46,7 @@ pub mod sim;
 pub mod tools;
 pub mod wire;
 
+pub use budget::{BudgetReport, CallBudget};
 pub use charm::CharmSource;
 pub use faults::{Fault, FaultHit, FaultKind, FaultRecord, HookStart};
 pub use model::{

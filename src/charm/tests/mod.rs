@@ -15,6 +15,7 @@ mod postgres;
 mod restarts;
 mod roles;
 mod runtime;
+mod settled;
 mod teams;
 mod teardown;
 mod tidy;

@@ -66,7 +66,7 @@ fn run(juju: &Juju) -> Result<Result<(), Refusal>, CharmError> {
         ]))?;
         return Ok(Ok(()));
     }
-    let next = match upgrade::start(&app, version, req.allow_downgrade) {
+    let mut next = match upgrade::start(&app, version, req.allow_downgrade) {
         Ok(n) => n,
         Err(upgrade::StartError::SameRunning { gen, phase, .. }) => {
             let line = upgrade::progress(&app, &reports_of(juju, &config, &peers));
@@ -88,6 +88,7 @@ fn run(juju: &Juju) -> Result<Result<(), Refusal>, CharmError> {
         return Ok(Err(why));
     }
     release::forget_install_failure(juju, version);
+    super::name_ackers(juju, &config, &peers, &app, &mut next)?;
     peers.write_app(&next.to_bag());
     peers.flush(juju)?;
     report_started(juju, &config, &next)?;

@@ -6,7 +6,8 @@
 //! and of grants. The finish only writes the final state: recording the installed
 //! version and pruning follow from it in every hook (`release::tidy_volume`).
 //! Invariants: at most eight steps per hook; a step that other units must see ends the
-//! hook's steps.
+//! hook's steps (going from prepare to downloading is not one: the leader downloads in
+//! the same hook, so units see phase complete next unless the download must wait).
 
 use std::path::Path;
 use std::time::Duration;
@@ -59,7 +60,8 @@ pub fn leader(
         Event::UpdateStatus | Event::ConfigChanged | Event::UpgradeCharm
     );
     match upgrade::config_request(&app, &wanted, config.version.is_none()) {
-        ConfigRequest::Write(next) => {
+        ConfigRequest::Write(mut next) => {
+            super::name_ackers(juju, config, peers, &app, &mut next)?;
             if app.release.is_empty() {
                 info!("the application will run v{wanted}");
             } else if next.gen != app.gen {
@@ -81,7 +83,8 @@ pub fn leader(
             info!("the configuration asks for v{requested}, older than the running v{running}: not downgrading")
         }
         ConfigRequest::Seen => {
-            if let Some(next) = upgrade::retry_failed(&app).filter(|_| retry_now) {
+            if let Some(mut next) = upgrade::retry_failed(&app).filter(|_| retry_now) {
+                super::name_ackers(juju, config, peers, &app, &mut next)?;
                 info!(
                     "retrying the failed upgrade to v{} (generation {})",
                     next.target, next.gen
@@ -174,7 +177,7 @@ pub fn leader_steps(
                     next.grant.join(", ")
                 );
                 peers.write_app(&next.to_bag());
-                if !peers.others.is_empty() {
+                if !peers.others.is_empty() && others_must_react(&app, &next) {
                     return Ok(());
                 }
             }
@@ -191,6 +194,13 @@ pub fn leader_steps(
         }
     }
     Ok(())
+}
+
+/// Whether the step from `app` to `next` needs other units to react in their own hooks.
+/// Downloading needs none: the leader downloads in the same hook (a wait for the volume
+/// leaves the phase for the units to see and acknowledge, which wakes the leader again).
+fn others_must_react(app: &AppUpgrade, next: &AppUpgrade) -> bool {
+    !(app.phase == Phase::Prepare && next.phase == Phase::Downloading)
 }
 
 /// The leader's own clock for the prepare phase (kept on local disk, per generation).

@@ -20,7 +20,7 @@ mod unit;
 
 pub use action::action;
 pub use leader::{leader, leader_steps, GRANT_MARGIN, PREPARE_TIMEOUT};
-pub use unit::{report_progress, unit, verify_switch, Switch, UnitOutcome};
+pub use unit::{publish_progress, report_progress, unit, verify_switch, Switch, UnitOutcome};
 
 use super::peers::{self, Peers};
 use super::status::messages as msg;
@@ -44,6 +44,54 @@ pub fn reports_of(juju: &Juju, config: &CharmConfig, peers: &Peers) -> Vec<UnitR
             Some(UnitReport::from_bag(&u, web, bag))
         })
         .collect()
+}
+
+/// Names who must acknowledge the prepare phase of `next` when it starts a generation
+/// (leader only): on a shared volume, the members whose published nonce the leader does
+/// not find in their state on the volume (it cannot see that they use it), and the first
+/// other member in grant order, whose acknowledgement wakes the leader. Every other
+/// member proved it uses the volume already, and each acknowledgement would wake every
+/// unit. Without a shared volume, every member acknowledges (no list).
+pub fn name_ackers(
+    juju: &Juju,
+    config: &CharmConfig,
+    peers: &Peers,
+    app: &AppUpgrade,
+    next: &mut AppUpgrade,
+) -> Result<(), crate::juju::ToolError> {
+    let starts = next.phase == Phase::Prepare && next.gen != app.gen;
+    if !starts || config.shared_storage != crate::config::SharedStorage::Shared {
+        return Ok(());
+    }
+    let Ok(Some(root)) = super::release::volume_root(juju) else {
+        return Ok(());
+    };
+    let vol = crate::storage_coordinator::Volume::new(root);
+    let me = juju.unit_name();
+    let mut others: Vec<UnitReport> = reports_of(juju, config, peers)
+        .into_iter()
+        .filter(|u| u.name != me)
+        .collect();
+    others.sort_by_key(|u| {
+        let n = crate::juju::context::split_unit_name(&u.name).map_or(u32::MAX, |(_, n)| n);
+        (!u.web, n)
+    });
+    let proven = |u: &str| {
+        peers
+            .bag(me, u)
+            .and_then(|b| b.get(peers::NONCE))
+            .is_some_and(|n| vol.sees_nonce(u, n).unwrap_or(false))
+    };
+    let waker = others.first().map(|u| u.name.clone());
+    let mut ackers: Vec<String> = waker.clone().into_iter().collect();
+    ackers.extend(
+        others
+            .iter()
+            .filter(|u| !proven(&u.name) && Some(&u.name) != waker.as_ref())
+            .map(|u| u.name.clone()),
+    );
+    next.ack_from = Some(ackers);
+    Ok(())
 }
 
 /// Status of the application (leader only) from the upgrade state and the `version`

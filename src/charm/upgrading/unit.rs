@@ -30,13 +30,35 @@ use crate::{readiness, web, worker};
 /// How long a switched web may take to start its TSA (open and migrate the database).
 const WEB_START_WAIT: Duration = Duration::from_secs(300);
 
-/// Shows where a running upgrade is, as of the end of this hook's steps.
-pub fn report_progress(juju: &Juju, config: &CharmConfig, peers: &Peers, reports: &mut Reports) {
+/// Shows where a running upgrade is, as of the end of this hook's steps: the leader from
+/// every unit's report, a non-leader (which reads only some units' databags) as the
+/// leader last published it.
+pub fn report_progress(
+    juju: &Juju,
+    config: &CharmConfig,
+    peers: &Peers,
+    leader: bool,
+    reports: &mut Reports,
+) {
     let app = AppUpgrade::from_bag(&peers.app);
-    let progress = upgrade::progress(&app, &reports_of(juju, config, peers));
+    let progress = match peers.app_value(upgrade::K_PROGRESS) {
+        Some(p) if !leader => p.to_string(),
+        _ => upgrade::progress(&app, &reports_of(juju, config, peers)),
+    };
     if app.phase.running() && !progress.is_empty() {
         reports.maintenance(progress);
     }
+}
+
+/// The leader adds where the upgrade is to an app databag write this hook makes anyway
+/// (never a write of its own: each wakes every unit).
+pub fn publish_progress(juju: &Juju, config: &CharmConfig, peers: &mut Peers) {
+    if !peers.app_write_pending() {
+        return;
+    }
+    let app = AppUpgrade::from_bag(&peers.app);
+    let progress = upgrade::progress(&app, &reports_of(juju, config, peers));
+    peers.write_app(&peers::bag([(upgrade::K_PROGRESS, progress)]));
 }
 
 /// What the unit runs now, and whether it is switching (for verification).

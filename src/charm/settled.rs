@@ -1,0 +1,219 @@
+//! The settled state: what a unit's last successful full reconcile left, so that
+//! `update-status` on a settled unit checks local facts instead of re-reading the model
+//! (docs/scale.md#a-settled-unit).
+//!
+//! Owns: `/var/lib/concourse-ci/settled.json` (0600): a hash of the inputs the reconcile
+//! acted on (the charm build, the configuration, leadership), the volume and the release
+//! the unit runs, the services it left running, the digests of its key files, and when
+//! the leader's next latest-release lookup or the renewal of web's certificate is due.
+//! Invariants: the record is removed before any other hook or a full reconcile does
+//! anything, and written only at the end of a successful full reconcile that left the
+//! unit active with nothing pending (idle upgrade, tidy volume, every role's service
+//! running from the release the pointer targets). A killed or failed hook therefore
+//! leaves no record, and its retry (or the next `update-status`) reconciles in full.
+//! Hazards: the check is level-triggered: it compares what runs with what the record says
+//! should run (pointer, services and the binaries they were started with), never "what
+//! changed"; Juju runs a hook for every change of configuration, relation data, secrets,
+//! storage and leadership, and each of those reconciles in full.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tracing::{debug, warn};
+
+use super::release;
+use crate::host::Host;
+use crate::juju::{Juju, ToolError};
+use crate::storage_coordinator::Volume;
+
+/// The record (a machine path).
+pub fn record_path() -> PathBuf {
+    Path::new(release::LOCAL_DIR).join("settled.json")
+}
+
+/// Why the settled record could not be removed.
+#[derive(Debug, thiserror::Error)]
+pub enum SettledError {
+    #[error("cannot remove the settled-state record {path}; check the unit's disk")]
+    Remove {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// What a settled unit's `update-status` checks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Settled {
+    /// sha256 of the charm build, the configuration and leadership.
+    pub inputs: String,
+    /// The volume root and the release the unit's pointer targets.
+    pub volume: PathBuf,
+    pub release: String,
+    /// Whether this unit keeps the volume tidy (its `.installed_version` names `release`).
+    pub tidier: bool,
+    /// Services left running from `release`.
+    pub services: Vec<String>,
+    /// The roles' key directories and the digest of each file in them (the reconcile
+    /// checks keys before use; a changed key file needs it).
+    pub key_dirs: Vec<PathBuf>,
+    pub keys: BTreeMap<String, String>,
+    /// Unix time (this unit's clock) of the leader's next latest-release lookup or of the
+    /// renewal of web's certificate, whichever comes first.
+    #[serde(default)]
+    pub recheck_at: Option<u64>,
+}
+
+/// Hash of the inputs a reconcile acts on besides relation data (whose every change
+/// runs a relation hook): the charm build, the configuration and leadership.
+pub fn inputs_hash(
+    config: &serde_json::Map<String, serde_json::Value>,
+    leader: bool,
+) -> Result<String, ToolError> {
+    let mut h = Sha256::new();
+    h.update(env!("CARGO_PKG_VERSION").as_bytes());
+    h.update([0, u8::from(leader), 0]);
+    // A map serialises the same way every time (sorted keys).
+    h.update(
+        serde_json::Value::Object(config.clone())
+            .to_string()
+            .as_bytes(),
+    );
+    Ok(format!("{:x}", h.finalize()))
+}
+
+/// Removes the record: done before anything else in every hook but a settled
+/// `update-status`.
+pub fn forget(host: &Host) -> Result<(), SettledError> {
+    let path = host.paths.local(record_path());
+    match std::fs::remove_file(&path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(SettledError::Remove { path, source }),
+    }
+}
+
+/// Writes the record at the end of a successful full reconcile (best effort: without
+/// it the next `update-status` reconciles in full).
+pub fn record(host: &Host, settled: &Settled) {
+    let path = host.paths.local(record_path());
+    let Ok(text) = serde_json::to_vec_pretty(settled) else {
+        return;
+    };
+    if let Err(e) = crate::fsutil::write_if_changed(&path, &text, 0o600, None) {
+        warn!("cannot record the settled state in {}: {e}", path.display());
+    }
+}
+
+/// Whether the unit is still as its last full reconcile left it, so `update-status` has
+/// nothing to do. Costs `config-get` and `is-leader` (cached for the hook, so a full
+/// reconcile after a miss does not ask again).
+pub fn holds(juju: &Juju, host: &Host) -> Result<bool, ToolError> {
+    let path = host.paths.local(record_path());
+    let Some(rec) = std::fs::read(&path)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Settled>(&b).ok())
+    else {
+        debug!("not settled: no record");
+        return Ok(false);
+    };
+    if rec.inputs != inputs_hash(&juju.config()?, juju.is_leader()?)? {
+        debug!("not settled: the configuration or leadership changed");
+        return Ok(false);
+    }
+    match drift(host, &rec) {
+        None => Ok(true),
+        Some(why) => {
+            debug!("not settled: {why}");
+            Ok(false)
+        }
+    }
+}
+
+/// What differs between the unit and its record, if anything.
+fn drift(host: &Host, rec: &Settled) -> Option<String> {
+    let vol = Volume::new(&rec.volume);
+    if !vol.is_published(&rec.release).unwrap_or(false) {
+        return Some(format!(
+            "v{} is not on {}",
+            rec.release,
+            rec.volume.display()
+        ));
+    }
+    if release::pointer_version(host).as_deref() != Some(rec.release.as_str()) {
+        return Some("the pointer moved".into());
+    }
+    if super::told_version(host).as_deref() != Some(rec.release.as_str()) {
+        return Some("Juju was not told the running version".into());
+    }
+    let Some(dir) = vol
+        .release_path(&rec.release)
+        .ok()
+        .and_then(|d| std::fs::canonicalize(d).ok())
+    else {
+        return Some(format!("v{} has no release directory", rec.release));
+    };
+    for s in &rec.services {
+        let from_release =
+            crate::service::started_binary(host, s).is_some_and(|b| b.starts_with(&dir));
+        if !from_release || !host.services.is_active(s) {
+            return Some(format!("{s} is not running from v{}", rec.release));
+        }
+        if let Some(why) = crate::service::started_inputs_differ(host, s) {
+            return Some(why);
+        }
+    }
+    if key_digests(host, &rec.key_dirs) != rec.keys {
+        return Some("a key file changed".into());
+    }
+    if rec.tidier && vol.installed_version().ok().flatten().as_deref() != Some(&rec.release) {
+        return Some("the volume does not record the release as installed".into());
+    }
+    if rec.recheck_at.is_some_and(|t| host.clock.unix_now() >= t) {
+        return Some("the latest release is due to be looked up".into());
+    }
+    None
+}
+
+/// sha256 of the content and mode of every file in `dirs` (machine paths), by path.
+pub fn key_digests(host: &Host, dirs: &[PathBuf]) -> BTreeMap<String, String> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = BTreeMap::new();
+    for d in dirs {
+        let Ok(entries) = std::fs::read_dir(host.paths.local(d)) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let Ok(md) = e.metadata() else { continue };
+            if !md.is_file() {
+                continue;
+            }
+            let mut h = Sha256::new();
+            h.update(format!("{:o}:{}:{}:", md.mode(), md.uid(), md.gid()).as_bytes());
+            h.update(std::fs::read(e.path()).unwrap_or_default());
+            out.insert(
+                d.join(e.file_name()).display().to_string(),
+                format!("{:x}", h.finalize()),
+            );
+        }
+    }
+    out
+}
+
+/// When the certificate web serves is due for renewal (unix seconds; `Ok(None)`: none
+/// is served), so that `update-status` renews it then; `Err` when it cannot be read.
+pub(super) fn certificate_due(host: &Host) -> Result<Option<u64>, ()> {
+    let path = host.paths.local(super::certificates::cert_path());
+    let pem = match std::fs::read_to_string(&path) {
+        Ok(p) => p,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(_) => return Err(()),
+    };
+    let c = crate::tls::cert_info(&pem).ok_or(())?;
+    let life = (c.not_after - c.not_before).max(0);
+    Ok(Some(
+        u64::try_from(c.not_before + life * 9 / 10).unwrap_or(0),
+    ))
+}

@@ -1,0 +1,227 @@
+//! A settled unit's `update-status` (issue 13): at most four hook-tool calls and nothing
+//! else while the unit is as its last full reconcile left it; a full reconcile as soon as
+//! anything it checks differs (level-triggered: what runs against the record), after any
+//! other hook, and while the unit is not settled.
+
+use super::*;
+
+const WORKER: &str = "concourse-worker";
+const RECORD: &str = "/var/lib/concourse-ci/settled.json";
+
+/// A unit running web and a worker with PostgreSQL, after one update-status.
+fn settled_unit() -> Unit {
+    let u = Unit::deployed("all");
+    u.add_postgresql("db-pw");
+    u.ok("update-status");
+    assert!(
+        u.exists(RECORD),
+        "a full reconcile that left the unit active records it"
+    );
+    u
+}
+
+/// The tool calls of the last hook.
+fn calls(u: &Unit) -> Vec<String> {
+    u.model.state().calls.clone()
+}
+
+/// The last hook was a full reconcile: it read the model's relations.
+fn reconciled(u: &Unit) -> bool {
+    calls(u).iter().any(|c| c.starts_with("relation-ids"))
+}
+
+#[test]
+fn a_settled_update_status_makes_at_most_four_calls() {
+    let u = settled_unit();
+    let mark = u.mark();
+    for _ in 0..3 {
+        u.ok("update-status");
+        let c = calls(&u);
+        assert!(c.len() <= 4, "{} calls: {c:?}", c.len());
+        assert!(!reconciled(&u), "{c:?}");
+        assert!(!c.iter().any(|c| c.starts_with("status-set")), "{c:?}");
+    }
+    assert!(u.journal_since(mark).is_empty(), "no service touched");
+    assert!(u.hook_statuses().is_empty());
+    assert_eq!(u.status().0, "active");
+}
+
+#[test]
+fn a_stopped_service_ends_the_settled_state() {
+    let u = settled_unit();
+    u.fake
+        .services
+        .state
+        .borrow_mut()
+        .services
+        .get_mut(WORKER)
+        .unwrap()
+        .active = false;
+    let mark = u.mark();
+    u.ok("update-status");
+    assert!(reconciled(&u));
+    assert!(u.active(WORKER), "{:?}", u.journal_since(mark));
+    assert!(!u.touched(mark, WORKER).is_empty());
+    u.ok("update-status");
+    assert!(!reconciled(&u), "settled again: {:?}", calls(&u));
+}
+
+/// Found by the settled state: starting a stopped service emptied its record of what it
+/// was started with and did not write it again when it had been right, so the next hook
+/// restarted the service for "no record of what it was started with".
+#[test]
+fn regression_a_service_started_again_keeps_its_record() {
+    let u = settled_unit();
+    u.fake
+        .services
+        .state
+        .borrow_mut()
+        .services
+        .get_mut(WORKER)
+        .unwrap()
+        .active = false;
+    u.ok("config-changed");
+    let record = u.read("/var/lib/concourse-ci/started/concourse-worker.json");
+    assert!(record.contains("binary"), "{record:?}");
+    let mark = u.mark();
+    u.ok("config-changed");
+    assert!(
+        u.touched(mark, WORKER).is_empty(),
+        "{:?}",
+        u.journal_since(mark)
+    );
+}
+
+#[test]
+fn a_changed_env_file_ends_the_settled_state() {
+    let u = settled_unit();
+    let env = u.fake.paths.local(WEB_ENV);
+    let text = std::fs::read_to_string(&env).unwrap();
+    std::fs::write(&env, format!("{text}EXTRA=1\n")).unwrap();
+    u.ok("update-status");
+    assert!(reconciled(&u));
+    assert!(!u.read(WEB_ENV).contains("EXTRA=1"), "rewritten");
+    u.ok("update-status");
+    assert!(!reconciled(&u), "settled again: {:?}", calls(&u));
+}
+
+/// A key file changed on disk is seen at once (the reconcile checks keys before use).
+#[test]
+fn a_changed_key_file_ends_the_settled_state() {
+    let u = settled_unit();
+    let key = u
+        .fake
+        .paths
+        .local("/var/lib/concourse-worker/keys/tsa_host_key.pub");
+    std::fs::write(&key, "not a key\n").unwrap();
+    u.ok("update-status");
+    assert!(reconciled(&u));
+}
+
+#[test]
+fn a_moved_pointer_ends_the_settled_state() {
+    let u = settled_unit();
+    u.publish(V2);
+    u.trust_leader_digests(&[V1, V2]);
+    let link = u.fake.paths.local("/var/lib/concourse-ci/current");
+    let v2 = u.volume().layout().release_dir(V2).join("concourse");
+    std::fs::remove_file(&link).unwrap();
+    std::os::unix::fs::symlink(v2, &link).unwrap();
+    u.ok("update-status");
+    assert!(reconciled(&u));
+    assert_eq!(u.my_bag(u.peers)["version"], V2, "reported what it runs");
+}
+
+/// A configuration change whose hook has not run yet (or failed) is not settled.
+#[test]
+fn a_changed_configuration_ends_the_settled_state() {
+    let u = settled_unit();
+    u.model
+        .set_config(&[("log-level", serde_json::json!("debug"))]);
+    u.ok("update-status");
+    assert!(reconciled(&u));
+}
+
+#[test]
+fn lost_leadership_ends_the_settled_state() {
+    let u = settled_unit();
+    u.model.state_mut().leader = false;
+    u.ok("update-status");
+    assert!(reconciled(&u));
+}
+
+/// Any other hook removes the record first: one that fails half-way leaves the unit
+/// unsettled, and the next update-status reconciles in full.
+#[test]
+fn a_failed_hook_leaves_the_unit_unsettled() {
+    let u = settled_unit();
+    u.model.state_mut().failing.insert(
+        "storage-get".into(),
+        (1, "ERROR connection is shut down".into()),
+    );
+    assert!(u.hook("config-changed").is_err());
+    assert!(!u.exists(RECORD));
+    u.model.state_mut().failing.clear();
+    u.ok("update-status");
+    assert!(reconciled(&u));
+    assert!(u.exists(RECORD));
+}
+
+/// A unit that waits (here for PostgreSQL) is not settled: every update-status looks again.
+#[test]
+fn a_waiting_unit_is_not_settled() {
+    let u = Unit::deployed("all");
+    u.ok("update-status");
+    assert_eq!(u.status().0, "waiting");
+    assert!(!u.exists(RECORD));
+    u.ok("update-status");
+    assert!(reconciled(&u));
+}
+
+/// The volume is checked too: a broken `.installed_version` is seen at once.
+#[test]
+fn a_volume_that_needs_tidying_ends_the_settled_state() {
+    let u = settled_unit();
+    let installed = u.volume().layout().installed_version_file();
+    std::fs::remove_file(&installed).unwrap();
+    u.ok("update-status");
+    assert!(reconciled(&u));
+    assert_eq!(u.volume().installed_version().unwrap().as_deref(), Some(V1));
+}
+
+/// A full reconcile tells Juju a status or the application version only when it differs
+/// from what the unit's record says Juju shows; a status told by a hook that died before
+/// recording it is told again.
+#[test]
+fn a_full_reconcile_tells_juju_only_what_changed() {
+    let u = settled_unit();
+    u.ok("config-changed");
+    assert!(reconciled(&u));
+    let told = |u: &Unit| {
+        calls(u)
+            .into_iter()
+            .filter(|c| c.starts_with("status-set") || c.starts_with("application-version-set"))
+            .collect::<Vec<_>>()
+    };
+    assert!(told(&u).is_empty(), "{:?}", told(&u));
+    std::fs::remove_file(u.fake.paths.local("/var/lib/concourse-ci/told/unit-status")).unwrap();
+    u.ok("config-changed");
+    assert_eq!(told(&u).len(), 1, "{:?}", told(&u));
+    assert!(told(&u)[0].starts_with("status-set --application=False active"));
+}
+
+/// Found by the simulator: Juju sets the unit's status itself before `install` (and
+/// `stop`, `remove`; `start` ends with `unknown` when the charm set none), so a unit whose
+/// record said Juju showed its status already stayed `installing charm software`.
+#[test]
+fn regression_juju_sets_the_status_of_install_itself() {
+    let u = settled_unit();
+    let (kind, message) = u.status();
+    u.model.state_mut().unit_status.push(StatusRecord {
+        hook: "install".into(),
+        kind: "maintenance".into(),
+        message: "installing charm software".into(),
+    });
+    u.ok("install");
+    assert_eq!(u.status(), (kind, message));
+}
