@@ -367,49 +367,7 @@ impl Model {
     /// Deploy the built-in fake `postgresql` provider (one scripted unit, endpoint
     /// `database`).
     pub fn deploy_postgresql(&self, name: &str, opts: PostgresOptions) -> Result<String, SimError> {
-        let mut w = self.shared.lock();
-        if w.apps.contains_key(name) {
-            return Err(SimError::AppExists(name.into()));
-        }
-        let index = w.apps.len() as u32;
-        let unit = format!("{name}/0");
-        w.apps.insert(
-            name.to_string(),
-            App {
-                name: name.to_string(),
-                index,
-                charm: None,
-                scripted: Some(Scripted::Postgres(opts)),
-                config_set: BTreeMap::new(),
-                config_version: 1,
-                leader: Some(unit.clone()),
-                leadership_version: 1,
-                status: None,
-                status_history: Vec::new(),
-                version: "16.6".into(),
-                volume: Volume::Missing,
-                resources: BTreeMap::new(),
-                next_unit: 1,
-                charm_version: 1,
-            },
-        );
-        let u = new_unit(
-            &w,
-            NewUnit {
-                name: &unit,
-                app: name,
-                num: 0,
-                app_index: index,
-                machine_id: String::new(),
-                storage: Vec::new(),
-                scripted: true,
-            },
-        );
-        w.units.insert(unit.clone(), u);
-        w.set_unit_status(&unit, "active", "", "");
-        drop(w);
-        self.shared.notify();
-        Ok(unit)
+        self.deploy_scripted(name, Scripted::Postgres(opts), "16.6")
     }
 
     /// Deploy a played application: one scripted unit `<name>/0` with one endpoint, which
@@ -428,6 +386,16 @@ impl Model {
             interface: interface.into(),
             role,
         };
+        self.deploy_scripted(name, scripted, "")
+    }
+
+    /// One scripted application with its leader unit `<name>/0`, active.
+    fn deploy_scripted(
+        &self,
+        name: &str,
+        scripted: Scripted,
+        version: &str,
+    ) -> Result<String, SimError> {
         let mut w = self.shared.lock();
         if w.apps.contains_key(name) {
             return Err(SimError::AppExists(name.into()));
@@ -447,7 +415,7 @@ impl Model {
                 leadership_version: 1,
                 status: None,
                 status_history: Vec::new(),
-                version: String::new(),
+                version: version.into(),
                 volume: Volume::Missing,
                 resources: BTreeMap::new(),
                 next_unit: 1,
@@ -1334,21 +1302,22 @@ impl Model {
 
     /// `juju grant-secret <uri> <app>`.
     pub fn grant_user_secret(&self, uri: &str, app: &str) -> Result<(), SimError> {
-        let mut w = self.shared.lock();
-        let id = uri.strip_prefix("secret:").unwrap_or(uri);
-        let s = w
-            .secrets
-            .get_mut(id)
-            .filter(|s| s.owner == SecretOwner::Model)
-            .ok_or_else(|| SimError::UnknownSecret(uri.to_string()))?;
-        s.granted_apps.insert(app.to_string());
-        drop(w);
-        self.shared.notify();
-        Ok(())
+        self.with_user_secret(uri, |s| {
+            s.granted_apps.insert(app.to_string());
+        })
     }
 
     /// `juju update-secret <uri> k=v ...`: a new revision; consumers get `secret-changed`.
     pub fn update_user_secret(&self, uri: &str, data: &[(&str, &str)]) -> Result<(), SimError> {
+        let data: Data = data
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        self.with_user_secret(uri, |s| s.revisions.push(data))
+    }
+
+    /// Applies `f` to the user secret `uri` and wakes the model.
+    fn with_user_secret(&self, uri: &str, f: impl FnOnce(&mut Secret)) -> Result<(), SimError> {
         let mut w = self.shared.lock();
         let id = uri.strip_prefix("secret:").unwrap_or(uri);
         let s = w
@@ -1356,11 +1325,7 @@ impl Model {
             .get_mut(id)
             .filter(|s| s.owner == SecretOwner::Model)
             .ok_or_else(|| SimError::UnknownSecret(uri.to_string()))?;
-        s.revisions.push(
-            data.iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        );
+        f(s);
         drop(w);
         self.shared.notify();
         Ok(())
