@@ -23,8 +23,26 @@ pub const V2: &str = "8.0.0";
 /// Size of generated test tarballs.
 pub const TARBALL_SIZE: u64 = 2 * 1024 * 1024;
 
-pub fn trial(name: &str, f: fn() -> TestResult) -> Trial {
-    Trial::test(name, f)
+/// A simulator test. With `SIM_TIMES=<file>` set, its wall time is appended to that file
+/// (`<seconds> <name>`), so a slow tier can be broken down per test.
+pub fn trial(name: impl Into<String>, f: impl FnOnce() -> TestResult + Send + 'static) -> Trial {
+    let name = name.into();
+    let label = name.clone();
+    Trial::test(name, move || {
+        let t0 = std::time::Instant::now();
+        let r = f();
+        if let Some(path) = std::env::var_os("SIM_TIMES") {
+            use std::io::Write;
+            if let Ok(mut out) = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+            {
+                let _ = writeln!(out, "{:8.1} {label}", t0.elapsed().as_secs_f64());
+            }
+        }
+        r
+    })
 }
 
 /// Fails the test with a message (and the model dump, when given).

@@ -43,8 +43,8 @@ const UPGRADE_TIMEOUT: Duration = Duration::from_secs(180);
 
 pub fn trials() -> Vec<Trial> {
     vec![
-        Trial::test("faults::sweep_self_notify", || sweep(true)),
-        Trial::test("faults::sweep_no_self_notify", || sweep(false)),
+        trial("faults::sweep_self_notify", || sweep(true)),
+        trial("faults::sweep_no_self_notify", || sweep(false)),
     ]
 }
 

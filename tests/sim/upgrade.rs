@@ -22,27 +22,27 @@ pub fn trials() -> Vec<Trial> {
         } else {
             "no_self_notify"
         };
-        v.push(Trial::test(
+        v.push(trial(
             format!("upgrade::action_5_units_{sfx}"),
             move || action_5_units(notify),
         ));
-        v.push(Trial::test(
+        v.push(trial(
             format!("upgrade::config_change_{sfx}"),
             move || config_change(notify),
         ));
-        v.push(Trial::test(
+        v.push(trial(
             format!("upgrade::leader_moves_after_prepare_{sfx}"),
             move || leader_moves(notify),
         ));
-        v.push(Trial::test(
+        v.push(trial(
             format!("upgrade::units_removed_and_added_{sfx}"),
             move || churn(notify),
         ));
-        v.push(Trial::test(
+        v.push(trial(
             format!("upgrade::broken_release_rolls_back_{sfx}"),
             move || broken(notify),
         ));
-        v.push(Trial::test(
+        v.push(trial(
             format!("upgrade::single_unit_{sfx}"),
             move || single_unit(notify),
         ));
