@@ -22,14 +22,12 @@ pub fn trials() -> Vec<Trial> {
         } else {
             "no_self_notify"
         };
-        v.push(trial(
-            format!("upgrade::action_5_units_{sfx}"),
-            move || action_5_units(notify),
-        ));
-        v.push(trial(
-            format!("upgrade::config_change_{sfx}"),
-            move || config_change(notify),
-        ));
+        v.push(trial(format!("upgrade::action_5_units_{sfx}"), move || {
+            action_5_units(notify)
+        }));
+        v.push(trial(format!("upgrade::config_change_{sfx}"), move || {
+            config_change(notify)
+        }));
         v.push(trial(
             format!("upgrade::leader_moves_after_prepare_{sfx}"),
             move || leader_moves(notify),
@@ -42,10 +40,9 @@ pub fn trials() -> Vec<Trial> {
             format!("upgrade::broken_release_rolls_back_{sfx}"),
             move || broken(notify),
         ));
-        v.push(trial(
-            format!("upgrade::single_unit_{sfx}"),
-            move || single_unit(notify),
-        ));
+        v.push(trial(format!("upgrade::single_unit_{sfx}"), move || {
+            single_unit(notify)
+        }));
     }
     v.push(trial("upgrade::action_refusals", refusals));
     v.push(trial(
@@ -743,6 +740,79 @@ struct Point {
     calls: Vec<usize>,
     leader: Vec<usize>,
     others: Vec<usize>,
+    /// Calls by tool per hook kind, for the leader and the others.
+    breakdown: Breakdown,
+}
+
+/// (role, hook kind) → (hooks, calls by tool): where the calls go.
+type Breakdown = BTreeMap<(&'static str, String), (usize, BTreeMap<String, usize>)>;
+
+/// The kind of a hook for the breakdown: its name, with a peer relation-changed split by
+/// whose databag changed (the app's or a unit's).
+fn hook_kind(h: &juju_sim::HookRecord) -> String {
+    if h.name.ends_with("-relation-changed") {
+        let remote = h.env.get("JUJU_REMOTE_UNIT").map_or("", String::as_str);
+        let whose = if remote.is_empty() { "app" } else { "unit" };
+        return format!("{} ({whose})", h.name);
+    }
+    h.name.clone()
+}
+
+/// The tool of a call for the breakdown: its name, with `relation-get` split by whose
+/// databag it reads (`app`, `own` unit, another `unit`) and `status-set` by target.
+fn tool_kind(args: &[String], unit: &str) -> String {
+    let tool = args.first().map_or("", String::as_str);
+    match tool {
+        "relation-get" => {
+            let whose = if args.iter().any(|a| a == "--app") {
+                "app"
+            } else if args.last().map(String::as_str) == Some(unit) {
+                "own"
+            } else {
+                "unit"
+            };
+            format!("relation-get {whose}")
+        }
+        "status-set" if args.iter().any(|a| a == "--application=True") => "status-set app".into(),
+        "relation-ids" | "relation-set" => {
+            let what = args.iter().skip(1).filter(|a| !a.starts_with('-')).last();
+            match (tool, what) {
+                ("relation-ids", Some(ep)) => format!("relation-ids {ep}"),
+                ("relation-set", _) if args.iter().any(|a| a == "--app") => {
+                    "relation-set app".into()
+                }
+                _ => tool.to_string(),
+            }
+        }
+        _ => tool.to_string(),
+    }
+}
+
+/// The breakdown as a markdown table: per role and hook kind, the hooks, mean calls and
+/// the calls per hook of each tool.
+fn breakdown_table(p: &Point) -> String {
+    let mut out = format!(
+        "calls by tool per hook kind, {} units (per hook; role, kind, hooks, mean, tools)\n",
+        p.n
+    );
+    out.push_str(
+        "| role | hook | hooks | calls/hook | calls per hook by tool |\n|---|---|---:|---:|---|\n",
+    );
+    for ((role, kind), (hooks, tools)) in &p.breakdown {
+        let total: usize = tools.values().sum();
+        let mut tools: Vec<(&String, &usize)> = tools.iter().collect();
+        tools.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+        let by: Vec<String> = tools
+            .iter()
+            .map(|(t, c)| format!("{t} {:.1}", **c as f64 / *hooks as f64))
+            .collect();
+        out.push_str(&format!(
+            "| {role} | {kind} | {hooks} | {:.1} | {} |\n",
+            total as f64 / *hooks as f64,
+            by.join(", ")
+        ));
+    }
+    out
 }
 
 #[allow(clippy::disallowed_methods)] // benchmark knob, not the charm's environment
@@ -756,6 +826,7 @@ fn bench() -> TestResult {
     for n in sizes {
         let p = bench_one(n)?;
         eprintln!("{}", row(&p));
+        eprintln!("{}", breakdown_table(&p));
         points.push(p);
     }
     println!("| units | hooks | hooks/unit | of which update-status | calls/hook mean | p95 | max | leader mean / max | others mean / max | wall (s) |");
@@ -787,6 +858,7 @@ fn bench_one(n: usize) -> Result<Point, Failed> {
         calls: Vec::new(),
         leader: Vec::new(),
         others: Vec::new(),
+        breakdown: Breakdown::new(),
     };
     for u in m.units(APP) {
         for h in m
@@ -798,6 +870,15 @@ fn bench_one(n: usize) -> Result<Point, Failed> {
             p.hooks += 1;
             p.update_status += usize::from(h.name == "update-status");
             p.calls.push(c);
+            let role = if u == lead { "leader" } else { "other" };
+            let entry = p.breakdown.entry((role, hook_kind(&h))).or_default();
+            entry.0 += 1;
+            for call in &h.tool_calls {
+                let t = tool_kind(&call.args, &u);
+                if t != "juju-log" && t != "action-log" {
+                    *entry.1.entry(t).or_default() += 1;
+                }
+            }
             if u == lead {
                 p.leader.push(c);
             } else {
