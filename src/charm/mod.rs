@@ -27,7 +27,7 @@ use tracing::{debug, info, warn};
 use crate::config::{CharmConfig, ConfigError, Mode, SharedStorage};
 use crate::host::Host;
 use crate::juju::client::{SecretOwner, SecretRef};
-use crate::juju::event::StorageHook;
+use crate::juju::event::{RelationHook, StorageHook};
 use crate::juju::{Event, Juju, Status, ToolError};
 use crate::roles::{choose_web_unit, roles_for, Roles};
 use crate::service::ServiceError;
@@ -55,6 +55,8 @@ pub enum CharmError {
     Release(#[from] release::ReleaseError),
     #[error("forgetting the settled state failed")]
     Settled(#[from] settled::SettledError),
+    #[error("forgetting a member's databag failed")]
+    PeerCache(#[from] peers::cache::CacheError),
 }
 
 /// Runs the handler for the hook or action in `juju`'s context, acting on `host`.
@@ -72,9 +74,16 @@ pub fn dispatch(juju: &Juju, host: &Host) -> Result<(), CharmError> {
     ) {
         juju.forget_told_statuses();
     }
-    // Anything but update-status may change what the unit should be: settled no more.
-    if !matches!(event, Event::Unknown(_) | Event::UpdateStatus) {
+    // What Juju's agent forgets of the members' databags when it starts this hook.
+    peers::cache::invalidate(juju, host)?;
+    let unread = unread_peer_change(juju);
+    // Anything but update-status (and a change of a peer's databag this unit does not
+    // read) may change what the unit should be: settled no more.
+    if !matches!(event, Event::Unknown(_) | Event::UpdateStatus) && unread.is_none() {
         settled::forget(host)?;
+    }
+    if let Some(remote) = unread {
+        return failure::settle(juju, reconcile_unless_unread(juju, host, remote));
     }
     match &event {
         Event::Unknown(name) => {
@@ -100,6 +109,33 @@ pub fn dispatch(juju: &Juju, host: &Host) -> Result<(), CharmError> {
 fn reconcile_unless_settled(juju: &Juju, host: &Host) -> Result<(), CharmError> {
     if settled::holds(juju, host)? {
         debug!("settled: nothing to do");
+        return Ok(());
+    }
+    settled::forget(host)?;
+    reconcile(juju, host)
+}
+
+/// The remote unit of a `peers-relation-changed` for a unit's databag: the change may
+/// be one this unit does not read ([`settled::unread_change`]).
+fn unread_peer_change(juju: &Juju) -> Option<&str> {
+    let ctx = juju.context();
+    match (&ctx.event, &ctx.relation) {
+        (
+            Event::Relation {
+                endpoint,
+                kind: RelationHook::Changed,
+            },
+            Some(rel),
+        ) if endpoint == peers::ENDPOINT => rel.remote_unit.as_deref(),
+        _ => None,
+    }
+}
+
+/// A peer's databag changed: nothing to do when this unit does not read it and is as
+/// its last full reconcile left it; otherwise a full reconcile.
+fn reconcile_unless_unread(juju: &Juju, host: &Host, remote: &str) -> Result<(), CharmError> {
+    if settled::unread_change(juju, host, remote)? {
+        debug!("{remote}'s databag is not one this unit reads: nothing to do");
         return Ok(());
     }
     settled::forget(host)?;
@@ -154,13 +190,14 @@ fn reconcile(juju: &Juju, host: &Host) -> Result<(), CharmError> {
     };
     let mut reports = Reports::default();
     let leader = juju.is_leader()?;
-    let mut peers = read_peers(juju, &config, leader)?;
+    let mut peers = read_peers(juju, host, &config, leader)?;
     if leader {
         leader_duties(juju, &config, &mut peers)?;
     }
     let me = juju.unit_name().to_string();
     let roles = roles_for(config.mode, &me, peers.app_value(peers::WEB_UNIT));
     let mut tidied = None;
+    let mut all_active = false;
     let vol = release::open_volume(juju, &config, &mut reports)?;
     if let Some(vol) = &vol {
         if config.shared_storage == SharedStorage::Shared {
@@ -196,6 +233,8 @@ fn reconcile(juju: &Juju, host: &Host) -> Result<(), CharmError> {
         if leader {
             upgrading::publish_progress(juju, &config, &mut peers);
         }
+        // Before the upgrade's progress, which a quiet unit shows while it waits.
+        all_active = reports.all_active();
         upgrading::report_progress(juju, &config, &peers, leader, &mut reports);
     }
     observe::publish(juju, &config, leader, roles.unwrap_or_default())?;
@@ -222,6 +261,7 @@ fn reconcile(juju: &Juju, host: &Host) -> Result<(), CharmError> {
         unit_status: &unit_status,
         app_status: app_status.as_ref(),
         tidied,
+        all_active,
     };
     if let Some(vol) = &vol {
         if let Some(rec) = ending.settled(juju, host, vol)? {
@@ -241,12 +281,17 @@ struct Ending<'a> {
     app_status: Option<&'a Status>,
     /// Whether the volume is tidy, when this unit tidies it.
     tidied: Option<bool>,
+    /// Whether every report but the upgrade's progress was active.
+    all_active: bool,
 }
 
 impl Ending<'_> {
     /// The settled record when the unit has nothing pending: active (and the application
     /// too, on the leader), the upgrade idle without error, the volume tidy, the unit on
-    /// the application's release and every role's service running. `None` otherwise.
+    /// the application's release and every role's service running. On a non-leader
+    /// during an upgrade, a quiet record (`idle: false`) when the unit only shows the
+    /// upgrade's progress and has no step of its own to take (no acknowledgement, no
+    /// granted switch). `None` otherwise.
     fn settled(
         &self,
         juju: &Juju,
@@ -255,16 +300,23 @@ impl Ending<'_> {
     ) -> Result<Option<settled::Settled>, CharmError> {
         use crate::juju::StatusKind::Active;
         let app = upgrade::AppUpgrade::from_bag(&self.peers.app);
-        let quiet = self.unit_status.kind == Active
+        let idle = self.unit_status.kind == Active
             && self.app_status.is_none_or(|s| s.kind == Active)
             && app.phase == upgrade::Phase::Idle
-            && app.error.is_empty()
-            && self.tidied != Some(false);
+            && app.error.is_empty();
         let pointer = release::pointer_version(host);
+        let quiet = idle
+            || (!self.leader
+                && self.all_active
+                && self.waits_for_others(juju.unit_name(), &app, &pointer));
         let (Some(roles), Some(release), true) = (self.roles, pointer, quiet) else {
             return Ok(None);
         };
-        if release != app.release || roles == Roles::NONE {
+        let on_release = match idle {
+            true => release == app.release,
+            false => self.peers.me.get(upgrade::K_VERSION) == Some(&release),
+        };
+        if !on_release || roles == Roles::NONE || self.tidied == Some(false) {
             return Ok(None);
         }
         let services: Vec<String> = [
@@ -308,7 +360,32 @@ impl Ending<'_> {
             tidier: self.tidied.is_some(),
             services,
             recheck_at,
+            idle,
+            read_units: self.peers.others.keys().cloned().collect(),
         }))
+    }
+
+    /// During an upgrade: the unit has no step of its own left (the phase asks it for
+    /// no acknowledgement and grants it no switch it has not reported), so only the
+    /// leader's next step can give it one.
+    fn waits_for_others(
+        &self,
+        me: &str,
+        app: &upgrade::AppUpgrade,
+        pointer: &Option<String>,
+    ) -> bool {
+        let web = self.roles.is_some_and(|r| r.web);
+        let me = upgrade::UnitReport::from_bag(me, web, &self.peers.me);
+        let step = upgrade::unit_step(&upgrade::UnitView {
+            app,
+            me: &me,
+            running: pointer.as_deref(),
+            volume_ok: true,
+        });
+        app.phase.running()
+            && step.ack.is_none()
+            && step.switch_to.is_none()
+            && step.refuse.is_none()
     }
 }
 
@@ -318,9 +395,14 @@ impl Ending<'_> {
 /// when it runs web for them (their worker keys: the web unit in `auto` mode, every unit
 /// in `mode=all`), and in shared mode those whose state is not on this unit's volume yet
 /// (proving sharing needs their nonce).
-fn read_peers(juju: &Juju, config: &CharmConfig, leader: bool) -> Result<Peers, CharmError> {
+fn read_peers(
+    juju: &Juju,
+    host: &Host,
+    config: &CharmConfig,
+    leader: bool,
+) -> Result<Peers, CharmError> {
     if leader {
-        return Ok(Peers::read(juju)?);
+        return Ok(Peers::read_kept(juju, host)?);
     }
     let mut peers = Peers::read_members(juju, false)?;
     let me = juju.unit_name();

@@ -1,11 +1,15 @@
 //! The peer relation as one hook sees it: app databag, own and remote unit databags.
 //!
-//! Owns: reading the `peers` relation once per hook and writing our changes back.
+//! Owns: reading the `peers` relation once per hook and writing our changes back, and
+//! (`cache`) the members' databags across hooks as the unit agent keeps them.
 //! Invariants: remote data is a frozen snapshot for the hook (Juju's rule), so nothing
 //! here polls; writes go through `Juju::relation_set`, which skips unchanged keys.
 
-use std::collections::BTreeMap;
+pub mod cache;
 
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::host::Host;
 use crate::juju::{Bag, Databag, FailureKind, Juju, RelationRef, ToolError};
 
 pub const ENDPOINT: &str = "peers";
@@ -36,6 +40,10 @@ pub struct Peers {
     pub others: BTreeMap<String, Databag>,
     /// Every remote member, read or not.
     pub names: Vec<String>,
+    /// The members in this unit's own view (`relation-list`); `names` may add planned ones.
+    listed: Vec<String>,
+    /// Members whose databag this unit may not read yet (planned, not joined).
+    unreadable: BTreeSet<String>,
     pending_app: Databag,
     pending_me: Databag,
 }
@@ -64,7 +72,8 @@ impl Peers {
         };
         let app = juju.own_app_bag(&rel)?;
         let me = juju.own_unit_bag(&rel)?;
-        let mut names: Vec<String> = juju.relation_list(&rel)?;
+        let listed: Vec<String> = juju.relation_list(&rel)?;
+        let mut names = listed.clone();
         if planned {
             let goal = juju.goal_state()?;
             let dying = |u: &str| goal.units.get(u).is_some_and(|g| g.status == "dying");
@@ -80,8 +89,33 @@ impl Peers {
             app,
             me,
             names,
+            listed,
             ..Peers::default()
         })
+    }
+
+    /// The leader's read ([`Peers::read`]) with the copies of earlier hooks
+    /// ([`cache`]): a member's databag is read with `relation-get` only when this unit
+    /// has no copy of it, which is after every hook Juju ran for that member. Keeps the
+    /// copies of the members in this unit's own view for the next hooks.
+    pub fn read_kept(juju: &Juju, host: &Host) -> Result<Peers, ToolError> {
+        let mut p = Peers::read_members(juju, true)?;
+        let Some(rel) = p.rel.as_ref().map(ToString::to_string) else {
+            return Ok(p);
+        };
+        let mut copies = cache::bags(host, &rel);
+        copies.retain(|u, _| p.listed.contains(u));
+        p.others.extend(copies);
+        let all = p.names.clone();
+        p.read_bags(juju, &all)?;
+        let keep: BTreeMap<String, Databag> = p
+            .others
+            .iter()
+            .filter(|(u, _)| p.listed.contains(u) && !p.unreadable.contains(*u))
+            .map(|(u, b)| (u.clone(), b.clone()))
+            .collect();
+        cache::keep(host, &rel, &keep);
+        Ok(p)
     }
 
     /// Reads the databags of `units` (members not read yet).
@@ -99,7 +133,10 @@ impl Peers {
             // TSA or key.
             let bag = match juju.relation_get(&rel, &Bag::Unit(u.clone())) {
                 Ok(b) => b,
-                Err(e) if e.is(FailureKind::PermissionDenied) => Databag::new(),
+                Err(e) if e.is(FailureKind::PermissionDenied) => {
+                    self.unreadable.insert(u.clone());
+                    Databag::new()
+                }
                 Err(e) => return Err(e),
             };
             self.others.insert(u.clone(), bag);

@@ -64,6 +64,15 @@ pub struct Settled {
     /// renewal of web's certificate, whichever comes first.
     #[serde(default)]
     pub recheck_at: Option<u64>,
+    /// Settled in full: no upgrade under way, the unit (and on the leader the application)
+    /// active, so `update-status` has nothing to do. Otherwise the unit is only *quiet*: a
+    /// non-leader with nothing pending of its own while an upgrade runs elsewhere (it
+    /// shows the leader's progress), which only a change of a databag it reads, of the
+    /// app databag or of its inputs can give work.
+    pub idle: bool,
+    /// The remote members whose databags the reconcile read (a change of another's
+    /// databag cannot change what this unit does: docs/scale.md#who-reads-what).
+    pub read_units: Vec<String>,
 }
 
 /// Hash of the inputs a reconcile acts on besides relation data (whose every change
@@ -111,19 +120,46 @@ pub fn record(host: &Host, settled: &Settled) {
 /// nothing to do. Costs `config-get` and `is-leader` (cached for the hook, so a full
 /// reconcile after a miss does not ask again).
 pub fn holds(juju: &Juju, host: &Host) -> Result<bool, ToolError> {
-    let path = host.paths.local(record_path());
-    let Some(rec) = std::fs::read(&path)
-        .ok()
-        .and_then(|b| serde_json::from_slice::<Settled>(&b).ok())
-    else {
+    let Some(rec) = read_record(host) else {
         debug!("not settled: no record");
         return Ok(false);
     };
+    if !rec.idle {
+        debug!("not settled: an upgrade is under way");
+        return Ok(false);
+    }
+    still_holds(juju, host, &rec)
+}
+
+/// Whether a `relation-changed` for the peer `remote`'s databag leaves this unit nothing
+/// to do: a non-leader that did not read that databag in its last full reconcile
+/// (settled or quiet), with the same inputs and nothing drifted. Nothing it acts on
+/// changed: Juju runs a hook for every change of a databag it reads, of the app databag,
+/// of the configuration and of leadership, and each of those reconciles in full. Costs
+/// `config-get` and `is-leader`, like a settled `update-status`.
+pub fn unread_change(juju: &Juju, host: &Host, remote: &str) -> Result<bool, ToolError> {
+    let Some(rec) = read_record(host) else {
+        return Ok(false);
+    };
+    if rec.read_units.iter().any(|u| u == remote) || juju.is_leader()? {
+        return Ok(false);
+    }
+    still_holds(juju, host, &rec)
+}
+
+fn read_record(host: &Host) -> Option<Settled> {
+    std::fs::read(host.paths.local(record_path()))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Settled>(&b).ok())
+}
+
+/// The record's inputs are this hook's and nothing drifted from it.
+fn still_holds(juju: &Juju, host: &Host, rec: &Settled) -> Result<bool, ToolError> {
     if rec.inputs != inputs_hash(&juju.config()?, juju.is_leader()?)? {
         debug!("not settled: the configuration or leadership changed");
         return Ok(false);
     }
-    match drift(host, &rec) {
+    match drift(host, rec) {
         None => Ok(true),
         Some(why) => {
             debug!("not settled: {why}");

@@ -64,6 +64,11 @@ impl Reports {
         }
     }
 
+    /// Whether every report so far is active (nothing waits, blocks or is under way).
+    pub fn all_active(&self) -> bool {
+        self.items.iter().all(|s| s.kind == StatusKind::Active)
+    }
+
     pub fn has_blocking(&self) -> bool {
         self.items.iter().any(|s| s.kind == StatusKind::Blocked)
     }
