@@ -76,7 +76,7 @@ pub fn dispatch(juju: &Juju, host: &Host) -> Result<(), CharmError> {
     }
     // What Juju's agent forgets of the members' databags when it starts this hook.
     peers::cache::invalidate(juju, host)?;
-    let unread = unread_peer_change(juju);
+    let unread = peer_change(juju);
     // Anything but update-status (and a change of a peer's databag this unit does not
     // read) may change what the unit should be: settled no more.
     if !matches!(event, Event::Unknown(_) | Event::UpdateStatus) && unread.is_none() {
@@ -115,9 +115,16 @@ fn reconcile_unless_settled(juju: &Juju, host: &Host) -> Result<(), CharmError> 
     reconcile(juju, host)
 }
 
-/// The remote unit of a `peers-relation-changed` for a unit's databag: the change may
-/// be one this unit does not read ([`settled::unread_change`]).
-fn unread_peer_change(juju: &Juju) -> Option<&str> {
+/// Whose databag a `peers-relation-changed` is for.
+#[derive(Debug, Clone, Copy)]
+enum PeerChange<'a> {
+    Unit(&'a str),
+    App,
+}
+
+/// The databag a `peers-relation-changed` is for: the change may be one that gives this
+/// unit nothing to do ([`settled::unread_change`], [`settled::app_change_only_progress`]).
+fn peer_change(juju: &Juju) -> Option<PeerChange<'_>> {
     let ctx = juju.context();
     match (&ctx.event, &ctx.relation) {
         (
@@ -126,16 +133,28 @@ fn unread_peer_change(juju: &Juju) -> Option<&str> {
                 kind: RelationHook::Changed,
             },
             Some(rel),
-        ) if endpoint == peers::ENDPOINT => rel.remote_unit.as_deref(),
+        ) if endpoint == peers::ENDPOINT => match rel.remote_unit.as_deref() {
+            Some(u) if !u.is_empty() => Some(PeerChange::Unit(u)),
+            _ => Some(PeerChange::App),
+        },
         _ => None,
     }
 }
 
-/// A peer's databag changed: nothing to do when this unit does not read it and is as
-/// its last full reconcile left it; otherwise a full reconcile.
-fn reconcile_unless_unread(juju: &Juju, host: &Host, remote: &str) -> Result<(), CharmError> {
-    if settled::unread_change(juju, host, remote)? {
-        debug!("{remote}'s databag is not one this unit reads: nothing to do");
+/// A peer's or the app's databag changed: nothing to do (but show the upgrade's
+/// progress) when the change does not concern this unit and it is as its last full
+/// reconcile left it; otherwise a full reconcile.
+fn reconcile_unless_unread(
+    juju: &Juju,
+    host: &Host,
+    change: PeerChange<'_>,
+) -> Result<(), CharmError> {
+    let nothing = match change {
+        PeerChange::Unit(remote) => settled::unread_change(juju, host, remote)?,
+        PeerChange::App => settled::app_change_only_progress(juju, host)?,
+    };
+    if nothing {
+        debug!("the change of {change:?}'s databag gives this unit nothing to do");
         return Ok(());
     }
     settled::forget(host)?;
@@ -309,7 +328,10 @@ impl Ending<'_> {
             || (!self.leader
                 && self.all_active
                 && self.waits_for_others(juju.unit_name(), &app, &pointer));
-        let (Some(roles), Some(release), true) = (self.roles, pointer, quiet) else {
+        // A change Juju has yet to commit may still be lost (the commit fails, the hook
+        // is retried): only a hook that made none may say what the unit achieved.
+        let committed = juju.writes() == 0;
+        let (Some(roles), Some(release), true) = (self.roles, pointer, quiet && committed) else {
             return Ok(None);
         };
         let on_release = match idle {
@@ -362,6 +384,7 @@ impl Ending<'_> {
             recheck_at,
             idle,
             read_units: self.peers.others.keys().cloned().collect(),
+            app: settled::app_digest(&self.peers.app, juju.unit_name()),
         }))
     }
 

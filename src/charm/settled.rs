@@ -1,20 +1,26 @@
 //! The settled state: what a unit's last successful full reconcile left, so that
-//! `update-status` on a settled unit checks local facts instead of re-reading the model
-//! (docs/scale.md#a-settled-unit).
+//! `update-status` on a settled unit checks local facts instead of re-reading the model,
+//! and a peer relation change that does not concern a non-leader costs it two or four
+//! calls (docs/scale.md#a-settled-unit).
 //!
 //! Owns: `/var/lib/concourse-ci/settled.json` (0600): a hash of the inputs the reconcile
 //! acted on (the charm build, the configuration, leadership), the volume and the release
-//! the unit runs, the services it left running, the digests of its key files, and when
-//! the leader's next latest-release lookup or the renewal of web's certificate is due.
+//! the unit runs, the services it left running, the digests of its key files, when the
+//! leader's next latest-release lookup or the renewal of web's certificate is due, the
+//! members whose databags it read and a digest of what the app databag told it.
 //! Invariants: the record is removed before any other hook or a full reconcile does
-//! anything, and written only at the end of a successful full reconcile that left the
-//! unit active with nothing pending (idle upgrade, tidy volume, every role's service
-//! running from the release the pointer targets). A killed or failed hook therefore
-//! leaves no record, and its retry (or the next `update-status`) reconciles in full.
+//! anything, and written only at the end of a successful full reconcile that made no
+//! change Juju has yet to commit (a commit can fail after the hook) and left the unit
+//! with nothing pending: settled (`idle`: active, idle upgrade, tidy volume, every
+//! role's service running from the release the pointer targets) or, on a non-leader
+//! during an upgrade, quiet (the same, showing the upgrade's progress, with no step of
+//! its own left). A killed or failed hook therefore leaves no record, and its retry (or
+//! the next `update-status`) reconciles in full.
 //! Hazards: the check is level-triggered: it compares what runs with what the record says
 //! should run (pointer, services and the binaries they were started with), never "what
 //! changed"; Juju runs a hook for every change of configuration, relation data, secrets,
-//! storage and leadership, and each of those reconciles in full.
+//! storage and leadership, and each of those reconciles in full unless the change is of
+//! a databag the unit did not read or an app databag that tells it what it was told.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -73,6 +79,26 @@ pub struct Settled {
     /// The remote members whose databags the reconcile read (a change of another's
     /// databag cannot change what this unit does: docs/scale.md#who-reads-what).
     pub read_units: Vec<String>,
+    /// [`app_digest`] of the app databag the reconcile acted on.
+    pub app: String,
+}
+
+/// sha256 of what the app databag tells unit `me`: every key but the upgrade's
+/// progress (which a quiet unit only shows), with the grant and the units asked to
+/// acknowledge reduced to whether they name `me` (the leader moving the grant from one
+/// other unit to the next gives `me` nothing to do).
+pub fn app_digest(app: &crate::juju::Databag, me: &str) -> String {
+    use crate::upgrade::{AppUpgrade, K_ACK_FROM, K_GRANT, K_PROGRESS};
+    let up = AppUpgrade::from_bag(app);
+    let mut h = Sha256::new();
+    for (k, v) in app {
+        if ![K_PROGRESS, K_GRANT, K_ACK_FROM].contains(&k.as_str()) {
+            h.update(format!("{}:{k}={}:{v}\n", k.len(), v.len()).as_bytes());
+        }
+    }
+    h.update(format!("granted={} ", up.grant.iter().any(|u| u == me)).as_bytes());
+    h.update(format!("asked={}", up.must_ack(me)).as_bytes());
+    format!("{:x}", h.finalize())
 }
 
 /// Hash of the inputs a reconcile acts on besides relation data (whose every change
@@ -145,6 +171,43 @@ pub fn unread_change(juju: &Juju, host: &Host, remote: &str) -> Result<bool, Too
         return Ok(false);
     }
     still_holds(juju, host, &rec)
+}
+
+/// Whether a `relation-changed` for the app databag leaves this non-leader nothing to
+/// do but show the upgrade's new progress: the databag tells it what it told the last
+/// full reconcile ([`app_digest`]), with the same inputs and nothing drifted. Sets the
+/// status when the progress shown changes. Costs `config-get`, `is-leader`,
+/// `relation-ids`, `relation-get` (and `status-set`), all cached for a full reconcile
+/// after a miss.
+pub fn app_change_only_progress(juju: &Juju, host: &Host) -> Result<bool, ToolError> {
+    let Some(rec) = read_record(host) else {
+        return Ok(false);
+    };
+    if juju.is_leader()? {
+        return Ok(false);
+    }
+    let Some(rel) = juju
+        .relation_ids(super::peers::ENDPOINT)?
+        .into_iter()
+        .next()
+    else {
+        return Ok(false);
+    };
+    let app = juju.own_app_bag(&rel)?;
+    if app_digest(&app, juju.unit_name()) != rec.app || !still_holds(juju, host, &rec)? {
+        return Ok(false);
+    }
+    if rec.idle {
+        return Ok(true);
+    }
+    let progress = app
+        .get(crate::upgrade::K_PROGRESS)
+        .filter(|p| !p.is_empty());
+    let Some(progress) = progress else {
+        return Ok(false);
+    };
+    juju.status_set_if_changed(&crate::juju::Status::maintenance(progress.clone()), false)?;
+    Ok(true)
 }
 
 fn read_record(host: &Host) -> Option<Settled> {

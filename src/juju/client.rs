@@ -222,6 +222,8 @@ pub struct Juju {
     cache: RefCell<HashMap<String, Box<dyn Any>>>,
     /// Where the statuses last told to Juju are recorded (see [`Juju::record_statuses_in`]).
     status_dir: RefCell<Option<PathBuf>>,
+    /// Calls whose effect Juju commits only when the hook exits 0 (see [`Juju::writes`]).
+    writes: std::cell::Cell<u32>,
 }
 
 type Result<T> = std::result::Result<T, ToolError>;
@@ -253,7 +255,20 @@ impl Juju {
             runner,
             cache: RefCell::default(),
             status_dir: RefCell::default(),
+            writes: std::cell::Cell::default(),
         }
+    }
+
+    /// How many transactional changes (`relation-set`, ports, secrets) this hook made so
+    /// far: Juju commits them only when the hook exits 0, and a commit can still fail
+    /// after that (lost leadership, a lost controller connection), so a record of what
+    /// a hook achieved is trustworthy only when it made none.
+    pub fn writes(&self) -> u32 {
+        self.writes.get()
+    }
+
+    fn wrote(&self) {
+        self.writes.set(self.writes.get().saturating_add(1));
     }
 
     /// Records each status told to Juju in `dir` (`unit-status`, `app-status`), so that
@@ -457,6 +472,7 @@ impl Juju {
             argv: s("relation-set"),
             why: e.to_string(),
         })?;
+        self.wrote();
         self.run("relation-set", &args, Some(&body))?;
         merge(&mut current, &delta);
         self.remember("relation-get", &Self::relation_get_args(rel, &bag), current);
@@ -579,12 +595,14 @@ impl Juju {
 
     /// Opens `port/proto` (committed with the hook).
     pub fn open_port(&self, port: u16, proto: &str) -> Result<()> {
+        self.wrote();
         self.run("open-port", &[format!("{port}/{proto}")], None)
             .map(drop)
     }
 
     /// Closes `port/proto` (committed with the hook).
     pub fn close_port(&self, port: u16, proto: &str) -> Result<()> {
+        self.wrote();
         self.run("close-port", &[format!("{port}/{proto}")], None)
             .map(drop)
     }
@@ -634,6 +652,7 @@ impl Juju {
             }),
         ]);
         args.extend(files.args());
+        self.wrote();
         let out = self.run("secret-add", &args, None)?;
         let uri = String::from_utf8_lossy(&out).trim().to_string();
         if uri.is_empty() {
