@@ -157,8 +157,8 @@ fn reconcile_unless_unread(
         debug!("the change of {change:?}'s databag gives this unit nothing to do");
         return Ok(());
     }
-    settled::forget(host)?;
-    reconcile(juju, host)
+    let kept = settled::take(host)?;
+    reconcile_from(juju, host, kept)
 }
 
 fn run_action(juju: &Juju, host: &Host, name: &str) -> Result<(), CharmError> {
@@ -203,6 +203,16 @@ fn teardown(juju: &Juju, host: &Host) -> Result<(), CharmError> {
 
 /// Converges the unit towards its configuration. Safe to run from any hook, any number of times.
 fn reconcile(juju: &Juju, host: &Host) -> Result<(), CharmError> {
+    reconcile_from(juju, host, None)
+}
+
+/// [`reconcile`], with the settled record the hook found (`kept`), whose account of the
+/// leader's roles spares running them again when nothing they use changed.
+fn reconcile_from(
+    juju: &Juju,
+    host: &Host,
+    kept: Option<settled::Settled>,
+) -> Result<(), CharmError> {
     let config = match CharmConfig::from_map(&juju.config()?) {
         Ok(c) => c,
         Err(errs) => return block_on_config(juju, &errs),
@@ -215,13 +225,9 @@ fn reconcile(juju: &Juju, host: &Host) -> Result<(), CharmError> {
     }
     let me = juju.unit_name().to_string();
     let roles = roles_for(config.mode, &me, peers.app_value(peers::WEB_UNIT));
-    let mut tidied = None;
-    let mut all_active = false;
+    let mut part = VolumePart::default();
     let vol = release::open_volume(juju, &config, &mut reports)?;
     if let Some(vol) = &vol {
-        if config.shared_storage == SharedStorage::Shared {
-            release::prove_sharing(vol, &me, &mut peers, &mut reports)?;
-        }
         let unit = UnitRun {
             juju,
             host,
@@ -229,37 +235,18 @@ fn reconcile(juju: &Juju, host: &Host) -> Result<(), CharmError> {
             vol,
             leader,
         };
-        if leader {
-            upgrading::leader(juju, host, &config, vol, &mut peers, &mut reports)?;
-        }
-        unit.run(&mut peers, roles, &mut reports)?;
-        if leader {
-            release::publish_digests(host, vol, &mut peers);
-        }
-        // One writer per volume: the leader for a shared one, every unit for its own.
-        let shared = config.shared_storage == SharedStorage::Shared;
-        if leader || !shared {
-            let app = upgrade::AppUpgrade::from_bag(&peers.app);
-            let pointer = release::pointer_version(host);
-            tidied = Some(release::tidy_volume(
-                vol,
-                &app,
-                shared,
-                pointer.as_deref(),
-                &mut reports,
-            ));
-        }
-        if leader {
-            upgrading::publish_progress(juju, &config, &mut peers);
-        }
-        // Before the upgrade's progress, which a quiet unit shows while it waits.
-        all_active = reports.all_active();
-        upgrading::report_progress(juju, &config, &peers, leader, &mut reports);
+        part = unit.on_volume(&mut peers, roles, kept.as_ref(), &mut reports)?;
     }
-    observe::publish(juju, &config, leader, roles.unwrap_or_default())?;
-    if let Some(roles) = roles {
-        certificates::withdraw_unless_web(juju, host, roles)?;
+    if !part.roles_skipped {
+        observe::publish(juju, &config, leader, roles.unwrap_or_default())?;
+        if let Some(roles) = roles {
+            certificates::withdraw_unless_web(juju, host, roles)?;
+        }
     }
+    // Changes Juju has yet to commit, besides the app databag the leader decides anew
+    // in every hook.
+    let uncommitted = juju.writes() > 0 || peers.me_write_pending();
+    let app_written = peers.app_write_pending();
     peers.flush(juju)?;
     let unit_status = reports.pick();
     juju.status_set_if_changed(&unit_status, false)?;
@@ -279,8 +266,9 @@ fn reconcile(juju: &Juju, host: &Host) -> Result<(), CharmError> {
         roles,
         unit_status: &unit_status,
         app_status: app_status.as_ref(),
-        tidied,
-        all_active,
+        part,
+        uncommitted,
+        app_written,
     };
     if let Some(vol) = &vol {
         if let Some(rec) = ending.settled(juju, host, vol)? {
@@ -288,6 +276,19 @@ fn reconcile(juju: &Juju, host: &Host) -> Result<(), CharmError> {
         }
     }
     Ok(())
+}
+
+/// What the part of a reconcile on the volume left, as far as settling goes.
+#[derive(Debug, Default)]
+struct VolumePart {
+    /// Whether the volume is tidy, when this unit tidies it.
+    tidied: Option<bool>,
+    /// Whether every report but the upgrade's progress was active.
+    all_active: bool,
+    /// What the roles (and the unit's own upgrade part) reported, when all active.
+    roles_active: Option<(Vec<String>, Vec<String>)>,
+    /// The leader did not run its roles again (`settled::roles_unchanged`).
+    roles_skipped: bool,
 }
 
 /// How a full reconcile ended, as far as settling goes.
@@ -298,10 +299,11 @@ struct Ending<'a> {
     roles: Option<Roles>,
     unit_status: &'a Status,
     app_status: Option<&'a Status>,
-    /// Whether the volume is tidy, when this unit tidies it.
-    tidied: Option<bool>,
-    /// Whether every report but the upgrade's progress was active.
-    all_active: bool,
+    part: VolumePart,
+    /// The hook made changes Juju has yet to commit (the app databag aside).
+    uncommitted: bool,
+    /// The hook wrote the app databag.
+    app_written: bool,
 }
 
 impl Ending<'_> {
@@ -310,7 +312,9 @@ impl Ending<'_> {
     /// the application's release and every role's service running. On a non-leader
     /// during an upgrade, a quiet record (`idle: false`) when the unit only shows the
     /// upgrade's progress and has no step of its own to take (no acknowledgement, no
-    /// granted switch). `None` otherwise.
+    /// granted switch). On the leader, a record of its roles when they reported only
+    /// active statuses. None from a hook whose changes Juju has yet to commit: a failed
+    /// commit is retried as the same hook, which must not skip what was lost.
     fn settled(
         &self,
         juju: &Juju,
@@ -319,26 +323,29 @@ impl Ending<'_> {
     ) -> Result<Option<settled::Settled>, CharmError> {
         use crate::juju::StatusKind::Active;
         let app = upgrade::AppUpgrade::from_bag(&self.peers.app);
-        let idle = self.unit_status.kind == Active
+        let whole = !self.uncommitted && !self.app_written;
+        let idle = whole
+            && self.unit_status.kind == Active
             && self.app_status.is_none_or(|s| s.kind == Active)
             && app.phase == upgrade::Phase::Idle
-            && app.error.is_empty();
+            && app.error.is_empty()
+            && self.part.tidied != Some(false);
         let pointer = release::pointer_version(host);
-        let quiet = idle
-            || (!self.leader
-                && self.all_active
-                && self.waits_for_others(juju.unit_name(), &app, &pointer));
-        // A change Juju has yet to commit may still be lost (the commit fails, the hook
-        // is retried): only a hook that made none may say what the unit achieved.
-        let committed = juju.writes() == 0;
-        let (Some(roles), Some(release), true) = (self.roles, pointer, quiet && committed) else {
+        let quiet = !self.leader
+            && whole
+            && self.part.all_active
+            && self.waits_for_others(juju.unit_name(), &app, &pointer);
+        let leader_roles = (self.leader && !self.uncommitted)
+            .then(|| self.part.roles_active.clone())
+            .flatten();
+        let (Some(roles), Some(release)) = (self.roles, pointer) else {
             return Ok(None);
         };
         let on_release = match idle {
             true => release == app.release,
             false => self.peers.me.get(upgrade::K_VERSION) == Some(&release),
         };
-        if !on_release || roles == Roles::NONE || self.tidied == Some(false) {
+        if !(idle || quiet || leader_roles.is_some()) || !on_release || roles == Roles::NONE {
             return Ok(None);
         }
         let services: Vec<String> = [
@@ -352,20 +359,9 @@ impl Ending<'_> {
         if !services.iter().all(|s| host.services.is_active(s)) {
             return Ok(None);
         }
-        let latest_due = match (&self.config.version, self.leader) {
-            (None, true) => {
-                let state = vol.read_unit_state(juju.unit_name()).ok().flatten();
-                let Some(cache) = state.and_then(|s| s.latest) else {
-                    return Ok(None);
-                };
-                Some(cache.checked_at + crate::installer::LATEST_CACHE_TTL.as_secs())
-            }
-            _ => None,
-        };
-        let Ok(certificate_due) = settled::certificate_due(host) else {
+        let Some(recheck_at) = self.recheck_at(juju, host, vol) else {
             return Ok(None);
         };
-        let recheck_at = latest_due.into_iter().chain(certificate_due).min();
         let key_dirs: Vec<std::path::PathBuf> = [
             (roles.web, crate::web::keys_dir()),
             (roles.worker, crate::worker::keys_dir()),
@@ -379,13 +375,34 @@ impl Ending<'_> {
             inputs: settled::inputs_hash(&juju.config()?, self.leader)?,
             volume: vol.root().to_path_buf(),
             release,
-            tidier: self.tidied.is_some(),
+            tidier: self.part.tidied.is_some(),
             services,
             recheck_at,
             idle,
             read_units: self.peers.others.keys().cloned().collect(),
             app: settled::app_digest(&self.peers.app, juju.unit_name()),
+            whole: idle || quiet,
+            roles: leader_roles.map(|(active, notes)| settled::RolesRecord {
+                active,
+                notes,
+                peers: settled::roles_digest(self.peers),
+            }),
         }))
+    }
+
+    /// When the leader's next latest-release lookup or the renewal of web's certificate
+    /// is due (`Some(None)`: neither); `None` when it cannot be told.
+    fn recheck_at(&self, juju: &Juju, host: &Host, vol: &Volume) -> Option<Option<u64>> {
+        let latest_due = match (&self.config.version, self.leader) {
+            (None, true) => {
+                let state = vol.read_unit_state(juju.unit_name()).ok().flatten();
+                let cache = state.and_then(|s| s.latest)?;
+                Some(cache.checked_at + crate::installer::LATEST_CACHE_TTL.as_secs())
+            }
+            _ => None,
+        };
+        let certificate_due = settled::certificate_due(host).ok()?;
+        Some(latest_due.into_iter().chain(certificate_due).min())
     }
 
     /// During an upgrade: the unit has no step of its own left (the phase asks it for
@@ -397,19 +414,27 @@ impl Ending<'_> {
         app: &upgrade::AppUpgrade,
         pointer: &Option<String>,
     ) -> bool {
-        let web = self.roles.is_some_and(|r| r.web);
-        let me = upgrade::UnitReport::from_bag(me, web, &self.peers.me);
-        let step = upgrade::unit_step(&upgrade::UnitView {
-            app,
-            me: &me,
-            running: pointer.as_deref(),
-            volume_ok: true,
-        });
-        app.phase.running()
-            && step.ack.is_none()
-            && step.switch_to.is_none()
-            && step.refuse.is_none()
+        app.phase.running() && !own_step(app, me, self.roles, self.peers, pointer.as_deref())
     }
+}
+
+/// Whether this unit has a step of its own in the upgrade: an acknowledgement to
+/// write, a granted switch it has not reported, a refusal.
+fn own_step(
+    app: &upgrade::AppUpgrade,
+    me: &str,
+    roles: Option<Roles>,
+    peers: &Peers,
+    pointer: Option<&str>,
+) -> bool {
+    let me = upgrade::UnitReport::from_bag(me, roles.is_some_and(|r| r.web), &peers.me);
+    let step = upgrade::unit_step(&upgrade::UnitView {
+        app,
+        me: &me,
+        running: pointer,
+        volume_ok: true,
+    });
+    step.ack.is_some() || step.switch_to.is_some() || step.refuse.is_some()
 }
 
 /// The peer relation as this unit needs it (docs/scale.md#who-reads-what): the leader
@@ -462,6 +487,65 @@ struct UnitRun<'a> {
 }
 
 impl UnitRun<'_> {
+    /// The reconcile's part on a usable volume: proving sharing, the leader's upgrade
+    /// steps, this unit's upgrade part and roles (unless the leader's are as `kept`
+    /// says), the volume's housekeeping and the upgrade's progress.
+    fn on_volume(
+        &self,
+        peers: &mut Peers,
+        roles: Option<Roles>,
+        kept: Option<&settled::Settled>,
+        reports: &mut Reports,
+    ) -> Result<VolumePart, CharmError> {
+        let (juju, host, config, vol, leader) =
+            (self.juju, self.host, self.config, self.vol, self.leader);
+        let me = juju.unit_name().to_string();
+        let mut part = VolumePart::default();
+        if config.shared_storage == SharedStorage::Shared {
+            release::prove_sharing(vol, &me, peers, reports)?;
+        }
+        let mut skip = None;
+        if leader {
+            upgrading::leader(juju, host, config, vol, peers, reports)?;
+            let app = upgrade::AppUpgrade::from_bag(&peers.app);
+            let pointer = release::pointer_version(host);
+            let step = own_step(&app, &me, roles, peers, pointer.as_deref());
+            if let Some(rec) = kept {
+                skip = settled::roles_unchanged(juju, host, rec, peers, step)?;
+            }
+        }
+        let mark = reports.mark();
+        match &skip {
+            Some(r) => reports.replay(&r.active, &r.notes),
+            None => self.run(peers, roles, reports)?,
+        }
+        part.roles_active = reports.active_since(mark);
+        part.roles_skipped = skip.is_some();
+        if leader {
+            release::publish_digests(host, vol, peers);
+        }
+        // One writer per volume: the leader for a shared one, every unit for its own.
+        let shared = config.shared_storage == SharedStorage::Shared;
+        if leader || !shared {
+            let app = upgrade::AppUpgrade::from_bag(&peers.app);
+            let pointer = release::pointer_version(host);
+            part.tidied = Some(release::tidy_volume(
+                vol,
+                &app,
+                shared,
+                pointer.as_deref(),
+                reports,
+            ));
+        }
+        if leader {
+            upgrading::publish_progress(juju, config, peers);
+        }
+        // Before the upgrade's progress, which a quiet unit shows while it waits.
+        part.all_active = reports.all_active();
+        upgrading::report_progress(juju, config, peers, leader, reports);
+        Ok(part)
+    }
+
     /// Runs the release the upgrade state says (switching when granted), the unit's roles
     /// on it, and verifies a switch (going back when it failed).
     fn run(

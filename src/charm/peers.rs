@@ -44,6 +44,8 @@ pub struct Peers {
     listed: Vec<String>,
     /// Members whose databag this unit may not read yet (planned, not joined).
     unreadable: BTreeSet<String>,
+    /// This unit's databag as Juju had it when the hook read it.
+    me_read: Databag,
     pending_app: Databag,
     pending_me: Databag,
 }
@@ -87,6 +89,7 @@ impl Peers {
         Ok(Peers {
             rel: Some(rel),
             app,
+            me_read: me.clone(),
             me,
             names,
             listed,
@@ -178,6 +181,13 @@ impl Peers {
     pub fn write_me(&mut self, data: &Databag) {
         merge(&mut self.me, data);
         self.pending_me.extend(data.clone());
+    }
+
+    /// Whether this hook will change this unit's databag.
+    pub fn me_write_pending(&self) -> bool {
+        self.pending_me
+            .iter()
+            .any(|(k, v)| self.me_read.get(k).map_or("", String::as_str) != v.as_str())
     }
 
     /// Whether this hook will write the app databag.

@@ -81,6 +81,82 @@ pub struct Settled {
     pub read_units: Vec<String>,
     /// [`app_digest`] of the app databag the reconcile acted on.
     pub app: String,
+    /// Every change the recording hook made was committed with it (it made none): the
+    /// record may stand for a whole hook. A leader's record may stand for its roles only.
+    pub whole: bool,
+    /// The leader's roles, when what they did in the recording hook needed nothing
+    /// committed (`roles_unchanged`).
+    pub roles: Option<RolesRecord>,
+}
+
+/// What the leader's roles reported (every status active) and the members' data they
+/// acted on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RolesRecord {
+    pub active: Vec<String>,
+    pub notes: Vec<String>,
+    /// [`roles_digest`] of the peer data the roles used.
+    pub peers: String,
+}
+
+/// sha256 of the peer data a unit's roles act on besides the app databag: its own
+/// databag and what each member publishes for the roles (worker key, TSA, address).
+pub fn roles_digest(peers: &super::peers::Peers) -> String {
+    use super::peers::{TSA_HOST, TSA_PUBLIC_KEY, WEB_IP, WORKER_PUBLIC_KEY};
+    let mut h = Sha256::new();
+    let mut field = |k: &str, v: &str| {
+        h.update(format!("{}:{k}={}:{v}\n", k.len(), v.len()).as_bytes());
+    };
+    for (k, v) in &peers.me {
+        field(k, v);
+    }
+    for (u, bag) in &peers.others {
+        field("member", u);
+        for k in [WORKER_PUBLIC_KEY, TSA_HOST, TSA_PUBLIC_KEY, WEB_IP] {
+            field(k, bag.get(k).map_or("", String::as_str));
+        }
+    }
+    format!("{:x}", h.finalize())
+}
+
+/// Reads and removes the record: a full reconcile may use what it says of the leader's
+/// roles ([`roles_unchanged`]); nothing else outlives the hook.
+pub fn take(host: &Host) -> Result<Option<Settled>, SettledError> {
+    let rec = read_record(host);
+    forget(host)?;
+    Ok(rec)
+}
+
+/// What the leader's roles reported, when running them again would do nothing: the
+/// record's inputs are this hook's, nothing drifted on the unit, the app databag tells
+/// the leader what it told the roles (after this hook's steps), the members publish
+/// what they did and the leader's own upgrade part has no step to take. Everything
+/// else the roles read (other relations, secrets, configuration) has a hook of its own,
+/// which reconciles in full.
+pub fn roles_unchanged(
+    juju: &Juju,
+    host: &Host,
+    rec: &Settled,
+    peers: &super::peers::Peers,
+    own_step: bool,
+) -> Result<Option<RolesRecord>, ToolError> {
+    let Some(roles) = &rec.roles else {
+        return Ok(None);
+    };
+    if own_step
+        || rec.app != app_digest(&peers.app, juju.unit_name())
+        || roles.peers != roles_digest(peers)
+        || rec.inputs != inputs_hash(&juju.config()?, juju.is_leader()?)?
+    {
+        return Ok(None);
+    }
+    match unit_drift(host, rec) {
+        None => Ok(Some(roles.clone())),
+        Some(why) => {
+            debug!("the roles run again: {why}");
+            Ok(None)
+        }
+    }
 }
 
 /// sha256 of what the app databag tells unit `me`: every key but the upgrade's
@@ -150,7 +226,7 @@ pub fn holds(juju: &Juju, host: &Host) -> Result<bool, ToolError> {
         debug!("not settled: no record");
         return Ok(false);
     };
-    if !rec.idle {
+    if !rec.idle || !rec.whole {
         debug!("not settled: an upgrade is under way");
         return Ok(false);
     }
@@ -167,7 +243,7 @@ pub fn unread_change(juju: &Juju, host: &Host, remote: &str) -> Result<bool, Too
     let Some(rec) = read_record(host) else {
         return Ok(false);
     };
-    if rec.read_units.iter().any(|u| u == remote) || juju.is_leader()? {
+    if !rec.whole || rec.read_units.iter().any(|u| u == remote) || juju.is_leader()? {
         return Ok(false);
     }
     still_holds(juju, host, &rec)
@@ -183,7 +259,7 @@ pub fn app_change_only_progress(juju: &Juju, host: &Host) -> Result<bool, ToolEr
     let Some(rec) = read_record(host) else {
         return Ok(false);
     };
-    if juju.is_leader()? {
+    if !rec.whole || juju.is_leader()? {
         return Ok(false);
     }
     let Some(rel) = juju
@@ -233,6 +309,19 @@ fn still_holds(juju: &Juju, host: &Host, rec: &Settled) -> Result<bool, ToolErro
 
 /// What differs between the unit and its record, if anything.
 fn drift(host: &Host, rec: &Settled) -> Option<String> {
+    if let Some(why) = unit_drift(host, rec) {
+        return Some(why);
+    }
+    let vol = Volume::new(&rec.volume);
+    if rec.tidier && vol.installed_version().ok().flatten().as_deref() != Some(&rec.release) {
+        return Some("the volume does not record the release as installed".into());
+    }
+    None
+}
+
+/// What differs between the unit's release, services, keys and due checks and its
+/// record (everything but the volume's tidiness), if anything.
+fn unit_drift(host: &Host, rec: &Settled) -> Option<String> {
     let vol = Volume::new(&rec.volume);
     if !vol.is_published(&rec.release).unwrap_or(false) {
         return Some(format!(
@@ -266,9 +355,6 @@ fn drift(host: &Host, rec: &Settled) -> Option<String> {
     }
     if key_digests(host, &rec.key_dirs) != rec.keys {
         return Some("a key file changed".into());
-    }
-    if rec.tidier && vol.installed_version().ok().flatten().as_deref() != Some(&rec.release) {
-        return Some("the volume does not record the release as installed".into());
     }
     if rec.recheck_at.is_some_and(|t| host.clock.unix_now() >= t) {
         return Some("the latest release is due to be looked up".into());

@@ -64,6 +64,32 @@ impl Reports {
         }
     }
 
+    /// Where the reports stand now, to take what a part of the reconcile reported
+    /// ([`Reports::active_since`]).
+    pub fn mark(&self) -> (usize, usize) {
+        (self.items.len(), self.notes.len())
+    }
+
+    /// What was reported since `mark` (statuses, notes), when every status was active.
+    pub fn active_since(&self, mark: (usize, usize)) -> Option<(Vec<String>, Vec<String>)> {
+        let items = self.items.get(mark.0..)?;
+        if !items.iter().all(|s| s.kind == StatusKind::Active) {
+            return None;
+        }
+        let notes = self.notes.get(mark.1..)?.to_vec();
+        Some((items.iter().map(|s| s.message.clone()).collect(), notes))
+    }
+
+    /// Reports again what [`Reports::active_since`] returned.
+    pub fn replay(&mut self, active: &[String], notes: &[String]) {
+        for m in active {
+            self.active(m.clone());
+        }
+        for n in notes {
+            self.note(n.clone());
+        }
+    }
+
     /// Whether every report so far is active (nothing waits, blocks or is under way).
     pub fn all_active(&self) -> bool {
         self.items.iter().all(|s| s.kind == StatusKind::Active)
