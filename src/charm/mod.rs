@@ -134,7 +134,7 @@ fn peer_change(juju: &Juju) -> Option<PeerChange<'_>> {
             },
             Some(rel),
         ) if endpoint == peers::ENDPOINT => match rel.remote_unit.as_deref() {
-            Some(u) if !u.is_empty() => Some(PeerChange::Unit(u)),
+            Some(u) if u.contains('/') => Some(PeerChange::Unit(u)),
             _ => Some(PeerChange::App),
         },
         _ => None,
@@ -236,6 +236,8 @@ fn reconcile_from(
             leader,
         };
         part = unit.on_volume(&mut peers, roles, kept.as_ref(), &mut reports)?;
+    } else if leader {
+        leader_setup(juju, &mut peers)?;
     }
     if !part.roles_skipped {
         observe::publish(juju, &config, leader, roles.unwrap_or_default())?;
@@ -517,7 +519,12 @@ impl UnitRun<'_> {
         let mark = reports.mark();
         match &skip {
             Some(r) => reports.replay(&r.active, &r.notes),
-            None => self.run(peers, roles, reports)?,
+            None => {
+                if leader {
+                    leader_setup(juju, peers)?;
+                }
+                self.run(peers, roles, reports)?
+            }
         }
         part.roles_active = reports.active_since(mark);
         part.roles_skipped = skip.is_some();
@@ -653,8 +660,7 @@ impl RoleRun<'_> {
     }
 }
 
-/// What only the leader does: choose the web unit, create the admin password, ask
-/// PostgreSQL for our database.
+/// What only the leader does first: choose the web unit.
 fn leader_duties(juju: &Juju, config: &CharmConfig, peers: &mut Peers) -> Result<(), CharmError> {
     if peers.rel.is_none() {
         return Ok(());
@@ -666,6 +672,15 @@ fn leader_duties(juju: &Juju, config: &CharmConfig, peers: &mut Peers) -> Result
             info!("assigning the web role to {chosen}");
             peers.write_app(&bag([(peers::WEB_UNIT, chosen.as_str())]));
         }
+    }
+    Ok(())
+}
+
+/// What only the leader does for the roles: create the admin password, ask PostgreSQL
+/// for our database (with the roles: when they need not run again, neither need these).
+fn leader_setup(juju: &Juju, peers: &mut Peers) -> Result<(), CharmError> {
+    if peers.rel.is_none() {
+        return Ok(());
     }
     let have_secret = match peers.app_value(peers::ADMIN_SECRET) {
         Some(id) => juju.secret_info(&SecretRef::Id(id.to_string()))?.is_some(),

@@ -225,3 +225,196 @@ fn regression_juju_sets_the_status_of_install_itself() {
     u.ok("install");
     assert_eq!(u.status(), (kind, message));
 }
+
+// ----- peer relation changes that do not concern a unit (issue 13, 20-unit upgrade) -----
+
+/// A worker (not the leader) of a three-unit application whose web unit is
+/// concourse-ci/0, after a hook that changed nothing (so it holds a record).
+fn quiet_worker() -> Unit {
+    let u = Unit::new(1, false);
+    u.model
+        .state_mut()
+        .relations
+        .get_mut(&u.peers)
+        .unwrap()
+        .units = vec![format!("{APP}/0"), format!("{APP}/2")];
+    u.model.set_bag(
+        u.peers,
+        APP,
+        &[("web-unit", "concourse-ci/0"), ("release-version", V1)],
+    );
+    u.model.set_bag(
+        u.peers,
+        "concourse-ci/0",
+        &[
+            ("tsa-host", "10.1.0.11:2222"),
+            ("tsa-public-key", "ssh-ed25519 AAAAC3NzaWeb x"),
+        ],
+    );
+    u.deploy();
+    u.ok("update-status");
+    assert!(u.exists(RECORD), "{:?}", u.status());
+    assert_eq!(u.status().0, "active");
+    u
+}
+
+/// The last hook read the volume (the full reconcile does, the light paths do not).
+fn full(u: &Unit) -> bool {
+    calls(u).iter().any(|c| c.starts_with("storage-list"))
+}
+
+#[test]
+fn a_change_of_a_databag_a_worker_does_not_read_costs_two_calls() {
+    let u = quiet_worker();
+    u.model
+        .set_bag(u.peers, "concourse-ci/2", &[("version", V2)]);
+    let mark = u.mark();
+    u.relation_ok(u.peers, "changed", Some("concourse-ci/2"));
+    let c = calls(&u);
+    assert!(c.len() <= 2 && !full(&u), "{c:?}");
+    assert!(u.journal_since(mark).is_empty());
+    assert!(u.exists(RECORD));
+    // the web unit's databag, which it reads, reconciles in full
+    u.model
+        .set_bag(u.peers, "concourse-ci/0", &[("tsa-host", "10.1.0.12:2222")]);
+    u.relation_ok(u.peers, "changed", Some("concourse-ci/0"));
+    assert!(full(&u), "{:?}", calls(&u));
+    assert_eq!(u.env(WORKER_ENV)["CONCOURSE_TSA_HOST"], "10.1.0.12:2222");
+}
+
+#[test]
+fn a_worker_waiting_for_its_grant_only_shows_the_progress() {
+    let u = quiet_worker();
+    let upgrade = |more: &[(&str, &str)]| {
+        let mut bag = vec![
+            ("upgrade-gen", "1"),
+            ("upgrade-target", V2),
+            ("upgrade-from", V1),
+        ];
+        bag.extend_from_slice(more);
+        u.model.set_bag(u.peers, APP, &bag);
+        u.relation_ok(u.peers, "changed", Some(APP));
+    };
+    // asked to acknowledge prepare: it writes, so it records nothing (a failed commit
+    // would be retried as the same hook, which must not skip the lost acknowledgement)
+    upgrade(&[
+        ("upgrade-phase", "prepare"),
+        ("upgrade-ack-from", "1:concourse-ci/1"),
+        (
+            "upgrade-progress",
+            "Upgrading to v7.14.3: waiting for 1 of 3 units to prepare",
+        ),
+    ]);
+    assert_eq!(u.my_bag(u.peers)["upgrade-ack"], "1:prepare");
+    assert!(!u.exists(RECORD));
+    // another unit granted: the next hook reconciles in full and records a quiet unit
+    upgrade(&[
+        ("upgrade-phase", "complete"),
+        ("upgrade-grant", "1:concourse-ci/0"),
+        ("upgrade-progress", "Upgrading to v7.14.3: switching web"),
+    ]);
+    assert!(full(&u));
+    assert!(u.exists(RECORD));
+    assert_eq!(u.status().1, "Upgrading to v7.14.3: switching web");
+    // the grant moves to the third unit: the worker shows the progress, nothing else
+    let mark = u.mark();
+    upgrade(&[
+        ("upgrade-grant", "1:concourse-ci/2"),
+        (
+            "upgrade-progress",
+            "Upgrading to v7.14.3: waiting for 2 of 2 workers",
+        ),
+    ]);
+    let c = calls(&u);
+    assert!(c.len() <= 5 && !full(&u), "{c:?}");
+    assert_eq!(
+        u.status(),
+        (
+            "maintenance".into(),
+            "Upgrading to v7.14.3: waiting for 2 of 2 workers".into()
+        )
+    );
+    assert!(u.journal_since(mark).is_empty());
+    // so does a change of the databag of a unit it does not read
+    u.relation_ok(u.peers, "changed", Some("concourse-ci/2"));
+    assert!(calls(&u).len() <= 2);
+    // the upgrade ends: a full reconcile
+    upgrade(&[
+        ("upgrade-phase", "idle"),
+        ("upgrade-grant", ""),
+        ("upgrade-progress", ""),
+    ]);
+    assert!(full(&u));
+}
+
+#[test]
+fn the_leader_reads_only_the_member_whose_hook_runs_and_runs_its_roles_when_they_need_it() {
+    let u = Unit::new(0, true);
+    u.model
+        .state_mut()
+        .relations
+        .get_mut(&u.peers)
+        .unwrap()
+        .units = vec![format!("{APP}/1"), format!("{APP}/2")];
+    for n in [1, 2] {
+        let key = format!("ssh-ed25519 AAAAC3NzaWorker{n} x");
+        u.model.set_bag(
+            u.peers,
+            &format!("{APP}/{n}"),
+            &[("worker-public-key", key.as_str())],
+        );
+    }
+    u.deploy();
+    u.add_postgresql("db-pw");
+    let reads = |u: &Unit| -> Vec<String> {
+        calls(u)
+            .into_iter()
+            .filter(|c| c.starts_with("relation-get") && c.contains(&format!("{APP}/")))
+            .filter(|c| !c.ends_with(&format!("{APP}/0")))
+            .collect()
+    };
+    u.ok("update-status");
+    u.model.set_bag(
+        u.peers,
+        "concourse-ci/2",
+        &[("worker-public-key", "ssh-ed25519 AAAAC3NzaWorker2New x")],
+    );
+    u.relation_ok(u.peers, "changed", Some("concourse-ci/2"));
+    let r = reads(&u);
+    assert!(
+        r.len() == 1 && r[0].ends_with("concourse-ci/2"),
+        "reads {r:?}"
+    );
+    let keys = u.read("/var/lib/concourse-web/keys/authorized_worker_keys");
+    assert!(
+        keys.contains("Worker2New") && keys.contains("Worker1"),
+        "{keys}"
+    );
+    // a change the roles do not use: the leader does not run them again
+    let roles_ran = |u: &Unit| calls(u).iter().any(|c| c.starts_with("network-get"));
+    u.relation_ok(u.peers, "changed", Some("concourse-ci/2"));
+    assert!(u.exists(RECORD), "a hook that changed nothing records");
+    u.model
+        .set_bag(u.peers, "concourse-ci/1", &[("version", V1)]);
+    let mark = u.mark();
+    u.relation_ok(u.peers, "changed", Some("concourse-ci/1"));
+    assert!(!roles_ran(&u), "{:?}", calls(&u));
+    assert!(u.journal_since(mark).is_empty());
+    assert_eq!(u.status().0, "active");
+    // a new worker key: they run again, and web authorizes it
+    u.model.set_bag(
+        u.peers,
+        "concourse-ci/1",
+        &[("worker-public-key", "ssh-ed25519 AAAAC3NzaWorker1New x")],
+    );
+    u.relation_ok(u.peers, "changed", Some("concourse-ci/1"));
+    assert!(roles_ran(&u));
+    let keys = u.read("/var/lib/concourse-web/keys/authorized_worker_keys");
+    assert!(keys.contains("Worker1New"), "{keys}");
+    // a hook for no member reads none of them again
+    u.ok("config-changed");
+    assert!(reads(&u).is_empty(), "{:?}", reads(&u));
+    // a new leadership forgets the copies
+    u.ok("leader-elected");
+    assert_eq!(reads(&u).len(), 2, "{:?}", reads(&u));
+}
