@@ -25,6 +25,7 @@ pub const TARBALL_SIZE: u64 = 2 * 1024 * 1024;
 
 /// A simulator test. With `SIM_TIMES=<file>` set, its wall time is appended to that file
 /// (`<seconds> <name>`), so a slow tier can be broken down per test.
+#[allow(clippy::disallowed_methods)] // harness knob, not the charm's environment
 pub fn trial(name: impl Into<String>, f: impl FnOnce() -> TestResult + Send + 'static) -> Trial {
     let name = name.into();
     let label = name.clone();

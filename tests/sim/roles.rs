@@ -519,7 +519,9 @@ fn auto_mode_leadership_removal_actions() -> TestResult {
 /// detail, TSA settings), its hooks and its systemd journal, with times relative to `mark`.
 fn history(m: &Model, unit: &str, sub: &str, mark: f64) -> String {
     let mut out = format!("{unit}: {sub} records:\n");
-    for r in concourse_log(m, unit).iter().filter(|r| r.subcommand == sub)
+    for r in concourse_log(m, unit)
+        .iter()
+        .filter(|r| r.subcommand == sub)
     {
         out += &format!(
             "  {:+8.2} pid {} {} {:?} tsa={} key={}\n",
@@ -537,7 +539,13 @@ fn history(m: &Model, unit: &str, sub: &str, mark: f64) -> String {
     }
     out += "journal:\n";
     for e in journal(m, unit).iter().filter(|e| e.action != "call") {
-        out += &format!("  {:+8.2} {} {} {:?}\n", e.ts - mark, e.unit, e.action, e.argv);
+        out += &format!(
+            "  {:+8.2} {} {} {:?}\n",
+            e.ts - mark,
+            e.unit,
+            e.action,
+            e.argv
+        );
     }
     out
 }

@@ -22,14 +22,12 @@ pub fn trials() -> Vec<Trial> {
         } else {
             "no_self_notify"
         };
-        v.push(trial(
-            format!("upgrade::action_5_units_{sfx}"),
-            move || action_5_units(notify),
-        ));
-        v.push(trial(
-            format!("upgrade::config_change_{sfx}"),
-            move || config_change(notify),
-        ));
+        v.push(trial(format!("upgrade::action_5_units_{sfx}"), move || {
+            action_5_units(notify)
+        }));
+        v.push(trial(format!("upgrade::config_change_{sfx}"), move || {
+            config_change(notify)
+        }));
         v.push(trial(
             format!("upgrade::leader_moves_after_prepare_{sfx}"),
             move || leader_moves(notify),
@@ -42,10 +40,9 @@ pub fn trials() -> Vec<Trial> {
             format!("upgrade::broken_release_rolls_back_{sfx}"),
             move || broken(notify),
         ));
-        v.push(trial(
-            format!("upgrade::single_unit_{sfx}"),
-            move || single_unit(notify),
-        ));
+        v.push(trial(format!("upgrade::single_unit_{sfx}"), move || {
+            single_unit(notify)
+        }));
     }
     v.push(trial("upgrade::action_refusals", refusals));
     v.push(trial(

@@ -394,6 +394,52 @@ strict_start() {
     fi
 }
 
+# dex_connectors: what web's dex server makes of the auth settings (RunCommand.Runner,
+# after the migrations). skymarshal/dexserver/dexserver.go NewDexServerConfig: local users
+# need --password-connector=local (exit 1 otherwise); a connector whose Validate fails is
+# skipped silently (its Serialize error is ignored): skymarshal/skycmd/github_flags.go,
+# gitlab_flags.go (client id and secret), oidc_flags.go (issuer, client id and secret),
+# oauth_flags.go (auth, token and userinfo URLs, client id and secret), ldap_flags.go
+# (host, bind DN and password). An enabled connector is opened at once (concourse/dex
+# server/server.go NewServer): LDAP without a user search base DN or username attribute
+# makes web exit 1 (connector/ldap/ldap.go). The fake records what the real one only
+# does: `connectors` (those enabled) and `connector skipped` (which, and why).
+dex_connectors() {
+    local enabled="" id needs v missing any
+    if [ -n "${CONCOURSE_ADD_LOCAL_USER:-}" ]; then
+        if [ "${CONCOURSE_PASSWORD_CONNECTOR:-local}" != local ]; then
+            refuse "can only set --add-local-user with --password-connector=local"
+        fi
+        enabled="local"
+    fi
+    for id in "github:CLIENT_ID CLIENT_SECRET" "gitlab:CLIENT_ID CLIENT_SECRET" \
+        "oidc:ISSUER CLIENT_ID CLIENT_SECRET" \
+        "oauth:AUTH_URL TOKEN_URL USERINFO_URL CLIENT_ID CLIENT_SECRET" \
+        "ldap:HOST BIND_DN BIND_PW"; do
+        needs=${id#*:}
+        id=${id%%:*}
+        missing=""
+        any=""
+        for v in $needs; do
+            v="CONCOURSE_${id^^}_$v"
+            if [ -n "${!v:-}" ]; then any=1; else missing+=" ${v#CONCOURSE_${id^^}_}"; fi
+        done
+        if [ -n "$missing" ]; then
+            if [ -n "$any" ]; then record "connector skipped" "$id: missing$missing"; fi
+            continue
+        fi
+        if [ "$id" = ldap ]; then
+            [ -n "${CONCOURSE_LDAP_USER_SEARCH_BASE_DN:-}" ] ||
+                refuse "server: Failed to open connector ldap: ldap: missing required field \"userSearch.baseDN\""
+            [ -n "${CONCOURSE_LDAP_USER_SEARCH_USERNAME:-}" ] ||
+                refuse "server: Failed to open connector ldap: ldap: missing required field \"userSearch.username\""
+        fi
+        enabled+="${enabled:+,}$id"
+    done
+    [ -n "$enabled" ] || refuse "server: no connectors specified"
+    record "connectors" "$enabled"
+}
+
 # ----- the database (the played PostgreSQL: CONCOURSE_POSTGRES_HOST is a directory, the
 # way libpq and pgx read a host starting with `/` as a Unix socket directory) -----
 
@@ -636,6 +682,7 @@ run_web() {
     else
         record "database not played" "${CONCOURSE_POSTGRES_HOST:-}"
     fi
+    dex_connectors
     control startup-delay 0
     pause "$REPLY"
     lager "atc" "atc.cmd.finish"

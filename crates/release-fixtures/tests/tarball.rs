@@ -446,7 +446,9 @@ impl Site {
             ),
             ("CONCOURSE_POSTGRES_HOST".into(), self.path("db")),
             ("CONCOURSE_POSTGRES_DATABASE".into(), "concourse".into()),
-            // the fake refuses a web without main-team auth, like the real one
+            // the fake refuses a web without main-team auth or without any connector,
+            // like the real one
+            ("CONCOURSE_ADD_LOCAL_USER".into(), "admin:pw".into()),
             ("CONCOURSE_MAIN_TEAM_LOCAL_USER".into(), "admin".into()),
         ]
     }
@@ -670,6 +672,84 @@ fn fake_web_signals() {
     assert_eq!(wait_exit(&mut w).code(), Some(1));
     let failed = f.wait_event(w.id(), "start-failed");
     assert!(failed.detail.unwrap().contains("dial error"));
+}
+
+/// Web's dex server (skymarshal/dexserver/dexserver.go, skymarshal/skycmd/*_flags.go,
+/// concourse/dex connector/ldap/ldap.go): a connector without all its required settings
+/// is skipped silently; LDAP without its user search settings, local users with another
+/// password connector, or no connector at all make web exit 1.
+#[test]
+fn fake_web_auth_connectors() {
+    let site = Site::new("7.14.3");
+    let f = &site.f;
+    let with = |extra: &[(&str, &str)]| {
+        let mut env = site.web_env();
+        env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        env
+    };
+    let full = [
+        ("CONCOURSE_GITHUB_CLIENT_ID", "id"),
+        ("CONCOURSE_GITHUB_CLIENT_SECRET", "s"),
+        ("CONCOURSE_GITLAB_CLIENT_ID", "id"),
+        ("CONCOURSE_GITLAB_CLIENT_SECRET", "s"),
+        ("CONCOURSE_OIDC_ISSUER", "https://id.example"),
+        ("CONCOURSE_OIDC_CLIENT_ID", "id"),
+        ("CONCOURSE_OIDC_CLIENT_SECRET", "s"),
+        // generic OAuth without its userinfo URL: skipped
+        ("CONCOURSE_OAUTH_AUTH_URL", "https://o.example/auth"),
+        ("CONCOURSE_OAUTH_TOKEN_URL", "https://o.example/token"),
+        ("CONCOURSE_OAUTH_CLIENT_ID", "id"),
+        ("CONCOURSE_OAUTH_CLIENT_SECRET", "s"),
+        ("CONCOURSE_LDAP_HOST", "ldap.example:636"),
+        ("CONCOURSE_LDAP_BIND_DN", "cn=ro"),
+        ("CONCOURSE_LDAP_BIND_PW", "pw"),
+        ("CONCOURSE_LDAP_USER_SEARCH_BASE_DN", "ou=people"),
+        ("CONCOURSE_LDAP_USER_SEARCH_USERNAME", "uid"),
+    ];
+    let mut w = site.spawn(&["web"], &with(&full));
+    f.wait_event(w.id(), "listening");
+    let on = f.wait_event(w.id(), "connectors");
+    assert_eq!(on.detail.as_deref(), Some("local,github,gitlab,oidc,ldap"));
+    let skipped = f.wait_event(w.id(), "connector skipped");
+    assert_eq!(
+        skipped.detail.as_deref(),
+        Some("oauth: missing USERINFO_URL")
+    );
+    signal(&w, nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(wait_exit(&mut w).code(), Some(0));
+
+    let refused = |extra: &[(&str, &str)], want: &str| {
+        let mut w = site.spawn(&["web"], &with(extra));
+        assert_eq!(wait_exit(&mut w).code(), Some(1), "{want}");
+        let failed = f.wait_event(w.id(), "start-failed");
+        assert!(
+            failed.detail.as_deref().unwrap_or("").contains(want),
+            "{:?}, want {want}",
+            failed.detail
+        );
+    };
+    refused(
+        &[
+            ("CONCOURSE_LDAP_HOST", "ldap.example:636"),
+            ("CONCOURSE_LDAP_BIND_DN", "cn=ro"),
+            ("CONCOURSE_LDAP_BIND_PW", "pw"),
+            ("CONCOURSE_LDAP_USER_SEARCH_BASE_DN", "ou=people"),
+        ],
+        "missing required field \"userSearch.username\"",
+    );
+    refused(
+        &[("CONCOURSE_PASSWORD_CONNECTOR", "ldap")],
+        "can only set --add-local-user with --password-connector=local",
+    );
+    let mut no_local = site.web_env();
+    no_local.retain(|(k, _)| k != "CONCOURSE_ADD_LOCAL_USER");
+    let mut w = site.spawn(&["web"], &no_local);
+    assert_eq!(wait_exit(&mut w).code(), Some(1));
+    let failed = f.wait_event(w.id(), "start-failed");
+    assert_eq!(
+        failed.detail.as_deref(),
+        Some("server: no connectors specified")
+    );
 }
 
 /// `concourse migrate` and web's own migrations (atc/atccmd/command.go Migration.Execute,
