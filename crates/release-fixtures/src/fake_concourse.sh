@@ -606,7 +606,7 @@ use strict; use IO::Socket::UNIX; use IO::Select; use Socket;
 my ($name, $keys, $ready) = @ARGV; my $ppid = getppid(); my %ok; my $reload = 0;
 sub load { %ok = (); open(my $f, "<", $keys) or return;
   while (<$f>) { my @w = split; $ok{"$w[0] $w[1]"} = 1 if @w >= 2 } }
-load(); $SIG{HUP} = sub { $reload = 1 };
+load(); $SIG{HUP} = sub { $reload = 1 }; $SIG{PIPE} = "IGNORE";
 my $srv; for (1..40) { $srv = IO::Socket::UNIX->new(Type => SOCK_STREAM, Local => "\0$name",
   Listen => 64) and last; select(undef, undef, undef, 0.05) }
 $srv or die "listen tcp 0.0.0.0: bind: address already in use\n";
@@ -620,7 +620,10 @@ while (1) {
     my $line = <$fh>;
     if (!defined $line) { $sel->remove($fh); close $fh; next }
     my @w = split " ", $line;
-    if (@w >= 2 && $ok{"$w[0] $w[1]"}) { print $fh "registered\n"; $fh->flush }
+    # a worker that went away before the answer: EPIPE, not the end of the TSA (Go
+    # ignores SIGPIPE on sockets)
+    if (@w >= 2 && $ok{"$w[0] $w[1]"}) {
+      if (!(print $fh "registered\n") || !$fh->flush) { $sel->remove($fh); close $fh } }
     else { print $fh "unauthorized\n"; $sel->remove($fh); close $fh }
   }
 }'
@@ -704,7 +707,13 @@ run_web() {
     lager "tsa" "tsa.listening"
     lager "atc" "atc.listening"
     record "listening"
-    while :; do sleep 0.1; done
+    # web's members run in one ifrit group (cmd/concourse/web.go): when one exits, the
+    # group stops and web exits 1 with its exit trace.
+    while kill -0 "$TSA_PID" 2>/dev/null; do sleep 0.1; done
+    wait "$TSA_PID" 2>/dev/null
+    record "member exited" "tsa: exit status $?"
+    echo "error: Exit trace for group:\ntsa exited with error: exit status 1" >&2
+    finish 1
 }
 
 # ----- worker (worker/workercmd/worker.go, worker/beacon.go, worker/beacon_runner.go,

@@ -674,6 +674,53 @@ fn fake_web_signals() {
     assert!(failed.detail.unwrap().contains("dial error"));
 }
 
+/// Web's members run in one ifrit group (cmd/concourse/web.go): when its TSA dies, web
+/// exits 1 instead of running on without it; a worker vanishing before the TSA answers
+/// does not end the TSA.
+#[test]
+fn fake_web_exits_with_its_tsa() {
+    let site = Site::new("7.14.3");
+    let f = &site.f;
+    let mut w = site.web();
+    let children = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", w.id())).unwrap();
+    let tsa: i32 = children
+        .split_whitespace()
+        .map(|p| p.parse().unwrap())
+        .find(|p: &i32| {
+            std::fs::read_to_string(format!("/proc/{p}/cmdline"))
+                .is_ok_and(|c| c.contains("fake-concourse-tsa"))
+        })
+        .expect("web's TSA child");
+    // a client that sends its key and leaves at once: the TSA's answer meets a closed socket
+    let fp_name = std::fs::read_to_string(format!("/proc/{tsa}/cmdline"))
+        .unwrap()
+        .split('\0')
+        .find(|a| a.starts_with("fake-concourse-tsa/"))
+        .unwrap()
+        .to_string();
+    let key = std::fs::read_to_string(site.path("worker_key.pub")).unwrap();
+    let key: String = key.split_whitespace().take(2).collect::<Vec<_>>().join(" ");
+    for _ in 0..20 {
+        use std::io::Write;
+        use std::os::linux::net::SocketAddrExt;
+        let addr = std::os::unix::net::SocketAddr::from_abstract_name(fp_name.as_bytes()).unwrap();
+        let mut c = std::os::unix::net::UnixStream::connect_addr(&addr).unwrap();
+        writeln!(c, "{key}").unwrap();
+        drop(c);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(alive(tsa as u32), "a vanished worker ended the TSA");
+    assert!(w.try_wait().unwrap().is_none());
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(tsa),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    assert_eq!(wait_exit(&mut w).code(), Some(1));
+    let exited = f.wait_event(w.id(), "member exited");
+    assert!(exited.detail.unwrap().starts_with("tsa:"));
+}
+
 /// Web's dex server (skymarshal/dexserver/dexserver.go, skymarshal/skycmd/*_flags.go,
 /// concourse/dex connector/ldap/ldap.go): a connector without all its required settings
 /// is skipped silently; LDAP without its user search settings, local users with another
