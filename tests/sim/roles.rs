@@ -23,15 +23,14 @@ pub fn trials() -> Vec<Trial> {
             "roles::auto_mode_web_and_workers_get_their_settings_and_restart_only_when_needed",
             auto_mode_settings_and_restarts,
         ),
-        // Ignored by default: once, in a full CI run, the worker it removes had not
-        // reached its TSA ("tsa unreachable" for two minutes) and so was stopped instead of
-        // retired; it passes alone and with the roles tier. Run it with
-        // `-- --ignored roles::`.
+        // Once, in a full CI run, the worker it removes could not reach its TSA for two
+        // minutes while web kept its pid: the fake TSA then died of SIGPIPE when a worker
+        // left before its answer (fixed: fake_web_exits_with_its_tsa). A failure prints
+        // both units' full history.
         trial(
             "roles::auto_mode_web_stays_on_leader_change_removed_worker_retires_actions",
             auto_mode_leadership_removal_actions,
-        )
-        .with_ignored_flag(true),
+        ),
         trial(
             "roles::web_and_worker_applications_over_tsa_flight",
             web_and_worker_apps,
