@@ -319,7 +319,11 @@ pub const OPTIONS: &[Opt] = &[
 ];
 
 /// The connectors: their id prefix, the options that turn them on (all needed) and the
-/// options that map main-team members through them.
+/// options that map main-team members through them. "All needed" is what Concourse
+/// requires (each connector's `Validate`, skymarshal/skycmd/*_flags.go: without it the
+/// connector is skipped silently) plus what dex needs to open it at start (LDAP's user
+/// search base DN and username attribute, concourse/dex connector/ldap/ldap.go: without
+/// them web exits 1).
 const CONNECTORS: &[(&str, &[&str], &[&str])] = &[
     (
         "github",
@@ -347,12 +351,19 @@ const CONNECTORS: &[(&str, &[&str], &[&str])] = &[
             "oauth-client-secret",
             "oauth-auth-url",
             "oauth-token-url",
+            "oauth-userinfo-url",
         ],
         &["main-team-oauth-user", "main-team-oauth-group"],
     ),
     (
         "ldap",
-        &["ldap-host", "ldap-user-search-base-dn"],
+        &[
+            "ldap-host",
+            "ldap-bind-dn",
+            "ldap-bind-pw",
+            "ldap-user-search-base-dn",
+            "ldap-user-search-username",
+        ],
         &["main-team-ldap-user", "main-team-ldap-group"],
     ),
 ];
@@ -579,6 +590,16 @@ fn parse_extra_env(
             ));
             continue;
         };
+        if k == "CONCOURSE_PASSWORD_CONNECTOR" && v != "local" {
+            // skymarshal/dexserver/dexserver.go: local users only with the local password
+            // connector, and the charm always adds the admin as a local user.
+            errs.push(err(
+                option,
+                format!("{k}={v} cannot start: the charm adds the admin as a local user, and Concourse allows local users only with the local password connector"),
+                "remove it; log in with fly login -u admin, or through the connector in the browser",
+            ));
+            continue;
+        }
         if MANAGED.contains(&k) || OPTIONS.iter().any(|o| o.var == k) {
             errs.push(err(
                 option,
@@ -668,13 +689,6 @@ impl WebOptions {
                     ));
                 }
             }
-        }
-        if self.is_set("ldap-bind-dn") != self.is_set("ldap-bind-pw") {
-            errs.push(err(
-                "ldap-bind-pw",
-                "ldap-bind-dn and ldap-bind-pw go together",
-                "set both or neither",
-            ));
         }
         if let Some(locals) = self.plain("main-team-local-user") {
             let admin_in = locals.split(',').any(|u| u == admin);

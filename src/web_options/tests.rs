@@ -163,3 +163,57 @@ fn local_users_are_pairs() {
     assert!(local_users("a").is_err());
     assert!(local_users(" , ").is_err());
 }
+
+/// Regression: generic OAuth without its userinfo URL passed the charm's checks, and
+/// Concourse then skipped the connector silently (skymarshal/skycmd/oauth_flags.go).
+#[test]
+fn regression_oauth_without_userinfo_url_was_accepted_and_silently_dropped() {
+    let mut oauth = json!({
+        "oauth-client-id": "ci",
+        "oauth-client-secret": "secret:co1",
+        "oauth-auth-url": "https://idp/authorize",
+        "oauth-token-url": "https://idp/token",
+    });
+    assert_eq!(
+        problems(oauth.clone()),
+        [(
+            "oauth-client-id".into(),
+            "the oauth connector also needs oauth-userinfo-url".into()
+        )]
+    );
+    oauth["oauth-userinfo-url"] = json!("https://idp/userinfo");
+    assert!(parse(oauth).is_ok());
+}
+
+/// Regression: LDAP without a bind DN and password passed the charm's checks (Concourse
+/// skips it silently: skymarshal/skycmd/ldap_flags.go), and LDAP without a user search
+/// username attribute made web exit 1 at start (concourse/dex connector/ldap/ldap.go).
+#[test]
+fn regression_ldap_without_bind_or_username_attribute_was_accepted() {
+    let full = json!({
+        "ldap-host": "ldap:636",
+        "ldap-bind-dn": "cn=ro",
+        "ldap-bind-pw": "secret:cl1",
+        "ldap-user-search-base-dn": "ou=people",
+        "ldap-user-search-username": "uid",
+    });
+    assert!(parse(full.clone()).is_ok());
+    for drop in ["ldap-bind-dn", "ldap-bind-pw", "ldap-user-search-username"] {
+        let mut v = full.clone();
+        v.as_object_mut().unwrap().remove(drop);
+        let p = problems(v);
+        assert_eq!(p.len(), 1, "{drop}: {p:?}");
+        assert_eq!(p[0].0, "ldap-host");
+        assert_eq!(p[0].1, format!("the ldap connector also needs {drop}"));
+    }
+}
+
+/// Concourse refuses local users with another password connector
+/// (skymarshal/dexserver/dexserver.go), and the charm always adds the admin.
+#[test]
+fn the_escape_hatch_refuses_a_password_connector_that_cannot_start() {
+    let p = problems(json!({"extra-web-env": "CONCOURSE_PASSWORD_CONNECTOR=ldap"}));
+    assert_eq!(p[0].0, "extra-web-env");
+    assert!(p[0].1.contains("local password connector"), "{p:?}");
+    assert!(parse(json!({"extra-web-env": "CONCOURSE_PASSWORD_CONNECTOR=local"})).is_ok());
+}

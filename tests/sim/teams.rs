@@ -4,7 +4,8 @@
 //! leader created), its own peer address, and authorizes every worker; every worker lists
 //! every web unit's TSA, trusts the shared host key and registers (the fake TSA checks
 //! the host key and the worker key). PostgreSQL over TLS, and its endpoints withdrawn. A
-//! connector's client secret from a user secret, and a new revision of it.
+//! connector's client secret from a user secret, and a new revision of it; every other
+//! connector and extra local users, enabled by web as dex would (the strict fake).
 
 use std::collections::BTreeSet;
 
@@ -31,6 +32,10 @@ pub fn trials() -> Vec<Trial> {
         trial(
             "teams::the_escape_hatch_reaches_web_and_a_typo_blocks_without_touching_it",
             escape_hatch,
+        ),
+        trial(
+            "teams::gitlab_oidc_oauth_ldap_and_local_users_all_enabled_by_web",
+            every_connector,
         ),
     ]
 }
@@ -295,6 +300,11 @@ fn connector_secret() -> TestResult {
             format!("{k} is {:?}", env.get(k))
         })?;
     }
+    let (on, skipped) = connectors(m, unit, mark);
+    ensure(
+        on.as_deref() == Some("local,github") && skipped.is_empty(),
+        || format!("web enabled {on:?}, skipped {skipped:?}"),
+    )?;
     ensure(m.unit_status(unit).status == "active", || {
         format!("{:?}", m.unit_status(unit))
     })?;
@@ -363,4 +373,136 @@ fn escape_hatch() -> TestResult {
         || format!("web was disturbed by a refused setting: {w:?}"),
     )?;
     no_failed_hooks(m, &d.units)
+}
+
+/// What web's dex server enabled at its last start on `unit` (the fake's `connectors`
+/// record, skymarshal/dexserver/dexserver.go), and the connectors it skipped.
+fn connectors(m: &Model, unit: &str, since: f64) -> (Option<String>, Vec<String>) {
+    let log: Vec<_> = concourse_log(m, unit)
+        .into_iter()
+        .filter(|r| r.ts >= since && r.subcommand == "web")
+        .collect();
+    let on = log
+        .iter()
+        .rev()
+        .find(|r| r.event == "connectors")
+        .and_then(|r| r.detail.clone());
+    let skipped = log
+        .iter()
+        .filter(|r| r.event == "connector skipped")
+        .filter_map(|r| r.detail.clone())
+        .collect();
+    (on, skipped)
+}
+
+/// GitLab, OIDC, generic OAuth and LDAP with their secrets from user secrets, extra local
+/// users, and main-team members through each: one config change restarts web once, and
+/// web's dex enables every connector (the fake skips one missing a setting Concourse
+/// requires, and refuses LDAP without the settings dex needs, as the real ones do).
+fn every_connector() -> TestResult {
+    let d = deploy_with(DeploySpec {
+        units: 1,
+        config: &[("mode", "all"), ("version", V1)],
+        releases: &[(V1, Variant::Normal)],
+        ..DeploySpec::default()
+    })?;
+    let (m, unit) = (&d.model, &d.units[0]);
+    let mut uris = Vec::new();
+    for (key, value) in [
+        ("client-secret", "gl-secret"),
+        ("client-secret", "oidc-secret"),
+        ("client-secret", "oauth-secret"),
+        ("password", "ldap-bind-secret"),
+        ("users", "alice:alice-pw,bob:bob-pw"),
+    ] {
+        let uri = m.add_user_secret(&[(key, value)]);
+        m.grant_user_secret(&uri, APP_NAME)
+            .map_err(|e| fail(e.to_string()))?;
+        uris.push(uri);
+    }
+    let (u_gl, u_oidc, u_oauth, u_ldap, u_users) =
+        (&uris[0], &uris[1], &uris[2], &uris[3], &uris[4]);
+    let mark = quiet_mark(m, &[APP_NAME]);
+    m.config(
+        APP_NAME,
+        [
+            ("gitlab-client-id", "gl-id"),
+            ("gitlab-client-secret", u_gl.as_str()),
+            ("main-team-gitlab-group", "ops"),
+            ("oidc-issuer", "https://sso.example.com/realms/ci"),
+            ("oidc-client-id", "oidc-id"),
+            ("oidc-client-secret", u_oidc.as_str()),
+            ("main-team-oidc-group", "ci-admins"),
+            ("oauth-client-id", "oauth-id"),
+            ("oauth-client-secret", u_oauth.as_str()),
+            ("oauth-auth-url", "https://idp.example.com/authorize"),
+            ("oauth-token-url", "https://idp.example.com/token"),
+            ("oauth-userinfo-url", "https://idp.example.com/userinfo"),
+            ("main-team-oauth-user", "carol"),
+            ("ldap-host", "ldap.example.com:636"),
+            ("ldap-bind-dn", "cn=concourse,dc=example,dc=com"),
+            ("ldap-bind-pw", u_ldap.as_str()),
+            ("ldap-user-search-base-dn", "ou=people,dc=example,dc=com"),
+            ("ldap-user-search-username", "uid"),
+            ("main-team-ldap-group", "ci"),
+            ("extra-local-users", u_users.as_str()),
+            ("main-team-local-user", "admin,alice"),
+        ],
+    )
+    .map_err(|e| fail(e.to_string()))?;
+    run_until(m, "web with every connector", |m| {
+        connectors(m, unit, mark).0.is_some()
+    })?;
+    settle(m)?;
+    let (on, skipped) = connectors(m, unit, mark);
+    ensure(
+        on.as_deref() == Some("local,gitlab,oidc,oauth,ldap") && skipped.is_empty(),
+        || format!("web enabled {on:?}, skipped {skipped:?}"),
+    )?;
+    let starts = web_starts(m, unit, mark);
+    ensure(starts.len() == 1, || {
+        format!("web started {} times for one config change", starts.len())
+    })?;
+    let env = &starts[0];
+    let admin = admin_password(m).ok_or_else(|| fail("no admin-password secret"))?;
+    for (k, v) in [
+        ("CONCOURSE_GITLAB_CLIENT_SECRET", "gl-secret"),
+        ("CONCOURSE_OIDC_CLIENT_SECRET", "oidc-secret"),
+        ("CONCOURSE_OAUTH_CLIENT_SECRET", "oauth-secret"),
+        ("CONCOURSE_LDAP_BIND_PW", "ldap-bind-secret"),
+        (
+            "CONCOURSE_ADD_LOCAL_USER",
+            &format!("admin:{admin},alice:alice-pw,bob:bob-pw"),
+        ),
+        ("CONCOURSE_MAIN_TEAM_LOCAL_USER", "admin,alice"),
+        ("CONCOURSE_MAIN_TEAM_OAUTH_USER", "carol"),
+    ] {
+        ensure(env.get(k).map(String::as_str) == Some(v), || {
+            format!(
+                "{k} is {}",
+                if env.contains_key(k) {
+                    "wrong"
+                } else {
+                    "unset"
+                }
+            )
+        })?;
+    }
+    ensure(m.unit_status(unit).status == "active", || {
+        format!("{:?}", m.unit_status(unit))
+    })?;
+    no_failed_hooks(m, &d.units)?;
+    let mut secrets: SecretValues = [
+        "gl-secret",
+        "oidc-secret",
+        "oauth-secret",
+        "ldap-bind-secret",
+        "alice-pw",
+        "bob-pw",
+    ]
+    .iter()
+    .map(|v| ("connector secret".to_string(), v.to_string()))
+    .collect();
+    secrets.push(("admin password".into(), admin));
+    assert_no_secret_leaks(m, &[APP_NAME], &d.units, &secrets)
 }

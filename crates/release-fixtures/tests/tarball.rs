@@ -446,7 +446,9 @@ impl Site {
             ),
             ("CONCOURSE_POSTGRES_HOST".into(), self.path("db")),
             ("CONCOURSE_POSTGRES_DATABASE".into(), "concourse".into()),
-            // the fake refuses a web without main-team auth, like the real one
+            // the fake refuses a web without main-team auth or without any connector,
+            // like the real one
+            ("CONCOURSE_ADD_LOCAL_USER".into(), "admin:pw".into()),
             ("CONCOURSE_MAIN_TEAM_LOCAL_USER".into(), "admin".into()),
         ]
     }
@@ -639,6 +641,50 @@ fn fake_worker_needs_its_tsa() {
     assert_eq!(wait_exit(&mut stranger).code(), Some(1));
 }
 
+/// A worker lists several TSAs (tsa/client.go tryDialAll): it registers through one it can
+/// reach and, when that web goes, through another that presents a host key it trusts.
+#[test]
+fn fake_worker_fails_over_to_another_tsa() {
+    use nix::sys::signal::Signal;
+    let site = Site::new("7.14.3");
+    let f = &site.f;
+    let web_at = |addr: &str| {
+        let mut env = site.web_env();
+        env.push(("CONCOURSE_PEER_ADDRESS".into(), addr.into()));
+        let w = site.spawn(&["web"], &env);
+        f.wait_event(w.id(), "listening");
+        w
+    };
+    let mut webs = vec![
+        ("10.0.0.1", web_at("10.0.0.1")),
+        ("10.0.0.2", web_at("10.0.0.2")),
+    ];
+    let mut env = site.worker_env("worker_key");
+    env.retain(|(k, _)| k != "CONCOURSE_TSA_HOST");
+    env.push((
+        "CONCOURSE_TSA_HOST".into(),
+        "10.0.0.1:2222,10.0.0.2:2222".into(),
+    ));
+    let w = site.spawn(&["worker"], &env);
+    let first = f.wait_event(w.id(), "registered").detail.unwrap();
+    let i = webs
+        .iter()
+        .position(|(a, _)| first == format!("{a}:2222"))
+        .unwrap_or_else(|| panic!("registered at {first}"));
+    let (_, mut gone) = webs.remove(i);
+    signal(&gone, Signal::SIGTERM);
+    assert_eq!(wait_exit(&mut gone).code(), Some(0));
+    f.wait_event(w.id(), "registration lost");
+    f.wait_count(w.id(), "registered", 2);
+    let again: Vec<String> = f
+        .records()
+        .into_iter()
+        .filter(|r| r.pid == w.id() && r.event == "registered")
+        .filter_map(|r| r.detail)
+        .collect();
+    assert_eq!(again[1], format!("{}:2222", webs[0].0), "{again:?}");
+}
+
 /// Web (cmd/concourse/web.go, tsa/tsacmd/command.go): SIGHUP kills it until the TSA has
 /// started, then reloads; SIGTERM stops it with exit 0 once running; a database it cannot
 /// reach ends it with exit 1.
@@ -670,6 +716,131 @@ fn fake_web_signals() {
     assert_eq!(wait_exit(&mut w).code(), Some(1));
     let failed = f.wait_event(w.id(), "start-failed");
     assert!(failed.detail.unwrap().contains("dial error"));
+}
+
+/// Web's members run in one ifrit group (cmd/concourse/web.go): when its TSA dies, web
+/// exits 1 instead of running on without it; a worker vanishing before the TSA answers
+/// does not end the TSA.
+#[test]
+fn fake_web_exits_with_its_tsa() {
+    let site = Site::new("7.14.3");
+    let f = &site.f;
+    let mut w = site.web();
+    let children = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", w.id())).unwrap();
+    let tsa: i32 = children
+        .split_whitespace()
+        .map(|p| p.parse().unwrap())
+        .find(|p: &i32| {
+            std::fs::read_to_string(format!("/proc/{p}/cmdline"))
+                .is_ok_and(|c| c.contains("fake-concourse-tsa"))
+        })
+        .expect("web's TSA child");
+    // a client that sends its key and leaves at once: the TSA's answer meets a closed socket
+    let fp_name = std::fs::read_to_string(format!("/proc/{tsa}/cmdline"))
+        .unwrap()
+        .split('\0')
+        .find(|a| a.starts_with("fake-concourse-tsa/"))
+        .unwrap()
+        .to_string();
+    let key = std::fs::read_to_string(site.path("worker_key.pub")).unwrap();
+    let key: String = key.split_whitespace().take(2).collect::<Vec<_>>().join(" ");
+    for _ in 0..20 {
+        use std::io::Write;
+        use std::os::linux::net::SocketAddrExt;
+        let addr = std::os::unix::net::SocketAddr::from_abstract_name(fp_name.as_bytes()).unwrap();
+        let mut c = std::os::unix::net::UnixStream::connect_addr(&addr).unwrap();
+        writeln!(c, "{key}").unwrap();
+        drop(c);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(alive(tsa as u32), "a vanished worker ended the TSA");
+    assert!(w.try_wait().unwrap().is_none());
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(tsa),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    assert_eq!(wait_exit(&mut w).code(), Some(1));
+    let exited = f.wait_event(w.id(), "member exited");
+    assert!(exited.detail.unwrap().starts_with("tsa:"));
+}
+
+/// Web's dex server (skymarshal/dexserver/dexserver.go, skymarshal/skycmd/*_flags.go,
+/// concourse/dex connector/ldap/ldap.go): a connector without all its required settings
+/// is skipped silently; LDAP without its user search settings, local users with another
+/// password connector, or no connector at all make web exit 1.
+#[test]
+fn fake_web_auth_connectors() {
+    let site = Site::new("7.14.3");
+    let f = &site.f;
+    let with = |extra: &[(&str, &str)]| {
+        let mut env = site.web_env();
+        env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        env
+    };
+    let full = [
+        ("CONCOURSE_GITHUB_CLIENT_ID", "id"),
+        ("CONCOURSE_GITHUB_CLIENT_SECRET", "s"),
+        ("CONCOURSE_GITLAB_CLIENT_ID", "id"),
+        ("CONCOURSE_GITLAB_CLIENT_SECRET", "s"),
+        ("CONCOURSE_OIDC_ISSUER", "https://id.example"),
+        ("CONCOURSE_OIDC_CLIENT_ID", "id"),
+        ("CONCOURSE_OIDC_CLIENT_SECRET", "s"),
+        // generic OAuth without its userinfo URL: skipped
+        ("CONCOURSE_OAUTH_AUTH_URL", "https://o.example/auth"),
+        ("CONCOURSE_OAUTH_TOKEN_URL", "https://o.example/token"),
+        ("CONCOURSE_OAUTH_CLIENT_ID", "id"),
+        ("CONCOURSE_OAUTH_CLIENT_SECRET", "s"),
+        ("CONCOURSE_LDAP_HOST", "ldap.example:636"),
+        ("CONCOURSE_LDAP_BIND_DN", "cn=ro"),
+        ("CONCOURSE_LDAP_BIND_PW", "pw"),
+        ("CONCOURSE_LDAP_USER_SEARCH_BASE_DN", "ou=people"),
+        ("CONCOURSE_LDAP_USER_SEARCH_USERNAME", "uid"),
+    ];
+    let mut w = site.spawn(&["web"], &with(&full));
+    f.wait_event(w.id(), "listening");
+    let on = f.wait_event(w.id(), "connectors");
+    assert_eq!(on.detail.as_deref(), Some("local,github,gitlab,oidc,ldap"));
+    let skipped = f.wait_event(w.id(), "connector skipped");
+    assert_eq!(
+        skipped.detail.as_deref(),
+        Some("oauth: missing USERINFO_URL")
+    );
+    signal(&w, nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(wait_exit(&mut w).code(), Some(0));
+
+    let refused = |extra: &[(&str, &str)], want: &str| {
+        let mut w = site.spawn(&["web"], &with(extra));
+        assert_eq!(wait_exit(&mut w).code(), Some(1), "{want}");
+        let failed = f.wait_event(w.id(), "start-failed");
+        assert!(
+            failed.detail.as_deref().unwrap_or("").contains(want),
+            "{:?}, want {want}",
+            failed.detail
+        );
+    };
+    refused(
+        &[
+            ("CONCOURSE_LDAP_HOST", "ldap.example:636"),
+            ("CONCOURSE_LDAP_BIND_DN", "cn=ro"),
+            ("CONCOURSE_LDAP_BIND_PW", "pw"),
+            ("CONCOURSE_LDAP_USER_SEARCH_BASE_DN", "ou=people"),
+        ],
+        "missing required field \"userSearch.username\"",
+    );
+    refused(
+        &[("CONCOURSE_PASSWORD_CONNECTOR", "ldap")],
+        "can only set --add-local-user with --password-connector=local",
+    );
+    let mut no_local = site.web_env();
+    no_local.retain(|(k, _)| k != "CONCOURSE_ADD_LOCAL_USER");
+    let mut w = site.spawn(&["web"], &no_local);
+    assert_eq!(wait_exit(&mut w).code(), Some(1));
+    let failed = f.wait_event(w.id(), "start-failed");
+    assert_eq!(
+        failed.detail.as_deref(),
+        Some("server: no connectors specified")
+    );
 }
 
 /// `concourse migrate` and web's own migrations (atc/atccmd/command.go Migration.Execute,
