@@ -163,6 +163,12 @@ const OUTSIDE_NAMES: &[&str] = &[
     "goal-state",
     "application-version-set",
     "bench-hook",
+    // hook tools and hooks docs/scale.md names where the calls go (issue 13, wave 4)
+    "relation-set",
+    "relation-joined",
+    "network-get",
+    "opened-ports",
+    "resource-get",
 ];
 
 /// `key=value` keys of other tools quoted in the docs.
