@@ -204,9 +204,11 @@ fn played_counterparts() -> TestResult {
     ensure(web_starts(m, &unit).0 == starts + 1, || {
         "web did not restart exactly once".into()
     })?;
+    // The metrics port is opened for the monitoring endpoint only.
+    let open = m.opened_ports_by_endpoint(&unit);
     ensure(
-        m.opened_ports(&unit).contains(&"9391/tcp".to_string()),
-        || format!("ports: {:?}", m.opened_ports(&unit)),
+        open == ["2222/tcp (*)", "8080/tcp (*)", "9391/tcp (monitoring)"],
+        || format!("ports: {open:?}"),
     )?;
 
     // A certificate provider signs the CSR: one restart with HTTPS.
@@ -236,6 +238,16 @@ fn played_counterparts() -> TestResult {
     ensure(
         env.get("CONCOURSE_EXTERNAL_URL").map(String::as_str) == Some("https://127.0.1.1:8443"),
         || format!("external url {:?}", env.get("CONCOURSE_EXTERNAL_URL")),
+    )?;
+    let open = m.opened_ports_by_endpoint(&unit);
+    ensure(
+        open == [
+            "2222/tcp (*)",
+            "8080/tcp (*)",
+            "8443/tcp (*)",
+            "9391/tcp (monitoring)",
+        ],
+        || format!("ports with TLS: {open:?}"),
     )?;
 
     // A COS collector gets jobs, rules and a dashboard that decode.
@@ -290,8 +302,8 @@ fn played_counterparts() -> TestResult {
             .any(|k| k.starts_with("CONCOURSE_TLS_") || k.starts_with("CONCOURSE_PROMETHEUS_")),
         || format!("web still runs with {env:?}"),
     )?;
-    let open = m.opened_ports(&unit);
-    ensure(open == ["2222/tcp", "8080/tcp"], || {
+    let open = m.opened_ports_by_endpoint(&unit);
+    ensure(open == ["2222/tcp (*)", "8080/tcp (*)"], || {
         format!("ports left open: {open:?}")
     })?;
     no_failed_hooks(m, &d.units)?;
