@@ -434,7 +434,8 @@ pub fn web_role(
     let (teams_vars, ca_files) = teams;
     env.extend(teams_vars);
     let keys_text = keys::authorized_keys_text(worker_keys.iter().map(String::as_str));
-    let spec = web::unit(config, &release::current_link());
+    let mut spec = web::unit(config, &release::current_link());
+    web::tls_unit(&mut spec, tls.as_ref());
     let observable = crate::readiness::observable(config.log_level);
     let applied = web::apply(host, &env, &keys_text, &ca_files, &spec, owner, observable)?;
     if applied != Applied::default() {

@@ -239,6 +239,28 @@ fn played_counterparts() -> TestResult {
         env.get("CONCOURSE_EXTERNAL_URL").map(String::as_str) == Some("https://127.0.1.1:8443"),
         || format!("external url {:?}", env.get("CONCOURSE_EXTERNAL_URL")),
     )?;
+    // Web (user concourse) got the key from systemd's credentials directory; the key
+    // itself is root's alone.
+    ensure(
+        env.get("CONCOURSE_TLS_KEY").map(String::as_str)
+            == Some("/run/credentials/concourse-server.service/tls-key"),
+        || format!("key path {:?}", env.get("CONCOURSE_TLS_KEY")),
+    )?;
+    let key = unit_file(m, &unit, "/var/lib/concourse-web/tls/key.pem");
+    let meta = std::fs::metadata(&key).map_err(|e| fail(format!("{}: {e}", key.display())))?;
+    use std::os::unix::fs::MetadataExt;
+    ensure((meta.mode() & 0o777, meta.uid()) == (0o600, 0), || {
+        format!("key mode {:o} uid {}", meta.mode() & 0o777, meta.uid())
+    })?;
+    let copy = unit_file(
+        m,
+        &unit,
+        "/run/credentials/concourse-server.service/tls-key",
+    );
+    let cmeta = std::fs::metadata(&copy).map_err(|e| fail(format!("{}: {e}", copy.display())))?;
+    ensure(cmeta.mode() & 0o777 == 0o400 && cmeta.uid() != 0, || {
+        format!("copy mode {:o} uid {}", cmeta.mode() & 0o777, cmeta.uid())
+    })?;
     let open = m.opened_ports_by_endpoint(&unit);
     ensure(
         open == [

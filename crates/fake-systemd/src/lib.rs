@@ -56,6 +56,7 @@
 //! The supervisor is `/proc/self/exe` unless `FAKE_SYSTEMCTL_EXE` names another
 //! executable that also dispatches argv\[0\] `systemctl` here.
 
+pub mod credentials;
 pub mod journalctl;
 pub mod process;
 pub mod state;
@@ -540,10 +541,12 @@ struct Resolved {
 }
 
 /// Environment, credentials and working directory of a unit. Err((status, result, why)).
+/// `fresh`: for a start, whose `LoadCredential=` copies are made anew.
 fn resolve(
     ctx: &Ctx<'_>,
     unit: &str,
     cfg: &ServiceConfig,
+    fresh: bool,
 ) -> Result<Resolved, (i32, &'static str, String)> {
     let mut env = BTreeMap::new();
     env.insert(
@@ -593,6 +596,25 @@ fn resolve(
         },
         None => gid,
     };
+    if !cfg.load_credentials.is_empty() {
+        let creds: Vec<(String, String)> = cfg
+            .load_credentials
+            .iter()
+            .map(|(id, src)| (id.clone(), unit::expand_specifiers(src, unit)))
+            .collect();
+        match credentials::setup(&ctx.paths.credentials, unit, &creds, (uid, gid), fresh) {
+            Ok(dir) => {
+                env.insert("CREDENTIALS_DIRECTORY".into(), dir.display().to_string());
+            }
+            Err(why) => {
+                return Err((
+                    credentials::EXIT_CREDENTIALS,
+                    "exit-code",
+                    format!("Failed to set up credentials: {why}"),
+                ))
+            }
+        }
+    }
     for (k, v) in &cfg.environment {
         env.insert(k.clone(), unit::expand_specifiers(v, unit));
     }
@@ -719,7 +741,7 @@ fn start(ctx: &mut Ctx<'_>, unit: &str) -> Result<i32, SystemctlError> {
         ctx.journal(ctx.entry(unit, "start-failed").detail("no ExecStart="));
         return Ok(1);
     };
-    let resolved = match resolve(ctx, unit, &cfg) {
+    let resolved = match resolve(ctx, unit, &cfg, true) {
         Ok(r) => r,
         Err((status, result, why)) => {
             record_failure(&mut l, unit, status, result);
@@ -917,7 +939,7 @@ fn stop(ctx: &mut Ctx<'_>, unit: &str) -> Result<i32, SystemctlError> {
     let budget = cfg.timeout_stop.map_or(cap, |t| t.min(cap));
     let deadline = Instant::now() + budget;
     if !cfg.exec_stop.is_empty() {
-        if let Ok(r) = resolve(ctx, unit, &cfg) {
+        if let Ok(r) = resolve(ctx, unit, &cfg, false) {
             for cmd in &cfg.exec_stop {
                 let spec = exec_spec(
                     ctx,
@@ -943,6 +965,7 @@ fn stop(ctx: &mut Ctx<'_>, unit: &str) -> Result<i32, SystemctlError> {
         s.set("inactive", "dead");
         s.main_pid = 0;
         l.save()?;
+        credentials::destroy(&ctx.paths.credentials, unit);
         ctx.journal(
             ctx.entry(unit, "stopped")
                 .detail("KillMode=none: processes left running"),
@@ -1009,6 +1032,8 @@ fn stop(ctx: &mut Ctx<'_>, unit: &str) -> Result<i32, SystemctlError> {
         }
         std::thread::sleep(Duration::from_millis(10));
     }
+    // An inactive unit's credentials go (`unit_destroy_runtime_data`).
+    credentials::destroy(&ctx.paths.credentials, unit);
     let s = state::peek(ctx.paths)
         .units
         .get(unit)
@@ -1132,7 +1157,7 @@ fn reload(ctx: &mut Ctx<'_>, unit: &str) -> Result<i32, SystemctlError> {
         ctx.journal(ctx.entry(unit, "reload").detail("not active"));
         return Ok(1);
     }
-    let r = match resolve(ctx, unit, &cfg) {
+    let r = match resolve(ctx, unit, &cfg, false) {
         Ok(r) => r,
         Err((_, _, why)) => {
             let _ = writeln!(ctx.err, "Failed to reload {unit}: {why}");
