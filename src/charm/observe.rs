@@ -2,8 +2,9 @@
 //! (cos_agent) provider endpoints, and whether and where web serves its metrics.
 //!
 //! Owns: what the unit (and, as leader, the application) writes on those relations,
-//! web's metrics bind address, and the reconcile of the unit's opened ports by endpoint
-//! ([`port_changes`], [`apply_ports`]). Invariants: level-triggered: each hook derives
+//! web's metrics bind address, the reconcile of the unit's opened ports by endpoint
+//! ([`port_changes`], [`apply_ports`]), and the unit's upgrade-phase textfile for the
+//! COS collector's node-exporter ([`upgrade_textfile`]). Invariants: level-triggered: each hook derives
 //! everything from the live relations (a relation in its `-broken` hook is already gone,
 //! see [`live_relations`]) and from `opened-ports --endpoints`, so removing the last
 //! metrics relation turns metrics off, restarts web once and closes the port; writes
@@ -24,9 +25,11 @@ use super::workload::live_relations;
 use super::CharmError;
 use crate::config::CharmConfig;
 use crate::cos::{self, Topology};
+use crate::host::Host;
 use crate::juju::client::OpenedPort;
 use crate::juju::{Databag, Juju};
 use crate::roles::Roles;
+use crate::upgrade::AppUpgrade;
 
 pub const MONITORING: &str = "monitoring";
 pub const COS_AGENT: &str = "cos-agent";
@@ -200,6 +203,39 @@ pub fn publish(
         let data = cos::cos_agent_config(&topo, port).to_string();
         juju.relation_set(&rel, false, &bag(&[("config", data)]))?;
     }
+    Ok(())
+}
+
+/// The unit's textfile in the collector's node-exporter directory.
+fn textfile_path(juju: &Juju) -> std::path::PathBuf {
+    let name = format!("{}.prom", juju.unit_name().replace('/', "_"));
+    std::path::Path::new(cos::TEXTFILE_DIR).join(name)
+}
+
+/// Writes the upgrade phase this unit sees (`app`, the peer app databag's) where the COS
+/// collector's node-exporter reads textfiles, while `cos-agent` is related and that
+/// directory exists (opentelemetry-collector makes it; the charm never does), and
+/// removes it otherwise. Level-triggered: every full reconcile writes what it sees
+/// (only when it differs); a unit whose hooks stop keeps its last phase, which the
+/// upgrade-stuck alert then reports.
+pub fn upgrade_textfile(juju: &Juju, host: &Host, app: &AppUpgrade) -> Result<(), CharmError> {
+    let path = host.paths.local(textfile_path(juju));
+    let io = |what: &str, e: std::io::Error| {
+        CharmError::Workload(format!("cannot {what} {}: {e}", path.display()))
+    };
+    let wanted = !live_relations(juju, COS_AGENT)?.is_empty()
+        && path.parent().is_some_and(std::path::Path::is_dir);
+    if !wanted {
+        return match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io("remove", e)),
+            _ => Ok(()),
+        };
+    }
+    let text =
+        cos::upgrade_phase_textfile(&topology(juju), app.phase.as_str(), app.gen, &app.target);
+    let root = host.provisioner.charm_owner();
+    crate::fsutil::write_if_changed(&path, text.as_bytes(), 0o644, Some(root))
+        .map_err(|e| io("write", e))?;
     Ok(())
 }
 

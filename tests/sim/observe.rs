@@ -272,7 +272,12 @@ fn played_counterparts() -> TestResult {
         || format!("ports with TLS: {open:?}"),
     )?;
 
-    // A COS collector gets jobs, rules and a dashboard that decode.
+    // A COS collector gets jobs, rules and a dashboard that decode; its node-exporter's
+    // textfile directory (made by the collector) gets the unit's upgrade phase.
+    let textfiles = "/var/snap/node-exporter/common/textfile-collector.d";
+    m.write_file(&unit, &format!("{textfiles}/other.prom"), b"")
+        .map_err(|e| fail(format!("textfile dir: {e}")))?;
+    let phase_file = format!("{textfiles}/concourse-ci_0.prom");
     played("otelcol", "cos-agent", "cos_agent", Role::Requires)?;
     let cos = relate("concourse-ci:cos-agent", "otelcol")?;
     run_until(m, "cos-agent config", |m| {
@@ -292,6 +297,17 @@ fn played_counterparts() -> TestResult {
     ensure(config["metrics_alert_rules"]["groups"].is_array(), || {
         "rules".into()
     })?;
+    run_until(m, "the upgrade phase textfile", |m| {
+        m.exists(&unit, &phase_file)
+    })?;
+    let text = m
+        .read_file(&unit, &phase_file)
+        .map_err(|e| fail(format!("{phase_file}: {e}")))?;
+    let text = String::from_utf8_lossy(&text);
+    ensure(
+        text.contains(r#"charm_unit="concourse-ci/0",phase="idle""#),
+        || format!("textfile: {text}"),
+    )?;
 
     // Removed one by one: web restarts once each time, into what is left.
     type EnvCheck = fn(&BTreeMap<String, String>) -> bool;
@@ -327,6 +343,9 @@ fn played_counterparts() -> TestResult {
     let open = m.opened_ports_by_endpoint(&unit);
     ensure(open == ["2222/tcp (*)", "8080/tcp (*)"], || {
         format!("ports left open: {open:?}")
+    })?;
+    ensure(!m.exists(&unit, &phase_file), || {
+        "the upgrade phase textfile outlived cos-agent".into()
     })?;
     no_failed_hooks(m, &d.units)?;
     no_duplicate_tool_calls(m, &d.units)

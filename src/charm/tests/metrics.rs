@@ -295,3 +295,62 @@ fn ports_opened_for_other_endpoints_are_narrowed_or_widened() {
         ["2222/tcp (*)", "8080/tcp (*)", "9391/tcp (monitoring)"]
     );
 }
+
+/// With the COS collector's node-exporter textfile directory on the machine, every hook
+/// writes the upgrade phase the unit sees there; without `cos-agent`, or without the
+/// directory, there is no file (and the charm never makes the directory).
+#[test]
+fn the_upgrade_phase_reaches_the_collector_s_textfile_directory_while_cos_agent_is_related() {
+    let u = all_in_one();
+    let dir = u.fake.paths.local(crate::cos::TEXTFILE_DIR);
+    let file = dir.join("concourse-ci_0.prom");
+    let rel = u.model.relate(
+        "cos-agent",
+        "opentelemetry-collector",
+        &["opentelemetry-collector/0"],
+    );
+    u.relation_ok(rel, "joined", Some("opentelemetry-collector/0"));
+    assert!(!dir.exists(), "the charm made the collector's directory");
+
+    std::fs::create_dir_all(&dir).unwrap();
+    u.ok("config-changed");
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(
+        text.contains(
+            r#"charm_application="concourse-ci",charm_unit="concourse-ci/0",phase="idle""#
+        ),
+        "{text}"
+    );
+    // An upgrade under way (here: what the leader makes of a failed generation whose
+    // target no longer matches): the file says the phase the peer data holds.
+    u.model.set_bag(
+        u.peers,
+        APP,
+        &[
+            ("upgrade-phase", "failed"),
+            ("upgrade-gen", "7"),
+            ("upgrade-target", "9.9.9"),
+            ("upgrade-error", "checksum mismatch"),
+        ],
+    );
+    u.ok("config-changed");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let app = u.app_bag();
+    let (phase, gen) = (&app["upgrade-phase"], &app["upgrade-gen"]);
+    assert_ne!(phase, "idle");
+    let want = format!(
+        r#"phase="{phase}",generation="{gen}",target="{}"}} 1"#,
+        app["upgrade-target"]
+    );
+    assert!(text.contains(&want), "{want} in {text}");
+    let meta = std::fs::metadata(&file).unwrap();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777,
+        0o644
+    );
+
+    u.relation_ok(rel, "broken", None);
+    u.model.unrelate(rel);
+    assert!(!file.exists(), "left after cos-agent went");
+    assert!(dir.exists(), "the collector's directory is not the charm's");
+}
