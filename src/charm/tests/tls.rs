@@ -336,3 +336,26 @@ fn a_lost_key_is_replaced_with_a_new_request_and_web_restarts_with_it() {
         .count();
     assert_eq!(restarts, 2, "{:?}", u.touched(mark, WEB));
 }
+
+/// The escape hatch cannot set what the certificates relation manages: an env-file
+/// CONCOURSE_TLS_KEY would override the unit's path to systemd's copy of the key.
+#[test]
+fn the_escape_hatch_refuses_the_tls_and_metrics_settings() {
+    let u = all_in_one();
+    let (_rel, _) = with_https(&u);
+    for var in [
+        "CONCOURSE_TLS_KEY=/tmp/key.pem",
+        "CONCOURSE_PROMETHEUS_BIND_PORT=9999",
+    ] {
+        u.model.set_config(&[("extra-web-env", json!(var))]);
+        u.ok("config-changed");
+        let (kind, message) = u.status();
+        assert_eq!(kind, "blocked", "{var}: {message}");
+        let name = var.split('=').next().unwrap();
+        assert!(
+            message.contains(&format!("{name} is set by the charm")),
+            "{message}"
+        );
+        assert!(!u.env(WEB_ENV).contains_key("CONCOURSE_TLS_KEY"));
+    }
+}
