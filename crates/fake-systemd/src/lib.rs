@@ -18,7 +18,9 @@
 //! `/var/log/<unit>.log`, users in the unit's `/etc/passwd` and `/etc/group`.
 //!
 //! How a service runs: `start` resolves the environment (a clean one: PATH, INVOCATION_ID,
-//! USER/LOGNAME/HOME/SHELL when `User=` is set, then `Environment=`, then
+//! USER/LOGNAME/HOME/SHELL when `User=` is set, `CREDENTIALS_DIRECTORY` when
+//! `LoadCredential=` is ([`credentials`]: a fresh read-only copy per start, a missing
+//! source fails the unit 243/CREDENTIALS), then `Environment=`, then
 //! `EnvironmentFile=`s, which override), user, groups and working directory, runs
 //! `ExecStartPre=` (must succeed unless `-`), then re-executes this binary (argv\[0\]
 //! `systemctl`, verb `__supervise`) in a new session. That supervisor stands in for PID 1:
