@@ -878,17 +878,19 @@ fn start(ctx: &mut Ctx<'_>, unit: &str) -> Result<i32, SystemctlError> {
 // ---------------------------------------------------------------------------------------------
 // stop
 
-fn targets(mode: KillMode, main: u32, all: bool) -> Vec<u32> {
+/// The processes `KillMode=` names; `main` is (pid, start time): a pid whose start time
+/// differs is another process now.
+fn targets(mode: KillMode, (main, start): (u32, u64), all: bool) -> Vec<u32> {
     match (mode, all) {
         (KillMode::None, false) => Vec::new(),
         (KillMode::Process, _) | (KillMode::Mixed, false) => {
-            if process::alive(main, 0) {
+            if process::alive(main, start) {
                 vec![main]
             } else {
                 Vec::new()
             }
         }
-        _ => process::group_members(main),
+        _ => process::group_members(main, start),
     }
 }
 
@@ -974,7 +976,7 @@ fn stop(ctx: &mut Ctx<'_>, unit: &str) -> Result<i32, SystemctlError> {
         );
         return Ok(0);
     }
-    let first = targets(cfg.kill_mode, main, false);
+    let first = targets(cfg.kill_mode, (main, u.main_start_time), false);
     signal_all(ctx, unit, "signal", &first, cfg.kill_signal);
     if cfg.kill_signal != Signal::SIGKILL && cfg.kill_signal != Signal::SIGCONT {
         for p in &first {
@@ -983,7 +985,8 @@ fn stop(ctx: &mut Ctx<'_>, unit: &str) -> Result<i32, SystemctlError> {
     }
     let gone = |mode: KillMode| {
         !process::alive(main, u.main_start_time)
-            && (mode == KillMode::Process || process::group_members(main).is_empty())
+            && (mode == KillMode::Process
+                || process::group_members(main, u.main_start_time).is_empty())
     };
     let wait_gone = |limit: Duration| {
         let until = Instant::now() + limit;
@@ -997,10 +1000,16 @@ fn stop(ctx: &mut Ctx<'_>, unit: &str) -> Result<i32, SystemctlError> {
             "still running after {budget:?} (TimeoutStopSec={:?}, cap {cap:?})",
             cfg.timeout_stop
         )));
-        escalate(ctx, unit, &cfg, (main, u.invocation), &wait_gone)?;
+        escalate(
+            ctx,
+            unit,
+            &cfg,
+            (main, u.main_start_time, u.invocation),
+            &wait_gone,
+        )?;
     } else if cfg.kill_mode == KillMode::Mixed {
         // mixed: the rest of the group gets SIGKILL once the main process is gone.
-        let rest = process::group_members(main);
+        let rest = process::group_members(main, u.main_start_time);
         signal_all(ctx, unit, "escalate", &rest, Signal::SIGKILL);
     }
     // Let the supervisor record the exit; record it ourselves if it is gone.
@@ -1075,13 +1084,13 @@ fn escalate(
     ctx: &Ctx<'_>,
     unit: &str,
     cfg: &ServiceConfig,
-    (main, invocation): (u32, u64),
+    (main, start, invocation): (u32, u64, u64),
     wait_gone: &dyn Fn(Duration) -> bool,
 ) -> Result<(), SystemctlError> {
     let cap = ctx.settings.max_stop;
     if cfg.timeout_stop_failure_mode == unit::FailureMode::Abort {
         stop_timed_out(ctx, unit, invocation, "stop-watchdog")?;
-        let t = targets(cfg.kill_mode, main, false);
+        let t = targets(cfg.kill_mode, (main, start), false);
         signal_all(ctx, unit, "abort", &t, cfg.watchdog_signal);
         let abort = cfg.timeout_abort.unwrap_or(cfg.timeout_stop);
         let budget = abort.map_or(cap, |t| t.min(cap));
@@ -1102,7 +1111,7 @@ fn escalate(
         return Ok(());
     }
     stop_timed_out(ctx, unit, invocation, "stop-sigkill")?;
-    let all = targets(cfg.kill_mode, main, true);
+    let all = targets(cfg.kill_mode, (main, start), true);
     signal_all(ctx, unit, "escalate", &all, cfg.final_kill_signal);
     wait_gone(Duration::from_secs(5));
     Ok(())
@@ -1254,7 +1263,7 @@ fn kill_unit(
             vec![main]
         }
         "control" => Vec::new(),
-        _ => process::group_members(main),
+        _ => process::group_members(main, u.main_start_time),
     };
     ctx.journal(
         ctx.entry(unit, "kill")

@@ -62,7 +62,11 @@ pub fn start_time(pid: u32) -> u64 {
 
 /// The processes of a service's "control group": its process group (the main process is a
 /// session leader, so pgid = main pid) plus every descendant of the main process.
-pub fn group_members(main_pid: u32) -> Vec<u32> {
+/// `start_time` (0: unchecked) is the main process's: pids are reused (`pid_max` may be
+/// 32768, and every unit and test shares this pid namespace), so a recorded pid names the
+/// main process only while its start time matches; otherwise only the process group counts
+/// (the kernel keeps a pgid from reuse while any member lives).
+pub fn group_members(main_pid: u32, start_time: u64) -> Vec<u32> {
     if main_pid == 0 {
         return Vec::new();
     }
@@ -81,7 +85,12 @@ pub fn group_members(main_pid: u32) -> Vec<u32> {
         .filter(|(_, s)| s.pgrp == main_pid && s.state != 'Z')
         .map(|(p, _)| *p)
         .collect();
-    let mut frontier = vec![main_pid];
+    let main_alive = alive(main_pid, start_time);
+    let mut frontier = if main_alive {
+        vec![main_pid]
+    } else {
+        Vec::new()
+    };
     while let Some(parent) = frontier.pop() {
         for (pid, s) in &stats {
             if s.ppid == parent && !members.contains(pid) && *pid != parent {
@@ -92,7 +101,7 @@ pub fn group_members(main_pid: u32) -> Vec<u32> {
             }
         }
     }
-    if alive(main_pid, 0) && !members.contains(&main_pid) {
+    if main_alive && !members.contains(&main_pid) {
         members.push(main_pid);
     }
     members.sort_unstable();

@@ -91,6 +91,10 @@ const TESTS: &[(&str, TestFn)] = &[
         "load_credential_gives_the_service_user_a_read_only_copy",
         load_credential_gives_the_service_user_a_read_only_copy,
     ),
+    (
+        "a_reused_main_pid_is_never_signalled",
+        a_reused_main_pid_is_never_signalled,
+    ),
 ];
 
 fn run_tests(args: &[String]) {
@@ -1072,7 +1076,7 @@ fn fake_concourse_worker_lands_and_stops() {
         work.join("web.env"),
         format!(
             // the fake refuses a web without main-team auth, like the real one
-            "CONCOURSE_TSA_HOST_KEY={}\nCONCOURSE_TSA_AUTHORIZED_KEYS={}\nCONCOURSE_POSTGRES_HOST={}\nCONCOURSE_POSTGRES_DATABASE=concourse\nCONCOURSE_MAIN_TEAM_LOCAL_USER=admin\n",
+            "CONCOURSE_TSA_HOST_KEY={}\nCONCOURSE_TSA_AUTHORIZED_KEYS={}\nCONCOURSE_POSTGRES_HOST={}\nCONCOURSE_POSTGRES_DATABASE=concourse\nCONCOURSE_ADD_LOCAL_USER=admin:pw\nCONCOURSE_MAIN_TEAM_LOCAL_USER=admin\n",
             w("tsa_key"),
             w("authorized"),
             db.display()
@@ -1424,4 +1428,51 @@ while :; do sleep 0.2 & wait $!; done
             .as_deref()
             .unwrap_or("")
             .contains("Failed to set up credentials")));
+}
+
+/// A recorded main pid names the main process only while its start time matches: pids
+/// are reused (`pid_max` may be 32768, shared by every unit and test), and signalling a
+/// reused pid would kill a stranger (another test's build container, say).
+fn a_reused_main_pid_is_never_signalled() {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    let sb = Sandbox::new();
+    let bin = sb.script("quiet", "while :; do sleep 0.1; done\n");
+    sb.write_unit(
+        "x.service",
+        &format!("[Service]\nExecStart={}\nTimeoutStopSec=1\n", bin.display()),
+    );
+    sb.ok(&["start", "x"]);
+    let pid: u32 = sb.prop("x", "MainPID").parse().unwrap();
+    let sup = sb.state().units["x.service"].supervisor_pid;
+    // the supervisor cannot record the death: the state keeps a stale pid
+    kill(Pid::from_raw(sup as i32), Signal::SIGSTOP).unwrap();
+    kill(Pid::from_raw(pid as i32), Signal::SIGKILL).unwrap();
+    wait_for("the main process gone", Duration::from_secs(5), || {
+        (!alive(pid)).then_some(())
+    });
+    let mut stranger = std::process::Command::new("sleep")
+        .arg("300")
+        .spawn()
+        .unwrap();
+    let mut st = sb.state();
+    st.units.get_mut("x.service").unwrap().main_pid = stranger.id();
+    std::fs::write(
+        sb.path("run/fake-systemd/state.json"),
+        serde_json::to_vec(&st).unwrap(),
+    )
+    .unwrap();
+    sb.ok(&["stop", "x"]);
+    let _ = kill(Pid::from_raw(sup as i32), Signal::SIGKILL);
+    let alive_after = stranger.try_wait().unwrap().is_none();
+    let _ = stranger.kill();
+    let _ = stranger.wait();
+    assert!(alive_after, "stop signalled a reused pid");
+    assert!(
+        !sb.journal()
+            .iter()
+            .any(|e| e.pid == Some(stranger.id()) && e.signal.is_some()),
+        "{:?}",
+        sb.journal()
+    );
 }
