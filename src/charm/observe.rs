@@ -4,9 +4,11 @@
 //! Owns: what the unit (and, as leader, the application) writes on those relations,
 //! web's metrics bind address, the reconcile of the unit's opened ports by endpoint
 //! ([`port_changes`], [`apply_ports`]), and the unit's upgrade-phase textfile for the
-//! COS collector's node-exporter ([`upgrade_textfile`]). Invariants: level-triggered: each hook derives
-//! everything from the live relations (a relation in its `-broken` hook is already gone,
-//! see [`live_relations`]) and from `opened-ports --endpoints`, so removing the last
+//! COS collector's node-exporter ([`upgrade_textfile`]).
+//!
+//! Invariants: level-triggered: each hook derives everything from the live relations
+//! (a relation in its `-broken` hook is already gone, see [`live_relations`]), from
+//! `opened-ports --endpoints` and from the peer data, so removing the last
 //! metrics relation turns metrics off, restarts web once and closes the port; writes
 //! are diffed, so a steady state writes nothing. Web's metrics are served on every
 //! address only while `monitoring` is related, and their port is opened then for the

@@ -542,6 +542,34 @@ struct Resolved {
     cwd: PathBuf,
 }
 
+/// The unit's `LoadCredential=` copies, readable by `owner` (`None`: it has none).
+/// Err: the start fails 243/CREDENTIALS (`exec_setup_credentials` in the child).
+fn setup_credentials(
+    ctx: &Ctx<'_>,
+    unit: &str,
+    cfg: &ServiceConfig,
+    owner: (u32, u32),
+    fresh: bool,
+) -> Result<Option<PathBuf>, (i32, &'static str, String)> {
+    if cfg.load_credentials.is_empty() {
+        return Ok(None);
+    }
+    let creds: Vec<(String, String)> = cfg
+        .load_credentials
+        .iter()
+        .map(|(id, src)| (id.clone(), unit::expand_specifiers(src, unit)))
+        .collect();
+    credentials::setup(&ctx.paths.credentials, unit, &creds, owner, fresh)
+        .map(Some)
+        .map_err(|why| {
+            (
+                credentials::EXIT_CREDENTIALS,
+                "exit-code",
+                format!("Failed to set up credentials: {why}"),
+            )
+        })
+}
+
 /// Environment, credentials and working directory of a unit. Err((status, result, why)).
 /// `fresh`: for a start, whose `LoadCredential=` copies are made anew.
 fn resolve(
@@ -598,24 +626,8 @@ fn resolve(
         },
         None => gid,
     };
-    if !cfg.load_credentials.is_empty() {
-        let creds: Vec<(String, String)> = cfg
-            .load_credentials
-            .iter()
-            .map(|(id, src)| (id.clone(), unit::expand_specifiers(src, unit)))
-            .collect();
-        match credentials::setup(&ctx.paths.credentials, unit, &creds, (uid, gid), fresh) {
-            Ok(dir) => {
-                env.insert("CREDENTIALS_DIRECTORY".into(), dir.display().to_string());
-            }
-            Err(why) => {
-                return Err((
-                    credentials::EXIT_CREDENTIALS,
-                    "exit-code",
-                    format!("Failed to set up credentials: {why}"),
-                ))
-            }
-        }
+    if let Some(dir) = setup_credentials(ctx, unit, cfg, (uid, gid), fresh)? {
+        env.insert("CREDENTIALS_DIRECTORY".into(), dir.display().to_string());
     }
     for (k, v) in &cfg.environment {
         env.insert(k.clone(), unit::expand_specifiers(v, unit));
