@@ -398,6 +398,47 @@ pub fn journal(m: &Model, unit: &str) -> Vec<fake_systemd::JournalEntry> {
     j
 }
 
+/// What a failure needs to be understood: every `concourse <sub>` record of `unit` (pid, event,
+/// detail, TSA settings), its hooks and its systemd journal, with times relative to `mark`.
+pub fn history(m: &Model, unit: &str, sub: &str, mark: f64) -> String {
+    let mut out = format!("{unit}: {sub} records:\n");
+    for r in concourse_log(m, unit)
+        .iter()
+        .filter(|r| r.subcommand == sub)
+    {
+        out += &format!(
+            "  {:+8.2} pid {} {} {:?} tsa={} key={}\n",
+            r.ts - mark,
+            r.pid,
+            r.event,
+            r.detail,
+            r.env.get("CONCOURSE_TSA_HOST").map_or("", String::as_str),
+            r.env
+                .get("CONCOURSE_TSA_PUBLIC_KEY")
+                .map_or("", String::as_str),
+        );
+    }
+    out += "hooks:\n";
+    for h in m.hooks(unit) {
+        out += &format!("  {:?} {} {:?}\n", h.started, h.name, h.outcome);
+    }
+    out += "juju-log (info and above):\n";
+    for l in m.logs(unit).iter().filter(|l| l.level != "DEBUG") {
+        out += &format!("  {:?} {} {} {}\n", l.at, l.hook, l.level, l.message);
+    }
+    out += "journal:\n";
+    for e in journal(m, unit).iter().filter(|e| e.action != "call") {
+        out += &format!(
+            "  {:+8.2} {} {} {:?}\n",
+            e.ts - mark,
+            e.unit,
+            e.action,
+            e.argv
+        );
+    }
+    out
+}
+
 /// Seconds since the epoch (the clock of journal entries and fake concourse records).
 pub fn epoch_now() -> f64 {
     std::time::SystemTime::now()

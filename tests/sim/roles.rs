@@ -514,41 +514,6 @@ fn auto_mode_leadership_removal_actions() -> TestResult {
     assert_no_secret_leaks(&m, &[APP], &units, &secrets)
 }
 
-/// What a failure needs to be understood: every `concourse <sub>` record of `unit` (pid, event,
-/// detail, TSA settings), its hooks and its systemd journal, with times relative to `mark`.
-fn history(m: &Model, unit: &str, sub: &str, mark: f64) -> String {
-    let mut out = format!("{unit}: {sub} records:\n");
-    for r in concourse_log(m, unit)
-        .iter()
-        .filter(|r| r.subcommand == sub)
-    {
-        out += &format!(
-            "  {:+8.2} pid {} {} {:?} tsa={} key={}\n",
-            r.ts - mark,
-            r.pid,
-            r.event,
-            r.detail,
-            env_of(r, "CONCOURSE_TSA_HOST"),
-            env_of(r, "CONCOURSE_TSA_PUBLIC_KEY"),
-        );
-    }
-    out += "hooks:\n";
-    for h in m.hooks(unit) {
-        out += &format!("  {:?} {} {:?}\n", h.started, h.name, h.outcome);
-    }
-    out += "journal:\n";
-    for e in journal(m, unit).iter().filter(|e| e.action != "call") {
-        out += &format!(
-            "  {:+8.2} {} {} {:?}\n",
-            e.ts - mark,
-            e.unit,
-            e.action,
-            e.argv
-        );
-    }
-    out
-}
-
 /// `mode=web` and `mode=worker` applications related over `tsa`/`flight`: workers wait for
 /// the relation, then get the web's TSA host and key; web authorizes each worker key and
 /// applies a new worker's key with a reload (SIGHUP), not a restart.

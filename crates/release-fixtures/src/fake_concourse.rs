@@ -357,6 +357,7 @@ mod tests {
         let key = rsa.display().to_string();
         let good = vec![
             ("CONCOURSE_TSA_HOST_KEY", key.clone()),
+            ("CONCOURSE_ADD_LOCAL_USER", "admin:pw".to_string()),
             ("CONCOURSE_MAIN_TEAM_LOCAL_USER", "admin".to_string()),
             ("CONCOURSE_LOG_LEVEL", "info".to_string()),
             // a database nobody plays: web carries on (see the script's run_web)

@@ -41,6 +41,9 @@ ARGS=("$@")
 SUBCOMMAND="${1:-}"
 TSA_PID=""
 CONN_PID=""
+REGISTERED_AT=""
+HANDSHAKE_ERROR=""
+TRUSTED_FPS=","
 CONTAINERS_STARTED=""
 # A drain signal the beacon has not acted on yet: land | retire.
 DRAIN=""
@@ -203,9 +206,19 @@ to_us() {
     US=$((10#${int:-0} * 1000000 + 10#${frac:0:6}))
 }
 
-# pause SECONDS: short foreground sleeps, so signals run their traps within 0.1 s. No
-# command substitution here: a trapped signal that arrives while bash waits for one, or
-# while a trap interrupts `wait`, can be lost.
+# nap SECONDS: waits without a process (the builtin `read` on a pipe nobody writes to):
+# every unit of every test shares one pid namespace, and a `sleep` ten times a second in
+# every web and worker made pids wrap around (pid_max 32768) within minutes. A trapped
+# signal interrupts the read and runs its trap at once, as Go handles a signal at once.
+QUIET_FD=""
+nap() {
+    if [ -z "$QUIET_FD" ]; then exec {QUIET_FD}<> <(:); fi
+    read -r -t "$1" -u "$QUIET_FD" _ || true
+}
+
+# pause SECONDS: short naps, so the loop notices the time. No command substitution here:
+# a trapped signal that arrives while bash waits for one, or while a trap interrupts
+# `wait`, can be lost.
 pause() {
     local now until
     to_us "$1"
@@ -214,7 +227,7 @@ pause() {
     while :; do
         now=${EPOCHREALTIME//[.,]/}
         [ "$((10#$now))" -lt "$until" ] || break
-        sleep 0.1
+        nap 0.1
     done
 }
 
@@ -599,11 +612,14 @@ run_migrate() {
 # ----- web (cmd/concourse/web.go; atc/atccmd/command.go; tsa/tsacmd/command.go) -----
 
 # The TSA's SSH listener, played by a Perl child on an abstract Unix socket named by the
-# TSA port and host key (the sandbox has no network of its own). A worker sends its public
-# key; the TSA answers "registered" when the key is authorized. SIGHUP re-reads the keys.
+# TSA's address, port and host key fingerprint. Every unit of every test shares one network
+# namespace; the host key (random per deployment) keeps deployments apart, so a worker
+# reaches only a TSA whose host key it trusts (where the real one would connect and fail
+# the handshake). A worker sends its public key; the TSA answers with its host key's
+# fingerprint and "registered" when the key is authorized. SIGHUP re-reads the keys.
 TSA_SERVER='
 use strict; use IO::Socket::UNIX; use IO::Select; use Socket;
-my ($name, $keys, $ready) = @ARGV; my $ppid = getppid(); my %ok; my $reload = 0;
+my ($name, $keys, $ready, $fp) = @ARGV; my $ppid = getppid(); my %ok; my $reload = 0;
 sub load { %ok = (); open(my $f, "<", $keys) or return;
   while (<$f>) { my @w = split; $ok{"$w[0] $w[1]"} = 1 if @w >= 2 } }
 load(); $SIG{HUP} = sub { $reload = 1 }; $SIG{PIPE} = "IGNORE";
@@ -623,8 +639,8 @@ while (1) {
     # a worker that went away before the answer: EPIPE, not the end of the TSA (Go
     # ignores SIGPIPE on sockets)
     if (@w >= 2 && $ok{"$w[0] $w[1]"}) {
-      if (!(print $fh "registered\n") || !$fh->flush) { $sel->remove($fh); close $fh } }
-    else { print $fh "unauthorized\n"; $sel->remove($fh); close $fh }
+      if (!(print $fh "$fp registered\n") || !$fh->flush) { $sel->remove($fh); close $fh } }
+    else { print $fh "$fp unauthorized\n"; $sel->remove($fh); close $fh }
   }
 }'
 
@@ -692,7 +708,7 @@ run_web() {
     # Phase D (TSACommand.Runner): SIGHUP reloads the worker keys from now on.
     ON_HUP=web_reload ON_INT=graceful_stop ON_TERM=graceful_stop
     rm -f -- "$ready"
-    perl -e "$TSA_SERVER" "$name" "${CONCOURSE_TSA_AUTHORIZED_KEYS:-}" "$ready" &
+    perl -e "$TSA_SERVER" "$name" "${CONCOURSE_TSA_AUTHORIZED_KEYS:-}" "$ready" "$fp" &
     TSA_PID=$!
     while [ ! -e "$ready" ]; do
         if ! kill -0 "$TSA_PID" 2>/dev/null; then
@@ -700,7 +716,7 @@ run_web() {
             echo "error: Exit trace for group:\ntsa exited with error: listen: address already in use" >&2
             finish 1
         fi
-        sleep 0.02
+        nap 0.02
     done
     rm -f -- "$ready"
     # Phase E: the members run.
@@ -709,7 +725,7 @@ run_web() {
     record "listening"
     # web's members run in one ifrit group (cmd/concourse/web.go): when one exits, the
     # group stops and web exits 1 with its exit trace.
-    while kill -0 "$TSA_PID" 2>/dev/null; do sleep 0.1; done
+    while kill -0 "$TSA_PID" 2>/dev/null; do nap 0.1; done
     wait "$TSA_PID" 2>/dev/null
     record "member exited" "tsa: exit status $?"
     echo "error: Exit trace for group:\ntsa exited with error: exit status 1" >&2
@@ -725,13 +741,16 @@ run_web() {
 TSA_CLIENT='
 use strict; use IO::Socket::UNIX; use IO::Select; use Socket;
 $| = 1;
-my ($name, $key, $cut) = @ARGV; my $ppid = getppid();
+my ($name, $key, $cut, $trusted) = @ARGV; my $ppid = getppid();
 my $c = IO::Socket::UNIX->new(Type => SOCK_STREAM, Peer => "\0$name")
   or do { print "unreachable\n"; exit 2 };
 print $c "$key\n"; $c->flush;
 my $sel = IO::Select->new($c);
 my ($ans) = $sel->can_read(10) ? scalar(<$c>) : undef;
-if (!defined $ans || $ans ne "registered\n") { print "rejected\n"; exit 3 }
+my ($fp, $status) = split " ", ($ans // "");
+if (!defined $status) { print "rejected\n"; exit 3 }
+if (index($trusted, ",$fp,") < 0) { print "host key mismatch\n"; exit 3 }
+if ($status ne "registered") { print "rejected\n"; exit 3 }
 print "registered\n";
 while (1) {
   exit 0 if getppid() != $ppid;
@@ -739,34 +758,69 @@ while (1) {
   if ($sel->can_read(0.2)) { my $buf; my $n = sysread($c, $buf, 64); exit 4 if !$n }
 }'
 
-# register: one registration attempt (tsa.Client.Register): true with CONN_PID holding the
-# connection, false when every TSA host is unreachable or refuses the key.
+# register: one registration attempt (tsa.Client.Register, tsa/client.go tryDialAll): the
+# hosts in random order, the first that accepts a connection is the one; true with CONN_PID
+# holding the connection and REGISTERED_AT naming the host, false when no host accepts a
+# connection or the one that did fails the handshake (an untrusted host key or an
+# unauthorized worker key: the SSH handshake's error ends the attempt, no other host is
+# tried).
 register() {
-    local hosts="${CONCOURSE_TSA_HOST:-127.0.0.1:2222}" h answer out name
+    local hosts="${CONCOURSE_TSA_HOST:-127.0.0.1:2222}" h answer out name i j t
+    local -a order
+    read -r -a order <<<"${hosts//,/ }"
+    for ((i = ${#order[@]} - 1; i > 0; i--)); do
+        j=$((RANDOM % (i + 1)))
+        t=${order[i]} order[i]=${order[j]} order[j]=$t
+    done
     out="${TMPDIR:-/tmp}/fake-concourse-conn.$$"
-    for h in ${hosts//,/ }; do
+    for h in "${order[@]}"; do
         if [ -e "$RUN_DIR/tsa-unreachable" ]; then return 1; fi
         rm -f -- "$out"
-        name="fake-concourse-tsa/$h/$TSA_FP"
-        if [ ! -e "/proc/net/unix" ] || ! grep -q "@$name\$" /proc/net/unix 2>/dev/null; then
-            name="fake-concourse-tsa/${h##*:}/$TSA_FP"
-        fi
+        tsa_socket "$h"
+        name=$REPLY
         perl -e "$TSA_CLIENT" "$name" "$WORKER_KEY" \
-            "$RUN_DIR/tsa-unreachable" >"$out" 2>/dev/null &
+            "$RUN_DIR/tsa-unreachable" "$TRUSTED_FPS" >"$out" 2>/dev/null &
         CONN_PID=$!
         answer=""
         while [ -z "$answer" ] && kill -0 "$CONN_PID" 2>/dev/null; do
-            sleep 0.02
+            nap 0.02
             read -r answer <"$out" 2>/dev/null || answer=""
         done
         if [ -z "$answer" ]; then read -r answer <"$out" 2>/dev/null || answer=""; fi
         rm -f -- "$out"
-        if [ "$answer" = registered ]; then return 0; fi
+        if [ "$answer" = registered ]; then
+            REGISTERED_AT=$h
+            return 0
+        fi
         kill "$CONN_PID" 2>/dev/null
         wait "$CONN_PID" 2>/dev/null
         CONN_PID=""
+        if [ "$answer" != unreachable ]; then
+            HANDSHAKE_ERROR="$h: $answer"
+            return 1
+        fi
     done
+    HANDSHAKE_ERROR=""
     return 1
+}
+
+# tsa_socket HOST:PORT: REPLY = the socket of the TSA at that address presenting a host key
+# this worker trusts (or, for a web without a peer address, the one on that port); a name
+# nobody listens on when there is none (the connection is refused).
+tsa_socket() {
+    local h=$1 fp name
+    local -a fps
+    IFS=',' read -r -a fps <<<"${TRUSTED_FPS#,}"
+    for fp in "${fps[@]}"; do
+        [ -n "$fp" ] || continue
+        for name in "fake-concourse-tsa/$h/$fp" "fake-concourse-tsa/${h##*:}/$fp"; do
+            if grep -q "@$name\$" /proc/net/unix 2>/dev/null; then
+                REPLY=$name
+                return
+            fi
+        done
+    done
+    REPLY="fake-concourse-tsa/$h/none"
 }
 
 start_containers() {
@@ -827,15 +881,15 @@ beacon() {
     while :; do
         if register; then
             lager "worker" "worker.beacon-runner.beacon.registered"
-            record "registered"
+            record "registered" "$REGISTERED_AT"
             start_containers
-            while [ -z "$DRAIN" ] && kill -0 "$CONN_PID" 2>/dev/null; do sleep 0.1; done
+            while [ -z "$DRAIN" ] && kill -0 "$CONN_PID" 2>/dev/null; do nap 0.1; done
             if [ -n "$DRAIN" ]; then drain; fi
             CONN_PID=""
             record "registration lost"
         else
             lager "worker" "worker.beacon-runner.beacon.dial.failed-to-connect-to-tsa" error
-            record "tsa unreachable"
+            record "tsa unreachable" "$HANDSHAKE_ERROR"
             # A buffered drain signal meets the failed attempt: the land or retire cannot
             # reach a TSA either.
             if [ -n "$DRAIN" ]; then land_failed; fi
@@ -848,7 +902,12 @@ beacon() {
 }
 
 run_worker() {
-    TSA_FP="$(key_fingerprint "${CONCOURSE_TSA_PUBLIC_KEY:-}")"
+    # checkHostKey (tsa/client.go): any of the keys in the file
+    TRUSTED_FPS=","
+    local line
+    while read -r line; do
+        [ -n "$line" ] && TRUSTED_FPS+="$(printf '%s\n' "$line" | key_fingerprint /dev/stdin),"
+    done <"${CONCOURSE_TSA_PUBLIC_KEY:-/dev/null}" 2>/dev/null
     WORKER_KEY="$({ cut -d' ' -f1,2 <"${CONCOURSE_TSA_WORKER_PRIVATE_KEY:-}.pub"; } 2>/dev/null)"
     # Runner(): no handler yet. SIGUSR1/2 are caught by the Go runtime and dropped (lost);
     # SIGHUP, SIGINT and SIGTERM kill the process.

@@ -641,6 +641,50 @@ fn fake_worker_needs_its_tsa() {
     assert_eq!(wait_exit(&mut stranger).code(), Some(1));
 }
 
+/// A worker lists several TSAs (tsa/client.go tryDialAll): it registers through one it can
+/// reach and, when that web goes, through another that presents a host key it trusts.
+#[test]
+fn fake_worker_fails_over_to_another_tsa() {
+    use nix::sys::signal::Signal;
+    let site = Site::new("7.14.3");
+    let f = &site.f;
+    let web_at = |addr: &str| {
+        let mut env = site.web_env();
+        env.push(("CONCOURSE_PEER_ADDRESS".into(), addr.into()));
+        let w = site.spawn(&["web"], &env);
+        f.wait_event(w.id(), "listening");
+        w
+    };
+    let mut webs = vec![
+        ("10.0.0.1", web_at("10.0.0.1")),
+        ("10.0.0.2", web_at("10.0.0.2")),
+    ];
+    let mut env = site.worker_env("worker_key");
+    env.retain(|(k, _)| k != "CONCOURSE_TSA_HOST");
+    env.push((
+        "CONCOURSE_TSA_HOST".into(),
+        "10.0.0.1:2222,10.0.0.2:2222".into(),
+    ));
+    let w = site.spawn(&["worker"], &env);
+    let first = f.wait_event(w.id(), "registered").detail.unwrap();
+    let i = webs
+        .iter()
+        .position(|(a, _)| first == format!("{a}:2222"))
+        .unwrap_or_else(|| panic!("registered at {first}"));
+    let (_, mut gone) = webs.remove(i);
+    signal(&gone, Signal::SIGTERM);
+    assert_eq!(wait_exit(&mut gone).code(), Some(0));
+    f.wait_event(w.id(), "registration lost");
+    f.wait_count(w.id(), "registered", 2);
+    let again: Vec<String> = f
+        .records()
+        .into_iter()
+        .filter(|r| r.pid == w.id() && r.event == "registered")
+        .filter_map(|r| r.detail)
+        .collect();
+    assert_eq!(again[1], format!("{}:2222", webs[0].0), "{again:?}");
+}
+
 /// Web (cmd/concourse/web.go, tsa/tsacmd/command.go): SIGHUP kills it until the TSA has
 /// started, then reloads; SIGTERM stops it with exit 0 once running; a database it cannot
 /// reach ends it with exit 1.
