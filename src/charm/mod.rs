@@ -199,6 +199,7 @@ fn reconcile(juju: &Juju, host: &Host) -> Result<(), CharmError> {
         upgrading::report_progress(juju, &config, &peers, leader, &mut reports);
     }
     observe::publish(juju, &config, leader, roles.unwrap_or_default())?;
+    observe::upgrade_textfile(juju, host, &upgrade::AppUpgrade::from_bag(&peers.app))?;
     if let Some(roles) = roles {
         certificates::withdraw_unless_web(juju, host, roles)?;
     }

@@ -163,6 +163,9 @@ const OUTSIDE_NAMES: &[&str] = &[
     "goal-state",
     "application-version-set",
     "bench-hook",
+    // hook tools (docs/observability.md, observe4)
+    "open-port",
+    "close-port",
 ];
 
 /// `key=value` keys of other tools quoted in the docs.

@@ -204,9 +204,11 @@ fn played_counterparts() -> TestResult {
     ensure(web_starts(m, &unit).0 == starts + 1, || {
         "web did not restart exactly once".into()
     })?;
+    // The metrics port is opened for the monitoring endpoint only.
+    let open = m.opened_ports_by_endpoint(&unit);
     ensure(
-        m.opened_ports(&unit).contains(&"9391/tcp".to_string()),
-        || format!("ports: {:?}", m.opened_ports(&unit)),
+        open == ["2222/tcp (*)", "8080/tcp (*)", "9391/tcp (monitoring)"],
+        || format!("ports: {open:?}"),
     )?;
 
     // A certificate provider signs the CSR: one restart with HTTPS.
@@ -237,8 +239,45 @@ fn played_counterparts() -> TestResult {
         env.get("CONCOURSE_EXTERNAL_URL").map(String::as_str) == Some("https://127.0.1.1:8443"),
         || format!("external url {:?}", env.get("CONCOURSE_EXTERNAL_URL")),
     )?;
+    // Web (user concourse) got the key from systemd's credentials directory; the key
+    // itself is root's alone.
+    ensure(
+        env.get("CONCOURSE_TLS_KEY").map(String::as_str)
+            == Some("/run/credentials/concourse-server.service/tls-key"),
+        || format!("key path {:?}", env.get("CONCOURSE_TLS_KEY")),
+    )?;
+    let key = unit_file(m, &unit, "/var/lib/concourse-web/tls/key.pem");
+    let meta = std::fs::metadata(&key).map_err(|e| fail(format!("{}: {e}", key.display())))?;
+    use std::os::unix::fs::MetadataExt;
+    ensure((meta.mode() & 0o777, meta.uid()) == (0o600, 0), || {
+        format!("key mode {:o} uid {}", meta.mode() & 0o777, meta.uid())
+    })?;
+    let copy = unit_file(
+        m,
+        &unit,
+        "/run/credentials/concourse-server.service/tls-key",
+    );
+    let cmeta = std::fs::metadata(&copy).map_err(|e| fail(format!("{}: {e}", copy.display())))?;
+    ensure(cmeta.mode() & 0o777 == 0o400 && cmeta.uid() != 0, || {
+        format!("copy mode {:o} uid {}", cmeta.mode() & 0o777, cmeta.uid())
+    })?;
+    let open = m.opened_ports_by_endpoint(&unit);
+    ensure(
+        open == [
+            "2222/tcp (*)",
+            "8080/tcp (*)",
+            "8443/tcp (*)",
+            "9391/tcp (monitoring)",
+        ],
+        || format!("ports with TLS: {open:?}"),
+    )?;
 
-    // A COS collector gets jobs, rules and a dashboard that decode.
+    // A COS collector gets jobs, rules and a dashboard that decode; its node-exporter's
+    // textfile directory (made by the collector) gets the unit's upgrade phase.
+    let textfiles = "/var/snap/node-exporter/common/textfile-collector.d";
+    m.write_file(&unit, &format!("{textfiles}/other.prom"), b"")
+        .map_err(|e| fail(format!("textfile dir: {e}")))?;
+    let phase_file = format!("{textfiles}/concourse-ci_0.prom");
     played("otelcol", "cos-agent", "cos_agent", Role::Requires)?;
     let cos = relate("concourse-ci:cos-agent", "otelcol")?;
     run_until(m, "cos-agent config", |m| {
@@ -258,6 +297,17 @@ fn played_counterparts() -> TestResult {
     ensure(config["metrics_alert_rules"]["groups"].is_array(), || {
         "rules".into()
     })?;
+    run_until(m, "the upgrade phase textfile", |m| {
+        m.exists(&unit, &phase_file)
+    })?;
+    let text = m
+        .read_file(&unit, &phase_file)
+        .map_err(|e| fail(format!("{phase_file}: {e}")))?;
+    let text = String::from_utf8_lossy(&text);
+    ensure(
+        text.contains(r#"charm_unit="concourse-ci/0",phase="idle""#),
+        || format!("textfile: {text}"),
+    )?;
 
     // Removed one by one: web restarts once each time, into what is left.
     type EnvCheck = fn(&BTreeMap<String, String>) -> bool;
@@ -290,9 +340,12 @@ fn played_counterparts() -> TestResult {
             .any(|k| k.starts_with("CONCOURSE_TLS_") || k.starts_with("CONCOURSE_PROMETHEUS_")),
         || format!("web still runs with {env:?}"),
     )?;
-    let open = m.opened_ports(&unit);
-    ensure(open == ["2222/tcp", "8080/tcp"], || {
+    let open = m.opened_ports_by_endpoint(&unit);
+    ensure(open == ["2222/tcp (*)", "8080/tcp (*)"], || {
         format!("ports left open: {open:?}")
+    })?;
+    ensure(!m.exists(&unit, &phase_file), || {
+        "the upgrade phase textfile outlived cos-agent".into()
     })?;
     no_failed_hooks(m, &d.units)?;
     no_duplicate_tool_calls(m, &d.units)
