@@ -134,6 +134,11 @@ fn json_in(m: &Model, rel: u32, owner: &str, key: &str) -> Result<Value, libtest
 
 /// Signs `csr` with a throw-away CA, as a provider would: the `certificates` entry.
 fn sign(csr: &str) -> Value {
+    sign_valid(csr, -5 * 60, 90 * 86_400)
+}
+
+/// [`sign`], valid from `from` to `to` seconds from now.
+fn sign_valid(csr: &str, from: i64, to: i64) -> Value {
     let ca_key = rcgen::KeyPair::generate().unwrap();
     let mut ca_params = rcgen::CertificateParams::new(vec!["played-ca".to_string()]).unwrap();
     ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
@@ -141,8 +146,8 @@ fn sign(csr: &str) -> Value {
     let req = rcgen::CertificateSigningRequestParams::from_pem(csr).unwrap();
     let now = time::OffsetDateTime::now_utc();
     let mut params = req.params;
-    params.not_before = now - time::Duration::minutes(5);
-    params.not_after = now + time::Duration::days(90);
+    params.not_before = now + time::Duration::seconds(from);
+    params.not_after = now + time::Duration::seconds(to);
     let cert = params.signed_by(&req.public_key, &ca, &ca_key).unwrap();
     json!({
         "certificate_signing_request": csr,
@@ -271,6 +276,84 @@ fn played_counterparts() -> TestResult {
         ],
         || format!("ports with TLS: {open:?}"),
     )?;
+
+    // Renewal (the requirer's, at 90% of the certificate's life): a certificate near its
+    // end brings a new CSR for the same key; its certificate is applied with a reload.
+    let web_pid = service_pid(m, &unit, "web").ok_or_else(|| fail("web is not running"))?;
+    let csr_now = |m: &Model| {
+        json_in(m, tls, &unit, "certificate_signing_requests")
+            .ok()
+            .and_then(|v| {
+                v[0]["certificate_signing_request"]
+                    .as_str()
+                    .map(String::from)
+            })
+    };
+    let old = sign_valid(&csr, -9 * 86_400, 86_400);
+    m.write_played_bag(
+        tls,
+        "tls",
+        [("certificates".to_string(), json!([old]).to_string())].into(),
+    );
+    run_until(m, "a renewal CSR", |m| csr_now(m).is_some_and(|c| c != csr))?;
+    let renewal = csr_now(m).unwrap_or_default();
+    let new = sign(&renewal);
+    m.write_played_bag(
+        tls,
+        "tls",
+        [("certificates".to_string(), json!([old, new]).to_string())].into(),
+    );
+    let served = |m: &Model| {
+        m.read_to_string(&unit, "/var/lib/concourse-web/tls/cert.pem")
+            .unwrap_or_default()
+    };
+    let new_cert = new["certificate"].as_str().unwrap_or_default().to_string();
+    run_until(m, "the renewed certificate served", |m| {
+        served(m).starts_with(&new_cert)
+    })?;
+    settle(m)?;
+    ensure(
+        service_pid(m, &unit, "web") == Some(web_pid)
+            && concourse_log(m, &unit)
+                .iter()
+                .any(|r| r.pid == web_pid && r.event == "reloaded"),
+        || "the renewed certificate was not applied with a reload".into(),
+    )?;
+
+    // Revocation: the revoked certificate is no longer served, a new CSR follows, and the
+    // certificate issued for it turns HTTPS on again.
+    let mut revoked = new.clone();
+    revoked["revoked"] = json!(true);
+    m.write_played_bag(
+        tls,
+        "tls",
+        [("certificates".to_string(), json!([revoked]).to_string())].into(),
+    );
+    run_until(m, "a CSR after the revocation", |m| {
+        csr_now(m).is_some_and(|c| c != renewal && c != csr)
+    })?;
+    run_until(m, "web without the revoked certificate", |m| {
+        !web_starts(m, &unit).1.contains_key("CONCOURSE_TLS_CERT")
+    })?;
+    let third = sign(&csr_now(m).unwrap_or_default());
+    m.write_played_bag(
+        tls,
+        "tls",
+        [(
+            "certificates".to_string(),
+            json!([revoked, third]).to_string(),
+        )]
+        .into(),
+    );
+    let third_cert = third["certificate"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    run_until(m, "HTTPS with the new certificate", |m| {
+        served(m).starts_with(&third_cert)
+            && web_starts(m, &unit).1.contains_key("CONCOURSE_TLS_CERT")
+    })?;
+    settle(m)?;
 
     // A COS collector gets jobs, rules and a dashboard that decode; its node-exporter's
     // textfile directory (made by the collector) gets the unit's upgrade phase.
