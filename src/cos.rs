@@ -30,6 +30,7 @@ pub const CHARM_NAME: &str = "concourse-ci";
 pub const JOB_NAME: &str = "concourse";
 
 const RULES_YAML: &str = include_str!("../rules/concourse-ci.rules.yaml");
+const CHARM_RULES_YAML: &str = include_str!("../rules/concourse-ci-charm.rules.yaml");
 const DASHBOARD_JSON: &str = include_str!("../dashboards/concourse-ci.json");
 /// The dashboard's path in the charm, from which its uid is derived.
 const DASHBOARD_PATH: &str = "dashboards/concourse-ci.json";
@@ -217,6 +218,75 @@ fn dashboard_uid() -> String {
 /// The `cos_agent` unit databag's `config` (`CosAgentProviderUnitData`): all five
 /// required fields always present. `metrics_port` is set on units that run web; the
 /// collector runs on the same machine, so the target is the loopback address.
+/// Metrics the charm itself writes for the collector's node-exporter (textfile
+/// collector), besides Concourse's.
+pub const CHARM_METRICS: &[&str] = &["concourse_ci_upgrade_phase"];
+
+/// Where opentelemetry-collector's node-exporter reads `*.prom` files
+/// (canonical/opentelemetry-collector-operator `src/constants.py`,
+/// `NODE_EXPORTER_TEXTFILE_DIRECTORY`, enabled with `textfile.directory=`).
+pub const TEXTFILE_DIR: &str = "/var/snap/node-exporter/common/textfile-collector.d";
+
+/// The rules on the charm's own metrics (`rules/concourse-ci-charm.rules.yaml`): group
+/// names prefixed as cosl does, the application's model uuid and name filled in, and
+/// no juju_* labels (see the file).
+pub fn charm_alert_rules(t: &Topology) -> Value {
+    let text = CHARM_RULES_YAML
+        .replace("%%charm_model_uuid%%", &t.model_uuid)
+        .replace("%%charm_application%%", &t.application);
+    let Ok(mut rules) = serde_yaml::from_str::<Value>(&text) else {
+        return json!({"groups": []});
+    };
+    let prefix = t.identifier();
+    for g in rules["groups"].as_array_mut().into_iter().flatten() {
+        let name = g["name"].as_str().unwrap_or("alerts").to_string();
+        g["name"] = Value::String(sanitize_group_name(&format!("{prefix}_{name}_rules")));
+    }
+    rules
+}
+
+/// The rules sent over `cos-agent`: Concourse's and the charm's.
+pub fn cos_agent_alert_rules(t: &Topology) -> Value {
+    let mut rules = alert_rules(t);
+    let extra = charm_alert_rules(t)["groups"].clone();
+    if let (Some(groups), Value::Array(more)) = (rules["groups"].as_array_mut(), extra) {
+        groups.extend(more);
+    }
+    rules
+}
+
+/// A Prometheus label value in the text exposition format (`\`, `"` and newlines
+/// escaped).
+fn label_value(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// The unit's textfile for node-exporter: the upgrade phase it last saw (1), with the
+/// generation and target, labelled with the charm's own topology (`charm_*`: the
+/// series' `juju_*` labels are the collector's).
+pub fn upgrade_phase_textfile(t: &Topology, phase: &str, generation: u64, target: &str) -> String {
+    let labels = [
+        ("charm_model", t.model.as_str()),
+        ("charm_model_uuid", t.model_uuid.as_str()),
+        ("charm_application", t.application.as_str()),
+        ("charm_unit", t.unit.as_str()),
+        ("phase", phase),
+        ("generation", &generation.to_string()),
+        ("target", target),
+    ]
+    .iter()
+    .map(|(k, v)| format!("{k}=\"{}\"", label_value(v)))
+    .collect::<Vec<_>>()
+    .join(",");
+    format!(
+        "# HELP concourse_ci_upgrade_phase Upgrade phase of the concourse-ci application as this unit last saw it.\n\
+         # TYPE concourse_ci_upgrade_phase gauge\n\
+         concourse_ci_upgrade_phase{{{labels}}} 1\n"
+    )
+}
+
 pub fn cos_agent_config(t: &Topology, metrics_port: Option<u16>) -> Value {
     let jobs: Vec<Value> = metrics_port
         .map(|port| {
@@ -229,7 +299,7 @@ pub fn cos_agent_config(t: &Topology, metrics_port: Option<u16>) -> Value {
         .into_iter()
         .collect();
     json!({
-        "metrics_alert_rules": alert_rules(t),
+        "metrics_alert_rules": cos_agent_alert_rules(t),
         "log_alert_rules": {},
         "dashboards": encoded_dashboard().into_iter().collect::<Vec<_>>(),
         "metrics_scrape_jobs": jobs,
@@ -292,8 +362,21 @@ mod tests {
         let mut seen = 0;
         for e in &exprs {
             for m in metrics_in(e) {
-                assert!(CONCOURSE_METRICS.contains(&m.as_str()), "{m} in {e}");
+                let known =
+                    CONCOURSE_METRICS.contains(&m.as_str()) || CHARM_METRICS.contains(&m.as_str());
+                assert!(known, "{m} in {e}");
                 seen += 1;
+            }
+        }
+        // The charm's own rules query only the charm's metrics.
+        for g in charm_alert_rules(&topo())["groups"].as_array().unwrap() {
+            for r in g["rules"].as_array().unwrap() {
+                let e = r["expr"].as_str().unwrap();
+                let ms = metrics_in(e);
+                assert!(
+                    !ms.is_empty() && ms.iter().all(|m| CHARM_METRICS.contains(&m.as_str())),
+                    "{e}"
+                );
             }
         }
         assert!(seen > 15, "{seen}");
@@ -382,5 +465,56 @@ mod tests {
         let worker = cos_agent_config(&topo(), None);
         assert_eq!(worker["metrics_scrape_jobs"], json!([]));
         assert_eq!(worker["dashboards"].as_array().unwrap().len(), 1);
+    }
+
+    /// The upgrade-stuck rule selects the charm's textfile series by their charm_*
+    /// labels and carries no juju_* label, which Prometheus would inject into it and so
+    /// never match the collector-labelled series.
+    #[test]
+    fn the_upgrade_stuck_rule_matches_the_textfile_series_and_has_no_topology_labels() {
+        let rules = cos_agent_alert_rules(&topo());
+        let groups = rules["groups"].as_array().unwrap();
+        assert_eq!(groups.len(), 2);
+        let g = &groups[1];
+        assert_eq!(
+            g["name"],
+            "prod_8f4c1f4e_concourse_ci_concourse_charm_rules"
+        );
+        let r = &g["rules"][0];
+        assert_eq!(r["alert"], "ConcourseUpgradeStuck");
+        assert_eq!(r["for"], "1h");
+        let labels = r["labels"].as_object().unwrap();
+        assert!(labels.keys().all(|k| !k.starts_with("juju_")), "{labels:?}");
+        let expr = r["expr"].as_str().unwrap();
+        let text = upgrade_phase_textfile(&topo(), "downloading", 3, "7.14.3");
+        for want in [
+            format!("charm_model_uuid=\"{}\"", topo().model_uuid),
+            "charm_application=\"concourse-ci\"".to_string(),
+        ] {
+            assert!(
+                expr.contains(&want) && text.contains(&want),
+                "{want}: {expr} / {text}"
+            );
+        }
+        assert!(!expr.contains("%%"), "{expr}");
+        // only over cos-agent
+        assert_eq!(alert_rules(&topo())["groups"].as_array().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn the_textfile_is_prometheus_text_with_escaped_labels() {
+        let text = upgrade_phase_textfile(&topo(), "complete", 12, "7.14.3\"x\\y\nz");
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3);
+        assert!(lines[0].starts_with("# HELP concourse_ci_upgrade_phase "));
+        assert_eq!(lines[1], "# TYPE concourse_ci_upgrade_phase gauge");
+        assert!(lines[2].starts_with("concourse_ci_upgrade_phase{charm_model=\"prod\","));
+        assert!(lines[2].contains(",phase=\"complete\",generation=\"12\","));
+        assert!(
+            lines[2].ends_with(r#"target="7.14.3\"x\\y\nz"} 1"#),
+            "{}",
+            lines[2]
+        );
+        assert!(text.ends_with('\n'));
     }
 }

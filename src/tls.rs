@@ -164,6 +164,17 @@ impl CertInfo {
     }
 }
 
+/// Whether `csr` (PEM) was made with the key whose SubjectPublicKeyInfo is `public_key`
+/// (false for a CSR that does not parse).
+pub fn csr_is_for(csr: &str, public_key: &[u8]) -> bool {
+    use x509_parser::prelude::FromDer;
+    let Ok((_, p)) = x509_parser::pem::parse_x509_pem(csr.trim().as_bytes()) else {
+        return false;
+    };
+    x509_parser::certification_request::X509CertificationRequest::from_der(&p.contents)
+        .is_ok_and(|(_, r)| r.certification_request_info.subject_pki.raw == public_key)
+}
+
 /// The entry answering `csr` whose certificate carries `public_key` (revoked or not).
 pub fn answer_to<'a>(issued: &'a [Issued], csr: &str, public_key: &[u8]) -> Option<&'a Issued> {
     issued.iter().find(|i| {
@@ -245,6 +256,9 @@ pub mod tests {
         assert!(answer_to(&issued, &csr, &spki).is_some());
         let other = public_key_der(&generate_key().unwrap()).unwrap();
         assert!(answer_to(&issued, &csr, &other).is_none(), "another key's");
+        assert!(csr_is_for(&csr, &spki));
+        assert!(!csr_is_for(&csr, &other));
+        assert!(!csr_is_for("not a csr", &spki));
         let info = cert_info(&issued[0].certificate).unwrap();
         assert!(!info.renewal_due(1_700_000_000 + 80 * 86_400));
         assert!(info.renewal_due(1_700_000_000 + 82 * 86_400));

@@ -189,7 +189,8 @@ pub fn placement_env(p: &crate::config::Placement) -> BTreeMap<String, String> {
 
 /// HTTPS with the certificate from `certificates` (`atc/atccmd/command.go`: TLS needs
 /// `CONCOURSE_TLS_BIND_PORT`, the cert and key files, and an https external URL; the
-/// plain port then redirects to it). Nothing while no certificate is in use.
+/// plain port then redirects to it). Nothing while no certificate is in use. The key's
+/// path is the unit's ([`tls_unit`]), not the env file's.
 pub fn tls_env(
     tls: Option<&crate::charm::certificates::ServedTls>,
     port: u16,
@@ -203,8 +204,37 @@ pub fn tls_env(
             "CONCOURSE_TLS_CERT".to_string(),
             t.cert.display().to_string(),
         ),
-        ("CONCOURSE_TLS_KEY".to_string(), t.key.display().to_string()),
     ])
+}
+
+/// The credential ID of web's TLS key in its systemd unit.
+const TLS_KEY_CREDENTIAL: &str = "tls-key";
+
+/// Web's TLS key, while a certificate is in use, through systemd: `LoadCredential=` gives
+/// web (user `concourse`) a read-only copy of the root-only key in its credentials
+/// directory at each start (systemd `src/core/exec-credential.c`; a missing key fails
+/// the start with 243/CREDENTIALS), and `CONCOURSE_TLS_KEY` names that copy (`%d`, the
+/// credentials directory). Concourse takes the key as a file path (`flag.File`, which
+/// must exist when web starts).
+pub fn tls_unit(spec: &mut UnitSpec, tls: Option<&crate::charm::certificates::ServedTls>) {
+    let Some(t) = tls else { return };
+    spec.extra.extend([
+        (
+            "LoadCredential".to_string(),
+            format!("{TLS_KEY_CREDENTIAL}:{}", t.key.display()),
+        ),
+        (
+            "Environment".to_string(),
+            format!("CONCOURSE_TLS_KEY=%d/{TLS_KEY_CREDENTIAL}"),
+        ),
+    ]);
+}
+
+/// Whether `spec` hands web its TLS key ([`tls_unit`]).
+fn loads_tls_key(spec: &UnitSpec) -> bool {
+    spec.extra
+        .iter()
+        .any(|(k, v)| k == "LoadCredential" && v.starts_with(&format!("{TLS_KEY_CREDENTIAL}:")))
 }
 
 /// The database settings of web and `concourse migrate` (`CONCOURSE_POSTGRES_*`).
@@ -317,7 +347,7 @@ pub fn apply(
         on_change: OnChange::Restart,
     });
     let ready = || !observable || tsa_listens(host);
-    let reads = [keys.as_slice(), &tls_reads()].concat();
+    let reads = [keys.as_slice(), &tls_reads(spec)].concat();
     Ok(apply_service(host, spec, &files, &reads, &ready)?)
 }
 
@@ -437,12 +467,21 @@ fn hold(reason: String) -> SchemaGate {
 
 /// Web reloads its TLS certificate and key on SIGHUP (`atc/tls/runner.go`,
 /// `signal.Notify(..., syscall.SIGHUP)`): a renewed certificate is applied with a reload.
-/// (The key alone is unused until a certificate for it is written.)
-fn tls_reads() -> [ReadFile; 1] {
-    [ReadFile {
+/// The key web reads is systemd's copy, made at start, so a new key (made only when the
+/// old one became unreadable) needs a restart; while no certificate is served the key is
+/// not web's concern.
+fn tls_reads(spec: &UnitSpec) -> Vec<ReadFile> {
+    let mut reads = vec![ReadFile {
         path: crate::charm::certificates::cert_path(),
         on_change: OnChange::Reload,
-    }]
+    }];
+    if loads_tls_key(spec) {
+        reads.push(ReadFile {
+            path: crate::charm::certificates::key_path(),
+            on_change: OnChange::Restart,
+        });
+    }
+    reads
 }
 
 /// Stops web and removes its service (unit removal, role change).

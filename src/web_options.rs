@@ -396,6 +396,14 @@ pub const MANAGED: &[&str] = &[
     "CONCOURSE_MAX_ACTIVE_TASKS_PER_WORKER",
     "CONCOURSE_MAX_ACTIVE_CONTAINERS_PER_WORKER",
     "CONCOURSE_MAX_ACTIVE_VOLUMES_PER_WORKER",
+    // TLS and metrics (web::tls_env, web::tls_unit, web::metrics_env): set from the
+    // certificates and metrics relations; an env-file CONCOURSE_TLS_KEY would override
+    // the unit's credential path
+    "CONCOURSE_TLS_BIND_PORT",
+    "CONCOURSE_TLS_CERT",
+    "CONCOURSE_TLS_KEY",
+    "CONCOURSE_PROMETHEUS_BIND_IP",
+    "CONCOURSE_PROMETHEUS_BIND_PORT",
 ];
 
 /// A parsed option value.

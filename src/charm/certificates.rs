@@ -2,8 +2,9 @@
 //! v4, unit mode; the protocol is in [`crate::tls`]).
 //!
 //! Owns: web's TLS key (`/var/lib/concourse-web/tls/key.pem`, generated on the unit,
-//! 0640 root:concourse like web's other keys, since web runs as `concourse` and reads
-//! it), the served certificate chain (`cert.pem`), this unit's request record
+//! 0600 root: web, running as `concourse`, never reads it there but gets a copy from
+//! systemd, see [`crate::web::tls_unit`]), the served certificate chain (`cert.pem`,
+//! 0644), this unit's request record
 //! (`/var/lib/concourse-ci/tls-request.json`, 0600) and the unit's
 //! `certificate_signing_requests`.
 //!
@@ -84,13 +85,15 @@ fn wanted_names(juju: &Juju, config: &CharmConfig) -> Result<Vec<String>, CharmE
     Ok(names)
 }
 
-/// The unit's key, made once.
-fn ensure_key(host: &Host, owner: Owner) -> Result<String, CharmError> {
+/// The unit's key, made once; root's alone (0600), whoever owned it before (a charm
+/// before this one made it 0640 root:concourse).
+fn ensure_key(host: &Host) -> Result<String, CharmError> {
     let path = host.paths.local(key_path());
+    let owner = Some(host.provisioner.charm_owner());
     if let Ok(pem) = std::fs::read_to_string(&path) {
         if tls::public_key_der(&pem).is_ok() {
             // Level-triggered owner and mode (a restored backup, a strict umask).
-            fsutil::write_if_changed(&path, pem.as_bytes(), 0o640, Some(owner))
+            fsutil::write_if_changed(&path, pem.as_bytes(), 0o600, owner)
                 .map_err(|e| io_err("write", &path, e))?;
             return Ok(pem);
         }
@@ -100,7 +103,7 @@ fn ensure_key(host: &Host, owner: Owner) -> Result<String, CharmError> {
         );
     }
     let pem = tls::generate_key().map_err(|e| CharmError::Workload(crate::error_chain(&e)))?;
-    fsutil::write_if_changed(&path, pem.as_bytes(), 0o640, Some(owner))
+    fsutil::write_if_changed(&path, pem.as_bytes(), 0o600, owner)
         .map_err(|e| io_err("write", &path, e))?;
     info!("generated web's TLS key");
     Ok(pem)
@@ -158,7 +161,7 @@ pub fn web_tls(
         stop_serving(host)?;
         return Ok(None);
     };
-    let key = ensure_key(host, owner)?;
+    let key = ensure_key(host)?;
     let public =
         tls::public_key_der(&key).map_err(|e| CharmError::Workload(crate::error_chain(&e)))?;
     let names = wanted_names(juju, config)?;
@@ -170,7 +173,9 @@ pub fn web_tls(
         None => Vec::new(),
     };
     let now = i64::try_from(host.clock.unix_now()).unwrap_or(i64::MAX);
-    let current = read_request(host).filter(|r| r.names == names);
+    // A request made with another key (the key was lost and made anew) is no request.
+    let current =
+        read_request(host).filter(|r| r.names == names && tls::csr_is_for(&r.csr, &public));
     let renew = current.as_ref().is_some_and(|r| {
         tls::answer_to(&issued, &r.csr, &public).is_some_and(|i| {
             i.is_revoked() || tls::cert_info(&i.certificate).is_some_and(|c| c.renewal_due(now))

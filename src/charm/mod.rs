@@ -245,6 +245,7 @@ fn reconcile_from(
             certificates::withdraw_unless_web(juju, host, roles)?;
         }
     }
+    observe::upgrade_textfile(juju, host, &upgrade::AppUpgrade::from_bag(&peers.app))?;
     // Changes Juju has yet to commit, besides the app databag the leader decides anew
     // in every hook.
     let uncommitted = juju.writes() > 0 || peers.me_write_pending();

@@ -16,6 +16,7 @@ use std::path::PathBuf;
 
 use tracing::{info, warn};
 
+use super::observe::WantedPort;
 use super::peers::{self, bag, Peers};
 use super::release;
 use super::status::{messages as msg, Reports};
@@ -265,13 +266,7 @@ pub fn drop_other_roles(
             )?;
         }
         info!("this unit no longer runs web: stopping and removing it");
-        for p in juju.opened_ports()? {
-            if let Some((port, proto)) = p.split_once('/') {
-                if let Ok(port) = port.parse::<u16>() {
-                    juju.close_port(port, proto)?;
-                }
-            }
-        }
+        super::observe::apply_ports(juju, &[])?;
         web::remove(host)?;
         peers.write_me(&bag([
             (peers::TSA_HOST, ""),
@@ -389,7 +384,10 @@ pub fn web_role(
     let worker_keys = publish_tsa(juju, peers, &publish)?;
     let tls = super::certificates::web_tls(juju, host, config, owner, reports)?;
     let mut extra_ports = super::observe::metrics_ports(juju, config)?;
-    extra_ports.extend(tls.as_ref().map(|_| config.tls_port));
+    extra_ports.extend(
+        tls.as_ref()
+            .map(|_| WantedPort::everywhere(config.tls_port)),
+    );
     open_ports(juju, config.web_port, &extra_ports)?;
 
     let db = match db_info(juju)? {
@@ -436,7 +434,8 @@ pub fn web_role(
     let (teams_vars, ca_files) = teams;
     env.extend(teams_vars);
     let keys_text = keys::authorized_keys_text(worker_keys.iter().map(String::as_str));
-    let spec = web::unit(config, &release::current_link());
+    let mut spec = web::unit(config, &release::current_link());
+    web::tls_unit(&mut spec, tls.as_ref());
     let observable = crate::readiness::observable(config.log_level);
     let applied = web::apply(host, &env, &keys_text, &ca_files, &spec, owner, observable)?;
     if applied != Applied::default() {
@@ -532,24 +531,15 @@ fn stop_web_if_running(host: &Host) -> Result<(), CharmError> {
     Ok(())
 }
 
-/// Opens the web and TSA ports (and `extra`) and closes other TCP ports this unit opened.
-fn open_ports(juju: &Juju, web_port: u16, extra: &[u16]) -> Result<(), CharmError> {
-    let mut wanted = vec![web_port, web::TSA_PORT];
+/// Opens the web and TSA ports for every endpoint (and `extra` as they say) and closes
+/// other TCP ports this unit opened.
+fn open_ports(juju: &Juju, web_port: u16, extra: &[WantedPort]) -> Result<(), CharmError> {
+    let mut wanted = vec![
+        WantedPort::everywhere(web_port),
+        WantedPort::everywhere(web::TSA_PORT),
+    ];
     wanted.extend_from_slice(extra);
-    let opened = juju.opened_ports()?;
-    for p in &opened {
-        if let Some(port) = p.strip_suffix("/tcp").and_then(|n| n.parse::<u16>().ok()) {
-            if !wanted.contains(&port) {
-                juju.close_port(port, "tcp")?;
-            }
-        }
-    }
-    for port in wanted {
-        if !opened.iter().any(|p| p == &format!("{port}/tcp")) {
-            juju.open_port(port, "tcp")?;
-        }
-    }
-    Ok(())
+    super::observe::apply_ports(juju, &wanted)
 }
 
 /// Every TSA a worker can register with: each web unit's `host:port`, and the public

@@ -588,22 +588,39 @@ impl Juju {
         self.cached_json("network-get", vec![s("--format=json"), s(binding)])
     }
 
-    /// Ports opened by this unit (`["8080/tcp"]`), as committed before this hook.
-    pub fn opened_ports(&self) -> Result<Vec<String>> {
-        self.cached_json("opened-ports", vec![s("--format=json")])
+    /// Ports opened by this unit with their endpoints (`opened-ports --endpoints`), read
+    /// once per hook: Juju shows this hook's own requests too, so read before changing.
+    pub fn opened_ports(&self) -> Result<Vec<OpenedPort>> {
+        let args = vec![s("--endpoints"), s("--format=json")];
+        self.cached("opened-ports", &args, || {
+            let entries: Vec<String> = self
+                .run_json::<Option<Vec<String>>>("opened-ports", &args)?
+                .unwrap_or_default();
+            entries
+                .iter()
+                .map(|e| {
+                    OpenedPort::parse(e).ok_or_else(|| ToolError::BadOutput {
+                        argv: format_argv("opened-ports", &args),
+                        why: format!("unexpected entry {e:?}"),
+                    })
+                })
+                .collect()
+        })
     }
 
-    /// Opens `port/proto` (committed with the hook).
-    pub fn open_port(&self, port: u16, proto: &str) -> Result<()> {
+    /// Opens `port/proto` for `endpoints`, or for every endpoint when it is empty
+    /// (committed with the hook).
+    pub fn open_port(&self, port: u16, proto: &str, endpoints: &[&str]) -> Result<()> {
         self.wrote();
-        self.run("open-port", &[format!("{port}/{proto}")], None)
+        self.run("open-port", &port_args(port, proto, endpoints), None)
             .map(drop)
     }
 
-    /// Closes `port/proto` (committed with the hook).
-    pub fn close_port(&self, port: u16, proto: &str) -> Result<()> {
+    /// Closes `port/proto` for `endpoints`, or everywhere when it is empty (committed
+    /// with the hook).
+    pub fn close_port(&self, port: u16, proto: &str, endpoints: &[&str]) -> Result<()> {
         self.wrote();
-        self.run("close-port", &[format!("{port}/{proto}")], None)
+        self.run("close-port", &port_args(port, proto, endpoints), None)
             .map(drop)
     }
 
@@ -757,6 +774,46 @@ impl SecretFiles {
             .map(|k| format!("{k}#file={}", self.dir.path().join(k).display()))
             .collect()
     }
+}
+
+/// A port range this unit opened (`opened-ports --endpoints`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct OpenedPort {
+    /// `9391/tcp`, `8000-8100/udp` or `icmp`.
+    pub range: String,
+    /// The endpoints it is open for; empty when it is open for every endpoint (`(*)`).
+    pub endpoints: Vec<String>,
+}
+
+impl OpenedPort {
+    /// One entry: `80/tcp (*)` or `9391/tcp (cos-agent, monitoring)`
+    /// (juju/juju `internal/worker/uniter/runner/jujuc/opened-ports.go`).
+    fn parse(entry: &str) -> Option<OpenedPort> {
+        let (range, rest) = entry.split_once(" (")?;
+        let list = rest.strip_suffix(')')?;
+        let endpoints = match list {
+            "*" => Vec::new(),
+            _ => list.split(", ").map(str::to_string).collect(),
+        };
+        Some(OpenedPort {
+            range: range.to_string(),
+            endpoints,
+        })
+    }
+
+    /// The port when this is one TCP port.
+    pub fn tcp_port(&self) -> Option<u16> {
+        self.range.strip_suffix("/tcp")?.parse().ok()
+    }
+}
+
+/// `<port>/<proto> [--endpoints a,b]`.
+fn port_args(port: u16, proto: &str, endpoints: &[&str]) -> Vec<String> {
+    let mut args = vec![format!("{port}/{proto}")];
+    if !endpoints.is_empty() {
+        args.extend([s("--endpoints"), endpoints.join(",")]);
+    }
+    args
 }
 
 #[cfg(test)]

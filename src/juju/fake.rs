@@ -18,6 +18,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::rc::Rc;
 
+use juju_sim::ports;
 use serde_json::{json, Map, Value};
 
 use super::context::Context;
@@ -70,7 +71,7 @@ pub struct Action {
 #[derive(Debug, Default)]
 struct Pending {
     bags: Vec<(u32, String, Databag)>,
-    ports: Vec<(String, bool)>,
+    ports: ports::Pending,
     secrets: Vec<(String, Secret)>,
 }
 
@@ -87,7 +88,9 @@ pub struct State {
     pub storage: BTreeMap<String, Vec<(String, PathBuf)>>,
     pub resources: BTreeMap<String, PathBuf>,
     pub address: String,
-    pub ports: BTreeSet<String>,
+    /// Opened ports by endpoint (`""`: every endpoint), with Juju's rules
+    /// (`juju_sim::ports`, shared with the simulator).
+    pub ports: ports::Grouped,
     pub unit_status: Vec<StatusRecord>,
     pub app_status: Vec<StatusRecord>,
     pub app_version: Option<String>,
@@ -132,6 +135,19 @@ fn config_defaults() -> Map<String, Value> {
             if let (Some(k), false) = (k.as_str(), default.is_null()) {
                 out.insert(k.to_string(), default);
             }
+        }
+    }
+    out
+}
+
+/// The endpoints a unit may open ports for: metadata.yaml's and the implicit `juju-info`.
+fn bound_endpoints() -> BTreeSet<String> {
+    let yaml: serde_yaml::Value =
+        serde_yaml::from_str(include_str!("../../metadata.yaml")).expect("metadata.yaml is YAML");
+    let mut out: BTreeSet<String> = ["juju-info".to_string()].into();
+    for section in ["peers", "provides", "requires"] {
+        if let Some(map) = yaml[section].as_mapping() {
+            out.extend(map.keys().filter_map(|k| k.as_str()).map(str::to_string));
         }
     }
     out
@@ -318,11 +334,19 @@ impl Model {
     }
 
     /// Ends the hook: commits its buffered writes when it succeeded, drops them otherwise.
-    pub fn end_hook(&self, succeeded: bool) {
+    /// Like the controller, refuses the whole commit when its port changes are refused
+    /// (an endpoint the charm does not define), leaving everything as it was.
+    pub fn end_hook(&self, succeeded: bool) -> Result<(), String> {
         let mut st = self.0.borrow_mut();
         let pending = std::mem::take(&mut st.pending);
         if !succeeded {
-            return;
+            return Ok(());
+        }
+        if !pending.ports.is_empty() {
+            let unit = st.unit.clone();
+            let machine: ports::MachinePorts = [(unit.clone(), st.ports.clone())].into();
+            let after = ports::commit(&machine, &unit, &pending.ports, &bound_endpoints())?;
+            st.ports = after.get(&unit).cloned().unwrap_or_default();
         }
         for (rel, owner, delta) in pending.bags {
             if let Some(r) = st.relations.get_mut(&rel) {
@@ -330,16 +354,21 @@ impl Model {
                 super::client::merge(bag, &delta);
             }
         }
-        for (port, open) in pending.ports {
-            if open {
-                st.ports.insert(port);
-            } else {
-                st.ports.remove(&port);
-            }
-        }
         for (id, secret) in pending.secrets {
             st.secrets.insert(id, secret);
         }
+        Ok(())
+    }
+
+    /// The unit's committed opened ports, as `opened-ports` lists them (`8080/tcp`).
+    pub fn opened_ports(&self) -> Vec<String> {
+        ports::render(&self.0.borrow().ports, false)
+    }
+
+    /// The same with their endpoints, as `opened-ports --endpoints` lists them
+    /// (`8080/tcp (*)`, `9391/tcp (monitoring)`).
+    pub fn opened_ports_by_endpoint(&self) -> Vec<String> {
+        ports::render(&self.0.borrow().ports, true)
     }
 
     /// A `Juju` for a hook of this unit. `dispatch` is `hooks/<name>` or `actions/<name>`;
@@ -472,19 +501,40 @@ impl State {
                 "egress-subnets": [format!("{}/32", self.address)],
                 "ingress-addresses": [self.address],
             })),
-            "opened-ports" => Ok(json!(self.ports)),
-            "open-port" | "close-port" => {
-                let port = positionals(args, &[]).first().map(|p| p.to_string());
-                let port = port.ok_or_else(|| usage("no port specified"))?;
-                self.pending.ports.push((port, tool == "open-port"));
-                Ok(Value::Null)
+            "opened-ports" => {
+                let view = self.pending.ports.view(&self.ports);
+                Ok(json!(ports::render(
+                    &view,
+                    args.iter().any(|a| a == "--endpoints")
+                )))
             }
+            "open-port" | "close-port" => self.port(tool == "open-port", args),
             "goal-state" => Ok(self.goal_state()),
             "secret-add" => self.secret_add(args),
             "secret-get" => self.secret_get(args),
             "secret-info-get" => self.secret_info_get(args),
             other => Err(usage(format!("unknown hook tool {other:?}"))),
         }
+    }
+
+    /// `open-port`/`close-port <range> [--endpoints a,b]`, checked as Juju's tools do.
+    fn port(&mut self, open: bool, args: &[String]) -> Out {
+        let spec = positionals(args, &["--endpoints", "--format"]);
+        let [spec] = spec.as_slice() else {
+            return Err(usage("no port or range specified"));
+        };
+        let range = ports::PortRange::parse(spec).map_err(usage)?;
+        let machine: ports::MachinePorts = [(self.unit.clone(), self.ports.clone())].into();
+        for ep in ports::endpoints_arg(opt(args, "--endpoints")) {
+            let unit = &self.unit;
+            if open {
+                self.pending.ports.open(unit, &ep, range, &machine)
+            } else {
+                self.pending.ports.close(unit, &ep, range, &machine)
+            }
+            .map_err(refused)?;
+        }
+        Ok(Value::Null)
     }
 
     fn relation_arg(&self, args: &[String]) -> Result<u32, (i32, String)> {
@@ -755,5 +805,37 @@ impl State {
         };
         let short = id.trim_start_matches("secret:").to_string();
         Ok(json!({ short: {"revision": s.revisions.len(), "label": s.label, "owner": owner}}))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// As the controller: a port for an endpoint the charm does not define fails the
+    /// hook's whole commit; one it defines is kept by endpoint.
+    #[test]
+    fn ports_are_kept_by_endpoint_and_unknown_endpoints_refuse_the_commit() {
+        let m = Model::new("concourse-ci/0");
+        m.begin_hook("config-changed", None);
+        let j = m.juju("hooks/config-changed", None);
+        j.open_port(9391, "tcp", &["monitoring"]).unwrap();
+        j.open_port(8080, "tcp", &[]).unwrap();
+        m.end_hook(true).unwrap();
+        assert_eq!(
+            m.opened_ports_by_endpoint(),
+            ["8080/tcp (*)", "9391/tcp (monitoring)"]
+        );
+        m.begin_hook("config-changed", None);
+        let j = m.juju("hooks/config-changed", None);
+        j.close_port(8080, "tcp", &[]).unwrap();
+        j.open_port(9100, "tcp", &["metrics"]).unwrap();
+        let e = m.end_hook(true).unwrap_err();
+        assert!(e.contains(r#"endpoint "metrics""#), "{e}");
+        assert_eq!(m.opened_ports(), ["8080/tcp", "9391/tcp"]);
+        m.begin_hook("config-changed", None);
+        let j = m.juju("hooks/config-changed", None);
+        let e = j.open_port(0, "tcp", &[]).unwrap_err();
+        assert!(e.to_string().contains("port must be in the range"), "{e}");
     }
 }

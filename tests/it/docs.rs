@@ -169,6 +169,9 @@ const OUTSIDE_NAMES: &[&str] = &[
     "network-get",
     "opened-ports",
     "resource-get",
+    // hook tools (docs/observability.md, observe4)
+    "open-port",
+    "close-port",
 ];
 
 /// `key=value` keys of other tools quoted in the docs.

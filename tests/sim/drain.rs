@@ -293,6 +293,13 @@ fn reload_while_web_starts() -> TestResult {
             .any(|r| r.event == "registered")
     })
     .map_err(|e| fail(e.to_string()))?;
+    // web loads the worker keys when its TSA starts, so the worker can register before the
+    // reload that the charm sends once web listens (the next hook after that)
+    let _ = m.run_until(LONG, |m| {
+        concourse_log(m, &web)
+            .iter()
+            .any(|r| r.ts >= since && r.event == "reloaded")
+    });
     let log = concourse_log(m, &web);
     ensure(!log.iter().any(killed_by_hup), || {
         format!("{web}: {:?}", events(&log, "web"))

@@ -134,6 +134,11 @@ fn json_in(m: &Model, rel: u32, owner: &str, key: &str) -> Result<Value, libtest
 
 /// Signs `csr` with a throw-away CA, as a provider would: the `certificates` entry.
 fn sign(csr: &str) -> Value {
+    sign_valid(csr, -5 * 60, 90 * 86_400)
+}
+
+/// [`sign`], valid from `from` to `to` seconds from now.
+fn sign_valid(csr: &str, from: i64, to: i64) -> Value {
     let ca_key = rcgen::KeyPair::generate().unwrap();
     let mut ca_params = rcgen::CertificateParams::new(vec!["played-ca".to_string()]).unwrap();
     ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
@@ -141,8 +146,8 @@ fn sign(csr: &str) -> Value {
     let req = rcgen::CertificateSigningRequestParams::from_pem(csr).unwrap();
     let now = time::OffsetDateTime::now_utc();
     let mut params = req.params;
-    params.not_before = now - time::Duration::minutes(5);
-    params.not_after = now + time::Duration::days(90);
+    params.not_before = now + time::Duration::seconds(from);
+    params.not_after = now + time::Duration::seconds(to);
     let cert = params.signed_by(&req.public_key, &ca, &ca_key).unwrap();
     json!({
         "certificate_signing_request": csr,
@@ -204,9 +209,11 @@ fn played_counterparts() -> TestResult {
     ensure(web_starts(m, &unit).0 == starts + 1, || {
         "web did not restart exactly once".into()
     })?;
+    // The metrics port is opened for the monitoring endpoint only.
+    let open = m.opened_ports_by_endpoint(&unit);
     ensure(
-        m.opened_ports(&unit).contains(&"9391/tcp".to_string()),
-        || format!("ports: {:?}", m.opened_ports(&unit)),
+        open == ["2222/tcp (*)", "8080/tcp (*)", "9391/tcp (monitoring)"],
+        || format!("ports: {open:?}"),
     )?;
 
     // A certificate provider signs the CSR: one restart with HTTPS.
@@ -237,8 +244,123 @@ fn played_counterparts() -> TestResult {
         env.get("CONCOURSE_EXTERNAL_URL").map(String::as_str) == Some("https://127.0.1.1:8443"),
         || format!("external url {:?}", env.get("CONCOURSE_EXTERNAL_URL")),
     )?;
+    // Web (user concourse) got the key from systemd's credentials directory; the key
+    // itself is root's alone.
+    ensure(
+        env.get("CONCOURSE_TLS_KEY").map(String::as_str)
+            == Some("/run/credentials/concourse-server.service/tls-key"),
+        || format!("key path {:?}", env.get("CONCOURSE_TLS_KEY")),
+    )?;
+    let key = unit_file(m, &unit, "/var/lib/concourse-web/tls/key.pem");
+    let meta = std::fs::metadata(&key).map_err(|e| fail(format!("{}: {e}", key.display())))?;
+    use std::os::unix::fs::MetadataExt;
+    ensure((meta.mode() & 0o777, meta.uid()) == (0o600, 0), || {
+        format!("key mode {:o} uid {}", meta.mode() & 0o777, meta.uid())
+    })?;
+    let copy = unit_file(
+        m,
+        &unit,
+        "/run/credentials/concourse-server.service/tls-key",
+    );
+    let cmeta = std::fs::metadata(&copy).map_err(|e| fail(format!("{}: {e}", copy.display())))?;
+    ensure(cmeta.mode() & 0o777 == 0o400 && cmeta.uid() != 0, || {
+        format!("copy mode {:o} uid {}", cmeta.mode() & 0o777, cmeta.uid())
+    })?;
+    let open = m.opened_ports_by_endpoint(&unit);
+    ensure(
+        open == [
+            "2222/tcp (*)",
+            "8080/tcp (*)",
+            "8443/tcp (*)",
+            "9391/tcp (monitoring)",
+        ],
+        || format!("ports with TLS: {open:?}"),
+    )?;
 
-    // A COS collector gets jobs, rules and a dashboard that decode.
+    // Renewal (the requirer's, at 90% of the certificate's life): a certificate near its
+    // end brings a new CSR for the same key; its certificate is applied with a reload.
+    let web_pid = service_pid(m, &unit, "web").ok_or_else(|| fail("web is not running"))?;
+    let csr_now = |m: &Model| {
+        json_in(m, tls, &unit, "certificate_signing_requests")
+            .ok()
+            .and_then(|v| {
+                v[0]["certificate_signing_request"]
+                    .as_str()
+                    .map(String::from)
+            })
+    };
+    let old = sign_valid(&csr, -9 * 86_400, 86_400);
+    m.write_played_bag(
+        tls,
+        "tls",
+        [("certificates".to_string(), json!([old]).to_string())].into(),
+    );
+    run_until(m, "a renewal CSR", |m| csr_now(m).is_some_and(|c| c != csr))?;
+    let renewal = csr_now(m).unwrap_or_default();
+    let new = sign(&renewal);
+    m.write_played_bag(
+        tls,
+        "tls",
+        [("certificates".to_string(), json!([old, new]).to_string())].into(),
+    );
+    let served = |m: &Model| {
+        m.read_to_string(&unit, "/var/lib/concourse-web/tls/cert.pem")
+            .unwrap_or_default()
+    };
+    let new_cert = new["certificate"].as_str().unwrap_or_default().to_string();
+    run_until(m, "the renewed certificate served", |m| {
+        served(m).starts_with(&new_cert)
+    })?;
+    settle(m)?;
+    ensure(
+        service_pid(m, &unit, "web") == Some(web_pid)
+            && concourse_log(m, &unit)
+                .iter()
+                .any(|r| r.pid == web_pid && r.event == "reloaded"),
+        || "the renewed certificate was not applied with a reload".into(),
+    )?;
+
+    // Revocation: the revoked certificate is no longer served, a new CSR follows, and the
+    // certificate issued for it turns HTTPS on again.
+    let mut revoked = new.clone();
+    revoked["revoked"] = json!(true);
+    m.write_played_bag(
+        tls,
+        "tls",
+        [("certificates".to_string(), json!([revoked]).to_string())].into(),
+    );
+    run_until(m, "a CSR after the revocation", |m| {
+        csr_now(m).is_some_and(|c| c != renewal && c != csr)
+    })?;
+    run_until(m, "web without the revoked certificate", |m| {
+        !web_starts(m, &unit).1.contains_key("CONCOURSE_TLS_CERT")
+    })?;
+    let third = sign(&csr_now(m).unwrap_or_default());
+    m.write_played_bag(
+        tls,
+        "tls",
+        [(
+            "certificates".to_string(),
+            json!([revoked, third]).to_string(),
+        )]
+        .into(),
+    );
+    let third_cert = third["certificate"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    run_until(m, "HTTPS with the new certificate", |m| {
+        served(m).starts_with(&third_cert)
+            && web_starts(m, &unit).1.contains_key("CONCOURSE_TLS_CERT")
+    })?;
+    settle(m)?;
+
+    // A COS collector gets jobs, rules and a dashboard that decode; its node-exporter's
+    // textfile directory (made by the collector) gets the unit's upgrade phase.
+    let textfiles = "/var/snap/node-exporter/common/textfile-collector.d";
+    m.write_file(&unit, &format!("{textfiles}/other.prom"), b"")
+        .map_err(|e| fail(format!("textfile dir: {e}")))?;
+    let phase_file = format!("{textfiles}/concourse-ci_0.prom");
     played("otelcol", "cos-agent", "cos_agent", Role::Requires)?;
     let cos = relate("concourse-ci:cos-agent", "otelcol")?;
     run_until(m, "cos-agent config", |m| {
@@ -258,6 +380,17 @@ fn played_counterparts() -> TestResult {
     ensure(config["metrics_alert_rules"]["groups"].is_array(), || {
         "rules".into()
     })?;
+    run_until(m, "the upgrade phase textfile", |m| {
+        m.exists(&unit, &phase_file)
+    })?;
+    let text = m
+        .read_file(&unit, &phase_file)
+        .map_err(|e| fail(format!("{phase_file}: {e}")))?;
+    let text = String::from_utf8_lossy(&text);
+    ensure(
+        text.contains(r#"charm_unit="concourse-ci/0",phase="idle""#),
+        || format!("textfile: {text}"),
+    )?;
 
     // Removed one by one: web restarts once each time, into what is left.
     type EnvCheck = fn(&BTreeMap<String, String>) -> bool;
@@ -290,9 +423,12 @@ fn played_counterparts() -> TestResult {
             .any(|k| k.starts_with("CONCOURSE_TLS_") || k.starts_with("CONCOURSE_PROMETHEUS_")),
         || format!("web still runs with {env:?}"),
     )?;
-    let open = m.opened_ports(&unit);
-    ensure(open == ["2222/tcp", "8080/tcp"], || {
+    let open = m.opened_ports_by_endpoint(&unit);
+    ensure(open == ["2222/tcp (*)", "8080/tcp (*)"], || {
         format!("ports left open: {open:?}")
+    })?;
+    ensure(!m.exists(&unit, &phase_file), || {
+        "the upgrade phase textfile outlived cos-agent".into()
     })?;
     no_failed_hooks(m, &d.units)?;
     no_duplicate_tool_calls(m, &d.units)

@@ -18,7 +18,9 @@
 //! `/var/log/<unit>.log`, users in the unit's `/etc/passwd` and `/etc/group`.
 //!
 //! How a service runs: `start` resolves the environment (a clean one: PATH, INVOCATION_ID,
-//! USER/LOGNAME/HOME/SHELL when `User=` is set, then `Environment=`, then
+//! USER/LOGNAME/HOME/SHELL when `User=` is set, `CREDENTIALS_DIRECTORY` when
+//! `LoadCredential=` is ([`credentials`]: a fresh read-only copy per start, a missing
+//! source fails the unit 243/CREDENTIALS), then `Environment=`, then
 //! `EnvironmentFile=`s, which override), user, groups and working directory, runs
 //! `ExecStartPre=` (must succeed unless `-`), then re-executes this binary (argv\[0\]
 //! `systemctl`, verb `__supervise`) in a new session. That supervisor stands in for PID 1:
@@ -56,6 +58,7 @@
 //! The supervisor is `/proc/self/exe` unless `FAKE_SYSTEMCTL_EXE` names another
 //! executable that also dispatches argv\[0\] `systemctl` here.
 
+pub mod credentials;
 pub mod journalctl;
 pub mod process;
 pub mod state;
@@ -539,11 +542,41 @@ struct Resolved {
     cwd: PathBuf,
 }
 
+/// The unit's `LoadCredential=` copies, readable by `owner` (`None`: it has none).
+/// Err: the start fails 243/CREDENTIALS (`exec_setup_credentials` in the child).
+fn setup_credentials(
+    ctx: &Ctx<'_>,
+    unit: &str,
+    cfg: &ServiceConfig,
+    owner: (u32, u32),
+    fresh: bool,
+) -> Result<Option<PathBuf>, (i32, &'static str, String)> {
+    if cfg.load_credentials.is_empty() {
+        return Ok(None);
+    }
+    let creds: Vec<(String, String)> = cfg
+        .load_credentials
+        .iter()
+        .map(|(id, src)| (id.clone(), unit::expand_specifiers(src, unit)))
+        .collect();
+    credentials::setup(&ctx.paths.credentials, unit, &creds, owner, fresh)
+        .map(Some)
+        .map_err(|why| {
+            (
+                credentials::EXIT_CREDENTIALS,
+                "exit-code",
+                format!("Failed to set up credentials: {why}"),
+            )
+        })
+}
+
 /// Environment, credentials and working directory of a unit. Err((status, result, why)).
+/// `fresh`: for a start, whose `LoadCredential=` copies are made anew.
 fn resolve(
     ctx: &Ctx<'_>,
     unit: &str,
     cfg: &ServiceConfig,
+    fresh: bool,
 ) -> Result<Resolved, (i32, &'static str, String)> {
     let mut env = BTreeMap::new();
     env.insert(
@@ -593,6 +626,9 @@ fn resolve(
         },
         None => gid,
     };
+    if let Some(dir) = setup_credentials(ctx, unit, cfg, (uid, gid), fresh)? {
+        env.insert("CREDENTIALS_DIRECTORY".into(), dir.display().to_string());
+    }
     for (k, v) in &cfg.environment {
         env.insert(k.clone(), unit::expand_specifiers(v, unit));
     }
@@ -719,7 +755,7 @@ fn start(ctx: &mut Ctx<'_>, unit: &str) -> Result<i32, SystemctlError> {
         ctx.journal(ctx.entry(unit, "start-failed").detail("no ExecStart="));
         return Ok(1);
     };
-    let resolved = match resolve(ctx, unit, &cfg) {
+    let resolved = match resolve(ctx, unit, &cfg, true) {
         Ok(r) => r,
         Err((status, result, why)) => {
             record_failure(&mut l, unit, status, result);
@@ -919,7 +955,7 @@ fn stop(ctx: &mut Ctx<'_>, unit: &str) -> Result<i32, SystemctlError> {
     let budget = cfg.timeout_stop.map_or(cap, |t| t.min(cap));
     let deadline = Instant::now() + budget;
     if !cfg.exec_stop.is_empty() {
-        if let Ok(r) = resolve(ctx, unit, &cfg) {
+        if let Ok(r) = resolve(ctx, unit, &cfg, false) {
             for cmd in &cfg.exec_stop {
                 let spec = exec_spec(
                     ctx,
@@ -945,6 +981,7 @@ fn stop(ctx: &mut Ctx<'_>, unit: &str) -> Result<i32, SystemctlError> {
         s.set("inactive", "dead");
         s.main_pid = 0;
         l.save()?;
+        credentials::destroy(&ctx.paths.credentials, unit);
         ctx.journal(
             ctx.entry(unit, "stopped")
                 .detail("KillMode=none: processes left running"),
@@ -1018,6 +1055,8 @@ fn stop(ctx: &mut Ctx<'_>, unit: &str) -> Result<i32, SystemctlError> {
         }
         std::thread::sleep(Duration::from_millis(10));
     }
+    // An inactive unit's credentials go (`unit_destroy_runtime_data`).
+    credentials::destroy(&ctx.paths.credentials, unit);
     let s = state::peek(ctx.paths)
         .units
         .get(unit)
@@ -1141,7 +1180,7 @@ fn reload(ctx: &mut Ctx<'_>, unit: &str) -> Result<i32, SystemctlError> {
         ctx.journal(ctx.entry(unit, "reload").detail("not active"));
         return Ok(1);
     }
-    let r = match resolve(ctx, unit, &cfg) {
+    let r = match resolve(ctx, unit, &cfg, false) {
         Ok(r) => r,
         Err((_, _, why)) => {
             let _ = writeln!(ctx.err, "Failed to reload {unit}: {why}");

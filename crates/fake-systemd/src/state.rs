@@ -21,6 +21,8 @@ pub struct Paths {
     pub log_dir: PathBuf,
     pub passwd: PathBuf,
     pub group: PathBuf,
+    /// Where units' credentials directories are made (`/run/credentials`).
+    pub credentials: PathBuf,
 }
 
 impl Paths {
@@ -32,6 +34,7 @@ impl Paths {
             log_dir: "/var/log".into(),
             passwd: "/etc/passwd".into(),
             group: "/etc/group".into(),
+            credentials: "/run/credentials".into(),
         }
     }
 
@@ -46,6 +49,7 @@ impl Paths {
             log_dir: j(s.log_dir),
             passwd: j(s.passwd),
             group: j(s.group),
+            credentials: j(s.credentials),
         }
     }
 

@@ -154,6 +154,8 @@ pub struct ServiceConfig {
     pub environment: Vec<(String, String)>,
     /// `EnvironmentFile=` paths; bool = optional (`-` prefix).
     pub environment_files: Vec<(String, bool)>,
+    /// `LoadCredential=` (ID, source) pairs in order ([`crate::credentials`]).
+    pub load_credentials: Vec<(String, String)>,
     pub user: Option<String>,
     pub group: Option<String>,
     /// Path and optional flag (`-` prefix); `~` means the user's home.
@@ -195,6 +197,7 @@ impl Default for ServiceConfig {
             exec_stop: Vec::new(),
             environment: Vec::new(),
             environment_files: Vec::new(),
+            load_credentials: Vec::new(),
             user: None,
             group: None,
             working_directory: None,
@@ -271,6 +274,20 @@ pub fn parse_service(text: &str) -> ServiceConfig {
                     c.environment_files.push((p.to_string(), true));
                 } else {
                     c.environment_files.push((v.to_string(), false));
+                }
+            }
+            ("Service", "LoadCredential") => {
+                if v.is_empty() {
+                    c.load_credentials.clear();
+                } else {
+                    match crate::credentials::parse(v) {
+                        // A later assignment of the same ID replaces the source.
+                        Ok((id, src)) => match c.load_credentials.iter_mut().find(|x| x.0 == id) {
+                            Some(x) => x.1 = src,
+                            None => c.load_credentials.push((id, src)),
+                        },
+                        Err(w) => warnings.push(w),
+                    }
                 }
             }
             ("Service", "User") => c.user = (!v.is_empty()).then(|| v.to_string()),
@@ -753,7 +770,8 @@ pub fn expand_words(words: &[String], env: &BTreeMap<String, String>) -> Vec<Str
 }
 
 /// Expands the unit specifiers `%n` (full name), `%N` (name without suffix), `%p` (prefix),
-/// `%i` (instance, empty), `%t` (`/run`), `%%`. Others are kept verbatim.
+/// `%i` (instance, empty), `%t` (`/run`), `%d` (the credentials directory,
+/// `/run/credentials/<unit>`), `%%`. Others are kept verbatim.
 pub fn expand_specifiers(s: &str, unit: &str) -> String {
     let stem = unit.strip_suffix(".service").unwrap_or(unit);
     let prefix = stem.split('@').next().unwrap_or(stem);
@@ -770,6 +788,10 @@ pub fn expand_specifiers(s: &str, unit: &str) -> String {
             Some('p') => out.push_str(prefix),
             Some('i') => {}
             Some('t') => out.push_str("/run"),
+            Some('d') => {
+                out.push_str("/run/credentials/");
+                out.push_str(unit);
+            }
             Some('%') => out.push('%'),
             Some(o) => {
                 out.push('%');

@@ -88,6 +88,10 @@ const TESTS: &[(&str, TestFn)] = &[
         journalctl_shows_each_main_process_output,
     ),
     (
+        "load_credential_gives_the_service_user_a_read_only_copy",
+        load_credential_gives_the_service_user_a_read_only_copy,
+    ),
+    (
         "a_reused_main_pid_is_never_signalled",
         a_reused_main_pid_is_never_signalled,
     ),
@@ -1363,6 +1367,67 @@ fn journalctl_shows_each_main_process_output() {
         Some(1)
     );
     sb.ok(&["stop", "t"]);
+}
+
+/// `LoadCredential=` (systemd `src/core/exec-credential.c`): the service, running as its
+/// user, reads a 0400 copy it owns in `$CREDENTIALS_DIRECTORY` (also `%d`) while the
+/// source stays root's 0600; the copy is read-only, gone after a stop, and a missing
+/// source fails the unit with 243/CREDENTIALS (the start job of a simple service succeeds).
+fn load_credential_gives_the_service_user_a_read_only_copy() {
+    use std::os::unix::fs::MetadataExt;
+    let sb = Sandbox::new();
+    let key = sb.path("work/key.pem");
+    std::fs::write(&key, "the-private-key").unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let bin = sb.script(
+        "cred",
+        r#"f="$CREDENTIALS_DIRECTORY/tls-key"
+echo "dir=$CREDENTIALS_DIRECTORY via-d=$KEY_PATH key=$(cat "$f") mode=$(stat -c %a "$f") owner=$(stat -c %u "$f") dirmode=$(stat -c %a "$CREDENTIALS_DIRECTORY")"
+if ( : >>"$f" ) 2>/dev/null; then echo write=allowed; else echo write=denied; fi
+if cat "$(dirname "$0")/../work/key.pem" >/dev/null 2>&1; then echo source=readable; else echo source=unreadable; fi
+echo env-done
+while :; do sleep 0.2 & wait $!; done
+"#,
+    );
+    sb.write_unit(
+        "cred.service",
+        &format!(
+            "[Service]\nUser=concourse\nGroup=concourse\nLoadCredential=tls-key:{}\n\
+             Environment=KEY_PATH=%d/tls-key\nExecStart={}\n",
+            key.display(),
+            bin.display()
+        ),
+    );
+    sb.ok(&["start", "cred"]);
+    let log = wait_for("started", Duration::from_secs(5), || {
+        let l = sb.unit_log("cred.service");
+        l.contains("env-done").then_some(l)
+    });
+    let dir = "/run/credentials/cred.service";
+    for want in [
+        format!("dir={dir} via-d={dir}/tls-key key=the-private-key mode=400 owner=999 dirmode=500"),
+        "write=denied".to_string(),
+        "source=unreadable".to_string(),
+    ] {
+        assert!(log.contains(&want), "missing {want:?} in {log}");
+    }
+    let copy = sb.path("run/credentials/cred.service/tls-key");
+    let m = std::fs::metadata(&copy).unwrap();
+    assert_eq!((m.mode() & 0o7777, m.uid(), m.gid()), (0o400, 999, 998));
+    sb.ok(&["stop", "cred"]);
+    assert!(!sb.path("run/credentials/cred.service").exists());
+
+    std::fs::remove_file(&key).unwrap();
+    sb.ok(&["start", "cred"]);
+    assert_eq!(sb.prop("cred", "ActiveState"), "failed");
+    assert_eq!(sb.prop("cred", "ExecMainStatus"), "243");
+    assert_eq!(sb.prop("cred", "Result"), "exit-code");
+    assert!(sb.journal().iter().any(|e| e.unit == "cred.service"
+        && e.action == "start-failed"
+        && e.detail
+            .as_deref()
+            .unwrap_or("")
+            .contains("Failed to set up credentials")));
 }
 
 /// A recorded main pid names the main process only while its start time matches: pids

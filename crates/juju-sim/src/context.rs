@@ -19,13 +19,6 @@ use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-/// A buffered port change.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PortOp {
-    Open(String),
-    Close(String),
-}
-
 /// A buffered secret change.
 #[derive(Debug, Clone)]
 pub enum SecretOp {
@@ -100,7 +93,8 @@ pub struct HookContext {
     pub needs_leadership: bool,
     /// Local copy of the unit state (filled at first access).
     pub state: Option<Data>,
-    pub port_ops: Vec<PortOp>,
+    /// This hook's `open-port`/`close-port` requests ([`crate::ports`]).
+    pub ports: crate::ports::Pending,
     pub secret_ops: Vec<SecretOp>,
     /// Secret id → (new pinned revision, new consumer label).
     pub secret_pins: BTreeMap<String, (Option<u32>, Option<String>)>,
@@ -383,7 +377,7 @@ pub fn prepare(w: &mut World, unit: &str, op: &Op, uenv: &UnitEnv) -> HookContex
         hook_cache: BTreeMap::new(),
         needs_leadership: false,
         state: None,
-        port_ops: Vec::new(),
+        ports: crate::ports::Pending::default(),
         secret_ops: Vec::new(),
         secret_pins: BTreeMap::new(),
         new_secrets: BTreeSet::new(),

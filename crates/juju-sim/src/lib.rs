@@ -26,9 +26,9 @@
 //! Modules: `sim` (the test API), `model` (controller state and commits), `resolver` (what a
 //! unit runs next), `context` (one hook's snapshots and buffers), `tools` (hook tools),
 //! `agent` (unit threads, processes, tool server), `budget` (calls per hook a scenario
-//! allows), `faults` (failing tool calls, killed
-//! hooks), `machine` (mount namespaces), `charm`
-//! (metadata), `postgres` (fake provider), `multicall` / `wire` / `flags` / `format`.
+//! allows), `faults` (failing tool calls, killed hooks), `machine` (mount namespaces),
+//! `charm` (metadata), `ports` (opened ports by endpoint), `postgres` (fake provider),
+//! `multicall` / `wire` / `flags` / `format`.
 
 pub mod agent;
 pub mod budget;
@@ -40,6 +40,7 @@ pub mod format;
 pub mod machine;
 pub mod model;
 pub mod multicall;
+pub mod ports;
 pub mod postgres;
 pub mod resolver;
 pub mod sim;

@@ -17,7 +17,8 @@
 //! Hazards: everything here runs under the model lock; nothing may block or spawn.
 
 use crate::charm::{Charm, Role};
-use crate::context::{HookContext, PortOp, SecretOp};
+use crate::context::{HookContext, SecretOp};
+use crate::ports;
 use crate::resolver::HookKind;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -34,6 +35,9 @@ pub enum CommitError {
     StateTooLarge { unit: String, size: usize },
     #[error("relation {0} no longer exists")]
     RelationGone(u32),
+    /// The controller refused the hook's port changes (`state/machine_ports_ops.go`).
+    #[error("{0}")]
+    Ports(String),
 }
 
 /// Key/value data of a databag.
@@ -324,7 +328,8 @@ pub struct Unit {
     pub charm_set_status: bool,
     pub agent_status: AgentStatus,
     pub state: Data,
-    pub ports: BTreeSet<String>,
+    /// Committed opened ports by endpoint (`""`: every endpoint).
+    pub ports: ports::Grouped,
     pub local: LocalState,
     pub running: Option<HookContext>,
     /// Name of the running hook or action (also while its context is borrowed by a tool).
@@ -589,6 +594,34 @@ impl World {
         }
     }
 
+    /// Committed opened ports of every unit on `unit`'s machine (itself included), the
+    /// scope in which Juju refuses conflicting ranges.
+    pub fn machine_ports(&self, unit: &str) -> ports::MachinePorts {
+        let machine = self.units.get(unit).map(|u| u.machine_id.as_str());
+        self.units
+            .values()
+            .filter(|u| {
+                u.name == unit || (machine.is_some_and(|m| !m.is_empty() && u.machine_id == m))
+            })
+            .map(|u| (u.name.clone(), u.ports.clone()))
+            .collect()
+    }
+
+    /// The endpoints an application's units may open ports for: its charm's (or played
+    /// endpoint's) and the implicit `juju-info` every charm provides.
+    pub fn bound_endpoints(&self, app: &str) -> BTreeSet<String> {
+        let mut out: BTreeSet<String> = ["juju-info".to_string()].into();
+        if let Some(a) = self.apps.get(app) {
+            if let Some(c) = &a.charm {
+                out.extend(c.endpoints.iter().map(|e| e.name.clone()));
+            }
+            if let Some(Scripted::Played { endpoint, .. }) = &a.scripted {
+                out.insert(endpoint.clone());
+            }
+        }
+        out
+    }
+
     /// Whether `unit` is its application's leader right now.
     pub fn is_leader(&self, unit: &str) -> bool {
         self.apps
@@ -766,6 +799,13 @@ pub fn commit(w: &mut World, unit: &str, ctx: &HookContext) -> Result<(), Commit
             return Err(CommitError::RelationGone(*rel));
         }
     }
+    let machine = w.machine_ports(unit);
+    let new_ports = if ctx.ports.is_empty() {
+        None
+    } else {
+        let bound = w.bound_endpoints(&app);
+        Some(ports::commit(&machine, unit, &ctx.ports, &bound).map_err(CommitError::Ports)?)
+    };
     let new_state = ctx.state.clone();
     if let Some(state) = &new_state {
         let size: usize = state.iter().map(|(k, v)| k.len() + v.len()).sum();
@@ -799,14 +839,12 @@ pub fn commit(w: &mut World, unit: &str, ctx: &HookContext) -> Result<(), Commit
         if let Some(state) = new_state {
             u.state = state;
         }
-        for op in &ctx.port_ops {
-            match op {
-                PortOp::Open(p) => {
-                    u.ports.insert(p.clone());
-                }
-                PortOp::Close(p) => {
-                    u.ports.remove(p);
-                }
+    }
+    if let Some(new_ports) = new_ports {
+        // `machine` names every unit on the machine, this one included.
+        for name in machine.keys() {
+            if let Some(u) = w.units.get_mut(name) {
+                u.ports = new_ports.get(name).cloned().unwrap_or_default();
             }
         }
     }

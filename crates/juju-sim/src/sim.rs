@@ -1258,9 +1258,16 @@ impl Model {
             .unwrap_or_default()
     }
 
-    /// Committed open ports of a unit.
+    /// Committed open ports of a unit, as `opened-ports` lists them (`80/tcp`).
     pub fn opened_ports(&self, unit: &str) -> Vec<String> {
-        self.with_unit(unit, |u| u.ports.iter().cloned().collect())
+        self.with_unit(unit, |u| crate::ports::render(&u.ports, false))
+            .unwrap_or_default()
+    }
+
+    /// Committed open ports of a unit with their endpoints, as `opened-ports --endpoints`
+    /// lists them (`80/tcp (*)`, `9391/tcp (monitoring)`).
+    pub fn opened_ports_by_endpoint(&self, unit: &str) -> Vec<String> {
+        self.with_unit(unit, |u| crate::ports::render(&u.ports, true))
             .unwrap_or_default()
     }
 
@@ -1527,7 +1534,7 @@ pub(crate) fn new_unit(w: &World, n: NewUnit<'_>) -> Unit {
         charm_set_status: false,
         agent_status: AgentStatus::Allocating,
         state: Data::new(),
-        ports: BTreeSet::new(),
+        ports: Default::default(),
         local: LocalState::default(),
         running: None,
         running_name: None,

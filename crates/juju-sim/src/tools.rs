@@ -13,12 +13,13 @@
 //! Hazards: files named by the charm (`--file PATH`, `key#file=PATH`, `-o FILE`) are in the
 //! unit's filesystem view; they are reached through `/proc/<client pid>/root`.
 
-use crate::context::{HookContext, PortOp, SecretOp};
+use crate::context::{HookContext, SecretOp};
 use crate::flags::{self, boolean, value, Flag, Parsed};
 use crate::format::{render, Format};
 use crate::model::{
     app_of, is_unit_name, Data, Grant, LogRecord, SecretOwner, StatusRecord, World,
 };
+use crate::ports::{self, PortRange};
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -831,40 +832,33 @@ impl Tool<'_> {
             return Err(Usage("no port or range specified".into()));
         };
         max_positionals(&p, 1)?;
-        let port = normalize_port(spec).ok_or_else(|| {
-            Usage(format!(
-                "expected <port>[/<protocol>] or <from>-<to>[/<protocol>] or icmp; got {spec:?}"
-            ))
-        })?;
-        self.ctx.port_ops.push(if open {
-            PortOp::Open(port)
-        } else {
-            PortOp::Close(port)
-        });
+        let range = PortRange::parse(spec).map_err(Usage)?;
+        let machine = self.w.machine_ports(&self.ctx.unit);
+        // One request per endpoint, in order: the first refusal ends the tool
+        // (jujuc/ports.go, makePortRangeCommand).
+        for ep in ports::endpoints_arg(p.value("endpoints")) {
+            let unit = &self.ctx.unit;
+            if open {
+                self.ctx.ports.open(unit, &ep, range, &machine)
+            } else {
+                self.ctx.ports.close(unit, &ep, range, &machine)
+            }
+            .map_err(Refused)?;
+        }
         Ok(vec![])
     }
 
     fn opened_ports(&mut self, args: &[String]) -> Out {
         let p = self.parse(&spec(&[boolean(&["endpoints"])], true), args)?;
         max_positionals(&p, 0)?;
-        let ports: Vec<String> = self
+        let committed = self
             .w
             .units
             .get(&self.ctx.unit)
-            .map(|u| {
-                u.ports
-                    .iter()
-                    .map(|x| {
-                        if p.flag("endpoints") {
-                            format!("{x} (*)")
-                        } else {
-                            x.clone()
-                        }
-                    })
-                    .collect()
-            })
+            .map(|u| u.ports.clone())
             .unwrap_or_default();
-        self.emit(&p, json!(ports))
+        let view = self.ctx.ports.view(&committed);
+        self.emit(&p, json!(ports::render(&view, p.flag("endpoints"))))
     }
 
     fn address(&self) -> String {
@@ -1460,31 +1454,79 @@ fn set_nested(map: &mut Map<String, Value>, segs: &[String], v: String) {
     }
 }
 
-/// Normalize a port spec (`80`, `80/tcp`, `8000-8999/udp`, `icmp`) to Juju's display form.
-pub fn normalize_port(spec: &str) -> Option<String> {
-    if spec == "icmp" {
-        return Some("icmp".into());
-    }
-    let (range, proto) = match spec.split_once('/') {
-        Some((r, p)) => (r, p.to_ascii_lowercase()),
-        None => (spec, "tcp".into()),
-    };
-    if proto != "tcp" && proto != "udp" {
-        return None;
-    }
-    let port = |s: &str| s.parse::<u16>().ok().filter(|p| *p > 0);
-    match range.split_once('-') {
-        Some((a, b)) => {
-            let (a, b) = (port(a)?, port(b)?);
-            (a <= b).then(|| format!("{a}-{b}/{proto}"))
-        }
-        None => Some(format!("{}/{proto}", port(range)?)),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Endpoint-scoped ports: kept by endpoint, shown to the hook at once, and an
+    /// endpoint the charm does not define fails the commit with nothing applied.
+    #[test]
+    fn ports_by_endpoint_commit_or_fail_whole() {
+        use crate::context::{prepare, UnitEnv};
+        use crate::resolver::{HookKind, HookOp, Op};
+        let mut w = crate::model::test_world();
+        let uenv = UnitEnv {
+            charm_dir: "/c".into(),
+            tools_dir: "/t".into(),
+            socket_address: "@x".into(),
+            marker: "m".into(),
+        };
+        let caller = Caller {
+            pid: None,
+            cwd: "/".into(),
+        };
+        let op = Op::Hook(HookOp::plain(HookKind::ConfigChanged));
+        let call = |w: &mut World, ctx: &mut HookContext, argv: &[&str]| {
+            let argv: Vec<String> = argv.iter().map(|s| s.to_string()).collect();
+            match run(w, ctx, &argv, None, &caller) {
+                ToolResult::Done { code, out, err } => (
+                    code,
+                    String::from_utf8_lossy(&out).trim().to_string(),
+                    String::from_utf8_lossy(&err).to_string(),
+                ),
+                ToolResult::NeedStdin => panic!("stdin"),
+            }
+        };
+        let mut ctx = prepare(&mut w, "a/0", &op, &uenv);
+        assert_eq!(call(&mut w, &mut ctx, &["open-port", "8080"]).0, 0);
+        let r = call(
+            &mut w,
+            &mut ctx,
+            &["open-port", "9391/tcp", "--endpoints", "juju-info"],
+        );
+        assert_eq!(r.0, 0);
+        let shown = call(
+            &mut w,
+            &mut ctx,
+            &["opened-ports", "--endpoints", "--format=json"],
+        );
+        assert_eq!(shown.1, r#"["8080/tcp (*)","9391/tcp (juju-info)"]"#);
+        let conflict = call(&mut w, &mut ctx, &["open-port", "8000-8100"]);
+        assert_eq!(conflict.0, 1, "{conflict:?}");
+        crate::model::commit(&mut w, "a/0", &ctx).unwrap();
+        assert_eq!(
+            ports::render(&w.units["a/0"].ports, true),
+            ["8080/tcp (*)", "9391/tcp (juju-info)"]
+        );
+        let mut ctx = prepare(&mut w, "a/0", &op, &uenv);
+        call(&mut w, &mut ctx, &["close-port", "8080"]);
+        let r = call(
+            &mut w,
+            &mut ctx,
+            &["open-port", "9100", "--endpoints", "metrics"],
+        );
+        assert_eq!(r.0, 0, "the tool accepts it; the controller refuses it");
+        let e = crate::model::commit(&mut w, "a/0", &ctx).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains(r#"endpoint "metrics" for unit "a/0" not found"#),
+            "{e}"
+        );
+        assert_eq!(
+            ports::render(&w.units["a/0"].ports, false),
+            ["8080/tcp", "9391/tcp"]
+        );
+    }
 
     /// Odd argv and stdin thrown at every tool: never a panic, always a Juju-style answer.
     #[test]
@@ -1557,19 +1599,6 @@ mod tests {
                 }
             }
         }
-    }
-
-    #[test]
-    fn ports() {
-        assert_eq!(normalize_port("80").as_deref(), Some("80/tcp"));
-        assert_eq!(
-            normalize_port("8000-8999/UDP").as_deref(),
-            Some("8000-8999/udp")
-        );
-        assert_eq!(normalize_port("icmp").as_deref(), Some("icmp"));
-        assert!(normalize_port("0").is_none());
-        assert!(normalize_port("9-1").is_none());
-        assert!(normalize_port("80/sctp").is_none());
     }
 
     #[test]

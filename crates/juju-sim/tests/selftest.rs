@@ -1018,7 +1018,9 @@ fn tool_outputs() -> R {
         "ingress 127.0.1.1",
         "leader true",
         r#"state {"x":"1"} 1 []"#,
-        "ports-now []",
+        // The hook's own open-port shows (juju/juju `runner/context/ports.go`,
+        // `OpenedUnitPortRanges` merges the pending requests), committed or not.
+        r#"ports-now ["8080/tcp"]"#,
         r#"app-status "message":"appmsg""#,
         r#"unit-status {"message":"unitmsg","status":"waiting","status-data":{}}"#,
         // Tools the charm does not use are not served: command not found.

@@ -249,7 +249,9 @@ impl Unit {
         let subscriber = tracing_subscriber::registry().with(layer);
         let r =
             tracing::subscriber::with_default(subscriber, || dispatch(&juju, &self.fake.host()));
-        self.model.end_hook(r.is_ok());
+        if let Err(e) = self.model.end_hook(r.is_ok()) {
+            panic!("{name}: Juju refused the hook's changes: {e}");
+        }
         let st = self.model.state();
         for s in st.unit_status[statuses..]
             .iter()

@@ -96,11 +96,9 @@ fn a_played_provider_signs_the_csr_and_web_restarts_once_with_https() {
         .params
         .subject_alt_names
         .contains(&rcgen::SanType::IpAddress(ip)));
-    let mode = std::fs::metadata(u.fake.paths.local(KEY))
-        .unwrap()
-        .permissions()
-        .mode();
-    assert_eq!(mode & 0o777, 0o640);
+    // Root's alone: web gets systemd's copy, never this file.
+    let meta = std::fs::metadata(u.fake.paths.local(KEY)).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
     let key = u.read(KEY);
     assert!(!u.my_bag(rel).values().any(|v| v.contains(key.trim())));
     assert!(u
@@ -114,12 +112,22 @@ fn a_played_provider_signs_the_csr_and_web_restarts_once_with_https() {
     let env = u.env(WEB_ENV);
     assert_eq!(env["CONCOURSE_TLS_BIND_PORT"], "8443");
     assert_eq!(env["CONCOURSE_TLS_CERT"], CERT);
-    assert_eq!(env["CONCOURSE_TLS_KEY"], KEY);
+    assert!(!env.contains_key("CONCOURSE_TLS_KEY"));
+    // The key reaches web through systemd (LoadCredential=), named by the unit.
+    let unit = u.read(WEB_UNIT_FILE);
+    assert!(
+        unit.contains(&format!("LoadCredential=tls-key:{KEY}\n"))
+            && unit.contains("Environment=CONCOURSE_TLS_KEY=%d/tls-key\n"),
+        "{unit}"
+    );
     assert_eq!(env["CONCOURSE_EXTERNAL_URL"], "https://10.1.0.10:8443");
     assert_eq!(u.read(CERT), issued.fullchain());
-    assert_eq!(u.touched(mark, WEB), ["restart concourse-server"]);
-    let ports: Vec<String> = u.model.state().ports.iter().cloned().collect();
-    assert_eq!(ports, ["2222/tcp", "8080/tcp", "8443/tcp"]);
+    // one restart (the unit file changed too, hence the enable)
+    assert_eq!(
+        u.touched(mark, WEB),
+        ["enable concourse-server", "restart concourse-server"]
+    );
+    assert_eq!(u.model.opened_ports(), ["2222/tcp", "8080/tcp", "8443/tcp"]);
     assert_eq!(
         u.status().1,
         format!("Web ready (v{V1}) https://10.1.0.10:8443; Worker ready (v{V1})")
@@ -167,7 +175,11 @@ fn a_revoked_certificate_is_not_served_and_a_new_one_is_requested() {
         u.env(WEB_ENV)["CONCOURSE_EXTERNAL_URL"],
         "http://10.1.0.10:8080"
     );
-    assert_eq!(u.touched(mark, WEB), ["restart concourse-server"]);
+    assert!(!u.read(WEB_UNIT_FILE).contains("LoadCredential"));
+    assert_eq!(
+        u.touched(mark, WEB),
+        ["enable concourse-server", "restart concourse-server"]
+    );
     let new_csr = csrs(&u, rel).remove(0);
     assert_ne!(new_csr, first.certificate_signing_request);
     let second = sign(&new_csr, now(&u) - 60, 90);
@@ -256,11 +268,12 @@ fn removing_the_relation_turns_tls_off_with_one_restart() {
     assert!(!env.keys().any(|k| k.starts_with("CONCOURSE_TLS_")));
     assert_eq!(env["CONCOURSE_EXTERNAL_URL"], "http://10.1.0.10:8080");
     assert!(!u.exists(CERT));
-    assert_eq!(u.touched(mark, WEB), ["restart concourse-server"]);
-    let ports: Vec<String> = u.model.state().ports.iter().cloned().collect();
-    assert_eq!(ports, ["2222/tcp", "8080/tcp"]);
+    assert!(!u.read(WEB_UNIT_FILE).contains("LoadCredential"));
+    let once = ["enable concourse-server", "restart concourse-server"];
+    assert_eq!(u.touched(mark, WEB), once);
+    assert_eq!(u.model.opened_ports(), ["2222/tcp", "8080/tcp"]);
     u.ok("update-status");
-    assert_eq!(u.touched(mark, WEB), ["restart concourse-server"]);
+    assert_eq!(u.touched(mark, WEB), once);
 }
 
 #[test]
@@ -281,4 +294,68 @@ fn ipv6_units_ask_for_an_ip_san_and_serve_a_bracketed_https_url() {
         u.env(WEB_ENV)["CONCOURSE_EXTERNAL_URL"],
         "https://[fd42::10]:8443"
     );
+}
+
+/// A charm before this one left the key 0640 for web's group; the next hook makes it
+/// root's alone, and web keeps serving it through systemd's copy.
+#[test]
+fn a_tls_key_left_group_readable_by_an_older_charm_becomes_root_only() {
+    let u = all_in_one();
+    let (_rel, _) = with_https(&u);
+    let path = u.fake.paths.local(KEY);
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let mark = u.mark();
+    u.ok("upgrade-charm");
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    assert!(u.read(WEB_UNIT_FILE).contains("LoadCredential=tls-key:"));
+    assert!(u.touched(mark, WEB).is_empty(), "same key, same copy");
+}
+
+/// The key file lost (or unreadable) while web serves it: a new key and a new CSR for it
+/// (the old request was for the old key), web back to HTTP until the provider answers,
+/// then HTTPS again with a restart, so systemd copies the new key.
+#[test]
+fn a_lost_key_is_replaced_with_a_new_request_and_web_restarts_with_it() {
+    let u = all_in_one();
+    let (rel, first) = with_https(&u);
+    std::fs::remove_file(u.fake.paths.local(KEY)).unwrap();
+    let mark = u.mark();
+    u.ok("update-status");
+    let new_csr = csrs(&u, rel).remove(0);
+    assert_ne!(new_csr, first.certificate_signing_request);
+    assert!(!u.env(WEB_ENV).contains_key("CONCOURSE_TLS_CERT"));
+    let second = sign(&new_csr, now(&u) - 60, 90);
+    provide(&u, rel, &[first, second.clone()]);
+    assert_eq!(u.read(CERT), second.fullchain());
+    assert!(u.read(WEB_UNIT_FILE).contains("LoadCredential=tls-key:"));
+    let restarts = u
+        .touched(mark, WEB)
+        .iter()
+        .filter(|t| t.starts_with("restart"))
+        .count();
+    assert_eq!(restarts, 2, "{:?}", u.touched(mark, WEB));
+}
+
+/// The escape hatch cannot set what the certificates relation manages: an env-file
+/// CONCOURSE_TLS_KEY would override the unit's path to systemd's copy of the key.
+#[test]
+fn the_escape_hatch_refuses_the_tls_and_metrics_settings() {
+    let u = all_in_one();
+    let (_rel, _) = with_https(&u);
+    for var in [
+        "CONCOURSE_TLS_KEY=/tmp/key.pem",
+        "CONCOURSE_PROMETHEUS_BIND_PORT=9999",
+    ] {
+        u.model.set_config(&[("extra-web-env", json!(var))]);
+        u.ok("config-changed");
+        let (kind, message) = u.status();
+        assert_eq!(kind, "blocked", "{var}: {message}");
+        let name = var.split('=').next().unwrap();
+        assert!(
+            message.contains(&format!("{name} is set by the charm")),
+            "{message}"
+        );
+        assert!(!u.env(WEB_ENV).contains_key("CONCOURSE_TLS_KEY"));
+    }
 }

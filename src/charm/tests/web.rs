@@ -33,11 +33,7 @@ fn all_mode_unit_comes_up_and_waits_for_postgresql() {
     );
     assert!(!u.exists(WEB_ENV));
     // the ports and the TSA data are there already, for workers to find
-    let ports = u.model.state().ports.clone();
-    assert_eq!(
-        ports.into_iter().collect::<Vec<_>>(),
-        ["2222/tcp", "8080/tcp"]
-    );
+    assert_eq!(u.model.opened_ports(), ["2222/tcp", "8080/tcp"]);
     assert_eq!(u.app_version(), Some(V1.to_string()));
 }
 
@@ -356,8 +352,7 @@ fn web_port_moves_the_port_and_restarts_web_only() {
     let mark = u.mark();
     u.model.set_config(&[("web-port", json!(80))]);
     u.ok("config-changed");
-    let ports: Vec<String> = u.model.state().ports.iter().cloned().collect();
-    assert_eq!(ports, ["2222/tcp", "80/tcp"]);
+    assert_eq!(u.model.opened_ports(), ["80/tcp", "2222/tcp"]);
     assert!(u
         .read(WEB_UNIT_FILE)
         .contains("AmbientCapabilities=CAP_NET_BIND_SERVICE"));
@@ -377,8 +372,7 @@ fn web_port_moves_the_port_and_restarts_web_only() {
     u.model.set_config(&[("web-port", json!(8443))]);
     u.ok("config-changed");
     assert!(!u.read(WEB_UNIT_FILE).contains("AmbientCapabilities"));
-    let ports: Vec<String> = u.model.state().ports.iter().cloned().collect();
-    assert_eq!(ports, ["2222/tcp", "8443/tcp"]);
+    assert_eq!(u.model.opened_ports(), ["2222/tcp", "8443/tcp"]);
 }
 
 #[test]

@@ -376,22 +376,31 @@ fn network_and_ports() {
         "network-get --format=json peers",
         r#"{"bind-addresses":[{"mac-address":"00:16:3e:aa","interface-name":"eth0","addresses":[{"hostname":"","value":"10.0.0.5","cidr":"10.0.0.0/24"}]}],"egress-subnets":["10.0.0.5/32"],"ingress-addresses":["10.0.0.5"]}"#,
     )
-    .ok("opened-ports --format=json", r#"["8080/tcp"]"#);
+    .ok(
+        "opened-ports --endpoints --format=json",
+        r#"["8080/tcp (*)", "9391/tcp (cos-agent, monitoring)"]"#,
+    );
     let j = juju(&f);
     let n = j.network_get("peers").unwrap();
     assert_eq!(n.primary_address(), Some("10.0.0.5"));
     assert_eq!(n.bind_addresses[0].addresses[0].cidr, "10.0.0.0/24");
     j.network_get("peers").unwrap();
-    assert_eq!(j.opened_ports().unwrap(), vec!["8080/tcp"]);
-    j.open_port(9090, "tcp").unwrap();
-    j.close_port(8080, "tcp").unwrap();
+    let opened = j.opened_ports().unwrap();
+    assert_eq!(opened[0].tcp_port(), Some(8080));
+    assert!(opened[0].endpoints.is_empty());
+    assert_eq!(opened[1].endpoints, ["cos-agent", "monitoring"]);
+    j.open_port(9090, "tcp", &[]).unwrap();
+    j.close_port(8080, "tcp", &[]).unwrap();
+    j.open_port(9391, "tcp", &["monitoring", "cos-agent"])
+        .unwrap();
     assert_eq!(
         f.argvs(),
         vec![
             "network-get --format=json peers",
-            "opened-ports --format=json",
+            "opened-ports --endpoints --format=json",
             "open-port 9090/tcp",
-            "close-port 8080/tcp"
+            "close-port 8080/tcp",
+            "open-port 9391/tcp --endpoints monitoring,cos-agent"
         ]
     );
 }
@@ -544,4 +553,12 @@ fn bad_json_is_an_error_naming_the_tool() {
     let err = juju(&f).config().unwrap_err();
     assert!(matches!(err, ToolError::BadOutput { .. }));
     assert!(err.to_string().contains("config-get --format=json"));
+}
+
+#[test]
+fn opened_ports_without_endpoints_is_bad_output() {
+    let f = Fake::default();
+    f.ok("opened-ports --endpoints --format=json", r#"["8080/tcp"]"#);
+    let err = juju(&f).opened_ports().unwrap_err();
+    assert!(matches!(err, ToolError::BadOutput { .. }), "{err}");
 }
