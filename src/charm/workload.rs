@@ -390,19 +390,8 @@ pub fn web_role(
     );
     open_ports(juju, config.web_port, &extra_ports)?;
 
-    let db = match db_info(juju)? {
-        Ok(db) => db,
-        Err(DbMissing::NoEndpoints) if host.services.is_active(web::SERVICE) => {
-            // No primary for a moment (a failover, data_platform_libs withdraws the key):
-            // web keeps running with its last settings rather than going down with it.
-            reports.push(msg::DB_NO_ENDPOINTS_WEB_RUNNING.status());
-            return Ok(());
-        }
-        Err(missing) => {
-            stop_web_if_running(host)?;
-            reports.push(db_missing(&missing, juju.app_name()));
-            return Ok(());
-        }
+    let Some(db) = web_database(juju, host, reports)? else {
+        return Ok(());
     };
     let Some(password) = admin_password(juju, peers)? else {
         reports.push(msg::WAITING_FOR_ADMIN_PASSWORD.status());
@@ -443,6 +432,28 @@ pub fn web_role(
     }
     reports.push(msg::WEB_READY.fill(&[running.version, &external_url]));
     Ok(())
+}
+
+/// The database web runs with, or `None` with the status in `reports`: without endpoints
+/// for a moment (a failover, data_platform_libs withdraws the key) a running web keeps its
+/// last settings rather than going down with the primary; otherwise web is stopped.
+fn web_database(
+    juju: &Juju,
+    host: &Host,
+    reports: &mut Reports,
+) -> Result<Option<DbInfo>, CharmError> {
+    match db_info(juju)? {
+        Ok(db) => Ok(Some(db)),
+        Err(DbMissing::NoEndpoints) if host.services.is_active(web::SERVICE) => {
+            reports.push(msg::DB_NO_ENDPOINTS_WEB_RUNNING.status());
+            Ok(None)
+        }
+        Err(missing) => {
+            stop_web_if_running(host)?;
+            reports.push(db_missing(&missing, juju.app_name()));
+            Ok(None)
+        }
+    }
 }
 
 /// Web's variables of issue 14 (Vault through `vault-kv`, then the options with the Juju
