@@ -208,6 +208,16 @@ pub fn deploy_with(spec: DeploySpec<'_>) -> Result<Deployment, Failed> {
     })
 }
 
+/// One `mode=all` unit on V1 with PostgreSQL: web and worker on one machine.
+pub fn deploy_one_all() -> Result<Deployment, Failed> {
+    deploy_with(DeploySpec {
+        units: 1,
+        config: &[("mode", "all"), ("version", V1)],
+        releases: &[(V1, Variant::Normal)],
+        ..DeploySpec::default()
+    })
+}
+
 /// `n` units in `auto` mode with PostgreSQL related, no version pinned (V1 is the latest
 /// of V1 and V2), every unit active on V1.
 pub fn deploy_auto_with_pg(n: usize) -> Result<Deployment, Failed> {

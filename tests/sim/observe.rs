@@ -161,12 +161,7 @@ fn sign_valid(csr: &str, from: i64, to: i64) -> Value {
 /// behaves, related to one `mode=all` unit and removed again: what each reads, web
 /// restarted once per change, nothing left open.
 fn played_counterparts() -> TestResult {
-    let d = deploy_with(DeploySpec {
-        units: 1,
-        config: &[("mode", "all"), ("version", V1)],
-        releases: &[(V1, Variant::Normal)],
-        ..DeploySpec::default()
-    })?;
+    let d = deploy_one_all()?;
     let (m, unit) = (&d.model, d.units[0].clone());
     let played = |name: &str, ep: &str, iface: &str, role: Role| {
         m.deploy_played(name, ep, iface, role)
@@ -298,6 +293,7 @@ fn played_counterparts() -> TestResult {
     run_until(m, "a renewal CSR", |m| csr_now(m).is_some_and(|c| c != csr))?;
     let renewal = csr_now(m).unwrap_or_default();
     let new = sign(&renewal);
+    let renewed_at = epoch_now();
     m.write_played_bag(
         tls,
         "tls",
@@ -316,7 +312,7 @@ fn played_counterparts() -> TestResult {
         service_pid(m, &unit, "web") == Some(web_pid)
             && concourse_log(m, &unit)
                 .iter()
-                .any(|r| r.pid == web_pid && r.event == "reloaded"),
+                .any(|r| r.pid == web_pid && r.event == "reloaded" && r.ts >= renewed_at),
         || "the renewed certificate was not applied with a reload".into(),
     )?;
 

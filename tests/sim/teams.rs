@@ -262,12 +262,7 @@ fn web_starts(
 /// release does not define); `juju update-secret` restarts web once with the new value
 /// and leaves the worker alone; the value is never in statuses, logs or argv.
 fn connector_secret() -> TestResult {
-    let d = deploy_with(DeploySpec {
-        units: 1,
-        config: &[("mode", "all"), ("version", V1)],
-        releases: &[(V1, Variant::Normal)],
-        ..DeploySpec::default()
-    })?;
+    let d = deploy_one_all()?;
     let (m, unit) = (&d.model, &d.units[0]);
     let uri = m.add_user_secret(&[("client-secret", "gh-secret-1")]);
     m.grant_user_secret(&uri, APP_NAME)
@@ -336,12 +331,7 @@ fn connector_secret() -> TestResult {
 /// refuses any it does not define); a typo is a blocked status naming it, and the web
 /// that runs is left alone.
 fn escape_hatch() -> TestResult {
-    let d = deploy_with(DeploySpec {
-        units: 1,
-        config: &[("mode", "all"), ("version", V1)],
-        releases: &[(V1, Variant::Normal)],
-        ..DeploySpec::default()
-    })?;
+    let d = deploy_one_all()?;
     let (m, unit) = (&d.model, &d.units[0]);
     let mark = quiet_mark(m, &[APP_NAME]);
     m.config(
@@ -400,12 +390,7 @@ fn connectors(m: &Model, unit: &str, since: f64) -> (Option<String>, Vec<String>
 /// web's dex enables every connector (the fake skips one missing a setting Concourse
 /// requires, and refuses LDAP without the settings dex needs, as the real ones do).
 fn every_connector() -> TestResult {
-    let d = deploy_with(DeploySpec {
-        units: 1,
-        config: &[("mode", "all"), ("version", V1)],
-        releases: &[(V1, Variant::Normal)],
-        ..DeploySpec::default()
-    })?;
+    let d = deploy_one_all()?;
     let (m, unit) = (&d.model, &d.units[0]);
     let mut uris = Vec::new();
     for (key, value) in [

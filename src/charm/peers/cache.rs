@@ -131,9 +131,7 @@ pub fn keep(host: &Host, rel: &str, bags: &BTreeMap<String, Databag>) {
         relation: rel.to_string(),
         bags: bags.clone(),
     };
-    if load(host).as_ref() == Some(&copy) {
-        return;
-    }
+    // write_if_changed: an unchanged copy (the same bytes) is not written again
     if let Err(e) = write(&file, &copy) {
         warn!(
             "cannot keep the members' databags in {}: {e}",
