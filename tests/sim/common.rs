@@ -60,7 +60,16 @@ pub fn ensure(cond: bool, msg: impl FnOnce() -> String) -> TestResult {
 }
 
 pub fn charm() -> CharmSource {
-    CharmSource::dir(env!("CARGO_MANIFEST_DIR"), env!("CARGO_BIN_EXE_dispatch"))
+    CharmSource::dir(env!("CARGO_MANIFEST_DIR"), dispatch())
+}
+
+/// The `dispatch` the units run: `SIM_DISPATCH` when set (`cargo xtask test` sets it to the
+/// release build that `cargo xtask pack` ships), else this build's debug binary.
+#[allow(clippy::disallowed_methods)] // harness knob, not the charm's environment
+pub fn dispatch() -> std::path::PathBuf {
+    std::env::var_os("SIM_DISPATCH")
+        .map(Into::into)
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_dispatch").into())
 }
 
 pub fn model() -> Result<Model, Failed> {

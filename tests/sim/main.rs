@@ -17,10 +17,16 @@ mod upgrade;
 
 use libtest_mimic::{Arguments, Trial};
 
+#[allow(clippy::disallowed_methods)] // harness knobs, not the charm's environment
 fn main() {
     juju_sim::multicall::register("systemctl", fake_systemd::main);
     juju_sim::multicall::register("journalctl", fake_systemd::journalctl::main);
     juju_sim::multicall::run_if_tool();
+    // `cargo xtask test` builds the same tools small and static (crates/sim-tools): a tool
+    // call then costs about a third of loading this binary.
+    if let Some(exe) = std::env::var_os("SIM_TOOLS") {
+        juju_sim::multicall::set_executable(exe);
+    }
     let mut args = Arguments::from_args();
     if args.test_threads.is_none() {
         args.test_threads = Some(test_threads());

@@ -612,8 +612,7 @@ impl ParkedCharm {
             .tempdir_in(m.run_dir())
             .map_err(|e| fail(format!("checkpoint dir: {e}")))?;
         let real = dir.path().join("dispatch.real");
-        std::fs::copy(env!("CARGO_BIN_EXE_dispatch"), &real)
-            .map_err(|e| fail(format!("copying dispatch: {e}")))?;
+        std::fs::copy(dispatch(), &real).map_err(|e| fail(format!("copying dispatch: {e}")))?;
         let wrapper = dir.path().join("dispatch");
         let script = format!(
             "#!/bin/sh\nCONCOURSE_CI_CHECKPOINT='{checkpoint}@{}' exec '{}' \"$@\"\n",

@@ -108,10 +108,18 @@ fn run_tests(extra: &[String]) -> Result<(), String> {
         ("systemd-analyze", "systemd"),
         ("shellcheck", "shellcheck"),
     ]);
+    // The simulator's units run the `dispatch` that `pack` ships, and their tool calls go
+    // to a small static executable instead of the debug test binary: the simulator tier
+    // spends most of its CPU starting processes (see docs/architecture.md, testing tiers).
+    let root = root();
+    let dispatch = pack::build_dispatch(&root)?;
+    let tools = pack::build_sim_tools(&root)?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     run_cmd(
         Command::new(cargo)
-            .current_dir(root())
+            .current_dir(&root)
+            .env("SIM_DISPATCH", &dispatch)
+            .env("SIM_TOOLS", &tools)
             .args(["test", "--workspace", "--locked"])
             .args(extra),
     )

@@ -116,19 +116,31 @@ fn choose_target() -> String {
 
 /// Builds the release `dispatch`; returns its path.
 pub fn build_dispatch(root: &Path) -> Result<PathBuf, String> {
-    let mut target = choose_target();
+    build_static(root, "concourse-ci", "release", "dispatch")
+}
+
+/// Builds the simulator's tools (crates/sim-tools) the way `dispatch` is built, static
+/// where it can be, with the start-up-optimized `sim-tools` profile; returns its path.
+pub fn build_sim_tools(root: &Path) -> Result<PathBuf, String> {
+    build_static(root, "sim-tools", "sim-tools", "sim-tools")
+}
+
+/// Builds `bin` of `package` with `profile` for musl (static) when it can, else for glibc.
+fn build_static(root: &Path, package: &str, profile: &str, bin: &str) -> Result<PathBuf, String> {
+    let target = choose_target();
     let build = |t: &str| {
         cargo_build_bin(
             root,
             &[
-                "--release",
+                "--profile",
+                profile,
                 "--locked",
                 "--package",
-                "concourse-ci",
+                package,
                 "--target",
                 t,
             ],
-            "dispatch",
+            bin,
         )
     };
     match build(&target) {
@@ -136,8 +148,7 @@ pub fn build_dispatch(root: &Path) -> Result<PathBuf, String> {
         Err(e) if target == GNU => Err(e),
         Err(e) => {
             eprintln!("xtask: musl build failed ({e}); falling back to {GNU}");
-            target = GNU.into();
-            build(&target)
+            build(GNU)
         }
     }
 }

@@ -64,6 +64,24 @@ pub type ToolMain = fn(&[String]) -> i32;
 
 static EXTRA: Mutex<Vec<(String, ToolMain)>> = Mutex::new(Vec::new());
 
+static EXECUTABLE: Mutex<Option<std::path::PathBuf>> = Mutex::new(None);
+
+/// Serve the tools from `exe` instead of the current executable: a multicall binary that
+/// registers the same extra tools (such as `crates/sim-tools`, built small and static so a
+/// tool call does not load a whole test binary). Models made afterwards use it.
+pub fn set_executable(exe: impl Into<std::path::PathBuf>) {
+    *EXECUTABLE.lock().unwrap_or_else(|e| e.into_inner()) = Some(exe.into());
+}
+
+/// The executable every tool name links to: the one given to [`set_executable`], else
+/// the current executable.
+pub fn executable() -> std::io::Result<std::path::PathBuf> {
+    match EXECUTABLE.lock().unwrap_or_else(|e| e.into_inner()).clone() {
+        Some(exe) => Ok(exe),
+        None => std::env::current_exe(),
+    }
+}
+
 /// Register an extra tool (e.g. `register("systemctl", fake_systemd::main)`). A later
 /// registration of the same name replaces the earlier one. Hook-tool names cannot be replaced.
 pub fn register(name: &str, main: ToolMain) {

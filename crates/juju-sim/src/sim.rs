@@ -150,7 +150,8 @@ impl Model {
             .map(|f| f.to_string_lossy().into_owned())
             .unwrap_or_default();
         std::fs::create_dir_all(run_dir.join("bin")).map_err(io("creating", &run_dir))?;
-        let exe = std::env::current_exe().map_err(io("locating", Path::new("current_exe")))?;
+        let exe = crate::multicall::executable()
+            .map_err(io("locating", Path::new("the tools' executable")))?;
         let jujuc = run_dir.join("bin").join("jujuc");
         if std::fs::hard_link(&exe, &jujuc).is_err() {
             std::fs::copy(&exe, &jujuc).map_err(io("copying", &exe))?;
