@@ -175,6 +175,10 @@ fn run_action(juju: &Juju, host: &Host, name: &str) -> Result<(), CharmError> {
 }
 
 /// Unit removal: retire the worker (so Concourse forgets it) and stop web.
+///
+/// Stop runs after this unit's relation-departed hooks, while every other web drops this
+/// worker's key in its own: a worker registered now keeps its connection and retires,
+/// one that is not cannot register any more, so it is stopped at once, not waited for.
 fn teardown(juju: &Juju, host: &Host) -> Result<(), CharmError> {
     let ready = juju
         .config()
@@ -182,6 +186,10 @@ fn teardown(juju: &Juju, host: &Host) -> Result<(), CharmError> {
         .and_then(|c| CharmConfig::from_map(&c).ok())
         .map(|c| crate::worker::ReadyWait::from_config(&c))
         .unwrap_or_default();
+    let ready = crate::worker::ReadyWait {
+        timeout: std::time::Duration::ZERO,
+        ..ready
+    };
     juju.status_set(&msg::RETIRING.status(), false)?;
     if let Err(e) = crate::worker::remove(host, ready) {
         warn!("retiring the worker: {}", crate::error_chain(&e));

@@ -90,10 +90,12 @@ fn regression_escalation_never_kills_the_worker_cgroup() {
 }
 
 /// A worker that cannot register (no TSA) cannot retire: it is stopped with SIGTERM
-/// after the wait for its registration, through its unit's stop (never restarted), not
-/// left to a retire signal it would lose or answer with exit 1.
+/// through its unit's stop (never restarted), not left to a retire signal it would lose
+/// or answer with exit 1. The stop used to wait two minutes for a registration that
+/// could not come: by the time a removed unit stops, the other webs have dropped its
+/// worker's key (the simulator's churn scenario spent 110 s of its 125 s there).
 #[test]
-fn regression_a_worker_without_a_tsa_is_stopped_not_signalled() {
+fn regression_a_removed_worker_that_cannot_register_is_stopped_without_waiting() {
     let u = Unit::deployed("all");
     u.add_postgresql("db-pw");
     u.fake
@@ -106,10 +108,7 @@ fn regression_a_worker_without_a_tsa_is_stopped_not_signalled() {
     let (mark, t0) = (u.mark(), u.fake.clock.elapsed());
     u.ok("stop");
     let waited = u.fake.clock.elapsed() - t0;
-    assert!(
-        waited >= crate::worker::READY_WAIT && waited < crate::worker::READY_WAIT * 2,
-        "waited {waited:?}"
-    );
+    assert!(waited < Duration::from_secs(1), "waited {waited:?}");
     let journal = u.journal_since(mark);
     assert!(
         journal.starts_with(&[
