@@ -59,6 +59,15 @@ pub fn ensure(cond: bool, msg: impl FnOnce() -> String) -> TestResult {
     }
 }
 
+/// Where the fake `concourse` reads its control files (crates/release-fixtures/src/fake_concourse.sh).
+pub const RUN: &str = "/run/fake-concourse";
+
+/// Sets the fake `concourse`'s control file `name` on `unit` (read when needed).
+pub fn control(m: &Model, unit: &str, name: &str, value: &str) -> TestResult {
+    m.write_file(unit, &format!("{RUN}/{name}"), value.as_bytes())
+        .map_err(|e| fail(format!("{unit}: control {name}: {e}")))
+}
+
 pub fn charm() -> CharmSource {
     CharmSource::dir(env!("CARGO_MANIFEST_DIR"), dispatch())
 }

@@ -15,7 +15,6 @@ use release_fixtures::tarball::Variant;
 use crate::common::*;
 
 const APP: &str = APP_NAME;
-const RUN: &str = "/run/fake-concourse";
 
 pub fn trials() -> Vec<Trial> {
     vec![
@@ -64,11 +63,6 @@ fn web_of(m: &juju_sim::Model) -> Result<String, Failed> {
         .get("web-unit")
         .cloned()
         .ok_or_else(|| fail("no web-unit"))
-}
-
-fn control(m: &juju_sim::Model, unit: &str, name: &str, value: &str) -> TestResult {
-    m.write_file(unit, &format!("{RUN}/{name}"), value.as_bytes())
-        .map_err(|e| fail(format!("{unit}: control {name}: {e}")))
 }
 
 fn upgrade(m: &juju_sim::Model, version: &str) -> TestResult {

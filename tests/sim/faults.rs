@@ -199,6 +199,13 @@ fn run_model(
     // nothing of the deployment pending: the switch hooks are the protocol's own
     settle(&m)?;
     let cast = cast(&m, deployed)?;
+    // Every web switch restarts the TSA, and each worker then registers again at its
+    // beacon's next attempt, 5 s later upstream (`worker/beacon_runner.go`): most of an
+    // upgrade's wall time. The sweep is about faults, not that interval (the drain and
+    // upgrade scenarios keep upstream's), so its workers retry every 0.5 s.
+    for w in &cast.workers {
+        control(&m, w, "beacon-retry", "0.5")?;
+    }
     let mut report = ModelReport::default();
     let mut next = 1;
     let mut upgrade =
