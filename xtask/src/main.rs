@@ -12,6 +12,7 @@
 mod bench;
 mod check;
 mod pack;
+mod test;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -22,7 +23,7 @@ fn main() -> ExitCode {
         Some("pack") => pack::run(&args[1..]),
         Some("check-charm") => check::run(&args[1..]),
         Some("hooks") => pack::write_hooks(&root()).map(|n| println!("wrote {n} hook symlinks")),
-        Some("test") => run_tests(&args[1..]),
+        Some("test") => test::run(&args[1..]),
         Some("bench-hook") => bench::run(&args[1..]),
         Some("demo") => run_demo(&args[1..]),
         _ => Err(
@@ -97,32 +98,6 @@ pub fn ensure_debs(wanted: &[(&str, &str)]) {
             missing.join(" ")
         );
     }
-}
-
-/// `cargo xtask test`: the README's test command.
-fn run_tests(extra: &[String]) -> Result<(), String> {
-    // Test prerequisites beyond the Rust toolchain: unshare/mount (util-linux),
-    // systemd-analyze (unit file checks), shellcheck (integration scripts).
-    ensure_debs(&[
-        ("unshare", "util-linux"),
-        ("systemd-analyze", "systemd"),
-        ("shellcheck", "shellcheck"),
-    ]);
-    // The simulator's units run the `dispatch` that `pack` ships, and their tool calls go
-    // to a small static executable instead of the debug test binary: the simulator tier
-    // spends most of its CPU starting processes (see docs/architecture.md, testing tiers).
-    let root = root();
-    let dispatch = pack::build_dispatch(&root)?;
-    let tools = pack::build_sim_tools(&root)?;
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    run_cmd(
-        Command::new(cargo)
-            .current_dir(&root)
-            .env("SIM_DISPATCH", &dispatch)
-            .env("SIM_TOOLS", &tools)
-            .args(["test", "--workspace", "--locked"])
-            .args(extra),
-    )
 }
 
 /// `cargo xtask demo`: the README's "see it work" command. Builds the release `dispatch`

@@ -1,0 +1,209 @@
+//! `cargo xtask test`: the README's test command.
+//!
+//! Owns: the test prerequisites, the binaries the simulator runs (`SIM_DISPATCH`,
+//! `SIM_TOOLS`; docs/architecture.md, testing tiers) and running every test binary of the
+//! workspace. `cargo test` runs its test binaries one after another, so the ~70 s of
+//! ordinary tests would wait for the simulator tier, which mostly waits itself (for hooks,
+//! timers and fake processes). Here the simulator starts first and the other binaries run
+//! alongside it, one at a time, each as cargo would run it (from its package's directory,
+//! with `CARGO_MANIFEST_DIR` set); their output is printed whole when each ends.
+//!
+//! Invariants: every test binary `cargo test --workspace` builds is run (cargo's own
+//! `--message-format=json` names them), plus the doc tests; the command fails if any fails.
+//! With arguments (`cargo xtask test -- --nocapture`, a filter) it is plain
+//! `cargo test --workspace <args>`, since such arguments mean cargo's own rules.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Instant;
+
+use crate::{ensure_debs, pack, root, run_cmd};
+
+/// One test executable cargo built.
+#[derive(Debug, Clone, PartialEq)]
+struct TestBinary {
+    /// `<package>::<target>`, for the summary.
+    name: String,
+    executable: PathBuf,
+    /// Its package's directory: cargo runs tests from there.
+    manifest_dir: PathBuf,
+}
+
+pub fn run(extra: &[String]) -> Result<(), String> {
+    // Test prerequisites beyond the Rust toolchain: unshare/mount (util-linux),
+    // systemd-analyze (unit file checks), shellcheck (integration scripts).
+    ensure_debs(&[
+        ("unshare", "util-linux"),
+        ("systemd-analyze", "systemd"),
+        ("shellcheck", "shellcheck"),
+    ]);
+    // The simulator's units run the `dispatch` that `pack` ships, and their tool calls go
+    // to a small static executable instead of the debug test binary.
+    let root = root();
+    let dispatch = pack::build_dispatch(&root)?;
+    let tools = pack::build_sim_tools(&root)?;
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let with_env = |cmd: &mut Command| {
+        cmd.env("SIM_DISPATCH", &dispatch).env("SIM_TOOLS", &tools);
+    };
+    if !extra.is_empty() {
+        let mut cmd = Command::new(&cargo);
+        cmd.current_dir(&root)
+            .args(["test", "--workspace", "--locked"])
+            .args(extra);
+        with_env(&mut cmd);
+        return run_cmd(&mut cmd);
+    }
+    let out = Command::new(&cargo)
+        .current_dir(&root)
+        .args([
+            "test",
+            "--workspace",
+            "--locked",
+            "--no-run",
+            "--message-format=json-render-diagnostics",
+        ])
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|e| format!("cannot run cargo test --no-run: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("building the tests failed with {}", out.status));
+    }
+    let binaries = test_binaries(&String::from_utf8_lossy(&out.stdout));
+    let (sim, others): (Vec<TestBinary>, Vec<TestBinary>) = binaries
+        .into_iter()
+        .partition(|b| b.name == "concourse-ci::sim");
+    let t0 = Instant::now();
+    let mut failed = Vec::new();
+    let mut sim_child = match sim.first() {
+        Some(b) => Some((b.clone(), spawn(b, false, &with_env)?)),
+        None => return Err("cargo built no simulator tests (concourse-ci::sim)".into()),
+    };
+    for b in &others {
+        let t = Instant::now();
+        let out = spawn(b, true, &with_env)?
+            .wait_with_output()
+            .map_err(|e| format!("{}: {e}", b.name))?;
+        report(b, &out, t);
+        if !out.status.success() {
+            failed.push(b.name.clone());
+        }
+    }
+    let mut doc = Command::new(&cargo);
+    doc.current_dir(&root)
+        .args(["test", "--workspace", "--locked", "--doc", "--quiet"]);
+    if !doc.status().map(|s| s.success()).unwrap_or(false) {
+        failed.push("doc tests".into());
+    }
+    if let Some((b, mut child)) = sim_child.take() {
+        let status = child.wait().map_err(|e| format!("{}: {e}", b.name))?;
+        println!(
+            "xtask: {} ended ({status}) after {:.0} s",
+            b.name,
+            t0.elapsed().as_secs_f64()
+        );
+        if !status.success() {
+            failed.push(b.name);
+        }
+    }
+    println!(
+        "xtask: every test binary ran in {:.0} s",
+        t0.elapsed().as_secs_f64()
+    );
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("failed: {}", failed.join(", ")))
+    }
+}
+
+/// Starts `b` the way `cargo test` does; with `capture`, its output is kept for [`report`].
+fn spawn(b: &TestBinary, capture: bool, with_env: &dyn Fn(&mut Command)) -> Result<Child, String> {
+    let mut cmd = Command::new(&b.executable);
+    cmd.current_dir(&b.manifest_dir)
+        .env("CARGO_MANIFEST_DIR", &b.manifest_dir);
+    if capture {
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    }
+    with_env(&mut cmd);
+    cmd.spawn()
+        .map_err(|e| format!("cannot run {}: {e}", b.executable.display()))
+}
+
+/// Prints a captured binary's output and how long it took.
+fn report(b: &TestBinary, out: &Output, t: Instant) {
+    println!(
+        "xtask: {} ({}) ended ({}) after {:.1} s",
+        b.name,
+        b.executable.display(),
+        out.status,
+        t.elapsed().as_secs_f64()
+    );
+    print!("{}", String::from_utf8_lossy(&out.stdout));
+    eprint!("{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// The test executables in cargo's `--message-format=json` output: `compiler-artifact`
+/// messages of a test profile that have an executable.
+fn test_binaries(messages: &str) -> Vec<TestBinary> {
+    messages
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|m| m["reason"] == "compiler-artifact" && m["profile"]["test"] == true)
+        .filter_map(|m| {
+            let executable = PathBuf::from(m["executable"].as_str()?);
+            let manifest = Path::new(m["manifest_path"].as_str()?);
+            let package = m["package_id"].as_str().map(package_name)?;
+            Some(TestBinary {
+                name: format!("{package}::{}", m["target"]["name"].as_str()?),
+                executable,
+                manifest_dir: manifest.parent()?.to_path_buf(),
+            })
+        })
+        .collect()
+}
+
+/// The package name in a cargo package id (`path+file:///…/demo#0.1.0`,
+/// `path+file:///…/x#name@0.1.0`, or the older `name 0.1.0 (path+file:///…)`).
+fn package_name(id: &str) -> String {
+    if let Some((url, rest)) = id.split_once('#') {
+        match rest.split_once('@') {
+            Some((name, _)) => name.to_string(),
+            None => url.rsplit('/').next().unwrap_or(url).to_string(),
+        }
+    } else {
+        id.split(' ').next().unwrap_or(id).to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_test_executables_and_their_packages() {
+        let msgs = [
+            r#"{"reason":"compiler-artifact","package_id":"path+file:///w#concourse-ci@0.1.0","manifest_path":"/w/Cargo.toml","target":{"name":"sim","kind":["test"]},"profile":{"test":true},"executable":"/w/target/debug/deps/sim-1"}"#,
+            r#"{"reason":"compiler-artifact","package_id":"path+file:///w/crates/demo#0.1.0","manifest_path":"/w/crates/demo/Cargo.toml","target":{"name":"demo","kind":["test"]},"profile":{"test":true},"executable":"/w/target/debug/deps/demo-2"}"#,
+            r#"{"reason":"compiler-artifact","package_id":"path+file:///w#concourse-ci@0.1.0","manifest_path":"/w/Cargo.toml","target":{"name":"dispatch","kind":["bin"]},"profile":{"test":false},"executable":"/w/target/debug/dispatch"}"#,
+            r#"{"reason":"compiler-artifact","package_id":"serde 1.0.0 (registry+https://github.com/rust-lang/crates.io-index)","target":{"name":"serde","kind":["lib"]},"profile":{"test":false},"executable":null}"#,
+            "not json",
+        ]
+        .join("\n");
+        assert_eq!(
+            test_binaries(&msgs),
+            [
+                TestBinary {
+                    name: "concourse-ci::sim".into(),
+                    executable: "/w/target/debug/deps/sim-1".into(),
+                    manifest_dir: "/w".into(),
+                },
+                TestBinary {
+                    name: "demo::demo".into(),
+                    executable: "/w/target/debug/deps/demo-2".into(),
+                    manifest_dir: "/w/crates/demo".into(),
+                },
+            ]
+        );
+    }
+}
