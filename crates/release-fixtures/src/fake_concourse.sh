@@ -35,8 +35,17 @@ RUN_DIR="${FAKE_CONCOURSE_RUN:-/run/fake-concourse}"
 SELF="$0"
 case "$SELF" in /*) ;; *) SELF="$PWD/$SELF" ;; esac
 SELF_RESOLVED="$(readlink -f -- "$0" 2>/dev/null || printf '%s' "$SELF")"
-USER_NAME="$(id -un 2>/dev/null || printf '?')"
-GROUP_ID="$(id -g 2>/dev/null || printf '0')"
+# The effective user's name and group, as `id -un` and `id -g` print them, without their
+# two processes (every call of this script records them): /proc's `Gid:` line is real,
+# effective, saved, fs; names come from /etc/passwd (the service users are made with useradd).
+USER_NAME="?"
+GROUP_ID=0
+while read -r key _ egid _; do
+    if [ "$key" = "Gid:" ]; then GROUP_ID=$egid; break; fi
+done </proc/self/status 2>/dev/null
+while IFS=: read -r name _ uid _; do
+    if [ "$uid" = "$EUID" ]; then USER_NAME=$name; break; fi
+done </etc/passwd 2>/dev/null
 ARGS=("$@")
 SUBCOMMAND="${1:-}"
 TSA_PID=""
