@@ -70,51 +70,64 @@ pub fn run(extra: &[String]) -> Result<(), String> {
         return Err(format!("building the tests failed with {}", out.status));
     }
     let binaries = test_binaries(&String::from_utf8_lossy(&out.stdout));
-    let (sim, others): (Vec<TestBinary>, Vec<TestBinary>) = binaries
-        .into_iter()
-        .partition(|b| b.name == "concourse-ci::sim");
-    let t0 = Instant::now();
-    let mut failed = Vec::new();
-    let mut sim_child = match sim.first() {
-        Some(b) => Some((b.clone(), spawn(b, false, &with_env)?)),
-        None => return Err("cargo built no simulator tests (concourse-ci::sim)".into()),
-    };
-    for b in &others {
-        let t = Instant::now();
-        let out = spawn(b, true, &with_env)?
-            .wait_with_output()
-            .map_err(|e| format!("{}: {e}", b.name))?;
-        report(b, &out, t);
-        if !out.status.success() {
-            failed.push(b.name.clone());
-        }
-    }
     let mut doc = Command::new(&cargo);
     doc.current_dir(&root)
         .args(["test", "--workspace", "--locked", "--doc", "--quiet"]);
-    if !doc.status().map(|s| s.success()).unwrap_or(false) {
-        failed.push("doc tests".into());
-    }
-    if let Some((b, mut child)) = sim_child.take() {
-        let status = child.wait().map_err(|e| format!("{}: {e}", b.name))?;
-        println!(
-            "xtask: {} ended ({status}) after {:.0} s",
-            b.name,
-            t0.elapsed().as_secs_f64()
-        );
-        if !status.success() {
-            failed.push(b.name);
-        }
-    }
-    println!(
-        "xtask: every test binary ran in {:.0} s",
-        t0.elapsed().as_secs_f64()
-    );
+    let failed = side_by_side(binaries, doc, &with_env)?;
     if failed.is_empty() {
         Ok(())
     } else {
         Err(format!("failed: {}", failed.join(", ")))
     }
+}
+
+/// Runs the simulator in the background and the other binaries, then the doc tests, in
+/// the foreground; returns the names of those that failed (or could not run).
+fn side_by_side(
+    binaries: Vec<TestBinary>,
+    mut doc: Command,
+    with_env: &dyn Fn(&mut Command),
+) -> Result<Vec<String>, String> {
+    let (sim, others): (Vec<TestBinary>, Vec<TestBinary>) = binaries
+        .into_iter()
+        .partition(|b| b.name == "concourse-ci::sim");
+    let sim = sim
+        .into_iter()
+        .next()
+        .ok_or("cargo built no simulator tests (concourse-ci::sim)")?;
+    let t0 = Instant::now();
+    let mut sim_child = spawn(&sim, false, with_env)?;
+    let mut failed = Vec::new();
+    for b in &others {
+        let t = Instant::now();
+        match spawn(b, true, with_env)
+            .and_then(|c| c.wait_with_output().map_err(|e| format!("{}: {e}", b.name)))
+        {
+            Ok(out) => {
+                report(b, &out, t);
+                if !out.status.success() {
+                    failed.push(b.name.clone());
+                }
+            }
+            Err(e) => {
+                eprintln!("xtask: {e}");
+                failed.push(b.name.clone());
+            }
+        }
+    }
+    if !doc.status().map(|s| s.success()).unwrap_or(false) {
+        failed.push("doc tests".into());
+    }
+    let status = sim_child.wait().map_err(|e| format!("{}: {e}", sim.name))?;
+    println!("xtask: {} ended ({status})", sim.name);
+    println!(
+        "xtask: every test binary ran in {:.0} s",
+        t0.elapsed().as_secs_f64()
+    );
+    if !status.success() {
+        failed.push(sim.name);
+    }
+    Ok(failed)
 }
 
 /// Starts `b` the way `cargo test` does; with `capture`, its output is kept for [`report`].
