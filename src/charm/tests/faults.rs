@@ -12,12 +12,7 @@ const WEB_TSA: &str = "ssh-ed25519 AAAAC3NzaWebTsaKey web";
 fn granted_worker() -> Unit {
     let u = Unit::new(1, false);
     u.model.set_config(&[("mode", json!("auto"))]);
-    u.model
-        .state_mut()
-        .relations
-        .get_mut(&u.peers)
-        .unwrap()
-        .units = vec![WEB.into()];
+    u.set_peer_units(vec![WEB.into()]);
     u.model.set_bag(
         u.peers,
         WEB,

@@ -132,6 +132,15 @@ impl ActionRun {
 }
 
 impl Unit {
+    /// Sets the other members of the peer relation (as `relation-list` shows them).
+    pub fn set_peer_units(&self, units: Vec<String>) {
+        let mut st = self.model.state_mut();
+        st.relations
+            .get_mut(&self.peers)
+            .expect("Unit::new relates the peers")
+            .units = units;
+    }
+
     /// `concourse-ci/<n>` with its volume attached, the peer relation up, the V1 tarball
     /// attached as the resource and `version=V1`; no hook has run yet.
     pub fn new(n: u32, leader: bool) -> Unit {

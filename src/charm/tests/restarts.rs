@@ -121,12 +121,7 @@ fn regression_a_failed_restart_is_retried() {
 fn regression_a_failed_reload_is_retried() {
     let u = all_in_one();
     let peer = format!("{APP}/1");
-    u.model
-        .state_mut()
-        .relations
-        .get_mut(&u.peers)
-        .unwrap()
-        .units = vec![peer.clone()];
+    u.set_peer_units(vec![peer.clone()]);
     let key = "ssh-ed25519 AAAAC3NzaWorkerOne concourse-ci-1";
     u.model
         .set_bag(u.peers, &peer, &[("worker-public-key", key)]);

@@ -76,12 +76,7 @@ fn all_to_web_retires_the_worker_and_withdraws_its_key() {
 fn a_web_unit_that_loses_the_web_role_becomes_a_worker() {
     // concourse-ci/1 ran web; the leader (concourse-ci/0) took web over
     let u = Unit::new(1, false);
-    u.model
-        .state_mut()
-        .relations
-        .get_mut(&u.peers)
-        .unwrap()
-        .units = vec![format!("{APP}/0")];
+    u.set_peer_units(vec![format!("{APP}/0")]);
     let admin = u.model.add_own_secret(&[("password", "admin-pw")]);
     u.model.set_bag(
         u.peers,
@@ -121,12 +116,7 @@ fn a_web_unit_that_loses_the_web_role_becomes_a_worker() {
 #[test]
 fn the_leader_keeps_a_live_web_unit_and_takes_over_a_gone_one() {
     let u = Unit::new(0, true);
-    u.model
-        .state_mut()
-        .relations
-        .get_mut(&u.peers)
-        .unwrap()
-        .units = vec![format!("{APP}/1")];
+    u.set_peer_units(vec![format!("{APP}/1")]);
     u.model
         .set_bag(u.peers, APP, &[("web-unit", "concourse-ci/1")]);
     u.deploy();

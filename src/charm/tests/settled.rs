@@ -232,12 +232,7 @@ fn regression_juju_sets_the_status_of_install_itself() {
 /// concourse-ci/0, after a hook that changed nothing (so it holds a record).
 fn quiet_worker() -> Unit {
     let u = Unit::new(1, false);
-    u.model
-        .state_mut()
-        .relations
-        .get_mut(&u.peers)
-        .unwrap()
-        .units = vec![format!("{APP}/0"), format!("{APP}/2")];
+    u.set_peer_units(vec![format!("{APP}/0"), format!("{APP}/2")]);
     u.model.set_bag(
         u.peers,
         APP,
@@ -350,12 +345,7 @@ fn a_worker_waiting_for_its_grant_only_shows_the_progress() {
 #[test]
 fn the_leader_reads_only_the_member_whose_hook_runs_and_runs_its_roles_when_they_need_it() {
     let u = Unit::new(0, true);
-    u.model
-        .state_mut()
-        .relations
-        .get_mut(&u.peers)
-        .unwrap()
-        .units = vec![format!("{APP}/1"), format!("{APP}/2")];
+    u.set_peer_units(vec![format!("{APP}/1"), format!("{APP}/2")]);
     for n in [1, 2] {
         let key = format!("ssh-ed25519 AAAAC3NzaWorker{n} x");
         u.model.set_bag(

@@ -122,12 +122,7 @@ fn a_worker_leader_shares_the_web_keys_for_the_web_unit() {
     u.model.set_config(&[("mode", json!("auto"))]);
     u.model
         .set_bag(u.peers, APP, &[("web-unit", "concourse-ci/1")]);
-    u.model
-        .state_mut()
-        .relations
-        .get_mut(&u.peers)
-        .unwrap()
-        .units = vec![format!("{APP}/1")];
+    u.set_peer_units(vec![format!("{APP}/1")]);
     u.deploy();
     let id = u.app_bag()["web-keys-secret"].clone();
     assert!(u.model.secret_content(&id).is_some());
@@ -179,12 +174,7 @@ fn all_mode_workers_list_every_units_tsa() {
     let u = Unit::deployed("all");
     u.add_postgresql("db-pw");
     let key = u.my_bag(u.peers)["tsa-public-key"].clone();
-    u.model
-        .state_mut()
-        .relations
-        .get_mut(&u.peers)
-        .unwrap()
-        .units = vec![format!("{APP}/1"), format!("{APP}/2")];
+    u.set_peer_units(vec![format!("{APP}/1"), format!("{APP}/2")]);
     for (n, addr) in [(1, "10.1.0.11"), (2, "10.1.0.12")] {
         u.model.set_bag(
             u.peers,

@@ -245,12 +245,7 @@ fn regression_a_leader_that_switched_itself_goes_on_in_the_same_hook() {
 fn the_leaders_clock_moves_past_a_silent_peer() {
     let u = Unit::new(0, true);
     let peer = format!("{APP}/1");
-    u.model
-        .state_mut()
-        .relations
-        .get_mut(&u.peers)
-        .unwrap()
-        .units = vec![peer.clone()];
+    u.set_peer_units(vec![peer.clone()]);
     u.model.set_bag(u.peers, &peer, &[("version", V1)]);
     u.model.set_config(&[("mode", json!("auto"))]);
     u.deploy();
@@ -454,12 +449,7 @@ fn web_is_held_when_the_database_cannot_be_migrated_down() {
 fn regression_a_rollback_migrates_the_database_down_before_web_goes_back() {
     let u = Unit::new(0, true);
     let peer = format!("{APP}/1");
-    u.model
-        .state_mut()
-        .relations
-        .get_mut(&u.peers)
-        .unwrap()
-        .units = vec![peer.clone()];
+    u.set_peer_units(vec![peer.clone()]);
     u.model.set_bag(u.peers, &peer, &[("version", V1)]);
     u.model.set_config(&[("mode", json!("auto"))]);
     u.deploy();

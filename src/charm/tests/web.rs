@@ -316,12 +316,7 @@ fn a_new_worker_key_is_applied_with_a_reload() {
     let u = web_unit();
     let pid = u.fake.services.service("concourse-server").pid;
     let key = "ssh-ed25519 AAAAC3NzaWorkerOne concourse-ci-1";
-    u.model
-        .state_mut()
-        .relations
-        .get_mut(&u.peers)
-        .unwrap()
-        .units = vec![format!("{APP}/1")];
+    u.set_peer_units(vec![format!("{APP}/1")]);
     u.model
         .set_bag(u.peers, &format!("{APP}/1"), &[("worker-public-key", key)]);
     let mark = u.mark();

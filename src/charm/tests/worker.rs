@@ -149,12 +149,7 @@ fn tag_restarts_and_drain_timeout_only_reloads_the_unit() {
 #[test]
 fn an_auto_worker_waits_for_the_web_unit_then_follows_its_tsa() {
     let u = Unit::new(1, false);
-    u.model
-        .state_mut()
-        .relations
-        .get_mut(&u.peers)
-        .unwrap()
-        .units = vec![format!("{APP}/0")];
+    u.set_peer_units(vec![format!("{APP}/0")]);
     u.deploy();
     assert_eq!(
         u.status(),
