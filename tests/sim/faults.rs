@@ -6,7 +6,7 @@
 //! target, no worker stopped without landing, at most `upgrade-max-unavailable` workers
 //! down, the tarball downloaded once, and no hook failed but those a fault hit.
 //!
-//! How it stays within budget (a mode takes about 80 s alone on 2 cores, 150 s in the
+//! How it stays within budget (a mode takes about 80 s alone on 2 cores, 180 s in the
 //! full tier; each model runs about 9 upgrades of 4 s, mostly the two 1.5 s crash waits):
 //! the call indexes come from a recorded fault-free upgrade (a fault at a call no hook
 //! reaches records how many calls the matched hook made), every upgrade carries one fault

@@ -19,8 +19,7 @@ use libtest_mimic::{Arguments, Trial};
 
 #[allow(clippy::disallowed_methods)] // harness knobs, not the charm's environment
 fn main() {
-    juju_sim::multicall::register("systemctl", fake_systemd::main);
-    juju_sim::multicall::register("journalctl", fake_systemd::journalctl::main);
+    sim_tools::register();
     juju_sim::multicall::run_if_tool();
     // `cargo xtask test` builds the same tools small and static (crates/sim-tools): a tool
     // call then costs about a third of loading this binary.

@@ -23,8 +23,7 @@ use display::Display;
 use scenario::{Demo, DemoError, Paths, Summary, FROM, TO};
 
 fn main() -> ExitCode {
-    juju_sim::multicall::register("systemctl", fake_systemd::main);
-    juju_sim::multicall::register("journalctl", fake_systemd::journalctl::main);
+    sim_tools::register();
     juju_sim::multicall::run_if_tool();
     let opts = match args::parse(std::env::args_os().skip(1)) {
         Ok(Command::Run(o)) => o,

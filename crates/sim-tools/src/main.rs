@@ -7,11 +7,11 @@
 //! a millisecond of CPU before `main`. `cargo xtask test` builds this one static and
 //! optimized and hands it to the simulator (`SIM_TOOLS`, [`juju_sim::multicall::set_executable`]).
 //!
-//! Invariant: it registers the same extra tools as the test binaries that use it.
+//! Invariant: it serves the same extra tools as the test binaries that use it
+//! ([`sim_tools::register`]).
 
 fn main() {
-    juju_sim::multicall::register("systemctl", fake_systemd::main);
-    juju_sim::multicall::register("journalctl", fake_systemd::journalctl::main);
+    sim_tools::register();
     juju_sim::multicall::run_if_tool();
     eprintln!(
         "sim-tools: called as {:?}, which is not a simulator tool; link it under a tool's name",
