@@ -937,7 +937,7 @@ run_worker() {
 }
 
 generate_key() {
-    local type="" file="" bits=2048
+    local type="" file="" bits=1024
     shift
     while [ $# -gt 0 ]; do
         case "$1" in
