@@ -645,6 +645,17 @@ fn finish(w: &mut World, unit: &str, result: ProcessResult, watch: Option<&Watch
         }
         u.hooks.push(rec);
     }
+    // the lease this hook relied on ends with it
+    let app = crate::model::app_of(unit);
+    let alive = w.alive_units(app);
+    if let Some(a) = w.apps.get_mut(app) {
+        if a.leader.as_deref() == Some(unit) {
+            if let Some(next) = a.pending_leader.take().filter(|n| alive.contains(n)) {
+                a.leader = Some(next);
+                a.leadership_version += 1;
+            }
+        }
+    }
     if committed {
         crate::postgres::react(w);
     }

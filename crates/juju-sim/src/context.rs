@@ -102,6 +102,8 @@ pub struct HookContext {
     pub new_secrets: BTreeSet<String>,
     /// `is-leader` returned false once: it stays false.
     pub minion: bool,
+    /// When `is-leader` last returned true in this hook (Juju guarantees 30 s from then).
+    pub leader_claimed: Option<Instant>,
     pub status_cache: Option<StatusRecord>,
     pub action: Option<ActionRun>,
     pub tool_calls: Vec<ToolCall>,
@@ -382,6 +384,7 @@ pub fn prepare(w: &mut World, unit: &str, op: &Op, uenv: &UnitEnv) -> HookContex
         secret_pins: BTreeMap::new(),
         new_secrets: BTreeSet::new(),
         minion: false,
+        leader_claimed: None,
         status_cache: None,
         action,
         tool_calls: Vec::new(),

@@ -304,6 +304,10 @@ pub struct App {
     pub config_version: u64,
     pub leader: Option<String>,
     pub leadership_version: u64,
+    /// A leader named by [`crate::Model::set_leader`] while the current leader runs a hook
+    /// in which `is-leader` said true: Juju guarantees that answer for 30 s, so the move
+    /// waits for the hook to end.
+    pub pending_leader: Option<String>,
     pub status: Option<StatusRecord>,
     pub status_history: Vec<StatusRecord>,
     pub version: String,
@@ -654,6 +658,7 @@ impl World {
         if !ok {
             a.leader = alive.first().cloned();
             a.leadership_version += 1;
+            a.pending_leader = None;
         }
     }
 
@@ -971,6 +976,7 @@ pub(crate) fn test_world() -> World {
             config_version: 1,
             leader: Some("a/0".into()),
             leadership_version: 1,
+            pending_leader: None,
             status: None,
             status_history: vec![],
             version: String::new(),

@@ -33,6 +33,12 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+/// How long `is-leader` returning true guarantees leadership (juju `is-leader` help).
+pub const LEADER_LEASE: Duration = Duration::from_secs(30);
+
+/// The least time between two checks of a [`Model::run_until`] predicate.
+pub const PREDICATE_GAP: Duration = Duration::from_millis(20);
+
 /// Errors of the test API.
 #[derive(Debug, thiserror::Error)]
 pub enum SimError {
@@ -279,6 +285,7 @@ impl Model {
                     config_version: 1,
                     leader: None,
                     leadership_version: 0,
+                    pending_leader: None,
                     status: None,
                     status_history: Vec::new(),
                     version: String::new(),
@@ -414,6 +421,7 @@ impl Model {
                 config_version: 1,
                 leader: Some(unit.clone()),
                 leadership_version: 1,
+                pending_leader: None,
                 status: None,
                 status_history: Vec::new(),
                 version: version.into(),
@@ -626,19 +634,49 @@ impl Model {
         Ok(())
     }
 
-    /// Make `unit` the leader of its application.
+    /// Make `unit` the leader of its application: at once, or, while the leader runs a
+    /// hook in which `is-leader` said true less than [`LEADER_LEASE`] ago (Juju guarantees
+    /// that answer for as long), when that hook ends. [`Model::force_leader`] does not wait.
     pub fn set_leader(&self, unit: &str) -> Result<(), SimError> {
+        self.move_leader(unit, true)
+    }
+
+    /// Make `unit` the leader at once, even during a hook of the leader that relied on
+    /// `is-leader`: what happens when the leader's agent loses the controller for longer than
+    /// the lease, or its hook outlives the guarantee (its app-data commit then fails).
+    pub fn force_leader(&self, unit: &str) -> Result<(), SimError> {
+        self.move_leader(unit, false)
+    }
+
+    fn move_leader(&self, unit: &str, honour_lease: bool) -> Result<(), SimError> {
         let mut w = self.shared.lock();
         if !w.units.get(unit).is_some_and(|u| u.life == Life::Alive) {
             return Err(SimError::UnknownUnit(unit.into()));
         }
         let a = w
             .apps
+            .get(app_of(unit))
+            .ok_or_else(|| SimError::UnknownApp(unit.into()))?;
+        let held = honour_lease
+            && a.leader.clone().is_some_and(|l| {
+                w.units
+                    .get(&l)
+                    .and_then(|u| u.running.as_ref())
+                    .and_then(|ctx| ctx.leader_claimed)
+                    .is_some_and(|at| at.elapsed() < LEADER_LEASE)
+            });
+        let a = w
+            .apps
             .get_mut(app_of(unit))
             .ok_or_else(|| SimError::UnknownApp(unit.into()))?;
-        if a.leader.as_deref() != Some(unit) {
-            a.leader = Some(unit.to_string());
-            a.leadership_version += 1;
+        if held && a.leader.as_deref() != Some(unit) {
+            a.pending_leader = Some(unit.to_string());
+        } else {
+            a.pending_leader = None;
+            if a.leader.as_deref() != Some(unit) {
+                a.leader = Some(unit.to_string());
+                a.leadership_version += 1;
+            }
         }
         drop(w);
         self.shared.notify();
@@ -956,7 +994,8 @@ impl Model {
         self.shared.lock().now()
     }
 
-    /// Wait until `pred` holds (checked after every model change), or time out with a dump.
+    /// Wait until `pred` holds (checked after model changes, at most every
+    /// [`PREDICATE_GAP`], and at least every 100 ms), or time out with a dump.
     pub fn run_until(
         &self,
         timeout: Duration,
@@ -974,6 +1013,7 @@ impl Model {
     ) -> Result<(), SimError> {
         let start = Instant::now();
         loop {
+            let checked = Instant::now();
             if pred(self) {
                 return Ok(());
             }
@@ -988,6 +1028,12 @@ impl Model {
             let w = self.shared.lock();
             let wait = (timeout - elapsed).min(Duration::from_millis(100));
             let _ = self.shared.cond.wait_timeout(w, wait);
+            // every tool call is a change: without a gap, predicates that read files
+            // (logs, /proc) ran hundreds of times a second per waiting test
+            let since = checked.elapsed();
+            if since < PREDICATE_GAP {
+                std::thread::sleep(PREDICATE_GAP - since);
+            }
         }
     }
 

@@ -526,7 +526,9 @@ impl Tool<'_> {
         let p = self.parse(&spec(&[], true), args)?;
         max_positionals(&p, 0)?;
         let leader = !self.ctx.minion && self.is_leader();
-        if !leader {
+        if leader {
+            self.ctx.leader_claimed = Some(std::time::Instant::now());
+        } else {
             self.ctx.minion = true;
         }
         self.emit(&p, json!(leader))

@@ -426,6 +426,50 @@ fn peer_app_self_notification() -> R {
     Ok(())
 }
 
+/// `is-leader` true is guaranteed for 30 s: a leader moved (`set_leader`) during a hook that
+/// relied on it keeps leadership to the end of that hook, whose app data commits; the move
+/// happens then (leader-elected on the new leader, leader-settings-changed on the old).
+fn leadership_moves_after_the_hook_that_claimed_it() -> R {
+    let charm = TestCharm::new(&format!(
+        r#"config-changed)
+  if [ "$(config-get n)" = 5 ] && [ "$(is-leader)" = True ]; then
+    waitfor /tmp/go
+    relation-set -r "$(peers_id)" --app k="v5-$JUJU_UNIT_NAME"
+  fi ;;
+{PEER_HANDLERS}"#
+    ));
+    let m = Model::new(opts())?;
+    let units = deploy(&m, &charm, 2, Volume::Shared)?;
+    m.settle(LONG)?;
+    let (a, b) = (&units[0], &units[1]);
+    let rel = m.relation_id("app:peers").expect("peers");
+    m.config("app", [("n", 5)])?;
+    wait_running_with_call(&m, a, "config-changed", "is-leader")?;
+    m.set_leader(b)?;
+    assert_eq!(
+        m.leader("app").as_deref(),
+        Some(a.as_str()),
+        "moved mid-hook"
+    );
+    m.write_file(a, "/tmp/go", b"")?;
+    m.settle(LONG)?;
+    assert_eq!(m.leader("app").as_deref(), Some(b.as_str()));
+    assert_eq!(
+        bag_history_values(&m, rel, "k"),
+        vec![format!("app=v5-{a}")]
+    );
+    assert!(
+        m.hooks(a).iter().all(|h| h.committed()),
+        "{:?}",
+        m.hook_names(a)
+    );
+    assert!(m.hook_names(b).contains(&"leader-elected".to_string()));
+    assert!(m
+        .hook_names(a)
+        .contains(&"leader-settings-changed".to_string()));
+    Ok(())
+}
+
 /// A unit that loses leadership during a hook cannot commit the app data it wrote: the whole
 /// commit fails and the hook is retried (as a non-leader); for an action the result says so.
 fn lost_leadership_commit_fails() -> R {
@@ -453,7 +497,7 @@ fn lost_leadership_commit_fails() -> R {
             .count()
             == 2
     })?;
-    m.set_leader(b)?;
+    m.force_leader(b)?;
     m.write_file(a, "/tmp/go", b"")?;
     m.settle(LONG)?;
     let failed: Vec<_> = m
@@ -482,7 +526,7 @@ fn lost_leadership_commit_fails() -> R {
     // Action variant: b is leader now.
     let id = m.queue_action(b, "do", [("what", "writeapp-wait")])?;
     wait_running_with_call(&m, b, "do", "relation-set")?;
-    m.set_leader(a)?;
+    m.force_leader(a)?;
     m.write_file(b, "/tmp/go", b"")?;
     let r = m.wait_action(id, LONG)?;
     assert_eq!(r.status, juju_sim::ActionStatus::Failed);
@@ -1577,6 +1621,10 @@ fn main() {
         ("quick_commits_coalesce", quick_commits_coalesce),
         ("peer_app_self_notification", peer_app_self_notification),
         ("lost_leadership_commit_fails", lost_leadership_commit_fails),
+        (
+            "leadership_moves_after_the_hook_that_claimed_it",
+            leadership_moves_after_the_hook_that_claimed_it,
+        ),
         ("action_fail_semantics", action_fail_semantics),
         (
             "error_state_actions_and_retry",
