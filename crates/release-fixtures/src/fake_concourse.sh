@@ -267,15 +267,115 @@ die_by_signal() {
     exit 1
 }
 
-web_killed_early() { die_by_signal "$1" "killed before the TSA started"; }
-worker_killed() { die_by_signal "$1" "killed without landing"; }
-signal_lost() { record "ignored signal" "SIG$1 before the beacon ran"; }
-
 broken() {
     record "start-failed" "broken binary"
     echo "concourse: fake broken binary (variant BrokenBinary) refuses to run" >&2
     exit 1
 }
+
+generate_key() {
+    local type="" file="" bits=1024
+    shift
+    while [ $# -gt 0 ]; do
+        case "$1" in
+            -t | --type) type="${2:-}"; shift 2 || break ;;
+            --type=*) type="${1#--type=}"; shift ;;
+            -f | --filename) file="${2:-}"; shift 2 || break ;;
+            --filename=*) file="${1#--filename=}"; shift ;;
+            -b | --bits) bits="${2:-}"; shift 2 || break ;;
+            --bits=*) bits="${1#--bits=}"; shift ;;
+            *) echo "error: unknown flag \`$1'" >&2; record "generate-key-failed" "unknown flag $1"; exit 1 ;;
+        esac
+    done
+    if [ -z "$file" ]; then
+        echo "error: the required flag \`-f, --filename' was not specified" >&2
+        record "generate-key-failed" "missing -f"
+        exit 1
+    fi
+    case "$type" in rsa | ssh) ;; *)
+        echo "error: Invalid value \`$type' for option \`-t, --type'. Allowed values are: rsa or ssh" >&2
+        record "generate-key-failed" "bad type $type"
+        exit 1
+        ;;
+    esac
+    case "$bits" in '' | *[!0-9]*) echo "error: invalid bits \`$bits'" >&2; exit 1 ;; esac
+    rm -f -- "$file" "$file.pub"
+    local how
+    if command -v ssh-keygen >/dev/null 2>&1 &&
+        ssh-keygen -q -t rsa -b "$bits" -m PEM -N '' -C '' -f "$file" </dev/null >/dev/null 2>&1; then
+        how="ssh-keygen"
+        if [ "$type" = rsa ]; then rm -f -- "$file.pub"; fi
+    elif command -v openssl >/dev/null 2>&1 &&
+        openssl genrsa -traditional -out "$file" "$bits" >/dev/null 2>&1; then
+        how="openssl"
+        if [ "$type" = ssh ]; then
+            printf 'ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQFAKE%s fake-concourse\n' \
+                "$(od -An -N24 -tx1 /dev/urandom | tr -d ' \n')" >"$file.pub" || exit 1
+        fi
+    else
+        how="fake"
+        {
+            echo "-----BEGIN RSA PRIVATE KEY-----"
+            echo "RkFLRS1LRVktTk9ULVJFQUwtZmFrZS1jb25jb3Vyc2UtZ2VuZXJhdGUta2V5"
+            echo "-----END RSA PRIVATE KEY-----"
+        } >"$file" || exit 1
+        if [ "$type" = ssh ]; then
+            printf 'ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQFAKE%s fake-concourse\n' \
+                "$(od -An -N24 -tx1 /dev/urandom | tr -d ' \n')" >"$file.pub" || exit 1
+        fi
+    fi
+    echo "wrote private key to $file"
+    if [ "$type" = ssh ]; then echo "wrote ssh public key to $file.pub"; fi
+    record "generate-key" "$type $file $bits $how"
+    exit 0
+}
+
+drain_worker() {
+    local sig=$1 pid=""
+    if [ -r "$RUN_DIR/worker.pid" ]; then pid="$(cat "$RUN_DIR/worker.pid" 2>/dev/null)"; fi
+    case "$pid" in '' | *[!0-9]*) pid="" ;; esac
+    if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && kill "-$sig" "$pid" 2>/dev/null; then
+        record "$SUBCOMMAND" "sent SIG$sig" "$pid"
+    else
+        record "$SUBCOMMAND" "no running worker"
+    fi
+    exit 0
+}
+
+# The short subcommands end here, before bash reads the service code below: most calls are
+# `--version` (the charm's release checks), and parsing the whole script was most of their
+# cost.
+case "$SUBCOMMAND" in
+    web | worker | migrate) ;;
+    --version | -v | version)
+        if [ "$BROKEN" = 1 ]; then broken; fi
+        record "version"
+        printf '%s\n' "$REPORTED_VERSION"
+        exit 0
+        ;;
+    generate-key)
+        generate_key "$@"
+        ;;
+    land-worker)
+        drain_worker USR1
+        ;;
+    retire-worker)
+        drain_worker USR2
+        ;;
+    "")
+        echo "Usage: concourse [OPTIONS] <command>" >&2
+        exit 1
+        ;;
+    *)
+        record "unknown-command"
+        echo "Unknown command \`$SUBCOMMAND'" >&2
+        exit 1
+        ;;
+esac
+
+web_killed_early() { die_by_signal "$1" "killed before the TSA started"; }
+worker_killed() { die_by_signal "$1" "killed without landing"; }
+signal_lost() { record "ignored signal" "SIG$1 before the beacon ran"; }
 
 # key_fingerprint FILE: the sha256 of the first two words of a public key file
 # ("ssh-rsa AAAA...") or of the whole file; empty when unreadable. (Before traps only.)
@@ -936,82 +1036,7 @@ run_worker() {
     beacon
 }
 
-generate_key() {
-    local type="" file="" bits=1024
-    shift
-    while [ $# -gt 0 ]; do
-        case "$1" in
-            -t | --type) type="${2:-}"; shift 2 || break ;;
-            --type=*) type="${1#--type=}"; shift ;;
-            -f | --filename) file="${2:-}"; shift 2 || break ;;
-            --filename=*) file="${1#--filename=}"; shift ;;
-            -b | --bits) bits="${2:-}"; shift 2 || break ;;
-            --bits=*) bits="${1#--bits=}"; shift ;;
-            *) echo "error: unknown flag \`$1'" >&2; record "generate-key-failed" "unknown flag $1"; exit 1 ;;
-        esac
-    done
-    if [ -z "$file" ]; then
-        echo "error: the required flag \`-f, --filename' was not specified" >&2
-        record "generate-key-failed" "missing -f"
-        exit 1
-    fi
-    case "$type" in rsa | ssh) ;; *)
-        echo "error: Invalid value \`$type' for option \`-t, --type'. Allowed values are: rsa or ssh" >&2
-        record "generate-key-failed" "bad type $type"
-        exit 1
-        ;;
-    esac
-    case "$bits" in '' | *[!0-9]*) echo "error: invalid bits \`$bits'" >&2; exit 1 ;; esac
-    rm -f -- "$file" "$file.pub"
-    local how
-    if command -v ssh-keygen >/dev/null 2>&1 &&
-        ssh-keygen -q -t rsa -b "$bits" -m PEM -N '' -C '' -f "$file" </dev/null >/dev/null 2>&1; then
-        how="ssh-keygen"
-        if [ "$type" = rsa ]; then rm -f -- "$file.pub"; fi
-    elif command -v openssl >/dev/null 2>&1 &&
-        openssl genrsa -traditional -out "$file" "$bits" >/dev/null 2>&1; then
-        how="openssl"
-        if [ "$type" = ssh ]; then
-            printf 'ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQFAKE%s fake-concourse\n' \
-                "$(od -An -N24 -tx1 /dev/urandom | tr -d ' \n')" >"$file.pub" || exit 1
-        fi
-    else
-        how="fake"
-        {
-            echo "-----BEGIN RSA PRIVATE KEY-----"
-            echo "RkFLRS1LRVktTk9ULVJFQUwtZmFrZS1jb25jb3Vyc2UtZ2VuZXJhdGUta2V5"
-            echo "-----END RSA PRIVATE KEY-----"
-        } >"$file" || exit 1
-        if [ "$type" = ssh ]; then
-            printf 'ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQFAKE%s fake-concourse\n' \
-                "$(od -An -N24 -tx1 /dev/urandom | tr -d ' \n')" >"$file.pub" || exit 1
-        fi
-    fi
-    echo "wrote private key to $file"
-    if [ "$type" = ssh ]; then echo "wrote ssh public key to $file.pub"; fi
-    record "generate-key" "$type $file $bits $how"
-    exit 0
-}
-
-drain_worker() {
-    local sig=$1 pid=""
-    if [ -r "$RUN_DIR/worker.pid" ]; then pid="$(cat "$RUN_DIR/worker.pid" 2>/dev/null)"; fi
-    case "$pid" in '' | *[!0-9]*) pid="" ;; esac
-    if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && kill "-$sig" "$pid" 2>/dev/null; then
-        record "$SUBCOMMAND" "sent SIG$sig" "$pid"
-    else
-        record "$SUBCOMMAND" "no running worker"
-    fi
-    exit 0
-}
-
 case "$SUBCOMMAND" in
-    --version | -v | version)
-        if [ "$BROKEN" = 1 ]; then broken; fi
-        record "version"
-        printf '%s\n' "$REPORTED_VERSION"
-        exit 0
-        ;;
     web | worker)
         if [ "$BROKEN" = 1 ]; then broken; fi
         if [ "$BROKEN" = 2 ] || { [ "$BROKEN" = 3 ] && [ "$SUBCOMMAND" = worker ]; }; then
@@ -1027,25 +1052,7 @@ case "$SUBCOMMAND" in
         strict_start "$SUBCOMMAND"
         if [ "$SUBCOMMAND" = web ]; then run_web; else run_worker; fi
         ;;
-    generate-key)
-        generate_key "$@"
-        ;;
-    land-worker)
-        drain_worker USR1
-        ;;
-    retire-worker)
-        drain_worker USR2
-        ;;
     migrate)
         run_migrate "$@"
-        ;;
-    "")
-        echo "Usage: concourse [OPTIONS] <command>" >&2
-        exit 1
-        ;;
-    *)
-        record "unknown-command"
-        echo "Unknown command \`$SUBCOMMAND'" >&2
-        exit 1
         ;;
 esac
