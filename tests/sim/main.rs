@@ -41,29 +41,21 @@ fn main() {
     trials.extend(teams::trials());
     trials.extend(upgrade::bench_trials());
     trials.extend(faults::trials());
-    // The longest scenarios first, so that they overlap the rest instead of running
-    // alone at the end (a stable sort: the others keep their order).
+    // The longest scenarios first (a stable sort: the others keep their order).
     trials.sort_by_key(|t| {
-        LONGEST
+        common::LONGEST
             .iter()
             .position(|n| t.name() == *n)
-            .unwrap_or(LONGEST.len())
+            .unwrap_or(common::LONGEST.len())
     });
     libtest_mimic::run(&args, trials).exit();
 }
 
-/// The scenarios that take minutes (`SIM_TIMES=<file>` records every test's wall time).
-const LONGEST: &[&str] = &[
-    "faults::sweep_self_notify",
-    "faults::sweep_no_self_notify",
-    "storage::wrong_sha1_for_60s_3_units_downloads_at_most_3_times",
-    "upgrade::regression_a_lock_wait_is_not_an_upgrade_failure",
-];
-
 /// Threads when `--test-threads` is not given: `RUST_TEST_THREADS`, else three times the
-/// cores. The scenarios mostly wait (for hooks, timers, fake processes): with
-/// `cargo xtask test` on 2 cores, every test binary ran in 293 s with 4 threads and in
-/// 252 s with 6, when the tier's 54 scenarios took about 300 s of CPU.
+/// cores plus one for each of the longest scenarios (which mostly wait, at a higher
+/// priority than the rest: [`common::LONGEST`]). The scenarios mostly wait (for hooks,
+/// timers, fake processes): on 2 cores the tier alone took 181.6 s with 6 threads and
+/// 165.1 s with 10 (about 200 s of CPU either way).
 #[allow(clippy::disallowed_methods)] // harness knob, not the charm's environment
 fn test_threads() -> usize {
     std::env::var("RUST_TEST_THREADS")
@@ -74,5 +66,6 @@ fn test_threads() -> usize {
             3 * std::thread::available_parallelism()
                 .map(usize::from)
                 .unwrap_or(1)
+                + common::LONGEST.len()
         })
 }

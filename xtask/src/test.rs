@@ -5,8 +5,9 @@
 //! workspace. `cargo test` runs its test binaries one after another, so the ~70 s of
 //! ordinary tests would wait for the simulator tier, which mostly waits itself (for hooks,
 //! timers and fake processes). Here the simulator starts first and the other binaries run
-//! alongside it, one at a time, each as cargo would run it (from its package's directory,
-//! with `CARGO_MANIFEST_DIR` set); their output is printed whole when each ends.
+//! alongside it at a lower priority (`nice`), one at a time, each as cargo would run it
+//! (from its package's directory, with `CARGO_MANIFEST_DIR` set); their output is printed
+//! whole when each ends.
 //!
 //! Invariants: every test binary `cargo test --workspace` builds is run (cargo's own
 //! `--message-format=json` names them), plus the doc tests; the command fails if any fails.
@@ -70,7 +71,7 @@ pub fn run(extra: &[String]) -> Result<(), String> {
         return Err(format!("building the tests failed with {}", out.status));
     }
     let binaries = test_binaries(&String::from_utf8_lossy(&out.stdout));
-    let mut doc = Command::new(&cargo);
+    let mut doc = niced(&cargo);
     doc.current_dir(&root)
         .args(["test", "--workspace", "--locked", "--doc", "--quiet"]);
     let failed = side_by_side(binaries, doc, &with_env)?;
@@ -130,9 +131,22 @@ fn side_by_side(
     Ok(failed)
 }
 
-/// Starts `b` the way `cargo test` does; with `capture`, its output is kept for [`report`].
+/// `program` at a lower CPU priority (`nice -n 10`): the simulator's longest scenarios
+/// bound the run, so what runs beside them takes the CPU they leave.
+fn niced(program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut cmd = Command::new("nice");
+    cmd.args(["-n", "10"]).arg(program);
+    cmd
+}
+
+/// Starts `b` the way `cargo test` does; with `capture` (the binaries beside the
+/// simulator), niced and its output kept for [`report`].
 fn spawn(b: &TestBinary, capture: bool, with_env: &dyn Fn(&mut Command)) -> Result<Child, String> {
-    let mut cmd = Command::new(&b.executable);
+    let mut cmd = if capture {
+        niced(&b.executable)
+    } else {
+        Command::new(&b.executable)
+    };
     cmd.current_dir(&b.manifest_dir)
         .env("CARGO_MANIFEST_DIR", &b.manifest_dir);
     if capture {
