@@ -185,6 +185,47 @@ fn a_release_that_does_not_start_is_rolled_back() {
     assert_eq!(u.app_version(), Some(V1.to_string()));
 }
 
+/// A web-only leader on V1 with V2 published, the upgrade to V2 requested.
+fn web_only_upgrading() -> Unit {
+    let u = Unit::deployed("web");
+    u.add_postgresql("db-pw");
+    u.publish(V2);
+    let a = u.action("upgrade", json!({"version": V2}));
+    assert!(a.action.failed.is_none(), "{:?}", a.action.failed);
+    u
+}
+
+#[test]
+fn a_web_only_switch_is_proven_by_its_tsa_listening_without_the_crash_window() {
+    let u = web_only_upgrading();
+    let t0 = u.fake.clock.elapsed();
+    two_hooks(&u);
+    assert_eq!(pointer(&u), V2);
+    assert!(u.my_bag(u.peers)["upgrade-state"].ends_with(":switched"));
+    let waited = u.fake.clock.elapsed() - t0;
+    assert!(waited < Duration::from_millis(1500), "waited {waited:?}");
+}
+
+#[test]
+fn a_web_only_unit_whose_release_dies_before_listening_goes_back() {
+    let u = web_only_upgrading();
+    u.fake
+        .services
+        .state
+        .borrow_mut()
+        .crashing_versions
+        .insert(V2.into());
+    two_hooks(&u);
+    assert_eq!(pointer(&u), V1, "back on the previous release");
+    let mine = u.my_bag(u.peers);
+    assert_eq!(
+        mine["upgrade-error"],
+        "v7.14.3 did not start on concourse-ci/0: concourse-server is not running",
+        "{mine:?}"
+    );
+    assert!(u.active("concourse-server"));
+}
+
 #[test]
 fn a_target_that_cannot_be_installed_fails_the_upgrade_and_keeps_running() {
     // the attached resource holds V1 only

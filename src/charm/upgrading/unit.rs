@@ -30,6 +30,9 @@ use crate::{readiness, web, worker};
 /// How long a switched web may take to start its TSA (open and migrate the database).
 const WEB_START_WAIT: Duration = Duration::from_secs(300);
 
+/// How long a restarted service without a readiness proof gets to show that it crashes.
+const CRASH_WINDOW: Duration = Duration::from_millis(1500);
+
 /// Shows where a running upgrade is, as of the end of this hook's steps: the leader from
 /// every unit's report, a non-leader (which reads only some units' databags) as the
 /// leader last published it.
@@ -318,7 +321,9 @@ pub fn verify_switch(
     Ok(Some(release::point_at(host, vol, &me, &prev)?))
 }
 
-/// What is wrong with the roles running `version` after a switch (empty: nothing).
+/// What is wrong with the roles running `version` after a switch (empty: nothing). Web's
+/// proof is its TSA listening (a crash before that ends the wait); a worker, or web whose
+/// readiness lines are not logged, gets [`CRASH_WINDOW`] to show a crash instead.
 fn switch_problems(
     host: &Host,
     config: &CharmConfig,
@@ -330,35 +335,49 @@ fn switch_problems(
     if let Err(e) = installer::verify_release(vol, version, VerifyMode::Quick) {
         problems.push(e.status_message());
     }
-    // Give a crashing service a moment to show it.
-    host.clock.sleep(Duration::from_millis(1500));
+    let start = host.clock.monotonic();
     // A web unit still waiting for its database has no service to check yet.
-    for (has_role, service, env_file) in [
-        (roles.web, web::SERVICE, web::ENV_FILE),
-        (roles.worker, worker::SERVICE, worker::ENV_FILE),
-    ] {
-        let configured = host.paths.local(env_file).exists();
-        if has_role && configured && !host.services.is_active(service) {
-            problems.push(format!("{service} is not running"));
+    let configured = |env_file: &str| host.paths.local(env_file).exists();
+    let (web_on, worker_on) = (
+        roles.web && configured(web::ENV_FILE),
+        roles.worker && configured(worker::ENV_FILE),
+    );
+    let web_proof = web_on && problems.is_empty() && readiness::observable(config.log_level);
+    if web_proof {
+        if let Some(p) = web_listens(host) {
+            problems.push(p);
         }
     }
-    let web_up = roles.web && problems.is_empty() && host.services.is_active(web::SERVICE);
-    if web_up && readiness::observable(config.log_level) {
-        match readiness::wait(host, web::SERVICE, readiness::web_listening, WEB_START_WAIT) {
-            Ok(readiness::Wait::Ready) => {}
-            Ok(readiness::Wait::Stopped) => {
-                problems.push(format!("{} is not running", web::SERVICE))
-            }
-            Ok(readiness::Wait::TimedOut) => problems.push(format!(
-                "{}'s TSA did not listen within {}s",
-                web::SERVICE,
-                WEB_START_WAIT.as_secs()
-            )),
-            Err(e) => warn!(
-                "cannot tell whether web's TSA listens: {}",
-                crate::error_chain(&e)
-            ),
+    if worker_on || (web_on && !web_proof) {
+        let waited = host.clock.monotonic().saturating_sub(start);
+        host.clock.sleep(CRASH_WINDOW.saturating_sub(waited));
+    }
+    for (on, service) in [(web_on, web::SERVICE), (worker_on, worker::SERVICE)] {
+        let down = format!("{service} is not running");
+        if on && !host.services.is_active(service) && !problems.contains(&down) {
+            problems.push(down);
         }
     }
     problems
+}
+
+/// Waits for a switched web's TSA to listen: `None` once it does (or when the journal
+/// cannot tell), else what went wrong.
+fn web_listens(host: &Host) -> Option<String> {
+    match readiness::wait(host, web::SERVICE, readiness::web_listening, WEB_START_WAIT) {
+        Ok(readiness::Wait::Ready) => None,
+        Ok(readiness::Wait::Stopped) => Some(format!("{} is not running", web::SERVICE)),
+        Ok(readiness::Wait::TimedOut) => Some(format!(
+            "{}'s TSA did not listen within {}s",
+            web::SERVICE,
+            WEB_START_WAIT.as_secs()
+        )),
+        Err(e) => {
+            warn!(
+                "cannot tell whether web's TSA listens: {}",
+                crate::error_chain(&e)
+            );
+            None
+        }
+    }
 }
