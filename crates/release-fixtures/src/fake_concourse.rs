@@ -321,15 +321,17 @@ mod tests {
             .contains("web\tCONCOURSE_PEER_ADDRESS\tstring"));
     }
 
-    /// Runs the rendered fake's `sub` with only `env` (and PATH/HOME), for at most 2 s;
-    /// returns (exit code, stderr); 124 means it was still running (it started).
-    fn run_fake(dir: &Path, sub: &str, env: &[(&str, String)]) -> (i32, String) {
+    /// Runs the rendered fake's `sub` with only `env` (and PATH/HOME), for at most `secs`;
+    /// returns (exit code, stderr); 124 means it was still running (it started). A refusal
+    /// ends by itself, so its checks get a minute: on a loaded machine the fake's start-up
+    /// checks alone took over 2 s.
+    fn run_fake(dir: &Path, sub: &str, env: &[(&str, String)], secs: u32) -> (i32, String) {
         use std::os::unix::fs::PermissionsExt;
         let script = dir.join("concourse");
         std::fs::write(&script, render_script("7.14.3", Behaviour::Normal)).unwrap();
         std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
         let mut cmd = std::process::Command::new("timeout");
-        cmd.arg("2").arg(&script).arg(sub).env_clear();
+        cmd.arg(secs.to_string()).arg(&script).arg(sub).env_clear();
         cmd.env("PATH", std::env::var("PATH").unwrap_or_default());
         cmd.env("FAKE_CONCOURSE_LOG", dir.join("log"));
         cmd.env("FAKE_CONCOURSE_FALLBACK_LOG", dir.join("log2"));
@@ -365,7 +367,7 @@ mod tests {
             ("CONCOURSE_POSTGRES_HOST", "127.0.0.1".to_string()),
         ];
         assert_eq!(
-            run_fake(dir.path(), "web", &good).0,
+            run_fake(dir.path(), "web", &good, 2).0,
             124,
             "a valid web starts"
         );
@@ -373,7 +375,7 @@ mod tests {
             let mut e = good.clone();
             e.retain(|(n, _)| *n != k);
             e.push((k, v.to_string()));
-            run_fake(dir.path(), "web", &e)
+            run_fake(dir.path(), "web", &e, 60)
         };
         for (k, v, says) in [
             (
@@ -405,10 +407,10 @@ mod tests {
             assert_eq!(code, 1, "{k}={v}: {err}");
             assert!(err.contains(says), "{k}={v}: {err}");
         }
-        let (code, err) = run_fake(dir.path(), "web", &good[1..]);
+        let (code, err) = run_fake(dir.path(), "web", &good[1..], 60);
         assert_eq!(code, 1);
         assert!(err.contains("the required flag `--tsa-host-key'"), "{err}");
-        let (code, err) = run_fake(dir.path(), "web", &[good[0].clone(), good[3].clone()]);
+        let (code, err) = run_fake(dir.path(), "web", &[good[0].clone(), good[3].clone()], 60);
         assert_eq!(code, 1);
         assert!(err.contains("default team auth not configured"), "{err}");
     }
