@@ -658,9 +658,9 @@ impl Model {
             .get(app_of(unit))
             .ok_or_else(|| SimError::UnknownApp(unit.into()))?;
         let held = honour_lease
-            && a.leader.clone().is_some_and(|l| {
+            && a.leader.as_deref().is_some_and(|l| {
                 w.units
-                    .get(&l)
+                    .get(l)
                     .and_then(|u| u.running.as_ref())
                     .and_then(|ctx| ctx.leader_claimed)
                     .is_some_and(|at| at.elapsed() < LEADER_LEASE)

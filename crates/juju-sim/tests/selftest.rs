@@ -426,24 +426,33 @@ fn peer_app_self_notification() -> R {
     Ok(())
 }
 
-/// `is-leader` true is guaranteed for 30 s: a leader moved (`set_leader`) during a hook that
-/// relied on it keeps leadership to the end of that hook, whose app data commits; the move
-/// happens then (leader-elected on the new leader, leader-settings-changed on the old).
-fn leadership_moves_after_the_hook_that_claimed_it() -> R {
+/// Two units of a charm whose leader runs `body` in config-changed once `n` is 5 (set here),
+/// settled first: the model, the units (leader first) and the peer relation.
+fn leader_hook_at_n5(body: &str) -> Result<(Model, Vec<String>, u32), Box<dyn std::error::Error>> {
     let charm = TestCharm::new(&format!(
         r#"config-changed)
   if [ "$(config-get n)" = 5 ] && [ "$(is-leader)" = True ]; then
-    waitfor /tmp/go
-    relation-set -r "$(peers_id)" --app k="v5-$JUJU_UNIT_NAME"
+{body}
   fi ;;
 {PEER_HANDLERS}"#
     ));
     let m = Model::new(opts())?;
     let units = deploy(&m, &charm, 2, Volume::Shared)?;
     m.settle(LONG)?;
-    let (a, b) = (&units[0], &units[1]);
     let rel = m.relation_id("app:peers").expect("peers");
     m.config("app", [("n", 5)])?;
+    Ok((m, units, rel))
+}
+
+/// `is-leader` true is guaranteed for 30 s: a leader moved (`set_leader`) during a hook that
+/// relied on it keeps leadership to the end of that hook, whose app data commits; the move
+/// happens then (leader-elected on the new leader, leader-settings-changed on the old).
+fn leadership_moves_after_the_hook_that_claimed_it() -> R {
+    let (m, units, rel) = leader_hook_at_n5(
+        r#"    waitfor /tmp/go
+    relation-set -r "$(peers_id)" --app k="v5-$JUJU_UNIT_NAME""#,
+    )?;
+    let (a, b) = (&units[0], &units[1]);
     wait_running_with_call(&m, a, "config-changed", "is-leader")?;
     m.set_leader(b)?;
     assert_eq!(
@@ -473,21 +482,12 @@ fn leadership_moves_after_the_hook_that_claimed_it() -> R {
 /// A unit that loses leadership during a hook cannot commit the app data it wrote: the whole
 /// commit fails and the hook is retried (as a non-leader); for an action the result says so.
 fn lost_leadership_commit_fails() -> R {
-    let charm = TestCharm::new(&format!(
-        r#"config-changed)
-  if [ "$(config-get n)" = 5 ] && [ "$(is-leader)" = True ]; then
-    relation-set -r "$(peers_id)" --app k="v5-$JUJU_UNIT_NAME"
+    let (m, units, rel) = leader_hook_at_n5(
+        r#"    relation-set -r "$(peers_id)" --app k="v5-$JUJU_UNIT_NAME"
     relation-set -r "$(peers_id)" mine=set
-    waitfor /tmp/go
-  fi ;;
-{PEER_HANDLERS}"#
-    ));
-    let m = Model::new(opts())?;
-    let units = deploy(&m, &charm, 2, Volume::Shared)?;
-    m.settle(LONG)?;
+    waitfor /tmp/go"#,
+    )?;
     let (a, b) = (&units[0], &units[1]);
-    let rel = m.relation_id("app:peers").expect("peers");
-    m.config("app", [("n", 5)])?;
     wait_running_with_call(&m, a, "config-changed", "relation-set")?;
     // b must have handled n=5 as a non-leader before it becomes leader.
     m.run_until(LONG, |m| {

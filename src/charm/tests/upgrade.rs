@@ -25,6 +25,16 @@ fn pointer(u: &Unit) -> String {
     crate::charm::release::version_of_release_dir(&target).unwrap()
 }
 
+/// Every service started on `version` exits at once.
+fn crashes_on_start(u: &Unit, version: &str) {
+    u.fake
+        .services
+        .state
+        .borrow_mut()
+        .crashing_versions
+        .insert(version.into());
+}
+
 /// A ready `mode=all` leader on V1 with V2 already published on its volume.
 fn ready_with_v2() -> Unit {
     let u = Unit::deployed("all");
@@ -163,12 +173,7 @@ fn a_version_change_is_an_upgrade_request() {
 #[test]
 fn a_release_that_does_not_start_is_rolled_back() {
     let u = ready_with_v2();
-    u.fake
-        .services
-        .state
-        .borrow_mut()
-        .crashing_versions
-        .insert(V2.into());
+    crashes_on_start(&u, V2);
     u.action("upgrade", json!({"version": V2}));
     two_hooks(&u);
     assert_eq!(pointer(&u), V1, "back on the previous release");
@@ -209,12 +214,7 @@ fn a_web_only_switch_is_proven_by_its_tsa_listening_without_the_crash_window() {
 #[test]
 fn a_web_only_unit_whose_release_dies_before_listening_goes_back() {
     let u = web_only_upgrading();
-    u.fake
-        .services
-        .state
-        .borrow_mut()
-        .crashing_versions
-        .insert(V2.into());
+    crashes_on_start(&u, V2);
     two_hooks(&u);
     assert_eq!(pointer(&u), V1, "back on the previous release");
     let mine = u.my_bag(u.peers);
