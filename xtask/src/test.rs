@@ -2,13 +2,13 @@
 //!
 //! Owns: the test prerequisites, the binaries the simulator runs (`SIM_DISPATCH`,
 //! `SIM_TOOLS`; docs/architecture.md, testing tiers) and running every test binary of the
-//! workspace. `cargo test` runs its test binaries one after another, so the ~70 s of
-//! ordinary tests would wait for the simulator tier, which mostly waits itself (for hooks,
-//! timers and fake processes). Here the simulator starts first and the other binaries run
-//! alongside it, all at once at a lower priority (`nice`), each as cargo would run it
-//! (from its package's directory, with `CARGO_MANIFEST_DIR` set); their output is printed
-//! whole when each ends. One after another they took as long as the simulator (205 s on
-//! 2 cores, waiting for their own timers while niced).
+//! workspace. `cargo test` runs its test binaries one after another; here the binaries
+//! other than the simulator and the doc tests run all at once (about 45 s on 2 cores), each
+//! as cargo would run it (from its package's directory, with `CARGO_MANIFEST_DIR` set) and
+//! printed whole when it ends, and then the simulator runs alone. Overlapping the two
+//! phases saved about 10 s but starved the other binaries' timed checks (a fake TSA not
+//! listening within 10 s, a 1 s stop timeout taking 5 s) when they ran niced beside the
+//! simulator's 6 scenarios.
 //!
 //! Invariants: every test binary `cargo test --workspace` builds is run (cargo's own
 //! `--message-format=json` names them), plus the doc tests; the command fails if any fails.
@@ -72,10 +72,10 @@ pub fn run(extra: &[String]) -> Result<(), String> {
         return Err(format!("building the tests failed with {}", out.status));
     }
     let binaries = test_binaries(&String::from_utf8_lossy(&out.stdout));
-    let mut doc = niced(&cargo);
+    let mut doc = Command::new(&cargo);
     doc.current_dir(&root)
         .args(["test", "--workspace", "--locked", "--doc", "--quiet"]);
-    let failed = side_by_side(binaries, doc, &with_env)?;
+    let failed = in_two_phases(binaries, doc, &with_env)?;
     if failed.is_empty() {
         Ok(())
     } else {
@@ -83,9 +83,9 @@ pub fn run(extra: &[String]) -> Result<(), String> {
     }
 }
 
-/// Runs the simulator in the background and the other binaries and the doc tests beside
-/// it; returns the names of those that failed (or could not run).
-fn side_by_side(
+/// Runs the other binaries and the doc tests all at once, then the simulator alone;
+/// returns the names of those that failed (or could not run).
+fn in_two_phases(
     binaries: Vec<TestBinary>,
     mut doc: Command,
     with_env: &(dyn Fn(&mut Command) + Sync),
@@ -98,9 +98,7 @@ fn side_by_side(
         .next()
         .ok_or("cargo built no simulator tests (concourse-ci::sim)")?;
     let t0 = Instant::now();
-    let mut sim_child = spawn(&sim, false, with_env)?;
-    // The others all at once, each waited for (and its pipes drained) by its own thread;
-    // each is reported whole as it ends.
+    // each waited for (and its pipes drained) by its own thread; reported whole as it ends
     let mut failed: Vec<String> = std::thread::scope(|s| {
         let runs: Vec<_> = others
             .iter()
@@ -133,8 +131,19 @@ fn side_by_side(
         }
         failed
     });
-    let status = sim_child.wait().map_err(|e| format!("{}: {e}", sim.name))?;
-    println!("xtask: {} ended ({status})", sim.name);
+    println!(
+        "xtask: the other test binaries ran in {:.0} s",
+        t0.elapsed().as_secs_f64()
+    );
+    let t1 = Instant::now();
+    let status = spawn(&sim, false, with_env)?
+        .wait()
+        .map_err(|e| format!("{}: {e}", sim.name))?;
+    println!(
+        "xtask: {} ended ({status}) after {:.0} s",
+        sim.name,
+        t1.elapsed().as_secs_f64()
+    );
     println!(
         "xtask: every test binary ran in {:.0} s",
         t0.elapsed().as_secs_f64()
@@ -145,26 +154,14 @@ fn side_by_side(
     Ok(failed)
 }
 
-/// `program` at a lower CPU priority (`nice -n 10`): the simulator's longest scenarios
-/// bound the run, so what runs beside them takes the CPU they leave.
-fn niced(program: impl AsRef<std::ffi::OsStr>) -> Command {
-    let mut cmd = Command::new("nice");
-    cmd.args(["-n", "10"]).arg(program);
-    cmd
-}
-
-/// Starts `b` the way `cargo test` does; with `capture` (the binaries beside the
-/// simulator), niced and its output kept for [`report`].
+/// Starts `b` the way `cargo test` does; with `capture` (the binaries before the
+/// simulator), its output kept for [`report`].
 fn spawn(
     b: &TestBinary,
     capture: bool,
     with_env: &(dyn Fn(&mut Command) + Sync),
 ) -> Result<Child, String> {
-    let mut cmd = if capture {
-        niced(&b.executable)
-    } else {
-        Command::new(&b.executable)
-    };
+    let mut cmd = Command::new(&b.executable);
     cmd.current_dir(&b.manifest_dir)
         .env("CARGO_MANIFEST_DIR", &b.manifest_dir);
     if capture {

@@ -336,13 +336,21 @@ fn alive(pid: u32) -> bool {
         .unwrap_or(false)
 }
 
-fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+/// How long a wait gives up after. Only a broken fake takes that long: the whole suite on
+/// 2 cores stretched a wait of a tenth of a second to over 10 s.
+const PATIENCE: Duration = Duration::from_secs(60);
+
+/// The bound on a stop that must not wait out a timeout (systemd's default of 90 s, a unit's
+/// `1h`, or none at all): far above what a loaded machine adds, far below what it bounds.
+const PROMPT: Duration = Duration::from_secs(30);
+
+fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     let start = Instant::now();
     loop {
         if let Some(v) = f() {
             return v;
         }
-        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        assert!(start.elapsed() < PATIENCE, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -380,7 +388,7 @@ fn start_show_stop_real_process() {
     assert_eq!((quiet.status.code(), quiet.stdout.len()), (Some(0), 0));
     let pid: u32 = sb.prop("demo", "MainPID").parse().unwrap();
     assert!(pid > 0 && alive(pid));
-    let log = wait_for("service output", Duration::from_secs(5), || {
+    let log = wait_for("service output", || {
         let l = sb.unit_log("demo.service");
         l.contains("started").then_some(l)
     });
@@ -417,7 +425,7 @@ fn start_show_stop_real_process() {
 
     let t0 = Instant::now();
     sb.ok(&["stop", "demo"]);
-    assert!(t0.elapsed() < Duration::from_secs(3));
+    assert!(t0.elapsed() < PROMPT);
     assert!(!alive(pid), "main process gone after stop");
     let o = sb.systemctl(&["is-active", "demo"]);
     assert_eq!(o.status.code(), Some(3));
@@ -484,11 +492,11 @@ fn kill_signals_main_or_all() {
     );
     sb.ok(&["start", "k"]);
     let pid: u32 = sb.prop("k", "MainPID").parse().unwrap();
-    wait_for("started", Duration::from_secs(5), || {
+    wait_for("started", || {
         sb.unit_log("k.service").contains("started").then_some(())
     });
     sb.ok(&["kill", "-s", "USR1", "--kill-whom=main", "k"]);
-    wait_for("USR1", Duration::from_secs(5), || {
+    wait_for("USR1", || {
         sb.unit_log("k.service").contains("got USR1").then_some(())
     });
     sb.ok(&[
@@ -498,11 +506,11 @@ fn kill_signals_main_or_all() {
         "main",
         "k.service",
     ]);
-    wait_for("USR2", Duration::from_secs(5), || {
+    wait_for("USR2", || {
         sb.unit_log("k.service").contains("got USR2").then_some(())
     });
     sb.ok(&["kill", "-s", "HUP", "k"]); // whom=all by default
-    wait_for("HUP", Duration::from_secs(20), || {
+    wait_for("HUP", || {
         sb.unit_log("k.service").contains("got HUP").then_some(())
     });
     assert!(alive(pid));
@@ -525,10 +533,8 @@ fn kill_signals_main_or_all() {
         .contains("kill-whom=all"));
     // kill -s TERM --kill-whom=all ends it; the unit is then inactive (SIGTERM is clean).
     sb.ok(&["kill", "-s", "TERM", "k"]);
-    wait_for("exit", Duration::from_secs(5), || {
-        (!alive(pid)).then_some(())
-    });
-    wait_for("inactive", Duration::from_secs(5), || {
+    wait_for("exit", || (!alive(pid)).then_some(()));
+    wait_for("inactive", || {
         (sb.prop("k", "ActiveState") == "inactive").then_some(())
     });
     assert_eq!(sb.prop("k", "ExecMainCode"), "2");
@@ -558,11 +564,11 @@ fn reload_runs_exec_reload_with_mainpid() {
     let o = sb.systemctl(&["reload", "web"]);
     assert_eq!(o.status.code(), Some(1), "inactive unit cannot reload");
     sb.ok(&["start", "web"]);
-    wait_for("started", Duration::from_secs(5), || {
+    wait_for("started", || {
         sb.unit_log("web.service").contains("started").then_some(())
     });
     sb.ok(&["reload", "web"]);
-    wait_for("HUP", Duration::from_secs(20), || {
+    wait_for("HUP", || {
         sb.unit_log("web.service").contains("got HUP").then_some(())
     });
     let r = sb
@@ -593,7 +599,7 @@ fn stop_escalates_to_sigkill_after_timeout() {
     );
     sb.ok(&["start", "stubborn"]);
     let pid: u32 = sb.prop("stubborn", "MainPID").parse().unwrap();
-    wait_for("ready", Duration::from_secs(5), || {
+    wait_for("ready", || {
         sb.unit_log("stubborn.service")
             .contains("ready")
             .then_some(())
@@ -602,7 +608,7 @@ fn stop_escalates_to_sigkill_after_timeout() {
     sb.ok(&["stop", "stubborn"]);
     let took = t0.elapsed();
     assert!(took >= Duration::from_millis(950), "took {took:?}");
-    assert!(took < Duration::from_secs(4), "took {took:?}");
+    assert!(took < PROMPT, "took {took:?}");
     assert!(!alive(pid));
     assert_eq!(sb.prop("stubborn", "ActiveState"), "failed");
     assert_eq!(sb.prop("stubborn", "Result"), "timeout");
@@ -633,7 +639,7 @@ fn stop_timeout_is_capped() {
     sb.ok(&["start", "capped"]);
     assert_eq!(sb.prop("capped", "TimeoutStopUSec"), "1h");
     let pid: u32 = sb.prop("capped", "MainPID").parse().unwrap();
-    wait_for("ready", Duration::from_secs(5), || {
+    wait_for("ready", || {
         sb.unit_log("capped.service")
             .contains("ready")
             .then_some(())
@@ -646,7 +652,7 @@ fn stop_timeout_is_capped() {
     assert_eq!(o.status.code(), Some(0));
     let took = t0.elapsed();
     assert!(
-        took >= Duration::from_millis(450) && took < Duration::from_secs(3),
+        took >= Duration::from_millis(450) && took < PROMPT,
         "{took:?}"
     );
     assert!(!alive(pid));
@@ -668,7 +674,7 @@ fn user_drops_privileges() {
         ),
     );
     sb.ok(&["start", "web"]);
-    let log = wait_for("started", Duration::from_secs(5), || {
+    let log = wait_for("started", || {
         let l = sb.unit_log("web.service");
         l.contains("env-done").then_some(l)
     });
@@ -733,7 +739,7 @@ fn environment_files_optional_and_required() {
         ),
     );
     sb.ok(&["start", "envy"]);
-    let log = wait_for("env", Duration::from_secs(5), || {
+    let log = wait_for("env", || {
         let l = sb.unit_log("envy.service");
         l.contains("env-done").then_some(l)
     });
@@ -841,7 +847,7 @@ fn daemon_reload_semantics() {
         &format!("[Service]\nExecStart={}\n", a.display()),
     );
     sb.ok(&["start", "dr"]);
-    wait_for("a", Duration::from_secs(5), || {
+    wait_for("a", || {
         sb.unit_log("dr.service")
             .contains("variant-a")
             .then_some(())
@@ -870,7 +876,7 @@ fn daemon_reload_semantics() {
     assert_eq!(sb.prop("dr", "NeedDaemonReload"), "no");
     let o = sb.systemctl(&["restart", "dr"]);
     assert!(o.stderr.is_empty(), "{}", show_output(&o));
-    wait_for("b", Duration::from_secs(5), || {
+    wait_for("b", || {
         sb.unit_log("dr.service")
             .contains("variant-b")
             .then_some(())
@@ -896,7 +902,7 @@ fn exit_status_and_restart_policy() {
         &format!("[Service]\nExecStart={}\n", quitter.display()),
     );
     sb.ok(&["start", "q"]);
-    wait_for("failed", Duration::from_secs(5), || {
+    wait_for("failed", || {
         (sb.prop("q", "ActiveState") == "failed").then_some(())
     });
     assert_eq!(sb.prop("q", "ExecMainStatus"), "3");
@@ -924,7 +930,7 @@ fn exit_status_and_restart_policy() {
         ),
     );
     sb.ok(&["start", "rq"]);
-    wait_for("restarts", Duration::from_secs(10), || {
+    wait_for("restarts", || {
         (sb.prop("rq", "NRestarts").parse::<u32>().unwrap_or(0) >= 2).then_some(())
     });
     assert!(sb
@@ -946,7 +952,7 @@ fn exit_status_and_restart_policy() {
         ),
     );
     sb.ok(&["start", "c"]);
-    wait_for("inactive", Duration::from_secs(5), || {
+    wait_for("inactive", || {
         (sb.prop("c", "ActiveState") == "inactive").then_some(())
     });
     assert_eq!(sb.prop("c", "NRestarts"), "0");
@@ -1130,16 +1136,12 @@ fn fake_concourse_worker_lands_and_stops() {
     };
     sb.ok(&["start", "concourse-server"]);
     let web: u32 = sb.prop("concourse-server", "MainPID").parse().unwrap();
-    wait_for("web listening", Duration::from_secs(10), || {
-        event(web, "listening")
-    });
+    wait_for("web listening", || event(web, "listening"));
     assert!(output("concourse-server.service", web).contains("\"message\":\"tsa.listening\""));
     let start_worker = || {
         sb.ok(&["start", "concourse-worker"]);
         let pid: u32 = sb.prop("concourse-worker", "MainPID").parse().unwrap();
-        wait_for("worker registered", Duration::from_secs(10), || {
-            event(pid, "registered")
-        });
+        wait_for("worker registered", || event(pid, "registered"));
         pid
     };
     let pid = start_worker();
@@ -1156,20 +1158,16 @@ fn fake_concourse_worker_lands_and_stops() {
     // and Restart=on-failure starts it again: a worker the sender believes landed.
     let pid = start_worker();
     sb.ok(&["stop", "concourse-server"]);
-    wait_for("registration lost", Duration::from_secs(10), || {
-        event(pid, "registration lost")
-    });
+    wait_for("registration lost", || event(pid, "registration lost"));
     sb.ok(&["kill", "-s", "USR1", "--kill-whom=main", "concourse-worker"]);
-    let again: u32 = wait_for("restarted", Duration::from_secs(10), || {
+    let again: u32 = wait_for("restarted", || {
         let p: u32 = sb.prop("concourse-worker", "MainPID").parse().unwrap_or(0);
         (p != 0 && p != pid).then_some(p)
     });
     assert!(event(pid, "drain failed").is_some());
     assert_eq!(sb.prop("concourse-worker", "NRestarts"), "1");
     // The same through `systemctl stop`: exit 1, but a stop is never restarted.
-    wait_for("beacon running", Duration::from_secs(10), || {
-        event(again, "tsa unreachable")
-    });
+    wait_for("beacon running", || event(again, "tsa unreachable"));
     sb.ok(&["stop", "concourse-worker"]);
     assert!(event(again, "drain failed").is_some());
     assert_eq!(
@@ -1197,7 +1195,7 @@ fn signal_deaths_and_restart_on_failure() {
         ),
     );
     sb.ok(&["start", "hup"]);
-    wait_for("dead by SIGHUP", Duration::from_secs(5), || {
+    wait_for("dead by SIGHUP", || {
         (sb.prop("hup", "ExecMainStatus") == "1" && sb.prop("hup", "ActiveState") == "inactive")
             .then_some(())
     });
@@ -1217,7 +1215,7 @@ fn signal_deaths_and_restart_on_failure() {
     sb.ok(&["start", "k"]);
     let pid: u32 = sb.prop("k", "MainPID").parse().unwrap();
     sb.ok(&["kill", "-s", "KILL", "--kill-whom=main", "k"]);
-    let again: u32 = wait_for("restarted", Duration::from_secs(5), || {
+    let again: u32 = wait_for("restarted", || {
         let p: u32 = sb.prop("k", "MainPID").parse().unwrap_or(0);
         (p != 0 && p != pid).then_some(p)
     });
@@ -1247,7 +1245,7 @@ fn stop_aborts_then_kills_the_main_process_only() {
     );
     sb.ok(&["start", "w"]);
     let pid: u32 = sb.prop("w", "MainPID").parse().unwrap();
-    let child: u32 = wait_for("child", Duration::from_secs(5), || {
+    let child: u32 = wait_for("child", || {
         sb.unit_log("w.service")
             .lines()
             .find_map(|l| l.strip_prefix("child=").and_then(|c| c.parse().ok()))
@@ -1309,7 +1307,7 @@ fn a_stop_is_never_restarted_whatever_the_exit() {
     sb.ok(&["start", "l"]);
     let pid: u32 = sb.prop("l", "MainPID").parse().unwrap();
     sb.ok(&["kill", "-s", "USR1", "--kill-whom=main", "l"]);
-    let again: u32 = wait_for("restarted", Duration::from_secs(5), || {
+    let again: u32 = wait_for("restarted", || {
         let p: u32 = sb.prop("l", "MainPID").parse().unwrap_or(0);
         (p != 0 && p != pid).then_some(p)
     });
@@ -1338,12 +1336,12 @@ fn journalctl_shows_each_main_process_output() {
     );
     sb.ok(&["start", "t"]);
     let first = sb.prop("t", "MainPID");
-    wait_for("output", Duration::from_secs(5), || {
+    wait_for("output", || {
         sb.unit_log("t.service").contains(&first).then_some(())
     });
     sb.ok(&["restart", "t"]);
     let second = sb.prop("t", "MainPID");
-    wait_for("output", Duration::from_secs(5), || {
+    wait_for("output", || {
         sb.unit_log("t.service").contains(&second).then_some(())
     });
     for pid in [&first, &second] {
@@ -1399,7 +1397,7 @@ while :; do sleep 0.2 & wait $!; done
         ),
     );
     sb.ok(&["start", "cred"]);
-    let log = wait_for("started", Duration::from_secs(5), || {
+    let log = wait_for("started", || {
         let l = sb.unit_log("cred.service");
         l.contains("env-done").then_some(l)
     });
@@ -1448,9 +1446,7 @@ fn a_reused_main_pid_is_never_signalled() {
     // the supervisor cannot record the death: the state keeps a stale pid
     kill(Pid::from_raw(sup as i32), Signal::SIGSTOP).unwrap();
     kill(Pid::from_raw(pid as i32), Signal::SIGKILL).unwrap();
-    wait_for("the main process gone", Duration::from_secs(5), || {
-        (!alive(pid)).then_some(())
-    });
+    wait_for("the main process gone", || (!alive(pid)).then_some(()));
     let mut stranger = std::process::Command::new("sleep")
         .arg("300")
         .spawn()
