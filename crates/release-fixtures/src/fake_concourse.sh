@@ -346,7 +346,17 @@ drain_worker() {
 # `--version` (the charm's release checks), and parsing the whole script was most of their
 # cost.
 case "$SUBCOMMAND" in
-    web | worker | migrate) ;;
+    web | worker)
+        if [ "$BROKEN" = 1 ]; then broken; fi
+        # Upstream fails this early too: flag parsing and the first checks, milliseconds
+        # after exec, long before anything listens.
+        if [ "$BROKEN" = 2 ] || { [ "$BROKEN" = 3 ] && [ "$SUBCOMMAND" = worker ]; }; then
+            record "start-failed" "fails to start (variant CrashOnStart)"
+            echo "error: fake concourse $FAKE_VERSION fails to start" >&2
+            exit 1
+        fi
+        ;;
+    migrate) ;;
     --version | -v | version)
         if [ "$BROKEN" = 1 ]; then broken; fi
         record "version"
@@ -1038,12 +1048,6 @@ run_worker() {
 
 case "$SUBCOMMAND" in
     web | worker)
-        if [ "$BROKEN" = 1 ]; then broken; fi
-        if [ "$BROKEN" = 2 ] || { [ "$BROKEN" = 3 ] && [ "$SUBCOMMAND" = worker ]; }; then
-            record "start-failed" "fails to start (variant CrashOnStart)"
-            echo "error: fake concourse $FAKE_VERSION fails to start" >&2
-            exit 1
-        fi
         if [ "$SUBCOMMAND" = worker ] && [ "$EUID" -ne 0 ]; then
             record "start-failed" "worker must be run as root"
             echo "worker must be run as root" >&2
