@@ -23,9 +23,16 @@ use std::time::Duration;
 
 use crate::config::LogLevel;
 use crate::host::{Host, JournalError};
+use crate::storage_coordinator::Backoff;
 
-/// How often a wait looks again.
-const POLL: Duration = Duration::from_millis(500);
+/// How often a wait looks again: soon at first (a fresh web's TSA or a worker's beacon
+/// usually answers within a fraction of a second), then every half second. Each look
+/// runs `systemctl` and `journalctl`.
+const POLL: Backoff = Backoff {
+    first: Duration::from_millis(100),
+    factor: 2,
+    max: Duration::from_millis(500),
+};
 
 /// How a wait for readiness ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,18 +85,22 @@ pub fn wait(
     timeout: Duration,
 ) -> Result<Wait, JournalError> {
     let deadline = host.clock.monotonic() + timeout;
+    let mut look = 0;
     loop {
-        let pid = match host.services.main_pid(service) {
-            Some(pid) if host.services.is_active(service) => pid,
-            _ => return Ok(Wait::Stopped),
+        let st = host.services.status(service);
+        let Some(pid) = st.main_pid.filter(|_| st.active) else {
+            return Ok(Wait::Stopped);
         };
         if ready(&host.journal.output(service, pid)?) {
             return Ok(Wait::Ready);
         }
-        if host.clock.monotonic() >= deadline {
+        let now = host.clock.monotonic();
+        if now >= deadline {
             return Ok(Wait::TimedOut);
         }
-        host.clock.sleep(POLL);
+        host.clock
+            .sleep(POLL.delay(look).min(deadline.saturating_sub(now)));
+        look = look.saturating_add(1);
     }
 }
 

@@ -459,6 +459,7 @@ impl ServiceManager for Services {
             active: svc.active,
             enabled: svc.enabled,
             needs_daemon_reload: self.needs_daemon_reload(unit),
+            main_pid: svc.pid,
         }
     }
 

@@ -54,6 +54,8 @@ pub struct UnitStatus {
     pub enabled: bool,
     /// `NeedDaemonReload`: the unit file changed since systemd loaded it.
     pub needs_daemon_reload: bool,
+    /// `MainPID`, while there is one.
+    pub main_pid: Option<u32>,
 }
 
 /// What the charm asks of systemd. `unit` is a service name without `.service`.
@@ -71,7 +73,7 @@ pub trait ServiceManager {
     fn kill(&self, unit: &str, whom: KillWhom, signal: &str) -> Result<(), ManagerError>;
     /// Whether the unit is active (a missing unit is simply inactive).
     fn is_active(&self, unit: &str) -> bool;
-    /// Active, enabled and loaded state in one call (a missing unit: all false).
+    /// Active, enabled, loaded state and main PID in one call (a missing unit: none).
     fn status(&self, unit: &str) -> UnitStatus;
     /// The unit's main PID, if it runs.
     fn main_pid(&self, unit: &str) -> Option<u32>;
@@ -154,7 +156,7 @@ impl ServiceManager for Systemctl {
     }
 
     fn status(&self, unit: &str) -> UnitStatus {
-        let props = "ActiveState,UnitFileState,NeedDaemonReload";
+        let props = "ActiveState,UnitFileState,NeedDaemonReload,MainPID";
         let Ok(out) = self.run(&["show", "-p", props, unit]) else {
             return UnitStatus::default();
         };
@@ -167,6 +169,7 @@ impl ServiceManager for Systemctl {
             active: matches!(value("ActiveState"), "active" | "reloading"),
             enabled: value("UnitFileState") == "enabled",
             needs_daemon_reload: value("NeedDaemonReload") == "yes",
+            main_pid: value("MainPID").parse().ok().filter(|p| *p > 0),
         }
     }
 

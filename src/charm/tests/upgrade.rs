@@ -131,8 +131,10 @@ fn a_leader_alone_upgrades_back_to_back_landing_its_worker_first() {
         .hook_statuses()
         .iter()
         .any(|s| s.message == "Draining worker for upgrade to v7.14.3"));
-    // the switch was verified after a pause, on the test clock
-    assert!(u.fake.clock.elapsed() - t0 >= Duration::from_millis(1500));
+    // web's TSA listening and the worker's beacon registering proved the switch, without
+    // the crash window (on the test clock)
+    let waited = u.fake.clock.elapsed() - t0;
+    assert!(waited < Duration::from_millis(1500), "waited {waited:?}");
     assert_eq!(
         u.status().1,
         format!("Web ready (v{V2}) http://10.1.0.10:8080; Worker ready (v{V2})")
@@ -188,6 +190,44 @@ fn a_release_that_does_not_start_is_rolled_back() {
     assert_eq!(kind, "blocked", "{message}");
     assert!(message.contains("running v7.14.2"), "{message}");
     assert_eq!(u.app_version(), Some(V1.to_string()));
+}
+
+/// Switches a ready `mode=all` leader to V2, `set_up` before V2 is published (a hook
+/// would prune it); returns how long the two hooks took on the test clock.
+fn switch_to_v2_after(set_up: impl FnOnce(&Unit)) -> (Unit, Duration) {
+    let u = Unit::deployed("all");
+    u.add_postgresql("db-pw");
+    set_up(&u);
+    u.publish(V2);
+    u.action("upgrade", json!({"version": V2}));
+    let t0 = u.fake.clock.elapsed();
+    two_hooks(&u);
+    let waited = u.fake.clock.elapsed() - t0;
+    (u, waited)
+}
+
+#[test]
+fn a_switched_worker_that_does_not_register_gets_the_whole_crash_window() {
+    let (u, waited) = switch_to_v2_after(|u| {
+        let mut st = u.fake.services.state.borrow_mut();
+        st.ready_after
+            .insert("concourse-worker".into(), Duration::from_secs(40));
+    });
+    assert_eq!(pointer(&u), V2);
+    assert!(u.my_bag(u.peers)["upgrade-state"].ends_with(":switched"));
+    assert!(waited >= Duration::from_millis(1500), "waited {waited:?}");
+    assert!(waited < Duration::from_secs(40), "waited {waited:?}");
+}
+
+#[test]
+fn at_log_level_error_a_switch_waits_the_crash_window() {
+    let (u, waited) = switch_to_v2_after(|u| {
+        u.model.set_config(&[("log-level", json!("error"))]);
+        u.ok("config-changed");
+    });
+    assert_eq!(pointer(&u), V2);
+    assert!(u.my_bag(u.peers)["upgrade-state"].ends_with(":switched"));
+    assert!(waited >= Duration::from_millis(1500), "waited {waited:?}");
 }
 
 /// A web-only leader on V1 with V2 published, the upgrade to V2 requested.

@@ -322,8 +322,10 @@ pub fn verify_switch(
 }
 
 /// What is wrong with the roles running `version` after a switch (empty: nothing). Web's
-/// proof is its TSA listening (a crash before that ends the wait); a worker, or web whose
-/// readiness lines are not logged, gets [`CRASH_WINDOW`] to show a crash instead.
+/// proof is its TSA listening (a crash before that ends the wait); a worker's is its
+/// beacon registering, which ends [`CRASH_WINDOW`] early. A worker that does not register
+/// within the window (no TSA answers yet), or a service whose readiness lines are not
+/// logged, gets the whole window to show a crash instead.
 fn switch_problems(
     host: &Host,
     config: &CharmConfig,
@@ -342,15 +344,18 @@ fn switch_problems(
         roles.web && configured(web::ENV_FILE),
         roles.worker && configured(worker::ENV_FILE),
     );
-    let web_proof = web_on && problems.is_empty() && readiness::observable(config.log_level);
+    let observable = problems.is_empty() && readiness::observable(config.log_level);
+    let web_proof = web_on && observable;
     if web_proof {
         if let Some(p) = web_listens(host) {
             problems.push(p);
         }
     }
-    if worker_on || (web_on && !web_proof) {
-        let waited = host.clock.monotonic().saturating_sub(start);
-        host.clock.sleep(CRASH_WINDOW.saturating_sub(waited));
+    let window_left = || CRASH_WINDOW.saturating_sub(host.clock.monotonic().saturating_sub(start));
+    let unproven = (web_on && !web_proof)
+        || (worker_on && !(observable && worker_registers_or_stops(host, window_left())));
+    if unproven {
+        host.clock.sleep(window_left());
     }
     for (on, service) in [(web_on, web::SERVICE), (worker_on, worker::SERVICE)] {
         let down = format!("{service} is not running");
@@ -359,6 +364,23 @@ fn switch_problems(
         }
     }
     problems
+}
+
+/// Waits up to `within` for a switched worker's beacon to register or the worker to stop
+/// (the caller then finds it not running); false when neither happened (or the journal
+/// cannot tell).
+fn worker_registers_or_stops(host: &Host, within: Duration) -> bool {
+    match readiness::wait(host, worker::SERVICE, readiness::worker_registered, within) {
+        Ok(readiness::Wait::Ready | readiness::Wait::Stopped) => true,
+        Ok(readiness::Wait::TimedOut) => false,
+        Err(e) => {
+            warn!(
+                "cannot tell whether the worker registered: {}",
+                crate::error_chain(&e)
+            );
+            false
+        }
+    }
 }
 
 /// Waits for a switched web's TSA to listen: `None` once it does (or when the journal
