@@ -945,10 +945,11 @@ tsa_socket() {
 start_containers() {
     local n i
     [ -n "$CONTAINERS_STARTED" ] && return 0
-    CONTAINERS_STARTED=1
     control containers 0
     n=$REPLY
     case "$n" in '' | *[!0-9]*) n=0 ;; esac
+    # how many were started: a worker without any skips pkill's scan of every process
+    CONTAINERS_STARTED=$n
     for ((i = 0; i < n; i++)); do
         (exec -a fake-build-container sleep 2147483647) &
         record "container" "running" "$!"
@@ -956,7 +957,9 @@ start_containers() {
 }
 
 stop_containers() {
-    pkill -f -P "$$" '^fake-build-container' 2>/dev/null
+    if [ "${CONTAINERS_STARTED:-0}" -gt 0 ]; then
+        pkill -f -P "$$" '^fake-build-container' 2>/dev/null
+    fi
 }
 
 # drain: the beacon acts on a drain signal (Beacon.Run): land-worker or retire-worker over a
