@@ -220,6 +220,23 @@ fn a_switched_worker_that_does_not_register_gets_the_whole_crash_window() {
 }
 
 #[test]
+fn a_switched_worker_that_dies_before_registering_goes_back_at_once() {
+    let (u, waited) = switch_to_v2_after(|u| {
+        let mut st = u.fake.services.state.borrow_mut();
+        st.crashes.insert(("concourse-worker".into(), V2.into()));
+    });
+    assert_eq!(pointer(&u), V1, "back on the previous release");
+    let mine = u.my_bag(u.peers);
+    assert_eq!(
+        mine["upgrade-error"],
+        "v7.14.3 did not start on concourse-ci/0: concourse-worker is not running",
+        "{mine:?}"
+    );
+    assert!(waited < Duration::from_millis(1500), "waited {waited:?}");
+    assert!(u.active("concourse-server") && u.active("concourse-worker"));
+}
+
+#[test]
 fn at_log_level_error_a_switch_waits_the_crash_window() {
     let (u, waited) = switch_to_v2_after(|u| {
         u.model.set_config(&[("log-level", json!("error"))]);
