@@ -35,6 +35,25 @@ fn crashes_on_start(u: &Unit, version: &str) {
         .insert(version.into());
 }
 
+/// The unit went back to V1 and reported that V2 did not start because `service` was not
+/// running.
+fn went_back_without(u: &Unit, service: &str) {
+    assert_eq!(pointer(u), V1, "back on the previous release");
+    let mine = u.my_bag(u.peers);
+    assert_eq!(
+        mine["upgrade-error"],
+        format!("v7.14.3 did not start on concourse-ci/0: {service} is not running"),
+        "{mine:?}"
+    );
+}
+
+/// The unit runs V2 and reported its switch.
+fn switched_to_v2(u: &Unit) {
+    assert_eq!(pointer(u), V2);
+    let mine = u.my_bag(u.peers);
+    assert!(mine["upgrade-state"].ends_with(":switched"), "{mine:?}");
+}
+
 /// A ready `mode=all` leader on V1 with V2 already published on its volume.
 fn ready_with_v2() -> Unit {
     let u = Unit::deployed("all");
@@ -213,8 +232,7 @@ fn a_switched_worker_that_does_not_register_gets_the_whole_crash_window() {
         st.ready_after
             .insert("concourse-worker".into(), Duration::from_secs(40));
     });
-    assert_eq!(pointer(&u), V2);
-    assert!(u.my_bag(u.peers)["upgrade-state"].ends_with(":switched"));
+    switched_to_v2(&u);
     assert!(waited >= Duration::from_millis(1500), "waited {waited:?}");
     assert!(waited < Duration::from_secs(40), "waited {waited:?}");
 }
@@ -225,13 +243,7 @@ fn a_switched_worker_that_dies_before_registering_goes_back_at_once() {
         let mut st = u.fake.services.state.borrow_mut();
         st.crashes.insert(("concourse-worker".into(), V2.into()));
     });
-    assert_eq!(pointer(&u), V1, "back on the previous release");
-    let mine = u.my_bag(u.peers);
-    assert_eq!(
-        mine["upgrade-error"],
-        "v7.14.3 did not start on concourse-ci/0: concourse-worker is not running",
-        "{mine:?}"
-    );
+    went_back_without(&u, "concourse-worker");
     assert!(waited < Duration::from_millis(1500), "waited {waited:?}");
     assert!(u.active("concourse-server") && u.active("concourse-worker"));
 }
@@ -242,8 +254,7 @@ fn at_log_level_error_a_switch_waits_the_crash_window() {
         u.model.set_config(&[("log-level", json!("error"))]);
         u.ok("config-changed");
     });
-    assert_eq!(pointer(&u), V2);
-    assert!(u.my_bag(u.peers)["upgrade-state"].ends_with(":switched"));
+    switched_to_v2(&u);
     assert!(waited >= Duration::from_millis(1500), "waited {waited:?}");
 }
 
@@ -262,8 +273,7 @@ fn a_web_only_switch_is_proven_by_its_tsa_listening_without_the_crash_window() {
     let u = web_only_upgrading();
     let t0 = u.fake.clock.elapsed();
     two_hooks(&u);
-    assert_eq!(pointer(&u), V2);
-    assert!(u.my_bag(u.peers)["upgrade-state"].ends_with(":switched"));
+    switched_to_v2(&u);
     let waited = u.fake.clock.elapsed() - t0;
     assert!(waited < Duration::from_millis(1500), "waited {waited:?}");
 }
@@ -273,13 +283,7 @@ fn a_web_only_unit_whose_release_dies_before_listening_goes_back() {
     let u = web_only_upgrading();
     crashes_on_start(&u, V2);
     two_hooks(&u);
-    assert_eq!(pointer(&u), V1, "back on the previous release");
-    let mine = u.my_bag(u.peers);
-    assert_eq!(
-        mine["upgrade-error"],
-        "v7.14.3 did not start on concourse-ci/0: concourse-server is not running",
-        "{mine:?}"
-    );
+    went_back_without(&u, "concourse-server");
     assert!(u.active("concourse-server"));
 }
 
