@@ -34,7 +34,13 @@ RUN_DIR="${FAKE_CONCOURSE_RUN:-/run/fake-concourse}"
 
 SELF="$0"
 case "$SELF" in /*) ;; *) SELF="$PWD/$SELF" ;; esac
-SELF_RESOLVED="$(readlink -f -- "$0" 2>/dev/null || printf '%s' "$SELF")"
+# `readlink -f "$0"` without its process (every call records it): the directory's physical
+# path from `cd -P` in a subshell; only a script that is itself a symlink needs readlink.
+if [ -L "$SELF" ]; then
+    SELF_RESOLVED="$(readlink -f -- "$SELF" 2>/dev/null || printf '%s' "$SELF")"
+else
+    SELF_RESOLVED="$(cd -P -- "${SELF%/*}/" 2>/dev/null && printf '%s/%s' "${PWD%/}" "${SELF##*/}")" || SELF_RESOLVED=$SELF
+fi
 # The effective user's name and group, as `id -un` and `id -g` print them, without their
 # two processes (every call of this script records them): /proc's `Gid:` line is real,
 # effective, saved, fs; names come from /etc/passwd (the service users are made with useradd).
@@ -186,6 +192,32 @@ append_line() {
     fi
 }
 
+broken() {
+    record "start-failed" "broken binary"
+    echo "concourse: fake broken binary (variant BrokenBinary) refuses to run" >&2
+    exit 1
+}
+
+# Most calls are the charm's release checks: `--version` and the schema a release supports
+# (`migrate --supported-db-version`, which needs no database). They end here, before bash
+# reads the rest of the script.
+case "$SUBCOMMAND" in
+    --version | -v | version)
+        if [ "$BROKEN" = 1 ]; then broken; fi
+        record "version"
+        printf '%s\n' "$REPORTED_VERSION"
+        exit 0
+        ;;
+    migrate)
+        if [ "$#" -eq 2 ] && [ "$2" = --supported-db-version ] &&
+            [ -z "${CONCOURSE_MIGRATE_DB_TO_VERSION:-}" ]; then
+            record "migrate" "supported-db-version"
+            printf '%s\n' "$SCHEMA"
+            exit 0
+        fi
+        ;;
+esac
+
 # lager SOURCE MESSAGE [LEVEL]: one lager JSON line on stdout, as upstream logs (the journal
 # under systemd). Info lines are dropped at CONCOURSE_LOG_LEVEL=error or fatal.
 lager() {
@@ -267,12 +299,6 @@ die_by_signal() {
     exit 1
 }
 
-broken() {
-    record "start-failed" "broken binary"
-    echo "concourse: fake broken binary (variant BrokenBinary) refuses to run" >&2
-    exit 1
-}
-
 generate_key() {
     local type="" file="" bits=1024
     shift
@@ -342,9 +368,7 @@ drain_worker() {
     exit 0
 }
 
-# The short subcommands end here, before bash reads the service code below: most calls are
-# `--version` (the charm's release checks), and parsing the whole script was most of their
-# cost.
+# The other short subcommands end here, before bash reads the service code below.
 case "$SUBCOMMAND" in
     web | worker)
         if [ "$BROKEN" = 1 ]; then broken; fi
@@ -357,12 +381,6 @@ case "$SUBCOMMAND" in
         fi
         ;;
     migrate) ;;
-    --version | -v | version)
-        if [ "$BROKEN" = 1 ]; then broken; fi
-        record "version"
-        printf '%s\n' "$REPORTED_VERSION"
-        exit 0
-        ;;
     generate-key)
         generate_key "$@"
         ;;
@@ -737,29 +755,34 @@ run_migrate() {
 # the handshake). A worker sends its public key; the TSA answers with its host key's
 # fingerprint and "registered" when the key is authorized. SIGHUP re-reads the keys.
 TSA_SERVER='
-use strict; use IO::Socket::UNIX; use IO::Select; use Socket;
 my ($name, $keys, $ready, $fp) = @ARGV; my $ppid = getppid(); my %ok; my $reload = 0;
 sub load { %ok = (); open(my $f, "<", $keys) or return;
   while (<$f>) { my @w = split; $ok{"$w[0] $w[1]"} = 1 if @w >= 2 } }
+sub autoflush { my $old = select($_[0]); $| = 1; select($old) }
 load(); $SIG{HUP} = sub { $reload = 1 }; $SIG{PIPE} = "IGNORE";
-my $srv; for (1..40) { $srv = IO::Socket::UNIX->new(Type => SOCK_STREAM, Local => "\0$name",
-  Listen => 64) and last; select(undef, undef, undef, 0.05) }
-$srv or die "listen tcp 0.0.0.0: bind: address already in use\n";
+my ($srv, $bound); my $addr = pack("S", 1) . "\0$name";
+for (1..40) { socket($srv, 1, 1, 0) or die "socket: $!\n";
+  if (bind($srv, $addr) && listen($srv, 64)) { $bound = 1; last }
+  close $srv; select(undef, undef, undef, 0.05) }
+$bound or die "listen tcp 0.0.0.0: bind: address already in use\n";
 open(my $r, ">", $ready) or die "cannot write $ready: $!\n"; close $r;
-my $sel = IO::Select->new($srv);
+my %conns;
 while (1) {
   exit 0 if getppid() != $ppid;
   if ($reload) { $reload = 0; load() }
-  for my $fh ($sel->can_read(0.2)) {
-    if ($fh == $srv) { my $c = $srv->accept or next; $sel->add($c); next }
+  my $rin = ""; vec($rin, fileno($srv), 1) = 1; vec($rin, $_, 1) = 1 for keys %conns;
+  next if select(my $rout = $rin, undef, undef, 0.2) <= 0;
+  my $c; if (vec($rout, fileno($srv), 1) && accept($c, $srv)) { autoflush($c); $conns{fileno($c)} = $c }
+  for my $fd (grep { vec($rout, $_, 1) } keys %conns) {
+    my $fh = $conns{$fd};
     my $line = <$fh>;
-    if (!defined $line) { $sel->remove($fh); close $fh; next }
+    if (!defined $line) { delete $conns{$fd}; close $fh; next }
     my @w = split " ", $line;
     # a worker that went away before the answer: EPIPE, not the end of the TSA (Go
     # ignores SIGPIPE on sockets)
     if (@w >= 2 && $ok{"$w[0] $w[1]"}) {
-      if (!(print $fh "$fp registered\n") || !$fh->flush) { $sel->remove($fh); close $fh } }
-    else { print $fh "$fp unauthorized\n"; $sel->remove($fh); close $fh }
+      if (!(print $fh "$fp registered\n")) { delete $conns{$fd}; close $fh } }
+    else { print $fh "$fp unauthorized\n"; delete $conns{$fd}; close $fh }
   }
 }'
 
@@ -858,14 +881,14 @@ run_web() {
 # prints the answer; then holds the connection until the TSA goes away (exit 4), the
 # network is cut (tsa-unreachable appears, exit 5) or the worker is gone.
 TSA_CLIENT='
-use strict; use IO::Socket::UNIX; use IO::Select; use Socket;
 $| = 1;
 my ($name, $key, $cut, $trusted) = @ARGV; my $ppid = getppid();
-my $c = IO::Socket::UNIX->new(Type => SOCK_STREAM, Peer => "\0$name")
+my $c; (socket($c, 1, 1, 0) && connect($c, pack("S", 1) . "\0$name"))
   or do { print "unreachable\n"; exit 2 };
-print $c "$key\n"; $c->flush;
-my $sel = IO::Select->new($c);
-my ($ans) = $sel->can_read(10) ? scalar(<$c>) : undef;
+{ my $old = select($c); $| = 1; select($old) }
+print $c "$key\n";
+my $rin = ""; vec($rin, fileno($c), 1) = 1;
+my $ans = select(my $r = $rin, undef, undef, 10) > 0 ? scalar(<$c>) : undef;
 my ($fp, $status) = split " ", ($ans // "");
 if (!defined $status) { print "rejected\n"; exit 3 }
 if (index($trusted, ",$fp,") < 0) { print "host key mismatch\n"; exit 3 }
@@ -874,7 +897,7 @@ print "registered\n";
 while (1) {
   exit 0 if getppid() != $ppid;
   exit 5 if -e $cut;
-  if ($sel->can_read(0.2)) { my $buf; my $n = sysread($c, $buf, 64); exit 4 if !$n }
+  if (select(my $w = $rin, undef, undef, 0.2) > 0) { my $buf; my $n = sysread($c, $buf, 64); exit 4 if !$n }
 }'
 
 # register: one registration attempt (tsa.Client.Register, tsa/client.go tryDialAll): the
