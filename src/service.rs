@@ -288,6 +288,7 @@ pub fn apply_service(
             spec.name
         ),
         Decision::Start => {
+            info!("starting {}", spec.name);
             forget(host, &record)?;
             sys.start(&spec.name)?;
             applied.started = true;
@@ -300,6 +301,10 @@ pub fn apply_service(
         }
         Decision::Reload if !ready_to_reload() => return Ok(applied),
         Decision::Reload => {
+            info!(
+                "reloading {}: what it re-reads on SIGHUP changed",
+                spec.name
+            );
             sys.reload(&spec.name)?;
             applied.reloaded = true;
         }

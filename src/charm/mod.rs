@@ -28,7 +28,7 @@ use crate::config::{CharmConfig, ConfigError, Mode, SharedStorage};
 use crate::host::Host;
 use crate::juju::client::{SecretOwner, SecretRef};
 use crate::juju::event::{RelationHook, StorageHook};
-use crate::juju::{Event, Juju, Status, ToolError};
+use crate::juju::{Event, FailureKind, Juju, Status, ToolError};
 use crate::roles::{choose_web_unit, roles_for, Roles};
 use crate::service::ServiceError;
 use crate::storage_coordinator::Volume;
@@ -691,8 +691,13 @@ fn leader_setup(juju: &Juju, peers: &mut Peers) -> Result<(), CharmError> {
     if peers.rel.is_none() {
         return Ok(());
     }
+    // Read, not `secret-info-get`: web reads the same content later in the hook (cached).
     let have_secret = match peers.app_value(peers::ADMIN_SECRET) {
-        Some(id) => juju.secret_info(&SecretRef::Id(id.to_string()))?.is_some(),
+        Some(id) => match juju.secret_get(&SecretRef::Id(id.to_string()), false) {
+            Ok(_) => true,
+            Err(e) if e.is(FailureKind::NotFound) => false,
+            Err(e) => return Err(e.into()),
+        },
         None => false,
     };
     if !have_secret {

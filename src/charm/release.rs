@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::peers::{self, Peers};
 use super::status::{messages as msg, Reports};
@@ -213,13 +213,15 @@ pub fn install(
     if vol.is_published(version).map_err(ReleaseError::from)? {
         if pointer_version(host).as_deref() != Some(version) {
             // About to start using a release another unit installed: say who downloaded
-            // it, once, not on every hook that finds it in place.
+            // it, once, not on every hook that finds it in place (nor when it was this one).
             let path = vol.release_path(version).map_err(ReleaseError::from)?;
             let installed_by = installer::Manifest::read(&path)
                 .ok()
                 .map(|m| m.installed_by);
-            let outcome = Outcome::AlreadyPresent { path, installed_by };
-            info!("{}", outcome.log_line(juju.unit_name(), version));
+            if installed_by.as_deref() != Some(juju.unit_name()) {
+                let outcome = Outcome::AlreadyPresent { path, installed_by };
+                info!("{}", outcome.log_line(juju.unit_name(), version));
+            }
         }
         if set_installed_version {
             record_installed_version(vol, version);
@@ -428,7 +430,7 @@ pub fn publish_digests(host: &Host, vol: &Volume, peers: &mut Peers) {
     let json = serde_json::to_string(&out).unwrap_or_default();
     let current = peers.app_value(RELEASE_DIGESTS).unwrap_or("{}");
     if json != current && !(out.is_empty() && current == "{}") {
-        info!(
+        debug!(
             "publishing the digests of v{}",
             out.keys().cloned().collect::<Vec<_>>().join(", v")
         );

@@ -29,7 +29,7 @@ use crate::juju::{Bag, Event, FailureKind, Juju, RelationRef, Status};
 use crate::keys;
 use crate::postgres::{self, DbInfo, DbMissing};
 use crate::roles::Roles;
-use crate::service::{self, Applied, ServiceError};
+use crate::service::{self, ServiceError};
 use crate::{web, worker};
 
 pub const TSA_ENDPOINT: &str = "tsa";
@@ -426,10 +426,7 @@ pub fn web_role(
     let mut spec = web::unit(config, &release::current_link());
     web::tls_unit(&mut spec, tls.as_ref());
     let observable = crate::readiness::observable(config.log_level);
-    let applied = web::apply(host, &env, &keys_text, &ca_files, &spec, owner, observable)?;
-    if applied != Applied::default() {
-        info!("web service: {applied:?}");
-    }
+    web::apply(host, &env, &keys_text, &ca_files, &spec, owner, observable)?;
     reports.push(msg::WEB_READY.fill(&[running.version, &external_url]));
     Ok(())
 }
@@ -647,10 +644,7 @@ pub fn worker_role(
     env.extend(config.web_options.extra_worker_env.clone());
     let spec = worker::unit(config, &release::current_link());
     let ready = worker::ReadyWait::from_config(config);
-    let applied = worker::apply(host, &env, &tsas.keys.join("\n"), &spec, ready)?;
-    if applied != Applied::default() {
-        info!("worker service: {applied:?}");
-    }
+    worker::apply(host, &env, &tsas.keys.join("\n"), &spec, ready)?;
     reports.push(msg::WORKER_READY.fill(&[running.version]));
     Ok(())
 }
