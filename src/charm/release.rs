@@ -636,7 +636,8 @@ pub fn point_at(
             source,
         })?;
     if changed {
-        info!("{me} now runs v{version} from {}", target.display());
+        // the service's own start or restart line and the switch's line say it at info
+        debug!("{me} now runs v{version} from {}", target.display());
     }
     vol.update_unit_state(me, |s| {
         s.running_version = Some(version.to_string());

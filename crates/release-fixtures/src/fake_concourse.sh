@@ -60,6 +60,8 @@ REGISTERED_AT=""
 HANDSHAKE_ERROR=""
 TRUSTED_FPS=","
 CONTAINERS_STARTED=""
+# Where a registration attempt's answer arrives (see register).
+CONN_OUT="${TMPDIR:-/tmp}/fake-concourse-conn.$$"
 # A drain signal the beacon has not acted on yet: land | retire.
 DRAIN=""
 
@@ -277,6 +279,7 @@ stop_children() {
     for p in "$TSA_PID" "$CONN_PID"; do
         if [ -n "$p" ]; then kill "$p" 2>/dev/null; fi
     done
+    if [ -e "$CONN_OUT" ]; then rm -f -- "$CONN_OUT"; fi
 }
 
 finish() {
@@ -823,7 +826,7 @@ run_web() {
     # handler yet, so SIGHUP, SIGINT and SIGTERM kill web; SIGUSR1/2 are never handled.
     ON_HUP=web_killed_early ON_INT=web_killed_early ON_TERM=web_killed_early
     trap_signals
-    mkdir -p -- "$RUN_DIR" 2>/dev/null
+    [ -d "$RUN_DIR" ] || mkdir -p -- "$RUN_DIR" 2>/dev/null
     { printf '%s\n' "$$" >"$RUN_DIR/web.pid"; } 2>/dev/null
     record "start"
     echo "fake concourse web $FAKE_VERSION running as pid $$"
@@ -914,10 +917,12 @@ register() {
         j=$((RANDOM % (i + 1)))
         t=${order[i]} order[i]=${order[j]} order[j]=$t
     done
-    out="${TMPDIR:-/tmp}/fake-concourse-conn.$$"
+    out=$CONN_OUT
     for h in "${order[@]}"; do
         if [ -e "$RUN_DIR/tsa-unreachable" ]; then return 1; fi
-        rm -f -- "$out"
+        # emptied here, not removed (no process): the child's redirection truncates it
+        # too, but only once it runs, and the loop below may read before that
+        { : >"$out"; } 2>/dev/null
         tsa_socket "$h"
         name=$REPLY
         perl -e "$TSA_CLIENT" "$name" "$WORKER_KEY" \
@@ -929,7 +934,6 @@ register() {
             read -r answer <"$out" 2>/dev/null || answer=""
         done
         if [ -z "$answer" ]; then read -r answer <"$out" 2>/dev/null || answer=""; fi
-        rm -f -- "$out"
         if [ "$answer" = registered ]; then
             REGISTERED_AT=$h
             return 0
@@ -1059,7 +1063,7 @@ run_worker() {
     ON_USR1=signal_lost ON_USR2=signal_lost
     ON_HUP=worker_killed ON_INT=worker_killed ON_TERM=worker_killed
     trap_signals
-    mkdir -p -- "$RUN_DIR" 2>/dev/null
+    [ -d "$RUN_DIR" ] || mkdir -p -- "$RUN_DIR" 2>/dev/null
     { printf '%s\n' "$$" >"$RUN_DIR/worker.pid"; } 2>/dev/null
     record "start"
     echo "fake concourse worker $FAKE_VERSION running as pid $$"
