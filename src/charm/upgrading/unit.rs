@@ -78,6 +78,9 @@ pub struct Switch {
     pub gen: u64,
     /// The version the unit ran before, if any.
     pub previous: Option<String>,
+    /// The release verified in this hook before the switch: the check after the restart
+    /// need not verify it again (a retried switch hook verifies it there).
+    pub verified: bool,
 }
 
 /// The unit's part: acknowledge phases, switch when granted, otherwise run the app's release.
@@ -134,12 +137,14 @@ pub fn unit(
         Some(r) if switch_gen.is_some() && r == version => me_report.version.clone(),
         other => other,
     };
+    let mut verified = false;
     if let Some(gen) = switch_gen.filter(|_| previous.as_deref() != Some(version.as_str())) {
         if let Err(e) = installer::verify_release(vol, &version, VerifyMode::Quick) {
             let why = format!("v{version} does not verify on {me}: {}", e.status_message());
             report_failure(peers, gen, &why);
             return keep(host, vol, &me, previous.as_deref());
         }
+        verified = true;
         if let (Some(prev), true) = (previous.as_deref(), roles.is_some_and(|r| r.web)) {
             if let SchemaGate::Hold(reason) = web_gate(juju, host, vol, prev, &version)? {
                 report_failure(peers, gen, &format!("web stays on v{prev}: {reason}"));
@@ -157,7 +162,11 @@ pub fn unit(
     let now_running = release::point_at(host, vol, &me, &version)?;
     // Verified in every hook until the unit reports the switch (level-triggered: a
     // retried switch hook verifies too).
-    let switched = switch_gen.map(|gen| Switch { gen, previous });
+    let switched = switch_gen.map(|gen| Switch {
+        gen,
+        previous,
+        verified,
+    });
     Ok(UnitOutcome {
         running: Some(now_running),
         switched,
@@ -286,9 +295,13 @@ pub fn verify_switch(
     running: &RunningRelease,
     switch: Switch,
 ) -> Result<Option<RunningRelease>, CharmError> {
-    let Switch { gen, previous } = switch;
+    let Switch {
+        gen,
+        previous,
+        verified,
+    } = switch;
     let me = juju.unit_name().to_string();
-    let problems = switch_problems(host, config, vol, roles, &running.version);
+    let problems = switch_problems(host, config, vol, roles, &running.version, verified);
     if problems.is_empty() {
         info!("{me} switched to v{} (generation {gen})", running.version);
         peers.write_me(&peers::bag([
@@ -332,10 +345,13 @@ fn switch_problems(
     vol: &Volume,
     roles: Roles,
     version: &str,
+    verified: bool,
 ) -> Vec<String> {
     let mut problems = Vec::new();
-    if let Err(e) = installer::verify_release(vol, version, VerifyMode::Quick) {
-        problems.push(e.status_message());
+    if !verified {
+        if let Err(e) = installer::verify_release(vol, version, VerifyMode::Quick) {
+            problems.push(e.status_message());
+        }
     }
     let start = host.clock.monotonic();
     // A web unit still waiting for its database has no service to check yet.
