@@ -139,25 +139,13 @@ pub fn unit(
     };
     let mut verified = false;
     if let Some(gen) = switch_gen.filter(|_| previous.as_deref() != Some(version.as_str())) {
-        if let Err(e) = installer::verify_release(vol, &version, VerifyMode::Quick) {
-            let why = format!("v{version} does not verify on {me}: {}", e.status_message());
-            report_failure(peers, gen, &why);
-            return keep(host, vol, &me, previous.as_deref());
+        let from = (gen, previous.as_deref());
+        if let Some(held) = before_switch(
+            juju, host, config, vol, peers, roles, reports, from, &version,
+        )? {
+            return Ok(held);
         }
         verified = true;
-        if let (Some(prev), true) = (previous.as_deref(), roles.is_some_and(|r| r.web)) {
-            if let SchemaGate::Hold(reason) = web_gate(juju, host, vol, prev, &version)? {
-                report_failure(peers, gen, &format!("web stays on v{prev}: {reason}"));
-                reports.push(msg::WEB_HELD.fill(&[prev, &reason]));
-                return keep(host, vol, &me, Some(prev));
-            }
-        }
-        if previous.is_some()
-            && roles.is_some_and(|r| r.worker)
-            && !worker_runs(host, vol, &version)
-        {
-            land_worker(juju, host, config, &version)?;
-        }
     }
     let now_running = release::point_at(host, vol, &me, &version)?;
     // Verified in every hook until the unit reports the switch (level-triggered: a
@@ -171,6 +159,40 @@ pub fn unit(
         running: Some(now_running),
         switched,
     })
+}
+
+/// Before switching to `version` in generation `gen` from `previous`: verifies it, lets
+/// web's database allow it and lands the worker. `Some`: the unit stays where it is, the
+/// failure reported.
+#[allow(clippy::too_many_arguments)]
+fn before_switch(
+    juju: &Juju,
+    host: &Host,
+    config: &CharmConfig,
+    vol: &Volume,
+    peers: &mut Peers,
+    roles: Option<Roles>,
+    reports: &mut Reports,
+    (gen, previous): (u64, Option<&str>),
+    version: &str,
+) -> Result<Option<UnitOutcome>, CharmError> {
+    let me = juju.unit_name();
+    if let Err(e) = installer::verify_release(vol, version, VerifyMode::Quick) {
+        let why = format!("v{version} does not verify on {me}: {}", e.status_message());
+        report_failure(peers, gen, &why);
+        return keep(host, vol, me, previous).map(Some);
+    }
+    if let (Some(prev), true) = (previous, roles.is_some_and(|r| r.web)) {
+        if let SchemaGate::Hold(reason) = web_gate(juju, host, vol, prev, version)? {
+            report_failure(peers, gen, &format!("web stays on v{prev}: {reason}"));
+            reports.push(msg::WEB_HELD.fill(&[prev, &reason]));
+            return keep(host, vol, me, Some(prev)).map(Some);
+        }
+    }
+    if previous.is_some() && roles.is_some_and(|r| r.worker) && !worker_runs(host, vol, version) {
+        land_worker(juju, host, config, version)?;
+    }
+    Ok(None)
 }
 
 /// Which version to run now: the granted target, else what runs (a unit on another
