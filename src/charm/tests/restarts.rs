@@ -91,6 +91,57 @@ fn regression_a_switch_that_failed_after_the_pointer_moved_restarts_web_on_the_r
     assert_eq!(runs(&u, WEB).as_deref(), Some(V2));
 }
 
+/// A switch hook verifies its release once; a retried one (the pointer already moved,
+/// the target not yet reported) verifies it again before switching. Here a file changed
+/// size on the volume between the two hooks, which only the MANIFEST check sees.
+#[test]
+fn a_retried_switch_verifies_the_release_again() {
+    let u = all_in_one();
+    u.publish(V2);
+    u.action("upgrade", json!({"version": V2}));
+    u.ok("update-status");
+    u.model.state_mut().failing.insert(
+        "network-get".into(),
+        (1, "ERROR connection is shut down".into()),
+    );
+    assert!(u.hook("update-status").is_err());
+    let target = std::fs::read_link(u.fake.paths.local("/var/lib/concourse-ci/current")).unwrap();
+    assert!(
+        target.ends_with(format!("releases/{V2}/concourse")),
+        "{target:?}"
+    );
+    u.model.state_mut().failing.clear();
+    let asset = u
+        .volume
+        .path()
+        .join(format!("releases/{V2}/concourse/fly-assets/README"));
+    let mut bytes = std::fs::read(&asset).unwrap();
+    bytes.extend_from_slice(b"planted");
+    std::fs::write(&asset, bytes).unwrap();
+    u.ok("update-status");
+    let mine = u.my_bag(u.peers);
+    assert!(
+        !mine["upgrade-state"].ends_with(":switched"),
+        "a changed release was reported switched: {mine:?}"
+    );
+    let error = &mine["upgrade-error"];
+    assert!(
+        error.starts_with(&format!("v{V2} does not verify on concourse-ci/0: "))
+            && error.contains("fly-assets/README"),
+        "{error}"
+    );
+    let target = std::fs::read_link(u.fake.paths.local("/var/lib/concourse-ci/current")).unwrap();
+    assert!(
+        target.ends_with(format!("releases/{V1}/concourse")),
+        "{target:?}"
+    );
+    assert_eq!(
+        runs(&u, WEB).as_deref(),
+        Some(V1),
+        "web stays on the release it ran"
+    );
+}
+
 /// A restart that failed (a systemd job failure) left the new env file written: the
 /// retry saw no change and web kept its old settings.
 #[test]

@@ -79,7 +79,8 @@ pub struct Switch {
     /// The version the unit ran before, if any.
     pub previous: Option<String>,
     /// The release verified in this hook before the switch: the check after the restart
-    /// need not verify it again (a retried switch hook verifies it there).
+    /// need not verify it again. A retried switch hook verifies before switching too,
+    /// since the unit has not reported the target yet.
     pub verified: bool,
 }
 
