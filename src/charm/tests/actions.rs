@@ -133,3 +133,37 @@ fn a_failing_action_set_keeps_the_admin_password_out_of_the_error() {
         "the password in {err:?}"
     );
 }
+
+/// The leader checks the admin password secret with the read web makes anyway: one
+/// `secret-get` of it per hook, no `secret-info-get`.
+#[test]
+fn a_leader_hook_reads_the_admin_password_secret_once() {
+    let u = Unit::deployed("all");
+    let id = u.app_bag()["admin-password-secret"].clone();
+    u.model.set_config(&[("log-level", json!("debug"))]);
+    u.ok("config-changed");
+    let calls = u.model.state().calls.clone();
+    let of = |tool: &str| {
+        calls
+            .iter()
+            .filter(|c| c.starts_with(tool) && c.contains(&id))
+            .count()
+    };
+    assert_eq!(of("secret-get "), 1, "{calls:?}");
+    assert_eq!(of("secret-info-get "), 0, "{calls:?}");
+}
+
+/// A removed admin password secret is not found by that read: the leader makes a new one.
+#[test]
+fn a_removed_admin_password_secret_is_made_again() {
+    let u = Unit::deployed("all");
+    let id = u.app_bag()["admin-password-secret"].clone();
+    u.model.state_mut().secrets.remove(&id);
+    u.model.set_config(&[("log-level", json!("debug"))]);
+    u.ok("config-changed");
+    let new = u.app_bag()["admin-password-secret"].clone();
+    assert_ne!(new, id);
+    let want = u.model.secret_content(&new).unwrap()["password"].clone();
+    let a = u.action("get-admin-password", json!({}));
+    assert_eq!(a.get("password"), Some(want.as_str()));
+}
