@@ -96,11 +96,26 @@ case "$t $*" in
   "state-get"*) echo '{{}}' ;;
   "goal-state"*) echo '{{"units":{{}},"relations":{{}}}}' ;;
   "status-get"*) echo '{{"status":"active","message":""}}' ;;
+  "opened-ports --endpoints"*) echo '["8080/tcp (*)","2222/tcp (*)"]' ;;
   "opened-ports"*) echo '["8080/tcp","2222/tcp"]' ;;
+  "secret-info-get --format=json --label web-keys")
+    [ -f '{a}/web-keys.json' ] || {{ echo 'ERROR secret "web-keys" not found' >&2; exit 1; }}
+    echo '{{"cs2":{{"revision":1,"label":"web-keys","owner":"application"}}}}' ;;
   "secret-info-get"*) echo '{{"cs1":{{"revision":1,"label":"admin-password","owner":"application"}}}}' ;;
+  "secret-get --format=json secret:cs2"* | "secret-get --format=json --label web-keys"*)
+    cat '{a}/web-keys.json' ;;
   "secret-get"*) echo '{{"password":"bench-password"}}' ;;
   "secret-ids"*) echo '["secret:cs1"]' ;;
-  "secret-add"*) echo 'secret:cs1' ;;
+  "secret-add"*)
+    # the web keys: `key#file=path` arguments to a JSON object (values JSON-escaped;
+    # a final newline is dropped: the encryption key has none)
+    for arg in "$@"; do
+      case "$arg" in *'#file='*) printf '%s\n' "${{arg%%#file=*}}" "${{arg#*#file=}}" ;; esac
+    done | awk 'NR % 2 == 1 {{ k = $0; next }}
+      {{ v = ""; sep = ""; while ((getline l < $0) > 0) {{ v = v sep l; sep = "\\n" }}; close($0)
+         gsub(/"/, "\\\"", v); printf "%s\"%s\":\"%s\"", (n++ ? "," : "{{"), k, v }}
+      END {{ print "}}" }}' > '{a}/web-keys.json'
+    echo 'secret:cs2' ;;
   "action-get"*) echo '{{}}' ;;
   "resource-get"*) echo '{a}/concourse.tgz' ;;
   "systemctl is-active"*) exit 0 ;;
@@ -316,7 +331,12 @@ pub fn run(args: &[String]) -> Result<(), String> {
         let hook = ["install", "config-changed", "update-status"][i];
         let (_, _, ok) = run_once(&dispatch, &tools, &charm, hook)?;
         if !ok {
-            return Err(format!("warm-up {hook}: dispatch failed"));
+            let calls = fs::read_to_string(a.join("calls")).unwrap_or_default();
+            let tail: Vec<&str> = calls.lines().rev().take(12).collect();
+            return Err(format!(
+                "warm-up {hook}: dispatch failed; its last hook-tool calls, newest first:\n{}",
+                tail.join("\n")
+            ));
         }
         merge_json(&a.join("me.json"), &a.join("set-me.json"))?;
         merge_json(&a.join("app.json"), &a.join("set-app.json"))?;
@@ -369,7 +389,10 @@ impl Bench<'_> {
                     *count.entry(n).or_default() += 1;
                 }
                 println!("{hook}: calls by tool {count:?}");
-                for l in text.lines().filter(|l| l.starts_with("status-set")) {
+                for l in text
+                    .lines()
+                    .filter(|l| l.starts_with("status-set") || l.starts_with("juju-log"))
+                {
                     println!("{hook}: {l}");
                 }
             }
