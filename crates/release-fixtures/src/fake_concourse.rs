@@ -174,6 +174,22 @@ pub fn env_table_for(version: &str) -> String {
         .replace('\'', "")
 }
 
+/// [`env_table_for`] as the bodies of two bash associative arrays keyed by
+/// `<command>:<name>`: the types and the choices (the table has no single quotes).
+fn env_arrays_for(version: &str) -> (String, String) {
+    let (mut kinds, mut choices) = (Vec::new(), Vec::new());
+    for row in env_table_for(version).lines() {
+        let mut f = row.split('\t');
+        let (Some(cmd), Some(name), Some(kind)) = (f.next(), f.next(), f.next()) else {
+            continue;
+        };
+        let key = format!("['{cmd}:{name}']");
+        kinds.push(format!("{key}='{kind}'"));
+        choices.push(format!("{key}='{}'", f.next().unwrap_or("")));
+    }
+    (kinds.join(" "), choices.join(" "))
+}
+
 /// Renders the fake binary for `version`.
 pub fn render_script(version: &str, behaviour: Behaviour) -> String {
     let reported = match behaviour {
@@ -189,11 +205,13 @@ pub fn render_script(version: &str, behaviour: Behaviour) -> String {
     let known: Vec<String> = known_schemas(version).iter().map(u64::to_string).collect();
     // The version is placed inside single quotes: drop quotes so it cannot break the script.
     let clean = |s: &str| s.replace(['\'', '\n', '\\'], "");
+    let (kinds, choices) = env_arrays_for(version);
     SCRIPT_TEMPLATE
         .replace("@VERSION@", &clean(version))
         .replace("@REPORTED_VERSION@", &clean(reported))
         .replace("@BROKEN@", broken)
-        .replace("@ENV_TABLE@", &env_table_for(version))
+        .replace("@ENV_KIND@", &kinds)
+        .replace("@ENV_CHOICES@", &choices)
         .replace("@SCHEMA@", &schema_version(version).to_string())
         .replace("@KNOWN_SCHEMAS@", &known.join(" "))
 }
@@ -317,8 +335,10 @@ mod tests {
         assert!(!env_table_for("7.11.2").contains("CONCOURSE_SIGNING_KEY_CHECK_INTERVAL"));
         // an unknown version: the union
         assert!(env_table_for("9.9.9").contains("CONCOURSE_GITEA_CLIENT_ID"));
-        assert!(render_script("7.14.3", Behaviour::Normal)
-            .contains("web\tCONCOURSE_PEER_ADDRESS\tstring"));
+        let s = render_script("7.14.3", Behaviour::Normal);
+        assert!(s.contains("['web:CONCOURSE_PEER_ADDRESS']='string'"));
+        assert!(s.contains("['worker:CONCOURSE_BAGGAGECLAIM_DRIVER']='choice'"));
+        assert!(!s.contains("CONCOURSE_GITEA_CLIENT_ID"));
     }
 
     /// Runs the rendered fake's `sub` with only `env` (and PATH/HOME), for at most `secs`;
