@@ -23,26 +23,49 @@ pub const V2: &str = "8.0.0";
 /// Size of generated test tarballs.
 pub const TARBALL_SIZE: u64 = 2 * 1024 * 1024;
 
-/// The scenarios that take minutes (`SIM_TIMES=<file>` records every test's wall time).
-/// They start first, so that they overlap the rest instead of running alone at the end.
-/// (Running the rest niced shortened the tier alone, 181.6 -> 165.1 s, but starved
-/// scenarios whose production code allows 1.5 s for a crash to show: a worker that crashes
-/// on start was seen running and reported switched.)
+/// The longest scenarios in `cargo xtask test`, longest first (`SIM_TIMES=<file>` records
+/// every test's wall time). They start first, so that they overlap the rest instead of
+/// running alone at the end: the longest are mostly waits, and a long one started last
+/// left one core idle for its last 10 s. (Running the rest niced shortened the tier alone,
+/// 181.6 -> 165.1 s, but starved scenarios whose production code allows 1.5 s for a crash
+/// to show: a worker that crashes on start was seen running and reported switched.)
 pub const LONGEST: &[&str] = &[
     "faults::sweep_self_notify",
     "faults::sweep_no_self_notify",
-    "storage::wrong_sha1_for_60s_3_units_downloads_at_most_3_times",
     "upgrade::regression_a_lock_wait_is_not_an_upgrade_failure",
+    "storage::wrong_sha1_for_60s_3_units_downloads_at_most_3_times",
+    "drain::regression_a_reload_while_web_starts_does_not_kill_it",
+    "storage::eight_units_at_once_download_once_5_rounds",
+    "roles::auto_mode_web_and_workers_get_their_settings_and_restart_only_when_needed",
+    "storage::shared_volume_downloads_once_and_later_units_reuse",
+    "roles::web_and_worker_applications_over_tsa_flight",
+    "roles::auto_mode_web_stays_on_leader_change_removed_worker_retires_actions",
+    "roles::role_changes_stop_what_a_unit_no_longer_runs",
+    "drain::regression_escalation_keeps_build_containers",
+    "observe::played_prometheus_collector_and_certificate_provider_then_removed",
+    "drain::regression_workers_land_once_registered_and_are_never_restarted",
+    "storage::upgrade_fault::wrong_sha1_3_units",
+    "lifecycle::settled_units_keep_to_four_calls_per_update_status",
+    "storage::upgrade_fault::server_error",
+    "upgrade::story_pinned_deployment_upgraded_by_action",
+    "teams::three_web_units_share_keys_and_every_worker_knows_every_tsa",
+    // mostly waits (15 s alone, 2 s of CPU): started last, it was the tier's last 12 s
+    "upgrade::action_refusals",
 ];
 
+/// When the process started its first test (for [`trial`]'s start times).
+static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+
 /// A simulator test. With `SIM_TIMES=<file>` set, its wall time is appended to that file
-/// (`<seconds> <name>`), so a slow tier can be broken down per test.
+/// (`<seconds> <name> started at <seconds>`, from the first test's start), so a slow
+/// tier can be broken down per test and its schedule seen.
 #[allow(clippy::disallowed_methods)] // harness knob, not the charm's environment
 pub fn trial(name: impl Into<String>, f: impl FnOnce() -> TestResult + Send + 'static) -> Trial {
     let name = name.into();
     let label = name.clone();
     Trial::test(name, move || {
         let t0 = std::time::Instant::now();
+        let epoch = *EPOCH.get_or_init(|| t0);
         let r = f();
         if let Some(path) = std::env::var_os("SIM_TIMES") {
             use std::io::Write;
@@ -51,7 +74,12 @@ pub fn trial(name: impl Into<String>, f: impl FnOnce() -> TestResult + Send + 's
                 .append(true)
                 .open(path)
             {
-                let _ = writeln!(out, "{:8.1} {label}", t0.elapsed().as_secs_f64());
+                let _ = writeln!(
+                    out,
+                    "{:8.1} {label} started at {:.1}",
+                    t0.elapsed().as_secs_f64(),
+                    (t0 - epoch).as_secs_f64()
+                );
             }
         }
         r

@@ -41,7 +41,16 @@ fn main() {
     trials.extend(teams::trials());
     trials.extend(upgrade::bench_trials());
     trials.extend(faults::trials());
-    // The longest scenarios first (a stable sort: the others keep their order).
+    // The longest scenarios first (a stable sort: the others keep their order). A name
+    // there that matches no scenario (renamed) would quietly stop ordering it.
+    let unknown: Vec<&&str> = common::LONGEST
+        .iter()
+        .filter(|n| !trials.iter().any(|t| t.name() == **n))
+        .collect();
+    if !unknown.is_empty() {
+        eprintln!("common::LONGEST names no scenario: {unknown:?}");
+        std::process::exit(1);
+    }
     trials.sort_by_key(|t| {
         common::LONGEST
             .iter()
