@@ -109,6 +109,7 @@ fn run_demo(extra: &[String]) -> Result<(), String> {
     use std::os::unix::process::CommandExt;
     let root = root();
     let dispatch = pack::build_dispatch(&root)?;
+    let tools = pack::build_sim_tools(&root)?;
     let demo = pack::cargo_build_bin(&root, &["--locked", "--package", "demo"], "demo")?;
     // <target>/debug/demo -> <target>/demo-tarballs
     let cache = demo
@@ -119,6 +120,8 @@ fn run_demo(extra: &[String]) -> Result<(), String> {
     let err = Command::new(&demo)
         .arg("--dispatch")
         .arg(&dispatch)
+        .arg("--tools")
+        .arg(&tools)
         .arg("--charm-dir")
         .arg(&root)
         .arg("--cache")

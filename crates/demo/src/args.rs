@@ -17,6 +17,9 @@ with PostgreSQL and a local release server, upgrades them and adds a unit.
   --quiet            print only the final summary
   --release-mib N    size of each generated release tarball (default 64)
   --dispatch PATH    the charm's dispatch (default: next to this program)
+  --tools PATH       the units' hook tools: a build of crates/sim-tools (default: this
+                     program; cargo xtask demo gives the small static one, much cheaper
+                     to start)
   --charm-dir DIR    the charm's metadata (default: this repository)
   --cache DIR        where generated tarballs are kept (default: target/demo-tarballs)";
 
@@ -30,6 +33,7 @@ pub struct Options {
     pub quiet: bool,
     pub release_mib: u64,
     pub dispatch: Option<PathBuf>,
+    pub tools: Option<PathBuf>,
     pub charm_dir: Option<PathBuf>,
     pub cache: Option<PathBuf>,
 }
@@ -44,6 +48,7 @@ impl Default for Options {
             quiet: false,
             release_mib: 64,
             dispatch: None,
+            tools: None,
             charm_dir: None,
             cache: None,
         }
@@ -95,6 +100,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, ArgsEr
             Long("quiet") | Short('q') => o.quiet = true,
             Long("keep") => o.keep = Some(p.value()?.into()),
             Long("dispatch") => o.dispatch = Some(p.value()?.into()),
+            Long("tools") => o.tools = Some(p.value()?.into()),
             Long("charm-dir") => o.charm_dir = Some(p.value()?.into()),
             Long("cache") => o.cache = Some(p.value()?.into()),
             Long("help") | Short('h') => return Ok(Command::Help),
@@ -134,12 +140,15 @@ mod tests {
             "--keep",
             "/tmp/x",
             "--release-mib=8",
+            "--tools",
+            "/x/sim-tools",
         ])
         .unwrap();
         assert_eq!(o.units, 5);
         assert!(!o.shared && o.step && o.quiet);
         assert_eq!(o.keep, Some(PathBuf::from("/tmp/x")));
         assert_eq!(o.release_mib, 8);
+        assert_eq!(o.tools, Some(PathBuf::from("/x/sim-tools")));
         assert!(run(&["--no-shared", "--shared"]).unwrap().shared);
     }
 

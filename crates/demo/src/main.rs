@@ -49,6 +49,17 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
+    if let Some(tools) = &opts.tools {
+        if !tools.is_file() {
+            eprintln!(
+                "demo: --tools {}: no such file; build crates/sim-tools or leave the option out",
+                tools.display()
+            );
+            return ExitCode::from(2);
+        }
+        // before the first model: units link their tools to it when they are made
+        juju_sim::multicall::set_executable(tools);
+    }
     let paths = paths(&opts);
     run(opts, &paths, stop)
 }

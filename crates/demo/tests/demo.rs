@@ -34,10 +34,16 @@ fn target_debug() -> PathBuf {
         .to_path_buf()
 }
 
-/// The demo with the debug dispatch, the repository and a tarball cache in the target dir.
+/// The demo with the repository and a tarball cache in the target dir, and the dispatch
+/// and hook tools `cargo xtask test` gives the simulator (`SIM_DISPATCH`, `SIM_TOOLS`:
+/// the shipped build and the small static tools), else the debug dispatch and the demo
+/// itself as the tools.
+#[allow(clippy::disallowed_methods)] // harness knobs, not the charm's environment
 fn demo(args: &[&str]) -> Command {
     let debug = target_debug();
-    let dispatch = debug.join("dispatch");
+    let dispatch = std::env::var_os("SIM_DISPATCH")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| debug.join("dispatch"));
     assert!(
         dispatch.is_file(),
         "{} is missing: build it with `cargo build --bin dispatch` (cargo test --workspace does)",
@@ -52,6 +58,9 @@ fn demo(args: &[&str]) -> Command {
         .arg(debug.join("..").join("demo-tarballs"))
         .args(["--release-mib", MIB])
         .args(args);
+    if let Some(tools) = std::env::var_os("SIM_TOOLS") {
+        c.arg("--tools").arg(tools);
+    }
     c
 }
 
