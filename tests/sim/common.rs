@@ -693,29 +693,34 @@ pub fn assert_no_secret_leaks(
 ) -> TestResult {
     let secrets: Vec<&(String, String)> = secrets.iter().filter(|(_, v)| v.len() >= 6).collect();
     ensure(!secrets.is_empty(), || "no secrets to scan for".into())?;
+    let finders: Vec<(&str, memchr::memmem::Finder)> = secrets
+        .iter()
+        .map(|(what, v)| (what.as_str(), memchr::memmem::Finder::new(v.as_bytes())))
+        .collect();
     let mut leaks: Vec<String> = Vec::new();
-    let mut check = |place: &str, text: &str| {
-        for (what, v) in &secrets {
-            if text.contains(v.as_str()) {
+    let mut check = |place: &str, bytes: &[u8]| {
+        for (what, f) in &finders {
+            if f.find(bytes).is_some() {
                 leaks.push(format!("{what} in {place}"));
             }
         }
     };
     for app in apps {
         for s in m.app_status_history(app) {
-            check(&format!("{app} app status"), &s.message);
+            check(&format!("{app} app status"), s.message.as_bytes());
         }
     }
+    let mut scanned = std::collections::BTreeSet::new();
     for u in units {
         for s in m.status_history(u) {
-            check(&format!("{u} status ({})", s.hook), &s.message);
+            check(&format!("{u} status ({})", s.hook), s.message.as_bytes());
         }
         for l in m.logs(u) {
-            check(&format!("{u} juju-log ({})", l.hook), &l.message);
+            check(&format!("{u} juju-log ({})", l.hook), l.message.as_bytes());
         }
         for h in m.hooks(u) {
-            check(&format!("{u} {} stdout", h.name), &h.stdout);
-            check(&format!("{u} {} stderr", h.name), &h.stderr);
+            check(&format!("{u} {} stdout", h.name), h.stdout.as_bytes());
+            check(&format!("{u} {} stderr", h.name), h.stderr.as_bytes());
             for c in &h.tool_calls {
                 if h.name == "action:get-admin-password"
                     && c.args.first().map(String::as_str) == Some("action-set")
@@ -724,23 +729,23 @@ pub fn assert_no_secret_leaks(
                 }
                 check(
                     &format!("{u} {} argv {:?}", h.name, c.args.first()),
-                    &c.args.join(" "),
+                    c.args.join(" ").as_bytes(),
                 );
             }
         }
         for e in journal(m, u) {
-            check(&format!("{u} systemctl argv"), &e.argv.join(" "));
+            check(&format!("{u} systemctl argv"), e.argv.join(" ").as_bytes());
         }
         for r in concourse_log(m, u) {
             check(
                 &format!("{u} concourse {} argv", r.subcommand),
-                &r.argv.join(" "),
+                r.argv.join(" ").as_bytes(),
             );
         }
         for p in m.processes(u) {
             check(
                 &format!("{u} process {} cmdline", p.pid),
-                &p.cmdline.join(" "),
+                p.cmdline.join(" ").as_bytes(),
             );
         }
         let dir = unit_dir(m, u);
@@ -748,16 +753,15 @@ pub fn assert_no_secret_leaks(
         for d in juju_sim::machine::PRIVATE {
             roots.push(dir.join(d.trim_start_matches('/')));
         }
-        if let Some(v) = m.storage_dir(u) {
-            roots.push(v);
-        }
+        // a shared volume once, not once per unit
+        roots.extend(m.storage_dir(u).filter(|v| scanned.insert(v.clone())));
         for root in roots {
-            for (path, text) in world_readable_files(&root) {
+            for (path, bytes) in world_readable_files(&root) {
                 let name = path.to_string_lossy();
                 if name.ends_with("fake-concourse.log") {
                     continue;
                 }
-                check(&format!("{u} file {name}"), &text);
+                check(&format!("{u} file {name}"), &bytes);
             }
         }
     }
@@ -769,7 +773,7 @@ pub fn assert_no_secret_leaks(
             }
             check(
                 &format!("relation {rel} databag of {} ({})", c.owner, c.hook),
-                &format!("{:?}", c.data),
+                format!("{:?}", c.data).as_bytes(),
             );
         }
     }
@@ -846,7 +850,7 @@ fn not_roots(root: &std::path::Path) -> (usize, Vec<String>) {
 }
 
 /// Regular files under `root` whose mode lets "other" read them, with their content.
-fn world_readable_files(root: &std::path::Path) -> Vec<(std::path::PathBuf, String)> {
+fn world_readable_files(root: &std::path::Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
     use std::os::unix::fs::PermissionsExt;
     let mut out = Vec::new();
     let mut stack = vec![root.to_path_buf()];
@@ -862,7 +866,7 @@ fn world_readable_files(root: &std::path::Path) -> Vec<(std::path::PathBuf, Stri
                 stack.push(e.path());
             } else if md.is_file() && md.permissions().mode() & 0o004 != 0 && md.len() < 64 << 20 {
                 if let Ok(b) = std::fs::read(e.path()) {
-                    out.push((e.path(), String::from_utf8_lossy(&b).into_owned()));
+                    out.push((e.path(), b));
                 }
             }
         }
