@@ -1,4 +1,4 @@
-#!/usr/bin/env bash
+#!/bin/bash
 # Fake `concourse` binary: a release-fixtures test fixture, never shipped.
 # Rendered by release_fixtures::fake_concourse::render_script; @...@ markers are substituted there.
 # Its rules come from concourse/concourse v7.14.3; fake_concourse.rs cites the files.
