@@ -1,6 +1,6 @@
 //! `cargo xtask bench-hook`: wall time, peak memory and hook-tool calls (by tool) of a
 //! settled unit's `update-status` and of a `config-changed` with nothing to do, of the
-//! release `dispatch` against stub hook tools.
+//! `dispatch` that `pack` ships (static) against stub hook tools.
 //!
 //! Scenario: the leader of a 3-unit `auto` deployment, running web with PostgreSQL related,
 //! after warm-up hooks (the release installed from the `concourse-release` resource, a
@@ -223,6 +223,37 @@ fn isolate(scratch: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// The measuring run of `dispatch`: this program again, `--inside` a private mount
+/// namespace.
+fn isolated(dispatch: &Path, runs: usize) -> Result<Command, String> {
+    let me = std::env::current_exe().map_err(|e| e.to_string())?;
+    let mut cmd = Command::new("unshare");
+    cmd.args(["--mount", "--propagation", "private", "--"])
+        .arg(me)
+        .args(["bench-hook", "--inside", "--runs", &runs.to_string()])
+        .env(DISPATCH_ENV, dispatch);
+    Ok(cmd)
+}
+
+/// Two runs of each measured hook with `dispatch` (`cargo xtask test` runs it beside the
+/// test binaries, so that the benchmark cannot rot unnoticed: its stubs once fell behind
+/// the charm's tool calls); its output is printed when it ends. Whether it worked.
+pub fn smoke(dispatch: &Path) -> bool {
+    let out = isolated(dispatch, 2).and_then(|mut c| c.output().map_err(|e| e.to_string()));
+    match out {
+        Ok(out) => {
+            println!("xtask: bench-hook --runs 2 ended ({})", out.status);
+            print!("{}", String::from_utf8_lossy(&out.stdout));
+            eprint!("{}", String::from_utf8_lossy(&out.stderr));
+            out.status.success()
+        }
+        Err(e) => {
+            eprintln!("xtask: bench-hook: {e}");
+            false
+        }
+    }
+}
+
 pub fn run(args: &[String]) -> Result<(), String> {
     let (inside, rest) = match args.first().map(String::as_str) {
         Some("--inside") => (true, &args[1..]),
@@ -235,19 +266,8 @@ pub fn run(args: &[String]) -> Result<(), String> {
     };
     let root = root();
     if !inside {
-        let dispatch = crate::pack::cargo_build_bin(
-            &root,
-            &["--release", "--locked", "--package", "concourse-ci"],
-            "dispatch",
-        )?;
-        let me = std::env::current_exe().map_err(|e| e.to_string())?;
-        return run_cmd(
-            Command::new("unshare")
-                .args(["--mount", "--propagation", "private", "--"])
-                .arg(me)
-                .args(["bench-hook", "--inside", "--runs", &runs.to_string()])
-                .env(DISPATCH_ENV, &dispatch),
-        );
+        let dispatch = crate::pack::build_dispatch(&root)?;
+        return run_cmd(&mut isolated(&dispatch, runs)?);
     }
     let dispatch = PathBuf::from(
         std::env::var_os(DISPATCH_ENV)

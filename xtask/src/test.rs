@@ -15,7 +15,9 @@
 //! of the simulator had been made cheaper, that wait was its longest scenario.
 //!
 //! Invariants: every test binary `cargo test --workspace` builds is run (cargo's own
-//! `--message-format=json` names them), plus the doc tests; the command fails if any fails.
+//! `--message-format=json` names them), plus the doc tests and two runs of each hook of
+//! `cargo xtask bench-hook` (so that the README's benchmark keeps working); the command
+//! fails if any fails.
 //! With arguments (`cargo xtask test -- --nocapture`, a filter) it is plain
 //! `cargo test --workspace <args>`, since such arguments mean cargo's own rules.
 
@@ -84,7 +86,14 @@ pub fn run(extra: &[String]) -> Result<(), String> {
     doc.current_dir(&root)
         .args(["test", "--workspace", "--locked", "--doc", "--quiet"]);
     with_env(&mut doc);
-    let failed = in_two_phases(binaries, doc, &with_env)?;
+    let bench = {
+        let dispatch = dispatch.clone();
+        std::thread::spawn(move || crate::bench::smoke(&dispatch))
+    };
+    let mut failed = in_two_phases(binaries, doc, &with_env)?;
+    if !bench.join().unwrap_or(false) {
+        failed.push("bench-hook".into());
+    }
     if failed.is_empty() {
         Ok(())
     } else {
