@@ -309,7 +309,53 @@ pub fn trials() -> Vec<Trial> {
             "fixtures::deployed_on_pins_the_version",
             fixture_deployed_on,
         ),
+        trial(
+            "fixtures::the_secret_scan_reports_what_it_finds",
+            secret_scan_reports,
+        ),
     ]
+}
+
+/// The scan behind [`assert_no_secret_leaks`] finds a secret in any world-readable file
+/// (binary too, nested too), and only there.
+fn secret_scan_reports() -> TestResult {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().map_err(|e| fail(format!("temp dir: {e}")))?;
+    let write = |rel: &str, bytes: &[u8], mode: u32| -> TestResult {
+        let p = dir.path().join(rel);
+        let io = |e: std::io::Error| fail(format!("{rel}: {e}"));
+        std::fs::create_dir_all(p.parent().unwrap_or(dir.path())).map_err(io)?;
+        std::fs::write(&p, bytes).map_err(io)?;
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).map_err(io)
+    };
+    write(
+        "bin/tarball",
+        b"\x1f\x8b\xff\xfe pw-secret-one \x00\xff",
+        0o644,
+    )?;
+    write("a/b/c/env", b"PASSWORD=pw-secret-two\n", 0o604)?;
+    write("private", b"pw-secret-one", 0o600)?;
+    write("var/log/fake-concourse.log", b"pw-secret-two", 0o666)?;
+    write("clean", b"nothing here", 0o644)?;
+    let secrets: SecretValues = vec![
+        ("one".into(), "pw-secret-one".into()),
+        ("two".into(), "pw-secret-two".into()),
+        ("short".into(), "pw".into()),
+    ];
+    let mut scan = SecretScan::new(&secrets);
+    scan.files("u/0", dir.path());
+    scan.check("a status", b"set pw-secret-two");
+    let mut leaks = scan.leaks.clone();
+    leaks.sort();
+    let at = |rel: &str| format!("u/0 file {}", dir.path().join(rel).display());
+    let want = vec![
+        format!("one in {}", at("bin/tarball")),
+        "two in a status".to_string(),
+        format!("two in {}", at("a/b/c/env")),
+    ];
+    ensure(leaks == want, || {
+        format!("found {leaks:#?}, want {want:#?}")
+    })
 }
 
 fn fixture_auto_with_pg() -> TestResult {
@@ -691,59 +737,47 @@ pub fn assert_no_secret_leaks(
     units: &[String],
     secrets: &SecretValues,
 ) -> TestResult {
-    let secrets: Vec<&(String, String)> = secrets.iter().filter(|(_, v)| v.len() >= 6).collect();
-    ensure(!secrets.is_empty(), || "no secrets to scan for".into())?;
-    let finders: Vec<(&str, memchr::memmem::Finder)> = secrets
-        .iter()
-        .map(|(what, v)| (what.as_str(), memchr::memmem::Finder::new(v.as_bytes())))
-        .collect();
-    let mut leaks: Vec<String> = Vec::new();
-    let mut check = |place: &str, bytes: &[u8]| {
-        for (what, f) in &finders {
-            if f.find(bytes).is_some() {
-                leaks.push(format!("{what} in {place}"));
-            }
-        }
-    };
+    let mut scan = SecretScan::new(secrets);
+    ensure(!scan.finders.is_empty(), || "no secrets to scan for".into())?;
     for app in apps {
         for s in m.app_status_history(app) {
-            check(&format!("{app} app status"), s.message.as_bytes());
+            scan.check(&format!("{app} app status"), s.message.as_bytes());
         }
     }
     let mut scanned = std::collections::BTreeSet::new();
     for u in units {
         for s in m.status_history(u) {
-            check(&format!("{u} status ({})", s.hook), s.message.as_bytes());
+            scan.check(&format!("{u} status ({})", s.hook), s.message.as_bytes());
         }
         for l in m.logs(u) {
-            check(&format!("{u} juju-log ({})", l.hook), l.message.as_bytes());
+            scan.check(&format!("{u} juju-log ({})", l.hook), l.message.as_bytes());
         }
         for h in m.hooks(u) {
-            check(&format!("{u} {} stdout", h.name), h.stdout.as_bytes());
-            check(&format!("{u} {} stderr", h.name), h.stderr.as_bytes());
+            scan.check(&format!("{u} {} stdout", h.name), h.stdout.as_bytes());
+            scan.check(&format!("{u} {} stderr", h.name), h.stderr.as_bytes());
             for c in &h.tool_calls {
                 if h.name == "action:get-admin-password"
                     && c.args.first().map(String::as_str) == Some("action-set")
                 {
                     continue;
                 }
-                check(
+                scan.check(
                     &format!("{u} {} argv {:?}", h.name, c.args.first()),
                     c.args.join(" ").as_bytes(),
                 );
             }
         }
         for e in journal(m, u) {
-            check(&format!("{u} systemctl argv"), e.argv.join(" ").as_bytes());
+            scan.check(&format!("{u} systemctl argv"), e.argv.join(" ").as_bytes());
         }
         for r in concourse_log(m, u) {
-            check(
+            scan.check(
                 &format!("{u} concourse {} argv", r.subcommand),
                 r.argv.join(" ").as_bytes(),
             );
         }
         for p in m.processes(u) {
-            check(
+            scan.check(
                 &format!("{u} process {} cmdline", p.pid),
                 p.cmdline.join(" ").as_bytes(),
             );
@@ -756,13 +790,7 @@ pub fn assert_no_secret_leaks(
         // a shared volume once, not once per unit
         roots.extend(m.storage_dir(u).filter(|v| scanned.insert(v.clone())));
         for root in roots {
-            for (path, bytes) in world_readable_files(&root) {
-                let name = path.to_string_lossy();
-                if name.ends_with("fake-concourse.log") {
-                    continue;
-                }
-                check(&format!("{u} file {name}"), &bytes);
-            }
+            scan.files(u, &root);
         }
     }
     // relation ids are small and dense; a removed relation keeps its history
@@ -771,14 +799,56 @@ pub fn assert_no_secret_leaks(
             if c.owner == "postgresql" || c.owner.starts_with("postgresql/") {
                 continue;
             }
-            check(
+            scan.check(
                 &format!("relation {rel} databag of {} ({})", c.owner, c.hook),
                 format!("{:?}", c.data).as_bytes(),
             );
         }
     }
+    let leaks = scan.leaks;
     ensure(leaks.is_empty(), || format!("secrets leaked: {leaks:#?}"))?;
     assert_root_owned(m, units)
+}
+
+/// What [`assert_no_secret_leaks`] looks for (secrets of at least 6 bytes, as bytes) and
+/// what it found.
+pub struct SecretScan<'a> {
+    finders: Vec<(&'a str, memchr::memmem::Finder<'a>)>,
+    pub leaks: Vec<String>,
+}
+
+impl<'a> SecretScan<'a> {
+    pub fn new(secrets: &'a SecretValues) -> SecretScan<'a> {
+        let finders = secrets
+            .iter()
+            .filter(|(_, v)| v.len() >= 6)
+            .map(|(what, v)| (what.as_str(), memchr::memmem::Finder::new(v.as_bytes())))
+            .collect();
+        SecretScan {
+            finders,
+            leaks: Vec::new(),
+        }
+    }
+
+    /// Records every secret found in `bytes`, as seen at `place`.
+    pub fn check(&mut self, place: &str, bytes: &[u8]) {
+        for (what, f) in &self.finders {
+            if f.find(bytes).is_some() {
+                self.leaks.push(format!("{what} in {place}"));
+            }
+        }
+    }
+
+    /// [`SecretScan::check`] of every world-readable file under `root` but the fake
+    /// concourse log (it records web's environment on purpose, and is made world-writable).
+    pub fn files(&mut self, who: &str, root: &std::path::Path) {
+        for (path, bytes) in world_readable_files(root) {
+            let name = path.to_string_lossy();
+            if !name.ends_with("fake-concourse.log") {
+                self.check(&format!("{who} file {name}"), &bytes);
+            }
+        }
+    }
 }
 
 /// The directories each unit's charm writes as root (the volume comes on top).
