@@ -345,7 +345,7 @@ fn secret_scan_reports() -> TestResult {
     let mut scan = SecretScan::new(&secrets);
     scan.files("u/0", dir.path());
     scan.check("a status", b"set pw-secret-two");
-    let mut leaks = scan.leaks.clone();
+    let mut leaks = scan.leaks;
     leaks.sort();
     let at = |rel: &str| format!("u/0 file {}", dir.path().join(rel).display());
     let want = vec![

@@ -87,7 +87,7 @@ struct ModelReport {
 
 fn sweep(notify: bool) -> TestResult {
     let t0 = Instant::now();
-    // (units, share index): the coverage models, then the wide one
+    // (units, share index, shares): the coverage models, then the wide one
     let mut shapes: Vec<(usize, usize, usize)> = (0..SHARES).map(|i| (UNITS, i, SHARES)).collect();
     shapes.push((WIDE_UNITS, 0, WIDE_SHARES));
     let reports: Vec<Result<ModelReport, Failed>> = std::thread::scope(|s| {

@@ -4,7 +4,7 @@
 //! `SIM_TOOLS`; docs/architecture.md, testing tiers), the tests' `TMPDIR` (on tmpfs, see
 //! [`tests_tmpdir`]) and running every test binary of the
 //! workspace. `cargo test` runs its test binaries one after another; here the binaries
-//! other than the simulator and the doc tests run all at once (about 36 s on 2 cores), each
+//! other than the simulator and the doc tests run all at once (about 26 s on 2 cores), each
 //! as cargo would run it (from its package's directory, with `CARGO_MANIFEST_DIR` set) and
 //! printed whole when it ends, and then the rest of the simulator runs. The simulator keeps
 //! both cores busy, so overlapping it with the other binaries gains little: niced beside
