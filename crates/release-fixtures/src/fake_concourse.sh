@@ -987,15 +987,16 @@ stop_containers() {
 }
 
 # drain: the beacon acts on a drain signal (Beacon.Run): land-worker or retire-worker over a
-# new SSH connection; when no TSA answers, the worker exits 1 (NewBeaconRunner's restarter:
-# ErrAllGatewaysUnreachable while drained). Otherwise the ATC lands or retires the worker
-# once its builds are done and the registration ends: exit 0.
+# new SSH connection (tsa/client.go Land and Retire: dial, tryDialAll over every host, so a
+# registration whose TSA just went away does not matter while another answers); when no TSA
+# answers, the worker exits 1 (NewBeaconRunner's restarter: ErrAllGatewaysUnreachable while
+# drained). Otherwise the ATC lands or retires the worker once its builds are done and the
+# registration ends: exit 0.
 drain() {
     local how=$DRAIN
     if [ "$how" = land ]; then lager "worker" "worker.beacon-runner.beacon.drain.landing-worker"; else lager "worker" "worker.beacon-runner.beacon.drain.retiring-worker"; fi
-    if [ -e "$RUN_DIR/tsa-unreachable" ] || ! kill -0 "$CONN_PID" 2>/dev/null; then
-        land_failed
-    fi
+    if [ -e "$RUN_DIR/tsa-unreachable" ]; then land_failed; fi
+    if ! kill -0 "$CONN_PID" 2>/dev/null && ! register; then land_failed; fi
     if [ "$how" = land ]; then record "landing"; else record "retiring"; fi
     control land-delay 0
     pause "$REPLY"

@@ -687,6 +687,57 @@ fn fake_worker_fails_over_to_another_tsa() {
     assert_eq!(again[1], format!("{}:2222", webs[0].0), "{again:?}");
 }
 
+/// A land dials a connection of its own (tsa/client.go Land → dial → tryDialAll): a worker
+/// whose registration's TSA has just gone, before its beacon noticed, lands through another.
+#[test]
+fn fake_worker_lands_through_another_tsa_when_its_own_is_gone() {
+    use nix::sys::signal::Signal;
+    let site = Site::new("7.14.3");
+    let f = &site.f;
+    let web_at = |addr: &str| {
+        let mut env = site.web_env();
+        env.push(("CONCOURSE_PEER_ADDRESS".into(), addr.into()));
+        let w = site.spawn(&["web"], &env);
+        f.wait_event(w.id(), "listening");
+        w
+    };
+    let mut webs = vec![
+        ("10.0.0.1", web_at("10.0.0.1")),
+        ("10.0.0.2", web_at("10.0.0.2")),
+    ];
+    let mut env = site.worker_env("worker_key");
+    env.retain(|(k, _)| k != "CONCOURSE_TSA_HOST");
+    env.push((
+        "CONCOURSE_TSA_HOST".into(),
+        "10.0.0.1:2222,10.0.0.2:2222".into(),
+    ));
+    let mut w = site.spawn(&["worker"], &env);
+    let first = f.wait_event(w.id(), "registered").detail.unwrap();
+    let i = webs
+        .iter()
+        .position(|(a, _)| first == format!("{a}:2222"))
+        .unwrap_or_else(|| panic!("registered at {first}"));
+    // The worker is stopped while its TSA goes and the land is asked: when it runs again,
+    // it sees the drain and the lost connection at once.
+    signal(&w, Signal::SIGSTOP);
+    let (_, mut gone) = webs.remove(i);
+    signal(&gone, Signal::SIGTERM);
+    assert_eq!(wait_exit(&mut gone).code(), Some(0));
+    // the registration's connection notices the closed socket within 0.2 s
+    std::thread::sleep(std::time::Duration::from_millis(600));
+    signal(&w, Signal::SIGUSR1);
+    signal(&w, Signal::SIGCONT);
+    assert_eq!(wait_exit(&mut w).code(), Some(0));
+    let events: Vec<String> = f
+        .records()
+        .into_iter()
+        .filter(|r| r.pid == w.id())
+        .map(|r| r.event)
+        .collect();
+    assert!(events.iter().any(|e| e == "landed"), "{events:?}");
+    assert!(!events.iter().any(|e| e == "drain failed"), "{events:?}");
+}
+
 /// Web (cmd/concourse/web.go, tsa/tsacmd/command.go): SIGHUP kills it until the TSA has
 /// started, then reloads; SIGTERM stops it with exit 0 once running; a database it cannot
 /// reach ends it with exit 1.
