@@ -2,7 +2,7 @@
 
 #![allow(dead_code)]
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -945,8 +945,10 @@ fn world_readable_files(root: &std::path::Path) -> Vec<(std::path::PathBuf, Vec<
 }
 
 /// A time mark for "nothing happened since" checks, taken once the journals and fake
-/// concourse logs of the applications' units stopped growing (a service signalled just
-/// before may log its reaction a moment later; that must not count against the next step).
+/// concourse logs of the applications' units stopped growing and every live `concourse`
+/// process systemd started has logged its start (a service signalled or started just
+/// before may log a moment later, under load hundreds of milliseconds after systemd's
+/// `started`; that must not count against the next step).
 pub fn quiet_mark(m: &Model, apps: &[&str]) -> f64 {
     let units: Vec<String> = apps.iter().flat_map(|a| m.units(a)).collect();
     let size = |m: &Model| -> usize {
@@ -963,11 +965,34 @@ pub fn quiet_mark(m: &Model, apps: &[&str]) -> f64 {
     loop {
         std::thread::sleep(Duration::from_millis(300));
         let now = size(m);
-        if now == last || std::time::Instant::now() > deadline {
+        let logged = units.iter().all(|u| unlogged_starts(m, u).is_empty());
+        if (now == last && logged) || std::time::Instant::now() > deadline {
             return epoch_now();
         }
         last = now;
     }
+}
+
+/// Live `concourse` main processes that systemd reports `started` on `unit` but that have
+/// not yet written their `start` record.
+fn unlogged_starts(m: &Model, unit: &str) -> Vec<u32> {
+    let live: BTreeSet<u32> = m
+        .processes(unit)
+        .iter()
+        .filter(|p| p.cmdline.iter().any(|a| a.ends_with("/concourse")))
+        .map(|p| p.pid as u32)
+        .collect();
+    let logged: BTreeSet<u32> = concourse_log(m, unit)
+        .iter()
+        .filter(|r| r.event == "start")
+        .map(|r| r.pid)
+        .collect();
+    journal(m, unit)
+        .iter()
+        .filter(|e| e.action == "started")
+        .filter_map(|e| e.pid)
+        .filter(|p| live.contains(p) && !logged.contains(p))
+        .collect()
 }
 
 // ----- release and volume inspection (storage tests) -----

@@ -446,7 +446,11 @@ fn every_connector() -> TestResult {
     )?;
     let starts = web_starts(m, unit, mark);
     ensure(starts.len() == 1, || {
-        format!("web started {} times for one config change", starts.len())
+        format!(
+            "web started {} times for one config change\n{}",
+            starts.len(),
+            history(m, unit, "web", mark)
+        )
     })?;
     let env = &starts[0];
     let admin = admin_password(m).ok_or_else(|| fail("no admin-password secret"))?;
