@@ -310,6 +310,17 @@ pub fn cos_agent_config(t: &Topology, metrics_port: Option<u16>) -> Value {
     })
 }
 
+/// The fields of the cos-agent unit data its requirer validates as required
+/// (`CosAgentProviderUnitData`).
+#[cfg(test)]
+pub(crate) const COS_AGENT_REQUIRED: [&str; 5] = [
+    "metrics_alert_rules",
+    "log_alert_rules",
+    "dashboards",
+    "metrics_scrape_jobs",
+    "log_slots",
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -449,13 +460,7 @@ mod tests {
     #[test]
     fn the_cos_agent_config_has_every_required_field() {
         let c = cos_agent_config(&topo(), Some(9391));
-        for k in [
-            "metrics_alert_rules",
-            "log_alert_rules",
-            "dashboards",
-            "metrics_scrape_jobs",
-            "log_slots",
-        ] {
+        for k in COS_AGENT_REQUIRED {
             assert!(!c[k].is_null(), "{k}");
         }
         assert_eq!(

@@ -348,18 +348,24 @@ pub fn start(
             requested: target.into(),
         });
     }
-    Ok(AppUpgrade {
-        phase: Phase::Prepare,
+    Ok(next_generation(app, Phase::Prepare, target, &app.release))
+}
+
+/// The next generation of `app`, moving units from `from` to `target`, in `phase`, with
+/// nothing granted, skipped or failed yet.
+fn next_generation(app: &AppUpgrade, phase: Phase, target: &str, from: &str) -> AppUpgrade {
+    AppUpgrade {
+        phase,
         gen: app.gen + 1,
-        target: target.into(),
-        from: app.release.clone(),
+        target: target.to_string(),
+        from: from.to_string(),
         grant: Vec::new(),
         skipped: Vec::new(),
         error: String::new(),
         rollback: false,
         ack_from: None,
         ..app.clone()
-    })
+    }
 }
 
 /// A failed upgrade ends when the operator asks for the version the application runs:
@@ -488,18 +494,7 @@ pub fn option_note(app: &AppUpgrade, option: Option<&str>) -> Option<OptionNote>
 /// A generation that brings units running `stray` back to the application's release
 /// (phase complete at once: the release is already published). From idle only.
 pub fn catch_up(app: &AppUpgrade, stray: &str) -> AppUpgrade {
-    AppUpgrade {
-        phase: Phase::Complete,
-        gen: app.gen + 1,
-        target: app.release.clone(),
-        from: stray.to_string(),
-        grant: Vec::new(),
-        skipped: Vec::new(),
-        error: String::new(),
-        rollback: false,
-        ack_from: None,
-        ..app.clone()
-    }
+    next_generation(app, Phase::Complete, &app.release, stray)
 }
 
 /// While idle, a catch-up generation for the first unit that runs another version than

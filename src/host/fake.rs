@@ -265,6 +265,27 @@ impl Services {
         self.state.borrow().journal.len()
     }
 
+    /// From now on `unit`'s process logs its readiness `after` its start.
+    pub fn set_ready_after(&self, unit: &str, after: Duration) {
+        self.state
+            .borrow_mut()
+            .ready_after
+            .insert(unit.into(), after);
+    }
+
+    /// From now on `unit`'s process never logs its readiness.
+    pub fn set_never_ready(&self, unit: &str) {
+        self.state.borrow_mut().never_ready.insert(unit.into());
+    }
+
+    /// `unit` stops behind the charm's back (its process died, or an operator stopped it).
+    pub fn set_inactive(&self, unit: &str) {
+        let mut st = self.state.borrow_mut();
+        let s = st.services.get_mut(unit);
+        s.unwrap_or_else(|| panic!("{unit} was never started"))
+            .active = false;
+    }
+
     pub fn service(&self, unit: &str) -> Service {
         self.state
             .borrow()

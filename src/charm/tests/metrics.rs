@@ -189,14 +189,7 @@ fn a_played_collector_gets_jobs_rules_and_a_dashboard_over_cos_agent() {
     u.relation_ok(rel, "created", None);
     u.relation_ok(rel, "joined", Some("opentelemetry-collector/0"));
     let config = json_of(&u.my_bag(rel), "config");
-    // The requirer validates these five as required (CosAgentProviderUnitData).
-    for k in [
-        "metrics_alert_rules",
-        "log_alert_rules",
-        "dashboards",
-        "metrics_scrape_jobs",
-        "log_slots",
-    ] {
+    for k in crate::cos::COS_AGENT_REQUIRED {
         assert!(!config[k].is_null(), "{k}: {config}");
     }
     assert_eq!(

@@ -141,6 +141,16 @@ impl Unit {
             .units = units;
     }
 
+    /// Adds `unit` to the other members of the peer relation.
+    pub fn add_peer_unit(&self, unit: &str) {
+        let mut st = self.model.state_mut();
+        st.relations
+            .get_mut(&self.peers)
+            .expect("Unit::new relates the peers")
+            .units
+            .push(unit.to_string());
+    }
+
     /// `concourse-ci/<n>` with its volume attached, the peer relation up, the V1 tarball
     /// attached as the resource and `version=V1`; no hook has run yet.
     pub fn new(n: u32, leader: bool) -> Unit {

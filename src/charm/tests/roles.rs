@@ -127,13 +127,7 @@ fn the_leader_keeps_a_live_web_unit_and_takes_over_a_gone_one() {
     );
     assert!(!u.exists(WEB_UNIT_FILE));
     // concourse-ci/1 left the model
-    u.model
-        .state_mut()
-        .relations
-        .get_mut(&u.peers)
-        .unwrap()
-        .units
-        .clear();
+    u.set_peer_units(Vec::new());
     u.relation_ok(u.peers, "departed", Some("concourse-ci/1"));
     assert_eq!(u.app_bag()["web-unit"], "concourse-ci/0");
     assert_eq!(u.my_bag(u.peers)["tsa-host"], "10.1.0.10:2222");

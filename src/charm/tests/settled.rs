@@ -49,14 +49,7 @@ fn a_settled_update_status_makes_at_most_four_calls() {
 #[test]
 fn a_stopped_service_ends_the_settled_state() {
     let u = settled_unit();
-    u.fake
-        .services
-        .state
-        .borrow_mut()
-        .services
-        .get_mut(WORKER)
-        .unwrap()
-        .active = false;
+    u.fake.services.set_inactive(WORKER);
     let mark = u.mark();
     u.ok("update-status");
     assert!(reconciled(&u));
@@ -72,14 +65,7 @@ fn a_stopped_service_ends_the_settled_state() {
 #[test]
 fn regression_a_service_started_again_keeps_its_record() {
     let u = settled_unit();
-    u.fake
-        .services
-        .state
-        .borrow_mut()
-        .services
-        .get_mut(WORKER)
-        .unwrap()
-        .active = false;
+    u.fake.services.set_inactive(WORKER);
     u.ok("config-changed");
     let record = u.read("/var/lib/concourse-ci/started/concourse-worker.json");
     assert!(record.contains("binary"), "{record:?}");

@@ -98,12 +98,7 @@ fn regression_escalation_never_kills_the_worker_cgroup() {
 fn regression_a_removed_worker_that_cannot_register_is_stopped_without_waiting() {
     let u = Unit::deployed("all");
     u.add_postgresql("db-pw");
-    u.fake
-        .services
-        .state
-        .borrow_mut()
-        .never_ready
-        .insert("concourse-worker".into());
+    u.fake.services.set_never_ready("concourse-worker");
     u.fake.services.restart("concourse-worker").unwrap();
     let (mark, t0) = (u.mark(), u.fake.clock.elapsed());
     u.ok("stop");

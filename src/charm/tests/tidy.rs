@@ -54,11 +54,8 @@ fn a_volume_that_cannot_be_tidied_says_so() {
     );
 }
 
-/// With per-unit volumes (`shared-storage=none`) only the leader pruned, and only its own
-/// volume: every other unit's volume kept every version it ever ran.
-#[test]
-fn regression_every_unit_prunes_its_own_volume() {
-    let u = Unit::new(1, false);
+/// The application's databag after generation 1, an upgrade from `from`, ended: idle on V2.
+fn app_is_idle_on_v2(u: &Unit, from: &str) {
     u.model.set_bag(
         u.peers,
         APP,
@@ -66,11 +63,20 @@ fn regression_every_unit_prunes_its_own_volume() {
             ("upgrade-phase", "idle"),
             ("upgrade-gen", "1"),
             ("upgrade-target", V2),
-            ("upgrade-from", V1),
+            ("upgrade-from", from),
             ("release-version", V2),
-            ("web-unit", "concourse-ci/0"),
         ],
     );
+}
+
+/// With per-unit volumes (`shared-storage=none`) only the leader pruned, and only its own
+/// volume: every other unit's volume kept every version it ever ran.
+#[test]
+fn regression_every_unit_prunes_its_own_volume() {
+    let u = Unit::new(1, false);
+    app_is_idle_on_v2(&u, V1);
+    u.model
+        .set_bag(u.peers, APP, &[("web-unit", "concourse-ci/0")]);
     u.publish(OLD);
     u.publish(V1);
     u.publish(V2);
@@ -92,17 +98,7 @@ fn a_unit_behind_keeps_what_it_runs() {
     u.deploy();
     assert_eq!(u.my_bag(u.peers)["version"], V1);
     u.publish(V2);
-    u.model.set_bag(
-        u.peers,
-        APP,
-        &[
-            ("upgrade-phase", "idle"),
-            ("upgrade-gen", "1"),
-            ("upgrade-target", V2),
-            ("upgrade-from", V2),
-            ("release-version", V2),
-        ],
-    );
+    app_is_idle_on_v2(&u, V2);
     u.ok("update-status");
     assert_eq!(u.my_bag(u.peers)["version"], V1);
     assert_eq!(

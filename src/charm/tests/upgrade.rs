@@ -54,6 +54,18 @@ fn switched_to_v2(u: &Unit) {
     assert!(mine["upgrade-state"].ends_with(":switched"), "{mine:?}");
 }
 
+/// Where the first of `entries` stands in `journal` (the test fails without one).
+fn first(journal: &[String], entries: &[&str]) -> usize {
+    let found = journal.iter().position(|e| entries.contains(&e.as_str()));
+    found.unwrap_or_else(|| panic!("no {entries:?} in {journal:?}"))
+}
+
+/// Where the last of `entries` stands in `journal` (the test fails without one).
+fn last(journal: &[String], entries: &[&str]) -> usize {
+    let found = journal.iter().rposition(|e| entries.contains(&e.as_str()));
+    found.unwrap_or_else(|| panic!("no {entries:?} in {journal:?}"))
+}
+
 /// A ready `mode=all` leader on V1 with V2 already published on its volume.
 fn ready_with_v2() -> Unit {
     let u = Unit::deployed("all");
@@ -228,9 +240,9 @@ fn switch_to_v2_after(set_up: impl FnOnce(&Unit)) -> (Unit, Duration) {
 #[test]
 fn a_switched_worker_that_does_not_register_gets_the_whole_crash_window() {
     let (u, waited) = switch_to_v2_after(|u| {
-        let mut st = u.fake.services.state.borrow_mut();
-        st.ready_after
-            .insert("concourse-worker".into(), Duration::from_secs(40));
+        u.fake
+            .services
+            .set_ready_after("concourse-worker", Duration::from_secs(40));
     });
     switched_to_v2(&u);
     assert!(waited >= Duration::from_millis(1500), "waited {waited:?}");
@@ -340,11 +352,9 @@ fn regression_a_leader_that_switched_itself_goes_on_in_the_same_hook() {
     );
 }
 
-/// The leader's clock (the host's) times the prepare phase and the grants: a peer that
-/// never answers is left behind after `PREPARE_TIMEOUT`, and a granted peer that never
-/// switches is skipped after `drain-timeout` plus the margin, with a status naming it.
-#[test]
-fn the_leaders_clock_moves_past_a_silent_peer() {
+/// The leader of two `auto` units, deployed on V1 with PostgreSQL, V2 published; the
+/// peer (returned) runs V1 and runs no hook here.
+fn auto_leader_with_a_peer_on_v1() -> (Unit, String) {
     let u = Unit::new(0, true);
     let peer = format!("{APP}/1");
     u.set_peer_units(vec![peer.clone()]);
@@ -353,6 +363,15 @@ fn the_leaders_clock_moves_past_a_silent_peer() {
     u.deploy();
     u.add_postgresql("db-pw");
     u.publish(V2);
+    (u, peer)
+}
+
+/// The leader's clock (the host's) times the prepare phase and the grants: a peer that
+/// never answers is left behind after `PREPARE_TIMEOUT`, and a granted peer that never
+/// switches is skipped after `drain-timeout` plus the margin, with a status naming it.
+#[test]
+fn the_leaders_clock_moves_past_a_silent_peer() {
+    let (u, peer) = auto_leader_with_a_peer_on_v1();
     u.action("upgrade", json!({"version": V2}));
     u.ok("update-status");
     u.ok("update-status");
@@ -416,11 +435,9 @@ fn upgrade_to_v2(u: &Unit) -> Vec<String> {
 #[test]
 fn regression_a_worker_still_starting_is_landed_once_it_registered() {
     let u = ready_with_v2();
-    {
-        let mut st = u.fake.services.state.borrow_mut();
-        st.ready_after
-            .insert("concourse-worker".into(), Duration::from_secs(40));
-    }
+    u.fake
+        .services
+        .set_ready_after("concourse-worker", Duration::from_secs(40));
     // the worker was just (re)started: it registers 40 s from now
     u.fake.services.restart("concourse-worker").unwrap();
     let t0 = u.fake.clock.elapsed();
@@ -448,24 +465,13 @@ fn regression_a_worker_still_starting_is_landed_once_it_registered() {
 #[test]
 fn regression_a_worker_that_cannot_register_is_stopped_not_signalled() {
     let u = ready_with_v2();
-    u.fake
-        .services
-        .state
-        .borrow_mut()
-        .never_ready
-        .insert("concourse-worker".into());
+    u.fake.services.set_never_ready("concourse-worker");
     u.fake.services.restart("concourse-worker").unwrap();
     let t0 = u.fake.clock.elapsed();
     let journal = upgrade_to_v2(&u);
     assert_eq!(pointer(&u), V2);
-    let stop = journal
-        .iter()
-        .position(|e| e == "exited concourse-worker: SIGTERM")
-        .unwrap_or_else(|| panic!("{journal:?}"));
-    let start = journal
-        .iter()
-        .position(|e| e == "start concourse-worker")
-        .unwrap_or_else(|| panic!("{journal:?}"));
+    let stop = first(&journal, &["exited concourse-worker: SIGTERM"]);
+    let start = first(&journal, &["start concourse-worker"]);
     assert!(stop < start);
     assert!(
         !journal.iter().any(|e| e.starts_with("kill ")),
@@ -485,18 +491,8 @@ fn distinct_schemas(u: &Unit) {
     st.db.schema = Some(100);
 }
 
-/// Web does not refuse a database a newer release migrated (atc/db/migration/migration.go):
-/// going back without migrating down left it running on a newer schema.
-#[test]
-fn regression_web_goes_back_only_after_the_database_is_migrated_down() {
-    let u = ready_with_v2();
-    distinct_schemas(&u);
-    {
-        let mut st = u.fake.services.state.borrow_mut();
-        st.crashes.insert(("concourse-worker".into(), V2.into()));
-    }
-    let journal = upgrade_to_v2(&u);
-    assert_eq!(pointer(&u), V1, "back on the previous release");
+/// The database is back at V1's schema (100), and no web ever started on a newer one.
+fn schema_is_v1s_and_no_web_started_on_a_newer(u: &Unit) {
     let db = &u.fake.services.state.borrow().db;
     assert_eq!(db.schema, Some(100));
     assert!(
@@ -504,14 +500,32 @@ fn regression_web_goes_back_only_after_the_database_is_migrated_down() {
         "{:?}",
         db.newer_schema_starts
     );
-    let at = |e: &str| journal.iter().position(|x| x == e);
-    let down =
-        at("migrate 7.14.3 --migrate-db-to-version=100").unwrap_or_else(|| panic!("{journal:?}"));
-    let web_stopped = at("stop concourse-server").unwrap_or_else(|| panic!("{journal:?}"));
-    let web_back = journal
-        .iter()
-        .rposition(|e| e == "start concourse-server" || e == "restart concourse-server")
-        .unwrap_or_else(|| panic!("{journal:?}"));
+}
+
+/// A unit ready to upgrade to V2, whose worker dies on V2, so that web (on V2's newer
+/// schema by then) must go back too.
+fn web_goes_back_with_its_worker() -> Unit {
+    let u = ready_with_v2();
+    distinct_schemas(&u);
+    let crash = ("concourse-worker".to_string(), V2.to_string());
+    u.fake.services.state.borrow_mut().crashes.insert(crash);
+    u
+}
+
+/// Web does not refuse a database a newer release migrated (atc/db/migration/migration.go):
+/// going back without migrating down left it running on a newer schema.
+#[test]
+fn regression_web_goes_back_only_after_the_database_is_migrated_down() {
+    let u = web_goes_back_with_its_worker();
+    let journal = upgrade_to_v2(&u);
+    assert_eq!(pointer(&u), V1, "back on the previous release");
+    schema_is_v1s_and_no_web_started_on_a_newer(&u);
+    let down = first(&journal, &["migrate 7.14.3 --migrate-db-to-version=100"]);
+    let web_stopped = first(&journal, &["stop concourse-server"]);
+    let web_back = last(
+        &journal,
+        &["start concourse-server", "restart concourse-server"],
+    );
     assert!(web_stopped < down && down < web_back, "{journal:?}");
     assert!(u.active("concourse-server"));
     let mine = u.my_bag(u.peers);
@@ -522,13 +536,8 @@ fn regression_web_goes_back_only_after_the_database_is_migrated_down() {
 /// status that says why, and the switch counts as failed.
 #[test]
 fn web_is_held_when_the_database_cannot_be_migrated_down() {
-    let u = ready_with_v2();
-    distinct_schemas(&u);
-    {
-        let mut st = u.fake.services.state.borrow_mut();
-        st.crashes.insert(("concourse-worker".into(), V2.into()));
-        st.db.migrate_fails = true;
-    }
+    let u = web_goes_back_with_its_worker();
+    u.fake.services.state.borrow_mut().db.migrate_fails = true;
     upgrade_to_v2(&u);
     assert_eq!(pointer(&u), V2, "web stays where the database is");
     let db = &u.fake.services.state.borrow().db;
@@ -549,14 +558,7 @@ fn web_is_held_when_the_database_cannot_be_migrated_down() {
 /// the rollback grants web first, and web migrates the database down before it goes back.
 #[test]
 fn regression_a_rollback_migrates_the_database_down_before_web_goes_back() {
-    let u = Unit::new(0, true);
-    let peer = format!("{APP}/1");
-    u.set_peer_units(vec![peer.clone()]);
-    u.model.set_bag(u.peers, &peer, &[("version", V1)]);
-    u.model.set_config(&[("mode", json!("auto"))]);
-    u.deploy();
-    u.add_postgresql("db-pw");
-    u.publish(V2);
+    let (u, peer) = auto_leader_with_a_peer_on_v1();
     distinct_schemas(&u);
     u.action("upgrade", json!({"version": V2}));
     u.ok("update-status");
@@ -590,21 +592,9 @@ fn regression_a_rollback_migrates_the_database_down_before_web_goes_back() {
         app["upgrade-error"].starts_with("upgrade to v7.14.3 failed on concourse-ci/1"),
         "{app:?}"
     );
-    let db = &u.fake.services.state.borrow().db;
-    assert_eq!(db.schema, Some(100));
-    assert!(
-        db.newer_schema_starts.is_empty(),
-        "{:?}",
-        db.newer_schema_starts
-    );
+    schema_is_v1s_and_no_web_started_on_a_newer(&u);
     let journal = u.journal_since(mark);
-    let down = journal
-        .iter()
-        .position(|e| e == "migrate 7.14.3 --migrate-db-to-version=100")
-        .unwrap_or_else(|| panic!("{journal:?}"));
-    let start = journal
-        .iter()
-        .rposition(|e| e == "start concourse-server")
-        .unwrap_or_else(|| panic!("{journal:?}"));
+    let down = first(&journal, &["migrate 7.14.3 --migrate-db-to-version=100"]);
+    let start = last(&journal, &["start concourse-server"]);
     assert!(down < start, "{journal:?}");
 }

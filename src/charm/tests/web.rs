@@ -402,13 +402,7 @@ fn a_failed_hook_commits_nothing_and_the_retry_converges() {
 fn a_worker_key_arrives(u: &Unit, n: u32) {
     let peer = format!("{APP}/{n}");
     let key = format!("ssh-ed25519 AAAAC3NzaWorker{n} concourse-ci-{n}");
-    u.model
-        .state_mut()
-        .relations
-        .get_mut(&u.peers)
-        .unwrap()
-        .units
-        .push(peer.clone());
+    u.add_peer_unit(&peer);
     u.model
         .set_bag(u.peers, &peer, &[("worker-public-key", key.as_str())]);
     u.relation_ok(u.peers, "changed", Some(&peer));
@@ -423,10 +417,7 @@ fn regression_a_reload_waits_until_the_tsa_listens() {
     // web restarts (log level) and takes 5 s to open the database before its TSA listens
     u.fake
         .services
-        .state
-        .borrow_mut()
-        .ready_after
-        .insert("concourse-server".into(), Duration::from_secs(5));
+        .set_ready_after("concourse-server", Duration::from_secs(5));
     u.model.set_config(&[("log-level", json!("debug"))]);
     u.ok("config-changed");
     let pid = u.fake.services.service("concourse-server").pid;
@@ -449,10 +440,7 @@ fn a_reload_missed_while_web_starts_happens_in_a_later_hook() {
     let u = web_unit();
     u.fake
         .services
-        .state
-        .borrow_mut()
-        .ready_after
-        .insert("concourse-server".into(), Duration::from_secs(600));
+        .set_ready_after("concourse-server", Duration::from_secs(600));
     u.model.set_config(&[("log-level", json!("debug"))]);
     u.ok("config-changed");
     let mark = u.mark();
