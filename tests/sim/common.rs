@@ -237,7 +237,8 @@ impl Default for DeploySpec<'_> {
     }
 }
 
-/// Deploys what `spec` says and waits until every unit is active on `spec.active_on`.
+/// Deploys what `spec` says and waits until every unit is active on `spec.active_on` and
+/// every service it started has logged its start.
 pub fn deploy_with(spec: DeploySpec<'_>) -> Result<Deployment, Failed> {
     let server = release_server(spec.releases)?;
     server.set_github_latest(spec.latest);
@@ -256,7 +257,7 @@ pub fn deploy_with(spec: DeploySpec<'_>) -> Result<Deployment, Failed> {
     run_until(&model, &format!("every unit active on {version}"), |m| {
         units.iter().all(|u| {
             let s = m.unit_status(u);
-            s.status == "active" && s.message.contains(version)
+            s.status == "active" && s.message.contains(version) && unlogged_starts(m, u).is_empty()
         })
     })?;
     Ok(Deployment {

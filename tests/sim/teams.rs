@@ -295,6 +295,10 @@ fn connector_secret() -> TestResult {
             format!("{k} is {:?}", env.get(k))
         })?;
     }
+    // the fake logs its connectors after its start and migrations: a moment later under load
+    run_until(m, "web's connectors", |m| {
+        connectors(m, unit, mark).0.is_some()
+    })?;
     let (on, skipped) = connectors(m, unit, mark);
     ensure(
         on.as_deref() == Some("local,github") && skipped.is_empty(),
