@@ -643,12 +643,9 @@ fn fake_worker_needs_its_tsa() {
     assert_eq!(wait_exit(&mut stranger).code(), Some(1));
 }
 
-/// A worker lists several TSAs (tsa/client.go tryDialAll): it registers through one it can
-/// reach and, when that web goes, through another that presents a host key it trusts.
-#[test]
-fn fake_worker_fails_over_to_another_tsa() {
-    use nix::sys::signal::Signal;
-    let site = Site::new("7.14.3");
+/// Two webs with peer addresses and a worker listing both TSAs, registered: the worker,
+/// the web it registered through (address, process) and the other web.
+fn a_worker_with_two_tsas(site: &Site) -> (Proc, (&'static str, Proc), Vec<(&'static str, Proc)>) {
     let f = &site.f;
     let web_at = |addr: &str| {
         let mut env = site.web_env();
@@ -673,7 +670,32 @@ fn fake_worker_fails_over_to_another_tsa() {
         .iter()
         .position(|(a, _)| first == format!("{a}:2222"))
         .unwrap_or_else(|| panic!("registered at {first}"));
-    let (_, mut gone) = webs.remove(i);
+    let its = webs.remove(i);
+    (w, its, webs)
+}
+
+/// Every child of `pid` has exited (a zombie: `pid` is stopped and has not reaped it).
+fn children_all_exited(pid: u32) -> bool {
+    let children =
+        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+    children.split_whitespace().all(|c| {
+        std::fs::read_to_string(format!("/proc/{c}/stat"))
+            .map(|st| {
+                st.rsplit_once(") ")
+                    .is_none_or(|(_, rest)| rest.starts_with('Z'))
+            })
+            .unwrap_or(true)
+    })
+}
+
+/// A worker lists several TSAs (tsa/client.go tryDialAll): it registers through one it can
+/// reach and, when that web goes, through another that presents a host key it trusts.
+#[test]
+fn fake_worker_fails_over_to_another_tsa() {
+    use nix::sys::signal::Signal;
+    let site = Site::new("7.14.3");
+    let f = &site.f;
+    let (w, (_, mut gone), webs) = a_worker_with_two_tsas(&site);
     signal(&gone, Signal::SIGTERM);
     assert_eq!(wait_exit(&mut gone).code(), Some(0));
     f.wait_event(w.id(), "registration lost");
@@ -694,37 +716,15 @@ fn fake_worker_lands_through_another_tsa_when_its_own_is_gone() {
     use nix::sys::signal::Signal;
     let site = Site::new("7.14.3");
     let f = &site.f;
-    let web_at = |addr: &str| {
-        let mut env = site.web_env();
-        env.push(("CONCOURSE_PEER_ADDRESS".into(), addr.into()));
-        let w = site.spawn(&["web"], &env);
-        f.wait_event(w.id(), "listening");
-        w
-    };
-    let mut webs = vec![
-        ("10.0.0.1", web_at("10.0.0.1")),
-        ("10.0.0.2", web_at("10.0.0.2")),
-    ];
-    let mut env = site.worker_env("worker_key");
-    env.retain(|(k, _)| k != "CONCOURSE_TSA_HOST");
-    env.push((
-        "CONCOURSE_TSA_HOST".into(),
-        "10.0.0.1:2222,10.0.0.2:2222".into(),
-    ));
-    let mut w = site.spawn(&["worker"], &env);
-    let first = f.wait_event(w.id(), "registered").detail.unwrap();
-    let i = webs
-        .iter()
-        .position(|(a, _)| first == format!("{a}:2222"))
-        .unwrap_or_else(|| panic!("registered at {first}"));
+    let (mut w, (_, mut gone), _webs) = a_worker_with_two_tsas(&site);
     // The worker is stopped while its TSA goes and the land is asked: when it runs again,
     // it sees the drain and the lost connection at once.
     signal(&w, Signal::SIGSTOP);
-    let (_, mut gone) = webs.remove(i);
     signal(&gone, Signal::SIGTERM);
     assert_eq!(wait_exit(&mut gone).code(), Some(0));
-    // the registration's connection notices the closed socket within 0.2 s
-    std::thread::sleep(std::time::Duration::from_millis(600));
+    wait_for("the registration's connection to end", || {
+        children_all_exited(w.id()).then_some(())
+    });
     signal(&w, Signal::SIGUSR1);
     signal(&w, Signal::SIGCONT);
     assert_eq!(wait_exit(&mut w).code(), Some(0));
