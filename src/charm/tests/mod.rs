@@ -430,6 +430,17 @@ impl Unit {
             .filter(|e| e.ends_with(&format!(" {service}")))
             .collect()
     }
+
+    /// Runs `hook` and checks that it left `service` alone (it already runs what it should).
+    pub fn hook_leaves_alone(&self, hook: &str, service: &str) {
+        let mark = self.mark();
+        self.ok(hook);
+        assert!(
+            self.touched(mark, service).is_empty(),
+            "{hook} touched {service}: {:?}",
+            self.journal_since(mark)
+        );
+    }
 }
 
 fn tmp() -> tempfile::TempDir {

@@ -39,17 +39,6 @@ fn heal(u: &Unit) {
 }
 
 /// A ready `mode=all` leader alone, with PostgreSQL.
-/// Once web runs what it should, the next hook leaves it alone.
-fn next_hook_leaves_web_alone(u: &Unit) {
-    let mark = u.mark();
-    u.ok("update-status");
-    assert!(
-        u.touched(mark, WEB).is_empty(),
-        "{:?}",
-        u.journal_since(mark)
-    );
-}
-
 fn all_in_one() -> Unit {
     let u = Unit::deployed("all");
     u.add_postgresql("db-pw");
@@ -160,7 +149,7 @@ fn regression_a_failed_restart_is_retried() {
     assert_eq!(u.touched(mark, WEB), ["restart concourse-server"]);
     assert!(started_env(&u, WEB).contains("CONCOURSE_LOG_LEVEL=debug"));
     // and once it runs what it should, nothing more happens
-    next_hook_leaves_web_alone(&u);
+    u.hook_leaves_alone("update-status", WEB);
 }
 
 /// A reload (SIGHUP) for a new worker key that failed was never tried again: web never
@@ -188,7 +177,7 @@ fn regression_a_failed_reload_is_retried() {
         pid,
         "a reload, not a restart"
     );
-    next_hook_leaves_web_alone(&u);
+    u.hook_leaves_alone("update-status", WEB);
 }
 
 /// A unit file written in a hook whose daemon-reload failed stayed unloaded
