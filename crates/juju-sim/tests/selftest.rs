@@ -444,6 +444,18 @@ fn leader_hook_at_n5(body: &str) -> Result<(Model, Vec<String>, u32), Box<dyn st
     Ok((m, units, rel))
 }
 
+/// Waits until `b` committed its second config-changed (the one for n=5).
+fn b_handled_n5(m: &Model, b: &str) -> R {
+    m.run_until(LONG, |m| {
+        committed_hooks(m, b)
+            .iter()
+            .filter(|h| *h == "config-changed")
+            .count()
+            == 2
+    })?;
+    Ok(())
+}
+
 /// `is-leader` true is guaranteed for 30 s: a leader moved (`set_leader`) during a hook that
 /// relied on it keeps leadership to the end of that hook, whose app data commits; the move
 /// happens then (leader-elected on the new leader, leader-settings-changed on the old).
@@ -454,6 +466,9 @@ fn leadership_moves_after_the_hook_that_claimed_it() -> R {
     )?;
     let (a, b) = (&units[0], &units[1]);
     wait_running_with_call(&m, a, "config-changed", "is-leader")?;
+    // b must have handled n=5 as a non-leader before it becomes leader: as the leader it
+    // would wait for a /tmp/go nobody writes on its machine (seen under load in CI)
+    b_handled_n5(&m, b)?;
     m.set_leader(b)?;
     assert_eq!(
         m.leader("app").as_deref(),
@@ -490,13 +505,7 @@ fn lost_leadership_commit_fails() -> R {
     let (a, b) = (&units[0], &units[1]);
     wait_running_with_call(&m, a, "config-changed", "relation-set")?;
     // b must have handled n=5 as a non-leader before it becomes leader.
-    m.run_until(LONG, |m| {
-        committed_hooks(m, b)
-            .iter()
-            .filter(|h| *h == "config-changed")
-            .count()
-            == 2
-    })?;
+    b_handled_n5(&m, b)?;
     m.force_leader(b)?;
     m.write_file(a, "/tmp/go", b"")?;
     m.settle(LONG)?;
